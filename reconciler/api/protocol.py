@@ -1,0 +1,109 @@
+"""The one small protocol the engine uses to talk to any of the three API flavours.
+
+The differences between ``v2``, ``v2.1`` and ``kps`` (paths, bodies, status codes, error
+shapes, pagination) live in the adapters behind it, nowhere else.
+
+May import: ``reconciler.model``, ``reconciler.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.model import (
+    Api,
+    CreatedKeyPair,
+    KeyProtection,
+    RemoteKeyPair,
+    RemoteSnapshot,
+    Secret,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """AK/SK (and a security token for temporary credentials); never printed."""
+
+    ak: str
+    sk: Secret
+    security_token: Secret | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(ak=(sensitive value), sk=(sensitive value))"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """Everything needed to reach one API flavour in one project."""
+
+    api: Api
+    endpoint: str  # scheme://host[:port], no trailing slash
+    project_id: str
+    credentials: Credentials
+    region: str | None = None
+    verify_tls: bool = True
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 6
+    total_timeout: float = 300.0  # upper bound on one call, retries included
+    pool_size: int = 32
+
+
+class KeyPairApi(Protocol):
+    """What the engine needs of a key pair API.
+
+    Every method raises ``ApiError`` on an error answer. ``create_keypair`` and
+    ``import_keypair`` raise ``OutcomeUnknownError`` when the request was sent and its answer
+    lost: the caller re-reads with ``get_keypair`` to learn what happened.
+    """
+
+    api: Api
+
+    def list_keypairs(self) -> RemoteSnapshot:
+        """Every key pair visible in the project, following pagination to the end."""
+        ...
+
+    def get_keypair(self, name: str) -> RemoteKeyPair | None:
+        """One key pair, or None when it does not exist."""
+        ...
+
+    def create_keypair(
+        self,
+        *,
+        name: str,
+        type: str = "ssh",
+        user_id: str | None = None,
+        scope: str | None = None,
+        key_protection: KeyProtection | None = None,
+    ) -> CreatedKeyPair:
+        """The cloud generates the pair; its private key comes back once (in the result)."""
+        ...
+
+    def import_keypair(
+        self,
+        *,
+        name: str,
+        public_key: str,
+        type: str = "ssh",
+        user_id: str | None = None,
+        scope: str | None = None,
+        key_protection: KeyProtection | None = None,
+        private_key: Secret | None = None,
+    ) -> RemoteKeyPair:
+        """Import a public key; with ``key_protection`` and ``private_key``, the cloud keeps it."""
+        ...
+
+    def delete_keypair(self, name: str) -> bool:
+        """Delete; False when it was already gone (404 is not an error here)."""
+        ...
+
+    def update_description(self, name: str, description: str) -> None:
+        """kps only; other flavours raise ``UsageError``."""
+        ...
+
+    def export_private_key(self, name: str) -> Secret | None:
+        """The private key the cloud keeps (kps); None when the flavour cannot export."""
+        ...
+
+    def close(self) -> None: ...

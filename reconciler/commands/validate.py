@@ -1,0 +1,12 @@
+"""`reconciler validate` (not built yet)."""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.env import Env, ExitCode
+
+
+def run(args: argparse.Namespace, env: Env) -> int:
+    env.err("Error: `reconciler validate` is not built yet.")
+    return ExitCode.ERROR

@@ -1,0 +1,137 @@
+"""Diagnostics, and the one exception tree of reconciler.
+
+Expected problems (a bad manifest, a conflict in the plan) are ``Diagnostic`` values, collected
+and shown together. Exceptions are for aborting a command::
+
+    ReconcilerError                 every message says what happened and what to do next
+    ├── UsageError                  bad flags, environment or credentials
+    ├── DiagnosticsError            carries one or more Diagnostics (manifest, plan)
+    ├── KeyFormatError              a key that does not parse (never echoes key material)
+    ├── StateError                  the state file or backend
+    │   ├── StateCorruptError       corrupt, truncated, tampered, or a newer format
+    │   ├── StateKeyError           wrong passphrase or key file
+    │   ├── StateLockError          the lock is held by someone else (carries the lock info)
+    │   └── StaleStateError         a saved plan or a write raced with another writer
+    ├── ApiError                    the cloud answered with an error (status, code, request id)
+    │   └── OutcomeUnknownError     a create was sent and its answer lost
+    └── ApplyError                  an apply failed part-way (what was done is in state)
+
+``cli.main`` is the only place that catches broadly; it maps these to exit code 1.
+
+May import: ``reconciler.model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.model import SourceLocation
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem, where it is, and what to do about it."""
+
+    summary: str
+    location: SourceLocation | None = None
+    path: str = ""  # the node inside the document, e.g. ``keypairs[3].name``
+    detail: str = ""
+    severity: Severity = Severity.ERROR
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        if self.location is None:
+            return ("", 0, 0, self.summary)
+        return (self.location.file, self.location.line, self.location.column, self.summary)
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        node = f"{self.path}: " if self.path else ""
+        text = f"{where}{self.severity}: {node}{self.summary}"
+        if self.detail:
+            text += f"\n  {self.detail}"
+        return text
+
+
+class ReconcilerError(Exception):
+    """Base of every error reconciler raises on purpose."""
+
+
+class UsageError(ReconcilerError):
+    """Bad flags, environment or credentials."""
+
+
+class DiagnosticsError(ReconcilerError):
+    """One or more diagnostics; the message is all of them, sorted by file and line."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | tuple[Diagnostic, ...]) -> None:
+        self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class KeyFormatError(ReconcilerError):
+    """A key or certificate that does not parse. The message never contains key material."""
+
+
+class StateError(ReconcilerError):
+    """A problem with the state file or backend."""
+
+
+class StateCorruptError(StateError):
+    """The state is corrupt, truncated, tampered with, or of a newer format."""
+
+
+class StateKeyError(StateError):
+    """The state encryption key is wrong or missing."""
+
+
+class StateLockError(StateError):
+    """The state lock is held by someone else."""
+
+    def __init__(self, message: str, *, lock_info: dict[str, str] | None = None) -> None:
+        self.lock_info = lock_info or {}
+        super().__init__(message)
+
+
+class StaleStateError(StateError):
+    """A saved plan no longer matches the state, or a write raced with another writer."""
+
+
+class ApiError(ReconcilerError):
+    """The cloud answered with an error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        operation: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.operation = operation
+        super().__init__(message)
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class OutcomeUnknownError(ApiError):
+    """A create was sent but its answer was lost: it may or may not have happened."""
+
+
+class ApplyError(ReconcilerError):
+    """An apply failed part-way; what succeeded is recorded in state."""

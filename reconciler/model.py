@@ -1,0 +1,284 @@
+"""Shared frozen records: what a manifest asks for, what the cloud has, what state holds.
+
+These are the values that flow between the stages (load -> refresh -> plan -> apply).
+Raw JSON and YAML never cross a module boundary; these records do.
+
+May import: the standard library only.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NoReturn
+
+SENSITIVE = "(sensitive value)"
+
+
+class Secret:
+    """A secret string (a private key, usually) that never shows itself by accident.
+
+    ``str()``, ``repr()`` and f-strings give ``(sensitive value)``; ``reveal()`` is the one,
+    explicit way to the value. It cannot be pickled or hashed, and compares in constant time.
+    """
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __repr__(self) -> str:
+        return SENSITIVE
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return SENSITIVE
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+class Api(StrEnum):
+    """The three key pair API flavours; all see the same key pairs."""
+
+    V2 = "v2"
+    V21 = "v2.1"
+    KPS = "kps"
+
+
+class KeySource(StrEnum):
+    """Where a key pair's material comes from."""
+
+    CLOUD = "cloud"  # the cloud generates the pair; the private key comes back once
+    GENERATE = "generate"  # generated here; only the public half is sent
+    IMPORT = "import"  # a public key given in the manifest; the private key stays with its owner
+
+
+GENERATE_ALGORITHMS: tuple[str, ...] = (
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ecdsa-p521",
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLocation:
+    """A place in a manifest file; lines and columns count from 1."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Encryption:
+    """How the cloud encrypts a private key it keeps (``key_protection.encryption``)."""
+
+    type: str  # "default" | "kms"
+    kms_key_name: str | None = None
+    kms_key_id: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"type": self.type}
+        if self.kms_key_name is not None:
+            out["kms_key_name"] = self.kms_key_name
+        if self.kms_key_id is not None:
+            out["kms_key_id"] = self.kms_key_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProtection:
+    """The cloud keeps the private key too (v2.1 and kps only).
+
+    ``private_key_file`` (absolute path) hands an existing private key to the cloud's custody
+    on import; it is read at apply time and never stored in a plan.
+    """
+
+    encryption: Encryption
+    private_key_file: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The comparable form: custody and encryption; never key material."""
+        return {"encryption": self.encryption.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredKeyPair:
+    """One key pair as a manifest asks for it, normalised.
+
+    For ``KeySource.IMPORT`` the loader has already read ``public_key_file``: ``public_key``
+    holds the key text, and ``public_key_file`` only says where it came from.
+    """
+
+    name: str
+    source: KeySource
+    location: SourceLocation
+    spec_digest: str  # sha256 over the normalised spec; recorded in state
+    algorithm: str | None = None  # for GENERATE: one of GENERATE_ALGORITHMS
+    public_key: str | None = None  # for IMPORT: OpenSSH line or PEM certificate
+    public_key_file: str | None = None
+    type: str = "ssh"  # "ssh" | "x509"
+    user_id: str | None = None
+    description: str | None = None  # kps only
+    scope: str | None = None  # kps only: "user" | "domain"
+    key_protection: KeyProtection | None = None
+    prevent_destroy: bool = False
+    rotate_after_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """The manifest's ``provider`` block; every field optional (flags and environment win)."""
+
+    region: str | None = None
+    project_id: str | None = None
+    api: Api | None = None
+    endpoint: str | None = None
+    location: SourceLocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """The manifest's ``backend`` block: where state lives when not in a local file."""
+
+    kind: str  # "s3"
+    bucket: str
+    key: str
+    endpoint: str | None = None
+    region: str | None = None
+    location: SourceLocation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """Every key pair the manifests ask for, in file order, names unique."""
+
+    keypairs: tuple[DesiredKeyPair, ...]
+    provider: ProviderConfig | None = None
+    backend: BackendConfig | None = None
+    files: tuple[str, ...] = ()
+    digest: str = ""  # sha256 over the normalised key pair specs, in name order
+
+    def by_name(self) -> dict[str, DesiredKeyPair]:
+        return {kp.name: kp for kp in self.keypairs}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteKeyPair:
+    """A key pair as the cloud reports it, parsed at the API boundary.
+
+    ``None`` means the API did not say (a list entry carries no description, Nova says
+    nothing of key protection); the plan then relies on state for that field.
+    """
+
+    name: str
+    public_key: str
+    fingerprint: str  # as the cloud reports it: MD5 colon-hex (SHA-1 for x509)
+    type: str = "ssh"
+    user_id: str | None = None
+    scope: str | None = None
+    description: str | None = None
+    key_protection: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSnapshot:
+    """What exists in the cloud, from one (paginated) list."""
+
+    keypairs: Mapping[str, RemoteKeyPair]
+    api: Api
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKeyPair:
+    """The answer to a create or import: the pair, and the private key if the cloud made one."""
+
+    remote: RemoteKeyPair
+    private_key: Secret | None = None
+
+
+class EntryStatus(StrEnum):
+    """Where a state entry stands.
+
+    PENDING: the private key was generated here and stored, and the upload of its public half
+    was not yet confirmed (an apply was interrupted). READY: in the cloud as recorded.
+    TAINTED: in the cloud, but the cloud generated it and its private key never arrived; the
+    next plan replaces it.
+    """
+
+    PENDING = "pending"
+    READY = "ready"
+    TAINTED = "tainted"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecret:
+    """A private key encrypted by the state store; opaque outside ``reconciler.state``."""
+
+    envelope: str
+
+    def __repr__(self) -> str:
+        return "SealedSecret(...)"
+
+
+@dataclass(frozen=True, slots=True)
+class StateKeyPair:
+    """One managed key pair as recorded in state."""
+
+    name: str
+    api: Api
+    source: KeySource
+    public_key: str
+    fingerprint_md5: str
+    fingerprint_sha256: str
+    created: str  # RFC 3339, UTC
+    spec_digest: str
+    algorithm: str | None = None
+    type: str = "ssh"
+    user_id: str | None = None
+    scope: str | None = None
+    description: str | None = None
+    key_protection: KeyProtection | None = None
+    private_key: SealedSecret | None = None
+    status: EntryStatus = EntryStatus.READY
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The whole state: lineage (set once), serial (bumped on every change), entries."""
+
+    lineage: str
+    serial: int
+    keypairs: Mapping[str, StateKeyPair] = field(default_factory=dict)
+    format_version: int = 1

@@ -1,0 +1,56 @@
+"""The state store protocol: what plan, apply and the state commands need of any backend.
+
+May import: ``reconciler.model``, ``reconciler.errors``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from reconciler.model import SealedSecret, Secret, State, StateKeyPair
+
+
+class StateStore(Protocol):
+    """A state document with a lock, per-value encryption and an append-only journal.
+
+    Thread-safe: apply records from several worker threads at once.
+    """
+
+    description: str  # for messages: the file path or s3://bucket/key
+
+    def load(self) -> State:
+        """Read the state (replaying any journal left by an interrupted run).
+
+        A missing state is an empty one with a fresh lineage. Corrupt, truncated, tampered
+        or newer-format state raises ``StateCorruptError`` and changes nothing.
+        """
+        ...
+
+    def lock(self, *, operation: str, timeout: float) -> AbstractContextManager[dict[str, str]]:
+        """Hold the state lock for the block; ``StateLockError`` with the lock info if held."""
+        ...
+
+    def seal(self, name: str, secret: Secret) -> SealedSecret:
+        """Encrypt a private key for entry ``name`` (AES-256-GCM, name and lineage bound in)."""
+        ...
+
+    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
+        """Decrypt; ``StateKeyError`` for a wrong key, ``StateCorruptError`` if tampered."""
+        ...
+
+    def record(self, entry: StateKeyPair) -> None:
+        """Add or replace an entry; durable (fsynced) when this returns."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """Remove an entry; durable when this returns."""
+        ...
+
+    def commit(self) -> State:
+        """Fold recorded changes into the state document atomically (serial + 1 if any)."""
+        ...
+
+    def force_unlock(self, lock_id: str) -> None:
+        """Remove the lock if its id is ``lock_id``; ``StateLockError`` otherwise."""
+        ...

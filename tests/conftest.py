@@ -1,0 +1,26 @@
+"""Shared fixtures: one emulator per session on 127.0.0.1 (port 0), reset between tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler.emulator.server import Emulator
+
+
+@pytest.fixture(scope="session")
+def emulator_session() -> Iterator[Emulator]:
+    emu = Emulator(host="127.0.0.1", port=0, keygen="ed25519")
+    emu.start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture()
+def emulator(emulator_session: Emulator) -> Iterator[Emulator]:
+    emulator_session.reset()
+    yield emulator_session
+    emulator_session.reset()

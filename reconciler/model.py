@@ -272,6 +272,7 @@ class StateKeyPair:
     key_protection: KeyProtection | None = None
     private_key: SealedSecret | None = None
     status: EntryStatus = EntryStatus.READY
+    prevent_destroy: bool = False  # recorded so that deleting it after it left the manifest fails
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,355 @@
+"""The HTTP client under the adapters: pooled session, signing, retries, error mapping.
+
+Every attempt is a new signed request (a fresh ``X-Sdk-Date``). Reads and idempotent writes
+(GET, PUT, DELETE, the private-key export) are retried on 429, 500, 502, 503, 504 and
+connection problems, with exponential backoff and full jitter, honouring ``Retry-After``,
+within ``ApiSettings.max_retries`` and ``total_timeout``. A create is different: retrying
+one whose request may have reached the cloud could make a duplicate or lose a private key,
+so it is retried only when the cloud surely did not act (429, 503, or a connection that
+never opened); after a 500/502/504 or a lost answer it raises ``OutcomeUnknownError`` and
+the caller re-reads (DESIGN section 6).
+
+Debug logging (``reconciler.http``): method, path, status, duration, request id, attempt
+and retry reason. Never headers or bodies.
+
+May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
+``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.api.signer``,
+``reconciler.api.endpoints``, ``reconciler.api.errormap``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+
+from reconciler.api.endpoints import is_loopback, normalise_endpoint
+from reconciler.api.errormap import (
+    ErrorContext,
+    api_error,
+    parse_error_body,
+    retry_after_seconds,
+    transport_error,
+)
+from reconciler.api.protocol import ApiSettings
+from reconciler.api.signer import SdkHmacSigner, canonical_query
+from reconciler.errors import ApiError, OutcomeUnknownError
+
+log = logging.getLogger("reconciler.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+CREATE_RETRY_STATUSES = frozenset({429, 503})  # the cloud did not act on the request
+JSON = "application/json"
+JSON_BODY = "application/json;charset=utf-8"
+
+
+class Kind(Enum):
+    """How safe a request is to send twice."""
+
+    SAFE = "safe"  # reads and idempotent writes: retry anything retryable
+    CREATE = "create"  # may act once: never resend what may have been acted on
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    """A successful (or accepted) answer, with the JSON body parsed (None when empty)."""
+
+    status: int
+    data: object
+    request_id: str | None
+    attempts: int
+    resent_after_loss: bool  # an earlier attempt may have reached the cloud
+    error_code: str | None = None  # for an accepted error status: as the SDK would parse it
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: sleep ``random() * min(cap, base * 2**n)``."""
+
+    base: float = 0.2
+    cap: float = 20.0
+
+    def delay(self, retry: int, rand: float) -> float:
+        return rand * min(self.cap, self.base * (2.0**retry))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _nothing_sent(exc: requests.RequestException) -> bool:
+    """True when the connection never opened, so the cloud cannot have seen the request."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ProxyError):
+        return False
+    reason: object = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, ConnectTimeoutError)  # includes NewConnectionError
+
+
+class HttpClient:
+    """One pooled, signing, retrying HTTP client per API endpoint; safe to share by threads."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = _utcnow,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.endpoint = normalise_endpoint(settings.endpoint)
+        self.settings = settings
+        self._sleep = sleep
+        self._rand = rand
+        self._monotonic = monotonic
+        self._clock = clock
+        self._backoff = backoff or Backoff()
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._auth = SdkHmacSigner(
+            credentials=settings.credentials, project_id=settings.project_id, clock=clock
+        )
+        self._loopback = is_loopback(urlsplit(self.endpoint).hostname or "")
+        self._session = self._make_session(settings)
+
+    @staticmethod
+    def _make_session(settings: ApiSettings) -> requests.Session:
+        session = requests.Session()
+        size = max(1, settings.pool_size)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.verify = settings.verify_tls
+        session.headers["User-Agent"] = "reconciler"
+        session.headers["Accept"] = JSON
+        return session
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far (every attempt counts)."""
+        with self._lock:
+            return self._sent
+
+    def close(self) -> None:
+        self._session.close()
+
+    def error_for(self, result: HttpResult, *, operation: str) -> ApiError:
+        """The ``ApiError`` for an error status that ``request`` was told to accept."""
+        context = ErrorContext(
+            operation=operation, retries=result.attempts - 1, endpoint=self.endpoint,
+            secret=self.settings.credentials.sk.reveal(),
+        )
+        return api_error(
+            status=result.status, code=result.error_code, message=result.error_message or "",
+            request_id=result.request_id, context=context,
+        )
+
+    def request(
+        self,
+        *,
+        method: str,
+        path: str,
+        operation: str,
+        kind: Kind = Kind.SAFE,
+        query: Sequence[tuple[str, str]] = (),
+        body: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        accept: frozenset[int] = frozenset(),
+    ) -> HttpResult:
+        """Send with retries; statuses in ``accept`` are returned rather than raised."""
+        payload = None
+        all_headers = {"Content-Type": JSON, **(headers or {})}
+        if body is not None:
+            payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            all_headers["Content-Type"] = JSON_BODY
+        url = self.endpoint + path
+        if query:
+            url += "?" + canonical_query(query)
+        call = _Call(
+            client=self, method=method, url=url, path=path, operation=operation, kind=kind,
+            headers=all_headers, body=payload, accept=accept,
+        )
+        return call.run()
+
+    # -- used by _Call ---------------------------------------------------------------------
+
+    def _send_once(
+        self, *, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        request = requests.Request(method, url, headers=dict(headers), data=body, auth=self._auth)
+        prepared = self._session.prepare_request(request)  # signs afresh: a new X-Sdk-Date
+        with self._lock:
+            self._sent += 1
+        extra: dict[str, object] = {"proxies": {}} if self._loopback else {}
+        return self._session.send(
+            prepared, timeout=timeout, allow_redirects=False, **extra  # type: ignore[arg-type]
+        )
+
+
+class _Call:
+    """One logical call and its attempts."""
+
+    def __init__(
+        self, *, client: HttpClient, method: str, url: str, path: str, operation: str,
+        kind: Kind, headers: Mapping[str, str], body: bytes | None, accept: frozenset[int],
+    ) -> None:
+        self.c = client
+        self.method = method
+        self.url = url
+        self.path = path
+        self.operation = operation
+        self.kind = kind
+        self.headers = headers
+        self.body = body
+        self.accept = accept
+        settings = client.settings
+        self.max_attempts = max(1, settings.max_retries + 1)
+        self.deadline = client._monotonic() + settings.total_timeout
+        self.resent_after_loss = False
+
+    def _context(self, retries: int) -> ErrorContext:
+        return ErrorContext(
+            operation=self.operation, retries=retries, endpoint=self.c.endpoint,
+            secret=self.c.settings.credentials.sk.reveal(),
+        )
+
+    def run(self) -> HttpResult:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = self.c._monotonic()
+            remaining = max(1.0, self.deadline - started)
+            timeout = (
+                min(self.c.settings.connect_timeout, remaining),
+                min(self.c.settings.read_timeout, remaining),
+            )
+            try:
+                response = self.c._send_once(
+                    method=self.method, url=self.url, headers=self.headers, body=self.body,
+                    timeout=timeout,
+                )
+            except requests.RequestException as exc:
+                reason = self._on_transport_error(exc, attempt=attempt, started=started)
+                self._wait(reason=reason, attempt=attempt, retry_after=None, error=exc)
+                continue
+            result = self._on_response(response, attempt=attempt, started=started)
+            if result is not None:
+                return result
+
+    def _log_attempt(self, *, attempt: int, started: float, outcome: str, rid: str | None) -> None:
+        ms = (self.c._monotonic() - started) * 1000
+        log.debug(
+            "%s %s -> %s in %.0f ms (attempt %d, request id %s)",
+            self.method, self.path, outcome, ms, attempt, rid or "-",
+        )
+
+    def _on_transport_error(
+        self, exc: requests.RequestException, *, attempt: int, started: float
+    ) -> str:
+        kind = type(exc).__name__
+        self._log_attempt(attempt=attempt, started=started, outcome=kind, rid=None)
+        if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.InvalidURL):
+            raise transport_error(exc, context=self._context(attempt - 1), attempts=attempt)
+        if not isinstance(exc, requests.ConnectionError | requests.Timeout) and not isinstance(
+            exc, requests.exceptions.ChunkedEncodingError
+        ):
+            raise transport_error(exc, context=self._context(attempt - 1), attempts=attempt)
+        if _nothing_sent(exc):
+            return f"connection failed ({kind})"
+        if self.kind is Kind.CREATE:
+            raise OutcomeUnknownError(
+                f"{self.operation}: the request was sent but the answer was lost ({kind}); "
+                "it may or may not have taken effect, so it is not resent. Re-read the key "
+                "pair to find out.",
+                operation=self.operation,
+            )
+        self.resent_after_loss = True
+        return f"answer lost ({kind})"
+
+    def _on_response(
+        self, response: requests.Response, *, attempt: int, started: float
+    ) -> HttpResult | None:
+        rid = response.headers.get("X-Request-Id")
+        status = response.status_code
+        self._log_attempt(attempt=attempt, started=started, outcome=str(status), rid=rid)
+        if status < 400:
+            return HttpResult(
+                status=status, data=_json_or_none(response), request_id=rid,
+                attempts=attempt, resent_after_loss=self.resent_after_loss,
+            )
+        code, message = parse_error_body(response.text, status)
+        if status in self.accept:
+            return HttpResult(
+                status=status, data=None, request_id=rid, attempts=attempt,
+                resent_after_loss=self.resent_after_loss, error_code=code, error_message=message,
+            )
+        retryable = CREATE_RETRY_STATUSES if self.kind is Kind.CREATE else RETRY_STATUSES
+        context = self._context(attempt - 1)
+        if status not in retryable:
+            if self.kind is Kind.CREATE and status in RETRY_STATUSES:
+                raise api_error(
+                    status=status, code=code, message=message, request_id=rid,
+                    context=context, outcome_unknown=True,
+                )
+            raise api_error(
+                status=status, code=code, message=message, request_id=rid, context=context
+            )
+        after = retry_after_seconds(response.headers.get("Retry-After"), now=self.c._clock())
+        failure = api_error(
+            status=status, code=code, message=message, request_id=rid, context=context
+        )
+        self._wait(reason=f"HTTP {status}", attempt=attempt, retry_after=after, error=failure)
+        return None
+
+    def _wait(
+        self, *, reason: str, attempt: int, retry_after: float | None, error: Exception
+    ) -> None:
+        """Sleep before the next attempt, or raise ``error`` when attempts or time run out."""
+        if attempt >= self.max_attempts:
+            raise self._final(error, attempts=attempt)
+        delay = self.c._backoff.delay(attempt - 1, self.c._rand())
+        if retry_after is not None:
+            delay = retry_after + self.c._rand() * self.c._backoff.base
+        if self.c._monotonic() + delay > self.deadline:
+            raise self._final(error, attempts=attempt)
+        log.debug(
+            "retrying %s %s after %s: attempt %d of %d failed, waiting %.2f s",
+            self.method, self.path, reason, attempt, self.max_attempts, delay,
+        )
+        self.c._sleep(delay)
+
+    def _final(self, error: Exception, *, attempts: int) -> ApiError:
+        if isinstance(error, ApiError):
+            return error  # built with this attempt's retry count
+        if isinstance(error, requests.RequestException):
+            return transport_error(error, context=self._context(attempts - 1), attempts=attempts)
+        text = f"{self.operation} failed: {type(error).__name__}"
+        return ApiError(text, operation=self.operation)
+
+
+def _json_or_none(response: requests.Response) -> object:
+    if not response.content:
+        return None
+    try:
+        data: object = response.json()
+    except ValueError:
+        return None
+    return data

@@ -1,0 +1,352 @@
+"""The three key pair API flavours behind ``KeyPairApi``: Nova ``v2``, Nova ``v2.1``, KPS v3.
+
+Paths, bodies, status codes, pagination and error shapes differ here and nowhere else.
+``make_api(settings)`` builds the right adapter over a pooled, signing, retrying
+``HttpClient``.
+
+- Nova (v2, v2.1): one GET of the whole list (no microversion, so no pagination); 404 on
+  show/delete means absent; no descriptions, no export. v2 refuses ``key_protection``.
+  v2.1 sends ``type`` only for x509, with microversion ``compute 2.2`` (Nova rejects the
+  field below 2.2); v2 (no microversions) always sends it.
+- KPS: ``limit``/``marker`` pagination following ``page_info.next_marker``; description
+  updates; private-key export; ``scope``.
+
+May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.api.*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from urllib.parse import quote
+
+from reconciler.api.client import HttpClient, HttpResult, Kind
+from reconciler.api.parse import (
+    keypair_body,
+    listed_keypairs,
+    next_marker,
+    private_key_of,
+    remote_keypair,
+)
+from reconciler.api.protocol import ApiSettings, KeyPairApi
+from reconciler.errors import UsageError
+from reconciler.model import (
+    Api,
+    CreatedKeyPair,
+    KeyProtection,
+    RemoteKeyPair,
+    RemoteSnapshot,
+    Secret,
+)
+
+KPS_PAGE_SIZE = 1000  # the documented maximum; sent explicitly (defaults differ by source)
+_NOT_FOUND_TEXT = re.compile(r"not\s+(?:be\s+)?found|not\s+exist|no\s+such", re.IGNORECASE)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _protection_body(
+    protection: KeyProtection, private_key: Secret | None
+) -> dict[str, object]:
+    body: dict[str, object] = {"encryption": protection.encryption.as_dict()}
+    if private_key is not None:
+        body["private_key"] = private_key.reveal()
+    return body
+
+
+class _Adapter:
+    """What every flavour shares: the client, the project, counting, closing."""
+
+    api: Api
+
+    def __init__(self, http: HttpClient, *, project_id: str) -> None:
+        self.http = http
+        self.project_id = project_id
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests this adapter's client has sent (every attempt counts)."""
+        return self.http.requests_sent
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _created(
+        self, result: HttpResult, *, operation: str, asked: dict[str, object]
+    ) -> tuple[RemoteKeyPair, Secret | None]:
+        body = keypair_body(result.data, operation=operation)
+        remote = remote_keypair(body, operation=operation)
+        filled = {k: v for k, v in asked.items() if getattr(remote, k) is None}
+        return dataclasses.replace(remote, **filled), private_key_of(body)  # type: ignore[arg-type]
+
+
+class _NovaAdapter(_Adapter):
+    """Nova os-keypairs, parameterised by path prefix and capabilities."""
+
+    prefix: str
+    supports_protection: bool
+
+    @property
+    def _base(self) -> str:
+        return f"/{self.prefix}/{_seg(self.project_id)}/os-keypairs"
+
+    def list_keypairs(self) -> RemoteSnapshot:
+        result = self.http.request(method="GET", path=self._base, operation="list key pairs")
+        pairs = listed_keypairs(result.data, operation="list key pairs")
+        return RemoteSnapshot(
+            keypairs={kp.name: kp for kp in pairs}, api=self.api, requests=result.attempts
+        )
+
+    def get_keypair(self, name: str) -> RemoteKeyPair | None:
+        operation = f"read key pair {name}"
+        result = self.http.request(
+            method="GET", path=f"{self._base}/{_seg(name)}", operation=operation,
+            accept=frozenset({404}),
+        )
+        if result.status == 404:
+            return None
+        return remote_keypair(keypair_body(result.data, operation=operation), operation=operation)
+
+    def _type_fields(self, key_type: str) -> tuple[dict[str, object], dict[str, str]]:
+        if self.prefix == "v2":
+            return {"type": key_type}, {}
+        if key_type == "ssh":
+            return {}, {}
+        return {"type": key_type}, {"OpenStack-API-Version": "compute 2.2"}
+
+    def _post(
+        self, *, name: str, operation: str, fields: dict[str, object], key_type: str,
+        user_id: str | None, scope: str | None, protection: dict[str, object] | None,
+    ) -> tuple[RemoteKeyPair, Secret | None]:
+        if scope is not None:
+            raise UsageError(f"{operation}: scope is supported only by api kps")
+        if protection is not None and not self.supports_protection:
+            raise UsageError(
+                f"{operation}: key_protection is not supported by api {self.api}; "
+                "use api v2.1 or kps"
+            )
+        type_fields, headers = self._type_fields(key_type)
+        keypair: dict[str, object] = {"name": name, **type_fields, **fields}
+        if user_id is not None:
+            keypair["user_id"] = user_id
+        if protection is not None:
+            keypair["key_protection"] = protection
+        result = self.http.request(
+            method="POST", path=self._base, operation=operation, kind=Kind.CREATE,
+            body={"keypair": keypair}, headers=headers,
+        )
+        asked: dict[str, object] = {"type": key_type, "user_id": user_id}
+        return self._created(result, operation=operation, asked=asked)
+
+    def create_keypair(
+        self, *, name: str, type: str = "ssh", user_id: str | None = None,
+        scope: str | None = None, key_protection: KeyProtection | None = None,
+    ) -> CreatedKeyPair:
+        protection = _protection_body(key_protection, None) if key_protection else None
+        remote, private = self._post(
+            name=name, operation=f"create key pair {name}", fields={}, key_type=type,
+            user_id=user_id, scope=scope, protection=protection,
+        )
+        return CreatedKeyPair(remote=remote, private_key=private)
+
+    def import_keypair(
+        self, *, name: str, public_key: str, type: str = "ssh", user_id: str | None = None,
+        scope: str | None = None, key_protection: KeyProtection | None = None,
+        private_key: Secret | None = None,
+    ) -> RemoteKeyPair:
+        protection = _protection_body(key_protection, private_key) if key_protection else None
+        remote, _ = self._post(
+            name=name, operation=f"import key pair {name}", fields={"public_key": public_key},
+            key_type=type, user_id=user_id, scope=scope, protection=protection,
+        )
+        return remote
+
+    def delete_keypair(self, name: str) -> bool:
+        result = self.http.request(
+            method="DELETE", path=f"{self._base}/{_seg(name)}",
+            operation=f"delete key pair {name}", accept=frozenset({404}),
+        )
+        # a 404 after a resend whose first answer was lost: that first attempt deleted it
+        return result.status != 404 or result.resent_after_loss
+
+    def update_description(self, name: str, description: str) -> None:
+        raise UsageError(
+            f"update key pair {name}: descriptions are supported only by api kps, "
+            f"not {self.api}"
+        )
+
+    def export_private_key(self, name: str) -> Secret | None:
+        return None
+
+
+class NovaV2Api(_NovaAdapter):
+    """``/v2/{project_id}/os-keypairs``: ``type`` ssh|x509, no key_protection."""
+
+    api = Api.V2
+    prefix = "v2"
+    supports_protection = False
+
+
+class NovaV21Api(_NovaAdapter):
+    """``/v2.1/{project_id}/os-keypairs``: key_protection supported."""
+
+    api = Api.V21
+    prefix = "v2.1"
+    supports_protection = True
+
+
+class KpsApi(_Adapter):
+    """KPS v3 ``/v3/{project_id}/keypairs``."""
+
+    api = Api.KPS
+
+    def __init__(
+        self, http: HttpClient, *, project_id: str, page_size: int = KPS_PAGE_SIZE
+    ) -> None:
+        super().__init__(http, project_id=project_id)
+        if not 1 <= page_size <= KPS_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{KPS_PAGE_SIZE}")
+        self.page_size = page_size
+
+    @property
+    def _base(self) -> str:
+        return f"/v3/{_seg(self.project_id)}/keypairs"
+
+    def list_keypairs(self) -> RemoteSnapshot:
+        operation = "list key pairs"
+        pairs: dict[str, RemoteKeyPair] = {}
+        seen: set[str] = set()
+        marker: str | None = None
+        sent = 0
+        while True:
+            query = [("limit", str(self.page_size))]
+            if marker is not None:
+                query.append(("marker", marker))
+            result = self.http.request(
+                method="GET", path=self._base, operation=operation, query=query
+            )
+            sent += result.attempts
+            page = listed_keypairs(result.data, operation=operation)
+            pairs.update((kp.name, kp) for kp in page)
+            marker = next_marker(result.data)
+            if not page or marker is None or marker in seen:  # defensive: no endless loops
+                break
+            seen.add(marker)
+        return RemoteSnapshot(keypairs=pairs, api=self.api, requests=sent)
+
+    def get_keypair(self, name: str) -> RemoteKeyPair | None:
+        operation = f"read key pair {name}"
+        result = self.http.request(
+            method="GET", path=f"{self._base}/{_seg(name)}", operation=operation,
+            accept=frozenset({400, 404}),
+        )
+        if result.status == 404:
+            return None
+        if result.status == 400:
+            # KPS documents every error as 400; one that says "not found" means absent
+            if _NOT_FOUND_TEXT.search(result.error_message or ""):
+                return None
+            raise self.http.error_for(result, operation=operation)
+        return remote_keypair(keypair_body(result.data, operation=operation), operation=operation)
+
+    def _post(
+        self, *, name: str, operation: str, keypair: dict[str, object],
+        scope: str | None, protected: bool,
+    ) -> tuple[RemoteKeyPair, Secret | None]:
+        result = self.http.request(
+            method="POST", path=self._base, operation=operation, kind=Kind.CREATE,
+            body={"keypair": keypair},
+        )
+        asked: dict[str, object] = {
+            "type": keypair.get("type"), "user_id": keypair.get("user_id"),
+            "scope": scope, "key_protection": protected,
+        }
+        return self._created(result, operation=operation, asked=asked)
+
+    @staticmethod
+    def _fields(
+        *, name: str, key_type: str, user_id: str | None, scope: str | None,
+    ) -> dict[str, object]:
+        keypair: dict[str, object] = {"name": name, "type": key_type}
+        if scope is not None:
+            keypair["scope"] = scope
+        if user_id is not None:
+            keypair["user_id"] = user_id
+        return keypair
+
+    def create_keypair(
+        self, *, name: str, type: str = "ssh", user_id: str | None = None,
+        scope: str | None = None, key_protection: KeyProtection | None = None,
+    ) -> CreatedKeyPair:
+        keypair = self._fields(name=name, key_type=type, user_id=user_id, scope=scope)
+        if key_protection is not None:
+            keypair["key_protection"] = _protection_body(key_protection, None)
+        remote, private = self._post(
+            name=name, operation=f"create key pair {name}", keypair=keypair, scope=scope,
+            protected=key_protection is not None,
+        )
+        return CreatedKeyPair(remote=remote, private_key=private)
+
+    def import_keypair(
+        self, *, name: str, public_key: str, type: str = "ssh", user_id: str | None = None,
+        scope: str | None = None, key_protection: KeyProtection | None = None,
+        private_key: Secret | None = None,
+    ) -> RemoteKeyPair:
+        keypair = self._fields(name=name, key_type=type, user_id=user_id, scope=scope)
+        keypair["public_key"] = public_key
+        if key_protection is not None:
+            keypair["key_protection"] = _protection_body(key_protection, private_key)
+        remote, _ = self._post(
+            name=name, operation=f"import key pair {name}", keypair=keypair, scope=scope,
+            protected=key_protection is not None,
+        )
+        return remote
+
+    def delete_keypair(self, name: str) -> bool:
+        result = self.http.request(
+            method="DELETE", path=f"{self._base}/{_seg(name)}",
+            operation=f"delete key pair {name}", accept=frozenset({404}),
+        )
+        return result.status != 404 or result.resent_after_loss
+
+    def update_description(self, name: str, description: str) -> None:
+        self.http.request(
+            method="PUT", path=f"{self._base}/{_seg(name)}",
+            operation=f"update key pair {name}",
+            body={"keypair": {"description": description}},
+        )
+
+    def export_private_key(self, name: str) -> Secret | None:
+        """The private key KPS keeps; None when the key pair does not exist (404)."""
+        operation = f"export the private key of {name}"
+        result = self.http.request(
+            method="POST", path=f"{self._base}/private-key/export", operation=operation,
+            body={"keypair": {"name": name}}, accept=frozenset({404}),
+        )
+        if result.status == 404:
+            return None
+        return private_key_of(keypair_body(result.data, operation=operation))
+
+
+def make_api(
+    settings: ApiSettings, *, http: HttpClient | None = None, page_size: int = KPS_PAGE_SIZE
+) -> KeyPairApi:
+    """The adapter for ``settings.api``; ``http`` lets tests inject sleep and randomness."""
+    client = http if http is not None else HttpClient(settings)
+    api = Api(settings.api)
+    if api is Api.KPS:
+        return KpsApi(client, project_id=settings.project_id, page_size=page_size)
+    if api is Api.V2:
+        return NovaV2Api(client, project_id=settings.project_id)
+    return NovaV21Api(client, project_id=settings.project_id)
+
+
+def _assert_protocol() -> None:  # checked by mypy: every adapter is a KeyPairApi
+    adapters: tuple[type[KeyPairApi], ...] = (NovaV2Api, NovaV21Api, KpsApi)
+    del adapters
+
+
+__all__ = ["KpsApi", "NovaV2Api", "NovaV21Api", "make_api"]

@@ -1,0 +1,486 @@
+"""The local Huawei key pair API emulator: a threaded HTTP/1.1 server over one store.
+
+Every API request (``/v2``, ``/v2.1``, ``/v3``) is, in order: delayed by the configured
+latency, checked for a valid ``SDK-HMAC-SHA256`` signature and matching project ids (gateway
+errors 401/403 otherwise), routed, counted by operation, subjected to the injected faults,
+and carried out. Every answer carries ``X-Request-Id`` and ``Content-Length``; connections
+are kept alive.
+
+The admin path ``/_emulator/…`` (counters, reset, faults, key pair names and fingerprints)
+needs no signature and is served to loopback clients only. It never shows private keys.
+
+May import: ``reconciler.emulator.*``, the standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+from reconciler.emulator import views
+from reconciler.emulator.faults import (
+    DEFAULT_STATUSES,
+    Counters,
+    Fault,
+    FaultConfig,
+    Faults,
+    make_config,
+)
+from reconciler.emulator.handlers import (
+    ApiCall,
+    ApiProblem,
+    Backend,
+    Reply,
+    api_of,
+    parse_body,
+    project_of,
+    refine_operation,
+    route,
+    split_path,
+)
+from reconciler.emulator.keywork import KEYGEN_ALGORITHMS
+from reconciler.emulator.signing import SignatureError, SignedRequest, verify
+from reconciler.emulator.store import Store
+
+MAX_BODY_BYTES = 1 << 20
+ADMIN_PREFIX = "/_emulator/"
+OPERATIONS = (
+    "list",
+    "get",
+    "create",
+    "import",
+    "delete",
+    "update",
+    "export",
+    "import_private_key",
+    "clear_private_key",
+)
+COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected")
+FAULT_FIELDS = (
+    "latency_ms",
+    "error_rate",
+    "statuses",
+    "retry_after",
+    "drop_rate",
+    "lost_response_rate",
+    "operations",
+    "seed",
+)
+
+
+class _Close(Exception):
+    """Close the connection without answering (a dropped or lost response)."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    emulator: Emulator
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class Emulator:
+    """The emulator; usable as a context manager. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ak: str | None = None,
+        sk: str | None = None,
+        project_id: str | None = None,
+        latency_ms: float = 0.0,
+        fault_rate: float = 0.0,
+        seed: int | None = None,
+        data: str | None = None,
+        keygen: str = "rsa-2048",
+    ) -> None:
+        if keygen not in KEYGEN_ALGORITHMS:
+            raise ValueError(f"keygen must be one of {', '.join(KEYGEN_ALGORITHMS)}")
+        self.host = host
+        self.port = port
+        self.ak = ak or secrets.token_hex(16)
+        self.sk = sk or secrets.token_hex(16)
+        self.project_id = project_id or secrets.token_hex(16)
+        self.user_id = secrets.token_hex(16)
+        self._initial = FaultConfig.mixed(latency_ms=latency_ms, fault_rate=fault_rate)
+        make_config(latency_ms=latency_ms, error_rate=self._initial.error_rate)  # validates
+        self.faults = Faults(self._initial, seed=seed)
+        self.counters_ = Counters()
+        self.store = Store(path=data)
+        self.backend = Backend(store=self.store, user_id=self.user_id, keygen=keygen)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        cls = _Server6 if ":" in self.host else _Server
+        server = cls((self.host, self.port), _Handler)
+        server.emulator = self
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            with self._conn_lock:
+                open_connections = list(self._connections)
+            for conn in open_connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+        self.store.close()
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        host = self.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    # -- controls ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty store, counters zero, faults and latency back to the constructor's."""
+        self.store.clear()
+        self.counters_.clear()
+        self.faults.configure(self._initial)
+
+    def counters(self) -> dict[str, int]:
+        counts = dict.fromkeys(COUNTER_NAMES, 0)
+        counts.update(self.counters_.snapshot())
+        return counts
+
+    def set_faults(
+        self,
+        *,
+        latency_ms: float | None = None,
+        error_rate: float = 0.0,
+        statuses: Sequence[int] = DEFAULT_STATUSES,
+        retry_after: float = 0.0,
+        drop_rate: float = 0.0,
+        lost_response_rate: float = 0.0,
+        operations: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Replace the fault configuration (``latency_ms=None`` keeps the current latency)."""
+        if operations is not None:
+            unknown = set(operations) - set(OPERATIONS)
+            if unknown:
+                raise ValueError(f"unknown operations: {', '.join(sorted(unknown))}")
+        config = make_config(
+            latency_ms=self.faults.config.latency_ms if latency_ms is None else latency_ms,
+            error_rate=error_rate,
+            statuses=statuses,
+            retry_after=retry_after,
+            drop_rate=drop_rate,
+            lost_response_rate=lost_response_rate,
+            operations=operations,
+        )
+        self.faults.configure(config, seed=seed)
+
+    def keypair_count(self) -> int:
+        return self.store.count()
+
+    def keypair_summaries(self) -> list[dict[str, Any]]:
+        """Names, fingerprints and custody flags (never key material), in name order."""
+        return [
+            {
+                "name": r.name,
+                "fingerprint": r.fingerprint,
+                "type": r.type,
+                "key_protection": r.key_protection,
+            }
+            for r in self.store.all()
+        ]
+
+    # -- connection bookkeeping (so stop() can close idle keep-alive connections) --------
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def secret_for(self, access_key: str) -> str | None:
+        return self.sk if access_key == self.ak else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "reconciler-emulator"
+    timeout = 120  # idle keep-alive connections close after this
+    server: _Server
+    request_id = ""
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.emulator._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.emulator._track(self.connection, add=False)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the emulator is a library; requests are counted, not logged."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _send(self, reply: Reply) -> None:
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        try:
+            phrase = HTTPStatus(reply.status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP/1.1 {reply.status} {phrase}"]
+        headers = {"X-Request-Id": self.request_id, **reply.headers}
+        if reply.body is not None:
+            headers["Content-Type"] = "application/json;charset=UTF-8"
+        headers["Content-Length"] = str(len(payload))
+        if self.close_connection:
+            headers["Connection"] = "close"
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + (b"" if self.command == "HEAD" else payload))
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise ApiProblem(411, "chunked request bodies are not supported; send Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ApiProblem(400, "invalid Content-Length") from None
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise ApiProblem(413, "the request body is too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        emu = self.server.emulator
+        self.request_id = uuid.uuid4().hex
+        raw_path, _, raw_query = self.path.partition("?")
+        try:
+            body = self._read_body()
+        except ApiProblem as exc:
+            api = api_of(split_path(raw_path))
+            self._send(Reply(exc.status, views.error_body(api, exc.status, exc.message)))
+            return
+        try:
+            if raw_path.startswith(ADMIN_PREFIX):
+                reply = self._admin(raw_path[len(ADMIN_PREFIX) :], body)
+            else:
+                reply = self._api(emu, raw_path=raw_path, raw_query=raw_query, body=body)
+        except _Close:
+            self.close_connection = True
+            return
+        self._send(reply)
+
+    # -- the API -------------------------------------------------------------------------
+
+    def _api(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> Reply:
+        emu.counters_.add("total")
+        config = emu.faults.config
+        if config.latency_ms > 0:
+            time.sleep(config.latency_ms / 1000.0)
+        request_id = self.request_id
+        segments = split_path(raw_path)
+        denied = self._authenticate(emu, raw_path=raw_path, raw_query=raw_query, body=body)
+        if denied is not None:
+            emu.counters_.add("rejected_auth")
+            return denied
+        api = api_of(segments)
+        try:
+            call = route(self.command, segments)
+            if call is None:
+                return Reply(
+                    404,
+                    views.gateway_error(
+                        "APIGW.0101", "The API does not exist or has not been published", request_id
+                    ),
+                )
+            parsed = parse_body(body)
+            call = refine_operation(call, parsed)
+            emu.counters_.add(call.operation)
+            return self._carry_out(emu, call, parsed, raw_query)
+        except ApiProblem as exc:
+            return Reply(exc.status, views.error_body(api, exc.status, exc.message, exc.code))
+
+    def _carry_out(self, emu: Emulator, call: ApiCall, parsed: Any, raw_query: str) -> Reply:
+        fault = emu.faults.decide(call.operation)
+        if fault is not None:
+            emu.counters_.add("faults_injected")
+            if fault.kind == "drop":
+                raise _Close()
+            if fault.kind == "error":
+                return _fault_reply(call.api, fault, self.request_id)
+        query = _query_dict(raw_query)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        reply = emu.backend.handle(call, body=parsed, query=query, headers=headers)
+        if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
+            raise _Close()
+        return reply
+
+    def _authenticate(
+        self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes
+    ) -> Reply | None:
+        request_id = self.request_id
+        signed = SignedRequest(
+            method=self.command,
+            raw_path=raw_path,
+            raw_query=raw_query,
+            headers=tuple(self.headers.items()),
+            body=body,
+        )
+        try:
+            verify(signed, secret_for=emu.secret_for)
+        except SignatureError as exc:
+            message = f"Incorrect IAM authentication information: {exc}"
+            return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
+        header_project = self.headers.get("X-Project-Id")
+        path_project = project_of(split_path(raw_path))
+        if header_project is None:
+            message = "Incorrect IAM authentication information: the X-Project-Id header is missing"
+            return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
+        if path_project is not None and (
+            header_project.strip() != path_project or path_project != emu.project_id
+        ):
+            message = "The IAM user has no permission on this project (project id mismatch)"
+            return Reply(403, views.gateway_error("APIGW.0302", message, request_id))
+        return None
+
+    # -- the admin path ------------------------------------------------------------------
+
+    def _admin(self, what: str, body: bytes) -> Reply:
+        emu = self.server.emulator
+        if not _is_loopback(self.client_address[0]):
+            return Reply(403, {"error": "the admin path is served to loopback clients only"})
+        key = (self.command, what.rstrip("/"))
+        if key == ("GET", "counters"):
+            return Reply(200, emu.counters())
+        if key == ("GET", "keypairs"):
+            return Reply(200, {"keypairs": emu.keypair_summaries()})
+        if key == ("GET", "info"):
+            info = {"endpoint": emu.endpoint, "project_id": emu.project_id, "user_id": emu.user_id}
+            return Reply(200, info)
+        if key == ("POST", "reset"):
+            emu.reset()
+            return Reply(200, {"reset": True})
+        if key == ("POST", "faults"):
+            return _admin_faults(emu, body)
+        return Reply(404, {"error": f"no admin operation {self.command} /_emulator/{what}"})
+
+
+def _admin_faults(emu: Emulator, body: bytes) -> Reply:
+    try:
+        doc = json.loads(body or b"{}")
+        if not isinstance(doc, dict):
+            raise ValueError("the body must be a JSON object")
+        unknown = set(doc) - set(FAULT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+        emu.set_faults(**doc)
+    except (ValueError, TypeError) as exc:
+        return Reply(400, {"error": str(exc)})
+    cfg = emu.faults.config
+    return Reply(
+        200,
+        {
+            "latency_ms": cfg.latency_ms,
+            "error_rate": cfg.error_rate,
+            "statuses": list(cfg.statuses),
+            "retry_after": cfg.retry_after,
+            "drop_rate": cfg.drop_rate,
+            "lost_response_rate": cfg.lost_response_rate,
+            "operations": sorted(cfg.operations) if cfg.operations is not None else None,
+        },
+    )
+
+
+def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:
+    if fault.status == 429:
+        after = fault.retry_after
+        value = str(int(after)) if float(after).is_integer() else f"{after:g}"
+        body = views.gateway_error(
+            "APIGW.0308", "The throttling threshold has been reached", request_id
+        )
+        return Reply(429, body, {"Retry-After": value})
+    if fault.status in (502, 504):
+        body = views.gateway_error("APIGW.0202", "The backend is unavailable", request_id)
+        return Reply(fault.status, body)
+    return Reply(fault.status, views.error_body(api, fault.status, "injected fault: try again"))
+
+
+def _query_dict(raw_query: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            out.setdefault(unquote(key), unquote(value))
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback

@@ -1,4 +1,7 @@
-"""`reconciler schema` (not built yet)."""
+"""`reconciler schema`: print the manifest JSON Schema (2020-12), as shipped in the package.
+
+May import: ``reconciler.env``, ``reconciler.manifest_schema``.
+"""
 
 from __future__ import annotations
 
@@ -8,5 +11,7 @@ from reconciler.env import Env, ExitCode
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler schema` is not built yet.")
-    return ExitCode.ERROR
+    from reconciler.manifest_schema import schema_text
+
+    env.stdout.write(schema_text().rstrip("\n") + "\n")
+    return ExitCode.OK

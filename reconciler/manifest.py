@@ -1,0 +1,432 @@
+"""Load and validate manifests: YAML files -> one ``Manifest``, or every problem at once.
+
+``load_manifests(paths, cwd=...)`` reads files and directories (``*.yaml``/``*.yml`` directly
+inside, in name order), checks each document against the JSON Schema and the rules a schema
+cannot express (unique names across files, one provider and one backend block, per-API
+restrictions, readable and valid public keys, no private key where a public one belongs), and
+builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are raised together as
+one ``DiagnosticsError``, sorted by file, line and column.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
+``reconciler.yamlsafe``, ``reconciler.manifest_schema``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
+from reconciler.keys import check_public_key, looks_like_private_key
+from reconciler.manifest_schema import format_path, schema_diagnostics, show
+from reconciler.model import (
+    Api,
+    BackendConfig,
+    DesiredKeyPair,
+    Encryption,
+    KeyProtection,
+    KeySource,
+    Manifest,
+    ProviderConfig,
+    SourceLocation,
+)
+from reconciler.yamlsafe import NodePath, YamlDocument, read_text, read_yaml_documents
+
+__all__ = [
+    "DEFAULT_API",
+    "check_api_restrictions",
+    "load_manifests",
+    "parse_duration",
+    "spec_digest",
+]
+
+DEFAULT_API = Api.V21
+MAX_KEY_FILE_BYTES = 64 * 1024
+API_VERSION = "reconciler/v1"
+KIND = "KeyPairs"
+_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90d`` -> seconds. Units: h (hours), d (days), w (weeks). Raises ValueError."""
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or text[0] == "0":
+        raise ValueError(f"not a duration: {text[:20]!r}")
+    return int(text[:-1]) * _UNITS[text[-1]]
+
+
+def spec_digest(
+    *, source: KeySource, algorithm: str | None, public_key: str | None, type: str,
+    user_id: str | None, scope: str | None, key_protection: KeyProtection | None,
+) -> str:
+    """sha256 hex over the canonical JSON of what cannot change in place."""
+    spec = {
+        "source": str(source),
+        "algorithm": algorithm,
+        "public_key": public_key,
+        "type": type,
+        "user_id": user_id,
+        "scope": scope,
+        "key_protection": key_protection.encryption.as_dict() if key_protection else None,
+    }
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _manifest_digest(keypairs: Sequence[DesiredKeyPair]) -> str:
+    rows = sorted(
+        [kp.name, kp.spec_digest, kp.description, kp.prevent_destroy, kp.rotate_after_seconds]
+        for kp in keypairs
+    )
+    canonical = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _api_problems(*, api: Api, key_protection: bool, description: bool,
+                  scope: bool) -> list[tuple[str, str, str]]:
+    """(field, summary, detail) for each field the api in use does not support."""
+    out = []
+    if key_protection and api is Api.V2:
+        out.append(("key_protection", "key_protection is not supported by api v2",
+                    "remove it, or use api v2.1 or kps (provider.api or --api)"))
+    for name, present in (("description", description), ("scope", scope)):
+        if present and api is not Api.KPS:
+            out.append((name, f"{name} is supported only by api kps (the api in use is {api})",
+                        "remove it, or use api kps (provider.api or --api)"))
+    return out
+
+
+def check_api_restrictions(manifest: Manifest, api: Api | str) -> list[Diagnostic]:
+    """What the manifest asks for that ``api`` cannot do (for a ``--api`` given later)."""
+    api = Api(api)
+    out = []
+    for kp in manifest.keypairs:
+        problems = _api_problems(api=api, key_protection=kp.key_protection is not None,
+                                 description=kp.description is not None,
+                                 scope=kp.scope is not None)
+        for fld, summary, detail in problems:
+            out.append(Diagnostic(summary, kp.location, path=f"keypair {kp.name}: {fld}",
+                                  detail=detail))
+    return out
+
+
+def _display(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
+
+
+def _collect_files(
+    paths: Sequence[str | Path], cwd: Path, *, allow_empty: bool
+) -> tuple[list[Path], list[Diagnostic]]:
+    files: list[Path] = []
+    diags: list[Diagnostic] = []
+    for raw in paths or [cwd]:
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else cwd / path
+        if path.is_dir():
+            found = sorted(
+                p for p in path.iterdir()
+                if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+            )
+            if not found and not allow_empty:
+                diags.append(Diagnostic(
+                    f"no manifest files (*.yaml, *.yml) in {_display(path, cwd) or '.'}",
+                    detail="give a directory holding manifests, or manifest files"))
+            files.extend(found)
+        else:
+            files.append(path)
+    unique: dict[str, Path] = {}
+    for f in files:
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values()), diags
+
+
+@dataclass
+class _Loader:
+    """Collects documents and diagnostics across every file of one load."""
+
+    cwd: Path
+    api: Api | None
+    diags: list[Diagnostic] = field(default_factory=list)
+    docs: list[YamlDocument] = field(default_factory=list)
+    provider: tuple[YamlDocument, dict[str, object]] | None = None
+    backend: tuple[YamlDocument, dict[str, object]] | None = None
+    names: dict[str, SourceLocation] = field(default_factory=dict)
+    keypairs: list[DesiredKeyPair] = field(default_factory=list)
+
+    def add(self, doc: YamlDocument, path: NodePath, summary: str, *, key: bool = False,
+            detail: str = "") -> None:
+        self.diags.append(Diagnostic(summary, doc.location(path, key=key),
+                                     path=format_path(path), detail=detail))
+
+    def read(self, path: Path) -> None:
+        docs, diags = read_yaml_documents(path, display=_display(path, self.cwd))
+        self.diags.extend(diags)
+        for doc in docs:
+            if self._is_manifest(doc):
+                self.diags.extend(schema_diagnostics(doc))
+                self.docs.append(doc)
+                self._blocks(doc)
+
+    def _is_manifest(self, doc: YamlDocument) -> bool:
+        value = doc.value if isinstance(doc.value, dict) else {}
+        if value.get("apiVersion") == API_VERSION and value.get("kind") == KIND:
+            return True
+        version = value.get("apiVersion")
+        if isinstance(version, str) and version.startswith("reconciler/") \
+                and version != API_VERSION:
+            self.add(doc, ("apiVersion",), f"unsupported apiVersion {show(version)}",
+                     detail=f"this version of reconciler reads apiVersion: {API_VERSION}")
+        elif version == API_VERSION:
+            self.add(doc, ("kind",), f"kind must be {KIND}, got {show(value.get('kind'))}",
+                     detail=f"use kind: {KIND}")
+        else:
+            self.add(doc, (), "not a reconciler manifest",
+                     detail=f"a manifest starts with apiVersion: {API_VERSION} and kind: {KIND};"
+                            " keep other YAML files out of manifest directories")
+        return False
+
+    def _blocks(self, doc: YamlDocument) -> None:
+        assert isinstance(doc.value, dict)
+        for name in ("provider", "backend"):
+            block = doc.value.get(name)
+            if not isinstance(block, dict):
+                continue
+            first = getattr(self, name)
+            if first is not None:
+                where = first[0].location((name,), key=True)
+                self.add(doc, (name,), f"a second {name} block (the first is at {where})",
+                         key=True, detail=f"keep exactly one {name} block across all files")
+            else:
+                setattr(self, name, (doc, block))
+
+    def effective_api(self) -> Api:
+        if self.api is not None:
+            return self.api
+        if self.provider is not None:
+            value = self.provider[1].get("api")
+            if value in {a.value for a in Api}:
+                return Api(str(value))
+        return DEFAULT_API
+
+    def check_keypairs(self) -> None:
+        api = self.effective_api()
+        for doc in self.docs:
+            items = doc.value.get("keypairs") if isinstance(doc.value, dict) else None
+            if not isinstance(items, list):
+                continue
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    kp = _KeyPairCheck(self, doc, ("keypairs", index), item, api).run()
+                    if kp is not None:
+                        self.keypairs.append(kp)
+
+
+@dataclass
+class _KeyPairCheck:
+    """The rules beyond the schema for one key pair; builds its record when it is sound."""
+
+    loader: _Loader
+    doc: YamlDocument
+    path: NodePath
+    item: dict[str, object]
+    api: Api
+    ok: bool = True
+
+    def add(self, sub: str, summary: str, *, key: bool = False, detail: str = "") -> None:
+        self.ok = False
+        self.loader.add(self.doc, (*self.path, sub), summary, key=key, detail=detail)
+
+    def run(self) -> DesiredKeyPair | None:
+        name = self._name()
+        public_key = self._public_key()
+        protection = self._key_protection()
+        for fld, summary, detail in _api_problems(
+            api=self.api, key_protection="key_protection" in self.item,
+            description="description" in self.item, scope="scope" in self.item,
+        ):
+            self.add(fld, summary, key=True, detail=detail)
+        if not self.ok or name is None:
+            return None  # the load fails anyway; records are built only for sound items
+        return self._record(name, public_key, protection)
+
+    def _str(self, key: str) -> str | None:
+        value = self.item.get(key)
+        return value if isinstance(value, str) else None
+
+    def _name(self) -> str | None:
+        name = self._str("name")
+        if name is None:
+            return None
+        first = self.loader.names.get(name)
+        here = self.doc.location((*self.path, "name"))
+        if first is not None:
+            self.add("name", f"{show(name)} is already declared at {first}",
+                     detail="key pair names must be unique across all manifest files")
+            return None
+        self.loader.names[name] = here
+        return name
+
+    def _public_key(self) -> str | None:
+        key_type = self._str("type") or "ssh"
+        inline = self._str("public_key")
+        if inline is not None:
+            return self._check_key(inline, "public_key", "public_key", key_type)
+        file_name = self._str("public_key_file")
+        if file_name is None:
+            return None
+        path = self._resolve(file_name)
+        text = read_text(path, display=file_name, limit=MAX_KEY_FILE_BYTES)
+        if isinstance(text, Diagnostic):
+            self.add("public_key_file", f"cannot use {show(file_name)}: {text.summary}",
+                     detail=f"the path is relative to {self.doc.file}")
+            return None
+        return self._check_key(text, "public_key_file", f"the file {show(file_name)}", key_type)
+
+    def _check_key(self, text: str, fld: str, what: str, key_type: str) -> str | None:
+        if looks_like_private_key(text):
+            self.add(fld, f"{what} holds a private key, not a public key (not shown)",
+                     detail="never put a private key in a manifest; give its public half "
+                            "(ssh-keygen -y -f KEYFILE), and rotate the key if it was committed")
+            return None
+        try:
+            check_public_key(text, key_type=key_type)
+        except KeyFormatError as exc:
+            kind = "certificate" if key_type == "x509" else "public key"
+            self.add(fld, f"{what} is not a valid {kind}: {exc}")
+            return None
+        return text.strip()
+
+    def _resolve(self, written: str) -> Path:
+        path = Path(written).expanduser()
+        if path.is_absolute():
+            return path
+        return (self.loader.cwd / self.doc.file).parent / path
+
+    def _key_protection(self) -> KeyProtection | None:
+        block = self.item.get("key_protection")
+        if not isinstance(block, dict):
+            return None
+        enc = block.get("encryption")
+        private_file = block.get("private_key_file")
+        resolved: str | None = None
+        if isinstance(private_file, str):
+            resolved = self._check_private_key_file(private_file)
+        if not isinstance(enc, dict) or not isinstance(enc.get("type"), str):
+            return None
+        encryption = Encryption(
+            type=str(enc["type"]),
+            kms_key_name=enc.get("kms_key_name") if isinstance(enc.get("kms_key_name"), str)
+            else None,
+            kms_key_id=enc.get("kms_key_id") if isinstance(enc.get("kms_key_id"), str) else None,
+        )
+        return KeyProtection(encryption=encryption, private_key_file=resolved)
+
+    def _check_private_key_file(self, written: str) -> str | None:
+        sub = "key_protection"
+        if not any(k in self.item for k in ("public_key", "public_key_file")):
+            self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
+                            "private_key_file needs public_key or public_key_file",
+                            key=True, detail="it hands an existing key pair's private half to "
+                            "the cloud; give that pair's public half too")
+            self.ok = False
+            return None
+        path = self._resolve(written)
+        if not path.is_file():
+            self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
+                            f"{show(written)} does not exist or is not a file",
+                            detail=f"the path is relative to {self.doc.file}")
+            self.ok = False
+            return None
+        return str(path.resolve())
+
+    def _record(self, name: str, public_key: str | None,
+                protection: KeyProtection | None) -> DesiredKeyPair:
+        from reconciler.keys import normalise
+
+        item = self.item
+        key_type = self._str("type") or "ssh"
+        if "generate" in item:
+            source, algorithm = KeySource.GENERATE, self._str("generate")
+        elif public_key is not None:
+            source, algorithm = KeySource.IMPORT, None
+        else:
+            source, algorithm = KeySource.CLOUD, None
+        normal = normalise(public_key, key_type=key_type) if public_key else None
+        try:
+            rotate = parse_duration(self._str("rotate_after") or "")
+        except ValueError:
+            rotate = None
+        digest = spec_digest(source=source, algorithm=algorithm, public_key=normal,
+                             type=key_type, user_id=self._str("user_id"),
+                             scope=self._str("scope"), key_protection=protection)
+        return DesiredKeyPair(
+            name=name, source=source, location=self.doc.location(self.path),
+            spec_digest=digest, algorithm=algorithm, public_key=public_key,
+            public_key_file=self._str("public_key_file"), type=key_type,
+            user_id=self._str("user_id"), description=self._str("description"),
+            scope=self._str("scope"), key_protection=protection,
+            prevent_destroy=item.get("prevent_destroy") is True,
+            rotate_after_seconds=rotate,
+        )
+
+
+def _provider(loader: _Loader) -> ProviderConfig | None:
+    if loader.provider is None:
+        return None
+    doc, block = loader.provider
+    api = block.get("api")
+
+    def text(key: str) -> str | None:
+        value = block.get(key)
+        return value if isinstance(value, str) else None
+
+    return ProviderConfig(region=text("region"), project_id=text("project_id"),
+                          api=Api(str(api)) if api is not None else None,
+                          endpoint=text("endpoint"), location=doc.location(("provider",)))
+
+
+def _backend(loader: _Loader) -> BackendConfig | None:
+    if loader.backend is None:
+        return None
+    doc, block = loader.backend
+    s3 = block.get("s3")
+    assert isinstance(s3, dict)
+
+    def text(key: str) -> str | None:
+        value = s3.get(key)
+        return value if isinstance(value, str) else None
+
+    return BackendConfig(kind="s3", bucket=text("bucket") or "", key=text("key") or "",
+                         endpoint=text("endpoint"), region=text("region"),
+                         location=doc.location(("backend",)))
+
+
+def load_manifests(
+    paths: Sequence[str | Path], *, cwd: Path, api: Api | str | None = None,
+    allow_empty: bool = False,
+) -> Manifest:
+    """Every key pair the manifests at ``paths`` ask for (no paths: ``cwd``).
+
+    ``api`` is the API flavour in use when a flag or the environment chose it; by default the
+    provider block's ``api``, else v2.1. Raises ``DiagnosticsError`` with every problem found.
+    """
+    loader = _Loader(cwd=cwd, api=Api(api) if api is not None else None)
+    files, diags = _collect_files(paths, cwd, allow_empty=allow_empty)
+    loader.diags.extend(diags)
+    for path in files:
+        loader.read(path)
+    loader.check_keypairs()
+    if loader.diags:
+        raise DiagnosticsError(loader.diags)
+    keypairs = tuple(loader.keypairs)
+    return Manifest(
+        keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
+        files=tuple(_display(f, cwd) for f in files), digest=_manifest_digest(keypairs),
+    )
+

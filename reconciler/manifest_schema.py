@@ -1,0 +1,195 @@
+"""The manifest JSON Schema: loading it, validating documents, and wording its errors.
+
+The schema ships inside the package (``reconciler/schemas/manifest.schema.json``). jsonschema's
+messages echo values and speak of schema keywords; here each error becomes one ``Diagnostic``
+in plain words, at the line and column of the offending node, saying what to do. Values are
+shown only when short and never when they could be key material.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
+``reconciler.yamlsafe``, jsonschema (lazily).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+from reconciler.errors import Diagnostic
+from reconciler.keys import looks_like_private_key
+from reconciler.yamlsafe import NodePath, YamlDocument
+
+SCHEMA_ID = "https://reconciler.dev/schemas/manifest.schema.json"
+SOURCE_KEYS = ("generate", "public_key", "public_key_file")
+
+_CREDENTIAL_KEYS = frozenset({
+    "ak", "sk", "access_key", "secret_key", "accesskey", "secretkey", "access_key_id",
+    "secret_access_key", "password", "token", "security_token", "credentials", "secret",
+})
+_TYPE_WORDS = {
+    "string": "a string", "object": "a mapping", "array": "a list", "boolean": "true or false",
+    "integer": "a whole number", "number": "a number", "null": "nothing",
+}
+_PATTERN_HINTS = {
+    "name": 'is not a valid name: use 1-64 letters, digits, "_" or "-"',
+    "rotate_after": "is not a valid duration: use a whole number and h, d or w, e.g. 90d",
+    "user_id": 'is not a valid user id: use 1-64 letters, digits, "_" or "-"',
+    "project_id": 'is not a valid project id: use 1-64 letters, digits, "_" or "-"',
+    "region": "is not a valid region: use lower-case words joined by -, e.g. cn-north-4",
+    "endpoint": "is not a valid endpoint: use a URL such as https://ecs.cn-north-4.myhuaweicloud.com",
+}
+
+
+def schema_text() -> str:
+    """The schema file as shipped, for ``reconciler schema``."""
+    return (resources.files("reconciler") / "schemas" / "manifest.schema.json").read_text("utf-8")
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text())
+    return schema
+
+
+@functools.cache
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+def format_path(path: NodePath) -> str:
+    """``("keypairs", 3, "name")`` -> ``keypairs[3].name``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def show(value: object) -> str:
+    """A short, safe rendering of a value for a message (never key material)."""
+    if isinstance(value, str):
+        if looks_like_private_key(value):
+            return "(a private key, not shown)"
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return str(value)[:40]
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "nothing (null)"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def schema_diagnostics(doc: YamlDocument) -> list[Diagnostic]:
+    """Every schema violation of one document, in plain words."""
+    out: list[Diagnostic] = []
+    for error in _validator().iter_errors(doc.value):
+        out.extend(_translate(error, doc))
+    return out
+
+
+def _diag(doc: YamlDocument, path: NodePath, summary: str, *, key: bool = False,
+          detail: str = "") -> Diagnostic:
+    return Diagnostic(summary, doc.location(path, key=key), path=format_path(path), detail=detail)
+
+
+def _translate(error: Any, doc: YamlDocument) -> list[Diagnostic]:
+    path: NodePath = tuple(error.absolute_path)
+    validator = error.validator
+    instance = error.instance
+    if validator == "additionalProperties":
+        return _unknown_keys(error, doc, path)
+    if validator == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        return [_diag(doc, path, f'missing required key "{k}"', detail=_required_hint(k))
+                for k in missing]
+    if validator == "type":
+        want = _TYPE_WORDS.get(str(error.validator_value), str(error.validator_value))
+        return [_diag(doc, path, f"expected {want}, got {_kind(instance)}")]
+    if validator in ("enum", "const"):
+        choices = error.validator_value if validator == "enum" else [error.validator_value]
+        allowed = ", ".join(str(c) for c in choices)
+        return [_diag(doc, path, f"{show(instance)} is not supported; use "
+                                 f"{'one of ' if len(choices) > 1 else ''}{allowed}")]
+    if validator == "pattern":
+        field = str(path[-1]) if path else ""
+        hint = _PATTERN_HINTS.get(field, f"does not match {error.validator_value}")
+        return [_diag(doc, path, f"{show(instance)} {hint}")]
+    if validator in ("maxLength", "minLength"):
+        return [_diag(doc, path, _length_message(validator, error, instance, path))]
+    if validator == "not":
+        return _not_message(error, doc, path)
+    if validator == "anyOf" and path and path[-1] == "encryption":
+        return [_diag(doc, path, "encryption type kms needs kms_key_name or kms_key_id",
+                      detail="name the KMS key, e.g. kms_key_name: ops-kms")]
+    return [_diag(doc, path, f"does not satisfy the schema rule {validator!r}",
+                  detail="see `reconciler schema` for what is allowed here")]
+
+
+def _required_hint(key: str) -> str:
+    return {
+        "name": "every key pair needs a name",
+        "apiVersion": "start each document with apiVersion: reconciler/v1",
+        "kind": "start each document with kind: KeyPairs",
+        "encryption": "say how the cloud encrypts the key: encryption: {type: default}",
+    }.get(key, "")
+
+
+def _length_message(validator: str, error: Any, instance: object, path: NodePath) -> str:
+    size = len(instance) if isinstance(instance, str) else 0
+    if validator == "minLength":
+        return "must not be empty"
+    return f"is {size} characters long; at most {error.validator_value} are allowed"
+
+
+def _unknown_keys(error: Any, doc: YamlDocument, path: NodePath) -> list[Diagnostic]:
+    allowed = list(error.schema.get("properties", {}))
+    out = []
+    for key in error.instance:
+        if key in allowed:
+            continue
+        lowered = str(key).lower()
+        if lowered in _CREDENTIAL_KEYS:
+            detail = ("credentials never belong in a manifest: export HUAWEICLOUD_SDK_AK and "
+                      "HUAWEICLOUD_SDK_SK (or HW_ACCESS_KEY and HW_SECRET_KEY) instead")
+        elif "private" in lowered:
+            detail = ("private keys never appear in a manifest; to hand one to the cloud, "
+                      "use key_protection.private_key_file")
+        else:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            guess = f'did you mean "{close[0]}"? ' if close else ""
+            detail = f"{guess}allowed here: {', '.join(allowed)}"
+        shown = str(key) if len(str(key)) <= 40 else str(key)[:37] + "..."
+        out.append(_diag(doc, (*path, key), f'unknown key "{shown}"', key=True, detail=detail))
+    return out
+
+
+def _not_message(error: Any, doc: YamlDocument, path: NodePath) -> list[Diagnostic]:
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if "then" in error.schema_path:  # type: x509 with generate
+        return [_diag(doc, (*path, "generate"),
+                      "a type x509 key pair cannot be generated here",
+                      key=True, detail="give its certificate in public_key or public_key_file")]
+    present = [k for k in instance if k in SOURCE_KEYS]
+    second = present[1] if len(present) > 1 else (present[0] if present else "")
+    found = " and ".join(present)
+    return [_diag(doc, (*path, second) if second else path,
+                  f"use at most one of generate, public_key and public_key_file (found {found})",
+                  key=bool(second),
+                  detail="none of them means the cloud generates the key pair")]

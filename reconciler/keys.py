@@ -110,7 +110,9 @@ def parse_public_key(text: str) -> PublicKey:
         raise KeyFormatError("expected exactly one line: `TYPE BASE64 [COMMENT]`")
     parts = lines[0].split(None, 2)
     if len(parts) < 2:
-        raise KeyFormatError("expected `TYPE BASE64 [COMMENT]`, e.g. `ssh-ed25519 AAAAC3Nz... me@host`")
+        raise KeyFormatError(
+            "expected `TYPE BASE64 [COMMENT]`, e.g. `ssh-ed25519 AAAAC3Nz... me@host`"
+        )
     key_type, data = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) > 2 else ""
     if key_type not in SSH_KEY_TYPES:
@@ -216,8 +218,10 @@ def generate_keypair(algorithm: str, *, comment: str = "") -> GeneratedKey:
     elif algorithm.startswith("rsa-") and algorithm in GENERATE_ALGORITHMS:
         private = rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
     elif algorithm in ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521"):
-        curve = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1, "ecdsa-p521": ec.SECP521R1}
-        private = ec.generate_private_key(curve[algorithm]())
+        curves: dict[str, ec.EllipticCurve] = {
+            "ecdsa-p256": ec.SECP256R1(), "ecdsa-p384": ec.SECP384R1(), "ecdsa-p521": ec.SECP521R1()
+        }
+        private = ec.generate_private_key(curves[algorithm])
     else:
         raise KeyFormatError(
             f"unknown algorithm {algorithm!r}; use one of {', '.join(GENERATE_ALGORITHMS)}"
@@ -250,9 +254,29 @@ def public_key_of(private_key: Secret) -> str:
         raise KeyFormatError(
             "the private key does not load (it must be unencrypted OpenSSH or PEM)"
         ) from None
-    return loaded.public_key().public_bytes(  # type: ignore[union-attr]
+    return loaded.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode()
+
+
+def _blob(public_key: str) -> bytes:
+    parts = public_key.split()
+    if len(parts) < 2:
+        raise KeyFormatError("expected `TYPE BASE64 [COMMENT]`")
+    try:
+        return base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyFormatError("the key data is not valid base64") from None
+
+
+def md5_fingerprint(public_key: str) -> str:
+    """MD5 colon-hex of an already validated OpenSSH line, without a full parse (fast path)."""
+    return _colon_hex(hashlib.md5(_blob(public_key), usedforsecurity=False).digest())
+
+
+def sha256_fingerprint(public_key: str) -> str:
+    """``SHA256:…`` of an already validated OpenSSH line, without a full parse (fast path)."""
+    return _sha256_fp(_blob(public_key))
 
 
 def fingerprints(text: str, *, key_type: str = "ssh") -> tuple[str, str]:

@@ -1,0 +1,129 @@
+"""The JSON plan, shaped like Terraform's so that tools reading that format work.
+
+The same document is what ``plan --out FILE`` saves and ``apply FILE`` reads back
+(``reconciler.planfile``). It never holds a private key, not even encrypted.
+
+May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler import __version__
+from reconciler.model import DesiredKeyPair
+from reconciler.plan import Action, Change, Drift, Plan
+
+FORMAT_VERSION = "1.2"
+PLAN_KIND = "reconciler-plan"
+PLAN_VERSION = 1
+
+_ACTIONS = {
+    Action.CREATE: ["create"],
+    Action.IMPORT: ["no-op"],
+    Action.UPDATE: ["update"],
+    Action.REPLACE: ["delete", "create"],
+    Action.DELETE: ["delete"],
+    Action.NOOP: ["no-op"],
+}
+
+
+def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
+    """A desired key pair in full (public material and paths only), for saved plans."""
+    kp = None
+    if d.key_protection is not None:
+        kp = {"encryption": d.key_protection.encryption.as_dict(),
+              "private_key_file": d.key_protection.private_key_file}
+    return {
+        "name": d.name, "source": d.source.value, "spec_digest": d.spec_digest,
+        "location": [d.location.file, d.location.line, d.location.column],
+        "algorithm": d.algorithm, "public_key": d.public_key,
+        "public_key_file": d.public_key_file, "type": d.type, "user_id": d.user_id,
+        "description": d.description, "scope": d.scope, "key_protection": kp,
+        "prevent_destroy": d.prevent_destroy, "rotate_after_seconds": d.rotate_after_seconds,
+    }
+
+
+def _sensitive(change: Change) -> tuple[dict[str, bool], dict[str, bool]]:
+    before = {"private_key": True} if change.prior and change.prior.private_key else {}
+    after = {"private_key": True} if "private_key" in change.after_unknown else {}
+    return before, after
+
+
+def _resource_change(change: Change) -> dict[str, Any]:
+    before_sensitive, after_sensitive = _sensitive(change)
+    body: dict[str, Any] = {
+        "actions": _ACTIONS[change.action],
+        "before": dict(change.before) if change.before is not None else None,
+        "after": dict(change.after) if change.after is not None else None,
+        "after_unknown": {k: True for k in change.after_unknown},
+        "before_sensitive": before_sensitive,
+        "after_sensitive": after_sensitive,
+    }
+    if change.replace_paths:
+        body["replace_paths"] = [[p] for p in change.replace_paths]
+    if change.action is Action.IMPORT:
+        body["importing"] = {"id": change.name}
+    out: dict[str, Any] = {
+        "address": change.address,
+        "mode": "managed",
+        "type": "keypair",
+        "name": change.name,
+        "provider_name": "reconciler/huaweicloud",
+        "change": body,
+    }
+    if change.reason:
+        out["action_reason"] = change.reason
+    return out
+
+
+def _drift(d: Drift) -> dict[str, Any]:
+    return {
+        "address": f"keypair.{d.name}",
+        "mode": "managed",
+        "type": "keypair",
+        "name": d.name,
+        "change": {
+            "actions": ["delete"] if d.kind == "deleted" else ["update"],
+            "before": dict(d.before),
+            "after": dict(d.after) if d.after is not None else None,
+        },
+    }
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as a JSON-able document (Terraform JSON plan shape, plus reconciler's own)."""
+    c = plan.counts()
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": PLAN_KIND,
+        "plan_version": PLAN_VERSION,
+        "reconciler_version": __version__,
+        "applyable": plan.has_changes,
+        "errored": False,
+        "prior_state": {"lineage": plan.lineage, "serial": plan.serial},
+        "manifest_digest": plan.manifest_digest,
+        "resource_drift": [_drift(d) for d in plan.drift],
+        "resource_changes": [_resource_change(ch) for ch in plan.changes],
+        "summary": {"import": c["import"], "add": c["add"], "change": c["change"],
+                    "destroy": c["destroy"]},
+        "reconciler": {
+            "api": plan.api.value,
+            "mode": plan.mode.value,
+            "targets": list(plan.targets),
+            "forget": list(plan.forget),
+            "configuration": {
+                ch.name: desired_to_dict(ch.desired)
+                for ch in plan.changes if ch.desired is not None and ch.action is not Action.NOOP
+            },
+            "remote": {
+                ch.name: (ch.remote.fingerprint if ch.remote else None)
+                for ch in plan.changes if ch.action is not Action.NOOP
+            },
+        },
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_document(plan), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,269 @@
+"""The human plan, close to Terraform's, because people and tools (Atlantis) read it.
+
+Pure: a ``Plan`` in, a string out. Colour only when asked (the CLI asks on a terminal and
+never with ``NO_COLOR``). Public keys are shown abbreviated; fingerprints in full.
+
+May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler.model import SENSITIVE
+from reconciler.plan import Action, Change, Drift, Mode, Plan, field_changes
+
+KNOWN_AFTER = "(known after apply)"
+ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
+                   "user_id", "scope", "description", "key_protection", "private_key")
+RULE = "─" * 77
+
+_HEADERS = {
+    Action.CREATE: "will be created",
+    Action.IMPORT: "will be imported",
+    Action.UPDATE: "will be updated in-place",
+    Action.REPLACE: "must be replaced",
+    Action.DELETE: "will be destroyed",
+}
+_GLYPHS = {Action.CREATE: "  +", Action.UPDATE: "  ~", Action.REPLACE: "-/+",
+           Action.DELETE: "  -", Action.IMPORT: "   "}
+_COLOURS = {"+": "32", "-": "31", "~": "33", "-/+": "35", "#": "1"}
+
+
+class _Painter:
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _short_key(value: Any) -> Any:
+    """Abbreviate a public key: type, the start and the end of its base64."""
+    if not isinstance(value, str):
+        return value
+    parts = value.split()
+    if len(parts) >= 2 and len(parts[1]) > 40:
+        return f"{parts[0]} {parts[1][:16]}...{parts[1][-12:]}"
+    return value
+
+
+def _shown(key: str, value: Any) -> str:
+    return _value(_short_key(value) if key == "public_key" else value)
+
+
+def _width(keys: list[str]) -> int:
+    return max((len(k) for k in keys), default=0)
+
+
+def _create_body(change: Change) -> list[tuple[str, str]]:
+    after = change.after or {}
+    lines: list[tuple[str, str]] = []
+    for key in ATTRIBUTE_ORDER:
+        if key == "private_key":
+            if "private_key" in change.after_unknown:
+                lines.append(("+", f"{key} = {SENSITIVE}"))
+            continue
+        if key in change.after_unknown:
+            lines.append(("+", f"{key} = {KNOWN_AFTER}"))
+        elif after.get(key) is not None:
+            lines.append(("+", f"{key} = {_shown(key, after[key])}"))
+    return lines
+
+
+def _delete_body(change: Change) -> list[tuple[str, str]]:
+    before = change.before or {}
+    lines: list[tuple[str, str]] = []
+    for key in ATTRIBUTE_ORDER:
+        if key == "private_key":
+            if change.prior is not None and change.prior.private_key is not None:
+                lines.append(("-", f"{key} = {SENSITIVE} -> null"))
+            continue
+        if before.get(key) is not None:
+            lines.append(("-", f"{key} = {_shown(key, before[key])} -> null"))
+    return lines
+
+
+def _update_body(change: Change) -> list[tuple[str, str]]:
+    before = change.before or {}
+    after = change.after or {}
+    diffs = field_changes(change)
+    lines: list[tuple[str, str]] = [(" ", f"name = {_value(change.name)}")]
+    hidden = 0
+    for key in ATTRIBUTE_ORDER:
+        if key == "name":
+            continue
+        forces = "  # forces replacement" if key in change.replace_paths else ""
+        if key == "private_key":
+            if "private_key" in change.after_unknown:
+                was = SENSITIVE if change.prior and change.prior.private_key else "null"
+                lines.append(("~", f"{key} = {was} -> {SENSITIVE}"))
+            continue
+        if key in change.after_unknown:
+            old = before.get(key)
+            lines.append(("~", f"{key} = {_shown(key, old)} -> {KNOWN_AFTER}{forces}"))
+        elif key in diffs:
+            old, new = diffs[key]
+            lines.append(("~", f"{key} = {_shown(key, old)} -> {_shown(key, new)}{forces}"))
+        elif before.get(key) is not None or after.get(key) is not None:
+            hidden += 1
+    if hidden:
+        lines.append((" ", f"# ({hidden} unchanged attributes hidden)"))
+    return lines
+
+
+def _import_body(change: Change) -> list[tuple[str, str]]:
+    after = change.after or {}
+    lines = [(" ", f"name = {_value(change.name)}")]
+    for key in ("source", "public_key", "fingerprint"):
+        if after.get(key) is not None:
+            lines.append((" ", f"{key} = {_shown(key, after[key])}"))
+    return lines
+
+
+def _align(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    keys = [text.split(" = ", 1)[0] for _, text in lines if " = " in text]
+    width = _width(keys)
+    out = []
+    for sign, text in lines:
+        if " = " in text and not text.startswith("#"):
+            key, rest = text.split(" = ", 1)
+            text = f"{key.ljust(width)} = {rest}"
+        out.append((sign, text))
+    return out
+
+
+def _block(header: str, glyph: str, lines: list[tuple[str, str]], name: str,
+           paint: _Painter) -> list[str]:
+    out = [paint(f"  # {header}", "1")]
+    out.append(f"{paint(glyph, _COLOURS.get(glyph.strip(), '0')) if glyph.strip() else glyph}"
+               f" resource \"keypair\" \"{name}\" {{")
+    for sign, text in _align(lines):
+        mark = paint(sign, _COLOURS[sign]) if sign in _COLOURS else sign
+        out.append(f"      {mark} {text}")
+    out.append("    }")
+    return out
+
+
+def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]:
+    paint = paint or _Painter(False)
+    header = f"{change.address} {_HEADERS[change.action]}"
+    lines: list[str] = []
+    if change.action is Action.CREATE:
+        body = _create_body(change)
+    elif change.action is Action.DELETE:
+        body = _delete_body(change)
+    elif change.action is Action.IMPORT:
+        body = _import_body(change)
+    else:
+        body = _update_body(change)
+    lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint))
+    insert_at = 1
+    if change.action is Action.DELETE and change.reason:
+        lines.insert(insert_at, f"  # (because {change.address} is not in the manifests)")
+        insert_at += 1
+    for note in change.notes:
+        lines.insert(insert_at, f"  # ({note})")
+        insert_at += 1
+    return lines
+
+
+def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
+    out = [
+        paint("Note: Objects have changed outside of reconciler", "1"),
+        "",
+        "reconciler detected the following changes made outside of reconciler since the last",
+        '"reconciler apply" which may have affected this plan:',
+        "",
+    ]
+    for d in drift:
+        if d.kind == "deleted":
+            lines = [("-", f"{k} = {_shown(k, d.before[k])} -> null")
+                     for k in ("name", "public_key", "fingerprint") if d.before.get(k)]
+            out.extend(_block(f"keypair.{d.name} has been deleted", "  -", lines, d.name, paint))
+        else:
+            after = d.after or {}
+            lines = [(" ", f"name = {_value(d.name)}")]
+            for k in ("public_key", "fingerprint"):
+                if d.before.get(k) != after.get(k):
+                    lines.append(("~", f"{k} = {_shown(k, d.before.get(k))} -> "
+                                       f"{_shown(k, after.get(k))}"))
+            out.extend(_block(f"keypair.{d.name} has changed", "  ~", lines, d.name, paint))
+        out.append("")
+    return out
+
+
+def summary_line(plan: Plan) -> str:
+    """Byte-compatible with Terraform's summary line."""
+    if plan.mode is Mode.REFRESH_ONLY:
+        if plan.drift:
+            return "Plan: 0 to add, 0 to change, 0 to destroy."
+        return "No changes. Your infrastructure still matches the configuration."
+    if not plan.actionable:
+        return "No changes. Your infrastructure matches the configuration."
+    c = plan.counts()
+    head = f"{c['import']} to import, " if c["import"] else ""
+    return f"Plan: {head}{c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+
+
+def _legend(plan: Plan) -> list[str]:
+    present = {c.action for c in plan.actionable}
+    out = ["reconciler used the manifests to generate the following execution plan. Resource",
+           "actions are indicated with the following symbols:"]
+    for action, text in ((Action.CREATE, "  + create"), (Action.UPDATE, "  ~ update in-place"),
+                         (Action.DELETE, "  - destroy"),
+                         (Action.REPLACE, "-/+ destroy and then create replacement")):
+        if action in present:
+            out.append(text)
+    return out
+
+
+def render_text(plan: Plan, *, colour: bool = False) -> str:
+    """The whole human plan, ending with the summary line."""
+    paint = _Painter(colour)
+    out: list[str] = []
+    if plan.drift:
+        out.extend(_render_drift(plan.drift, paint))
+        if plan.mode is Mode.REFRESH_ONLY:
+            out.append("This is a refresh-only plan, so reconciler will not take any actions to "
+                       "undo these. If you were expecting these changes then you can apply this "
+                       "plan to record the updated values in the state without changing any "
+                       "remote objects.")
+        else:
+            out.append("Unless you have made equivalent changes to your manifests, the following "
+                       "plan may include actions to undo or respond to these changes.")
+        out.extend(["", RULE, ""])
+    if plan.forget:
+        names = ", ".join(plan.forget)
+        out.append(f"Gone from the cloud and from the manifests, to be dropped from state: {names}")
+        out.append("")
+    if plan.actionable:
+        out.extend(_legend(plan))
+        out.append("")
+        out.append("reconciler will perform the following actions:")
+        out.append("")
+        for change in plan.actionable:
+            out.extend(render_change(change, paint=paint))
+            out.append("")
+    summary = summary_line(plan)
+    out.append(paint(summary, "1") if plan.actionable else summary)
+    if not plan.actionable and plan.mode is not Mode.REFRESH_ONLY:
+        out.append("")
+        out.append("reconciler has compared your real infrastructure against your manifests and "
+                   "found no differences, so no changes are needed.")
+    for warning in plan.warnings:
+        out.append("")
+        out.append(f"Warning: {warning}")
+    return "\n".join(out) + "\n"

@@ -14,11 +14,11 @@ MAX_CHARS = 65_000
 MARKER = "<!-- reconciler-plan -->"  # lets CI find and update its own comment
 
 _ACTION_CELL = {
-    Action.CREATE: "➕ create",
-    Action.IMPORT: "📥 import",
-    Action.UPDATE: "✏️ update",
-    Action.REPLACE: "♻️ replace",
-    Action.DELETE: "🗑️ destroy",
+    Action.CREATE: "`+` create",
+    Action.IMPORT: "`<=` import",
+    Action.UPDATE: "`~` update",
+    Action.REPLACE: "`-/+` **replace**",
+    Action.DELETE: "`-` **destroy**",
 }
 
 

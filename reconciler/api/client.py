@@ -312,7 +312,8 @@ class _Call:
             raise api_error(
                 status=status, code=code, message=message, request_id=rid, context=context
             )
-        after = retry_after_seconds(response.headers.get("Retry-After"), now=self.c._clock())
+        header = response.headers.get("Retry-After")
+        after = retry_after_seconds(header, now=self.c._clock()) if header else None
         failure = api_error(
             status=status, code=code, message=message, request_id=rid, context=context
         )

@@ -139,6 +139,8 @@ class _NovaAdapter(_Adapter):
             body={"keypair": keypair}, headers=headers,
         )
         asked: dict[str, object] = {"type": key_type, "user_id": user_id}
+        if protection is not None:  # Nova does not say; the request succeeded as asked
+            asked["key_protection"] = True
         return self._created(result, operation=operation, asked=asked)
 
     def create_keypair(

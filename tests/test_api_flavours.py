@@ -1,0 +1,249 @@
+"""Every operation of every adapter, over real HTTP against the emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from reconciler.api.client import Backoff, HttpClient
+from reconciler.api.flavours import KpsApi, NovaV2Api, NovaV21Api, make_api
+from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
+from reconciler.emulator.server import Emulator
+from reconciler.errors import ApiError, UsageError
+from reconciler.keys import fingerprints, generate_keypair
+from reconciler.model import Api, Encryption, KeyProtection, Secret
+
+ALL_APIS = [Api.V2, Api.V21, Api.KPS]
+PROTECTING_APIS = [Api.V21, Api.KPS]
+DEFAULT_PROTECTION = KeyProtection(encryption=Encryption(type="default"))
+
+MakeApi = Callable[..., KeyPairApi]
+
+
+def settings_for(emu: Emulator, api: Api) -> ApiSettings:
+    return ApiSettings(
+        api=api,
+        endpoint=emu.endpoint,
+        project_id=emu.project_id,
+        credentials=Credentials(ak=emu.ak, sk=Secret(emu.sk)),
+        pool_size=4,
+    )
+
+
+@pytest.fixture()
+def make(emulator: Emulator) -> Iterator[MakeApi]:
+    made: list[KeyPairApi] = []
+
+    def factory(api: Api, *, page_size: int = 1000) -> KeyPairApi:
+        settings = settings_for(emulator, api)
+        http = HttpClient(settings, sleep=lambda _s: None, backoff=Backoff(base=0.001))
+        adapter = make_api(settings, http=http, page_size=page_size)
+        made.append(adapter)
+        return adapter
+
+    yield factory
+    for adapter in made:
+        adapter.close()
+
+
+def test_make_api_picks_the_flavour(make: MakeApi) -> None:
+    assert isinstance(make(Api.V2), NovaV2Api)
+    assert isinstance(make(Api.V21), NovaV21Api)
+    assert isinstance(make(Api.KPS), KpsApi)
+    assert [make(a).api for a in ALL_APIS] == ALL_APIS
+
+
+@pytest.mark.parametrize("api", ALL_APIS)
+def test_create_get_list_delete(make: MakeApi, emulator: Emulator, api: Api) -> None:
+    client = make(api)
+    created = client.create_keypair(name="web-deploy")
+    assert created.remote.name == "web-deploy"
+    assert created.private_key is not None
+    assert "PRIVATE KEY" in created.private_key.reveal()
+    assert created.remote.fingerprint == fingerprints(created.remote.public_key)[0]
+
+    got = client.get_keypair("web-deploy")
+    assert got is not None
+    assert got.fingerprint == created.remote.fingerprint
+    assert got.public_key.split()[:2] == created.remote.public_key.split()[:2]
+
+    snapshot = client.list_keypairs()
+    assert set(snapshot.keypairs) == {"web-deploy"}
+    assert snapshot.api is api
+    assert snapshot.requests == 1
+
+    assert client.delete_keypair("web-deploy") is True
+    assert client.get_keypair("web-deploy") is None
+    assert client.delete_keypair("web-deploy") is False
+    assert client.list_keypairs().keypairs == {}
+    assert emulator.counters()["create"] == 1
+
+
+@pytest.mark.parametrize("api", ALL_APIS)
+def test_import_public_key(make: MakeApi, api: Api) -> None:
+    client = make(api)
+    key = generate_keypair("ed25519", comment="alice@laptop")
+    remote = client.import_keypair(name="alice", public_key=key.public_key)
+    assert remote.name == "alice"
+    assert remote.fingerprint == fingerprints(key.public_key)[0]
+    assert remote.type == "ssh"
+    listed = client.list_keypairs().keypairs["alice"]
+    assert listed.fingerprint == remote.fingerprint
+
+
+@pytest.mark.parametrize("api", ALL_APIS)
+def test_the_three_apis_see_the_same_pairs(make: MakeApi, api: Api) -> None:
+    key = generate_keypair("ed25519")
+    make(Api.KPS).import_keypair(name="shared", public_key=key.public_key)
+    got = make(api).get_keypair("shared")
+    assert got is not None and got.fingerprint == fingerprints(key.public_key)[0]
+
+
+def _public() -> str:
+    return generate_keypair("ed25519").public_key
+
+
+def _certificate() -> str:
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "legacy")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(private, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("api", ALL_APIS)
+def test_import_x509(make: MakeApi, api: Api) -> None:
+    client = make(api)
+    remote = client.import_keypair(name="legacy", public_key=_certificate(), type="x509")
+    assert remote.type == "x509"
+    got = client.get_keypair("legacy")
+    assert got is not None and got.type == "x509"
+
+
+def test_v2_refuses_key_protection_without_a_request(make: MakeApi) -> None:
+    client = make(Api.V2)
+    with pytest.raises(UsageError, match="key_protection"):
+        client.create_keypair(name="vault", key_protection=DEFAULT_PROTECTION)
+    key = generate_keypair("ed25519")
+    with pytest.raises(UsageError, match=r"v2\.1 or kps"):
+        client.import_keypair(
+            name="vault", public_key=key.public_key, key_protection=DEFAULT_PROTECTION,
+            private_key=key.private_key,
+        )
+    assert client.requests_sent == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("api", [Api.V2, Api.V21])
+def test_nova_refuses_kps_only_features(make: MakeApi, api: Api) -> None:
+    client = make(api)
+    with pytest.raises(UsageError, match="kps"):
+        client.create_keypair(name="x", scope="domain")
+    with pytest.raises(UsageError, match="kps"):
+        client.update_description("x", "text")
+    assert client.export_private_key("x") is None
+    assert client.requests_sent == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("api", PROTECTING_APIS)
+def test_key_protection_on_create_and_import(
+    make: MakeApi, emulator: Emulator, api: Api
+) -> None:
+    client = make(api)
+    kms = KeyProtection(encryption=Encryption(type="kms", kms_key_name="ops-kms"))
+    created = client.create_keypair(name="vault", key_protection=kms)
+    assert created.remote.key_protection is True
+    key = generate_keypair("ecdsa-p256")
+    client.import_keypair(
+        name="held", public_key=key.public_key, key_protection=DEFAULT_PROTECTION,
+        private_key=key.private_key,
+    )
+    custody = {s["name"]: s["key_protection"] for s in emulator.keypair_summaries()}
+    assert custody == {"vault": True, "held": True}
+
+
+def test_kps_export_update_and_scope(make: MakeApi) -> None:
+    client = make(Api.KPS)
+    key = generate_keypair("ed25519")
+    client.import_keypair(
+        name="held", public_key=key.public_key, key_protection=DEFAULT_PROTECTION,
+        private_key=key.private_key, scope="domain",
+    )
+    exported = client.export_private_key("held")
+    assert exported == key.private_key
+    assert client.export_private_key("missing") is None
+
+    client.import_keypair(name="plain", public_key=generate_keypair("ed25519").public_key)
+    with pytest.raises(ApiError) as info:
+        client.export_private_key("plain")  # the cloud keeps no private key for it
+    assert info.value.status == 400
+
+    client.update_description("held", "prod web tier")
+    got = client.get_keypair("held")
+    assert got is not None
+    assert got.description == "prod web tier"
+    assert got.scope == "domain"
+    assert got.key_protection is True
+    listed = client.list_keypairs().keypairs["held"]
+    assert listed.description is None  # list entries carry no description
+    assert listed.key_protection is True
+
+    with pytest.raises(ApiError) as missing:
+        client.update_description("missing", "x")
+    assert missing.value.status == 404
+
+
+def test_kps_create_reports_what_was_asked(make: MakeApi) -> None:
+    created = make(Api.KPS).create_keypair(name="team", scope="domain", user_id="u-1")
+    assert created.remote.scope == "domain"
+    assert created.remote.user_id == "u-1"
+    assert created.remote.key_protection is False
+
+
+@pytest.mark.parametrize(
+    ("count", "page", "pages"), [(7, 3, 3), (6, 3, 2), (7, 1000, 1), (0, 5, 1)]
+)
+def test_kps_pagination(
+    make: MakeApi, emulator: Emulator, count: int, page: int, pages: int
+) -> None:
+    client = make(Api.KPS, page_size=page)
+    for i in range(count):
+        client.import_keypair(name=f"key-{i:02d}", public_key=_public())
+    before = emulator.counters()["list"]
+    snapshot = client.list_keypairs()
+    assert sorted(snapshot.keypairs) == [f"key-{i:02d}" for i in range(count)]
+    assert snapshot.requests == pages
+    assert emulator.counters()["list"] - before == pages
+
+
+@pytest.mark.parametrize("api", [Api.V2, Api.V21])
+def test_nova_lists_in_one_request(make: MakeApi, emulator: Emulator, api: Api) -> None:
+    client = make(api)
+    for i in range(12):
+        client.import_keypair(name=f"key-{i:02d}", public_key=_public())
+    snapshot = client.list_keypairs()
+    assert len(snapshot.keypairs) == 12
+    assert snapshot.requests == 1
+
+
+def test_kps_page_size_is_bounded(emulator: Emulator) -> None:
+    http = HttpClient(settings_for(emulator, Api.KPS))
+    try:
+        with pytest.raises(ValueError, match="page_size"):
+            KpsApi(http, project_id=emulator.project_id, page_size=1001)
+    finally:
+        http.close()

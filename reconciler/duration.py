@@ -1,0 +1,36 @@
+"""Durations on the command line: "0s", "30s", "1.5m", "2m30s", "500ms", "1h" -> seconds.
+
+May import: ``reconciler.errors``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from reconciler.errors import UsageError
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str, *, option: str = "--lock-timeout") -> float:
+    """Seconds in ``text``: a sequence of NUMBER+UNIT (ms, s, m, h, d), or a bare "0".
+
+    A bare number is seconds. Anything else is a ``UsageError`` naming ``option``.
+    """
+    value = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return float(value)
+    total, pos = 0.0, 0
+    for match in _PART.finditer(value):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not value or pos != len(value) or not math.isfinite(total):
+        raise UsageError(
+            f"{option}: {text!r} is not a duration; use a number with a unit, "
+            "e.g. 0s, 30s, 2m, 1h30m, 500ms."
+        )
+    return total

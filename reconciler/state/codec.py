@@ -1,0 +1,404 @@
+"""The state document and journal formats: State <-> bytes, checked, versioned, migrated.
+
+The document is readable JSON (secrets are the only opaque values)::
+
+    {"format_version": 1, "lineage": UUID, "serial": N,
+     "key": {"id", "kdf", "salt"} | null,
+     "keypairs": {NAME: {api, source, algorithm, type, public_key, fingerprint_md5,
+                         fingerprint_sha256, user_id, scope, description, key_protection,
+                         prevent_destroy, created, spec_digest, status, private_key}},
+     "checksum": "sha256:HEX"}
+
+``checksum`` is SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII) of everything
+else: it catches truncation and hand edits of readable fields. Secrets carry their own
+authentication (AES-GCM, see ``crypto``). Loading never repairs: anything wrong is a
+``StateCorruptError`` saying what to do. Older versions go through ``MIGRATIONS`` (a chain of
+one-step functions, applied in memory; the file is rewritten only by the next commit).
+
+A journal line is one canonical JSON object plus ``sum`` (SHA-256 of the rest)::
+
+    {"v":1,"lineage":L,"base":SERIAL,"op":"record","name":N,"entry":{...},"sum":HEX}
+    {"v":1,"lineage":L,"base":SERIAL,"op":"forget","name":N,"sum":HEX}
+    {"v":1,"lineage":L,"base":SERIAL,"op":"key","key":{...},"sum":HEX}
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.crypto``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from reconciler.errors import StateCorruptError
+from reconciler.model import (
+    NAME_PATTERN,
+    Api,
+    Encryption,
+    EntryStatus,
+    KeyProtection,
+    KeySource,
+    SealedSecret,
+    State,
+    StateKeyPair,
+)
+from reconciler.state.crypto import KeyBlock
+
+FORMAT_VERSION = 1
+JOURNAL_VERSION = 1
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+# from-version -> function returning the document at from-version + 1. None yet: version 1 is
+# the first. A future version 2 adds ``MIGRATIONS[1]`` and a test that a v1 file loads.
+MIGRATIONS: Mapping[int, Migration] = {}
+
+_E = TypeVar("_E", Api, KeySource, EntryStatus)
+_NAME_RE = re.compile(NAME_PATTERN)
+_DOC_FIELDS = ("format_version", "lineage", "serial", "key", "keypairs", "checksum")
+_ENTRY_FIELDS = frozenset((
+    "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
+    "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
+    "spec_digest", "status", "private_key",
+))
+
+
+@dataclass(frozen=True, slots=True)
+class StateDocument:
+    """A decoded state file: the state, and which key sealed its secrets (if any)."""
+
+    state: State
+    key: KeyBlock | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One journal line: a change made on top of state ``lineage`` at serial ``base``."""
+
+    lineage: str
+    base: int
+    op: str  # "record" | "forget" | "key"
+    name: str | None = None
+    entry: StateKeyPair | None = None
+    key: KeyBlock | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def checksum(doc: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+
+
+# --- entries ---------------------------------------------------------------------------------
+
+
+def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
+    kp = entry.key_protection
+    protection: dict[str, Any] | None = None
+    if kp is not None:
+        protection = {"encryption": kp.encryption.as_dict()}
+        if kp.private_key_file is not None:
+            protection["private_key_file"] = kp.private_key_file
+    return {
+        "api": entry.api.value,
+        "source": entry.source.value,
+        "algorithm": entry.algorithm,
+        "type": entry.type,
+        "public_key": entry.public_key,
+        "fingerprint_md5": entry.fingerprint_md5,
+        "fingerprint_sha256": entry.fingerprint_sha256,
+        "user_id": entry.user_id,
+        "scope": entry.scope,
+        "description": entry.description,
+        "key_protection": protection,
+        "prevent_destroy": entry.prevent_destroy,
+        "created": entry.created,
+        "spec_digest": entry.spec_digest,
+        "status": entry.status.value,
+        "private_key": entry.private_key.envelope if entry.private_key else None,
+    }
+
+
+def entry_from_dict(name: str, obj: object, *, where: str) -> StateKeyPair:
+    """Typed entry from JSON; ``ValueError`` with the field at fault (the caller wraps it)."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"{where}: invalid key pair name {name!r}")
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: an entry must be an object")
+    unknown = sorted(set(obj) - _ENTRY_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+    private_key = _opt_str(obj, "private_key", where=where)
+    prevent = obj.get("prevent_destroy", False)
+    if not isinstance(prevent, bool):
+        raise ValueError(f"{where}.prevent_destroy: must be true or false")
+    return StateKeyPair(
+        name=name,
+        api=_enum(Api, obj, "api", where=where),
+        source=_enum(KeySource, obj, "source", where=where),
+        public_key=_str(obj, "public_key", where=where),
+        fingerprint_md5=_str(obj, "fingerprint_md5", where=where),
+        fingerprint_sha256=_str(obj, "fingerprint_sha256", where=where),
+        created=_str(obj, "created", where=where),
+        spec_digest=_str(obj, "spec_digest", where=where),
+        algorithm=_opt_str(obj, "algorithm", where=where),
+        type=_opt_str(obj, "type", where=where) or "ssh",
+        user_id=_opt_str(obj, "user_id", where=where),
+        scope=_opt_str(obj, "scope", where=where),
+        description=_opt_str(obj, "description", where=where),
+        key_protection=_protection(obj.get("key_protection"), where=f"{where}.key_protection"),
+        private_key=SealedSecret(private_key) if private_key is not None else None,
+        status=_enum(EntryStatus, obj, "status", where=where, default=EntryStatus.READY),
+        prevent_destroy=prevent,
+    )
+
+
+def _str(obj: Mapping[str, Any], key: str, *, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: must be a string")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, *, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: must be a string or null")
+    return value
+
+
+def _enum(
+    cls: type[_E], obj: Mapping[str, Any], key: str, *, where: str, default: _E | None = None
+) -> _E:
+    value = obj.get(key)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: must be a string")
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"{where}.{key}: unknown value {value!r}") from None
+
+
+def _protection(obj: object, *, where: str) -> KeyProtection | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or set(obj) - {"encryption", "private_key_file"}:
+        raise ValueError(f"{where}: must be {{encryption, private_key_file?}} or null")
+    enc = obj.get("encryption")
+    if not isinstance(enc, dict) or set(enc) - {"type", "kms_key_name", "kms_key_id"}:
+        raise ValueError(f"{where}.encryption: must be {{type, kms_key_name?, kms_key_id?}}")
+    encryption = Encryption(
+        type=_str(enc, "type", where=f"{where}.encryption"),
+        kms_key_name=_opt_str(enc, "kms_key_name", where=f"{where}.encryption"),
+        kms_key_id=_opt_str(enc, "kms_key_id", where=f"{where}.encryption"),
+    )
+    return KeyProtection(
+        encryption=encryption,
+        private_key_file=_opt_str(obj, "private_key_file", where=where),
+    )
+
+
+def key_block_from(obj: object, *, where: str) -> KeyBlock | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or set(obj) - {"id", "kdf", "salt"}:
+        raise ValueError(f"{where}: must be {{id, kdf, salt}} or null")
+    kid, kdf, salt = obj.get("id"), obj.get("kdf"), obj.get("salt")
+    if not isinstance(kid, str) or not re.fullmatch(r"[0-9a-f]{16}", kid):
+        raise ValueError(f"{where}.id: must be 16 hex digits")
+    if kdf is not None and not (isinstance(kdf, dict) and kdf.get("name") == "scrypt"):
+        raise ValueError(f"{where}.kdf: must be null or a scrypt parameter object")
+    if salt is not None and not isinstance(salt, str):
+        raise ValueError(f"{where}.salt: must be a string or null")
+    return KeyBlock(id=kid, kdf=kdf, salt=salt)
+
+
+# --- documents -------------------------------------------------------------------------------
+
+
+def document_to_dict(doc: StateDocument) -> dict[str, Any]:
+    state = doc.state
+    out: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "lineage": state.lineage,
+        "serial": state.serial,
+        "key": doc.key.as_dict() if doc.key else None,
+        "keypairs": {n: entry_to_dict(state.keypairs[n]) for n in sorted(state.keypairs)},
+    }
+    out["checksum"] = checksum(out)
+    return out
+
+
+def encode_document(doc: StateDocument) -> bytes:
+    """Readable JSON, two-space indented, ending in a newline."""
+    return (json.dumps(document_to_dict(doc), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def decode_document(
+    data: bytes, *, source: str, migrations: Mapping[int, Migration] = MIGRATIONS
+) -> StateDocument:
+    """Parse, check and migrate a state document; ``StateCorruptError`` for anything wrong."""
+    obj = _parse_object(data, source=source)
+    version = obj.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _corrupt(source, "it has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise StateCorruptError(
+            f"{source} has format_version {version}, newer than this reconciler reads "
+            f"(up to {FORMAT_VERSION}): upgrade reconciler. The file was not changed."
+        )
+    if obj.get("checksum") != checksum(obj):
+        raise _corrupt(
+            source,
+            "its checksum does not match its contents: it was truncated or edited by hand",
+        )
+    obj = _migrate(obj, version=version, source=source, migrations=migrations)
+    try:
+        return _document_from(obj)
+    except ValueError as exc:
+        raise _corrupt(source, str(exc)) from None
+
+
+def _parse_object(data: bytes, *, source: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise _corrupt(source, "it is not UTF-8 text") from None
+    except ValueError as exc:
+        raise _corrupt(source, f"it is not valid JSON, perhaps truncated ({exc})") from None
+    if not isinstance(obj, dict):
+        raise _corrupt(source, "it is not a JSON object")
+    return obj
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _migrate(
+    obj: dict[str, Any], *, version: int, source: str, migrations: Mapping[int, Migration]
+) -> dict[str, Any]:
+    while version < FORMAT_VERSION:
+        step = migrations.get(version)
+        if step is None:
+            raise StateCorruptError(
+                f"{source} has format_version {version}, which this reconciler cannot read or "
+                "migrate; use the reconciler release that wrote it. The file was not changed."
+            )
+        obj = step(dict(obj))
+        version += 1
+        obj["format_version"] = version
+    return obj
+
+
+def _document_from(obj: Mapping[str, Any]) -> StateDocument:
+    unknown = sorted(set(obj) - set(_DOC_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown top-level field {unknown[0]!r}")
+    lineage, serial, keypairs = obj.get("lineage"), obj.get("serial"), obj.get("keypairs")
+    if not isinstance(lineage, str) or not lineage:
+        raise ValueError("lineage: must be a non-empty string")
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
+        raise ValueError("serial: must be a non-negative integer")
+    if not isinstance(keypairs, dict):
+        raise ValueError("keypairs: must be an object")
+    entries = {
+        name: entry_from_dict(name, value, where=f"keypairs.{name}")
+        for name, value in keypairs.items()
+    }
+    state = State(lineage=lineage, serial=serial, keypairs=entries,
+                  format_version=FORMAT_VERSION)
+    return StateDocument(state=state, key=key_block_from(obj.get("key"), where="key"))
+
+
+def _corrupt(source: str, what: str) -> StateCorruptError:
+    return StateCorruptError(
+        f"{source} is not a valid state file: {what}. It was not changed. Restore it from "
+        f"{source}.backup (the previous version) or from version control; if its secrets will "
+        "not decrypt, check RECONCILER_PASSPHRASE or RECONCILER_KEY_FILE."
+    )
+
+
+# --- journal ---------------------------------------------------------------------------------
+
+
+def encode_journal_line(
+    *, lineage: str, base: int, op: str, name: str | None = None,
+    entry: StateKeyPair | None = None, key: KeyBlock | None = None,
+) -> bytes:
+    """One newline-terminated journal line. Serialises only the one entry it carries."""
+    obj: dict[str, Any] = {"v": JOURNAL_VERSION, "lineage": lineage, "base": base, "op": op}
+    if name is not None:
+        obj["name"] = name
+    if entry is not None:
+        obj["entry"] = entry_to_dict(entry)
+    if key is not None:
+        obj["key"] = key.as_dict()
+    body = canonical(obj)
+    obj["sum"] = hashlib.sha256(body).hexdigest()
+    return canonical(obj) + b"\n"
+
+
+def decode_journal(data: bytes, *, source: str) -> tuple[list[JournalRecord], int]:
+    """Records, and the length of the intact prefix.
+
+    A last line without its newline is a torn append (a crash mid-write) and is ignored;
+    any other bad line is ``StateCorruptError``.
+    """
+    end = data.rfind(b"\n") + 1
+    records = []
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        try:
+            records.append(_journal_record(line))
+        except ValueError as exc:
+            raise StateCorruptError(
+                f"{source} line {number} is damaged ({exc}). The state file itself was not "
+                f"changed. Moving {source} aside loads the state without the changes it holds, "
+                "which may include private keys: keep a copy."
+            ) from None
+    return records, end
+
+
+def _journal_record(line: bytes) -> JournalRecord:
+    obj = _parse_line(line)
+    digest = obj.pop("sum", None)
+    if digest != hashlib.sha256(canonical(obj)).hexdigest():
+        raise ValueError("checksum mismatch")
+    if obj.get("v") != JOURNAL_VERSION:
+        raise ValueError(f"journal version {obj.get('v')!r}; upgrade reconciler")
+    lineage, base, op, name = obj.get("lineage"), obj.get("base"), obj.get("op"), obj.get("name")
+    if not isinstance(lineage, str) or not isinstance(base, int) or isinstance(base, bool):
+        raise ValueError("lineage or base missing")
+    if op == "key":
+        return JournalRecord(lineage, base, op, key=key_block_from(obj.get("key"), where="key"),
+                             raw=obj)
+    if not isinstance(name, str):
+        raise ValueError("name missing")
+    if op == "forget":
+        return JournalRecord(lineage, base, op, name=name, raw=obj)
+    if op == "record":
+        entry = entry_from_dict(name, obj.get("entry"), where=f"entry {name}")
+        return JournalRecord(lineage, base, op, name=name, entry=entry, raw=obj)
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not JSON") from None
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj

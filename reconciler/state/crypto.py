@@ -1,0 +1,314 @@
+"""The state encryption key and per-value AES-256-GCM sealing of private keys.
+
+Where the key comes from, in order:
+
+1. ``RECONCILER_PASSPHRASE``: scrypt (n=2**15, r=8, p=1; about 70 ms) with a random salt kept
+   in the state's ``key`` block;
+2. ``RECONCILER_KEY_FILE``: 32 raw bytes or 64 hex characters;
+3. otherwise ``$HOME/.config/reconciler/key`` (HOME read from the injected environment),
+   created 0600 in a 0700 directory the first time a secret must be sealed into a state
+   that has no key yet, with a one-line notice.
+
+A state records ``{"id", "kdf", "salt"}`` (``KeyBlock``) so that a wrong key is caught by its id
+before anything is decrypted or written. The key id is the first 16 hex digits of
+HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
+
+An envelope is ``"v1:" + base64(nonce || ciphertext || tag)``; the associated data is
+``lineage + "\\x00" + name``, so a ciphertext moved to another entry or another state fails.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from reconciler.errors import StateCorruptError, StateKeyError, UsageError
+from reconciler.model import SealedSecret, Secret
+
+PASSPHRASE_ENV = "RECONCILER_PASSPHRASE"
+KEY_FILE_ENV = "RECONCILER_KEY_FILE"
+DEFAULT_KEY_FILE = (".config", "reconciler", "key")  # under $HOME
+KEY_BYTES = 32
+NONCE_BYTES = 12
+ENVELOPE_PREFIX = "v1:"
+SCRYPT_PARAMS: dict[str, int] = {"n": 2**15, "r": 8, "p": 1}
+# Bounds on KDF parameters read from a state file, so an edited file cannot make us spin.
+_SCRYPT_LIMITS = {"n": 2**20, "r": 32, "p": 16}
+_KEY_ID_LABEL = b"reconciler key id"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBlock:
+    """The state's ``key`` block: which key sealed its secrets, and how to derive it.
+
+    ``kdf`` is ``None`` for a key file, else the scrypt parameters (``name``, ``n``, ``r``,
+    ``p``); ``salt`` is base64, present with a KDF. Holds no secret.
+    """
+
+    id: str
+    kdf: Mapping[str, Any] | None = None
+    salt: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kdf": dict(self.kdf) if self.kdf else None, "salt": self.salt}
+
+    def describe(self) -> str:
+        how = "a passphrase (RECONCILER_PASSPHRASE)" if self.kdf else "a key file"
+        return f"key id {self.id}, from {how}"
+
+
+@dataclass(frozen=True, slots=True)
+class StateKey:
+    """A 32-byte AES key and its public id. ``repr`` never shows the key."""
+
+    block: KeyBlock
+    _key: bytes = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.block.id
+
+    def seal(self, *, lineage: str, name: str, secret: Secret) -> SealedSecret:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        blob = AESGCM(self._key).encrypt(nonce, secret.reveal().encode(), _aad(lineage, name))
+        return SealedSecret(ENVELOPE_PREFIX + base64.b64encode(nonce + blob).decode("ascii"))
+
+    def unseal(self, *, lineage: str, name: str, sealed: SealedSecret) -> Secret:
+        """Decrypt; ``StateCorruptError`` if the envelope was altered, swapped or moved."""
+        raw = _envelope_bytes(sealed, name=name)
+        try:
+            plain = AESGCM(self._key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                              _aad(lineage, name))
+        except InvalidTag:
+            raise StateCorruptError(
+                f"the private key of {name!r} does not decrypt with the state's key "
+                f"({self.id}): its ciphertext was altered, or moved here from another entry "
+                "or another state file. Nothing was changed; restore the state from its "
+                ".backup file or from version control."
+            ) from None
+        return Secret(plain.decode())
+
+
+def key_id(key: bytes) -> str:
+    """First 16 hex digits of HMAC-SHA256(key, "reconciler key id")."""
+    return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def _aad(lineage: str, name: str) -> bytes:
+    return lineage.encode() + b"\x00" + name.encode()
+
+
+def _envelope_bytes(sealed: SealedSecret, *, name: str) -> bytes:
+    text = sealed.envelope
+    bad = StateCorruptError(
+        f"the private key envelope of {name!r} is malformed (it must start with "
+        f"{ENVELOPE_PREFIX!r}); restore the state from its .backup file."
+    )
+    if not text.startswith(ENVELOPE_PREFIX):
+        raise bad
+    try:
+        raw = base64.b64decode(text[len(ENVELOPE_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if len(raw) < NONCE_BYTES + 16:
+        raise bad
+    return raw
+
+
+def scrypt_key(passphrase: str, *, salt: bytes, params: Mapping[str, Any]) -> bytes:
+    """Derive 32 bytes with scrypt; ``params`` as stored in a ``KeyBlock.kdf``."""
+    n, r, p = (params.get(k) for k in ("n", "r", "p"))
+    for label, value in (("n", n), ("r", r), ("p", p)):
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+            1 <= value <= _SCRYPT_LIMITS[label]
+        ):
+            raise StateCorruptError(
+                f"the state's key block has an invalid scrypt parameter {label}; restore the "
+                "state from its .backup file."
+            )
+    assert isinstance(n, int) and isinstance(r, int) and isinstance(p, int)
+    if n & (n - 1) or n < 2:
+        raise StateCorruptError("the state's key block has an invalid scrypt n; restore it.")
+    return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(passphrase.encode())
+
+
+def read_key_file(path: Path) -> bytes:
+    """32 raw bytes, or 64 hex characters (surrounding whitespace allowed)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StateKeyError(
+            f"cannot read the state key file {path}: {exc.strerror}. Check {KEY_FILE_ENV} "
+            "or restore the key file from your backup."
+        ) from None
+    if len(data) == KEY_BYTES:
+        return data
+    text = data.strip()
+    if len(text) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise StateKeyError(
+        f"the state key file {path} must hold 32 raw bytes or 64 hex characters "
+        f"(it holds {len(data)} bytes). Point {KEY_FILE_ENV} at the right file."
+    )
+
+
+def default_key_path(environ: Mapping[str, str]) -> Path | None:
+    home = environ.get("HOME")
+    return Path(home).joinpath(*DEFAULT_KEY_FILE) if home else None
+
+
+def create_key_file(path: Path) -> bytes:
+    """Create a new random key at ``path`` (0600, directory 0700); if it appeared meanwhile,
+    read that one. Written to a temporary file and hard-linked into place, so nobody ever
+    reads a half-written key."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_bytes(KEY_BYTES)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (key.hex() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return read_key_file(path)
+    finally:
+        tmp.unlink()
+    _fsync_dir(path.parent)
+    return key
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class KeySource:
+    """Finds the state key from the environment, lazily and at most once per block.
+
+    ``resolve(block)`` checks the key against a state's block (``StateKeyError`` naming both
+    ids on a mismatch); ``resolve(None)`` makes the key for a state that has none yet.
+    """
+
+    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None]) -> None:
+        self._environ = environ
+        self._notice = notice
+        self._cache: dict[object, StateKey] = {}
+
+    def resolve(self, block: KeyBlock | None) -> StateKey:
+        cache_key = _hashable(block)
+        if cache_key not in self._cache:
+            key = self._derive(block)
+            if block is not None and key.id != block.id:
+                raise self._mismatch(block, key)
+            self._cache[cache_key] = key
+            self._cache[_hashable(key.block)] = key
+        return self._cache[cache_key]
+
+    def _derive(self, block: KeyBlock | None) -> StateKey:
+        passphrase = self._environ.get(PASSPHRASE_ENV)
+        key_file = self._environ.get(KEY_FILE_ENV)
+        if passphrase is not None and key_file:
+            raise UsageError(f"set only one of {PASSPHRASE_ENV} and {KEY_FILE_ENV}, not both.")
+        if passphrase is not None:
+            return self._from_passphrase(passphrase, block)
+        if key_file:
+            return _raw_key(read_key_file(Path(key_file)))
+        return self._from_default_file(block)
+
+    def _from_passphrase(self, passphrase: str, block: KeyBlock | None) -> StateKey:
+        if not passphrase:
+            raise StateKeyError(f"{PASSPHRASE_ENV} is set but empty; set the passphrase.")
+        if block is not None and not block.kdf:
+            raise StateKeyError(
+                f"this state's secrets are sealed with a key file ({block.describe()}), not a "
+                f"passphrase: unset {PASSPHRASE_ENV} and set {KEY_FILE_ENV} to that key file."
+            )
+        if block is None:
+            salt = secrets.token_bytes(16)
+            params: Mapping[str, Any] = {"name": "scrypt", **SCRYPT_PARAMS}
+        else:
+            assert block.kdf is not None
+            salt, params = _salt_of(block), block.kdf
+        key = scrypt_key(passphrase, salt=salt, params=params)
+        salt_b64 = base64.b64encode(salt).decode("ascii")
+        return StateKey(KeyBlock(id=key_id(key), kdf=dict(params), salt=salt_b64), key)
+
+    def _from_default_file(self, block: KeyBlock | None) -> StateKey:
+        path = default_key_path(self._environ)
+        if path is None:
+            raise StateKeyError(
+                f"no state encryption key: set {PASSPHRASE_ENV} or {KEY_FILE_ENV} "
+                "(HOME is not set, so there is no default key file)."
+            )
+        if path.exists():
+            return _raw_key(read_key_file(path))
+        if block is not None:
+            # A new key could never open secrets sealed with another one: do not create it.
+            raise StateKeyError(
+                f"this state's secrets are sealed with {block.describe()}, and no key was "
+                f"given: set {PASSPHRASE_ENV} or {KEY_FILE_ENV}, or restore the key file {path}."
+            )
+        key = create_key_file(path)
+        self._notice(
+            f"reconciler: created a new state encryption key {path} (key id {key_id(key)}); "
+            "back it up: without it the private keys in state cannot be read."
+        )
+        return _raw_key(key)
+
+    def _mismatch(self, block: KeyBlock, key: StateKey) -> StateKeyError:
+        if block.kdf:
+            hint = f"check {PASSPHRASE_ENV}: it is not the passphrase this state was sealed with"
+        else:
+            hint = (f"set {KEY_FILE_ENV} to the key file this state was sealed with (or put it "
+                    "at ~/.config/reconciler/key)")
+        return StateKeyError(
+            f"wrong state encryption key: the state's secrets are sealed with {block.describe()}"
+            f", but the key given has key id {key.id}; {hint}. Nothing was decrypted or written."
+        )
+
+
+def _raw_key(key: bytes) -> StateKey:
+    return StateKey(KeyBlock(id=key_id(key)), key)
+
+
+def _salt_of(block: KeyBlock) -> bytes:
+    try:
+        salt = base64.b64decode(block.salt or "", validate=True)
+    except (binascii.Error, ValueError):
+        salt = b""
+    if len(salt) < 8:
+        raise StateCorruptError(
+            "the state's key block has no valid salt; restore the state from its .backup file."
+        )
+    return salt
+
+
+def _hashable(block: KeyBlock | None) -> object:
+    if block is None:
+        return None
+    kdf = tuple(sorted(block.kdf.items())) if block.kdf else None
+    return (block.id, kdf, block.salt)

@@ -34,7 +34,7 @@ from reconciler.model import (
     ProviderConfig,
     SourceLocation,
 )
-from reconciler.yamlsafe import NodePath, YamlDocument, read_text, read_yaml_documents
+from reconciler.yamlsafe import NodePath, YamlDocument, read_yaml_documents
 
 __all__ = [
     "DEFAULT_API",
@@ -276,29 +276,45 @@ class _KeyPairCheck:
         key_type = self._str("type") or "ssh"
         inline = self._str("public_key")
         if inline is not None:
-            return self._check_key(inline, "public_key", "public_key", key_type)
+            return self._check_key(inline, "public_key", "", key_type)
         file_name = self._str("public_key_file")
         if file_name is None:
             return None
-        path = self._resolve(file_name)
-        text = read_text(path, display=file_name, limit=MAX_KEY_FILE_BYTES)
-        if isinstance(text, Diagnostic):
-            self.add("public_key_file", f"cannot use {show(file_name)}: {text.summary}",
-                     detail=f"the path is relative to {self.doc.file}")
+        text = self._read_key_file(file_name)
+        if text is None:
             return None
-        return self._check_key(text, "public_key_file", f"the file {show(file_name)}", key_type)
+        return self._check_key(text, "public_key_file", f"the file {show(file_name)} ", key_type)
+
+    def _read_key_file(self, written: str) -> str | None:
+        path = self._resolve(written)
+        problem = ""
+        try:
+            if not path.is_file():
+                problem = "does not exist" if not path.exists() else "is not a regular file"
+            elif path.stat().st_size > MAX_KEY_FILE_BYTES:
+                problem = f"is larger than {MAX_KEY_FILE_BYTES // 1024} KiB: not a public key"
+            else:
+                return path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text: not a public key"
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
+        self.add("public_key_file", f"{show(written)} {problem}",
+                 detail=f"the path is relative to the manifest file, {self.doc.file}")
+        return None
 
     def _check_key(self, text: str, fld: str, what: str, key_type: str) -> str | None:
+        kind = "certificate" if key_type == "x509" else "public key"
         if looks_like_private_key(text):
-            self.add(fld, f"{what} holds a private key, not a public key (not shown)",
+            held = f"{what}holds" if what else "this is"
+            self.add(fld, f"{held} a private key, not a {kind} (not shown)",
                      detail="never put a private key in a manifest; give its public half "
                             "(ssh-keygen -y -f KEYFILE), and rotate the key if it was committed")
             return None
         try:
             check_public_key(text, key_type=key_type)
         except KeyFormatError as exc:
-            kind = "certificate" if key_type == "x509" else "public key"
-            self.add(fld, f"{what} is not a valid {kind}: {exc}")
+            self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}")
             return None
         return text.strip()
 

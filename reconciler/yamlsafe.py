@@ -203,8 +203,8 @@ def parse_yaml_documents(
                 docs.append(_Builder(display, index).document(node))
             index += 1
     except _LimitError as exc:
-        return [], [_marked(display, exc.mark, f"{exc}; this looks like an alias bomb or a "
-                            "machine-generated file, not a manifest")]
+        return [], [_marked(display, exc.mark, str(exc),
+                            "manifests are small, flat documents; write this one out plainly")]
     except yaml.MarkedYAMLError as exc:
         return [], [_yaml_diagnostic(display, exc)]
     except yaml.reader.ReaderError as exc:

@@ -9,8 +9,11 @@ May import: ``reconciler.emulator``, ``reconciler.env``, the standard library.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 from reconciler.emulator import Emulator
 from reconciler.env import Env, ExitCode
@@ -51,6 +54,23 @@ def banner(emu: Emulator) -> list[str]:
     ]
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the emulator as Ctrl-C does (so ``--data`` is saved), in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(
     args: argparse.Namespace,
     env: Env,
@@ -74,7 +94,8 @@ def run(
         for line in banner(emu):
             env.out(line)
         env.stdout.flush()
-        (wait or threading.Event().wait)()
+        with _sigterm_interrupts():
+            (wait or threading.Event().wait)()
     except KeyboardInterrupt:
         env.err("Stopping the emulator.")
     finally:

@@ -1,12 +1,146 @@
-"""`reconciler state` (not built yet)."""
+"""`reconciler state list|show|rm|pull|push`: inspect or change state; never touches the cloud.
+
+No output here ever holds private key material: a held key shows as ``(sensitive value)``
+and ``pull`` prints the document with its secrets still sealed.
+
+May import: everything but ``reconciler.cli``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Protocol, runtime_checkable
 
+from reconciler.commands.common import lock_timeout, open_state
 from reconciler.env import Env, ExitCode
+from reconciler.errors import StateError, UsageError
+from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
+from reconciler.state.protocol import StateStore
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """What ``pull`` and ``push`` need beyond ``StateStore``."""
+
+    def export(self) -> bytes: ...
+
+    def push(self, data: bytes, *, source: str, force: bool = False) -> State: ...
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler state` is not built yet.")
-    return ExitCode.ERROR
+    store = open_state(args, env)
+    sub = args.state_command
+    if sub == "list":
+        for name in sorted(store.load().keypairs):
+            env.out(name)
+        return ExitCode.OK
+    if sub == "show":
+        env.out(render_entry(find_entry(store.load(), args.name, store=store)))
+        return ExitCode.OK
+    if sub == "rm":
+        return _rm(args, env, store)
+    if sub == "pull":
+        env.stdout.write(_document_store(store).export().decode())
+        return ExitCode.OK
+    if sub == "push":
+        return _push(args, env, store)
+    raise UsageError(f"unknown state subcommand {sub!r}")
+
+
+def find_entry(state: State, name: str, *, store: StateStore) -> StateKeyPair:
+    entry = state.keypairs.get(name)
+    if entry is None:
+        raise StateError(
+            f"no key pair named {name!r} in the state {store.description}; "
+            "`reconciler state list` shows what it holds."
+        )
+    return entry
+
+
+def private_key_note(entry: StateKeyPair) -> str:
+    """Whether state holds the private key, and if not, why and where it is."""
+    if entry.private_key is not None:
+        return "held in state, encrypted"
+    if entry.source is KeySource.IMPORT:
+        return "not in state: imported, the private key stays with its owner"
+    if entry.key_protection is not None:
+        return "not in state: the cloud keeps it (key_protection); use the cloud's export"
+    if entry.status is EntryStatus.TAINTED:
+        return ("not in state: the cloud generated it and it never arrived; the next plan "
+                "replaces this key pair")
+    return "not in state: adopted from the cloud without its private key"
+
+
+def render_entry(entry: StateKeyPair) -> str:
+    """All readable fields, Terraform's `state show` shape; the private key only as a marker."""
+    protection: dict[str, object] | None = None
+    if entry.key_protection is not None:
+        protection = {"encryption": entry.key_protection.encryption.as_dict()}
+        if entry.key_protection.private_key_file:
+            protection["private_key_file"] = entry.key_protection.private_key_file
+    fields: dict[str, object] = {
+        "api": entry.api.value,
+        "source": entry.source.value,
+        "algorithm": entry.algorithm,
+        "type": entry.type,
+        "public_key": entry.public_key,
+        "fingerprint_md5": entry.fingerprint_md5,
+        "fingerprint_sha256": entry.fingerprint_sha256,
+        "user_id": entry.user_id,
+        "scope": entry.scope,
+        "description": entry.description,
+        "key_protection": protection,
+        "prevent_destroy": entry.prevent_destroy,
+        "created": entry.created,
+        "spec_digest": entry.spec_digest,
+        "status": entry.status.value,
+    }
+    width = max(len(k) for k in (*fields, "private_key"))
+    lines = [f"# keypair.{entry.name}:", f'resource "keypair" "{entry.name}" {{']
+    for key, value in fields.items():
+        lines.append(f"    {key:<{width}} = {json.dumps(value)}")
+    held = SENSITIVE if entry.private_key is not None else "null"
+    lines.append(f"    {'private_key':<{width}} = {held}  # {private_key_note(entry)}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    with store.lock(operation="state rm", timeout=lock_timeout(args)):
+        entry = find_entry(store.load(), args.name, store=store)
+        store.forget(args.name)
+        state = store.commit()
+    env.out(f"Removed keypair.{args.name}")
+    env.out("Successfully removed 1 resource instance(s).")
+    env.err(
+        f"keypair.{args.name} is no longer managed (state serial {state.serial}); the key pair "
+        "itself still exists in the cloud: `state rm` never touches it."
+    )
+    if entry.private_key is not None:
+        env.err(
+            f"Warning: state held the private key of {args.name}; it is gone from state. "
+            f"{store.description}.backup keeps the previous version until the next change."
+        )
+    return ExitCode.OK
+
+
+def _push(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    path = env.resolve(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    target = _document_store(store)
+    with store.lock(operation="state push", timeout=lock_timeout(args)):
+        state = target.push(data, source=str(path), force=bool(args.force))
+    env.out(f"Pushed {path} to {store.description} (lineage {state.lineage}, serial "
+            f"{state.serial}, {len(state.keypairs)} key pairs); the previous state is kept as "
+            f"{store.description}.backup.")
+    return ExitCode.OK
+
+
+def _document_store(store: StateStore) -> DocumentStore:
+    if not isinstance(store, DocumentStore):
+        raise UsageError(f"this state backend ({store.description}) cannot pull or push.")
+    return store

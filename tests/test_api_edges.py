@@ -16,7 +16,7 @@ import pytest
 from reconciler.api.client import Backoff, HttpClient
 from reconciler.api.flavours import KpsApi, NovaV21Api
 from reconciler.api.protocol import ApiSettings, Credentials
-from reconciler.errors import ApiError
+from reconciler.errors import ApiError, OutcomeUnknownError
 from reconciler.model import Api, Secret
 
 PID = "0123456789abcdef0123456789abcdef"
@@ -184,3 +184,11 @@ def test_requests_carry_signed_json_headers(served: Served) -> None:
     assert json.loads(seen["body"]) == {
         "keypair": {"name": "k", "type": "x509", "public_key": "ssh-ed25519 AAAA"}
     }
+
+
+def test_an_unusable_answer_to_a_create_is_an_unknown_outcome(served: Served) -> None:
+    api = KpsApi(served.http, project_id=PID)
+    served.script.add(200, b"{truncated")
+    with pytest.raises(OutcomeUnknownError, match="re-read"):
+        api.create_keypair(name="k")
+    assert len(served.script.seen) == 1

@@ -247,3 +247,20 @@ def test_kps_page_size_is_bounded(emulator: Emulator) -> None:
             KpsApi(http, project_id=emulator.project_id, page_size=1001)
     finally:
         http.close()
+
+
+def test_one_client_shared_by_threads(make: MakeApi, emulator: Emulator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make(Api.KPS, page_size=50)
+    keys = [_public() for _ in range(120)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        names = list(
+            pool.map(lambda i: client.import_keypair(name=f"t{i:03d}", public_key=keys[i]).name,
+                     range(120))
+        )
+    assert sorted(names) == [f"t{i:03d}" for i in range(120)]
+    snapshot = client.list_keypairs()
+    assert len(snapshot.keypairs) == 120 and snapshot.requests == 3
+    assert client.requests_sent == 123  # type: ignore[attr-defined]
+    assert emulator.counters()["import"] == 120

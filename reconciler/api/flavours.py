@@ -30,7 +30,7 @@ from reconciler.api.parse import (
     remote_keypair,
 )
 from reconciler.api.protocol import ApiSettings, KeyPairApi
-from reconciler.errors import UsageError
+from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
 from reconciler.model import (
     Api,
     CreatedKeyPair,
@@ -77,8 +77,15 @@ class _Adapter:
     def _created(
         self, result: HttpResult, *, operation: str, asked: dict[str, object]
     ) -> tuple[RemoteKeyPair, Secret | None]:
-        body = keypair_body(result.data, operation=operation)
-        remote = remote_keypair(body, operation=operation)
+        try:
+            body = keypair_body(result.data, operation=operation)
+            remote = remote_keypair(body, operation=operation)
+        except ApiError as exc:  # it was done (2xx), but what came back is unusable
+            raise OutcomeUnknownError(
+                f"{exc} The cloud accepted the request (HTTP {result.status}); re-read the "
+                "key pair to find out what it holds.",
+                status=result.status, request_id=result.request_id, operation=operation,
+            ) from None
         filled = {k: v for k, v in asked.items() if getattr(remote, k) is None}
         return dataclasses.replace(remote, **filled), private_key_of(body)  # type: ignore[arg-type]
 

@@ -1,12 +1,83 @@
-"""`reconciler demo` (not built yet)."""
+"""``reconciler demo``: the one-command tour against the built-in emulator.
+
+Starts the emulator in-process on a free port, plans and applies the bundled ``examples/``
+into a temporary directory, writes one private key out and checks its fingerprint against
+the cloud's, shows that a second plan has no changes, and leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import tempfile
+from dataclasses import replace
+from importlib.resources import as_file, files
+from pathlib import Path
 
+from reconciler import keys
 from reconciler.env import Env, ExitCode
+from reconciler.model import Secret
+from reconciler.parser import COMMANDS, build_parser
+
+_CLEARED = ("RECONCILER_STATE", "RECONCILER_ENDPOINT", "RECONCILER_API", "RECONCILER_PASSPHRASE",
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN", "HUAWEICLOUD_SDK_PROJECT_ID",
+            "HW_PROJECT_ID", "HW_REGION_NAME", "HW_ACCESS_KEY", "HW_SECRET_KEY")
+
+
+def _step(env: Env, number: int, text: str) -> None:
+    env.out()
+    env.out(f"━━ {number}/4  {text}")
+    env.out()
+
+
+def _call(argv: list[str], env: Env) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
+    return int(module.run(args, env))
+
+
+def _tour(env: Env, examples: Path, tmp: Path) -> int:
+    from reconciler.emulator.server import Emulator
+
+    key_file = tmp / "state.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(32))
+    with Emulator(host="127.0.0.1", port=0) as emu:
+        environ = {k: v for k, v in env.environ.items() if k not in _CLEARED}
+        environ.update(HUAWEICLOUD_SDK_AK=emu.ak, HUAWEICLOUD_SDK_SK=emu.sk,
+                       RECONCILER_KEY_FILE=str(key_file))
+        denv = replace(env, environ=environ, cwd=tmp)
+        common = ["--state", str(tmp / "reconciler.state.json"), "--endpoint", emu.endpoint,
+                  "--project-id", emu.project_id]
+        env.out(f"Emulator listening on {emu.endpoint} (project {emu.project_id}); "
+                f"state in {tmp}.")
+        _step(env, 1, f"reconciler plan {examples}")
+        if _call(["plan", str(examples), *common], denv) != 0:
+            return ExitCode.ERROR
+        _step(env, 2, f"reconciler apply --auto-approve {examples}")
+        if _call(["apply", "--auto-approve", str(examples), *common], denv) != 0:
+            return ExitCode.ERROR
+        name = "web-deploy"
+        _step(env, 3, f"reconciler output {name} --private-key --out {name}.key")
+        if _call(["output", name, *common], denv) != 0:
+            return ExitCode.ERROR
+        if _call(["output", name, "--private-key", "--out", str(tmp / f"{name}.key"),
+                  *common], denv) != 0:
+            return ExitCode.ERROR
+        private = Secret((tmp / f"{name}.key").read_text(encoding="utf-8"))
+        md5, sha256 = keys.fingerprints(keys.public_key_of(private))
+        env.out(f"The private key's own fingerprint is {sha256} (MD5 {md5}):")
+        env.out("it is the key pair the cloud holds.")
+        _step(env, 4, f"reconciler plan --detailed-exitcode {examples}   (again)")
+        code = _call(["plan", "--detailed-exitcode", str(examples), *common], denv)
+    env.out()
+    env.out("The demo's state, keys and emulator lived in a temporary directory, now removed.")
+    return ExitCode.OK if code == 0 else ExitCode.ERROR
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler demo` is not built yet.")
-    return ExitCode.ERROR
+    with as_file(files("reconciler") / "examples") as examples, \
+            tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp:
+        return _tour(env, Path(examples), Path(tmp))

@@ -1,12 +1,14 @@
-"""`reconciler destroy` (not built yet)."""
+"""``reconciler destroy``: plan and apply the deletion of everything in state."""
 
 from __future__ import annotations
 
 import argparse
 
-from reconciler.env import Env, ExitCode
+from reconciler.commands.apply import apply_fresh
+from reconciler.env import Env
+from reconciler.plan import Mode
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler destroy` is not built yet.")
-    return ExitCode.ERROR
+    args.replace = []
+    return apply_fresh(args, env, mode=Mode.DESTROY, operation="destroy")

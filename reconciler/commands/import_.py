@@ -1,12 +1,57 @@
-"""`reconciler import` (not built yet)."""
+"""``reconciler import NAME``: adopt a key pair that already exists in the cloud into state.
+
+The key pair must be declared in a manifest (so reconciler knows what it should be). No
+private key is recorded, unless the cloud keeps one and the API can export it (kps).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from reconciler import keys
+from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
+from reconciler.errors import UsageError
+from reconciler.model import EntryStatus, KeySource, StateKeyPair
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler import` is not built yet.")
-    return ExitCode.ERROR
+    with session(args, env, operation="import") as sess:
+        desired = sess.manifest.by_name().get(args.name)
+        if desired is None:
+            raise UsageError(f"keypair.{args.name} is not declared in the manifests; add it to a "
+                             "manifest first, so that reconciler knows what it should be")
+        if args.name in sess.state.keypairs:
+            raise UsageError(f"keypair.{args.name} is already managed; to adopt it again, first "
+                             f"`reconciler state rm {args.name}`")
+        env.out(f"keypair.{args.name}: Importing from ID \"{args.name}\"...")
+        remote = sess.api.get_keypair(args.name)
+        if remote is None:
+            raise UsageError(f"keypair.{args.name}: no key pair of that name exists in the "
+                             "cloud; `reconciler apply` creates it")
+        if desired.source is KeySource.IMPORT and desired.public_key and not keys.same_key(
+                desired.public_key, remote.public_key, key_type=desired.type):
+            raise UsageError(f"keypair.{args.name}: the cloud holds a different public key than "
+                             "the manifest declares; fix the manifest or rename the key pair")
+        private = sess.api.export_private_key(args.name) if remote.key_protection else None
+        sealed = sess.store.seal(args.name, private) if private is not None else None
+        sha = (keys.parse_certificate(remote.public_key).fingerprint_sha256
+               if remote.type == "x509" else keys.sha256_fingerprint(remote.public_key))
+        sess.store.record(StateKeyPair(
+            name=args.name, api=sess.settings.api, source=desired.source,
+            public_key=remote.public_key.strip(), fingerprint_md5=remote.fingerprint,
+            fingerprint_sha256=sha, created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            spec_digest=desired.spec_digest, algorithm=desired.algorithm, type=desired.type,
+            user_id=desired.user_id, scope=desired.scope, description=remote.description,
+            key_protection=desired.key_protection, private_key=sealed,
+            status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy))
+        sess.store.commit()
+    env.out(f"keypair.{args.name}: Import prepared!")
+    env.out("  The private key " + ("was exported from the cloud's custody and is in state."
+                                    if sealed else "is not in state (the cloud does not give "
+                                    "it out); keep it where it is."))
+    env.out()
+    env.out("Import successful!")
+    env.out()
+    env.out("The key pair is now in state and will henceforth be managed by reconciler.")
+    return ExitCode.OK

@@ -1,12 +1,80 @@
-"""`reconciler plan` (not built yet)."""
+"""``reconciler plan``: refresh, diff, and show (or save) what apply would do."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
+from reconciler.commands.common import Session, api_name, session, write_private_file
 from reconciler.env import Env, ExitCode
+from reconciler.plan import Mode, Plan, PlanOptions, make_plan
+from reconciler.refresh import refresh
+
+
+def plan_options(args: argparse.Namespace, mode: Mode) -> PlanOptions:
+    return PlanOptions(mode=mode, targets=tuple(getattr(args, "target", []) or ()),
+                       replace=tuple(getattr(args, "replace", []) or ()))
+
+
+def compute(args: argparse.Namespace, env: Env, sess: Session, mode: Mode) -> Plan:
+    remote = refresh(sess.api)
+    return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
+                     now=env.clock())
+
+
+def refreshed_line(sess: Session, plan: Plan) -> str:
+    return (f"Refreshed {len(sess.state.keypairs)} managed key pairs through "
+            f"{api_name(sess.settings.api)} at {sess.settings.endpoint}.")
+
+
+def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
+    """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``."""
+    from reconciler.render.json import plan_document
+
+    doc = plan_document(plan)
+    s = sess.settings
+    doc["reconciler"]["provider"] = {"api": s.api.value, "endpoint": s.endpoint,
+                                     "region": s.region, "project_id": s.project_id}
+    b = sess.manifest.backend
+    doc["reconciler"]["backend"] = (
+        {"bucket": b.bucket, "key": b.key, "endpoint": b.endpoint, "region": b.region}
+        if b else None)
+    return doc
+
+
+def show(plan: Plan, args: argparse.Namespace, env: Env, fmt: str) -> None:
+    if fmt == "json":
+        from reconciler.render.json import render_json
+
+        env.stdout.write(render_json(plan))
+    elif fmt == "markdown":
+        from reconciler.render.markdown import render_markdown
+
+        env.stdout.write(render_markdown(plan))
+    else:
+        from reconciler.render.text import render_text
+
+        env.stdout.write(render_text(plan, colour=env.colour(args.no_color)))
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    env.err("Error: `reconciler plan` is not built yet.")
-    return ExitCode.ERROR
+    mode = Mode.DESTROY if args.destroy else Mode.REFRESH_ONLY if args.refresh_only else Mode.NORMAL
+    with session(args, env, operation="plan") as sess:
+        plan = compute(args, env, sess, mode)
+        if args.format == "text":
+            env.out(refreshed_line(sess, plan))
+            env.out()
+        show(plan, args, env, args.format)
+        if args.out:
+            path = env.resolve(args.out)
+            write_private_file(path, json.dumps(saved_document(plan, sess), indent=2) + "\n")
+            if args.format == "text":
+                env.out()
+                env.out(f"Saved the plan to: {args.out}")
+                env.out()
+                env.out("To perform exactly these actions, run the following command to apply:")
+                env.out(f"    reconciler apply {args.out}")
+    if args.detailed_exitcode and plan.has_changes:
+        return ExitCode.CHANGES
+    return ExitCode.OK

@@ -1,0 +1,177 @@
+"""What the cloud-facing commands share: loading manifests, opening state and the API,
+debug logging, and the progress hooks that print apply's lines.
+
+May import: everything but ``reconciler.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.api.protocol import ApiSettings, KeyPairApi
+from reconciler.env import Env
+from reconciler.errors import DiagnosticsError
+from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig, State
+from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
+from reconciler.state.protocol import StateStore
+
+
+def provider_flags(args: argparse.Namespace) -> ProviderFlags:
+    return ProviderFlags(api=args.api, endpoint=args.endpoint, region=args.region,
+                         project_id=args.project_id, insecure=bool(args.insecure))
+
+
+def load(args: argparse.Namespace, env: Env) -> Manifest:
+    """The manifests named on the command line (default: the working directory)."""
+    from reconciler.manifest import check_api_restrictions, load_manifests
+
+    paths = [env.resolve(p) for p in getattr(args, "paths", [])]
+    flags = provider_flags(args)
+    api_override = flags.api or env.environ.get("RECONCILER_API")
+    manifest = load_manifests(paths, cwd=env.cwd, api=api_override)
+    problems = check_api_restrictions(manifest, effective_api(flags, env.environ,
+                                                              manifest.provider))
+    if problems:
+        raise DiagnosticsError(problems)
+    return manifest
+
+
+def api_settings(args: argparse.Namespace, env: Env,
+                 provider: ProviderConfig | None) -> ApiSettings:
+    return resolve_api_settings(provider_flags(args), env.environ, provider)
+
+
+def open_api(settings: ApiSettings) -> KeyPairApi:
+    from reconciler.api.flavours import make_api
+
+    return make_api(settings)
+
+
+def open_state(args: argparse.Namespace, env: Env,
+               backend: BackendConfig | None = None) -> StateStore:
+    from reconciler.state.factory import open_store
+
+    return open_store(state_path=args.state, backend=args.backend,
+                      backend_endpoint=args.backend_endpoint, manifest_backend=backend,
+                      env=env, notice=env.err)
+
+
+def lock_timeout(args: argparse.Namespace) -> float:
+    from reconciler.duration import parse_duration
+
+    return parse_duration(args.lock_timeout)
+
+
+@contextmanager
+def debug_logging(args: argparse.Namespace, env: Env) -> Iterator[None]:
+    """``--debug``: the HTTP log (secrets are never logged) on stderr for the command."""
+    if not getattr(args, "debug", False):
+        yield
+        return
+    handler = logging.StreamHandler(env.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    logger = logging.getLogger("reconciler")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+@dataclass
+class LineHooks:
+    """Apply progress as Terraform prints it: one line per step, safe across threads."""
+
+    env: Env
+    colour: bool = False
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self.env.out(text)
+            self.env.stdout.flush()
+
+    def pre_apply(self, change: object, phase: str) -> None:
+        verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
+                "import": "Importing..."}[phase]
+        self._say(f"{getattr(change, 'address', '?')}: {verb}")
+
+    def post_apply(self, change: object, outcome: object) -> None:
+        from reconciler.apply import Outcome
+        from reconciler.plan import Action
+
+        assert isinstance(outcome, Outcome)
+        address = getattr(change, "address", "?")
+        if not outcome.ok:
+            self._say(f"{address}: failed after {outcome.elapsed:.1f}s")
+            return
+        done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
+                Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
+                Action.IMPORT: "Import complete"}[outcome.action]
+        self._say(f"{address}: {done} after {outcome.elapsed:.1f}s")
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.env.err(f"Warning: {message}")
+
+
+def api_name(api: Api) -> str:
+    return {Api.V2: "ECS os-keypairs v2", Api.V21: "ECS os-keypairs v2.1",
+            Api.KPS: "KPS v3"}[api]
+
+
+@dataclass
+class Session:
+    """One command's hold on the cloud and the (locked, loaded) state."""
+
+    manifest: Manifest
+    settings: ApiSettings
+    store: StateStore
+    state: State
+    api: KeyPairApi
+
+
+@contextmanager
+def session(args: argparse.Namespace, env: Env, *, operation: str,
+            manifest: Manifest | None = None,
+            provider: ProviderConfig | None = None) -> Iterator[Session]:
+    """Load manifests, resolve settings, lock and load state, and open the API."""
+    manifest = manifest if manifest is not None else load(args, env)
+    settings = api_settings(args, env, provider or manifest.provider)
+    store = open_state(args, env, manifest.backend)
+    with debug_logging(args, env), store.lock(operation=operation,
+                                              timeout=lock_timeout(args)):
+        state = store.load()
+        api = open_api(settings)
+        try:
+            yield Session(manifest=manifest, settings=settings, store=store, state=state,
+                          api=api)
+        finally:
+            api.close()
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` atomically to ``path`` with mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,82 @@
+"""Where to reach the cloud: API flavour, endpoint, project and credentials.
+
+Precedence is flag > environment > manifest ``provider`` block > default. Credentials come
+only from the environment (the official SDK's names, then the Terraform provider's).
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``,
+``reconciler.api.endpoints``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.api.endpoints import default_endpoint
+from reconciler.api.protocol import ApiSettings, Credentials
+from reconciler.errors import UsageError
+from reconciler.model import Api, ProviderConfig, Secret
+
+AK_VARS = ("HUAWEICLOUD_SDK_AK", "HW_ACCESS_KEY")
+SK_VARS = ("HUAWEICLOUD_SDK_SK", "HW_SECRET_KEY")
+TOKEN_VARS = ("HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN")
+PROJECT_VARS = ("HUAWEICLOUD_SDK_PROJECT_ID", "HW_PROJECT_ID")
+REGION_VARS = ("HW_REGION_NAME",)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFlags:
+    """What the command line said (None: not given)."""
+
+    api: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    project_id: str | None = None
+    insecure: bool = False
+
+
+def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
+                  provider: ProviderConfig | None) -> Api:
+    raw = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
+    try:
+        return Api(raw) if raw else Api.V21
+    except ValueError:
+        raise UsageError(f"unknown API {raw!r} (RECONCILER_API); use v2, v2.1 or kps") from None
+
+
+def resolve_api_settings(
+    flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None
+) -> ApiSettings:
+    """Everything needed to call the API, or a ``UsageError`` saying what is missing."""
+    api = effective_api(flags, environ, provider)
+    region = flags.region or _first(environ, REGION_VARS) or (provider.region if provider else None)
+    project_id = (flags.project_id or _first(environ, PROJECT_VARS)
+                  or (provider.project_id if provider else None))
+    endpoint = (flags.endpoint or environ.get("RECONCILER_ENDPOINT")
+                or (provider.endpoint if provider else None))
+    if not endpoint:
+        if not region:
+            raise UsageError("no region: give --region, set HW_REGION_NAME, or set "
+                             "provider.region in a manifest (or give --endpoint)")
+        endpoint = default_endpoint(api, region)
+    if not project_id:
+        raise UsageError("no project id: give --project-id, set HUAWEICLOUD_SDK_PROJECT_ID "
+                         "(or HW_PROJECT_ID), or set provider.project_id in a manifest")
+    ak = _first(environ, AK_VARS)
+    sk = _first(environ, SK_VARS)
+    if not ak or not sk:
+        raise UsageError("no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK "
+                         "(or HW_ACCESS_KEY and HW_SECRET_KEY) in the environment")
+    token = _first(environ, TOKEN_VARS)
+    credentials = Credentials(ak=ak, sk=Secret(sk),
+                              security_token=Secret(token) if token else None)
+    return ApiSettings(api=api, endpoint=endpoint.rstrip("/"), project_id=project_id,
+                       credentials=credentials, region=region, verify_tls=not flags.insecure)

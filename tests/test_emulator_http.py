@@ -466,3 +466,218 @@ def test_other_project_is_forbidden(client: Client) -> None:
 def test_security_token_is_accepted_when_signed(client: Client) -> None:
     resp = client.call("GET", BASES["kps"], extra={"X-Security-Token": "temporary"})
     assert resp.status_code == 200
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def test_error_faults_answer_without_acting(client: Client) -> None:
+    emu = client.emu
+    emu.set_faults(error_rate=1.0, statuses=[503])
+    resp = _create(client, "kps", "never", public_key=RFC_KEY)
+    _assert_shape("kps", resp, 503)
+    resp = _create(client, "v2.1", "never", public_key=RFC_KEY)
+    _assert_shape("v2.1", resp, 503)
+    emu.set_faults(error_rate=1.0, statuses=[429], retry_after=2)
+    resp = client.call("GET", BASES["kps"])
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
+    assert resp.json()["errorCode"] == "APIGW.0308"
+    assert emu.keypair_count() == 0
+    assert emu.counters()["faults_injected"] == 3
+
+
+def test_dropped_connection_does_not_act(client: Client) -> None:
+    client.emu.set_faults(drop_rate=1.0)
+    with pytest.raises(requests.ConnectionError):
+        _create(client, "v2.1", "dropped", public_key=RFC_KEY)
+    client.emu.set_faults()
+    assert client.emu.keypair_count() == 0
+    assert client.call("GET", BASES["kps"]).status_code == 200  # a fresh connection works
+
+
+def test_lost_response_acts_then_closes(client: Client) -> None:
+    client.emu.set_faults(lost_response_rate=1.0, operations=["create", "import"])
+    assert client.call("GET", BASES["v2.1"]).status_code == 200  # reads are not faulted
+    with pytest.raises(requests.ConnectionError):
+        _create(client, "v2.1", "lost", public_key=RFC_KEY)
+    with pytest.raises(requests.ConnectionError):
+        _create(client, "kps", "lost-generated")
+    detail = client.call("GET", BASES["kps"] + "/lost")
+    assert detail.status_code == 200 and detail.json()["keypair"]["fingerprint"] == RFC_FP
+    assert client.call("GET", BASES["kps"] + "/lost-generated").status_code == 200
+    assert client.emu.counters()["faults_injected"] == 2
+
+
+def test_faults_are_reproducible_with_a_seed(client: Client) -> None:
+    def run() -> list[int]:
+        client.emu.set_faults(error_rate=0.5, statuses=[500, 502], seed=1234)
+        return [client.call("GET", BASES["kps"]).status_code for _ in range(30)]
+
+    first = run()
+    assert first == run()
+    assert {200, 500, 502} >= set(first) and 200 in first and len(set(first)) > 1
+
+
+def test_latency_and_reset(client: Client) -> None:
+    import time
+
+    emu = client.emu
+    emu.set_faults(latency_ms=80)
+    start = time.monotonic()
+    assert client.call("GET", BASES["kps"]).status_code == 200
+    assert time.monotonic() - start >= 0.08
+    emu.set_faults(error_rate=1.0)
+    assert emu.faults.config.latency_ms == 80  # latency_ms=None keeps it
+    emu.reset()
+    assert emu.faults.config.latency_ms == 0 and emu.faults.config.error_rate == 0
+    assert emu.counters()["total"] == 0
+
+
+def test_set_faults_validates(emulator: Emulator) -> None:
+    for bad in ({"error_rate": 1.5}, {"statuses": [200]}, {"operations": ["nope"]},
+                {"latency_ms": -1}):
+        with pytest.raises(ValueError):
+            emulator.set_faults(**bad)  # type: ignore[arg-type]
+
+
+# -- counters and the admin path ----------------------------------------------------------
+
+
+def test_counters_are_exact_under_concurrency(client: Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _create(client, "kps", "c1", public_key=RFC_KEY)
+
+    def work(_: int) -> int:
+        own = Client(client.emu)
+        return sum(own.call("GET", BASES["kps"] + "/c1").status_code == 200 for _ in range(25))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sum(pool.map(work, range(8))) == 200
+    counts = client.emu.counters()
+    assert counts["get"] == 200 and counts["import"] == 1 and counts["total"] == 201
+
+
+def test_admin_path(client: Client) -> None:
+    emu = client.emu
+    base = emu.endpoint + "/_emulator"
+    _create(client, "v2.1", "vault", key_protection={"encryption": {"type": "default"}})
+    listing = requests.get(base + "/keypairs", timeout=5)
+    assert listing.status_code == 200 and listing.headers["X-Request-Id"]
+    (entry,) = listing.json()["keypairs"]
+    assert entry["name"] == "vault" and entry["key_protection"] is True and entry["fingerprint"]
+    assert "PRIVATE" not in listing.text
+    assert requests.get(base + "/counters", timeout=5).json() == emu.counters()
+    faults = requests.post(base + "/faults", json={"error_rate": 1, "statuses": [500]}, timeout=5)
+    assert faults.status_code == 200 and faults.json()["error_rate"] == 1
+    assert client.call("GET", BASES["kps"]).status_code == 500
+    bad = requests.post(base + "/faults", json={"error_rat": 1}, timeout=5)
+    assert bad.status_code == 400
+    assert requests.post(base + "/reset", timeout=5).status_code == 200
+    assert emu.keypair_count() == 0 and emu.counters()["total"] == 0
+    assert client.call("GET", BASES["kps"]).status_code == 200
+    assert requests.get(base + "/nothing", timeout=5).status_code == 404
+
+
+def test_admin_path_is_for_loopback_clients_only() -> None:
+    from reconciler.emulator.server import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("::ffff:127.0.0.1")
+    assert not _is_loopback("10.1.2.3") and not _is_loopback("192.168.0.1")
+
+
+# -- persistence, the command, independence from the SDK ----------------------------------
+
+
+def test_data_file_round_trip(tmp_path: Any) -> None:
+    import os
+    import stat
+
+    data = tmp_path / "emulator.json"
+    with Emulator(data=str(data), keygen="ed25519") as first:
+        client = Client(first)
+        protection = {"encryption": {"type": "default"}}
+        created = _create(client, "v2.1", "kept", key_protection=protection)
+        _create(client, "kps", "plain", public_key=RFC_KEY)
+        client.call("PUT", BASES["kps"] + "/plain", {"keypair": {"description": "d"}})
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o600
+    assert not [p for p in os.listdir(tmp_path) if p != "emulator.json"]  # no temp files left
+    with Emulator(data=str(data), keygen="ed25519") as second:
+        client = Client(second)
+        assert _names(client, "kps") == ["kept", "plain"]
+        export = client.call("POST", BASES["kps"] + "/private-key/export",
+                             {"keypair": {"name": "kept"}})
+        assert export.json()["keypair"]["private_key"] == created.json()["keypair"]["private_key"]
+        assert client.call("GET", BASES["kps"] + "/plain").json()["keypair"]["description"] == "d"
+        _create(client, "kps", "third", public_key=RFC_KEY)
+        ids = {client.call("GET", BASES["v2.1"] + f"/{n}").json()["keypair"]["id"]
+               for n in ("kept", "plain", "third")}
+        assert len(ids) == 3
+    data.write_text('{"format_version": 99, "keypairs": []}')
+    with pytest.raises(ValueError, match="format"):
+        Emulator(data=str(data))
+
+
+def test_command_prints_exports_and_serves_until_interrupted() -> None:
+    import io
+
+    from reconciler.commands import emulator as command
+    from reconciler.env import Env
+    from reconciler.parser import build_parser
+
+    args = build_parser().parse_args(
+        ["--project-id", "0123456789abcdef0123456789abcdef", "emulator", "--port", "0",
+         "--keygen", "ed25519", "--ak", "MYAK", "--sk", "MYSK", "--latency-ms", "1"]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    seen: list[int] = []
+
+    def wait() -> None:
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in out.getvalue().splitlines() if line.startswith("export ")
+        )
+        assert exports["HUAWEICLOUD_SDK_AK"] == "MYAK" and exports["HUAWEICLOUD_SDK_SK"] == "MYSK"
+        emu = Emulator(ak="MYAK", sk="MYSK", project_id=exports["HUAWEICLOUD_SDK_PROJECT_ID"])
+        emu.port = int(exports["RECONCILER_ENDPOINT"].rsplit(":", 1)[1])  # address the server
+        seen.append(Client(emu).call("GET", BASES["kps"]).status_code)
+        raise KeyboardInterrupt
+
+    code = command.run(args, Env(stdout=out, stderr=err), wait=wait)
+    assert code == 0 and seen == [200]
+    assert "export RECONCILER_ENDPOINT=http://127.0.0.1:" in out.getvalue()
+    bad = build_parser().parse_args(["emulator", "--fault-rate", "2"])
+    assert command.run(bad, Env(stdout=out, stderr=err)) == 1
+
+
+def test_the_official_sdk_is_not_required() -> None:
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import reconciler.emulator
+
+    package = Path(reconciler.emulator.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(("huaweicloudsdk", "reconciler.api")), (path, name)
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith(('huaweicloudsdk', 'reconciler.api')):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from reconciler.emulator import Emulator\n"
+        "with Emulator(keygen='ed25519') as emu:\n"
+        "    print(emu.endpoint)\n"
+    )
+    root = str(package.parent.parent)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=root, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("http://127.0.0.1:")

@@ -41,7 +41,7 @@ from reconciler.model import (
 from reconciler.plan import Action, Change, Mode, Plan
 from reconciler.state.protocol import StateStore
 
-LOST_RESPONSE_ATTEMPTS = 3
+LOST_RESPONSE_ATTEMPTS = 8  # a lost answer is re-read, then resent; 8 rides out heavy fault rates
 
 
 class Hooks(Protocol):

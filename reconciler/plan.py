@@ -311,15 +311,25 @@ def make_plan(
         if options.mode is Mode.DESTROY:
             d = None
         if d is not None:
-            changes.append(_plan_desired(d, prior, now_remote, options=options, now=now,
-                                         problems=problems))
+            change = _plan_desired(d, prior, now_remote, options=options, now=now,
+                                   problems=problems)
+            if change.action is Action.REPLACE and d.prevent_destroy:
+                why = "; ".join(change.notes) or "changed: " + ", ".join(change.replace_paths)
+                problems.append(Diagnostic(
+                    summary=f"keypair.{name} has prevent_destroy set, but the plan calls for it "
+                            f"to be replaced ({why})",
+                    location=d.location,
+                    detail="to replace it, first set `prevent_destroy: false`; otherwise undo "
+                           "the change that forces the replacement",
+                ))
+            changes.append(change)
         elif prior is not None:
-            reason = REASON_NO_CONFIG
-            change = _plan_undesired(prior, now_remote, reason=reason, problems=problems)
-            if change is None:
+            gone = _plan_undesired(prior, now_remote, reason=REASON_NO_CONFIG,
+                                   problems=problems)
+            if gone is None:
                 forget.append(name)
             else:
-                changes.append(change)
+                changes.append(gone)
     if problems:
         raise DiagnosticsError(problems)
     return Plan(

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -52,6 +53,11 @@ def banner(emu: Emulator) -> list[str]:
         "",
         "Press Ctrl-C to stop.",
     ]
+
+
+def _forever() -> None:
+    while True:
+        time.sleep(3600)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -95,7 +101,7 @@ def run(
             env.out(line)
         env.stdout.flush()
         with _sigterm_interrupts():
-            (wait or threading.Event().wait)()
+            (wait or _forever)()
     except KeyboardInterrupt:
         env.err("Stopping the emulator.")
     finally:

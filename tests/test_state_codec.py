@@ -1,0 +1,198 @@
+"""The state document codec: round trips, refusals, migrations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_state_support import entry
+
+from reconciler.errors import StateCorruptError
+from reconciler.model import (
+    Api,
+    Encryption,
+    EntryStatus,
+    KeyProtection,
+    KeySource,
+    SealedSecret,
+    State,
+    StateKeyPair,
+)
+from reconciler.state.codec import (
+    FORMAT_VERSION,
+    StateDocument,
+    checksum,
+    decode_document,
+    decode_journal,
+    encode_document,
+    encode_journal_line,
+    entry_to_dict,
+)
+from reconciler.state.crypto import KeyBlock
+
+names = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+text = st.text(max_size=40)
+opt_text = st.none() | text
+protection = st.none() | st.builds(
+    KeyProtection,
+    encryption=st.builds(Encryption, type=st.sampled_from(["default", "kms"]),
+                         kms_key_name=opt_text, kms_key_id=opt_text),
+    private_key_file=opt_text,
+)
+sealed = st.none() | st.builds(SealedSecret, envelope=st.text(string.printable, max_size=80))
+
+
+@st.composite
+def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
+    return StateKeyPair(
+        name=name,
+        api=draw(st.sampled_from(list(Api))),
+        source=draw(st.sampled_from(list(KeySource))),
+        public_key=draw(text),
+        fingerprint_md5=draw(text),
+        fingerprint_sha256=draw(text),
+        created=draw(text),
+        spec_digest=draw(text),
+        algorithm=draw(opt_text),
+        type=draw(st.sampled_from(["ssh", "x509"])),
+        user_id=draw(opt_text),
+        scope=draw(opt_text),
+        description=draw(opt_text),
+        key_protection=draw(protection),
+        private_key=draw(sealed),
+        status=draw(st.sampled_from(list(EntryStatus))),
+        prevent_destroy=draw(st.booleans()),
+    )
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> StateDocument:
+    chosen = draw(st.lists(names, unique=True, max_size=6))
+    keypairs = {n: draw(entries(n)) for n in chosen}
+    key = draw(st.none() | st.builds(
+        KeyBlock, id=st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
+        kdf=st.none() | st.just({"name": "scrypt", "n": 32768, "r": 8, "p": 1}),
+        salt=st.none() | st.just("c2FsdHNhbHRzYWx0")))
+    state = State(lineage=draw(st.uuids()).hex, serial=draw(st.integers(0, 2**40)),
+                  keypairs=keypairs)
+    return StateDocument(state=state, key=key)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents())
+def test_any_document_survives_encode_and_decode(doc: StateDocument) -> None:
+    data = encode_document(doc)
+    again = decode_document(data, source="s.json")
+    assert again == doc
+    assert encode_document(again) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(names.flatmap(entries))
+def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
+    line = encode_journal_line(lineage="L", base=3, op="record", name=e.name, entry=e)
+    records, end = decode_journal(line, source="j")
+    assert end == len(line)
+    assert records[0].entry == e and records[0].base == 3 and records[0].lineage == "L"
+
+
+def test_codec_covers_every_field_of_a_state_entry() -> None:
+    written = set(entry_to_dict(entry("a"))) | {"name"}
+    assert written == {f.name for f in dataclasses.fields(StateKeyPair)}
+
+
+def _doc() -> bytes:
+    state = State(lineage="lin", serial=4, keypairs={"a": entry("a", SealedSecret("v1:AAAA"))})
+    return encode_document(StateDocument(state, KeyBlock(id="0123456789abcdef")))
+
+
+def test_document_is_readable_json_with_a_checksum() -> None:
+    doc = json.loads(_doc())
+    assert list(doc) == ["format_version", "lineage", "serial", "key", "keypairs", "checksum"]
+    assert doc["format_version"] == FORMAT_VERSION
+    assert doc["keypairs"]["a"]["public_key"].startswith("ssh-ed25519 ")
+    assert doc["checksum"] == checksum(doc)
+
+
+@pytest.mark.parametrize("cut", [2, 10, 100, 500])
+def test_truncated_document_is_refused(cut: int) -> None:
+    data = _doc()
+    with pytest.raises(StateCorruptError, match=r"not valid JSON.*s\.json\.backup"):
+        decode_document(data[:-cut], source="s.json")
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x00\xff\xfe", b"[1, 2]", b"null", b"{}"])
+def test_junk_is_refused(junk: bytes) -> None:
+    with pytest.raises(StateCorruptError, match="not a valid state file"):
+        decode_document(junk, source="s.json")
+
+
+def test_edited_readable_field_fails_the_checksum() -> None:
+    data = _doc().replace(b"ssh-ed25519 AAAA", b"ssh-ed25519 BAAA")
+    with pytest.raises(StateCorruptError, match="checksum does not match"):
+        decode_document(data, source="s.json")
+
+
+def test_newer_format_version_says_upgrade() -> None:
+    doc = json.loads(_doc())
+    doc["format_version"] = FORMAT_VERSION + 1
+    doc["checksum"] = checksum(doc)
+    with pytest.raises(StateCorruptError, match=r"newer than this reconciler.*upgrade"):
+        decode_document(json.dumps(doc).encode(), source="s.json")
+
+
+def test_duplicate_keys_and_unknown_fields_are_refused() -> None:
+    data = _doc().replace(b'"serial": 4,', b'"serial": 4, "serial": 5,')
+    with pytest.raises(StateCorruptError, match="duplicate key"):
+        decode_document(data, source="s.json")
+    doc = json.loads(_doc())
+    doc["keypairs"]["a"]["privat_key"] = "oops"
+    doc["checksum"] = checksum(doc)
+    with pytest.raises(StateCorruptError, match="unknown field 'privat_key'"):
+        decode_document(json.dumps(doc).encode(), source="s.json")
+
+
+def test_wrong_types_are_refused_with_the_field() -> None:
+    doc = json.loads(_doc())
+    doc["keypairs"]["a"]["status"] = "gone"
+    doc["checksum"] = checksum(doc)
+    with pytest.raises(StateCorruptError, match=r"keypairs\.a\.status"):
+        decode_document(json.dumps(doc).encode(), source="s.json")
+
+
+def test_migration_chain_runs_from_an_older_version() -> None:
+    # A made-up version 0 kept key pairs as a list; the hook turns it into version 1.
+    v1 = json.loads(_doc())
+    v0 = {k: v for k, v in v1.items() if k not in ("keypairs", "checksum")}
+    v0["format_version"] = 0
+    v0["keypairs"] = [{"name": n, **e} for n, e in v1["keypairs"].items()]
+    v0["checksum"] = checksum(v0)
+
+    def v0_to_v1(doc: dict[str, object]) -> dict[str, object]:
+        items = doc.pop("keypairs")
+        assert isinstance(items, list)
+        doc["keypairs"] = {i.pop("name"): i for i in items}
+        return doc
+
+    raw = json.dumps(v0).encode()
+    migrated = decode_document(raw, source="s.json", migrations={0: v0_to_v1})
+    assert migrated == decode_document(_doc(), source="s.json")
+    with pytest.raises(StateCorruptError, match="cannot read or migrate"):
+        decode_document(raw, source="s.json")
+
+
+def test_journal_torn_last_line_is_ignored_other_damage_is_refused() -> None:
+    lines = [encode_journal_line(lineage="L", base=0, op="record", name=f"k{i}",
+                                 entry=entry(f"k{i}")) for i in range(3)]
+    data = b"".join(lines)
+    records, end = decode_journal(data + lines[0][:40], source="j")
+    assert [r.name for r in records] == ["k0", "k1", "k2"] and end == len(data)
+    damaged = lines[0] + lines[1].replace(b"k1", b"k9") + lines[2]
+    with pytest.raises(StateCorruptError, match="line 2 is damaged"):
+        decode_journal(damaged, source="j")
+    with pytest.raises(StateCorruptError, match="line 2 is damaged"):
+        decode_journal(lines[0] + b"garbage\n" + lines[2], source="j")

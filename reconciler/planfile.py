@@ -90,7 +90,9 @@ def _action(rc: dict[str, Any]) -> Action:
 def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> None:
     """Refuse a saved plan that no longer matches state or cloud."""
     prior = doc.get("prior_state") or {}
-    if prior.get("lineage") != state.lineage or prior.get("serial") != state.serial:
+    never_written = prior.get("serial") == 0 and state.serial == 0 and not state.keypairs
+    if not never_written and (prior.get("lineage") != state.lineage
+                              or prior.get("serial") != state.serial):
         raise StaleStateError(
             "Saved plan is stale: the state changed since this plan was made "
             f"(plan: lineage {prior.get('lineage')}, serial {prior.get('serial')}; "

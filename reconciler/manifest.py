@@ -210,8 +210,8 @@ class _Loader:
             return self.api
         if self.provider is not None:
             value = self.provider[1].get("api")
-            if value in {a.value for a in Api}:
-                return Api(str(value))
+            if isinstance(value, str) and value in {a.value for a in Api}:
+                return Api(value)
         return DEFAULT_API
 
     def check_keypairs(self) -> None:

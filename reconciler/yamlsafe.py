@@ -296,7 +296,10 @@ class _Builder:
             return str(node.value)
         if self.constructor is None:
             self.constructor = yaml.constructor.SafeConstructor()
-        value = self.constructor.construct_object(node, deep=True)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except (ValueError, TypeError, ArithmeticError):  # e.g. the date 2020-02-30
+            return str(node.value)
         if isinstance(value, str | int | float | bool) or value is None:
             return value
         return str(node.value)  # timestamps, binary: keep the text as written

@@ -197,7 +197,8 @@ def test_too_large_file_is_refused_without_reading_it(tmp_path: Path) -> None:
 
 def test_huge_public_key_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "huge.pub").write_bytes(b"ssh-ed25519 " + b"A" * 200_000)
-    (tmp_path / "a.yaml").write_text(HEADER + "keypairs:\n  - name: x\n    public_key_file: huge.pub\n")
+    (tmp_path / "a.yaml").write_text(
+        HEADER + "keypairs:\n  - name: x\n    public_key_file: huge.pub\n")
     code, out, err = validate(tmp_path)
     assert_diagnostics(code, out, err, [
         'a.yaml:5:22: error: keypairs[0].public_key_file: "huge.pub" is larger than 64 KiB',
@@ -223,7 +224,7 @@ def test_api_flag_and_environment_override_the_provider(tmp_path: Path) -> None:
     case = BAD / "description_v21"
     assert validate(case, ".", "--api", "kps")[0] == 0
     assert validate(case, ".", environ={"RECONCILER_API": "kps"})[0] == 0
-    code, out, err = validate(case, ".", "--api", "v2", environ={"RECONCILER_API": "kps"})
+    code, _, err = validate(case, ".", "--api", "v2", environ={"RECONCILER_API": "kps"})
     assert code == 1 and "(the api in use is v2)" in err
     code, _, err = validate(BAD / "key_protection_v2", ".", "--api", "v2.1")
     assert code == 0, err

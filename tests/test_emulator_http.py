@@ -681,3 +681,22 @@ def test_the_official_sdk_is_not_required() -> None:
                           cwd=root, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("http://127.0.0.1:")
+
+
+def test_unsigned_security_token_is_rejected(emulator: Emulator) -> None:
+    client = Client(emulator)
+    url = emulator.endpoint + BASES["kps"].replace("{p}", emulator.project_id)
+    headers = sign_headers(
+        "GET", url, ak=emulator.ak, sk=emulator.sk, body=b"",
+        headers={"X-Project-Id": emulator.project_id,
+                 "X-Sdk-Date": datetime.now(UTC).strftime(DATE_FORMAT)},
+    )
+    headers["X-Security-Token"] = "added-after-signing"
+    _gateway(client.session.get(url, headers=headers, timeout=5), 401, "APIGW.0301")
+
+
+def test_custody_private_key_without_public_key_is_refused(client: Client) -> None:
+    prot = {"private_key": _ed_pair()[1], "encryption": {"type": "default"}}
+    resp = _create(client, "kps", "half", key_protection=prot)
+    _assert_shape("kps", resp, 400)
+    assert "PRIVATE KEY" not in resp.text and client.emu.keypair_count() == 0

@@ -269,6 +269,8 @@ class Backend:
                 custody = prot["private_key"]
                 check_private_matches(custody, public_key=public_key, key_type=key_type)
         else:
+            if prot is not None and prot.get("private_key"):
+                raise ApiProblem(400, "key_protection.private_key needs the matching public_key")
             if key_type != "ssh":
                 raise ApiProblem(400, "the cloud generates ssh key pairs only; import x509")
             if self.store.get(name) is not None:  # before the costly keygen

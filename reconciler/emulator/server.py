@@ -67,7 +67,7 @@ OPERATIONS = (
     "import_private_key",
     "clear_private_key",
 )
-COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected")
+COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected", "internal_errors")
 FAULT_FIELDS = (
     "latency_ms",
     "error_rate",
@@ -89,6 +89,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     emulator: Emulator
+
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up are normal (retries, timeouts); other errors are counted."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            self.emulator.counters_.add("internal_errors")
 
 
 class _Server6(_Server):
@@ -330,6 +338,10 @@ class _Handler(BaseHTTPRequestHandler):
         except _Close:
             self.close_connection = True
             return
+        except Exception:  # a defect here must not look like a network fault to the client
+            emu.counters_.add("internal_errors")
+            api = api_of(split_path(raw_path))
+            reply = Reply(500, views.error_body(api, 500, "internal error in the emulator"))
         self._send(reply)
 
     # -- the API -------------------------------------------------------------------------

@@ -157,6 +157,8 @@ def verify(
     if not header:
         raise SignatureError("the request is not signed (no Authorization header)")
     auth = parse_authorization(header)
+    if "x-security-token" in lookup and "x-security-token" not in auth.signed_headers:
+        raise SignatureError("X-Security-Token is present but not signed")
     date = _check_date(lookup.get("x-sdk-date"), now or datetime.now(UTC))
     sk = secret_for(auth.access_key)
     if sk is None:

@@ -9,6 +9,7 @@ May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,10 @@ class _Painter:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=77, break_on_hyphens=False)
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "null"
@@ -56,7 +61,7 @@ def _short_key(value: Any) -> Any:
         return value
     parts = value.split()
     if len(parts) >= 2 and len(parts[1]) > 40:
-        return f"{parts[0]} {parts[1][:16]}...{parts[1][-12:]}"
+        return f"{parts[0]} ...{parts[1][-24:]}"  # the start is the same for every key of a type
     return value
 
 
@@ -237,17 +242,19 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     if plan.drift:
         out.extend(_render_drift(plan.drift, paint))
         if plan.mode is Mode.REFRESH_ONLY:
-            out.append("This is a refresh-only plan, so reconciler will not take any actions to "
-                       "undo these. If you were expecting these changes then you can apply this "
-                       "plan to record the updated values in the state without changing any "
-                       "remote objects.")
+            out.append(_wrap("This is a refresh-only plan, so reconciler will not take any "
+                             "actions to undo these. If you were expecting these changes then "
+                             "you can apply this plan to record the updated values in the state "
+                             "without changing any remote objects."))
         else:
-            out.append("Unless you have made equivalent changes to your manifests, the following "
-                       "plan may include actions to undo or respond to these changes.")
+            out.append(_wrap("Unless you have made equivalent changes to your manifests, the "
+                             "following plan may include actions to undo or respond to these "
+                             "changes."))
         out.extend(["", RULE, ""])
     if plan.forget:
         names = ", ".join(plan.forget)
-        out.append(f"Gone from the cloud and from the manifests, to be dropped from state: {names}")
+        out.append(_wrap(f"Gone from the cloud and from the manifests, to be dropped from "
+                         f"state: {names}"))
         out.append("")
     if plan.actionable:
         out.extend(_legend(plan))
@@ -261,8 +268,8 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     out.append(paint(summary, "1") if plan.actionable else summary)
     if not plan.actionable and plan.mode is not Mode.REFRESH_ONLY:
         out.append("")
-        out.append("reconciler has compared your real infrastructure against your manifests and "
-                   "found no differences, so no changes are needed.")
+        out.append(_wrap("reconciler has compared your real infrastructure against your "
+                         "manifests and found no differences, so no changes are needed."))
     for warning in plan.warnings:
         out.append("")
         out.append(f"Warning: {warning}")

@@ -1,0 +1,76 @@
+"""Nothing a full run prints or writes holds a private key, the SK or the token in clear;
+every file holding a secret is 0600."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+from reconciler.emulator.server import Emulator
+from tests.clihelp import Cli
+
+TOKEN = "session-token-3f9a1c77e2"
+MANIFEST = """keypairs:
+  - name: web
+  - name: ci
+    generate: ed25519
+  - name: vault
+    generate: rsa-2048
+    key_protection: {encryption: {type: default}}
+"""
+
+
+def _chunks(private_pem: str, public_key: str) -> set[str]:
+    """Distinctive pieces of a private key's body: any of them in output is a leak.
+
+    An OpenSSH private key embeds its public key; pieces found in the public key are public.
+    """
+    body = "".join(line for line in private_pem.splitlines() if "-----" not in line)
+    pieces = {body[i:i + 24] for i in range(0, max(0, len(body) - 24), 24)}
+    return {p for p in pieces if p not in public_key}
+
+
+def test_full_run_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps",
+              extra_env={"HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
+    cli.write(MANIFEST)
+    m = str(cli.manifests)
+    printed = [
+        cli("--debug", "plan", "--out", "plan.json", m),
+        cli("--debug", "apply", "--auto-approve", m),
+        cli("plan", "--format", "json", m),
+        cli("plan", "--format", "markdown", m),
+        cli("--debug", "plan", "--out", "plan2.json", m),
+        cli("state", "list"),
+        cli("state", "show", "web"),
+        cli("state", "show", "vault"),
+        cli("state", "pull"),
+        cli("output", "web"),
+        cli("output", "ci", "--json"),
+    ]
+    assert all(r.code == 0 for r in printed), [r.text for r in printed if r.code]
+    assert "Retry" in printed[1].err or "GET" in printed[1].err  # the debug log is there
+    private = {name: cli("output", name, "--private-key") for name in ("web", "ci", "vault")}
+    secrets = {emulator.sk, TOKEN}
+    for name, result in private.items():
+        assert result.code == 0, result.text
+        assert "PRIVATE KEY-----" in result.out, name  # asked for: shown
+        public = cli.client().get_keypair(name)
+        assert public is not None
+        secrets |= _chunks(result.out, public.public_key)
+    cli.write(MANIFEST.replace("  - name: web\n", ""))
+    assert cli("--debug", "apply", "--auto-approve", m).code == 0  # a delete, with backup
+    haystacks = {f"output {i}": r.text for i, r in enumerate(printed)}
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name != "state.key":
+            haystacks[str(path)] = path.read_text(errors="replace")
+    for where, text in haystacks.items():
+        assert "PRIVATE KEY-----" not in text, where
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in {where}"
+        assert not re.search(r"Authorization|X-Security-Token:", text), where
+    for path in [cli.state, cli.state.with_name(cli.state.name + ".backup"),
+                 tmp_path / "plan.json", tmp_path / "state.key"]:
+        assert path.exists(), path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

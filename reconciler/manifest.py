@@ -129,10 +129,16 @@ def _collect_files(
         path = Path(raw).expanduser()
         path = path if path.is_absolute() else cwd / path
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir()
-                if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
-            )
+            try:
+                found = sorted(
+                    p for p in path.iterdir()
+                    if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+                    and p.is_file()
+                )
+            except OSError as exc:
+                diags.append(Diagnostic(
+                    f"cannot list {_display(path, cwd)}: {exc.strerror or type(exc).__name__}"))
+                continue
             if not found and not allow_empty:
                 diags.append(Diagnostic(
                     f"no manifest files (*.yaml, *.yml) in {_display(path, cwd) or '.'}",
@@ -237,6 +243,7 @@ class _KeyPairCheck:
     item: dict[str, object]
     api: Api
     ok: bool = True
+    normalised: str | None = None  # the public key as `type base64`, once checked
 
     def add(self, sub: str, summary: str, *, key: bool = False, detail: str = "") -> None:
         self.ok = False
@@ -312,7 +319,7 @@ class _KeyPairCheck:
                             "(ssh-keygen -y -f KEYFILE), and rotate the key if it was committed")
             return None
         try:
-            check_public_key(text, key_type=key_type)
+            self.normalised = check_public_key(text, key_type=key_type).openssh
         except KeyFormatError as exc:
             self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}")
             return None
@@ -363,8 +370,6 @@ class _KeyPairCheck:
 
     def _record(self, name: str, public_key: str | None,
                 protection: KeyProtection | None) -> DesiredKeyPair:
-        from reconciler.keys import normalise
-
         item = self.item
         key_type = self._str("type") or "ssh"
         if "generate" in item:
@@ -373,12 +378,11 @@ class _KeyPairCheck:
             source, algorithm = KeySource.IMPORT, None
         else:
             source, algorithm = KeySource.CLOUD, None
-        normal = normalise(public_key, key_type=key_type) if public_key else None
         try:
             rotate = parse_duration(self._str("rotate_after") or "")
         except ValueError:
             rotate = None
-        digest = spec_digest(source=source, algorithm=algorithm, public_key=normal,
+        digest = spec_digest(source=source, algorithm=algorithm, public_key=self.normalised,
                              type=key_type, user_id=self._str("user_id"),
                              scope=self._str("scope"), key_protection=protection)
         return DesiredKeyPair(

@@ -14,15 +14,18 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import re
 from importlib import resources
 from typing import Any
 
 from reconciler.errors import Diagnostic
 from reconciler.keys import looks_like_private_key
+from reconciler.model import NAME_PATTERN
 from reconciler.yamlsafe import NodePath, YamlDocument
 
 SCHEMA_ID = "https://reconciler.dev/schemas/manifest.schema.json"
 SOURCE_KEYS = ("generate", "public_key", "public_key_file")
+NAME_RE = re.compile(NAME_PATTERN)
 
 _CREDENTIAL_KEYS = frozenset({
     "ak", "sk", "access_key", "secret_key", "accesskey", "secretkey", "access_key_id",
@@ -53,11 +56,30 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """The schema with local ``$ref``s replaced by their targets (ours has no cycles).
+
+    Resolving a reference costs more than the rest of validating a key pair; done once here,
+    it keeps validating thousands of key pairs fast.
+    """
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            return _inline_refs(defs[ref.rsplit("/", 1)[1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
 @functools.cache
-def _validator() -> Any:
+def _validator(definition: str = "") -> Any:
+    """The compiled validator of the whole document, or of one of its ``$defs``."""
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(load_schema())
+    schema = load_schema()
+    defs = schema.get("$defs", {})
+    return Draft202012Validator(_inline_refs(defs[definition] if definition else schema, defs))
 
 
 def format_path(path: NodePath) -> str:
@@ -97,10 +119,76 @@ def _kind(value: object) -> str:
 
 
 def schema_diagnostics(doc: YamlDocument) -> list[Diagnostic]:
-    """Every schema violation of one document, in plain words."""
+    """Every schema violation of one document, in plain words.
+
+    Key pairs are validated one by one, and an item known valid by its shape (its fields with
+    the name and public key stood in for by placeholders) is not validated again: thousands of
+    ``generate: ed25519`` entries cost one validation.
+    """
+    value = doc.value
+    out = _line_breaks(value, doc, ())
+    items = value.get("keypairs") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return out + _errors(_validator(), value, doc, ())
+    out += _errors(_validator(), {**value, "keypairs": []}, doc, ())  # type: ignore[dict-item]
+    valid_shapes: set[str] = set()
+    for index, item in enumerate(items):
+        shape = _shape(item)
+        if shape is not None and shape in valid_shapes:
+            continue
+        found = _errors(_validator("keypair"), item, doc, ("keypairs", index))
+        if not found and shape is not None:
+            valid_shapes.add(shape)
+        out.extend(found)
+    return out
+
+
+def _line_breaks(value: object, doc: YamlDocument, path: NodePath) -> list[Diagnostic]:
+    """Strings with a pattern that end in a line break.
+
+    jsonschema matches patterns with Python's ``re.search``, where ``$`` also matches before a
+    final newline; JSON Schema (ECMA 262) does not. A YAML block scalar (``|``) adds one.
+    """
     out: list[Diagnostic] = []
-    for error in _validator().iter_errors(doc.value):
-        out.extend(_translate(error, doc))
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if key in _PATTERN_HINTS and isinstance(sub, str) and sub.endswith("\n"):
+                out.append(_diag(doc, (*path, key), f"{show(sub.rstrip())} ends with a line "
+                                 "break", detail="write it on one line, without `|` or `>`"))
+            elif isinstance(sub, dict | list) and key in ("provider", "keypairs"):
+                out.extend(_line_breaks(sub, doc, (*path, key)))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            out.extend(_line_breaks(sub, doc, (*path, index)))
+    return out
+
+
+_PLACEHOLDERS = {"name": "n", "public_key": "k", "public_key_file": "f"}
+
+
+def _shape(item: object) -> str | None:
+    """What decides an item's validity, with values the schema only bounds replaced."""
+    if not isinstance(item, dict):
+        return None
+    shaped = dict(item)
+    name = shaped.get("name")
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
+        shaped["name"] = _PLACEHOLDERS["name"]
+    for key in ("public_key", "public_key_file"):
+        text = shaped.get(key)
+        if isinstance(text, str) and 0 < len(text) <= 4096:
+            shaped[key] = _PLACEHOLDERS[key]
+    try:
+        return json.dumps(shaped, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _errors(validator: Any, value: object, doc: YamlDocument,
+            prefix: NodePath) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for error in validator.iter_errors(value):
+        out.extend(_translate(error, doc, prefix))
     return out
 
 
@@ -109,8 +197,8 @@ def _diag(doc: YamlDocument, path: NodePath, summary: str, *, key: bool = False,
     return Diagnostic(summary, doc.location(path, key=key), path=format_path(path), detail=detail)
 
 
-def _translate(error: Any, doc: YamlDocument) -> list[Diagnostic]:
-    path: NodePath = tuple(error.absolute_path)
+def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnostic]:
+    path: NodePath = (*prefix, *error.absolute_path)
     validator = error.validator
     instance = error.instance
     if validator == "additionalProperties":

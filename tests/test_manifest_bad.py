@@ -101,6 +101,11 @@ EXPECTED: dict[str, list[str]] = {
         'a.yaml:7:19: error: keypairs[1].rotate_after: "0d" is not a valid duration',
         'a.yaml:9:19: error: keypairs[2].rotate_after: "3m" is not a valid duration',
     ],
+    "line_breaks": [
+        'a.yaml:4:11: error: provider.region: "cn-north-4" ends with a line break',
+        'a.yaml:7:11: error: keypairs[0].name: "web" ends with a line break',
+        'a.yaml:9:19: error: keypairs[0].rotate_after: "90d" ends with a line break',
+    ],
     "schema_rules": [
         'a.yaml:4:5: error: keypairs[0]: missing required key "name"',
         'a.yaml:6:15: error: keypairs[1].generate: "ed448" is not supported; use one of ed25519,',
@@ -241,3 +246,17 @@ def test_unreadable_directory_entry_is_not_a_traceback(tmp_path: Path) -> None:
         os.mkfifo(tmp_path / "pipe.yaml")
         code, _, err = validate(tmp_path, "pipe.yaml")
         assert_diagnostics(code, "", err, ["pipe.yaml:1:1: error: pipe.yaml is not a regular file"])
+
+
+def test_many_alike_key_pairs_still_report_each_problem(tmp_path: Path) -> None:
+    items = [f"  - {{name: k{i}, generate: ed25519}}" for i in range(200)]
+    items[50] = "  - {name: k50, generate: ed25519, sk: x}"
+    items[120] = "  - {name: 'k 120', generate: ed25519}"
+    items[150] = "  - {name: k150, generate: ed448}"
+    (tmp_path / "a.yaml").write_text(HEADER + "keypairs:\n" + "\n".join(items) + "\n")
+    code, out, err = validate(tmp_path)
+    assert_diagnostics(code, out, err, [
+        'a.yaml:54:36: error: keypairs[50].sk: unknown key "sk"',
+        'a.yaml:124:11: error: keypairs[120].name: "k 120" is not a valid name',
+        'a.yaml:154:33: error: keypairs[150].generate: "ed448" is not supported',
+    ])

@@ -199,3 +199,19 @@ def test_errors_are_sorted_by_file_and_line(tmp_path: Path) -> None:
     where = [(d.location.file, d.location.line, d.location.column)
              for d in info.value.diagnostics if d.location]
     assert where == sorted(where) and len(where) == 4
+
+
+def test_version_does_not_import_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import io, sys\n"
+        "from reconciler.cli import main\n"
+        "from reconciler.env import Env\n"
+        "main(['--version'], Env(stdout=io.StringIO(), stderr=io.StringIO()))\n"
+        "print(sorted(m for m in ('yaml', 'jsonschema', 'cryptography') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

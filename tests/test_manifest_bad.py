@@ -257,6 +257,6 @@ def test_many_alike_key_pairs_still_report_each_problem(tmp_path: Path) -> None:
     code, out, err = validate(tmp_path)
     assert_diagnostics(code, out, err, [
         'a.yaml:54:36: error: keypairs[50].sk: unknown key "sk"',
-        'a.yaml:124:11: error: keypairs[120].name: "k 120" is not a valid name',
-        'a.yaml:154:33: error: keypairs[150].generate: "ed448" is not supported',
+        'a.yaml:124:12: error: keypairs[120].name: "k 120" is not a valid name',
+        'a.yaml:154:28: error: keypairs[150].generate: "ed448" is not supported',
     ])

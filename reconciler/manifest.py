@@ -108,7 +108,7 @@ def check_api_restrictions(manifest: Manifest, api: Api | str) -> list[Diagnosti
                                  description=kp.description is not None,
                                  scope=kp.scope is not None)
         for fld, summary, detail in problems:
-            out.append(Diagnostic(summary, kp.location, path=f"keypair {kp.name}: {fld}",
+            out.append(Diagnostic(summary, kp.location, path=f"keypair.{kp.name}.{fld}",
                                   detail=detail))
     return out
 

@@ -23,7 +23,7 @@ from reconciler.api.signer import (
 from reconciler.model import Secret
 
 # A verbatim copy of the reference's signing-vectors.json (computed with the official SDK).
-VECTORS_FILE = Path(__file__).with_name("test_api_signing_vectors.json")
+VECTORS_FILE = Path(__file__).parent / "data" / "signing-vectors.json"
 
 
 def _load_vectors() -> list[dict[str, Any]]:

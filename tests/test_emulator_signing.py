@@ -21,7 +21,7 @@ from reconciler.emulator.signing import (
 )
 
 # A verbatim copy of reference/signing-vectors.json (computed with the official SDK's signer).
-VECTORS_FILE = Path(__file__).with_name("test_emulator_signing_vectors.json")
+VECTORS_FILE = Path(__file__).parent / "data" / "signing-vectors.json"
 
 
 def _load() -> dict[str, Any]:

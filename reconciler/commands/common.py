@@ -17,7 +17,6 @@ from pathlib import Path
 
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.env import Env
-from reconciler.errors import DiagnosticsError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig, State
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
 from reconciler.state.protocol import StateStore
@@ -30,17 +29,14 @@ def provider_flags(args: argparse.Namespace) -> ProviderFlags:
 
 def load(args: argparse.Namespace, env: Env) -> Manifest:
     """The manifests named on the command line (default: the working directory)."""
-    from reconciler.manifest import check_api_restrictions, load_manifests
+    from reconciler.manifest import load_manifests
 
     paths = [env.resolve(p) for p in getattr(args, "paths", [])]
-    flags = provider_flags(args)
-    api_override = flags.api or env.environ.get("RECONCILER_API")
-    manifest = load_manifests(paths, cwd=env.cwd, api=api_override)
-    problems = check_api_restrictions(manifest, effective_api(flags, env.environ,
-                                                              manifest.provider))
-    if problems:
-        raise DiagnosticsError(problems)
-    return manifest
+    override = args.api or env.environ.get("RECONCILER_API")
+    if override:
+        effective_api(provider_flags(args), env.environ, None)  # a clear error if unknown
+    # The loader checks per-API rules against this API (else the provider block's).
+    return load_manifests(paths, cwd=env.cwd, api=override)
 
 
 def api_settings(args: argparse.Namespace, env: Env,

@@ -15,9 +15,14 @@ authentication (AES-GCM, see ``crypto``). Loading never repairs: anything wrong 
 ``StateCorruptError`` saying what to do. Older versions go through ``MIGRATIONS`` (a chain of
 one-step functions, applied in memory; the file is rewritten only by the next commit).
 
+``keep_private_key`` says "the same sealed private key as this entry has at this point": apply
+records a generated key pair twice (pending, then ready), and the second line need not carry
+the envelope again. Replay starts from the same base serial, so the reference always resolves.
+
 A journal line is one canonical JSON object plus ``sum`` (SHA-256 of the rest)::
 
     {"v":1,"lineage":L,"base":SERIAL,"op":"record","name":N,"entry":{...},"sum":HEX}
+    {"v":1,...,"op":"record","name":N,"entry":{...,"private_key":null},"keep_private_key":true,...}
     {"v":1,"lineage":L,"base":SERIAL,"op":"forget","name":N,"sum":HEX}
     {"v":1,"lineage":L,"base":SERIAL,"op":"key","key":{...},"sum":HEX}
 
@@ -82,6 +87,7 @@ class JournalRecord:
     name: str | None = None
     entry: StateKeyPair | None = None
     key: KeyBlock | None = None
+    keep_private_key: bool = False  # entry.private_key is the one the entry already has
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -337,6 +343,7 @@ def _corrupt(source: str, what: str) -> StateCorruptError:
 def encode_journal_line(
     *, lineage: str, base: int, op: str, name: str | None = None,
     entry: StateKeyPair | None = None, key: KeyBlock | None = None,
+    keep_private_key: bool = False,
 ) -> bytes:
     """One newline-terminated journal line. Serialises only the one entry it carries."""
     obj: dict[str, Any] = {"v": JOURNAL_VERSION, "lineage": lineage, "base": base, "op": op}
@@ -344,6 +351,9 @@ def encode_journal_line(
         obj["name"] = name
     if entry is not None:
         obj["entry"] = entry_to_dict(entry)
+        if keep_private_key:
+            obj["entry"]["private_key"] = None
+            obj["keep_private_key"] = True
     if key is not None:
         obj["key"] = key.as_dict()
     body = canonical(obj)
@@ -390,7 +400,11 @@ def _journal_record(line: bytes) -> JournalRecord:
         return JournalRecord(lineage, base, op, name=name, raw=obj)
     if op == "record":
         entry = entry_from_dict(name, obj.get("entry"), where=f"entry {name}")
-        return JournalRecord(lineage, base, op, name=name, entry=entry, raw=obj)
+        keep = obj.get("keep_private_key", False)
+        if not isinstance(keep, bool) or (keep and entry.private_key is not None):
+            raise ValueError("bad keep_private_key")
+        return JournalRecord(lineage, base, op, name=name, entry=entry, keep_private_key=keep,
+                             raw=obj)
     raise ValueError(f"unknown operation {op!r}")
 
 

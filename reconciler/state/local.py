@@ -27,6 +27,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -168,7 +169,16 @@ class LocalStateStore:
                 raise StateCorruptError(f"{where} names another state key; move it aside.")
             self._key, self._key_durable = rec.key, True
         elif rec.op == "record" and rec.entry is not None:
-            self._entries[rec.entry.name] = rec.entry
+            entry = rec.entry
+            if rec.keep_private_key:
+                prior = self._entries.get(entry.name)
+                if prior is None or prior.private_key is None:
+                    raise StateCorruptError(
+                        f"{where} keeps a private key that {entry.name!r} does not have; "
+                        f"move {self.journal_path} aside (keep a copy) or restore the state."
+                    )
+                entry = dataclasses.replace(entry, private_key=prior.private_key)
+            self._entries[entry.name] = entry
         elif rec.op == "forget" and rec.name is not None:
             self._entries.pop(rec.name, None)
 
@@ -228,8 +238,11 @@ class LocalStateStore:
             if self._key is not None and not self._key_durable:
                 line = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
                                            key=self._key)
+            prior = self._entries.get(name)
+            keep = (entry is not None and entry.private_key is not None and prior is not None
+                    and prior.private_key == entry.private_key)
             line += encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
-                                        name=name, entry=entry)
+                                        name=name, entry=entry, keep_private_key=keep)
             self._write_journal(line)
             self._key_durable = True
             if entry is not None:

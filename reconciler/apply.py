@@ -159,7 +159,19 @@ class _Applier:
         raise ApplyError(f"keypair.{d.name}: the import's answer was lost "
                          f"{LOST_RESPONSE_ATTEMPTS} times; run apply again")
 
+    def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
+        """Recorded before a cloud create is sent: if the process dies before the answer
+        arrives, the next plan knows the name is ours and replaces what the cloud made."""
+        return StateKeyPair(
+            name=d.name, api=self.api.api, source=d.source, public_key="", fingerprint_md5="",
+            fingerprint_sha256="", created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
+            scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
+            status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy,
+        )
+
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
+        self.store.record(self._pending_cloud_entry(d))
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
                 created = self.api.create_keypair(

@@ -208,7 +208,14 @@ def _plan_desired(
     if prior.status is EntryStatus.PENDING:
         if remote is None:
             return Change(d.name, Action.CREATE, None, after, unknown, desired=d, prior=prior,
-                          notes=("resuming an interrupted apply with the key already in state",))
+                          notes=("resuming an interrupted apply" + (
+                              "" if prior.source is KeySource.CLOUD
+                              else " with the key already in state"),))
+        if prior.source is KeySource.CLOUD:  # its create was sent; the answer never arrived
+            return Change(d.name, Action.REPLACE, before, after, unknown, reason=REASON_TAINTED,
+                          notes=("an interrupted apply: the cloud created it but its private "
+                                 "key never arrived",),
+                          desired=d, prior=prior, remote=remote)
         if remote.fingerprint == prior.fingerprint_md5:
             return Change(d.name, Action.IMPORT, before, after, (), desired=d, prior=prior,
                           remote=remote, notes=("completing an interrupted apply",))

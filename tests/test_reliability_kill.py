@@ -1,0 +1,114 @@
+"""``kill -9`` of a real ``reconciler apply`` process at random moments (DESIGN section 9).
+
+The emulator runs in the test process (127.0.0.1, port 0, 5 ms per request) so that kills land
+mid-apply; the apply is ``python -m reconciler apply --auto-approve`` in a child process. After
+each kill: the state loads; every key generated here whose public half reached the cloud has
+its private key in state; the next apply converges to "No changes."
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.emulator.server import Emulator
+from tests.clihelp import Cli
+from tests.reliability_support import (
+    assert_clean,
+    assert_private_keys_match_cloud,
+    cli_argv,
+    keypairs_body,
+    soak,
+    subprocess_env,
+    tallied,
+)
+
+COUNT = 20
+TRIALS = 24
+NO_CHANGES = "No changes. Your infrastructure matches the configuration."
+
+
+@dataclass
+class Landing:
+    """Where a kill landed: how many key pairs the cloud held, and the state, at that moment."""
+
+    in_cloud: int
+    finished: bool
+
+
+def _kill_apply(cli: Cli, *, delay: float, after_first_line: bool) -> Landing:
+    proc = subprocess.Popen(
+        cli_argv(cli, "apply", "--auto-approve", "--parallelism", "4", str(cli.manifests)),
+        env=subprocess_env(cli), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        if after_first_line:
+            proc.stdout.readline()  # the refresh is done: the apply is about to start
+        time.sleep(delay)
+        finished = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.stdout.close()
+    return Landing(in_cloud=cli.emulator.keypair_count(), finished=finished)
+
+
+def _check_after_kill(cli: Cli, names: list[str]) -> None:
+    listed = cli("state", "list")
+    assert listed.code == 0, listed.text
+    in_state = set(listed.out.split())
+    cloud = set(cli.client().list_keypairs().keypairs)
+    generated_here = [n for n in names if int(n[-3:]) % 2 == 1]
+    reached = [n for n in generated_here if n in cloud]
+    assert set(reached) <= in_state, f"generated here, in the cloud, not in state: {reached}"
+    assert_private_keys_match_cloud(cli, reached)
+
+
+def _converge(cli: Cli, names: list[str]) -> None:
+    m = str(cli.manifests)
+    applied = cli("apply", "--auto-approve", m)
+    assert_clean(applied.text)
+    assert applied.code == 0, applied.text
+    plan = cli("plan", "--detailed-exitcode", m)
+    assert plan.code == 0 and NO_CHANGES in plan.out, plan.text
+    assert sorted(cli.client().list_keypairs().keypairs) == names
+    assert_private_keys_match_cloud(cli, names)  # cloud-generated ones too: none is lost
+
+
+def _trials(emulator: Emulator, tmp_path: Path, *, trials: int, seed: int) -> list[Landing]:
+    rng = random.Random(seed)
+    names = [f"k{i:03d}" for i in range(COUNT)]
+    landings = []
+    for trial in range(trials):
+        emulator.reset()
+        emulator.set_faults(latency_ms=5)
+        cli = Cli(emulator, tmp_path / f"t{trial}")
+        cli.write(keypairs_body(COUNT))
+        with tallied(emulator) as tally:
+            # half the kills anywhere in the process's life, half once the apply is under way
+            after_first = trial % 2 == 1
+            delay = rng.uniform(0.0, 0.08 if after_first else 0.3)
+            landings.append(_kill_apply(cli, delay=delay, after_first_line=after_first))
+            _check_after_kill(cli, names)
+            _converge(cli, names)
+        made = tally.made()
+        for name in names:  # never made twice without the first being deleted
+            assert made[name] == 1 + tally.done[("delete", name)], (trial, name)
+    return landings
+
+
+def test_kill_9_during_apply_loses_no_key_and_the_next_apply_converges(
+        emulator: Emulator, tmp_path: Path) -> None:
+    landings = _trials(emulator, tmp_path, trials=TRIALS, seed=20261123)
+    mid_apply = [x for x in landings if 0 < x.in_cloud < COUNT and not x.finished]
+    assert len(mid_apply) >= 4, landings  # the kills did land inside applies
+
+
+@soak
+def test_soak_kill_9_many_trials(emulator: Emulator, tmp_path: Path) -> None:
+    _trials(emulator, tmp_path, trials=200, seed=1)

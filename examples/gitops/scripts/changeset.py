@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""The change set of a reconciler JSON plan, for CI: compare two plans, digest one, or
+summarise one for GitLab's Terraform merge-request widget.
+
+A plan's change set is what apply would do: for every resource change that is not a no-op,
+its address, its actions (``create``; ``delete,create`` for a replacement; ``import`` for an
+adoption) and the attributes it will set (``change.after``; values only known after apply
+are absent from it, so it is stable between two plans of the same manifests). The human
+reason and the ``before`` side are left out: they describe the past, not the change.
+
+Usage:
+    changeset.py compare REVIEWED.json FRESH.json   exit 0 same change set, 1 different
+    changeset.py digest PLAN.json                   sha256 of the change set
+    changeset.py show PLAN.json                     one line per change
+    changeset.py gitlab-report PLAN.json            {"create": N, "update": N, "delete": N}
+
+Exit 2 for a missing or unreadable plan. Standard library only, so CI needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+Change = tuple[str, str, str]  # address, actions, canonical JSON of the planned attributes
+
+
+class PlanError(Exception):
+    """A plan file that cannot be read as a reconciler (or Terraform) JSON plan."""
+
+
+def read_plan(path: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: not a readable JSON plan ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("resource_changes", []), list):
+        raise PlanError(f"{path}: not a JSON plan (no resource_changes list)")
+    return doc
+
+
+def _actions(change: dict[str, Any]) -> str | None:
+    actions = list(change.get("actions") or [])
+    if actions == ["no-op"]:
+        return "import" if change.get("importing") else None
+    return ",".join(str(a) for a in actions)
+
+
+def change_set(doc: dict[str, Any]) -> list[Change]:
+    """The plan's changes, sorted by address; no-ops left out."""
+    out: list[Change] = []
+    for rc in doc.get("resource_changes") or []:
+        change = rc.get("change") or {}
+        actions = _actions(change)
+        if actions is None:
+            continue
+        after = json.dumps(change.get("after"), sort_keys=True, separators=(",", ":"))
+        out.append((str(rc.get("address")), actions, after))
+    return sorted(out)
+
+
+def digest(changes: list[Change]) -> str:
+    text = "\n".join("\t".join(c) for c in changes)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def differences(reviewed: list[Change], fresh: list[Change]) -> list[str]:
+    """Human lines saying how ``fresh`` differs from ``reviewed``; empty when the same."""
+    old = {c[0]: c for c in reviewed}
+    new = {c[0]: c for c in fresh}
+    lines = []
+    for address in sorted(old.keys() | new.keys()):
+        a, b = old.get(address), new.get(address)
+        if a == b:
+            continue
+        if a is None and b is not None:
+            lines.append(f"  {address}: not in the reviewed plan; the new plan would {b[1]} it")
+        elif b is None and a is not None:
+            lines.append(f"  {address}: reviewed ({a[1]}) but no longer planned")
+        elif a is not None and b is not None and a[1] != b[1]:
+            lines.append(f"  {address}: reviewed as {a[1]}, now planned as {b[1]}")
+        else:
+            lines.append(f"  {address}: {a[1] if a else ''} with other attributes than reviewed")
+    return lines
+
+
+def gitlab_report(doc: dict[str, Any]) -> dict[str, int]:
+    """Counts in the shape GitLab's ``artifacts:reports:terraform`` widget reads."""
+    actions = [a for rc in doc.get("resource_changes") or []
+               for a in (rc.get("change") or {}).get("actions") or []]
+    return {k: actions.count(k) for k in ("create", "update", "delete")}
+
+
+def _compare(reviewed_path: str, fresh_path: str) -> int:
+    reviewed, fresh = change_set(read_plan(reviewed_path)), change_set(read_plan(fresh_path))
+    diff = differences(reviewed, fresh)
+    if not diff:
+        print(f"The new plan carries out exactly the reviewed change set "
+              f"({len(fresh)} changes, {digest(fresh)}).")
+        return 0
+    print("Refusing: the new plan differs from the reviewed one:", file=sys.stderr)
+    for line in diff:
+        print(line, file=sys.stderr)
+    print("Nothing was changed. Review a new plan (open a pull request, or see README.md,"
+          " 'When apply refuses') and apply that.", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        match list(argv):
+            case ["compare", reviewed, fresh]:
+                return _compare(reviewed, fresh)
+            case ["digest", path]:
+                print(digest(change_set(read_plan(path))))
+            case ["show", path]:
+                for address, actions, _ in change_set(read_plan(path)):
+                    print(f"{actions:<14} {address}")
+            case ["gitlab-report", path]:
+                print(json.dumps(gitlab_report(read_plan(path))))
+            case _:
+                print(__doc__, file=sys.stderr)
+                return 2
+    except PlanError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

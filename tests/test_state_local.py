@@ -311,3 +311,34 @@ def test_pull_folds_in_the_journal_without_writing(tmp_path: Path) -> None:
     doc = json.loads(_store(tmp_path).export())
     assert doc["serial"] == 1 and list(doc["keypairs"]) == ["a"]
     assert snapshot(tmp_path) == before
+
+
+def test_readers_without_the_lock_never_see_corruption_during_commits(tmp_path: Path) -> None:
+    writer = _store(tmp_path)
+    writer.load()
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def read() -> None:
+        reader = _store(tmp_path)
+        while not done.is_set():
+            try:
+                reader.load()
+            except Exception as exc:
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(90):
+            writer.record(entry(f"k{i}"))
+            if i % 3 == 2:
+                writer.commit()
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    assert len(_store(tmp_path).load().keypairs) == 90

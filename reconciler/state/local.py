@@ -108,24 +108,42 @@ class LocalStateStore:
     def load(self) -> State:
         with self._sync_mutex, self._mutex:
             self._close_journal(sync=True)
-            disk = self._read_document()
-            records: list[JournalRecord] = []
-            if self.journal_path.exists():
-                records, _ = decode_journal(self.journal_path.read_bytes(),
-                                            source=str(self.journal_path))
-            if disk is None:
-                lineage = records[0].lineage if records else self._fresh_lineage
-                disk = StateDocument(State(lineage=lineage, serial=0))
-            previous_key = self._key if self._lineage == disk.state.lineage else None
-            self._disk = disk
-            self._lineage, self._serial = disk.state.lineage, disk.state.serial
-            self._entries = dict(disk.state.keypairs)
-            self._key, self._key_durable = disk.key, disk.key is not None
-            self._replay(records)
-            if self._key is None and previous_key is not None:
-                self._key = previous_key  # sealed with, not yet recorded
+            self._loaded = False
+            previous_key = self._key
+            for attempt in range(3):
+                identity = _identity(self.path)
+                try:
+                    self._load_once(previous_key)
+                    break
+                except StateCorruptError:
+                    # A reader without the lock can race a commit (the state read before it,
+                    # the journal after it): read again. A file that did not change is corrupt.
+                    if attempt == 2 or _identity(self.path) == identity:
+                        raise
             self._loaded = True
             return self._snapshot()
+
+    def _load_once(self, previous_key: KeyBlock | None) -> None:
+        disk = self._read_document()
+        records: list[JournalRecord] = []
+        try:
+            journal = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            journal = b""  # none, or a commit folded it in just now
+        if journal:
+            records, _ = decode_journal(journal, source=str(self.journal_path))
+        if disk is None:
+            lineage = records[0].lineage if records else self._fresh_lineage
+            disk = StateDocument(State(lineage=lineage, serial=0))
+        if self._lineage != disk.state.lineage:
+            previous_key = None
+        self._disk = disk
+        self._lineage, self._serial = disk.state.lineage, disk.state.serial
+        self._entries = dict(disk.state.keypairs)
+        self._key, self._key_durable = disk.key, disk.key is not None
+        self._replay(records)
+        if self._key is None and previous_key is not None:
+            self._key = previous_key  # sealed with, not yet recorded
 
     def _read_document(self) -> StateDocument | None:
         try:
@@ -495,6 +513,14 @@ def _parse_lock_info(data: bytes) -> dict[str, str]:
     if not isinstance(obj, dict):
         return {}
     return {str(k): str(v) for k, v in obj.items()}
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -1,0 +1,256 @@
+"""``python -m bench.run``: measure the figures of DESIGN §8 and print them against targets.
+
+Starts the emulator in this process (127.0.0.1, port 0, ``keygen=ed25519``, injected latency,
+default 20 ms per request), runs the reconciler CLI as child processes and measures each one
+alone (wall, CPU, peak RSS via ``os.wait4``; bytes written to the state directory via
+``bench.launch``; API requests from the emulator's counters). Prints the table and the
+scaling rows, and writes both as JSON (default ``bench/results/latest.json``).
+
+``--quick`` is a smoke run (N up to 1,000, one repetition, well under a minute).
+
+May import: the standard library, ``reconciler``, ``bench.*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.figures import Figure, render_scaling, render_table
+from bench.harness import ROOT, Bench, Run, Sample, check
+
+PARALLELISM = 10
+P2_N = 1000
+P6_SIZES = (1000, 10000)
+KPS_PAGE = 1000
+
+
+class Context:
+    def __init__(self, bench: Bench, *, reps: int, latency_ms: float) -> None:
+        self.bench = bench
+        self.reps = reps
+        self.latency = latency_ms / 1000.0
+        self.figures: list[Figure] = []
+        self.scaling: list[dict[str, Any]] = []
+        self.baseline: dict[str, float] = {}
+
+    def log(self, text: str) -> None:
+        sys.stderr.write(f"[bench] {text}\n")
+        sys.stderr.flush()
+
+    def repeat(self, times: int, fn: Any) -> Sample:
+        return Sample(tuple(fn() for _ in range(times)))
+
+
+# -- P4 and the interpreter's own cost ----------------------------------------------------------
+
+def interpreter_baseline(ctx: Context) -> None:
+    sample = ctx.repeat(max(3, ctx.reps), lambda: check(
+        ctx.bench.spawn([sys.executable, "-c", "pass"])))
+    ctx.baseline = {"wall": sample.median("wall"), "rss_mb": sample.median("rss_mb")}
+
+
+def p4(ctx: Context) -> None:
+    b = ctx.bench
+    ctx.log("P4: --version and validate of 1,000 key pairs")
+    version = ctx.repeat(max(3, ctx.reps), lambda: check(
+        b.spawn([sys.executable, "-m", "reconciler", "--version"])))
+    ctx.figures.append(Figure(
+        "P4a", "`reconciler --version`", version.median("wall"), "s", ctx.baseline["wall"],
+        "≤ 0.3 s", version.median("wall") <= 0.3,
+        {"cpu": version.median("cpu"), "rss_mb": version.median("rss_mb")}))
+    manifests = b.write_manifest("validate", 1000)
+    val = ctx.repeat(max(3, ctx.reps), lambda: check(
+        b.spawn([sys.executable, "-m", "reconciler", "validate", str(manifests)])))
+    ctx.figures.append(Figure(
+        "P4b", "`validate` of 1,000 key pairs", val.median("wall"), "s", ctx.baseline["wall"],
+        "≤ 1 s", val.median("wall") <= 1.0,
+        {"cpu": val.median("cpu"), "rss_mb": val.median("rss_mb")}))
+
+
+# -- applies and plans at each N --------------------------------------------------------------
+
+def fresh_apply(ctx: Context, n: int) -> tuple[Run, int]:
+    """An empty cloud and state, then ``apply`` creating ``n`` key pairs (generate: ed25519)."""
+    b = ctx.bench
+    b.reset_cloud()
+    b.set_latency(ctx.latency * 1000)
+    state_dir = b.state_dir(f"n{n}")
+    shutil.rmtree(state_dir)
+    state_dir.mkdir()
+    manifests = b.write_manifest(f"n{n}", n)
+    run = check(b.cli("apply", "--auto-approve", "--parallelism", str(PARALLELISM),
+                      str(manifests), state_dir=state_dir))
+    if b.emulator.keypair_count() != n:
+        raise RuntimeError(f"apply of {n} left {b.emulator.keypair_count()} in the cloud")
+    size = (state_dir / "reconciler.state.json").stat().st_size
+    return run, size
+
+
+def plan(ctx: Context, n: int, api: str) -> Run:
+    b = ctx.bench
+    run = check(b.cli("plan", "--detailed-exitcode", str(b.work / f"manifests-n{n}"),
+                      state_dir=b.state_dir(f"n{n}"), api=api))
+    if "No changes." not in run.stdout:
+        raise RuntimeError(f"plan of {n} in sync shows changes:\n{run.stdout[-2000:]}")
+    return run
+
+
+def scaling_row(command: str, n: int, sample: Sample) -> dict[str, Any]:
+    return {"command": command, "n": n, **sample.summary(), "runs": len(sample.runs)}
+
+
+def stage(ctx: Context, n: int, *, big: int) -> None:
+    reps = ctx.reps if n == P2_N else 1
+    ctx.log(f"apply of {n:,} key pairs ({reps}x)")
+    applies = [fresh_apply(ctx, n) for _ in range(reps)]
+    apply_sample = Sample(tuple(r for r, _ in applies))
+    state_size = applies[-1][1]
+    ctx.scaling.append(scaling_row("apply", n, apply_sample) | {"state_size": state_size})
+    ctx.log(f"plan of {n:,} key pairs in sync ({ctx.reps}x)")
+    plans = ctx.repeat(ctx.reps, lambda: plan(ctx, n, "v2.1"))
+    ctx.scaling.append(scaling_row("plan", n, plans) | {"state_size": state_size})
+    if n == P2_N:
+        p2(ctx, apply_sample, n)
+    if n in P6_SIZES:
+        p6(ctx, n)
+    if n == big:
+        p1_p3_p5(ctx, n, plans=plans, apply_run=applies[-1][0], state_size=state_size)
+
+
+def p2(ctx: Context, sample: Sample, n: int) -> None:
+    floor = n * ctx.latency / PARALLELISM + ctx.latency
+    wall = sample.median("wall")
+    ctx.figures.append(Figure(
+        "P2", f"apply creating {n:,} key pairs (generate: ed25519), parallelism "
+        f"{PARALLELISM}", wall, "s", floor, "≤ 1.5 x floor", wall <= 1.5 * floor,
+        {"cpu": sample.median("cpu"), "rss_mb": sample.median("rss_mb"),
+         "requests": sample.first.total_requests,
+         "walls": [r.wall for r in sample.runs]}))
+
+
+def p1_p3_p5(ctx: Context, n: int, *, plans: Sample, apply_run: Run, state_size: int) -> None:
+    ctx.log(f"plan of {n:,} key pairs in sync through kps ({ctx.reps}x)")
+    kps = ctx.repeat(ctx.reps, lambda: plan(ctx, n, "kps"))
+    for label, sample, pages in (("v2.1", plans, 1), ("kps", kps, math.ceil(n / KPS_PAGE))):
+        requests = max(r.total_requests for r in sample.runs)
+        floor = requests * ctx.latency
+        wall = sample.median("wall")
+        ctx.figures.append(Figure(
+            f"P1 {label}", f"plan, {n:,} key pairs in sync ({label}), "
+            f"{ctx.latency * 1000:g} ms/request; {requests} requests (≤ {pages} needed)",
+            wall, "s", floor, "≤ floor + 1.5 s, requests ≤ pages",
+            wall <= floor + 1.5 and requests <= pages,
+            {"requests": requests, "pages_needed": pages, "over_floor": wall - floor,
+             "cpu": sample.median("cpu"), "rss_mb": sample.median("rss_mb")}))
+    ratio = apply_run.written / state_size
+    ctx.figures.append(Figure(
+        "P3", f"apply of {n:,} key pairs: bytes written to the state directory",
+        apply_run.written, "B", state_size, "≤ 3 x final state", ratio <= 3.0,
+        {"files": apply_run.written_files, "final_state_size": state_size}))
+    rss = max(plans.median("rss_mb"), kps.median("rss_mb"))
+    ctx.figures.append(Figure(
+        "P5", f"plan of {n:,} key pairs: peak RSS (v2.1 and kps, the larger)", rss, "MB",
+        ctx.baseline["rss_mb"], "≤ 150 MB", rss <= 150.0,
+        {"v2.1": plans.median("rss_mb"), "kps": kps.median("rss_mb")}))
+
+
+def p6(ctx: Context, n: int) -> None:
+    b = ctx.bench
+    for api in ("v2.1", "kps"):
+        ctx.log(f"P6: refresh of {n:,} key pairs ({api}): list vs a GET each")
+        b.environ |= {"BENCH_ENDPOINT": b.emulator.endpoint,
+                      "BENCH_PROJECT_ID": b.emulator.project_id, "BENCH_API": api}
+        run = check(b.spawn([sys.executable, "-m", "bench.refresh_probe", str(n),
+                             str(PARALLELISM)]))
+        doc = json.loads(run.stdout)
+        listed, got = doc["list"], doc["get"]
+        if listed["found"] != n or got["found"] != n:
+            raise RuntimeError(f"refresh probe found {listed['found']}/{got['found']} of {n}")
+        ratio = got["requests"] / listed["requests"]
+        ctx.figures.append(Figure(
+            f"P6 {api} N={n:,}",
+            f"refresh of {n:,} managed key pairs ({api}): one list = {listed['requests']:.0f} "
+            f"req in {listed['wall']:.3f} s; GET each ({PARALLELISM} at a time) = "
+            f"{got['requests']:.0f} req in {got['wall']:.3f} s; wall ratio "
+            f"{got['wall'] / listed['wall']:.0f}x",
+            listed["requests"], "req", got["requests"], "report the ratio", None,
+            {"list": listed, "get": got, "request_ratio": ratio,
+             "wall_ratio": got["wall"] / listed["wall"], "parallelism": PARALLELISM}))
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    return {"nproc": os.cpu_count(), "python": platform.python_version(),
+            "machine": platform.machine(), "system": platform.system(),
+            "release": platform.release()}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: N ≤ 1,000, one repetition")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+                   help="where to write the results (default: bench/results/latest.json)")
+    p.add_argument("--latency-ms", type=float, default=20.0,
+                   help="injected latency per API request (default 20)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="repetitions for medians (default 3; 1 with --quick)")
+    p.add_argument("--sizes", type=str, default=None,
+                   help="comma-separated N for the scaling rows (default 100,1000,10000)")
+    p.add_argument("--keep", action="store_true", help="keep the working directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else (
+        (100, 1000) if args.quick else (100, 1000, 10000))
+    reps = args.reps or (1 if args.quick else 3)
+    work = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
+    started = time.time()
+    bench = Bench(work, latency_ms=args.latency_ms)
+    ctx = Context(bench, reps=reps, latency_ms=args.latency_ms)
+    try:
+        interpreter_baseline(ctx)
+        p4(ctx)
+        for n in sorted(sizes):
+            stage(ctx, n, big=max(sizes))
+    finally:
+        bench.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3, "P5": 4, "P6": 5}
+    ctx.figures.sort(key=lambda f: order.get(f.id[:2], 9))
+    doc = {
+        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(), "latency_ms": args.latency_ms, "reps": reps,
+        "sizes": list(sizes), "interpreter": ctx.baseline,
+        "duration_s": time.time() - started,
+        "figures": [f.as_dict() for f in ctx.figures], "scaling": ctx.scaling,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    m = doc["machine"]
+    sys.stdout.write(
+        f"reconciler benchmarks: {m['nproc']} CPUs, Python {m['python']}, {m['machine']}; "
+        f"emulator latency {args.latency_ms:g} ms/request; medians of {reps}\n\n")
+    sys.stdout.write(render_table(ctx.figures) + "\n" + render_scaling(ctx.scaling) + "\n")
+    sys.stdout.write(f"Written to {args.json} in {doc['duration_s']:.0f} s.\n")
+    missed = [f.id for f in ctx.figures if f.met is False]
+    if missed:
+        sys.stdout.write(f"Missed: {', '.join(missed)}\n")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

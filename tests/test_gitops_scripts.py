@@ -1,0 +1,268 @@
+"""The GitOps example's CI scripts: the change-set check that guards apply-on-merge, on plans
+made by the real CLI against the emulator, and the GitLab note/reviewed-plan calls against a
+small GitLab stand-in over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from reconciler.emulator.server import Emulator
+from reconciler.render.markdown import MARKER
+from tests.clihelp import Cli
+
+SCRIPTS = Path(__file__).parent.parent / "examples" / "gitops" / "scripts"
+K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"gitops_{name}", SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+changeset = _module("changeset")
+gitlab_mr = _module("gitlab_mr")
+
+
+@pytest.fixture()
+def cli(emulator: Emulator, tmp_path: Path) -> Cli:
+    return Cli(emulator, tmp_path)
+
+
+def plan(cli: Cli, body: str, out: str) -> Path:
+    cli.write(body)
+    path = cli.root / out
+    result = cli("plan", "--detailed-exitcode", "--out", str(path), str(cli.manifests))
+    assert result.code in (0, 2), result.text
+    return path
+
+
+def compare(a: Path, b: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = changeset.main(["compare", str(a), str(b)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+ONE = "keypairs:\n  - name: web\n  - name: ci\n    generate: ed25519\n"
+
+
+def test_same_manifests_give_the_same_change_set(cli: Cli,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    body = ONE + f'  - name: alice\n    public_key: "{K1}"\n'
+    a, b = plan(cli, body, "a.json"), plan(cli, body, "b.json")
+    assert a.read_text() != "" and json.loads(a.read_text())["resource_changes"]
+    code, text = compare(a, b, capsys)
+    assert code == 0, text
+    assert "exactly the reviewed change set (3 changes" in text
+    assert changeset.main(["digest", str(a)]) == 0
+    digest_a = capsys.readouterr().out
+    changeset.main(["digest", str(b)])
+    assert capsys.readouterr().out == digest_a and digest_a.startswith("sha256:")
+
+
+@pytest.mark.parametrize(("changed", "says"), [
+    (ONE + "  - name: extra\n", "keypair.extra: not in the reviewed plan; the new plan would"),
+    ("keypairs:\n  - name: web\n", "keypair.ci: reviewed (create) but no longer planned"),
+    (ONE.replace("ed25519", "rsa-2048"), "keypair.ci: create with other attributes"),
+], ids=["added", "dropped", "altered"])
+def test_a_different_change_set_is_refused(cli: Cli, capsys: pytest.CaptureFixture[str],
+                                           changed: str, says: str) -> None:
+    reviewed = plan(cli, ONE, "reviewed.json")
+    fresh = plan(cli, changed, "fresh.json")
+    code, text = compare(reviewed, fresh, capsys)
+    assert code == 1
+    assert "Refusing: the new plan differs from the reviewed one" in text
+    assert says in text
+
+
+def test_serialised_merges_apply_their_own_reviewed_changes(
+        cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two pull requests reviewed against the same state: once the first is applied, the
+    second's saved plan is stale, but a new plan of the merged tree is its reviewed change set
+    (this is why the workflows plan again and compare rather than apply the PR's file)."""
+    second_reviewed = plan(cli, "keypairs:\n  - name: second\n", "second.json")
+    first = plan(cli, "keypairs:\n  - name: first\n", "first.json")
+    assert cli("apply", str(first)).code == 0
+    stale = cli("apply", str(second_reviewed))
+    assert stale.code == 1 and "Saved plan is stale" in stale.err
+    merged = plan(cli, "keypairs:\n  - name: first\n  - name: second\n", "merged.json")
+    code, text = compare(second_reviewed, merged, capsys)
+    assert code == 0, text
+    applied = cli("apply", str(merged))
+    assert applied.code == 0, applied.text
+    assert {"first", "second"} <= set(cli.client().list_keypairs().keypairs)
+
+
+def test_imports_and_replacements_count(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.client().import_keypair(name="alice", public_key=K1)
+    cli.write(ONE)
+    first = cli("apply", "--auto-approve", str(cli.manifests))
+    assert first.code == 0, first.text
+    body = ONE + f'  - name: alice\n    public_key: "{K1}"\n'
+    path = plan(cli, body, "import.json")
+    assert changeset.main(["show", str(path)]) == 0
+    assert capsys.readouterr().out == "import         keypair.alice\n"
+    result = cli("plan", "--out", str(cli.root / "r.json"), "--replace", "web",
+                 str(cli.manifests))
+    assert result.code == 0, result.text
+    assert changeset.main(["gitlab-report", str(cli.root / "r.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == {"create": 1, "update": 0, "delete": 1}
+
+
+def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("not json")
+    script = str(SCRIPTS / "changeset.py")
+    done = subprocess.run([sys.executable, script, "compare", str(tmp_path / "x.json"),
+                           str(tmp_path / "missing.json")], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 2 and "not a readable JSON plan" in done.stderr
+    usage = subprocess.run([sys.executable, script], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2 and "Usage:" in usage.stderr
+
+
+# --- GitLab ------------------------------------------------------------------------------
+
+TOKEN = "glpat-test-token"
+
+
+class FakeGitLab:
+    """Just the endpoints the pipeline calls, with the behaviour that matters to it."""
+
+    def __init__(self) -> None:
+        self.notes: list[dict[str, Any]] = [{"id": 1, "body": "looks good", "system": False}]
+        self.commit_mrs: dict[str, list[dict[str, Any]]] = {}
+        self.mrs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, list[dict[str, Any]]] = {}
+        self.artifacts: dict[str, bytes] = {}
+        self.calls: list[str] = []
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        self.calls.append(f"{method} {path}")
+        parts = path.removeprefix("/api/v4/projects/7").strip("/").split("/")
+        match method, parts:
+            case "GET", ["merge_requests", _, "notes"]:
+                return 200, self.notes
+            case "PUT", ["merge_requests", _, "notes", note_id]:
+                note = next(n for n in self.notes if str(n["id"]) == note_id)
+                note["body"] = body["body"]
+                return 200, note
+            case "POST", ["merge_requests", _, "notes"]:
+                note = {"id": len(self.notes) + 1, "body": body["body"], "system": False}
+                self.notes.append(note)
+                return 201, note
+            case "GET", ["repository", "commits", sha, "merge_requests"]:
+                return 200, self.commit_mrs.get(sha, [])
+            case "GET", ["merge_requests", iid]:
+                return 200, self.mrs[iid]
+            case "GET", ["pipelines", pid, "jobs"]:
+                return 200, self.jobs.get(pid, [])
+            case "GET", ["jobs", job_id, "artifacts", "plan.json"]:
+                return 200, self.artifacts[job_id]
+        return 404, {"message": "404 Not Found"}
+
+
+@pytest.fixture()
+def gitlab() -> Iterator[tuple[FakeGitLab, dict[str, str]]]:
+    fake = FakeGitLab()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            if self.headers.get("PRIVATE-TOKEN") != TOKEN:
+                self._send(401, {"message": "401 Unauthorized"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            status, payload = fake.handle(self.command, urlsplit(self.path).path, body)
+            self._send(status, payload)
+
+        def _send(self, status: int, payload: Any) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = _serve
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    environ = {"CI_API_V4_URL": f"http://127.0.0.1:{server.server_port}/api/v4",
+               "CI_PROJECT_ID": "7", "CI_MERGE_REQUEST_IID": "12", "CI_COMMIT_SHA": "abc",
+               "RECONCILER_GITLAB_TOKEN": TOKEN}
+    try:
+        yield fake, environ
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_note_is_created_once_then_updated_in_place(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake, environ = gitlab
+    md = tmp_path / "plan.md"
+    md.write_text(f"{MARKER}\n### reconciler plan\n\n**Plan: 1 to add**\n")
+    assert gitlab_mr.main(["note", str(md)], environ) == 0
+    md.write_text(f"{MARKER}\n### reconciler plan\n\n**No changes.**\n")
+    assert gitlab_mr.main(["note", str(md)], environ) == 0
+    assert capsys.readouterr().out == "created note 2\nupdated note 2\n"
+    assert [n["body"] for n in fake.notes] == ["looks good", md.read_text()]
+
+
+def test_bad_token_fails_without_printing_it(gitlab: tuple[FakeGitLab, dict[str, str]],
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _, environ = gitlab
+    (tmp_path / "plan.md").write_text("x")
+    code = gitlab_mr.main(["note", str(tmp_path / "plan.md")],
+                          {**environ, "RECONCILER_GITLAB_TOKEN": "wrong-secret"})
+    captured = capsys.readouterr()
+    assert code == 1 and "401" in captured.err
+    assert "wrong-secret" not in captured.out + captured.err
+
+
+def test_reviewed_plan_is_the_merged_mr_head_pipeline_artifact(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path) -> None:
+    fake, environ = gitlab
+    fake.commit_mrs["abc"] = [{"iid": 12, "state": "merged"}]
+    fake.mrs["12"] = {"iid": 12, "sha": "head", "head_pipeline": {"id": 99, "status": "success"}}
+    fake.jobs["99"] = [{"id": 5, "name": "validate"}, {"id": 6, "name": "plan"}]
+    fake.artifacts["6"] = b'{"resource_changes": []}'
+    out = tmp_path / "reviewed" / "plan.json"
+    assert gitlab_mr.main(["reviewed-plan", str(out)], environ) == 0
+    assert out.read_bytes() == b'{"resource_changes": []}'
+
+
+@pytest.mark.parametrize("case", ["direct-push", "failed-pipeline", "no-plan-job"])
+def test_no_reviewed_plan_writes_nothing(gitlab: tuple[FakeGitLab, dict[str, str]],
+                                         tmp_path: Path, case: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    fake, environ = gitlab
+    if case != "direct-push":
+        fake.commit_mrs["abc"] = [{"iid": 12, "state": "merged"}]
+        status = "failed" if case == "failed-pipeline" else "success"
+        fake.mrs["12"] = {"iid": 12, "head_pipeline": {"id": 99, "status": status}}
+        fake.jobs["99"] = [{"id": 5, "name": "validate"}]
+    out = tmp_path / "reviewed" / "plan.json"
+    assert gitlab_mr.main(["reviewed-plan", str(out)], environ) == 0
+    assert not out.exists()
+    assert capsys.readouterr().out.startswith("No reviewed plan: ")

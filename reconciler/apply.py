@@ -289,6 +289,17 @@ class _Applier:
                                   prevent_destroy=d.prevent_destroy))
 
 
+def _check_state_key(plan: Plan, store: StateStore) -> None:
+    """Resolve the state key before the cloud acts: with a wrong key, a key pair the cloud
+    generates would be made and its private key could not be stored."""
+    for change in plan.actionable:
+        d = change.desired
+        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
+                and d.source is not KeySource.IMPORT):
+            store.seal(change.name, Secret("state key check"))
+            return
+
+
 def apply_plan(
     plan: Plan,
     *,
@@ -307,6 +318,7 @@ def apply_plan(
     applier = _Applier(api=api, store=store, hooks=hooks, now=now, generate=generate)
     outcomes: list[Outcome] = []
     lock = threading.Lock()
+    _check_state_key(plan, store)
     try:
         for name in plan.forget:
             store.forget(name)

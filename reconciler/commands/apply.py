@@ -53,7 +53,9 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
         env.out(summary(result, destroy=destroy))
         return ExitCode.OK
     for outcome in result.failed:
-        env.err(f"Error: keypair.{outcome.name}: {outcome.error}")
+        prefix = f"keypair.{outcome.name}: "
+        error = outcome.error or ""
+        env.err(f"Error: {error if error.startswith(prefix) else prefix + error}")
     c = result.counts()
     done = len(result.outcomes) - len(result.failed)
     env.err()

@@ -24,6 +24,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError, InsecureRequestWarning, MaxRetryError
 
 from reconciler.api.endpoints import is_loopback, normalise_endpoint
 from reconciler.api.errormap import (
@@ -137,6 +138,10 @@ class HttpClient:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         session.verify = settings.verify_tls
+        if not settings.verify_tls:
+            # --insecure was asked for: the command says so once; urllib3 would warn on every
+            # request (and a process running with warnings as errors would fail).
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         session.headers["User-Agent"] = "reconciler"
         session.headers["Accept"] = JSON
         return session

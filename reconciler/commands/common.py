@@ -151,6 +151,9 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
                                               timeout=lock_timeout(args)):
         state = store.load()
         api = open_api(settings)
+        if not settings.verify_tls and settings.endpoint.startswith("https://"):
+            env.err(f"Warning: --insecure: the TLS certificate of {settings.endpoint} is not "
+                    "verified.")
         try:
             yield Session(manifest=manifest, settings=settings, store=store, state=state,
                           api=api)

@@ -1,0 +1,76 @@
+"""The import directions of the house style, held by walking the package with ``ast``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "reconciler"
+
+# module (or package prefix) -> prefixes it must never import
+FORBIDDEN = {
+    "reconciler.plan": ("reconciler.api", "reconciler.state", "reconciler.render",
+                        "reconciler.commands", "reconciler.emulator"),
+    "reconciler.attributes": ("reconciler.api", "reconciler.state", "reconciler.commands"),
+    "reconciler.render": ("reconciler.api", "reconciler.state", "reconciler.commands",
+                          "reconciler.emulator"),
+    "reconciler.api": ("reconciler.plan", "reconciler.apply", "reconciler.render",
+                       "reconciler.state", "reconciler.commands", "reconciler.emulator"),
+    "reconciler.emulator": ("reconciler.api", "reconciler.plan", "reconciler.apply",
+                            "reconciler.state", "reconciler.commands"),
+    "reconciler.state": ("reconciler.api", "reconciler.plan", "reconciler.apply",
+                         "reconciler.render", "reconciler.emulator"),
+    "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
+    "reconciler.model": ("reconciler.",),
+}
+
+
+def _modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "examples" in path.parts or "schemas" in path.parts:
+            continue
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(p for p in rel.parts if p != "__init__")
+        out[name] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_import_directions() -> None:
+    modules = _modules()
+    assert "reconciler.plan" in modules and "reconciler.emulator.server" in modules
+    problems = []
+    for name, tree in modules.items():
+        imported = _imports(tree)
+        if "reconciler.cli" in imported and name != "reconciler.__main__":
+            problems.append(f"{name} imports reconciler.cli")
+        for owner, banned in FORBIDDEN.items():
+            if name == owner or name.startswith(owner + "."):
+                problems += [f"{name} imports {i}" for i in imported
+                             if any(i.startswith(b) for b in banned)]
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_the_engine_never_prints() -> None:
+    for name, tree in _modules().items():
+        if name.startswith(("reconciler.commands", "reconciler.cli")):
+            continue
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Name) and n.func.id == "print"]
+        assert not calls, f"{name} calls print()"
+
+
+def test_every_module_starts_with_a_docstring() -> None:
+    missing = [name for name, tree in _modules().items() if not ast.get_docstring(tree)]
+    assert not missing, missing

@@ -71,7 +71,8 @@ def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
     if args.parallelism < 1:
         raise UsageError("--parallelism must be at least 1")
     result = apply_plan(plan, api=sess.api, store=sess.store,
-                        hooks=LineHooks(env, colour=env.colour(args.no_color)),
+                        hooks=LineHooks(env, colour=env.colour(args.no_color),
+                                        live=env.stdout_is_tty(), total=len(plan.actionable)),
                         parallelism=args.parallelism, now=env.clock)
     return report(result, env, destroy=destroy)
 

@@ -86,22 +86,37 @@ def debug_logging(args: argparse.Namespace, env: Env) -> Iterator[None]:
 
 @dataclass
 class LineHooks:
-    """Apply progress as Terraform prints it: one line per step, safe across threads."""
+    """Apply progress as Terraform prints it: one line per step, safe across threads.
+
+    On a terminal (``live``) a status line under them shows how far the apply is.
+    """
 
     env: Env
     colour: bool = False
+    live: bool = False
+    total: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._done = 0
+        self._running = 0
 
     def _say(self, text: str) -> None:
         with self._lock:
+            if self.live:
+                self.env.stdout.write("\r\x1b[K")
             self.env.out(text)
+            if self.live and self._done < self.total:
+                self.env.stdout.write(f"  {self._done}/{self.total} done, "
+                                      f"{self._running} in progress...")
             self.env.stdout.flush()
 
     def pre_apply(self, change: object, phase: str) -> None:
         verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
                 "import": "Importing..."}[phase]
+        second_half = phase == "create" and getattr(change, "action", None) == "replace"
+        with self._lock:
+            self._running += 0 if second_half else 1  # a replacement is one change
         self._say(f"{getattr(change, 'address', '?')}: {verb}")
 
     def post_apply(self, change: object, outcome: object) -> None:
@@ -109,6 +124,9 @@ class LineHooks:
         from reconciler.plan import Action
 
         assert isinstance(outcome, Outcome)
+        with self._lock:
+            self._done += 1
+            self._running -= 1
         address = getattr(change, "address", "?")
         if not outcome.ok:
             self._say(f"{address}: failed after {outcome.elapsed:.1f}s")

@@ -25,13 +25,23 @@ NO_CHANGES = "No changes. Your infrastructure matches the configuration."
 
 
 def _two_applies(cli: Cli, *extra: str) -> list[subprocess.CompletedProcess[str]]:
-    argv = cli_argv(cli, "apply", "--auto-approve", "--parallelism", "3", *extra,
+    """The second starts once the first has printed its first line (it holds the lock and
+    has ~0.45 s of creates ahead of it), so the two surely overlap."""
+    argv = cli_argv(cli, "apply", "--auto-approve", "--parallelism", "2", *extra,
                     str(cli.manifests))
-    procs = [subprocess.Popen(argv, env=subprocess_env(cli), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(argv, env=subprocess_env(cli), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    assert first.stdout is not None
+    head = first.stdout.readline()
+    procs = [first, start()]
     done = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
+        out = (head + out) if proc is first else out
         done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     for result in done:
         assert_clean(result.stdout + result.stderr)
@@ -52,7 +62,7 @@ def _check_once(cli: Cli, made: dict[str, int]) -> None:
 
 @pytest.fixture()
 def cli(emulator: Emulator, tmp_path: Path) -> Cli:
-    emulator.set_faults(latency_ms=20)  # an apply takes ~0.2 s: the two surely overlap
+    emulator.set_faults(latency_ms=30)  # 30 creates, 2 at a time: ~0.45 s of apply
     c = Cli(emulator, tmp_path)
     c.write(keypairs_body(COUNT))
     return c

@@ -106,6 +106,8 @@ def test_kill_9_during_apply_loses_no_key_and_the_next_apply_converges(
         emulator: Emulator, tmp_path: Path) -> None:
     landings = _trials(emulator, tmp_path, trials=TRIALS, seed=20261123)
     mid_apply = [x for x in landings if 0 < x.in_cloud < COUNT and not x.finished]
+    print(f"\n{len(landings)} kills, {len(mid_apply)} mid-apply, "
+          f"{sum(x.finished for x in landings)} after it finished")
     assert len(mid_apply) >= 4, landings  # the kills did land inside applies
 
 

@@ -3,6 +3,11 @@
 No output here ever holds private key material: a held key shows as ``(sensitive value)``
 and ``pull`` prints the document with its secrets still sealed.
 
+``pull`` and ``push`` migrate state between backends: ``state pull`` prints the document of
+the configured backend (local or s3, journal folded in); ``state push FILE`` replaces the
+configured backend's state with FILE. A local state file with a journal beside it (an
+interrupted run) is pushed with its journal folded in.
+
 May import: everything but ``reconciler.cli``.
 """
 
@@ -10,22 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Protocol, runtime_checkable
+from pathlib import Path
 
 from reconciler.commands.common import lock_timeout, open_state
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
 from reconciler.state.protocol import StateStore
-
-
-@runtime_checkable
-class DocumentStore(Protocol):
-    """What ``pull`` and ``push`` need beyond ``StateStore``."""
-
-    def export(self) -> bytes: ...
-
-    def push(self, data: bytes, *, source: str, force: bool = False) -> State: ...
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
@@ -41,7 +37,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if sub == "rm":
         return _rm(args, env, store)
     if sub == "pull":
-        env.stdout.write(_document_store(store).export().decode())
+        env.stdout.write(store.export().decode())
         return ExitCode.OK
     if sub == "push":
         return _push(args, env, store)
@@ -127,20 +123,24 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
 
 def _push(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     path = env.resolve(args.file)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    target = _document_store(store)
+    data = _read_push_source(path, env)
     with store.lock(operation="state push", timeout=lock_timeout(args)):
-        state = target.push(data, source=str(path), force=bool(args.force))
+        state = store.push(data, source=str(path), force=bool(args.force))
     env.out(f"Pushed {path} to {store.description} (lineage {state.lineage}, serial "
             f"{state.serial}, {len(state.keypairs)} key pairs); the previous state is kept as "
             f"{store.description}.backup.")
     return ExitCode.OK
 
 
-def _document_store(store: StateStore) -> DocumentStore:
-    if not isinstance(store, DocumentStore):
-        raise UsageError(f"this state backend ({store.description}) cannot pull or push.")
-    return store
+def _read_push_source(path: Path, env: Env) -> bytes:
+    """FILE's bytes; for a local state with a journal beside it, the state the journal makes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not path.with_name(f"{path.name}.journal").exists():
+        return data
+    from reconciler.state.local import LocalStateStore
+
+    # Reading folds the journal in without writing anything (secrets stay sealed).
+    return LocalStateStore(path, environ=env.environ, notice=env.err).export()

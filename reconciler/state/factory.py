@@ -1,8 +1,11 @@
 """Choose and open the state backend from flags, environment and manifest.
 
-Precedence: ``--backend`` / ``--state`` flags > ``RECONCILER_STATE`` > the manifest's
-``backend`` block > ``reconciler.state.json`` in the working directory. Only the local backend
-exists in this build; ``choose_backend`` is the one seam where a remote one plugs in.
+Precedence: the ``--backend`` / ``--state`` flags > ``RECONCILER_BACKEND`` /
+``RECONCILER_STATE`` > the manifest's ``backend`` block > ``reconciler.state.json`` in the
+working directory. The remote store's endpoint: ``--backend-endpoint`` >
+``RECONCILER_BACKEND_ENDPOINT`` > the backend block's ``endpoint``. Giving both kinds at the
+same level (both flags, or both variables) is a usage error. The s3 store, and boto3 with it,
+is imported only when chosen.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.env``,
 ``reconciler.state.*``.
@@ -21,6 +24,8 @@ from reconciler.state.local import LocalStateStore
 from reconciler.state.protocol import StateStore
 
 STATE_ENV = "RECONCILER_STATE"
+BACKEND_ENV = "RECONCILER_BACKEND"
+BACKEND_ENDPOINT_ENV = "RECONCILER_BACKEND_ENDPOINT"
 DEFAULT_STATE = "reconciler.state.json"
 
 
@@ -49,13 +54,19 @@ def choose_backend(
     env: Env,
 ) -> Backend:
     """Where the state lives; ``UsageError`` for contradictory or malformed choices."""
+    endpoint = backend_endpoint or env.environ.get(BACKEND_ENDPOINT_ENV) or None
     if backend is not None and state_path is not None:
         raise UsageError("give either --state or --backend, not both.")
     if backend is not None:
-        return _parse_s3_url(backend, endpoint=backend_endpoint)
+        return _parse_s3_url(backend, endpoint=endpoint, origin="--backend")
     if state_path is not None:
         return LocalBackend(env.resolve(state_path))
-    from_env = env.environ.get(STATE_ENV)
+    from_env, remote_env = env.environ.get(STATE_ENV), env.environ.get(BACKEND_ENV)
+    if from_env and remote_env:
+        raise UsageError(f"set either {STATE_ENV} or {BACKEND_ENV}, not both (or choose with "
+                         "--state or --backend).")
+    if remote_env:
+        return _parse_s3_url(remote_env, endpoint=endpoint, origin=BACKEND_ENV)
     if from_env:
         return LocalBackend(env.resolve(from_env))
     if manifest_backend is not None:
@@ -64,16 +75,17 @@ def choose_backend(
         return S3Backend(
             bucket=manifest_backend.bucket,
             key=manifest_backend.key,
-            endpoint=backend_endpoint or manifest_backend.endpoint,
+            endpoint=endpoint or manifest_backend.endpoint,
             region=manifest_backend.region,
         )
     return LocalBackend(env.resolve(DEFAULT_STATE))
 
 
-def _parse_s3_url(url: str, *, endpoint: str | None) -> S3Backend:
+def _parse_s3_url(url: str, *, endpoint: str | None, origin: str) -> S3Backend:
     bucket, _, key = url.removeprefix("s3://").partition("/")
-    if not url.startswith("s3://") or not bucket or not key:
-        raise UsageError(f"--backend {url!r}: use s3://BUCKET/KEY.")
+    if not url.startswith("s3://") or not bucket or not key or key.endswith("/"):
+        raise UsageError(f"{origin} {url!r}: use s3://BUCKET/KEY, e.g. "
+                         "s3://team-state/keypairs/prod.json.")
     return S3Backend(bucket=bucket, key=key, endpoint=endpoint)
 
 
@@ -85,6 +97,7 @@ def open_store(
     manifest_backend: BackendConfig | None,
     env: Env,
     notice: Callable[[str], None],
+    insecure: bool = False,
 ) -> StateStore:
     """The configured state store, not yet loaded or locked."""
     chosen = choose_backend(
@@ -95,8 +108,11 @@ def open_store(
         env=env,
     )
     if isinstance(chosen, S3Backend):
-        raise UsageError(
-            "the s3 state backend is not available in this build; use a local state file "
-            "(--state PATH)."
-        )
+        from reconciler.state.s3 import S3StateStore
+        from reconciler.state.s3io import Location
+
+        location = Location(bucket=chosen.bucket, key=chosen.key, endpoint=chosen.endpoint,
+                            region=chosen.region)
+        return S3StateStore(location, environ=env.environ, notice=notice, clock=env.clock,
+                            insecure=insecure)
     return LocalStateStore(chosen.path, environ=env.environ, notice=notice, clock=env.clock)

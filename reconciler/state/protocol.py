@@ -54,3 +54,16 @@ class StateStore(Protocol):
     def force_unlock(self, lock_id: str) -> None:
         """Remove the lock if its id is ``lock_id``; ``StateLockError`` otherwise."""
         ...
+
+    def export(self) -> bytes:
+        """The document a commit would write now (journal folded in, secrets still sealed);
+        writes nothing."""
+        ...
+
+    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
+        """Replace the state with the document ``data`` (the caller holds the lock).
+
+        Refuses another lineage, or a serial not above the current one, unless ``force``;
+        pending changes are committed first, so the backup holds them.
+        """
+        ...

@@ -1,0 +1,424 @@
+"""The remote state store: one object in OBS or any S3-compatible store, its journal, its lock.
+
+Objects beside ``KEY`` in the bucket:
+
+- ``KEY``                       the document (``codec``, the same bytes as a local state file);
+- ``KEY.backup``                the previous document (a server-side copy made before each write);
+- ``KEY.journal/BASE/SEQ-ID.jsonl``  one small immutable object per ``record``/``forget``,
+                                holding journal lines in the local journal's format;
+- ``KEY.lock``                  the lock (``s3lock``);
+- ``KEY.rejected/WHEN-ID/...``  journal objects of a commit refused as stale (kept, never read).
+
+Why nothing is lost:
+
+- ``record`` returns only after its journal object's PUT succeeded. S3 PUTs are atomic, so an
+  object is whole or absent; there is no torn line to cut.
+- Journal objects are named by the ``base`` serial they were written on and a sequence number.
+  Load replays those whose base is the document's serial, in sequence order; it skips older
+  ones (folded in by a commit that died before deleting them) and refuses newer ones.
+- Commit copies ``KEY`` to ``KEY.backup``, writes the folded document with ``If-Match`` on the
+  ETag read at load (``If-None-Match: *`` when creating it), and only then deletes the journal
+  objects. A write that loses the race is ``StaleStateError``: nothing is overwritten, and this
+  command's journal objects move to ``KEY.rejected/`` so the next commit cannot delete them.
+
+A store that ignores conditional writes is detected by one probe request (a PUT conditional on
+an ETag no object has); the store then says so and compares the ETag with a HEAD just before
+writing, under the lock.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+
+from reconciler.errors import StaleStateError, StateCorruptError, StateError
+from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
+from reconciler.state.codec import (
+    JournalRecord,
+    StateDocument,
+    decode_document,
+    decode_journal,
+    encode_document,
+    encode_journal_line,
+)
+from reconciler.state.crypto import KeyBlock, KeySource
+from reconciler.state.local import _check_push
+from reconciler.state.s3io import ConditionFailed, Location, Objects, make_client
+from reconciler.state.s3lock import S3Lock, default_who
+
+_NAME_RE = re.compile(NAME_PATTERN)
+_JOURNAL_NAME = re.compile(r"(\d{10})/(\d{10})-[0-9a-f]{12}\.jsonl")
+
+
+def _no_notice(message: str) -> None:
+    del message
+
+
+@dataclasses.dataclass(frozen=True, slots=True, order=True)
+class _JournalObject:
+    base: int
+    seq: int
+    key: str
+
+
+class _Raced(Exception):
+    """The document changed while load read the journal: read again."""
+
+
+class S3StateStore:
+    """``StateStore`` (plus export/push) over an S3-compatible bucket. Thread-safe."""
+
+    def __init__(
+        self,
+        location: Location,
+        *,
+        environ: Mapping[str, str],
+        notice: Callable[[str], None] = _no_notice,
+        clock: Callable[[], datetime] | None = None,
+        insecure: bool = False,
+        conditional_writes: bool | None = None,
+    ) -> None:
+        self.location = location
+        self.description = location.url
+        self.object_key = location.key
+        self.backup_key = f"{location.key}.backup"
+        self.journal_prefix = f"{location.key}.journal/"
+        self._objects = Objects(make_client(location, environ=environ, insecure=insecure),
+                                bucket=location.bucket)
+        self._notice = notice
+        self._keys = KeySource(environ=environ, notice=notice)
+        self._conditional_writes = conditional_writes  # None: probe on first write
+        self._lock = S3Lock(self._objects, key=location.key, url=location.url,
+                            who=default_who(environ), clock=clock or (lambda: datetime.now(UTC)),
+                            conditional=self._conditional, notice=notice)
+        self._mutex = threading.Lock()
+        self._key_mutex = threading.Lock()
+        self._probe_mutex = threading.Lock()
+        self._fresh_lineage = str(uuid.uuid4())
+        self._loaded = False
+        self._lineage = self._fresh_lineage
+        self._serial = 0
+        self._entries: dict[str, StateKeyPair] = {}
+        self._key: KeyBlock | None = None
+        self._disk = StateDocument(State(lineage=self._lineage, serial=0))
+        self._etag: str | None = None  # of the document as loaded; None: there is none
+        self._next_seq = 1
+        self._folded: list[str] = []  # journal objects replayed, or written, on this base
+        self._written: list[str] = []  # journal objects this store wrote on this base
+        self._stale: list[str] = []  # journal objects of older bases (already folded in)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def load(self) -> State:
+        with self._mutex:
+            self._loaded = False
+            previous_key = self._key
+            for attempt in range(4):
+                try:
+                    self._load_once(previous_key)
+                    break
+                except _Raced:
+                    if attempt == 3:
+                        raise StateError(
+                            f"{self.description} kept changing while it was read (another "
+                            "command is committing); run the command again."
+                        ) from None
+            self._loaded = True
+            return self._snapshot()
+
+    def _load_once(self, previous_key: KeyBlock | None) -> None:
+        got = self._objects.get(self.object_key)
+        disk = decode_document(got[0], source=self.description) if got else None
+        etag = got[1] if got else None
+        if got is None and self._objects.head(self.backup_key) is not None:
+            raise StateCorruptError(
+                f"{self.description} is missing but {self.description}.backup exists. Restore it "
+                f"(copy {self.backup_key} to {self.object_key} in the bucket), or remove the "
+                "backup to start a new, empty state."
+            )
+        journal = self._list_journal()
+        if journal and self._objects.head(self.object_key) != etag:
+            raise _Raced()
+        serial = disk.state.serial if disk else 0
+        newer = [j for j in journal if j.base > serial]
+        if newer:
+            raise StateCorruptError(
+                f"{self.description}.journal/ holds changes written on top of serial "
+                f"{newer[0].base}, but {self.description} is at serial {serial}: the state was "
+                "replaced by an older one. Nothing was changed. Restore the newer state, or move "
+                f"the objects under {self.journal_prefix} aside (they may hold private keys)."
+            )
+        current = [j for j in journal if j.base == serial]
+        bodies = self._objects.get_many([j.key for j in current])
+        records: list[tuple[str, JournalRecord]] = []
+        for obj, body in zip(current, bodies, strict=True):
+            if body is None:
+                raise _Raced()  # deleted by a commit since the listing
+            where = f"s3://{self.location.bucket}/{obj.key}"
+            records.extend((where, r) for r in decode_journal(body[0], source=where)[0])
+        if disk is None:
+            lineage = records[0][1].lineage if records else self._fresh_lineage
+            disk = StateDocument(State(lineage=lineage, serial=0))
+        self._reset(disk, etag=etag)
+        self._replay(records)
+        if self._key is None and previous_key is not None:
+            self._key = previous_key  # sealed with, not yet recorded
+        self._folded = [j.key for j in current]
+        self._stale = [j.key for j in journal if j.base < serial]
+        self._next_seq = max((j.seq for j in current), default=0) + 1
+
+    def _reset(self, disk: StateDocument, *, etag: str | None) -> None:
+        self._disk, self._etag = disk, etag
+        self._lineage, self._serial = disk.state.lineage, disk.state.serial
+        self._entries = dict(disk.state.keypairs)
+        self._key = disk.key
+        self._written = []
+
+    def _list_journal(self) -> list[_JournalObject]:
+        found = []
+        for key in self._objects.keys(self.journal_prefix):
+            match = _JOURNAL_NAME.fullmatch(key[len(self.journal_prefix):])
+            if match is None:
+                continue  # not ours (a note left by hand, a console folder marker)
+            found.append(_JournalObject(int(match[1]), int(match[2]), key))
+        return sorted(found)
+
+    def _replay(self, records: list[tuple[str, JournalRecord]]) -> None:
+        for where, rec in records:
+            if rec.lineage != self._lineage:
+                raise StateCorruptError(
+                    f"{where} belongs to another state (lineage {rec.lineage}; "
+                    f"{self.description} has lineage {self._lineage}). Nothing was changed. If "
+                    f"the state was replaced on purpose, move the objects under "
+                    f"{self.journal_prefix} aside (they may hold private keys: keep them)."
+                )
+            if rec.base != self._serial:
+                raise StateCorruptError(
+                    f"{where} names serial {rec.base} but lies under serial {self._serial}'s "
+                    "journal; it was moved by hand. Nothing was changed."
+                )
+            self._apply(rec, where=where)
+
+    def _apply(self, rec: JournalRecord, *, where: str) -> None:
+        if rec.op == "key":
+            if self._key is not None and self._key != rec.key:
+                raise StateCorruptError(f"{where} names another state key; move it aside.")
+            self._key = rec.key
+        elif rec.op == "record" and rec.entry is not None:
+            entry = rec.entry
+            if rec.keep_private_key:
+                prior = self._entries.get(entry.name)
+                if prior is None or prior.private_key is None:
+                    raise StateCorruptError(
+                        f"{where} keeps a private key that {entry.name!r} does not have; move "
+                        "it aside (keep a copy) or restore the state."
+                    )
+                entry = dataclasses.replace(entry, private_key=prior.private_key)
+            self._entries[entry.name] = entry
+        elif rec.op == "forget" and rec.name is not None:
+            self._entries.pop(rec.name, None)
+
+    def _snapshot(self) -> State:
+        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+
+    @property
+    def key_block(self) -> KeyBlock | None:
+        """Which key seals this state's secrets (no secret in it); ``None`` if none yet."""
+        self._ensure_loaded()
+        return self._key
+
+    # --- secrets -----------------------------------------------------------------------------
+
+    def seal(self, name: str, secret: Secret) -> SealedSecret:
+        self._ensure_loaded()
+        with self._key_mutex:
+            key = self._keys.resolve(self._key)
+            with self._mutex:
+                if self._key is None:
+                    self._key = key.block
+                lineage = self._lineage
+        return key.seal(lineage=lineage, name=name, secret=secret)
+
+    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
+        self._ensure_loaded()
+        if self._key is None:
+            raise StateCorruptError(
+                f"{self.description} holds a private key for {name!r} but no key block saying "
+                "which key sealed it; restore the state from its .backup object."
+            )
+        with self._key_mutex:
+            key = self._keys.resolve(self._key)
+        return key.unseal(lineage=self._lineage, name=name, sealed=sealed)
+
+    # --- the journal -------------------------------------------------------------------------
+
+    def record(self, entry: StateKeyPair) -> None:
+        if not _NAME_RE.match(entry.name):
+            raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
+        self._ensure_loaded()
+        self._append(op="record", name=entry.name, entry=entry)
+
+    def forget(self, name: str) -> None:
+        self._ensure_loaded()
+        self._append(op="forget", name=name, entry=None)
+
+    def _append(self, *, op: str, name: str, entry: StateKeyPair | None) -> None:
+        with self._mutex:
+            if op == "forget" and name not in self._entries:
+                return
+            body: bytes = b""
+            if self._key is not None and self._key != self._disk.key:
+                # Until a commit stores the key block, every object carries it: objects are
+                # written concurrently, and any one of them may be the only one that lands.
+                body = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
+                                           key=self._key)
+            prior = self._entries.get(name)
+            keep = (entry is not None and entry.private_key is not None and prior is not None
+                    and prior.private_key == entry.private_key)
+            body += encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
+                                        name=name, entry=entry, keep_private_key=keep)
+            key = (f"{self.journal_prefix}{self._serial:010d}/{self._next_seq:010d}-"
+                   f"{uuid.uuid4().hex[:12]}.jsonl")
+            self._next_seq += 1
+        self._objects.put(key, body)  # durable when this returns; outside the mutex: parallel
+        with self._mutex:
+            self._folded.append(key)
+            self._written.append(key)
+            if entry is not None:
+                self._entries[name] = entry
+            else:
+                self._entries.pop(name, None)
+
+    # --- commit ------------------------------------------------------------------------------
+
+    def commit(self) -> State:
+        self._ensure_loaded()
+        with self._mutex:
+            if self._entries != self._disk.state.keypairs or self._key != self._disk.key:
+                state = State(lineage=self._lineage, serial=self._serial + 1,
+                              keypairs=dict(self._entries))
+                doc = StateDocument(state, self._key)
+                self._write_document(encode_document(doc))
+                self._disk, self._serial = doc, state.serial
+            done, self._folded, self._written, self._stale = (
+                self._folded + self._stale, [], [], [])
+            self._next_seq = 1
+        self._remove(done)
+        return self._snapshot()
+
+    def _write_document(self, data: bytes) -> None:
+        """Replace the document if it is still the one loaded; ``StaleStateError`` if not."""
+        try:
+            if self._conditional():
+                if self._etag is not None:
+                    self._objects.copy(self.object_key, self.backup_key, if_match=self._etag)
+                    etag = self._objects.put(self.object_key, data, if_match=self._etag)
+                else:
+                    etag = self._objects.put(self.object_key, data, if_none_match=True)
+            else:
+                if self._objects.head(self.object_key) != self._etag:
+                    raise ConditionFailed(self.object_key)
+                if self._etag is not None:
+                    self._objects.copy(self.object_key, self.backup_key)
+                etag = self._objects.put(self.object_key, data)
+        except ConditionFailed:
+            raise StaleStateError(self._stale_message()) from None
+        self._etag = etag
+
+    def _stale_message(self) -> str:
+        kept = self._quarantine(self._written)
+        where = (f" This command's changes (sealed private keys included) are kept under "
+                 f"s3://{self.location.bucket}/{kept}; look there before deleting anything."
+                 if kept else "")
+        return (
+            f"{self.description} changed since this command read it at serial {self._serial}: "
+            "another writer committed in between (after a force-unlock, or without the lock). "
+            f"Nothing was overwritten.{where} Run the command again: it starts from the newer "
+            "state."
+        )
+
+    def _quarantine(self, keys: list[str]) -> str | None:
+        if not keys:
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        prefix = f"{self.object_key}.rejected/{stamp}-{uuid.uuid4().hex[:8]}/"
+        with contextlib.suppress(StateError, ConditionFailed):
+            for key in keys:
+                self._objects.copy(key, prefix + key[len(self.journal_prefix):])
+            self._objects.delete_many(keys)
+            self._folded = [k for k in self._folded if k not in set(keys)]
+            self._written = []
+        return prefix
+
+    def _remove(self, keys: list[str]) -> None:
+        try:
+            self._objects.delete_many(keys)
+        except StateError as exc:
+            self._notice(f"Warning: could not remove folded journal objects ({exc}); they are "
+                         "skipped on load and removed by the next commit.")
+
+    def _conditional(self) -> bool:
+        with self._probe_mutex:
+            if self._conditional_writes is None:
+                probe = f"{self.object_key}.probe"
+                self._conditional_writes = self._objects.supports_conditional_writes(probe)
+                if not self._conditional_writes:
+                    self._notice(
+                        f"Warning: the object store of {self.description} ignores conditional "
+                        "writes (If-None-Match, If-Match). reconciler falls back to "
+                        "read-compare-write: two writers can no longer be excluded with "
+                        "certainty, so make sure only one pipeline applies at a time."
+                    )
+            return self._conditional_writes
+
+    # --- export and push ---------------------------------------------------------------------
+
+    def export(self) -> bytes:
+        """The document a commit would write now (secrets stay sealed)."""
+        self._ensure_loaded()
+        with self._mutex:
+            changed = self._entries != self._disk.state.keypairs or self._key != self._disk.key
+            state = State(lineage=self._lineage, serial=self._serial + int(changed),
+                          keypairs=dict(self._entries))
+            return encode_document(StateDocument(state, self._key))
+
+    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
+        """Replace the state with the document ``data`` (hold the lock around this).
+
+        Refuses another lineage, or a serial not above the current one, unless ``force``.
+        Pending journal changes are committed first, so ``KEY.backup`` holds them.
+        """
+        doc = decode_document(data, source=source)
+        current = self.commit()
+        if self._etag is not None and not force:
+            _check_push(doc.state, current, source=source, target=self.description)
+        if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
+            self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+        with self._mutex:
+            self._write_document(encode_document(doc))
+            self._reset(doc, etag=self._etag)
+            return self._snapshot()
+
+    # --- the lock ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, *, operation: str, timeout: float) -> Iterator[dict[str, str]]:
+        info = self._lock.acquire(operation=operation, timeout=timeout)
+        try:
+            yield info
+        finally:
+            self._lock.release()
+
+    def force_unlock(self, lock_id: str) -> None:
+        self._lock.force_unlock(lock_id)

@@ -1,0 +1,147 @@
+"""The remote state lock: an object ``KEY.lock`` created only if absent (``If-None-Match: *``).
+
+It holds the same lock info as the local lock (id, operation, who, created, version, path) and
+is removed on release. Unlike a local ``flock``, nothing removes it when its process dies:
+``reconciler force-unlock ID`` does, and only if the id matches.
+
+Where the store ignores conditional writes, the lock is taken by read-then-write-then-read-back
+(a narrow window remains in which two writers could both believe they hold it); the store says
+so once when it finds out.
+
+May import: ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from reconciler import __version__
+from reconciler.errors import StateError, StateLockError
+from reconciler.state.local import lock_message
+from reconciler.state.s3io import ConditionFailed, Objects
+
+_FIRST_POLL = 0.1
+_LONGEST_POLL = 1.0
+
+
+class S3Lock:
+    """Acquire, release and force-unlock ``KEY.lock``. Not re-entrant."""
+
+    def __init__(
+        self,
+        objects: Objects,
+        *,
+        key: str,
+        url: str,
+        who: str,
+        clock: Callable[[], datetime],
+        conditional: Callable[[], bool],
+        notice: Callable[[str], None],
+    ) -> None:
+        self._objects = objects
+        self.key = f"{key}.lock"
+        self._url = url
+        self._who = who
+        self._clock = clock
+        self._conditional = conditional
+        self._notice = notice
+        self._held: dict[str, str] | None = None
+
+    def acquire(self, *, operation: str, timeout: float) -> dict[str, str]:
+        if self._held is not None:
+            raise StateLockError(f"{self._url} is already locked by this command.")
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = _FIRST_POLL
+        while True:
+            info = self._info(operation)
+            if self._try_create(info):
+                self._held = info
+                return dict(info)
+            current = self._objects.get(self.key)
+            if current is None:
+                continue  # released between our attempt and the read: try again at once
+            held = parse_lock_info(current[0])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StateLockError(lock_message(held), lock_info=held)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _LONGEST_POLL)
+
+    def _try_create(self, info: dict[str, str]) -> bool:
+        body = json.dumps(info, indent=2).encode() + b"\n"
+        if self._conditional():
+            try:
+                self._objects.put(self.key, body, if_none_match=True)
+            except ConditionFailed:
+                return False
+            return True
+        if self._objects.head(self.key) is not None:
+            return False
+        self._objects.put(self.key, body)
+        time.sleep(_FIRST_POLL)  # let a racing writer's PUT land before reading back
+        current = self._objects.get(self.key)
+        return current is not None and parse_lock_info(current[0]).get("id") == info["id"]
+
+    def _info(self, operation: str) -> dict[str, str]:
+        return {
+            "id": str(uuid.uuid4()),
+            "operation": operation,
+            "who": self._who,
+            "created": self._clock().astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "version": __version__,
+            "path": self._url,
+        }
+
+    def release(self) -> None:
+        info, self._held = self._held, None
+        if info is None:
+            return
+        try:
+            current = self._objects.get(self.key)
+            if current is not None and parse_lock_info(current[0]).get("id") == info["id"]:
+                self._objects.delete(self.key)  # else force-unlocked, perhaps re-taken: keep
+        except StateError as exc:
+            self._notice(
+                f"Warning: could not release the state lock {self._url}.lock ({exc}). Remove it "
+                f"with `reconciler force-unlock {info['id']}` once nothing else uses the state."
+            )
+
+    def force_unlock(self, lock_id: str) -> None:
+        current = self._objects.get(self.key)
+        if current is None:
+            raise StateLockError(f"{self._url} is not locked; nothing to unlock.")
+        info = parse_lock_info(current[0])
+        if info.get("id") != lock_id:
+            raise StateLockError(
+                f"lock ID {lock_id!r} does not match the lock on {self._url} (its ID is "
+                f"{info.get('id', 'unknown')!r}); nothing was removed. Use the ID shown in the "
+                "lock error.",
+                lock_info=info,
+            )
+        self._objects.delete(self.key)
+
+
+def parse_lock_info(data: bytes) -> dict[str, str]:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    return {str(k): str(v) for k, v in obj.items()}
+
+
+def default_who(environ: Mapping[str, str]) -> str:
+    user = environ.get("USER") or environ.get("LOGNAME")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+    return f"{user}@{socket.gethostname()}"

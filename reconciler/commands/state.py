@@ -65,6 +65,9 @@ def private_key_note(entry: StateKeyPair) -> str:
     if entry.status is EntryStatus.TAINTED:
         return ("not in state: the cloud generated it and it never arrived; the next plan "
                 "replaces this key pair")
+    if entry.status is EntryStatus.PENDING:
+        return ("not in state: an apply was interrupted while the cloud created it; the next "
+                "plan creates or replaces this key pair")
     return "not in state: adopted from the cloud without its private key"
 
 

@@ -62,6 +62,12 @@ def _check_after_kill(cli: Cli, names: list[str]) -> None:
     listed = cli("state", "list")
     assert listed.code == 0, listed.text
     in_state = set(listed.out.split())
+    for name in sorted(in_state):  # whatever an interrupted apply left, it can be shown
+        shown = cli("state", "show", name)
+        assert_clean(shown.text)
+        assert shown.code == 0, shown.text
+        if 'status             = "pending"' in shown.out and '"cloud"' in shown.out:
+            assert "an apply was interrupted while the cloud created it" in shown.out
     cloud = set(cli.client().list_keypairs().keypairs)
     generated_here = [n for n in names if int(n[-3:]) % 2 == 1]
     reached = [n for n in generated_here if n in cloud]

@@ -27,7 +27,7 @@ from reconciler.state.local import lock_message
 from reconciler.state.s3io import ConditionFailed, Objects
 
 _FIRST_POLL = 0.1
-_LONGEST_POLL = 1.0
+_LONGEST_POLL = 0.5
 
 
 class S3Lock:

@@ -1,0 +1,296 @@
+"""The state store contract, run against every backend: local file and S3 (moto's server).
+
+What plan, apply and the state commands rely on, whatever holds the state: an empty start,
+journaled records visible before commit, commit folding them in with a backup, replay after
+a crash, sealing, the lock with Terraform's message, force-unlock, export and push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_state_s3_support import new_bucket
+from test_state_support import entry, key_env
+
+from reconciler.errors import StateCorruptError, StateError, StateKeyError, StateLockError
+from reconciler.model import EntryStatus, Secret
+from reconciler.state.codec import checksum
+from reconciler.state.local import LocalStateStore
+from reconciler.state.protocol import StateStore
+
+
+@dataclass
+class Target:
+    """One backend's state location: fresh stores on it, and its raw contents."""
+
+    kind: str
+    make: Callable[[dict[str, str]], StateStore]
+    contents: Callable[[], dict[str, bytes]]
+    environ: dict[str, str]
+
+    def store(self, environ: dict[str, str] | None = None) -> StateStore:
+        return self.make(self.environ if environ is None else environ)
+
+    def document(self) -> dict[str, Any]:
+        (data,) = [v for k, v in self.contents().items() if k.endswith("s.json")]
+        return dict(json.loads(data))
+
+    def backup(self) -> dict[str, Any]:
+        (data,) = [v for k, v in self.contents().items() if k.endswith("s.json.backup")]
+        return dict(json.loads(data))
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    environ = key_env(tmp_path)
+    if request.param == "local":
+        directory = tmp_path / "state"
+        directory.mkdir()
+
+        def contents() -> dict[str, bytes]:
+            return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+        yield Target("local", lambda env: LocalStateStore(directory / "s.json", environ=env),
+                     contents, environ)
+    else:
+        bucket = new_bucket()
+        yield Target("s3", lambda env: bucket.store(env, key="team/s.json"), bucket.snapshot,
+                     environ)
+
+
+def test_missing_state_is_empty_and_nothing_is_written(target: Target) -> None:
+    store = target.store()
+    state = store.load()
+    assert state.serial == 0 and not state.keypairs and len(state.lineage) == 36
+    assert store.commit().serial == 0
+    assert target.contents() == {}
+
+
+def test_records_are_visible_before_commit_and_commit_folds_them_in(target: Target) -> None:
+    store = target.store()
+    lineage = store.load().lineage
+    store.record(entry("a", store.seal("a", Secret("k1"))))
+    assert not any(k.endswith("s.json") for k in target.contents())  # journaled only
+    assert list(target.store().load().keypairs) == ["a"]  # another reader sees it
+    state = store.commit()
+    assert (state.serial, state.lineage) == (1, lineage)
+    assert [k for k in target.contents() if "journal" in k] == []
+    store.record(entry("b"))
+    store.forget("a")
+    assert store.commit().serial == 2
+    assert target.backup()["serial"] == 1 and list(target.backup()["keypairs"]) == ["a"]
+    assert target.document()["serial"] == 2
+    reloaded = target.store()
+    state = reloaded.load()
+    assert list(state.keypairs) == ["b"] and state.serial == 2
+
+
+def test_commit_without_changes_keeps_the_serial(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    store.record(entry("a"))  # the same entry again
+    assert store.commit().serial == 1
+    store.forget("missing")
+    assert store.commit().serial == 1
+
+
+def test_crash_before_any_commit_keeps_lineage_key_and_secrets(target: Target) -> None:
+    env = {"RECONCILER_PASSPHRASE": "pw"}
+    store = target.store(env)
+    lineage = store.load().lineage
+    store.record(entry("a", store.seal("a", Secret("secret-a"))))
+    del store  # the process dies here: no document, only the journal
+    again = target.store(env)
+    state = again.load()
+    assert state.lineage == lineage
+    sealed = state.keypairs["a"].private_key
+    assert sealed is not None and again.unseal("a", sealed).reveal() == "secret-a"
+    again.record(entry("b"))
+    assert again.commit().serial == 1
+    final = target.store(env)
+    state = final.load()
+    sealed = state.keypairs["a"].private_key
+    assert sorted(state.keypairs) == ["a", "b"]
+    assert sealed is not None and final.unseal("a", sealed).reveal() == "secret-a"
+
+
+def test_pending_then_ready_keeps_the_sealed_key_through_replay(target: Target) -> None:
+    store = target.store()
+    store.load()
+    pending = entry("a", store.seal("a", Secret("secret-a")), status=EntryStatus.PENDING)
+    store.record(pending)
+    store.record(dataclasses.replace(pending, status=EntryStatus.READY))
+    replayed = target.store()  # as after a crash: no commit happened
+    kp = replayed.load().keypairs["a"]
+    assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
+    assert replayed.unseal("a", kp.private_key).reveal() == "secret-a"
+    replayed.commit()
+    kp = target.store().load().keypairs["a"]
+    assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
+
+
+def test_wrong_key_is_caught_before_anything_is_written(target: Target, tmp_path: Path) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a", store.seal("a", Secret("k"))))
+    store.commit()
+    other_key = tmp_path / "other.key"
+    other_key.write_text("22" * 32)
+    before = target.contents()
+    wrong = target.store({"RECONCILER_KEY_FILE": str(other_key)})
+    state = wrong.load()
+    with pytest.raises(StateKeyError, match="wrong state encryption key"):
+        wrong.seal("b", Secret("k"))
+    sealed = state.keypairs["a"].private_key
+    assert sealed is not None
+    with pytest.raises(StateKeyError, match="wrong state encryption key"):
+        wrong.unseal("a", sealed)
+    assert target.contents() == before
+
+
+def test_invalid_name_is_refused_before_writing(target: Target) -> None:
+    store = target.store()
+    store.load()
+    with pytest.raises(StateError, match="not a valid key pair name"):
+        store.record(entry("bad name"))
+    assert target.contents() == {}
+
+
+def test_concurrent_records_from_threads_all_survive(target: Target) -> None:
+    store = target.store()
+    store.load()
+
+    def work(start: int) -> None:
+        for i in range(start, start + 8):
+            store.record(entry(f"k{i}", store.seal(f"k{i}", Secret(f"s{i}"))))
+
+    threads = [threading.Thread(target=work, args=(n * 8,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(target.store().load().keypairs) == 48
+    store.commit()
+    fresh = target.store()
+    state = fresh.load()
+    assert len(state.keypairs) == 48
+    sealed = state.keypairs["k47"].private_key
+    assert sealed is not None and fresh.unseal("k47", sealed).reveal() == "s47"
+
+
+def test_tampered_document_is_refused_and_left_alone(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    doc = target.document()
+    doc["serial"] = 7  # a hand edit without fixing the checksum
+    other = target.store()
+    _overwrite_document(target, json.dumps(doc).encode())
+    before = target.contents()
+    with pytest.raises(StateCorruptError, match="checksum does not match"):
+        other.load()
+    assert target.contents() == before
+
+
+def _overwrite_document(target: Target, data: bytes) -> None:
+    # Both backends expose their raw location through the store they make.
+    store = target.store()
+    if isinstance(store, LocalStateStore):
+        store.path.write_bytes(data)
+    else:
+        from reconciler.state.s3 import S3StateStore
+
+        assert isinstance(store, S3StateStore)
+        store._objects.put(store.object_key, data)
+
+
+def test_push_checks_lineage_and_serial_and_export_writes_nothing(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    old = store.export()
+    copy = target.store()
+    copy.load()
+    copy.record(entry("b"))
+    before = target.contents()
+    newer = copy.export()  # what the copy's next commit writes: serial 2, same lineage
+    assert target.contents() == before  # export folds the journal in without writing
+    assert json.loads(newer)["serial"] == 2
+    doc = json.loads(newer)  # the same entries in another state
+    doc["lineage"] = "00000000-0000-4000-8000-000000000000"
+    doc["checksum"] = checksum(doc)
+    other_lineage = json.dumps(doc).encode()
+
+    copy.forget("b")  # the copy's journal object must not leak into the pushed state
+    assert store.push(newer, source="newer.json").serial == 2
+    assert sorted(target.store().load().keypairs) == ["a", "b"]
+    assert target.backup()["serial"] == 1
+    before = target.contents()
+    with pytest.raises(StateError, match=r"serial 1 is not newer than .*--force"):
+        store.push(old, source="old.json")
+    with pytest.raises(StateError, match=r"lineage .* differs"):
+        store.push(other_lineage, source="f.json")
+    with pytest.raises(StateCorruptError, match="checksum"):
+        store.push(newer.replace(b'"b"', b'"c"'), source="bad.json")
+    assert target.contents() == before
+    assert sorted(store.push(other_lineage, source="f.json", force=True).keypairs) == ["a", "b"]
+    assert target.store().load().lineage == doc["lineage"]
+
+
+def test_second_holder_gets_terraform_like_lock_info_then_force_unlock(target: Target) -> None:
+    first, second = target.store({"USER": "alice"}), target.store({"USER": "bob"})
+    with first.lock(operation="apply", timeout=0) as info:
+        started = time.monotonic()
+        with pytest.raises(StateLockError) as err, second.lock(operation="plan", timeout=0.3):
+            pass
+        assert time.monotonic() - started >= 0.3
+        message = str(err.value)
+        assert message.startswith("Error acquiring the state lock\n\nLock Info:\n")
+        assert f"  ID:        {info['id']}\n" in message
+        assert "  Operation: apply\n" in message and "  Who:       alice@" in message
+        assert f"`reconciler force-unlock {info['id']}`" in message
+        assert err.value.lock_info["id"] == info["id"]
+        assert info["path"] in message and info["path"].endswith("s.json")
+        with pytest.raises(StateLockError, match=f"does not match .*{info['id']}"):
+            second.force_unlock("not-the-id")
+        with pytest.raises(StateLockError), second.lock(operation="plan", timeout=0):
+            pass
+    with second.lock(operation="plan", timeout=0) as again:
+        assert again["who"].startswith("bob@") and again["id"] != info["id"]
+    with pytest.raises(StateLockError, match="not locked"):
+        second.force_unlock(info["id"])
+
+
+def test_waiting_for_the_lock(target: Target) -> None:
+    first, second = target.store(), target.store()
+    held = threading.Event()
+
+    def hold() -> None:
+        with first.lock(operation="apply", timeout=0):
+            held.set()
+            time.sleep(0.4)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    started = time.monotonic()
+    with second.lock(operation="apply", timeout=10) as info:
+        waited = time.monotonic() - started
+        assert info["operation"] == "apply"
+    thread.join()
+    assert 0.2 < waited < 5
+    with (pytest.raises(StateLockError, match="already locked by this command"),
+          second.lock(operation="a", timeout=0), second.lock(operation="b", timeout=0)):
+        pass

@@ -217,7 +217,9 @@ class _Applier:
             self.store.record(self._entry(d, pending, sealed=sealed, status=EntryStatus.PENDING))
         remote = self._import(d, public, secret)
         entry = self._entry(d, remote, sealed=sealed)
-        self.store.record(entry)
+        # The private key is durable already (the pending entry); if this line is lost, the
+        # next plan finds the key pair with our public key and adopts it.
+        self.store.record(entry, durable=False)
         return entry
 
     def _create(self, change: Change) -> None:
@@ -234,7 +236,7 @@ class _Applier:
             assert d.public_key is not None
             remote = self._import(d, d.public_key, self._read_custody_key(d))
             entry = self._entry(d, remote, sealed=None)
-            self.store.record(entry)
+            self.store.record(entry, durable=False)  # no secret; a lost line is re-adopted
         self._describe(d, entry)
 
     def _describe(self, d: DesiredKeyPair, entry: StateKeyPair) -> None:

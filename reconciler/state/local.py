@@ -238,17 +238,18 @@ class LocalStateStore:
 
     # --- the journal -------------------------------------------------------------------------
 
-    def record(self, entry: StateKeyPair) -> None:
+    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         if not _NAME_RE.match(entry.name):
             raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
         self._ensure_loaded()
-        self._append(op="record", name=entry.name, entry=entry)
+        self._append(op="record", name=entry.name, entry=entry, durable=durable)
 
     def forget(self, name: str) -> None:
         self._ensure_loaded()
         self._append(op="forget", name=name, entry=None)
 
-    def _append(self, *, op: str, name: str, entry: StateKeyPair | None) -> None:
+    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+                durable: bool = True) -> None:
         with self._mutex:
             if op == "forget" and name not in self._entries:
                 return
@@ -269,7 +270,8 @@ class LocalStateStore:
                 del self._entries[name]
             self._written += 1
             ticket, generation = self._written, self._journal_gen
-        self._sync_journal(ticket=ticket, generation=generation)
+        if durable:
+            self._sync_journal(ticket=ticket, generation=generation)
 
     def _write_journal(self, line: bytes) -> None:
         fd = self._open_journal()

@@ -39,8 +39,13 @@ class StateStore(Protocol):
         """Decrypt; ``StateKeyError`` for a wrong key, ``StateCorruptError`` if tampered."""
         ...
 
-    def record(self, entry: StateKeyPair) -> None:
-        """Add or replace an entry; durable (fsynced) when this returns."""
+    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
+        """Add or replace an entry; durable (fsynced) when this returns.
+
+        ``durable=False`` lets the write ride on the next fsync (or the commit) instead: for
+        entries whose loss the next plan repairs on its own (it adopts a key pair it finds in
+        the cloud with the public key it expects). Never for a private key seen only here.
+        """
         ...
 
     def forget(self, name: str) -> None:

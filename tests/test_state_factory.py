@@ -58,13 +58,16 @@ def test_bad_backend_choices_are_usage_errors(tmp_path: Path, kw: dict[str, str]
         _choose(tmp_path, **kw)
 
 
-def test_open_store_gives_a_local_store_and_refuses_s3_for_now(tmp_path: Path) -> None:
+def test_open_store_gives_a_local_or_an_s3_store(tmp_path: Path) -> None:
+    pytest.importorskip("boto3", reason="the s3 backend needs boto3 (pip install -e '.[test]')")
+    from reconciler.state.s3 import S3StateStore
+
     env = Env(environ={}, cwd=tmp_path)
     store = open_store(state_path=None, backend=None, backend_endpoint=None,
                        manifest_backend=None, env=env, notice=print)
     assert isinstance(store, LocalStateStore)
     assert store.description == str(tmp_path / "reconciler.state.json")
-    with pytest.raises(UsageError, match="s3 state backend is not available"):
-        open_store(state_path=None, backend="s3://b/k", backend_endpoint=None,
-                   manifest_backend=None, env=env, notice=print)
+    remote = open_store(state_path=None, backend="s3://b/k", backend_endpoint=None,
+                        manifest_backend=None, env=env, notice=print)
+    assert isinstance(remote, S3StateStore) and remote.description == "s3://b/k"
     assert not any(tmp_path.iterdir())

@@ -93,7 +93,7 @@ class Bucket:
         location = Location(bucket=self.name, key=key, endpoint=self.endpoint)
         return S3StateStore(location, environ={**CREDENTIALS, **environ}, **kw)
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def listing(self, prefix: str = "") -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name,
                                                                        Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
@@ -108,7 +108,7 @@ class Bucket:
         self.client.delete_object(Bucket=self.name, Key=key)
 
     def snapshot(self) -> dict[str, bytes]:
-        return {k: self.read(k) for k in self.keys()}
+        return {k: self.read(k) for k in self.listing()}
 
 
 def new_bucket() -> Bucket:

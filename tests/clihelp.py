@@ -34,6 +34,9 @@ class Cli:
     root: Path
     api: str = "v2.1"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Where state lives: () for --state ROOT/reconciler.state.json, or global options of
+    # their own, e.g. ("--backend", "s3://bucket/key", "--backend-endpoint", URL).
+    state_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.manifests = self.root / "manifests"
@@ -62,7 +65,8 @@ class Cli:
         out, err = io.StringIO(), io.StringIO()
         env = Env(stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=dict(self.environ),
                   cwd=self.root)
-        extra = ["--state", str(self.state), "--endpoint", self.emulator.endpoint,
+        where = list(self.state_options) or ["--state", str(self.state)]
+        extra = [*where, "--endpoint", self.emulator.endpoint,
                  "--project-id", self.emulator.project_id, "--api", self.api] if globals_ else []
         code = main([*argv, *extra], env)
         return Result(code, out.getvalue(), err.getvalue())

@@ -12,7 +12,9 @@ Objects beside ``KEY`` in the bucket:
 Why nothing is lost:
 
 - ``record`` returns only after its journal object's PUT succeeded. S3 PUTs are atomic, so an
-  object is whole or absent; there is no torn line to cut.
+  object is whole or absent; there is no torn line to cut. ``record(durable=False)`` (an
+  entry the next plan re-adopts by itself, never a new private key) is kept in memory until
+  the commit: one PUT fewer per generated key pair.
 - Journal objects are named by the ``base`` serial they were written on and a sequence number.
   Load replays those whose base is the document's serial, in sequence order; it skips older
   ones (folded in by a commit that died before deleting them) and refuses newer ones.
@@ -263,19 +265,28 @@ class S3StateStore:
 
     # --- the journal -------------------------------------------------------------------------
 
-    def record(self, entry: StateKeyPair) -> None:
+    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         if not _NAME_RE.match(entry.name):
             raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
         self._ensure_loaded()
-        self._append(op="record", name=entry.name, entry=entry)
+        self._append(op="record", name=entry.name, entry=entry, durable=durable)
 
     def forget(self, name: str) -> None:
         self._ensure_loaded()
         self._append(op="forget", name=name, entry=None)
 
-    def _append(self, *, op: str, name: str, entry: StateKeyPair | None) -> None:
+    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+                durable: bool = True) -> None:
         with self._mutex:
             if op == "forget" and name not in self._entries:
+                return
+            prior = self._entries.get(name)
+            keep = (entry is not None and entry.private_key is not None and prior is not None
+                    and prior.private_key == entry.private_key)
+            if not durable and entry is not None and (entry.private_key is None or keep):
+                # Folded in by the commit; a crash before it loses only what the next plan
+                # repairs (the caller's promise). A new private key is always written now.
+                self._entries[name] = entry
                 return
             body: bytes = b""
             if self._key is not None and self._key != self._disk.key:
@@ -283,9 +294,6 @@ class S3StateStore:
                 # written concurrently, and any one of them may be the only one that lands.
                 body = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
                                            key=self._key)
-            prior = self._entries.get(name)
-            keep = (entry is not None and entry.private_key is not None and prior is not None
-                    and prior.private_key == entry.private_key)
             body += encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
                                         name=name, entry=entry, keep_private_key=keep)
             key = (f"{self.journal_prefix}{self._serial:010d}/{self._next_seq:010d}-"

@@ -67,6 +67,9 @@ def _stop() -> None:
             _server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             _server.kill()
+            _server.wait()
+    if _server is not None and _server.stdout is not None:
+        _server.stdout.close()
 
 
 def s3_client() -> Any:

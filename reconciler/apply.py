@@ -14,7 +14,6 @@ May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -25,7 +24,13 @@ from typing import Protocol
 
 from reconciler import keys
 from reconciler.api.protocol import KeyPairApi
-from reconciler.errors import ApiError, ApplyError, OutcomeUnknownError, ReconcilerError
+from reconciler.errors import (
+    ApiError,
+    ApplyError,
+    KeyFormatError,
+    OutcomeUnknownError,
+    ReconcilerError,
+)
 from reconciler.model import (
     Api,
     DesiredKeyPair,
@@ -38,7 +43,7 @@ from reconciler.model import (
     State,
     StateKeyPair,
 )
-from reconciler.plan import Action, Change, Mode, Plan
+from reconciler.plan import Action, Change, Mode, Plan, tally
 from reconciler.state.protocol import StateStore
 
 LOST_RESPONSE_ATTEMPTS = 8  # a lost answer is re-read, then resent; 8 rides out heavy fault rates
@@ -48,12 +53,10 @@ class Hooks(Protocol):
     """Progress reporting; called from worker threads."""
 
     def pre_apply(self, change: Change, phase: str) -> None:
-        """``phase`` is the action under way: create, delete, update, import."""
+        """``phase`` is the step under way: create, delete, update, import."""
         ...
 
     def post_apply(self, change: Change, outcome: Outcome) -> None: ...
-
-    def warn(self, message: str) -> None: ...
 
 
 class NullHooks:
@@ -61,9 +64,6 @@ class NullHooks:
         pass
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
         pass
 
 
@@ -74,7 +74,7 @@ class Outcome:
     ok: bool
     elapsed: float
     error: str | None = None
-    notes: tuple[str, ...] = ()
+    destroyed: bool = False  # a failed replacement whose old key pair was deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,26 +87,18 @@ class ApplyResult:
         return tuple(o for o in self.outcomes if not o.ok)
 
     def counts(self) -> dict[str, int]:
-        out = {"import": 0, "add": 0, "change": 0, "destroy": 0}
-        for o in self.outcomes:
-            if not o.ok:
-                continue
-            if o.action is Action.IMPORT:
-                out["import"] += 1
-            elif o.action is Action.CREATE:
-                out["add"] += 1
-            elif o.action is Action.UPDATE:
-                out["change"] += 1
-            elif o.action is Action.REPLACE:
-                out["add"] += 1
-                out["destroy"] += 1
-            elif o.action is Action.DELETE:
-                out["destroy"] += 1
-        return out
+        """What was done: completed changes, and the deletions of failed replacements."""
+        done = tally(o.action for o in self.outcomes if o.ok)
+        done["destroy"] += sum(1 for o in self.outcomes if not o.ok and o.destroyed)
+        return done
 
 
 class _TaintedError(ApplyError):
     """The cloud generated the pair, but its private key never arrived."""
+
+
+class _AmbiguousError(ApplyError):
+    """A write may or may not have taken effect: what state holds for it must stay."""
 
 
 @dataclass
@@ -122,11 +114,9 @@ class _Applier:
                sealed: SealedSecret | None, status: EntryStatus = EntryStatus.READY,
                description: str | None = None) -> StateKeyPair:
         public = remote.public_key
-        sha256 = (keys.parse_certificate(public).fingerprint_sha256 if d.type == "x509"
-                  else keys.sha256_fingerprint(public))
         return StateKeyPair(
             name=d.name, api=self.api.api, source=d.source, public_key=public.strip(),
-            fingerprint_md5=remote.fingerprint, fingerprint_sha256=sha256,
+            fingerprint_md5=remote.fingerprint, fingerprint_sha256=sha256_of(public, d.type),
             created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"), spec_digest=d.spec_digest,
             algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
             description=description, key_protection=d.key_protection, private_key=sealed,
@@ -134,30 +124,39 @@ class _Applier:
         )
 
     # -- API calls that survive lost answers ----------------------------------------------
+    def _reread(self, name: str) -> RemoteKeyPair | None:
+        """After a lost answer: did the write take effect?"""
+        try:
+            return self.api.get_keypair(name)
+        except ReconcilerError as exc:
+            raise _AmbiguousError(f"its answer was lost and reading it back failed: {exc}") \
+                from None
+
     def _import(self, d: DesiredKeyPair, public_key: str,
                 private_key: Secret | None) -> RemoteKeyPair:
         ours = keys.normalise(public_key, key_type=d.type)
+        lost = False
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
                 return self.api.import_keypair(
                     name=d.name, public_key=public_key, type=d.type, user_id=d.user_id,
                     scope=d.scope, key_protection=d.key_protection, private_key=private_key)
             except OutcomeUnknownError:
-                found = self.api.get_keypair(d.name)
+                lost = True
             except ApiError as exc:
                 if not exc.conflict:
+                    if lost:
+                        raise _AmbiguousError(str(exc)) from None
                     raise
-                found = self.api.get_keypair(d.name)
-                if found is None or keys.normalise(found.public_key, key_type=d.type) != ours:
-                    raise
+            found = self._reread(d.name)
             if found is None:
                 continue  # the lost request never took effect: send it again
             if keys.normalise(found.public_key, key_type=d.type) == ours:
-                return found
-            raise ApplyError(f"keypair.{d.name}: the cloud now holds a different key under this "
-                             "name (created by someone else meanwhile); nothing was recorded")
-        raise ApplyError(f"keypair.{d.name}: the import's answer was lost "
-                         f"{LOST_RESPONSE_ATTEMPTS} times; run apply again")
+                return found  # ours: an earlier attempt took effect
+            raise ApplyError("the cloud holds a different key under this name (created by "
+                             "someone else meanwhile); nothing was recorded for it")
+        raise _AmbiguousError(f"the import's answer was lost {LOST_RESPONSE_ATTEMPTS} times; "
+                              "run apply again")
 
     def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
         """Recorded before a cloud create is sent: if the process dies before the answer
@@ -172,6 +171,7 @@ class _Applier:
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
         self.store.record(self._pending_cloud_entry(d))
+        lost = False
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
                 created = self.api.create_keypair(
@@ -179,16 +179,20 @@ class _Applier:
                     key_protection=d.key_protection)
                 return created.remote, created.private_key
             except OutcomeUnknownError:
-                found = self.api.get_keypair(d.name)
+                lost = True
+            except ApiError as exc:
+                if lost:
+                    raise _AmbiguousError(str(exc)) from None
+                raise
+            found = self._reread(d.name)
             if found is None:
                 continue
             # It exists, so our create took effect, and its private key is lost in transit.
             self.store.record(self._entry(d, found, sealed=None, status=EntryStatus.TAINTED))
-            raise _TaintedError(
-                f"keypair.{d.name}: the cloud created it but its answer, with the private key, "
-                "was lost; recorded as tainted, the next apply replaces it")
-        raise ApplyError(f"keypair.{d.name}: the create's answer was lost "
-                         f"{LOST_RESPONSE_ATTEMPTS} times and it does not exist; run apply again")
+            raise _TaintedError("the cloud created it but its answer, with the private key, "
+                                "was lost; recorded as tainted, the next apply replaces it")
+        raise _AmbiguousError(f"the create's answer was lost {LOST_RESPONSE_ATTEMPTS} times and "
+                              "it does not exist; run apply again")
 
     # -- one change ---------------------------------------------------------------------
     def _read_custody_key(self, d: DesiredKeyPair) -> Secret | None:
@@ -198,7 +202,7 @@ class _Applier:
         try:
             return Secret(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ApplyError(f"keypair.{d.name}: cannot read key_protection.private_key_file "
+            raise ApplyError("cannot read key_protection.private_key_file "
                              f"{path}: {type(exc).__name__}") from None
 
     def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
@@ -222,22 +226,35 @@ class _Applier:
         self.store.record(entry, durable=False)
         return entry
 
-    def _create(self, change: Change) -> None:
-        d = change.desired
-        assert d is not None
+    def _create(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> None:
+        try:
+            entry = self._make(d, prior)
+        except (_AmbiguousError, _TaintedError):
+            raise  # what state holds (pending, tainted) is what the next plan must see
+        except ReconcilerError:
+            # Refused for certain (a name taken meanwhile, a bad request): nothing happened in
+            # the cloud, so state goes back to what it was.
+            if prior is not None:
+                self.store.record(prior)
+            else:
+                self.store.forget(d.name)
+            raise
+        self._describe(d, entry)
+
+    def _make(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
         if d.source is KeySource.CLOUD:
             remote, private = self._create_in_cloud(d)
             sealed = self.store.seal(d.name, private) if private is not None else None
             entry = self._entry(d, remote, sealed=sealed)
             self.store.record(entry)
-        elif d.source is KeySource.GENERATE:
-            entry = self._generate(d, change.prior)
-        else:
-            assert d.public_key is not None
-            remote = self._import(d, d.public_key, self._read_custody_key(d))
-            entry = self._entry(d, remote, sealed=None)
-            self.store.record(entry, durable=False)  # no secret; a lost line is re-adopted
-        self._describe(d, entry)
+            return entry
+        if d.source is KeySource.GENERATE:
+            return self._generate(d, prior)
+        assert d.public_key is not None
+        remote = self._import(d, d.public_key, self._read_custody_key(d))
+        entry = self._entry(d, remote, sealed=None)
+        self.store.record(entry, durable=False)  # no secret; a lost line is re-adopted
+        return entry
 
     def _describe(self, d: DesiredKeyPair, entry: StateKeyPair) -> None:
         """kps cannot take a description on create: set it afterwards, then record it."""
@@ -245,25 +262,21 @@ class _Applier:
             self.api.update_description(d.name, d.description)
             self.store.record(replace(entry, description=d.description))
 
-    def _delete(self, name: str) -> None:
-        self.api.delete_keypair(name)
-        self.store.forget(name)
-
     def run(self, change: Change) -> Outcome:
         start = time.monotonic()
-        notes: tuple[str, ...] = ()
+        destroyed = False
         try:
-            if change.action is Action.DELETE:
-                self.hooks.pre_apply(change, "delete")
-                self._delete(change.name)
-            elif change.action is Action.REPLACE:
+            if change.action in (Action.DELETE, Action.REPLACE):
                 self.hooks.pre_apply(change, "delete")
                 self.api.delete_keypair(change.name)
+                destroyed = True
+                if change.action is Action.DELETE:
+                    self.store.forget(change.name)
+            if change.action in (Action.CREATE, Action.REPLACE):
                 self.hooks.pre_apply(change, "create")
-                self._create(replace(change, prior=None))
-            elif change.action is Action.CREATE:
-                self.hooks.pre_apply(change, "create")
-                self._create(change)
+                assert change.desired is not None
+                self._create(change.desired,
+                             change.prior if change.action is Action.CREATE else None)
             elif change.action is Action.IMPORT:
                 self.hooks.pre_apply(change, "import")
                 self._adopt(change)
@@ -271,8 +284,12 @@ class _Applier:
                 self.hooks.pre_apply(change, "update")
                 self._update(change)
         except ReconcilerError as exc:
-            return Outcome(change.name, change.action, False, time.monotonic() - start, str(exc))
-        return Outcome(change.name, change.action, True, time.monotonic() - start, notes=notes)
+            error = str(exc)
+            if change.action is Action.REPLACE and destroyed:
+                error = f"the old key pair was deleted, but its replacement failed: {error}"
+            return Outcome(change.name, change.action, False, time.monotonic() - start, error,
+                           destroyed=destroyed)
+        return Outcome(change.name, change.action, True, time.monotonic() - start)
 
     def _adopt(self, change: Change) -> None:
         d, remote, prior = change.desired, change.remote, change.prior
@@ -289,6 +306,17 @@ class _Applier:
         self.api.update_description(d.name, d.description or "")
         self.store.record(replace(prior, description=d.description,
                                   prevent_destroy=d.prevent_destroy))
+
+
+def sha256_of(public_key: str, key_type: str) -> str:
+    """The SHA256 fingerprint for state; empty (never an error) when the cloud's key is odd,
+    so that a private key that arrived with it is still recorded."""
+    try:
+        if key_type == "x509":
+            return keys.parse_certificate(public_key).fingerprint_sha256
+        return keys.sha256_fingerprint(public_key)
+    except KeyFormatError:
+        return ""
 
 
 def _check_state_key(plan: Plan, store: StateStore) -> None:
@@ -319,11 +347,14 @@ def apply_plan(
     hooks = hooks or NullHooks()
     applier = _Applier(api=api, store=store, hooks=hooks, now=now, generate=generate)
     outcomes: list[Outcome] = []
-    lock = threading.Lock()
     _check_state_key(plan, store)
+    priors = {c.name: c.prior for c in plan.changes if c.prior is not None}
     try:
         for name in plan.forget:
             store.forget(name)
+        for name, protect in plan.lifecycle:
+            if name in priors:
+                store.record(replace(priors[name], prevent_destroy=protect))
         with ThreadPoolExecutor(max_workers=max(1, parallelism),
                                 thread_name_prefix="apply") as pool:
             futures: dict[Future[Outcome], Change] = {
@@ -332,8 +363,7 @@ def apply_plan(
             try:
                 for future in as_completed(futures):
                     outcome = future.result()
-                    with lock:
-                        outcomes.append(outcome)
+                    outcomes.append(outcome)
                     hooks.post_apply(futures[future], outcome)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -360,10 +390,11 @@ def apply_refresh(plan: Plan, *, store: StateStore, remote: RemoteSnapshot) -> l
                 store.forget(d.name)
                 notes.append(f"keypair.{d.name}: deleted outside reconciler; dropped from state")
             else:
-                sha = keys.sha256_fingerprint(now_remote.public_key) if prior.type != "x509" else ""
-                store.record(replace(prior, public_key=now_remote.public_key.strip(),
-                                     fingerprint_md5=now_remote.fingerprint,
-                                     fingerprint_sha256=sha, private_key=None))
+                store.record(replace(
+                    prior, public_key=now_remote.public_key.strip(),
+                    fingerprint_md5=now_remote.fingerprint,
+                    fingerprint_sha256=sha256_of(now_remote.public_key, prior.type),
+                    private_key=None))
                 notes.append(f"keypair.{d.name}: changed outside reconciler; state now records "
                              "the cloud's key (the previous private key is kept in the backup)")
     finally:

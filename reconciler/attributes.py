@@ -10,7 +10,6 @@ May import: ``reconciler.model``, ``reconciler.keys``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +20,6 @@ from reconciler.model import DesiredKeyPair, KeySource, RemoteKeyPair, StateKeyP
 REPLACING_FIELDS = ("source", "algorithm", "public_key", "type", "user_id", "scope",
                     "key_protection")
 
-_ROOT_KEY = re.compile(r"^root\['([^']+)'\]")
-
 
 def _normal(public_key: str, key_type: str) -> str:
     if key_type == "x509":
@@ -30,7 +27,8 @@ def _normal(public_key: str, key_type: str) -> str:
     return " ".join(public_key.split()[:2])
 
 
-def _import_fingerprint(d: DesiredKeyPair) -> str | None:
+def import_fingerprint(d: DesiredKeyPair) -> str | None:
+    """The fingerprint the cloud will report for an imported key (None if not an import)."""
     if d.public_key is None:
         return None
     try:
@@ -55,7 +53,7 @@ def desired_attributes(d: DesiredKeyPair) -> dict[str, Any]:
     }
     if d.source is KeySource.IMPORT and d.public_key is not None:
         out["public_key"] = _normal(d.public_key, d.type)
-        out["fingerprint"] = _import_fingerprint(d)
+        out["fingerprint"] = import_fingerprint(d)
         out["private_key"] = None
     return out
 
@@ -111,17 +109,22 @@ def replacing_fields(d: DesiredKeyPair, prior: StateKeyPair) -> tuple[str, ...]:
 def field_differences(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
 ) -> dict[str, tuple[Any, Any]]:
-    """Top-level fields that differ, with (before, after) values, computed with deepdiff."""
+    """Top-level fields that differ, with (before, after) values.
+
+    Scalars are compared directly; nested values (``key_protection``) with deepdiff, which
+    tells a real difference from a reordering.
+    """
     if not before or not after or before == after:
         return {}
-    from deepdiff import DeepDiff
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            from deepdiff import DeepDiff
 
-    diff = DeepDiff(dict(before), dict(after))
-    fields: set[str] = set()
-    for kind in ("values_changed", "type_changes", "dictionary_item_added",
-                 "dictionary_item_removed", "iterable_item_added", "iterable_item_removed"):
-        for path in diff.get(kind, ()):
-            match = _ROOT_KEY.match(str(path))
-            if match:
-                fields.add(match.group(1))
-    return {f: (before.get(f), after.get(f)) for f in sorted(fields)}
+            if not DeepDiff(dict(old), dict(new), ignore_order=True):
+                continue
+        out[key] = (old, new)
+    return out

@@ -28,11 +28,16 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     if not args.command:
         parser.print_help(env.stderr)
         return ExitCode.ERROR
-    from reconciler.errors import ReconcilerError
+    from reconciler.errors import DiagnosticsError, ReconcilerError
 
     try:
         module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
         return int(module.run(args, env))
+    except DiagnosticsError as exc:
+        env.err(str(exc))  # each line names its file (or key pair) and severity
+        count = len(exc.diagnostics)
+        env.err(f"Error: {count} problem{'s' if count != 1 else ''} found; nothing was changed.")
+        return ExitCode.ERROR
     except ReconcilerError as exc:
         env.err(f"Error: {exc}")
         return ExitCode.ERROR

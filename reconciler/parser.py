@@ -62,6 +62,16 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                    help="log HTTP requests (secrets redacted) and show tracebacks")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _targets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", default=[], metavar="NAME",
                    help="limit to this key pair (repeatable)")
@@ -100,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("apply", "carry out a plan: create, import, replace and delete key pairs")
     p.add_argument("paths", nargs="*", metavar="PATH|PLANFILE")
     p.add_argument("--auto-approve", action="store_true", help="do not ask for approval")
-    p.add_argument("--parallelism", type=int, default=10, metavar="N",
+    p.add_argument("--parallelism", type=_positive, default=10, metavar="N",
                    help="changes carried out at once (default 10)")
     _targets(p)
     p.add_argument("--replace", action="append", default=[], metavar="NAME")
@@ -108,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("destroy", "delete every key pair in state (respecting prevent_destroy)")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument("--auto-approve", action="store_true")
-    p.add_argument("--parallelism", type=int, default=10, metavar="N")
+    p.add_argument("--parallelism", type=_positive, default=10, metavar="N")
     _targets(p)
 
     p = cmd("import", "adopt a key pair that already exists in the cloud into state")

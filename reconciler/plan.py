@@ -8,7 +8,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.attributes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.attributes import (
     desired_attributes,
     field_differences,
+    import_fingerprint,
     recorded_attributes,
     remote_attributes,
     replacing_fields,
@@ -52,12 +53,32 @@ class Mode(StrEnum):
     REFRESH_ONLY = "refresh-only"
 
 
+class DriftKind(StrEnum):
+    DELETED = "deleted"
+    CHANGED = "changed"
+
+
 # Terraform's action_reason values, for tools that read the JSON plan.
 REASON_CANNOT_UPDATE = "replace_because_cannot_update"
 REASON_TAINTED = "replace_because_tainted"
 REASON_BY_REQUEST = "replace_by_request"
 REASON_ROTATION = "replace_by_triggers"
 REASON_NO_CONFIG = "delete_because_no_resource_config"
+
+
+def tally(actions: Iterable[Action]) -> dict[str, int]:
+    """Terraform's counts: a replacement is one add and one destroy."""
+    out = {"import": 0, "add": 0, "change": 0, "destroy": 0}
+    for action in actions:
+        if action is Action.IMPORT:
+            out["import"] += 1
+        elif action is Action.UPDATE:
+            out["change"] += 1
+        if action in (Action.CREATE, Action.REPLACE):
+            out["add"] += 1
+        if action in (Action.DELETE, Action.REPLACE):
+            out["destroy"] += 1
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +93,7 @@ class Drift:
     """A key pair that changed in the cloud behind reconciler's back."""
 
     name: str
-    kind: str  # "deleted" | "changed"
+    kind: DriftKind
     before: Mapping[str, Any]
     after: Mapping[str, Any] | None
 
@@ -100,7 +121,12 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A value: the changes (sorted by name, no-ops included), drift, and what it was made from."""
+    """A value: the changes (sorted by name, no-ops included), drift, and what it was made from.
+
+    ``forget`` and ``lifecycle`` change state only, as Terraform's refresh does: entries gone
+    from the cloud and the manifests are dropped; a changed ``prevent_destroy`` is recorded.
+    Neither counts as a change.
+    """
 
     changes: tuple[Change, ...]
     api: Api
@@ -109,48 +135,59 @@ class Plan:
     manifest_digest: str
     mode: Mode = Mode.NORMAL
     drift: tuple[Drift, ...] = ()
-    forget: tuple[str, ...] = ()  # gone from the cloud and not desired: dropped from state only
-    targets: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = field(default_factory=tuple)
+    forget: tuple[str, ...] = ()
+    lifecycle: tuple[tuple[str, bool], ...] = ()  # (name, prevent_destroy) to record
+    targets: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def actionable(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.action is not Action.NOOP)
 
     def counts(self) -> dict[str, int]:
-        """Terraform's tally: a replacement counts as one add and one destroy."""
-        out = {"import": 0, "add": 0, "change": 0, "destroy": 0}
-        for c in self.changes:
-            if c.action is Action.IMPORT:
-                out["import"] += 1
-            elif c.action is Action.CREATE:
-                out["add"] += 1
-            elif c.action is Action.UPDATE:
-                out["change"] += 1
-            elif c.action is Action.REPLACE:
-                out["add"] += 1
-                out["destroy"] += 1
-            elif c.action is Action.DELETE:
-                out["destroy"] += 1
-        return out
+        return tally(c.action for c in self.changes)
 
     @property
     def has_changes(self) -> bool:
-        """True when applying would change the cloud or the state."""
+        """True when applying would change the cloud (or, refresh-only, record drift)."""
         if self.mode is Mode.REFRESH_ONLY:
             return bool(self.drift)
-        return bool(self.actionable) or bool(self.forget)
+        return bool(self.actionable)
+
+    @property
+    def state_only(self) -> bool:
+        """True when apply has state to update although nothing changes in the cloud."""
+        return bool(self.forget or self.lifecycle)
 
 
-def _check_names(options: PlanOptions, known: set[str]) -> list[Diagnostic]:
+@dataclass
+class _Context:
+    """What every decision needs besides the key pair itself."""
+
+    options: PlanOptions
+    now: datetime
+    api: Api
+    problems: list[Diagnostic]
+
+    def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None) -> None:
+        self.problems.append(Diagnostic(summary=summary, detail=detail,
+                                        location=d.location if d else None))
+
+
+def _check_names(options: PlanOptions, desired: Mapping[str, object],
+                 recorded: Mapping[str, object]) -> list[Diagnostic]:
     out = []
     for flag, names in (("--target", options.targets), ("--replace", options.replace)):
         for name in names:
-            if name not in known:
+            if name not in desired and name not in recorded:
                 out.append(Diagnostic(
                     summary=f"{flag} {name}: no key pair of that name in the manifests or state",
                     detail="check the spelling; `reconciler state list` shows managed key pairs",
                 ))
+    for name in options.replace:
+        if name in desired and name not in recorded:
+            out.append(Diagnostic(summary=f"--replace {name}: it is not in state yet, so there "
+                                          "is nothing to replace",
+                                  detail="drop --replace; the plan creates it"))
     return out
 
 
@@ -162,120 +199,126 @@ def _age_seconds(created: str, now: datetime) -> float | None:
     return (now - then).total_seconds()
 
 
-def _cheap_normal(public_key: str) -> str:
-    return " ".join(public_key.split()[:2])
-
-
 def _drift_for(prior: StateKeyPair, remote: RemoteKeyPair | None) -> Drift | None:
     if prior.status is EntryStatus.PENDING:
         return None  # never confirmed in the cloud: not drift, an interrupted apply
     if remote is None:
-        return Drift(prior.name, "deleted", recorded_attributes(prior), None)
+        return Drift(prior.name, DriftKind.DELETED, recorded_attributes(prior), None)
     if remote.fingerprint != prior.fingerprint_md5:
-        return Drift(prior.name, "changed", recorded_attributes(prior), remote_attributes(remote))
+        return Drift(prior.name, DriftKind.CHANGED, recorded_attributes(prior),
+                     remote_attributes(remote))
     return None
 
 
-def _plan_desired(
-    d: DesiredKeyPair,
-    prior: StateKeyPair | None,
-    remote: RemoteKeyPair | None,
-    *,
-    options: PlanOptions,
-    now: datetime,
-    problems: list[Diagnostic],
-) -> Change:
+def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: _Context) -> Change:
+    """Desired, not in state."""
     after = desired_attributes(d)
-    unknown = tuple(k for k in ("public_key", "fingerprint", "private_key") if k not in after)
-    if prior is None:
-        if remote is None:
-            return Change(d.name, Action.CREATE, None, after, unknown, desired=d)
-        if d.source is KeySource.IMPORT and d.public_key is not None and (
-            _cheap_normal(d.public_key) == _cheap_normal(remote.public_key)
-        ):
-            return Change(d.name, Action.IMPORT, remote_attributes(remote), after, (),
-                          notes=("already in the cloud with the same public key",),
-                          desired=d, remote=remote)
-        problems.append(Diagnostic(
-            summary=f"key pair {d.name!r} already exists in the cloud and is not managed "
-                    "by reconciler",
-            location=d.location,
-            detail=f"run `reconciler import {d.name}` to adopt it into state, or rename it "
-                   "in the manifest",
-        ))
-        return Change(d.name, Action.NOOP, desired=d, remote=remote)
-    before = recorded_attributes(prior)
-    if prior.status is EntryStatus.PENDING:
-        if remote is None:
-            return Change(d.name, Action.CREATE, None, after, unknown, desired=d, prior=prior,
-                          notes=("resuming an interrupted apply" + (
-                              "" if prior.source is KeySource.CLOUD
-                              else " with the key already in state"),))
-        if prior.source is KeySource.CLOUD:  # its create was sent; the answer never arrived
-            return Change(d.name, Action.REPLACE, before, after, unknown, reason=REASON_TAINTED,
-                          notes=("an interrupted apply: the cloud created it but its private "
-                                 "key never arrived",),
-                          desired=d, prior=prior, remote=remote)
-        if remote.fingerprint == prior.fingerprint_md5:
-            return Change(d.name, Action.IMPORT, before, after, (), desired=d, prior=prior,
-                          remote=remote, notes=("completing an interrupted apply",))
-        problems.append(Diagnostic(
-            summary=f"key pair {d.name!r} exists in the cloud with a key reconciler did not "
-                    "upload",
-            location=d.location,
-            detail=f"run `reconciler state rm {d.name}` and then `reconciler import {d.name}`, "
-                   "or delete it in the cloud",
-        ))
-        return Change(d.name, Action.NOOP, desired=d, prior=prior, remote=remote)
+    unknown = _unknown(after)
     if remote is None:
-        return Change(d.name, Action.CREATE, before, after, unknown, desired=d, prior=prior,
-                      notes=("deleted outside reconciler; it will be created again",))
+        return Change(d.name, Action.CREATE, after=after, after_unknown=unknown, desired=d)
+    if d.source is KeySource.IMPORT and import_fingerprint(d) == remote.fingerprint:
+        return Change(d.name, Action.IMPORT, before=remote_attributes(remote), after=after,
+                      notes=("already in the cloud with the same public key",),
+                      desired=d, remote=remote)
+    ctx.problem(f"key pair {d.name!r} already exists in the cloud and is not managed by "
+                "reconciler",
+                f"run `reconciler import {d.name}` to adopt it into state, or rename it in the "
+                "manifest", d)
+    return Change(d.name, Action.NOOP, desired=d, remote=remote)
+
+
+def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
+             ctx: _Context) -> Change:
+    """Desired, and recorded by an apply that was interrupted before the cloud confirmed it."""
+    after = desired_attributes(d)
+    common: dict[str, Any] = {"after": after, "after_unknown": _unknown(after), "desired": d,
+                              "prior": prior, "remote": remote}
+    if remote is None:
+        kept = "" if prior.source is KeySource.CLOUD else " with the key already in state"
+        return Change(d.name, Action.CREATE, notes=(f"resuming an interrupted apply{kept}",),
+                      **common)
+    before = recorded_attributes(prior)
+    if prior.source is KeySource.CLOUD:  # its create was sent; the answer never arrived
+        return Change(d.name, Action.REPLACE, before=before, reason=REASON_TAINTED,
+                      notes=("an interrupted apply: the cloud created it but its private key "
+                             "never arrived",), **common)
+    if remote.fingerprint == prior.fingerprint_md5:
+        return Change(d.name, Action.IMPORT, before=before, after=after, desired=d, prior=prior,
+                      remote=remote, notes=("completing an interrupted apply",))
+    ctx.problem(f"key pair {d.name!r} exists in the cloud with a key reconciler did not upload",
+                f"run `reconciler state rm {d.name}` and then `reconciler import {d.name}`, or "
+                "delete it in the cloud", d)
+    return Change(d.name, Action.NOOP, desired=d, prior=prior, remote=remote)
+
+
+def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
+                 ctx: _Context) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+    """Why a managed key pair must be replaced: (reason, forcing fields, notes), or None."""
     if remote.fingerprint != prior.fingerprint_md5:
-        return Change(d.name, Action.REPLACE, before, after, unknown,
-                      replace_paths=("public_key",), reason=REASON_CANNOT_UPDATE,
-                      notes=("its key was changed outside reconciler",),
-                      desired=d, prior=prior, remote=remote)
+        return REASON_CANNOT_UPDATE, ("public_key",), ("its key was changed outside reconciler",)
     if prior.status is EntryStatus.TAINTED:
-        return Change(d.name, Action.REPLACE, before, after, unknown, reason=REASON_TAINTED,
-                      notes=("tainted: the cloud generated it but its private key never arrived",),
-                      desired=d, prior=prior, remote=remote)
-    if d.name in options.replace:
-        return Change(d.name, Action.REPLACE, before, after, unknown, reason=REASON_BY_REQUEST,
-                      notes=("requested with --replace",), desired=d, prior=prior, remote=remote)
+        return REASON_TAINTED, (), ("tainted: the cloud generated it but its private key never "
+                                    "arrived",)
+    if d.name in ctx.options.replace:
+        return REASON_BY_REQUEST, (), ("requested with --replace",)
     forcing = () if d.spec_digest == prior.spec_digest else replacing_fields(d, prior)
     if forcing:
-        return Change(d.name, Action.REPLACE, before, after, unknown, replace_paths=forcing,
-                      reason=REASON_CANNOT_UPDATE, desired=d, prior=prior, remote=remote)
+        return REASON_CANNOT_UPDATE, forcing, ()
     if d.rotate_after_seconds is not None:
-        age = _age_seconds(prior.created, now)
+        age = _age_seconds(prior.created, ctx.now)
         if age is not None and age >= d.rotate_after_seconds:
-            days = int(age // 86400)
-            return Change(d.name, Action.REPLACE, before, after, unknown, reason=REASON_ROTATION,
-                          notes=(f"rotation due: created {days} days ago, rotate_after is "
-                                 f"{d.rotate_after_seconds // 86400} days",),
-                          desired=d, prior=prior, remote=remote)
-    if (d.description or None) != (prior.description or None):
-        merged = dict(before)
-        merged["description"] = d.description
-        return Change(d.name, Action.UPDATE, before, merged, (), desired=d, prior=prior,
-                      remote=remote)
-    return Change(d.name, Action.NOOP, before, before, (), desired=d, prior=prior, remote=remote)
+            return REASON_ROTATION, (), (f"rotation due: created {int(age // 86400)} days ago, "
+                                         f"rotate_after is {d.rotate_after_seconds // 86400} "
+                                         "days",)
+    return None
 
 
-def _plan_undesired(
-    prior: StateKeyPair, remote: RemoteKeyPair | None, *, reason: str, problems: list[Diagnostic]
-) -> Change | None:
+def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
+             ctx: _Context) -> Change:
+    """Desired, and recorded as in the cloud."""
+    before = recorded_attributes(prior)
+    after = desired_attributes(d)
     if remote is None:
-        return None  # already gone from the cloud: only forgotten from state
-    if prior.prevent_destroy:
-        problems.append(Diagnostic(
-            summary=f"keypair.{prior.name} has prevent_destroy set, but the plan calls for it "
+        return Change(d.name, Action.CREATE, before=before, after=after,
+                      after_unknown=_unknown(after), desired=d, prior=prior,
+                      notes=("deleted outside reconciler; it will be created again",))
+    why = _replacement(d, prior, remote, ctx)
+    if why is not None:
+        reason, forcing, notes = why
+        if d.prevent_destroy:
+            ctx.problem(f"keypair.{d.name} has prevent_destroy set, but the plan calls for it to "
+                        f"be replaced ({'; '.join(notes) or 'changed: ' + ', '.join(forcing)})",
+                        "to replace it, first set `prevent_destroy: false`; otherwise undo the "
+                        "change that forces the replacement", d)
+        return Change(d.name, Action.REPLACE, before=before, after=after,
+                      after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
+                      notes=notes, desired=d, prior=prior, remote=remote)
+    # Descriptions exist only in kps; after a switch of API they are not compared.
+    if ctx.api is Api.KPS and (d.description or None) != (prior.description or None):
+        return Change(d.name, Action.UPDATE, before=before,
+                      after={**before, "description": d.description},
+                      desired=d, prior=prior, remote=remote)
+    return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
+                  remote=remote)
+
+
+def _unknown(after: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(k for k in ("public_key", "fingerprint", "private_key") if k not in after)
+
+
+def _undesired(prior: StateKeyPair, remote: RemoteKeyPair | None, *, protected: bool,
+               mode: Mode, ctx: _Context) -> Change | None:
+    """In state, not desired (or destroying): delete it, or only forget it if already gone."""
+    if remote is None:
+        return None
+    if protected:
+        ctx.problem(f"keypair.{prior.name} has prevent_destroy set, but the plan calls for it "
                     "to be destroyed",
-            detail="to delete it, first set `prevent_destroy: false` and apply; or keep it in "
-                   "the manifest",
-        ))
-    return Change(prior.name, Action.DELETE, recorded_attributes(prior), None, (),
-                  reason=reason, prior=prior, remote=remote)
+                    "to delete it, first set `prevent_destroy: false` in its manifest and "
+                    "apply; or keep it in the manifests")
+    reason = REASON_NO_CONFIG if mode is Mode.NORMAL else None
+    return Change(prior.name, Action.DELETE, before=recorded_attributes(prior), reason=reason,
+                  prior=prior, remote=remote)
 
 
 def make_plan(
@@ -293,69 +336,47 @@ def make_plan(
     """
     desired = manifest.by_name()
     recorded = state.keypairs
-    actual = remote.keypairs
-    problems = _check_names(options, set(desired) | set(recorded))
-    for name in options.replace:
-        if name in desired and name not in recorded:
-            problems.append(Diagnostic(summary=f"--replace {name}: it is not in state yet, "
-                                               "so there is nothing to replace"))
+    ctx = _Context(options=options, now=now, api=remote.api,
+                   problems=_check_names(options, desired, recorded))
     targets = set(options.targets)
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[str] = []
+    lifecycle: list[tuple[str, bool]] = []
     for name in sorted(set(desired) | set(recorded)):
         if targets and name not in targets:
             continue
-        prior = recorded.get(name)
-        now_remote = actual.get(name)
-        if prior is not None:
-            dr = _drift_for(prior, now_remote)
-            if dr is not None:
-                drift.append(dr)
+        d, prior, now_remote = desired.get(name), recorded.get(name), remote.keypairs.get(name)
+        if prior is not None and (dr := _drift_for(prior, now_remote)) is not None:
+            drift.append(dr)
         if options.mode is Mode.REFRESH_ONLY:
             continue
-        d = desired.get(name)
-        if options.mode is Mode.DESTROY:
-            d = None
-        if d is not None:
-            change = _plan_desired(d, prior, now_remote, options=options, now=now,
-                                   problems=problems)
-            if change.action is Action.REPLACE and d.prevent_destroy:
-                why = "; ".join(change.notes) or "changed: " + ", ".join(change.replace_paths)
-                problems.append(Diagnostic(
-                    summary=f"keypair.{name} has prevent_destroy set, but the plan calls for it "
-                            f"to be replaced ({why})",
-                    location=d.location,
-                    detail="to replace it, first set `prevent_destroy: false`; otherwise undo "
-                           "the change that forces the replacement",
-                ))
-            changes.append(change)
+        if d is not None and options.mode is Mode.NORMAL:
+            if prior is None:
+                changes.append(_new(d, now_remote, ctx))
+            elif prior.status is EntryStatus.PENDING:
+                changes.append(_pending(d, prior, now_remote, ctx))
+            else:
+                change = _managed(d, prior, now_remote, ctx)
+                changes.append(change)
+                if change.action is Action.NOOP and d.prevent_destroy != prior.prevent_destroy:
+                    lifecycle.append((name, d.prevent_destroy))
         elif prior is not None:
-            gone = _plan_undesired(prior, now_remote, reason=REASON_NO_CONFIG,
-                                   problems=problems)
+            protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
+            gone = _undesired(prior, now_remote, protected=protected, mode=options.mode, ctx=ctx)
             if gone is None:
                 forget.append(name)
             else:
                 changes.append(gone)
-    if problems:
-        raise DiagnosticsError(problems)
+    if ctx.problems:
+        raise DiagnosticsError(ctx.problems)
     return Plan(
-        changes=tuple(changes),
-        api=remote.api,
-        lineage=state.lineage,
-        serial=state.serial,
-        manifest_digest=manifest.digest,
-        mode=options.mode,
-        drift=tuple(drift),
-        forget=tuple(forget),
-        targets=tuple(sorted(targets)),
+        changes=tuple(changes), api=remote.api, lineage=state.lineage, serial=state.serial,
+        manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
+        forget=tuple(forget), lifecycle=tuple(lifecycle), targets=tuple(sorted(targets)),
     )
 
 
 def field_changes(change: Change) -> dict[str, tuple[Any, Any]]:
     """Per-field differences between before and after (deepdiff), for renderers."""
     return field_differences(change.before, change.after)
-
-
-def changes_by_action(plan: Plan, actions: Sequence[Action]) -> tuple[Change, ...]:
-    return tuple(c for c in plan.changes if c.action in actions)

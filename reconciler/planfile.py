@@ -26,7 +26,7 @@ from reconciler.model import (
     SourceLocation,
     State,
 )
-from reconciler.plan import Action, Change, Mode, Plan
+from reconciler.plan import Action, Change, Drift, DriftKind, Mode, Plan
 from reconciler.render.json import PLAN_KIND, PLAN_VERSION
 
 MAX_PLAN_BYTES = 256 * 1024 * 1024
@@ -99,8 +99,13 @@ def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> No
             f"state: lineage {state.lineage}, serial {state.serial}). "
             "Nothing was changed; run `reconciler plan --out FILE` again."
         )
+    try:
+        assumed = dict(doc["reconciler"]["remote"])
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("the saved plan is damaged; make a new one with "
+                         "`reconciler plan --out FILE`") from None
     moved = []
-    for name, fingerprint in sorted(doc["reconciler"]["remote"].items()):
+    for name, fingerprint in sorted(assumed.items()):
         now = remote.keypairs.get(name)
         if (now.fingerprint if now else None) != fingerprint:
             moved.append(name)
@@ -112,31 +117,50 @@ def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> No
 
 
 def load_plan(doc: dict[str, Any], *, state: State, remote: RemoteSnapshot) -> Plan:
-    """Rebuild the plan from its document, against the (unchanged) state and cloud."""
+    """Rebuild the plan from its document, against the (unchanged) state and cloud.
+
+    Raises ``StaleStateError`` for a stale plan and ``UsageError`` for a damaged document.
+    """
     check_fresh(doc, state, remote)
+    try:
+        return _rebuild(doc, state=state, remote=remote)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        raise UsageError("the saved plan is damaged or was not made by this version of "
+                         "reconciler; make a new one with `reconciler plan --out FILE`") from None
+
+
+def _rebuild(doc: dict[str, Any], *, state: State, remote: RemoteSnapshot) -> Plan:
     rec = doc["reconciler"]
     configuration = rec.get("configuration", {})
+    lifecycle = tuple((str(n), bool(p)) for n, p in rec.get("lifecycle", []))
+    recorded_only = {name for name, _ in lifecycle}  # no-ops whose state entry apply updates
     changes = []
     for rc in doc["resource_changes"]:
         action = _action(rc)
-        if action is Action.NOOP:
+        if action is Action.NOOP and rc["name"] not in recorded_only:
             continue
         name = rc["name"]
         desired = _desired(configuration[name]) if name in configuration else None
         prior = state.keypairs.get(name)
-        after_unknown = tuple(rc["change"].get("after_unknown", {}))
         changes.append(Change(
             name=name, action=action,
             before=recorded_attributes(prior) if prior else rc["change"].get("before"),
             after=desired_attributes(desired) if desired else None,
-            after_unknown=after_unknown,
+            after_unknown=tuple(rc["change"].get("after_unknown", {})),
             replace_paths=tuple(p[0] for p in rc["change"].get("replace_paths", [])),
             reason=rc.get("action_reason"),
             desired=desired, prior=prior, remote=remote.keypairs.get(name),
         ))
+    drift = tuple(
+        Drift(name=d["name"],
+              kind=DriftKind.DELETED if d["change"]["actions"] == ["delete"] else DriftKind.CHANGED,
+              before=d["change"]["before"], after=d["change"]["after"])
+        for d in doc.get("resource_drift", []))
     return Plan(
         changes=tuple(changes), api=Api(rec["api"]), lineage=state.lineage,
         serial=state.serial, manifest_digest=doc.get("manifest_digest", ""),
-        mode=Mode(rec.get("mode", "normal")), forget=tuple(rec.get("forget", [])),
+        mode=Mode(rec.get("mode", "normal")), drift=drift,
+        forget=tuple(rec.get("forget", [])),
+        lifecycle=lifecycle,
         targets=tuple(rec.get("targets", [])),
     )

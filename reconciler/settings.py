@@ -49,7 +49,8 @@ def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
     try:
         return Api(raw) if raw else Api.V21
     except ValueError:
-        raise UsageError(f"unknown API {raw!r} (RECONCILER_API); use v2, v2.1 or kps") from None
+        raise UsageError(f"unknown API {raw!r}; use v2, v2.1 or kps (--api, RECONCILER_API or "
+                         "provider.api)") from None
 
 
 def resolve_api_settings(

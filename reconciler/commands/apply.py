@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from reconciler.apply import ApplyResult, apply_plan, apply_refresh
-from reconciler.commands.common import LineHooks, Session, session
+from reconciler.commands.common import LineHooks, Session, api_settings, session
 from reconciler.commands.plan import compute, refreshed_line, show
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
@@ -53,9 +53,7 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
         env.out(summary(result, destroy=destroy))
         return ExitCode.OK
     for outcome in result.failed:
-        prefix = f"keypair.{outcome.name}: "
-        error = outcome.error or ""
-        env.err(f"Error: {error if error.startswith(prefix) else prefix + error}")
+        env.err(f"Error: keypair.{outcome.name}: {outcome.error}")
     c = result.counts()
     done = len(result.outcomes) - len(result.failed)
     env.err()
@@ -68,8 +66,6 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
 
 def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
               destroy: bool = False) -> int:
-    if args.parallelism < 1:
-        raise UsageError("--parallelism must be at least 1")
     result = apply_plan(plan, api=sess.api, store=sess.store,
                         hooks=LineHooks(env, colour=env.colour(args.no_color),
                                         live=env.stdout_is_tty(), total=len(plan.actionable)),
@@ -84,9 +80,9 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         env.out(refreshed_line(sess, plan))
         env.out()
         show(plan, args, env, "text")
-        if not plan.has_changes:
+        if not plan.has_changes and not plan.state_only:
             return ExitCode.OK
-        if plan.actionable and not args.auto_approve:
+        if plan.has_changes and not args.auto_approve:
             env.out()
             if not approved(env, destroy=destroy):
                 env.err("Apply cancelled.")
@@ -94,16 +90,33 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         return carry_out(plan, args, env, sess, destroy=destroy)
 
 
+def _pinned_provider(args: argparse.Namespace, env: Env,
+                     provider: dict[str, str | None]) -> ProviderConfig:
+    """A saved plan applies where it was made: flags or environment may not point elsewhere."""
+    planned = ProviderConfig(region=provider.get("region"), project_id=provider.get("project_id"),
+                             api=Api(str(provider["api"])) if provider.get("api") else None,
+                             endpoint=provider.get("endpoint"))
+    now = api_settings(args, env, planned)
+    differ = [f"{what} {mine!r} (the plan: {theirs!r})" for what, mine, theirs in (
+        ("API", now.api.value, provider.get("api")),
+        ("endpoint", now.endpoint, provider.get("endpoint")),
+        ("project", now.project_id, provider.get("project_id"))) if theirs and mine != theirs]
+    if differ:
+        raise UsageError("this saved plan was made for another cloud than the one the flags or "
+                         f"environment name: {'; '.join(differ)}. Apply it without them, or "
+                         "make a new plan")
+    return planned
+
+
 def apply_saved(args: argparse.Namespace, env: Env, path: Path) -> int:
     from reconciler.planfile import load_plan, read_plan_document
     from reconciler.refresh import refresh
 
     doc = read_plan_document(path)
-    rec = doc["reconciler"]
-    p = rec.get("provider") or {}
-    provider = ProviderConfig(region=p.get("region"), project_id=p.get("project_id"),
-                              api=Api(p["api"]) if p.get("api") else None,
-                              endpoint=p.get("endpoint"))
+    rec = doc.get("reconciler")
+    if not isinstance(rec, dict) or not isinstance(rec.get("provider"), dict):
+        raise UsageError(f"{path}: the saved plan is damaged; make a new one")
+    provider = _pinned_provider(args, env, rec["provider"])
     b = rec.get("backend")
     backend = BackendConfig(kind="s3", bucket=b["bucket"], key=b["key"],
                             endpoint=b.get("endpoint"), region=b.get("region")) if b else None

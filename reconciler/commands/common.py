@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.api.protocol import ApiSettings, KeyPairApi
+from reconciler.apply import Outcome
 from reconciler.env import Env
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig, State
+from reconciler.plan import Action, Change
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
 from reconciler.state.protocol import StateStore
 
@@ -56,7 +58,7 @@ def open_state(args: argparse.Namespace, env: Env,
 
     return open_store(state_path=args.state, backend=args.backend,
                       backend_endpoint=args.backend_endpoint, manifest_backend=backend,
-                      env=env, notice=env.err)
+                      env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)))
 
 
 def lock_timeout(args: argparse.Namespace) -> float:
@@ -111,34 +113,25 @@ class LineHooks:
                                       f"{self._running} in progress...")
             self.env.stdout.flush()
 
-    def pre_apply(self, change: object, phase: str) -> None:
+    def pre_apply(self, change: Change, phase: str) -> None:
         verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
                 "import": "Importing..."}[phase]
-        second_half = phase == "create" and getattr(change, "action", None) == "replace"
+        second_half = phase == "create" and change.action is Action.REPLACE
         with self._lock:
             self._running += 0 if second_half else 1  # a replacement is one change
-        self._say(f"{getattr(change, 'address', '?')}: {verb}")
+        self._say(f"{change.address}: {verb}")
 
-    def post_apply(self, change: object, outcome: object) -> None:
-        from reconciler.apply import Outcome
-        from reconciler.plan import Action
-
-        assert isinstance(outcome, Outcome)
+    def post_apply(self, change: Change, outcome: Outcome) -> None:
         with self._lock:
             self._done += 1
             self._running -= 1
-        address = getattr(change, "address", "?")
         if not outcome.ok:
-            self._say(f"{address}: failed after {outcome.elapsed:.1f}s")
+            self._say(f"{change.address}: failed after {outcome.elapsed:.1f}s")
             return
         done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
                 Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
                 Action.IMPORT: "Import complete"}[outcome.action]
-        self._say(f"{address}: {done} after {outcome.elapsed:.1f}s")
-
-    def warn(self, message: str) -> None:
-        with self._lock:
-            self.env.err(f"Warning: {message}")
+        self._say(f"{change.address}: {done} after {outcome.elapsed:.1f}s")
 
 
 def api_name(api: Api) -> str:

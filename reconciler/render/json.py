@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.model import DesiredKeyPair
-from reconciler.plan import Action, Change, Drift, Plan
+from reconciler.plan import Action, Change, Drift, DriftKind, Plan
 
 FORMAT_VERSION = "1.2"
 PLAN_KIND = "reconciler-plan"
@@ -85,7 +85,7 @@ def _drift(d: Drift) -> dict[str, Any]:
         "type": "keypair",
         "name": d.name,
         "change": {
-            "actions": ["delete"] if d.kind == "deleted" else ["update"],
+            "actions": ["delete"] if d.kind is DriftKind.DELETED else ["update"],
             "before": dict(d.before),
             "after": dict(d.after) if d.after is not None else None,
         },
@@ -113,13 +113,16 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "mode": plan.mode.value,
             "targets": list(plan.targets),
             "forget": list(plan.forget),
+            "lifecycle": [[name, protect] for name, protect in plan.lifecycle],
             "configuration": {
                 ch.name: desired_to_dict(ch.desired)
                 for ch in plan.changes if ch.desired is not None and ch.action is not Action.NOOP
             },
+            # What the plan assumed of the cloud, so a saved plan can tell it is stale.
             "remote": {
-                ch.name: (ch.remote.fingerprint if ch.remote else None)
-                for ch in plan.changes if ch.action is not Action.NOOP
+                **{d.name: (d.after or {}).get("fingerprint") for d in plan.drift},
+                **{ch.name: (ch.remote.fingerprint if ch.remote else None)
+                   for ch in plan.changes if ch.action is not Action.NOOP},
             },
         },
     }

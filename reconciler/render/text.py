@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.model import SENSITIVE
-from reconciler.plan import Action, Change, Drift, Mode, Plan, field_changes
+from reconciler.plan import (
+    REASON_NO_CONFIG,
+    Action,
+    Change,
+    Drift,
+    DriftKind,
+    Mode,
+    Plan,
+    field_changes,
+)
 
 KNOWN_AFTER = "(known after apply)"
 ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
@@ -176,7 +185,7 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
         body = _update_body(change)
     lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint))
     insert_at = 1
-    if change.action is Action.DELETE and change.reason:
+    if change.action is Action.DELETE and change.reason == REASON_NO_CONFIG:
         lines.insert(insert_at, f"  # (because {change.address} is not in the manifests)")
         insert_at += 1
     for note in change.notes:
@@ -194,7 +203,7 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
         "",
     ]
     for d in drift:
-        if d.kind == "deleted":
+        if d.kind is DriftKind.DELETED:
             lines = [("-", f"{k} = {_shown(k, d.before[k])} -> null")
                      for k in ("name", "public_key", "fingerprint") if d.before.get(k)]
             out.extend(_block(f"keypair.{d.name} has been deleted", "  -", lines, d.name, paint))
@@ -225,6 +234,8 @@ def summary_line(plan: Plan) -> str:
 
 def _legend(plan: Plan) -> list[str]:
     present = {c.action for c in plan.actionable}
+    if present <= {Action.IMPORT}:
+        return ["reconciler will adopt key pairs that already exist in the cloud into state."]
     out = ["reconciler used the manifests to generate the following execution plan. Resource",
            "actions are indicated with the following symbols:"]
     for action, text in ((Action.CREATE, "  + create"), (Action.UPDATE, "  ~ update in-place"),
@@ -253,8 +264,13 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.extend(["", RULE, ""])
     if plan.forget:
         names = ", ".join(plan.forget)
-        out.append(_wrap(f"Gone from the cloud and from the manifests, to be dropped from "
-                         f"state: {names}"))
+        out.append(_wrap(f"Gone from the cloud and from the manifests, so apply drops them from "
+                         f"state (their previous state stays in the backup): {names}"))
+        out.append("")
+    for name, protect in plan.lifecycle:
+        out.append(f"keypair.{name}: apply records prevent_destroy = "
+                   f"{'true' if protect else 'false'} in state (no change in the cloud).")
+    if plan.lifecycle:
         out.append("")
     if plan.actionable:
         out.extend(_legend(plan))
@@ -270,7 +286,4 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.append("")
         out.append(_wrap("reconciler has compared your real infrastructure against your "
                          "manifests and found no differences, so no changes are needed."))
-    for warning in plan.warnings:
-        out.append("")
-        out.append(f"Warning: {warning}")
     return "\n".join(out) + "\n"

@@ -253,6 +253,7 @@ class _KeyPairCheck:
         name = self._name()
         public_key = self._public_key()
         protection = self._key_protection()
+        self._check_rotation()
         for fld, summary, detail in _api_problems(
             api=self.api, key_protection="key_protection" in self.item,
             description="description" in self.item, scope="scope" in self.item,
@@ -261,6 +262,20 @@ class _KeyPairCheck:
         if not self.ok or name is None:
             return None  # the load fails anyway; records are built only for sound items
         return self._record(name, public_key, protection)
+
+    def _check_rotation(self) -> None:
+        """rotate_after replaces the key pair with a new key; some key pairs cannot have one."""
+        if "rotate_after" not in self.item:
+            return
+        if self.item.get("prevent_destroy") is True:
+            self.add("rotate_after", "rotate_after replaces the key pair, which prevent_destroy "
+                     "forbids", key=True,
+                     detail="keep one of them: rotate with `reconciler apply --replace NAME` "
+                            "when you decide to, or drop prevent_destroy")
+        if "public_key" in self.item or "public_key_file" in self.item:
+            self.add("rotate_after", "rotate_after cannot rotate an imported public key "
+                     "(reconciler does not hold its private key)", key=True,
+                     detail="its owner makes a new key and changes public_key; drop rotate_after")
 
     def _str(self, key: str) -> str | None:
         value = self.item.get(key)

@@ -100,6 +100,10 @@ EXPECTED: dict[str, list[str]] = {
         'a.yaml:5:19: error: keypairs[0].rotate_after: "90 days" is not a valid duration',
         'a.yaml:7:19: error: keypairs[1].rotate_after: "0d" is not a valid duration',
         'a.yaml:9:19: error: keypairs[2].rotate_after: "3m" is not a valid duration',
+        "a.yaml:13:5: error: keypairs[3].rotate_after: rotate_after replaces the key pair, "
+        "which prevent_destroy forbids",
+        "a.yaml:16:5: error: keypairs[4].rotate_after: rotate_after cannot rotate an imported "
+        "public key",
     ],
     "line_breaks": [
         'a.yaml:4:11: error: provider.region: "cn-north-4" ends with a line break',

@@ -48,7 +48,8 @@ def test_main_example_content() -> None:
     assert kps["web-deploy"].source is KeySource.CLOUD
     assert kps["ci-runner"].source is KeySource.GENERATE and kps["ci-runner"].algorithm == "ed25519"
     vault = kps["vault"]
-    assert vault.prevent_destroy and vault.rotate_after_seconds == 90 * 86400
+    assert vault.prevent_destroy and vault.rotate_after_seconds is None
+    assert kps["bastion"].rotate_after_seconds == 12 * 7 * 86400
     assert vault.key_protection is not None and vault.key_protection.encryption.type == "kms"
     alice = kps["alice"]
     assert alice.source is KeySource.IMPORT and alice.public_key_file == "keys/alice.pub"

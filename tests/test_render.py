@@ -64,6 +64,9 @@ def test_markdown_for_5000_changes_fits_a_comment_and_says_what_it_cut() -> None
     assert md.splitlines()[3] == f"**{summary_line(plan)}**"
     assert "> [!WARNING]" in md and "500 key pair(s) will be destroyed" in md
     assert "too large for one comment" in md
+    assert md.count("\n| `") > 300  # as many table rows as fit, not a token few
+    assert md.count("  # keypair.") > 50  # and the text plan, cut between two key pairs
+    assert "more key pairs not shown" in md
 
 
 def test_markdown_small_plan_is_whole() -> None:

@@ -8,7 +8,7 @@ May import: ``reconciler.plan``, ``reconciler.render.text``.
 from __future__ import annotations
 
 from reconciler.plan import Action, Change, Plan
-from reconciler.render.text import KNOWN_AFTER, render_change, render_text, summary_line
+from reconciler.render.text import KNOWN_AFTER, render_text, summary_line
 
 MAX_CHARS = 65_000
 MARKER = "<!-- reconciler-plan -->"  # lets CI find and update its own comment
@@ -66,50 +66,51 @@ def _warning(plan: Plan) -> list[str]:
     return lines
 
 
+def _fit(lines: list[str], budget: int, *, boundary: str | None = None) -> list[str]:
+    """The longest prefix of ``lines`` within ``budget`` characters (newlines counted), cut
+    just before a line starting with ``boundary`` when one is given."""
+    used, end, last_boundary = 0, 0, 0
+    for i, line in enumerate(lines):
+        if boundary is not None and line.startswith(boundary):
+            last_boundary = i
+        if used + len(line) + 1 > budget:
+            return lines[:last_boundary if boundary is not None else i]
+        used += len(line) + 1
+        end = i + 1
+    return lines[:end]
+
+
 def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
-    """The comment, at most ``limit`` characters."""
-    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", ""]
-    head += _warning(plan)
+    """The comment, at most ``limit`` characters: when the plan is too large, the table keeps
+    as many rows as fit in half of what remains and the text plan the rest, cut between two
+    key pairs; a note says what was cut."""
+    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", "", *_warning(plan)]
     changes = plan.actionable
     table = ["| action | key pair | key source | fingerprint |", "|---|---|---|---|"]
     rows = [_row(c) for c in changes]
-    details_open = ["<details><summary>Show the full plan</summary>", "", "```diff"]
-    details_close = ["```", "", "</details>", ""]
-    text = render_text(plan, colour=False).rstrip("\n")
+    text = render_text(plan, colour=False).rstrip("\n").split("\n")
 
-    def assemble(n_rows: int, plan_text: str, note: str) -> str:
+    def assemble(kept_rows: list[str], plan_text: list[str], note: str) -> str:
         parts = list(head)
         if changes:
-            parts += table + rows[:n_rows]
-            if n_rows < len(rows):
-                parts.append(f"| … | {len(rows) - n_rows} more key pairs not shown | | |")
+            parts += table + kept_rows
+            if len(kept_rows) < len(rows):
+                parts.append(f"| … | {len(rows) - len(kept_rows)} more key pairs not shown | | |")
             parts.append("")
-        parts += [*details_open, plan_text, *details_close]
+        parts += ["<details><summary>Show the full plan</summary>", "", "```diff", *plan_text,
+                  "```", "", "</details>", ""]
         if note:
             parts.append(note)
         return "\n".join(parts) + "\n"
 
-    full = assemble(len(rows), text, "")
+    full = assemble(rows, text, "")
     if len(full) <= limit:
         return full
-    # Too long: keep the table whole if possible, cut the text plan at a change boundary.
-    note = ("> [!NOTE]\n> This plan is too large for one comment; it was cut. "
+    note = ("> [!NOTE]\n> This plan is too large for one comment, so it was cut here. "
             "The complete plan is in the JSON plan (`reconciler plan --format json`).")
-    blocks = [line for c in changes for line in [*render_change(c), ""]]
-    budget = limit - len(assemble(len(rows), "", note)) - 200
-    kept: list[str] = []
-    used = 0
-    for line in blocks:
-        if used + len(line) + 1 > budget:
-            break
-        kept.append(line)
-        used += len(line) + 1
-    cut_note = f"# … the rest of the plan is cut ({len(changes)} changes in all)"
-    cut_text = "\n".join([*kept, cut_note, summary_line(plan)])
-    out = assemble(len(rows), cut_text, note)
-    n_rows = len(rows)
-    while len(out) > limit and n_rows > 0:
-        n_rows = max(0, n_rows - max(1, (len(out) - limit) // 60 + 1))
-        out = assemble(n_rows, f"# plan text cut: {len(changes)} changes\n{summary_line(plan)}",
-                       note)
-    return out
+    tail = [f"# … cut: {len(changes)} changes in all", summary_line(plan)]
+    room = limit - len(assemble([], tail, note)) - 200  # the "more not shown" row, slack
+    kept_rows = _fit(rows, room // 2)
+    room -= sum(len(r) + 1 for r in kept_rows)
+    kept_text = _fit(text, room, boundary="  # keypair.")
+    return assemble(kept_rows, [*kept_text, *tail], note)

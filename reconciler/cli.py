@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 
 from reconciler.env import Env, ExitCode
 from reconciler.parser import COMMANDS, build_parser
@@ -22,9 +23,11 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
-    except SystemExit as exc:  # argparse: --help, --version, usage errors
-        return int(exc.code or 0)
+        with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
+            args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # argparse: --help and --version (0), usage errors
+        # argparse says 2 for a usage error; here 2 means "a plan with changes", so: 1.
+        return ExitCode.ERROR if exc.code else ExitCode.OK
     if not args.command:
         parser.print_help(env.stderr)
         return ExitCode.ERROR

@@ -61,14 +61,17 @@ class Cli:
         path.write_text(HEADER + body)
         return path
 
-    def __call__(self, *argv: str, stdin: str = "", globals_: bool = True) -> Result:
+    def __call__(self, *argv: str, stdin: str = "", globals_: bool = True,
+                 extra: list[str] | None = None) -> Result:
+        """Run the CLI; ``globals_`` adds state, endpoint, project and API flags, ``extra``
+        adds flags of the caller's own."""
         out, err = io.StringIO(), io.StringIO()
         env = Env(stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=dict(self.environ),
                   cwd=self.root)
         where = list(self.state_options) or ["--state", str(self.state)]
-        extra = [*where, "--endpoint", self.emulator.endpoint,
+        flags = [*where, "--endpoint", self.emulator.endpoint,
                  "--project-id", self.emulator.project_id, "--api", self.api] if globals_ else []
-        code = main([*argv, *extra], env)
+        code = main([*argv, *flags, *(extra or [])], env)
         return Result(code, out.getvalue(), err.getvalue())
 
     def client(self, api: str | None = None) -> KeyPairApi:

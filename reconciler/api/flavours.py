@@ -74,6 +74,19 @@ class _Adapter:
     def close(self) -> None:
         self.http.close()
 
+    @property
+    def _base(self) -> str:
+        raise NotImplementedError
+
+    def delete_keypair(self, name: str) -> bool:
+        """Delete; False when it was already gone (the same call in every flavour)."""
+        result = self.http.request(
+            method="DELETE", path=f"{self._base}/{_seg(name)}",
+            operation=f"delete key pair {name}", accept=frozenset({404}),
+        )
+        # a 404 after a resend whose first answer was lost: that first attempt deleted it
+        return result.status != 404 or result.resent_after_loss
+
     def _created(
         self, result: HttpResult, *, operation: str, asked: dict[str, object]
     ) -> tuple[RemoteKeyPair, Secret | None]:
@@ -172,14 +185,6 @@ class _NovaAdapter(_Adapter):
             key_type=type, user_id=user_id, scope=scope, protection=protection,
         )
         return remote
-
-    def delete_keypair(self, name: str) -> bool:
-        result = self.http.request(
-            method="DELETE", path=f"{self._base}/{_seg(name)}",
-            operation=f"delete key pair {name}", accept=frozenset({404}),
-        )
-        # a 404 after a resend whose first answer was lost: that first attempt deleted it
-        return result.status != 404 or result.resent_after_loss
 
     def update_description(self, name: str, description: str) -> None:
         raise UsageError(
@@ -313,13 +318,6 @@ class KpsApi(_Adapter):
             protected=key_protection is not None,
         )
         return remote
-
-    def delete_keypair(self, name: str) -> bool:
-        result = self.http.request(
-            method="DELETE", path=f"{self._base}/{_seg(name)}",
-            operation=f"delete key pair {name}", accept=frozenset({404}),
-        )
-        return result.status != 404 or result.resent_after_loss
 
     def update_description(self, name: str, description: str) -> None:
         self.http.request(

@@ -20,6 +20,7 @@ from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.model import SENSITIVE, Secret, StateKeyPair
+from reconciler.state.files import write_fd
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
@@ -90,23 +91,12 @@ def write_file(path: Path, text: str, *, force: bool) -> None:
                 from None
         except OSError as exc:
             raise UsageError(f"cannot create {path}: {exc.strerror}") from None
-        _write_fd(fd, data)
+        write_fd(fd, data)
         return
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        _write_fd(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data)
+        write_fd(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,7 +16,8 @@ HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
 An envelope is ``"v1:" + base64(nonce || ciphertext || tag)``; the associated data is
 ``lineage + "\\x00" + name``, so a ciphertext moved to another entry or another state fails.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``cryptography``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.files``,
+``cryptography``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reconciler.errors import StateCorruptError, StateKeyError, UsageError
 from reconciler.model import SealedSecret, Secret
+from reconciler.state.files import fsync_dir, write_new_file
 
 PASSPHRASE_ENV = "RECONCILER_PASSPHRASE"
 KEY_FILE_ENV = "RECONCILER_KEY_FILE"
@@ -181,29 +183,15 @@ def create_key_file(path: Path) -> bytes:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(KEY_BYTES)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (key.hex() + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new_file(tmp, (key.hex() + "\n").encode())
     try:
         os.link(tmp, path)
     except FileExistsError:
         return read_key_file(path)
     finally:
         tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return key
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class KeySource:

@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
 import os
-import pwd
 import re
 import secrets
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler import __version__
-from reconciler.errors import StateCorruptError, StateError, StateLockError
+from reconciler.errors import StateCorruptError, StateError
 from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
 from reconciler.state.codec import (
     JournalRecord,
@@ -54,9 +48,10 @@ from reconciler.state.codec import (
     encode_journal_line,
 )
 from reconciler.state.crypto import KeyBlock, KeySource
+from reconciler.state.files import fsync_dir, write_new_file
+from reconciler.state.flock import FileLock
 
 _NAME_RE = re.compile(NAME_PATTERN)
-_POLL_SECONDS = 0.05
 
 
 def _no_notice(message: str) -> None:
@@ -79,7 +74,6 @@ class LocalStateStore:
         self.backup_path = self._beside("backup")
         self.journal_path = self._beside("journal")
         self.lock_path = self._beside("lock")
-        self._environ = environ
         self._clock = clock or (lambda: datetime.now(UTC))
         self._keys = KeySource(environ=environ, notice=notice)
         self._mutex = threading.Lock()  # in-memory state and journal writes
@@ -98,7 +92,8 @@ class LocalStateStore:
         self._journal_gen = 0  # bumped whenever the journal is folded in or closed
         self._written = 0
         self._synced = 0
-        self._lock_fd: int | None = None
+        self._lock = FileLock(self.lock_path, state_path=self.path, environ=environ,
+                              clock=self._clock)
 
     def _beside(self, suffix: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{suffix}")
@@ -307,7 +302,7 @@ class LocalStateStore:
             os.ftruncate(fd, intact)  # a torn line from a crash mid-append; never acknowledged
             os.fsync(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._journal_fd, self._journal_size = fd, intact
         return fd
 
@@ -336,18 +331,18 @@ class LocalStateStore:
             self._close_journal()
             if self.journal_path.exists():
                 self.journal_path.unlink()  # only now: the state file above is durable
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             return self._snapshot()
 
     def _write_document(self, data: bytes) -> None:
         directory = self.path.parent
         self._remove_stale_temporaries()
         tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        _write_new_file(tmp, data)
+        write_new_file(tmp, data)
         if self.path.exists():
             self._keep_backup()
         os.replace(tmp, self.path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def _keep_backup(self) -> None:
         tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
@@ -355,7 +350,7 @@ class LocalStateStore:
             os.link(self.path, tmp)
             os.chmod(tmp, 0o600)
         except OSError:  # no hard links here (some network file systems): copy instead
-            _write_new_file(tmp, self.path.read_bytes())
+            write_new_file(tmp, self.path.read_bytes())
         os.replace(tmp, self.backup_path)
 
     def _remove_stale_temporaries(self) -> None:
@@ -402,88 +397,14 @@ class LocalStateStore:
 
     @contextlib.contextmanager
     def lock(self, *, operation: str, timeout: float) -> Iterator[dict[str, str]]:
-        info = self._acquire(operation=operation, timeout=timeout)
+        info = self._lock.acquire(operation=operation, timeout=timeout)
         try:
             yield dict(info)
         finally:
-            self._release()
-
-    def _acquire(self, *, operation: str, timeout: float) -> dict[str, str]:
-        if self._lock_fd is not None:
-            raise StateLockError(f"{self.path} is already locked by this command.")
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held = _read_lock_info(fd)
-                os.close(fd)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StateLockError(lock_message(held), lock_info=held) from None
-                time.sleep(min(_POLL_SECONDS, remaining))
-                continue
-            if not _same_file(fd, self.lock_path):
-                os.close(fd)  # unlinked by its previous holder just as we locked it
-                continue
-            info = self._lock_info(operation)
-            os.fchmod(fd, 0o600)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info, indent=2).encode() + b"\n", 0)
-            os.fsync(fd)
-            self._lock_fd = fd
-            return info
-
-    def _lock_info(self, operation: str) -> dict[str, str]:
-        return {
-            "id": str(uuid.uuid4()),
-            "operation": operation,
-            "who": f"{_user(self._environ)}@{socket.gethostname()}",
-            "created": self._clock().astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "version": __version__,
-            "path": str(self.path),
-        }
-
-    def _release(self) -> None:
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is None:
-            return
-        try:
-            if _same_file(fd, self.lock_path):
-                self.lock_path.unlink()
-        finally:
-            os.close(fd)
+            self._lock.release()
 
     def force_unlock(self, lock_id: str) -> None:
-        try:
-            data = self.lock_path.read_bytes()
-        except FileNotFoundError:
-            raise StateLockError(f"{self.path} is not locked; nothing to unlock.") from None
-        info = _parse_lock_info(data)
-        if info.get("id") != lock_id:
-            raise StateLockError(
-                f"lock ID {lock_id!r} does not match the lock on {self.path} "
-                f"(its ID is {info.get('id', 'unknown')!r}); nothing was removed. Use the ID "
-                "shown in the lock error.",
-                lock_info=info,
-            )
-        self.lock_path.unlink()
-
-
-def lock_message(info: Mapping[str, str]) -> str:
-    def get(key: str) -> str:
-        return info.get(key) or "(unknown)"
-
-    return (
-        "Error acquiring the state lock\n\nLock Info:\n"
-        f"  ID:        {get('id')}\n  Path:      {get('path')}\n"
-        f"  Operation: {get('operation')}\n  Who:       {get('who')}\n"
-        f"  Version:   {get('version')}\n  Created:   {get('created')}\n\n"
-        "reconciler acquires a state lock to protect the state from being written by multiple "
-        "users at the same time. Please resolve the issue above and try again. If the lock is "
-        f"stale (its process is gone), remove it with `reconciler force-unlock {get('id')}`."
-    )
+        self._lock.force_unlock(lock_id)
 
 
 def _check_push(new: State, current: State, *, source: str, target: str) -> None:
@@ -500,48 +421,12 @@ def _check_push(new: State, current: State, *, source: str, target: str) -> None
         )
 
 
-def _read_lock_info(fd: int) -> dict[str, str]:
-    try:
-        return _parse_lock_info(os.pread(fd, 65536, 0))
-    except OSError:
-        return {}
-
-
-def _parse_lock_info(data: bytes) -> dict[str, str]:
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return {}
-    if not isinstance(obj, dict):
-        return {}
-    return {str(k): str(v) for k, v in obj.items()}
-
-
 def _identity(path: Path) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _user(environ: Mapping[str, str]) -> str:
-    name = environ.get("USER") or environ.get("LOGNAME")
-    if name:
-        return name
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 def _intact_length(fd: int, size: int) -> int:
@@ -555,23 +440,3 @@ def _intact_length(fd: int, size: int) -> int:
             return start + newline + 1
         pos = start
     return 0
-
-
-def _write_new_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -52,8 +52,9 @@ from reconciler.state.codec import (
 )
 from reconciler.state.crypto import KeyBlock, KeySource
 from reconciler.state.local import _check_push
+from reconciler.state.lockinfo import who
 from reconciler.state.s3io import ConditionFailed, Location, Objects, make_client
-from reconciler.state.s3lock import S3Lock, default_who
+from reconciler.state.s3lock import S3Lock
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _JOURNAL_NAME = re.compile(r"(\d{10})/(\d{10})-[0-9a-f]{12}\.jsonl")
@@ -98,7 +99,7 @@ class S3StateStore:
         self._keys = KeySource(environ=environ, notice=notice)
         self._conditional_writes = conditional_writes  # None: probe on first write
         self._lock = S3Lock(self._objects, key=location.key, url=location.url,
-                            who=default_who(environ), clock=clock or (lambda: datetime.now(UTC)),
+                            who=who(environ), clock=clock or (lambda: datetime.now(UTC)),
                             conditional=self._conditional, notice=notice)
         self._mutex = threading.Lock()
         self._key_mutex = threading.Lock()

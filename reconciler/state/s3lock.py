@@ -13,17 +13,18 @@ May import: ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
 
 from __future__ import annotations
 
-import getpass
-import json
-import socket
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 
-from reconciler import __version__
 from reconciler.errors import StateError, StateLockError
-from reconciler.state.local import lock_message
+from reconciler.state.lockinfo import (
+    check_lock_id,
+    encode_lock_info,
+    lock_message,
+    new_lock_info,
+    parse_lock_info,
+)
 from reconciler.state.s3io import ConditionFailed, Objects
 
 _FIRST_POLL = 0.1
@@ -59,7 +60,8 @@ class S3Lock:
         deadline = time.monotonic() + max(0.0, timeout)
         delay = _FIRST_POLL
         while True:
-            info = self._info(operation)
+            info = new_lock_info(operation=operation, who=self._who, path=self._url,
+                                 clock=self._clock)
             if self._try_create(info):
                 self._held = info
                 return dict(info)
@@ -74,7 +76,7 @@ class S3Lock:
             delay = min(delay * 2, _LONGEST_POLL)
 
     def _try_create(self, info: dict[str, str]) -> bool:
-        body = json.dumps(info, indent=2).encode() + b"\n"
+        body = encode_lock_info(info)
         if self._conditional():
             try:
                 self._objects.put(self.key, body, if_none_match=True)
@@ -87,16 +89,6 @@ class S3Lock:
         time.sleep(_FIRST_POLL)  # let a racing writer's PUT land before reading back
         current = self._objects.get(self.key)
         return current is not None and parse_lock_info(current[0]).get("id") == info["id"]
-
-    def _info(self, operation: str) -> dict[str, str]:
-        return {
-            "id": str(uuid.uuid4()),
-            "operation": operation,
-            "who": self._who,
-            "created": self._clock().astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "version": __version__,
-            "path": self._url,
-        }
 
     def release(self) -> None:
         info, self._held = self._held, None
@@ -116,32 +108,5 @@ class S3Lock:
         current = self._objects.get(self.key)
         if current is None:
             raise StateLockError(f"{self._url} is not locked; nothing to unlock.")
-        info = parse_lock_info(current[0])
-        if info.get("id") != lock_id:
-            raise StateLockError(
-                f"lock ID {lock_id!r} does not match the lock on {self._url} (its ID is "
-                f"{info.get('id', 'unknown')!r}); nothing was removed. Use the ID shown in the "
-                "lock error.",
-                lock_info=info,
-            )
+        check_lock_id(parse_lock_info(current[0]), lock_id, where=self._url)
         self._objects.delete(self.key)
-
-
-def parse_lock_info(data: bytes) -> dict[str, str]:
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        return {}
-    if not isinstance(obj, dict):
-        return {}
-    return {str(k): str(v) for k, v in obj.items()}
-
-
-def default_who(environ: Mapping[str, str]) -> str:
-    user = environ.get("USER") or environ.get("LOGNAME")
-    if not user:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-    return f"{user}@{socket.gethostname()}"

@@ -1,0 +1,38 @@
+"""Durable writes of small private files: whole, 0600, fsynced, and their directory entries.
+
+The state file, its backup and the state key file are written through these, and so is what
+``reconciler output --out`` writes: a crash leaves either no file or the whole one.
+
+May import: the stdlib.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """Make ``fd`` 0600, write all of ``data``, fsync it, and close it (also on failure)."""
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) 0600 holding ``data``, fsynced."""
+    write_fd(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a file's creation, rename or removal in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

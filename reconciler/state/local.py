@@ -27,38 +27,30 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``,
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import secrets
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.errors import StateCorruptError, StateError
-from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
+from reconciler.model import State, StateKeyPair
+from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
     JournalRecord,
     StateDocument,
     decode_document,
     decode_journal,
     encode_document,
-    encode_journal_line,
 )
-from reconciler.state.crypto import KeyBlock, KeySource
-from reconciler.state.files import fsync_dir, write_new_file
+from reconciler.state.crypto import KeyBlock
+from reconciler.state.files import fsync_dir, write_all, write_new_file
 from reconciler.state.flock import FileLock
 
-_NAME_RE = re.compile(NAME_PATTERN)
 
-
-def _no_notice(message: str) -> None:
-    del message
-
-
-class LocalStateStore:
+class LocalStateStore(JournaledStore):
     """``StateStore`` over a local file. Thread-safe; one instance per command."""
 
     def __init__(
@@ -66,27 +58,18 @@ class LocalStateStore:
         path: Path,
         *,
         environ: Mapping[str, str],
-        notice: Callable[[str], None] = _no_notice,
+        notice: Callable[[str], None] = no_notice,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(environ=environ, notice=notice)
         self.path = Path(path)
         self.description = str(self.path)
         self.backup_path = self._beside("backup")
         self.journal_path = self._beside("journal")
         self.lock_path = self._beside("lock")
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._keys = KeySource(environ=environ, notice=notice)
-        self._mutex = threading.Lock()  # in-memory state and journal writes
         self._sync_mutex = threading.Lock()  # fsync of the journal; taken before _mutex
-        self._key_mutex = threading.Lock()
-        self._fresh_lineage = str(uuid.uuid4())
-        self._loaded = False
-        self._lineage = self._fresh_lineage
-        self._serial = 0
-        self._entries: dict[str, StateKeyPair] = {}
-        self._key: KeyBlock | None = None
-        self._key_durable = False  # the key block is in the state file or the journal
-        self._disk = StateDocument(State(lineage=self._lineage, serial=0))
+        self._journal_key: KeyBlock | None = None  # the key block in the state file or journal
         self._journal_fd: int | None = None
         self._journal_size = 0
         self._journal_gen = 0  # bumped whenever the journal is folded in or closed
@@ -132,11 +115,9 @@ class LocalStateStore:
             disk = StateDocument(State(lineage=lineage, serial=0))
         if self._lineage != disk.state.lineage:
             previous_key = None
-        self._disk = disk
-        self._lineage, self._serial = disk.state.lineage, disk.state.serial
-        self._entries = dict(disk.state.keypairs)
-        self._key, self._key_durable = disk.key, disk.key is not None
-        self._replay(records)
+        self._reset(disk)
+        self._replay((f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1))
+        self._journal_key = self._key
         if self._key is None and previous_key is not None:
             self._key = previous_key  # sealed with, not yet recorded
 
@@ -155,114 +136,39 @@ class LocalStateStore:
             raise StateError(f"{self.path} is a directory; give a file with --state.") from None
         return decode_document(data, source=str(self.path))
 
-    def _replay(self, records: list[JournalRecord]) -> None:
-        for number, rec in enumerate(records, start=1):
-            where = f"{self.journal_path} line {number}"
-            if rec.lineage != self._lineage:
-                raise StateCorruptError(
-                    f"{where} belongs to another state (lineage {rec.lineage}; {self.path} has "
-                    f"lineage {self._lineage}). Nothing was changed. If {self.path} was "
-                    f"replaced on purpose, move {self.journal_path} aside (it may hold "
-                    "private keys: keep it)."
-                )
-            if rec.base < self._serial:
-                continue  # already folded in by a commit that died before removing the journal
-            if rec.base > self._serial:
-                raise StateCorruptError(
-                    f"{where} was written on top of serial {rec.base}, but {self.path} is at "
-                    f"serial {self._serial}: the state file was replaced by an older one. "
-                    f"Nothing was changed. Restore the newer state, or move {self.journal_path} "
-                    "aside (it may hold private keys: keep it)."
-                )
-            self._apply(rec, where=where)
-
-    def _apply(self, rec: JournalRecord, *, where: str) -> None:
-        if rec.op == "key":
-            if self._key is not None and self._key != rec.key:
-                raise StateCorruptError(f"{where} names another state key; move it aside.")
-            self._key, self._key_durable = rec.key, True
-        elif rec.op == "record" and rec.entry is not None:
-            entry = rec.entry
-            if rec.keep_private_key:
-                prior = self._entries.get(entry.name)
-                if prior is None or prior.private_key is None:
-                    raise StateCorruptError(
-                        f"{where} keeps a private key that {entry.name!r} does not have; "
-                        f"move {self.journal_path} aside (keep a copy) or restore the state."
-                    )
-                entry = dataclasses.replace(entry, private_key=prior.private_key)
-            self._entries[entry.name] = entry
-        elif rec.op == "forget" and rec.name is not None:
-            self._entries.pop(rec.name, None)
-
-    def _snapshot(self) -> State:
-        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
-
-    def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            self.load()
-
-    @property
-    def key_block(self) -> KeyBlock | None:
-        """Which key seals this state's secrets (no secret in it); ``None`` if none yet."""
-        self._ensure_loaded()
-        return self._key
-
-    # --- secrets -----------------------------------------------------------------------------
-
-    def seal(self, name: str, secret: Secret) -> SealedSecret:
-        self._ensure_loaded()
-        with self._key_mutex:
-            key = self._keys.resolve(self._key)
-            with self._mutex:
-                if self._key is None:
-                    self._key, self._key_durable = key.block, False
-                lineage = self._lineage
-        return key.seal(lineage=lineage, name=name, secret=secret)
-
-    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
-        self._ensure_loaded()
-        if self._key is None:
+    def _replays(self, rec: JournalRecord, *, where: str) -> bool:
+        if rec.lineage != self._lineage:
             raise StateCorruptError(
-                f"{self.path} holds a private key for {name!r} but no key block saying which "
-                "key sealed it; restore the state from its .backup file."
+                f"{where} belongs to another state (lineage {rec.lineage}; {self.path} has "
+                f"lineage {self._lineage}). Nothing was changed. If {self.path} was "
+                f"replaced on purpose, move {self.journal_path} aside (it may hold "
+                "private keys: keep it)."
             )
-        with self._key_mutex:
-            key = self._keys.resolve(self._key)
-        return key.unseal(lineage=self._lineage, name=name, sealed=sealed)
+        if rec.base < self._serial:
+            return False  # already folded in by a commit that died before removing the journal
+        if rec.base > self._serial:
+            raise StateCorruptError(
+                f"{where} was written on top of serial {rec.base}, but {self.path} is at "
+                f"serial {self._serial}: the state file was replaced by an older one. "
+                f"Nothing was changed. Restore the newer state, or move {self.journal_path} "
+                "aside (it may hold private keys: keep it)."
+            )
+        return True
+
+    def _journal_aside(self) -> str:
+        return f"move {self.journal_path} aside"
 
     # --- the journal -------------------------------------------------------------------------
-
-    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
-        if not _NAME_RE.match(entry.name):
-            raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
-        self._ensure_loaded()
-        self._append(op="record", name=entry.name, entry=entry, durable=durable)
-
-    def forget(self, name: str) -> None:
-        self._ensure_loaded()
-        self._append(op="forget", name=name, entry=None)
 
     def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
                 durable: bool = True) -> None:
         with self._mutex:
             if op == "forget" and name not in self._entries:
                 return
-            line = b""
-            if self._key is not None and not self._key_durable:
-                line = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
-                                           key=self._key)
-            prior = self._entries.get(name)
-            keep = (entry is not None and entry.private_key is not None and prior is not None
-                    and prior.private_key == entry.private_key)
-            line += encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
-                                        name=name, entry=entry, keep_private_key=keep)
-            self._write_journal(line)
-            self._key_durable = True
-            if entry is not None:
-                self._entries[name] = entry
-            else:
-                del self._entries[name]
+            self._write_journal(self._journal_lines(op=op, name=name, entry=entry,
+                                                    with_key=self._key != self._journal_key))
+            self._journal_key = self._key
+            self._change(name, entry)
             self._written += 1
             ticket, generation = self._written, self._journal_gen
         if durable:
@@ -271,9 +177,7 @@ class LocalStateStore:
     def _write_journal(self, line: bytes) -> None:
         fd = self._open_journal()
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, line)
         except OSError as exc:
             os.ftruncate(fd, self._journal_size)  # never leave half a line before the next
             raise StateError(f"cannot write {self.journal_path}: {exc.strerror}") from None
@@ -320,14 +224,11 @@ class LocalStateStore:
     def commit(self) -> State:
         self._ensure_loaded()
         with self._sync_mutex, self._mutex:
-            disk = self._disk.state
-            if self._entries != disk.keypairs or self._key != self._disk.key:
-                state = State(lineage=self._lineage, serial=self._serial + 1,
-                              keypairs=dict(self._entries))
-                self._write_document(encode_document(StateDocument(state, self._key)))
-                self._disk = StateDocument(state, self._key)
-                self._serial = state.serial
-            self._key_durable = self._key is not None
+            doc = self._pending()
+            if doc is not None:
+                self._write_document(encode_document(doc))
+                self._disk, self._serial = doc, doc.state.serial
+            self._journal_key = self._key
             self._close_journal()
             if self.journal_path.exists():
                 self.journal_path.unlink()  # only now: the state file above is durable
@@ -361,36 +262,16 @@ class LocalStateStore:
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
 
-    # --- export and push ---------------------------------------------------------------------
+    # --- push --------------------------------------------------------------------------------
 
-    def export(self) -> bytes:
-        """The document a commit would write now (secrets stay sealed)."""
-        self._ensure_loaded()
-        with self._mutex:
-            changed = self._entries != self._disk.state.keypairs or self._key != self._disk.key
-            state = State(lineage=self._lineage, serial=self._serial + int(changed),
-                          keypairs=dict(self._entries))
-            return encode_document(StateDocument(state, self._key))
+    def _has_document(self) -> bool:
+        return self.path.exists()
 
-    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
-        """Replace the state with the document ``data`` (hold the lock around this).
-
-        Refuses another lineage, or a serial not above the current one, unless ``force``.
-        Pending journal changes are committed first, so ``STATE.backup`` holds them.
-        """
-        doc = decode_document(data, source=source)
-        current = self.commit()
-        exists = self.path.exists()
-        if exists and not force:
-            _check_push(doc.state, current, source=source, target=self.description)
-        if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
-            self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+    def _replace(self, doc: StateDocument) -> State:
         with self._sync_mutex, self._mutex:
             self._write_document(encode_document(doc))
-            self._disk = doc
-            self._lineage, self._serial = doc.state.lineage, doc.state.serial
-            self._entries = dict(doc.state.keypairs)
-            self._key, self._key_durable = doc.key, doc.key is not None
+            self._reset(doc)
+            self._journal_key = doc.key
             return self._snapshot()
 
     # --- the lock ----------------------------------------------------------------------------
@@ -405,20 +286,6 @@ class LocalStateStore:
 
     def force_unlock(self, lock_id: str) -> None:
         self._lock.force_unlock(lock_id)
-
-
-def _check_push(new: State, current: State, *, source: str, target: str) -> None:
-    if new.lineage != current.lineage:
-        raise StateError(
-            f"cannot push {source}: its lineage {new.lineage} differs from {target}'s "
-            f"({current.lineage}), so it is another state. Use --force to replace it anyway "
-            f"(the current state is kept as {target}.backup)."
-        )
-    if new.serial <= current.serial:
-        raise StateError(
-            f"cannot push {source}: its serial {new.serial} is not newer than {target}'s "
-            f"({current.serial}). Use --force to replace it anyway."
-        )
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

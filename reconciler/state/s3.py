@@ -41,27 +41,21 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
 from reconciler.errors import StaleStateError, StateCorruptError, StateError
-from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
+from reconciler.model import State, StateKeyPair
+from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
     JournalRecord,
     StateDocument,
     decode_document,
     decode_journal,
     encode_document,
-    encode_journal_line,
 )
-from reconciler.state.crypto import KeyBlock, KeySource
-from reconciler.state.local import _check_push
+from reconciler.state.crypto import KeyBlock
 from reconciler.state.lockinfo import who
 from reconciler.state.s3io import ConditionFailed, Location, Objects, make_client
 from reconciler.state.s3lock import S3Lock
 
-_NAME_RE = re.compile(NAME_PATTERN)
 _JOURNAL_NAME = re.compile(r"(\d{10})/(\d{10})-[0-9a-f]{12}\.jsonl")
-
-
-def _no_notice(message: str) -> None:
-    del message
 
 
 @dataclasses.dataclass(frozen=True, slots=True, order=True)
@@ -75,19 +69,22 @@ class _Raced(Exception):
     """The document changed while load read the journal: read again."""
 
 
-class S3StateStore:
+class S3StateStore(JournaledStore):
     """``StateStore`` (plus export/push) over an S3-compatible bucket. Thread-safe."""
+
+    _backup_kind = "object"
 
     def __init__(
         self,
         location: Location,
         *,
         environ: Mapping[str, str],
-        notice: Callable[[str], None] = _no_notice,
+        notice: Callable[[str], None] = no_notice,
         clock: Callable[[], datetime] | None = None,
         insecure: bool = False,
         conditional_writes: bool | None = None,
     ) -> None:
+        super().__init__(environ=environ, notice=notice)
         self.location = location
         self.description = location.url
         self.object_key = location.key
@@ -96,21 +93,11 @@ class S3StateStore:
         self._objects = Objects(make_client(location, environ=environ, insecure=insecure),
                                 bucket=location.bucket)
         self._notice = notice
-        self._keys = KeySource(environ=environ, notice=notice)
         self._conditional_writes = conditional_writes  # None: probe on first write
         self._lock = S3Lock(self._objects, key=location.key, url=location.url,
                             who=who(environ), clock=clock or (lambda: datetime.now(UTC)),
                             conditional=self._conditional, notice=notice)
-        self._mutex = threading.Lock()
-        self._key_mutex = threading.Lock()
         self._probe_mutex = threading.Lock()
-        self._fresh_lineage = str(uuid.uuid4())
-        self._loaded = False
-        self._lineage = self._fresh_lineage
-        self._serial = 0
-        self._entries: dict[str, StateKeyPair] = {}
-        self._key: KeyBlock | None = None
-        self._disk = StateDocument(State(lineage=self._lineage, serial=0))
         self._etag: str | None = None  # of the document as loaded; None: there is none
         self._next_seq = 1
         self._folded: list[str] = []  # journal objects replayed, or written, on this base
@@ -169,7 +156,7 @@ class S3StateStore:
         if disk is None:
             lineage = records[0][1].lineage if records else self._fresh_lineage
             disk = StateDocument(State(lineage=lineage, serial=0))
-        self._reset(disk, etag=etag)
+        self._reset_to(disk, etag=etag)
         self._replay(records)
         if self._key is None and previous_key is not None:
             self._key = previous_key  # sealed with, not yet recorded
@@ -177,12 +164,9 @@ class S3StateStore:
         self._stale = [j.key for j in journal if j.base < serial]
         self._next_seq = max((j.seq for j in current), default=0) + 1
 
-    def _reset(self, disk: StateDocument, *, etag: str | None) -> None:
-        self._disk, self._etag = disk, etag
-        self._lineage, self._serial = disk.state.lineage, disk.state.serial
-        self._entries = dict(disk.state.keypairs)
-        self._key = disk.key
-        self._written = []
+    def _reset_to(self, disk: StateDocument, *, etag: str | None) -> None:
+        self._reset(disk)
+        self._etag, self._written = etag, []
 
     def _list_journal(self) -> list[_JournalObject]:
         found = []
@@ -193,110 +177,41 @@ class S3StateStore:
             found.append(_JournalObject(int(match[1]), int(match[2]), key))
         return sorted(found)
 
-    def _replay(self, records: list[tuple[str, JournalRecord]]) -> None:
-        for where, rec in records:
-            if rec.lineage != self._lineage:
-                raise StateCorruptError(
-                    f"{where} belongs to another state (lineage {rec.lineage}; "
-                    f"{self.description} has lineage {self._lineage}). Nothing was changed. If "
-                    f"the state was replaced on purpose, move the objects under "
-                    f"{self.journal_prefix} aside (they may hold private keys: keep them)."
-                )
-            if rec.base != self._serial:
-                raise StateCorruptError(
-                    f"{where} names serial {rec.base} but lies under serial {self._serial}'s "
-                    "journal; it was moved by hand. Nothing was changed."
-                )
-            self._apply(rec, where=where)
-
-    def _apply(self, rec: JournalRecord, *, where: str) -> None:
-        if rec.op == "key":
-            if self._key is not None and self._key != rec.key:
-                raise StateCorruptError(f"{where} names another state key; move it aside.")
-            self._key = rec.key
-        elif rec.op == "record" and rec.entry is not None:
-            entry = rec.entry
-            if rec.keep_private_key:
-                prior = self._entries.get(entry.name)
-                if prior is None or prior.private_key is None:
-                    raise StateCorruptError(
-                        f"{where} keeps a private key that {entry.name!r} does not have; move "
-                        "it aside (keep a copy) or restore the state."
-                    )
-                entry = dataclasses.replace(entry, private_key=prior.private_key)
-            self._entries[entry.name] = entry
-        elif rec.op == "forget" and rec.name is not None:
-            self._entries.pop(rec.name, None)
-
-    def _snapshot(self) -> State:
-        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
-
-    def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            self.load()
-
-    @property
-    def key_block(self) -> KeyBlock | None:
-        """Which key seals this state's secrets (no secret in it); ``None`` if none yet."""
-        self._ensure_loaded()
-        return self._key
-
-    # --- secrets -----------------------------------------------------------------------------
-
-    def seal(self, name: str, secret: Secret) -> SealedSecret:
-        self._ensure_loaded()
-        with self._key_mutex:
-            key = self._keys.resolve(self._key)
-            with self._mutex:
-                if self._key is None:
-                    self._key = key.block
-                lineage = self._lineage
-        return key.seal(lineage=lineage, name=name, secret=secret)
-
-    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
-        self._ensure_loaded()
-        if self._key is None:
+    def _replays(self, rec: JournalRecord, *, where: str) -> bool:
+        if rec.lineage != self._lineage:
             raise StateCorruptError(
-                f"{self.description} holds a private key for {name!r} but no key block saying "
-                "which key sealed it; restore the state from its .backup object."
+                f"{where} belongs to another state (lineage {rec.lineage}; "
+                f"{self.description} has lineage {self._lineage}). Nothing was changed. If "
+                f"the state was replaced on purpose, move the objects under "
+                f"{self.journal_prefix} aside (they may hold private keys: keep them)."
             )
-        with self._key_mutex:
-            key = self._keys.resolve(self._key)
-        return key.unseal(lineage=self._lineage, name=name, sealed=sealed)
+        if rec.base != self._serial:
+            raise StateCorruptError(
+                f"{where} names serial {rec.base} but lies under serial {self._serial}'s "
+                "journal; it was moved by hand. Nothing was changed."
+            )
+        return True
+
+    def _journal_aside(self) -> str:
+        return "move it aside"
 
     # --- the journal -------------------------------------------------------------------------
-
-    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
-        if not _NAME_RE.match(entry.name):
-            raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
-        self._ensure_loaded()
-        self._append(op="record", name=entry.name, entry=entry, durable=durable)
-
-    def forget(self, name: str) -> None:
-        self._ensure_loaded()
-        self._append(op="forget", name=name, entry=None)
 
     def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
                 durable: bool = True) -> None:
         with self._mutex:
             if op == "forget" and name not in self._entries:
                 return
-            prior = self._entries.get(name)
-            keep = (entry is not None and entry.private_key is not None and prior is not None
-                    and prior.private_key == entry.private_key)
+            keep = self._keeps_private_key(entry)
             if not durable and entry is not None and (entry.private_key is None or keep):
                 # Folded in by the commit; a crash before it loses only what the next plan
                 # repairs (the caller's promise). A new private key is always written now.
                 self._entries[name] = entry
                 return
-            body: bytes = b""
-            if self._key is not None and self._key != self._disk.key:
-                # Until a commit stores the key block, every object carries it: objects are
-                # written concurrently, and any one of them may be the only one that lands.
-                body = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
-                                           key=self._key)
-            body += encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
-                                        name=name, entry=entry, keep_private_key=keep)
+            # Until a commit stores the key block, every object carries it: objects are
+            # written concurrently, and any one of them may be the only one that lands.
+            body = self._journal_lines(op=op, name=name, entry=entry,
+                                       with_key=self._key != self._disk.key)
             key = (f"{self.journal_prefix}{self._serial:010d}/{self._next_seq:010d}-"
                    f"{uuid.uuid4().hex[:12]}.jsonl")
             self._next_seq += 1
@@ -304,22 +219,17 @@ class S3StateStore:
         with self._mutex:
             self._folded.append(key)
             self._written.append(key)
-            if entry is not None:
-                self._entries[name] = entry
-            else:
-                self._entries.pop(name, None)
+            self._change(name, entry)
 
     # --- commit ------------------------------------------------------------------------------
 
     def commit(self) -> State:
         self._ensure_loaded()
         with self._mutex:
-            if self._entries != self._disk.state.keypairs or self._key != self._disk.key:
-                state = State(lineage=self._lineage, serial=self._serial + 1,
-                              keypairs=dict(self._entries))
-                doc = StateDocument(state, self._key)
+            doc = self._pending()
+            if doc is not None:
                 self._write_document(encode_document(doc))
-                self._disk, self._serial = doc, state.serial
+                self._disk, self._serial = doc, doc.state.serial
             done, self._folded, self._written, self._stale = (
                 self._folded + self._stale, [], [], [])
             self._next_seq = 1
@@ -391,32 +301,15 @@ class S3StateStore:
                     )
             return self._conditional_writes
 
-    # --- export and push ---------------------------------------------------------------------
+    # --- push --------------------------------------------------------------------------------
 
-    def export(self) -> bytes:
-        """The document a commit would write now (secrets stay sealed)."""
-        self._ensure_loaded()
-        with self._mutex:
-            changed = self._entries != self._disk.state.keypairs or self._key != self._disk.key
-            state = State(lineage=self._lineage, serial=self._serial + int(changed),
-                          keypairs=dict(self._entries))
-            return encode_document(StateDocument(state, self._key))
+    def _has_document(self) -> bool:
+        return self._etag is not None
 
-    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
-        """Replace the state with the document ``data`` (hold the lock around this).
-
-        Refuses another lineage, or a serial not above the current one, unless ``force``.
-        Pending journal changes are committed first, so ``KEY.backup`` holds them.
-        """
-        doc = decode_document(data, source=source)
-        current = self.commit()
-        if self._etag is not None and not force:
-            _check_push(doc.state, current, source=source, target=self.description)
-        if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
-            self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+    def _replace(self, doc: StateDocument) -> State:
         with self._mutex:
             self._write_document(encode_document(doc))
-            self._reset(doc, etag=self._etag)
+            self._reset_to(doc, etag=self._etag)
             return self._snapshot()
 
     # --- the lock ----------------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""What the local and the remote state store share: the state as a store holds it in memory.
+
+A store loads a document and replays its journal on top (``_replay``); ``record``/``forget``
+change the entries and write journal lines (``_append``, per store); ``commit`` folds them
+into a new document with the next serial. ``JournaledStore`` keeps the entries, the key block
+and the document as last read or written, and does everything that does not depend on where
+the bytes go: journal record semantics, sealing with the state key, the journal lines of one
+change, export, and the checks of a push.
+
+A store supplies: ``load``, ``commit``, ``_append`` (how a change becomes durable),
+``_replays`` (which journal records apply), ``_has_document`` and ``_replace`` (how a pushed
+document is written), and two words for its messages.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+
+from reconciler.errors import StateCorruptError, StateError
+from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
+from reconciler.state.codec import (
+    JournalRecord,
+    StateDocument,
+    decode_document,
+    encode_document,
+    encode_journal_line,
+)
+from reconciler.state.crypto import KeyBlock, KeySource
+
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def no_notice(message: str) -> None:
+    del message
+
+
+def check_push(new: State, current: State, *, source: str, target: str) -> None:
+    """``StateError`` unless ``new`` may replace ``current``: same lineage, a higher serial."""
+    if new.lineage != current.lineage:
+        raise StateError(
+            f"cannot push {source}: its lineage {new.lineage} differs from {target}'s "
+            f"({current.lineage}), so it is another state. Use --force to replace it anyway "
+            f"(the current state is kept as {target}.backup)."
+        )
+    if new.serial <= current.serial:
+        raise StateError(
+            f"cannot push {source}: its serial {new.serial} is not newer than {target}'s "
+            f"({current.serial}). Use --force to replace it anyway."
+        )
+
+
+class JournaledStore:
+    """The in-memory half of a ``StateStore``. ``_mutex`` guards the fields below it."""
+
+    description: str
+    _backup_kind = "file"  # in messages: "restore the state from its .backup file"
+
+    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None]) -> None:
+        self._keys = KeySource(environ=environ, notice=notice)
+        self._mutex = threading.Lock()
+        self._key_mutex = threading.Lock()
+        self._fresh_lineage = str(uuid.uuid4())
+        self._loaded = False
+        self._lineage = self._fresh_lineage
+        self._serial = 0
+        self._entries: dict[str, StateKeyPair] = {}
+        self._key: KeyBlock | None = None
+        self._disk = StateDocument(State(lineage=self._lineage, serial=0))
+
+    # --- what each store supplies ------------------------------------------------------------
+
+    def load(self) -> State:
+        raise NotImplementedError
+
+    def commit(self) -> State:
+        raise NotImplementedError
+
+    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+                durable: bool = True) -> None:
+        raise NotImplementedError
+
+    def _replays(self, rec: JournalRecord, *, where: str) -> bool:
+        """Whether ``rec`` applies on top of the document; raise if it can never apply."""
+        raise NotImplementedError
+
+    def _journal_aside(self) -> str:
+        """What to do with a journal that cannot be replayed: "move ... aside"."""
+        raise NotImplementedError
+
+    def _has_document(self) -> bool:
+        raise NotImplementedError
+
+    def _replace(self, doc: StateDocument) -> State:
+        """Write ``doc`` as the document, and hold it in memory."""
+        raise NotImplementedError
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _reset(self, disk: StateDocument) -> None:
+        self._disk = disk
+        self._lineage, self._serial = disk.state.lineage, disk.state.serial
+        self._entries = dict(disk.state.keypairs)
+        self._key = disk.key
+
+    def _replay(self, records: Iterable[tuple[str, JournalRecord]]) -> None:
+        for where, rec in records:
+            if self._replays(rec, where=where):
+                self._apply(rec, where=where)
+
+    def _apply(self, rec: JournalRecord, *, where: str) -> None:
+        if rec.op == "key":
+            if self._key is not None and self._key != rec.key:
+                raise StateCorruptError(f"{where} names another state key; move it aside.")
+            self._key = rec.key
+        elif rec.op == "record" and rec.entry is not None:
+            entry = rec.entry
+            if rec.keep_private_key:
+                prior = self._entries.get(entry.name)
+                if prior is None or prior.private_key is None:
+                    raise StateCorruptError(
+                        f"{where} keeps a private key that {entry.name!r} does not have; "
+                        f"{self._journal_aside()} (keep a copy) or restore the state."
+                    )
+                entry = dataclasses.replace(entry, private_key=prior.private_key)
+            self._entries[entry.name] = entry
+        elif rec.op == "forget" and rec.name is not None:
+            self._entries.pop(rec.name, None)
+
+    def _snapshot(self) -> State:
+        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+
+    @property
+    def key_block(self) -> KeyBlock | None:
+        """Which key seals this state's secrets (no secret in it); ``None`` if none yet."""
+        self._ensure_loaded()
+        return self._key
+
+    # --- secrets -----------------------------------------------------------------------------
+
+    def seal(self, name: str, secret: Secret) -> SealedSecret:
+        self._ensure_loaded()
+        with self._key_mutex:
+            key = self._keys.resolve(self._key)
+            with self._mutex:
+                if self._key is None:
+                    self._key = key.block
+                lineage = self._lineage
+        return key.seal(lineage=lineage, name=name, secret=secret)
+
+    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
+        self._ensure_loaded()
+        if self._key is None:
+            raise StateCorruptError(
+                f"{self.description} holds a private key for {name!r} but no key block saying "
+                f"which key sealed it; restore the state from its .backup {self._backup_kind}."
+            )
+        with self._key_mutex:
+            key = self._keys.resolve(self._key)
+        return key.unseal(lineage=self._lineage, name=name, sealed=sealed)
+
+    # --- changes -----------------------------------------------------------------------------
+
+    def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
+        if not _NAME_RE.match(entry.name):
+            raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
+        self._ensure_loaded()
+        self._append(op="record", name=entry.name, entry=entry, durable=durable)
+
+    def forget(self, name: str) -> None:
+        self._ensure_loaded()
+        self._append(op="forget", name=name, entry=None)
+
+    def _keeps_private_key(self, entry: StateKeyPair | None) -> bool:
+        """Whether ``entry`` holds the sealed private key its name already has (under _mutex)."""
+        if entry is None or entry.private_key is None:
+            return False
+        prior = self._entries.get(entry.name)
+        return prior is not None and prior.private_key == entry.private_key
+
+    def _journal_lines(self, *, op: str, name: str, entry: StateKeyPair | None,
+                       with_key: bool) -> bytes:
+        """The journal line of one change (under _mutex); the key block's line first if
+        ``with_key`` and there is a key."""
+        line = b""
+        if with_key and self._key is not None:
+            line = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
+                                       key=self._key)
+        return line + encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
+                                          name=name, entry=entry,
+                                          keep_private_key=self._keeps_private_key(entry))
+
+    def _change(self, name: str, entry: StateKeyPair | None) -> None:
+        if entry is not None:
+            self._entries[name] = entry
+        else:
+            self._entries.pop(name, None)
+
+    # --- commit, export and push -------------------------------------------------------------
+
+    def _pending(self) -> StateDocument | None:
+        """The document a commit writes now (under _mutex); ``None`` if nothing changed."""
+        if self._entries == self._disk.state.keypairs and self._key == self._disk.key:
+            return None
+        state = State(lineage=self._lineage, serial=self._serial + 1,
+                      keypairs=dict(self._entries))
+        return StateDocument(state, self._key)
+
+    def export(self) -> bytes:
+        """The document a commit would write now (secrets stay sealed)."""
+        self._ensure_loaded()
+        with self._mutex:
+            return encode_document(self._pending() or StateDocument(self._snapshot(), self._key))
+
+    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
+        """Replace the state with the document ``data`` (hold the lock around this).
+
+        Refuses another lineage, or a serial not above the current one, unless ``force``.
+        Pending journal changes are committed first, so the backup holds them.
+        """
+        doc = decode_document(data, source=source)
+        current = self.commit()
+        if self._has_document() and not force:
+            check_push(doc.state, current, source=source, target=self.description)
+        if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
+            self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+        return self._replace(doc)

@@ -8,19 +8,22 @@ the bytes go: journal record semantics, sealing with the state key, the journal 
 change, export, and the checks of a push.
 
 A store supplies: ``load``, ``commit``, ``_append`` (how a change becomes durable),
-``_replays`` (which journal records apply), ``_has_document`` and ``_replace`` (how a pushed
-document is written), and two words for its messages.
+``_replays`` (which journal records apply), ``_write_document`` (how a document replaces the
+last one atomically), ``_has_document``, its lock (``_lock``), and two words for its messages;
+``_exclusive`` and ``_reset`` where it needs more than the mutex and the fields here.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from reconciler.errors import StateCorruptError, StateError
 from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
@@ -55,10 +58,21 @@ def check_push(new: State, current: State, *, source: str, target: str) -> None:
         )
 
 
+class Lock(Protocol):
+    """A store's lock: the local ``flock`` file or the remote lock object."""
+
+    def acquire(self, *, operation: str, timeout: float) -> dict[str, str]: ...
+
+    def release(self) -> None: ...
+
+    def force_unlock(self, lock_id: str) -> None: ...
+
+
 class JournaledStore:
     """The in-memory half of a ``StateStore``. ``_mutex`` guards the fields below it."""
 
     description: str
+    _lock: Lock
     _backup_kind = "file"  # in messages: "restore the state from its .backup file"
 
     def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None]) -> None:
@@ -93,12 +107,16 @@ class JournaledStore:
         """What to do with a journal that cannot be replayed: "move ... aside"."""
         raise NotImplementedError
 
+    def _write_document(self, data: bytes) -> None:
+        """Replace the document with ``data`` atomically (under ``_exclusive``)."""
+        raise NotImplementedError
+
     def _has_document(self) -> bool:
         raise NotImplementedError
 
-    def _replace(self, doc: StateDocument) -> State:
-        """Write ``doc`` as the document, and hold it in memory."""
-        raise NotImplementedError
+    def _exclusive(self) -> contextlib.AbstractContextManager[object]:
+        """What load, commit and push hold: ``_mutex``, and whatever else a store needs."""
+        return self._mutex
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -215,6 +233,13 @@ class JournaledStore:
                       keypairs=dict(self._entries))
         return StateDocument(state, self._key)
 
+    def _fold(self) -> None:
+        """Write the pending document, if anything changed (under ``_exclusive``)."""
+        doc = self._pending()
+        if doc is not None:
+            self._write_document(encode_document(doc))
+            self._disk, self._serial = doc, doc.state.serial
+
     def export(self) -> bytes:
         """The document a commit would write now (secrets stay sealed)."""
         self._ensure_loaded()
@@ -233,4 +258,20 @@ class JournaledStore:
             check_push(doc.state, current, source=source, target=self.description)
         if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
             self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
-        return self._replace(doc)
+        with self._exclusive():
+            self._write_document(encode_document(doc))
+            self._reset(doc)
+            return self._snapshot()
+
+    # --- the lock ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, *, operation: str, timeout: float) -> Iterator[dict[str, str]]:
+        info = self._lock.acquire(operation=operation, timeout=timeout)
+        try:
+            yield info
+        finally:
+            self._lock.release()
+
+    def force_unlock(self, lock_id: str) -> None:
+        self._lock.force_unlock(lock_id)

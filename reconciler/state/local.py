@@ -43,7 +43,6 @@ from reconciler.state.codec import (
     StateDocument,
     decode_document,
     decode_journal,
-    encode_document,
 )
 from reconciler.state.crypto import KeyBlock
 from reconciler.state.files import fsync_dir, write_all, write_new_file
@@ -81,10 +80,19 @@ class LocalStateStore(JournaledStore):
     def _beside(self, suffix: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{suffix}")
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._sync_mutex, self._mutex:
+            yield
+
+    def _reset(self, disk: StateDocument) -> None:
+        super()._reset(disk)
+        self._journal_key = disk.key
+
     # --- reading -----------------------------------------------------------------------------
 
     def load(self) -> State:
-        with self._sync_mutex, self._mutex:
+        with self._exclusive():
             self._close_journal(sync=True)
             self._loaded = False
             previous_key = self._key
@@ -223,11 +231,8 @@ class LocalStateStore(JournaledStore):
 
     def commit(self) -> State:
         self._ensure_loaded()
-        with self._sync_mutex, self._mutex:
-            doc = self._pending()
-            if doc is not None:
-                self._write_document(encode_document(doc))
-                self._disk, self._serial = doc, doc.state.serial
+        with self._exclusive():
+            self._fold()
             self._journal_key = self._key
             self._close_journal()
             if self.journal_path.exists():
@@ -262,30 +267,8 @@ class LocalStateStore(JournaledStore):
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
 
-    # --- push --------------------------------------------------------------------------------
-
     def _has_document(self) -> bool:
         return self.path.exists()
-
-    def _replace(self, doc: StateDocument) -> State:
-        with self._sync_mutex, self._mutex:
-            self._write_document(encode_document(doc))
-            self._reset(doc)
-            self._journal_key = doc.key
-            return self._snapshot()
-
-    # --- the lock ----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def lock(self, *, operation: str, timeout: float) -> Iterator[dict[str, str]]:
-        info = self._lock.acquire(operation=operation, timeout=timeout)
-        try:
-            yield dict(info)
-        finally:
-            self._lock.release()
-
-    def force_unlock(self, lock_id: str) -> None:
-        self._lock.force_unlock(lock_id)
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -37,7 +37,7 @@ import dataclasses
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from reconciler.errors import StaleStateError, StateCorruptError, StateError
@@ -48,7 +48,6 @@ from reconciler.state.codec import (
     StateDocument,
     decode_document,
     decode_journal,
-    encode_document,
 )
 from reconciler.state.crypto import KeyBlock
 from reconciler.state.lockinfo import who
@@ -156,7 +155,8 @@ class S3StateStore(JournaledStore):
         if disk is None:
             lineage = records[0][1].lineage if records else self._fresh_lineage
             disk = StateDocument(State(lineage=lineage, serial=0))
-        self._reset_to(disk, etag=etag)
+        self._reset(disk)
+        self._etag = etag
         self._replay(records)
         if self._key is None and previous_key is not None:
             self._key = previous_key  # sealed with, not yet recorded
@@ -164,9 +164,9 @@ class S3StateStore(JournaledStore):
         self._stale = [j.key for j in journal if j.base < serial]
         self._next_seq = max((j.seq for j in current), default=0) + 1
 
-    def _reset_to(self, disk: StateDocument, *, etag: str | None) -> None:
-        self._reset(disk)
-        self._etag, self._written = etag, []
+    def _reset(self, disk: StateDocument) -> None:
+        super()._reset(disk)
+        self._written = []
 
     def _list_journal(self) -> list[_JournalObject]:
         found = []
@@ -226,10 +226,7 @@ class S3StateStore(JournaledStore):
     def commit(self) -> State:
         self._ensure_loaded()
         with self._mutex:
-            doc = self._pending()
-            if doc is not None:
-                self._write_document(encode_document(doc))
-                self._disk, self._serial = doc, doc.state.serial
+            self._fold()
             done, self._folded, self._written, self._stale = (
                 self._folded + self._stale, [], [], [])
             self._next_seq = 1
@@ -301,26 +298,5 @@ class S3StateStore(JournaledStore):
                     )
             return self._conditional_writes
 
-    # --- push --------------------------------------------------------------------------------
-
     def _has_document(self) -> bool:
         return self._etag is not None
-
-    def _replace(self, doc: StateDocument) -> State:
-        with self._mutex:
-            self._write_document(encode_document(doc))
-            self._reset_to(doc, etag=self._etag)
-            return self._snapshot()
-
-    # --- the lock ----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def lock(self, *, operation: str, timeout: float) -> Iterator[dict[str, str]]:
-        info = self._lock.acquire(operation=operation, timeout=timeout)
-        try:
-            yield info
-        finally:
-            self._lock.release()
-
-    def force_unlock(self, lock_id: str) -> None:
-        self._lock.force_unlock(lock_id)

@@ -21,6 +21,7 @@ from reconciler.commands.common import lock_timeout, open_state
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
+from reconciler.state.codec import entry_to_dict
 from reconciler.state.protocol import StateStore
 
 
@@ -73,28 +74,8 @@ def private_key_note(entry: StateKeyPair) -> str:
 
 def render_entry(entry: StateKeyPair) -> str:
     """All readable fields, Terraform's `state show` shape; the private key only as a marker."""
-    protection: dict[str, object] | None = None
-    if entry.key_protection is not None:
-        protection = {"encryption": entry.key_protection.encryption.as_dict()}
-        if entry.key_protection.private_key_file:
-            protection["private_key_file"] = entry.key_protection.private_key_file
-    fields: dict[str, object] = {
-        "api": entry.api.value,
-        "source": entry.source.value,
-        "algorithm": entry.algorithm,
-        "type": entry.type,
-        "public_key": entry.public_key,
-        "fingerprint_md5": entry.fingerprint_md5,
-        "fingerprint_sha256": entry.fingerprint_sha256,
-        "user_id": entry.user_id,
-        "scope": entry.scope,
-        "description": entry.description,
-        "key_protection": protection,
-        "prevent_destroy": entry.prevent_destroy,
-        "created": entry.created,
-        "spec_digest": entry.spec_digest,
-        "status": entry.status.value,
-    }
+    fields = entry_to_dict(entry)
+    del fields["private_key"]  # shown below as a marker, never as its envelope
     width = max(len(k) for k in (*fields, "private_key"))
     lines = [f"# keypair.{entry.name}:", f'resource "keypair" "{entry.name}" {{']
     for key, value in fields.items():

@@ -231,9 +231,10 @@ class _Applier:
             entry = self._make(d, prior)
         except (_AmbiguousError, _TaintedError):
             raise  # what state holds (pending, tainted) is what the next plan must see
-        except ReconcilerError:
+        except (ApiError, ApplyError, KeyFormatError):
             # Refused for certain (a name taken meanwhile, a bad request): nothing happened in
-            # the cloud, so state goes back to what it was.
+            # the cloud, so state goes back to what it was. (A StateError is not one of these:
+            # the cloud may have acted, and the pending entry must stay.)
             if prior is not None:
                 self.store.record(prior)
             else:

@@ -20,10 +20,10 @@ def parse_duration(text: str, *, option: str = "--lock-timeout") -> float:
     A bare number is seconds. Anything else is a ``UsageError`` naming ``option``.
     """
     value = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return float(value)
     total, pos = 0.0, 0
-    for match in _PART.finditer(value):
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        total, pos = float(value), len(value)
+    for match in _PART.finditer(value if pos == 0 else ""):
         if match.start() != pos:
             break
         total += float(match.group(1)) * _UNITS[match.group(2)]

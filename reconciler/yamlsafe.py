@@ -298,8 +298,10 @@ class _Builder:
             self.constructor = yaml.constructor.SafeConstructor()
         try:
             value = self.constructor.construct_object(node, deep=True)
-        except (ValueError, TypeError, ArithmeticError):  # e.g. the date 2020-02-30
+        except Exception:  # e.g. the date 2020-02-30, `!!timestamp xyz`: keep the text
             return str(node.value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            return str(node.value)  # no field takes such a number; its text is kinder to print
         if isinstance(value, str | int | float | bool) or value is None:
             return value
         return str(node.value)  # timestamps, binary: keep the text as written
@@ -317,11 +319,15 @@ class _Builder:
                 merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [
                     value_node]
                 for source in merged:
+                    self.expanded += 1  # a merge re-walks its source: it counts as expansion
+                    if self.expanded > MAX_EXPANDED:
+                        raise _LimitError(f"merge keys expand to more than {MAX_EXPANDED:,} "
+                                          "nodes", source.start_mark)
                     if not isinstance(source, yaml.MappingNode):
                         raise yaml.constructor.ConstructorError(
                             None, None, "a merge key (<<) needs a mapping or a list of mappings",
                             source.start_mark)
-                    for k, v in self.mapping(source, path, depth, True).items():
+                    for k, v in self.mapping(source, path, depth + 1, True).items():
                         if k not in explicit:
                             out.setdefault(k, v)
                 continue

@@ -64,7 +64,7 @@ CORPUS_EXPECTED: dict[str, list[str]] = {
         "keypairs[3].public_key_file: the file \"../../../../../../../../etc/hostname\" is not a "
         "valid public key",
     ],
-    "merge_bomb": ["a.yaml:3:33: error: aliases expand to more than 10,000 nodes"],
+    "merge_bomb": ["a.yaml:3:12: error: aliases expand to more than 10,000 nodes"],
     "names": [
         'keypairs[0].name: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa..." is not a valid name',
         'keypairs[1].name: "../../etc/passwd" is not a valid name',

@@ -229,3 +229,25 @@ def test_sealed_values_never_show_the_secret(tmp_path: Path) -> None:
     store = _store(path, key_env(tmp_path))
     kp = store.load().keypairs["a"]
     assert "v1:" not in repr(kp.private_key) and PRIVATE_MARK not in repr(kp)
+
+
+def test_a_key_file_others_can_read_is_used_with_a_warning(tmp_path: Path) -> None:
+    from reconciler.state.crypto import KeySource
+
+    key_file = tmp_path / "k"
+    key_file.write_text("22" * 32)
+    key_file.chmod(0o644)
+    notices: list[str] = []
+    KeySource(environ={"RECONCILER_KEY_FILE": str(key_file)}, notice=notices.append).resolve(None)
+    assert len(notices) == 1 and "chmod 600" in notices[0] and "22" * 4 not in notices[0]
+    key_file.chmod(0o600)
+    notices.clear()
+    KeySource(environ={"RECONCILER_KEY_FILE": str(key_file)}, notice=notices.append).resolve(None)
+    assert notices == []
+
+
+def test_scrypt_parameters_from_a_file_are_bounded_in_memory() -> None:
+    from reconciler.state.crypto import scrypt_key
+
+    with pytest.raises(StateCorruptError, match="256 MiB"):
+        scrypt_key("x", salt=b"s" * 16, params={"n": 2**20, "r": 32, "p": 16})

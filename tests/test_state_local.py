@@ -342,3 +342,23 @@ def test_readers_without_the_lock_never_see_corruption_during_commits(tmp_path: 
             t.join()
     assert not errors, errors[0]
     assert len(_store(tmp_path).load().keypairs) == 90
+
+
+def test_older_journal_lines_the_state_lacks_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Lines from an older serial are skipped only when the state already holds them; lines
+    it lacks (a state file put back, a writer that went on after losing its lock) would be
+    lost by the next commit, so the load refuses and changes nothing."""
+    store = _store(tmp_path)
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    store.record(entry("b"))
+    stray = (tmp_path / "s.json.journal").read_bytes()  # base 1: record b
+    store.commit()
+    store.forget("b")
+    store.commit()  # serial 3: no b
+    (tmp_path / "s.json.journal").write_bytes(stray)
+    before = snapshot(tmp_path)
+    with pytest.raises(StateCorruptError, match=r"holds changes from serial 1 .* for b"):
+        _store(tmp_path).load()
+    assert snapshot(tmp_path) == before

@@ -96,7 +96,7 @@ def test_lock_left_by_a_killed_process_is_acquired_normally(tmp_path: Path) -> N
             assert info["id"] != lock_id
 
 
-def test_force_unlock_needs_the_matching_id(tmp_path: Path) -> None:
+def test_force_unlock_needs_the_matching_id_and_never_breaks_a_live_lock(tmp_path: Path) -> None:
     store = _store(tmp_path)
     with pytest.raises(StateLockError, match="not locked"):
         store.force_unlock("x")
@@ -105,13 +105,19 @@ def test_force_unlock_needs_the_matching_id(tmp_path: Path) -> None:
         try:
             with pytest.raises(StateLockError, match=f"does not match .*{lock_id}"):
                 store.force_unlock("not-the-id")
+            # Its later journal writes would be lost if another run took over: refused.
+            with pytest.raises(StateLockError, match="held by a running process"):
+                store.force_unlock(lock_id)
             assert (tmp_path / "s.json.lock").exists()
-            store.force_unlock(lock_id)
-            assert not (tmp_path / "s.json.lock").exists()
-            with store.lock(operation="apply", timeout=0):
-                pass
         finally:
-            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Its process gone, the lock went with it; the file it left is removed by force-unlock.
+    assert (tmp_path / "s.json.lock").exists()
+    store.force_unlock(lock_id)
+    assert not (tmp_path / "s.json.lock").exists()
+    with store.lock(operation="apply", timeout=0):
+        pass
 
 
 def test_in_process_stores_exclude_each_other_and_never_overlap(tmp_path: Path) -> None:

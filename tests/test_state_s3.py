@@ -83,6 +83,26 @@ def test_stale_commit_is_refused_and_its_changes_kept(tmp_path: Path) -> None:
     assert sorted(bucket.store(key_env(tmp_path)).load().keypairs) == ["a", "c"]
 
 
+def test_journal_objects_a_commit_did_not_fold_are_never_skipped(tmp_path: Path) -> None:
+    """A writer that went on after another committed (a force-unlock, no lock): its objects
+    lie under an older serial. Skipping them and letting the next commit delete them would
+    lose its private keys; the load refuses instead, and nothing is removed."""
+    bucket = new_bucket()
+    first = bucket.store(key_env(tmp_path))
+    first.load()
+    first.record(entry("x"))
+    first.commit()
+    one, two = bucket.store(key_env(tmp_path)), bucket.store(key_env(tmp_path))
+    one.load()
+    two.load()
+    one.record(entry("a"))
+    assert one.commit().serial == 2
+    two.record(entry("b", two.seal("b", Secret("only-in-two"))))  # under serial 1
+    with pytest.raises(StateCorruptError, match=r"holds changes from serial 1 .* for b"):
+        bucket.store(key_env(tmp_path)).load()
+    assert len(bucket.listing(f"{KEY}.journal/")) == 1
+
+
 def test_a_store_without_conditional_writes_still_refuses_stale_commits(tmp_path: Path) -> None:
     bucket = new_bucket()
     one = bucket.store(key_env(tmp_path), conditional_writes=False)

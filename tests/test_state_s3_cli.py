@@ -66,6 +66,13 @@ def test_backend_block_in_the_manifest(emulator: Emulator, tmp_path: Path,
     assert applied.code == 0, applied.text
     assert sorted(json.loads(bucket.read(KEY))["keypairs"]) == ["ci", "web"]
     assert not (tmp_path / "reconciler.state.json").exists()
+    # Commands that take no manifests read the block from the working directory's manifests.
+    cli.root = cli.manifests
+    listed = cli("state", "list")
+    assert listed.code == 0 and listed.out.split() == ["ci", "web"], listed.text
+    shown = cli("output", "ci", "--private-key")
+    assert shown.code == 0 and "PRIVATE KEY-----" in shown.out, shown.text
+    assert not (cli.manifests / "reconciler.state.json").exists()
 
 
 def _apply(cli: Cli, results: list[Result], *options: str) -> None:

@@ -36,6 +36,7 @@ def key_env(tmp_path: Path) -> dict[str, str]:
     key_file = tmp_path / "state.key"
     if not key_file.exists():
         key_file.write_text("11" * 32 + "\n")
+        key_file.chmod(0o600)
     return {"RECONCILER_KEY_FILE": str(key_file), "HOME": str(tmp_path / "home")}
 
 

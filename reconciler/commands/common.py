@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,12 +53,31 @@ def open_api(settings: ApiSettings) -> KeyPairApi:
 
 
 def open_state(args: argparse.Namespace, env: Env,
-               backend: BackendConfig | None = None) -> StateStore:
+               backend: BackendConfig | None = None, *, discover: bool = False) -> StateStore:
+    """The state store. ``discover``: for commands that take no manifests (state, output,
+    force-unlock), the ``backend`` block of the manifests in the working directory counts,
+    as Terraform reads its backend from the working directory."""
     from reconciler.state.factory import open_store
 
+    if discover and backend is None:
+        backend = _working_directory_backend(args, env)
     return open_store(state_path=args.state, backend=args.backend,
                       backend_endpoint=args.backend_endpoint, manifest_backend=backend,
                       env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)))
+
+
+def _working_directory_backend(args: argparse.Namespace, env: Env) -> BackendConfig | None:
+    if args.state or args.backend or env.environ.get("RECONCILER_STATE") or \
+            env.environ.get("RECONCILER_BACKEND"):
+        return None  # chosen explicitly
+    try:
+        files = [p for p in env.cwd.iterdir()
+                 if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()]
+        declares = any(re.search(r"^backend:", p.read_text(errors="replace")[:1 << 20], re.M)
+                       for p in files)
+    except OSError:
+        return None
+    return load(args, env).backend if declares else None
 
 
 def lock_timeout(args: argparse.Namespace) -> float:
@@ -174,14 +193,6 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
 
 def write_private_file(path: Path, text: str) -> None:
     """Write ``text`` atomically to ``path`` with mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from reconciler.state.files import replace_file
+
+    replace_file(path, text.encode("utf-8"))

@@ -12,7 +12,7 @@ from reconciler.env import Env, ExitCode
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env)
+    store = open_state(args, env, discover=True)
     store.force_unlock(args.lock_id)
     env.out("reconciler state has been successfully unlocked!")
     env.out("")

@@ -12,25 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 from pathlib import Path
 
+from reconciler import keys
 from reconciler.commands.common import open_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
-from reconciler.errors import StateError, UsageError
+from reconciler.errors import KeyFormatError, StateError, UsageError
 from reconciler.model import SENSITIVE, Secret, StateKeyPair
-from reconciler.state.files import write_fd
+from reconciler.state.files import replace_file, write_fd
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env)
+    store = open_state(args, env, discover=True)
     entry = find_entry(store.load(), args.name, store=store)
     secret: Secret | None = None
     if args.private_key:
         if entry.private_key is None:
             raise StateError(f"keypair.{entry.name} has no private key: {private_key_note(entry)}.")
         secret = store.unseal(entry.name, entry.private_key)
+        _check_pair(entry, secret)
     if args.out:
         path = env.resolve(args.out)
         text = secret.reveal() if secret is not None else entry.public_key
@@ -46,6 +47,22 @@ def run(args: argparse.Namespace, env: Env) -> int:
     elif not args.out:
         env.out(_text(entry))
     return ExitCode.OK
+
+
+def _check_pair(entry: StateKeyPair, secret: Secret) -> None:
+    """Never hand out a private key that is not the recorded public key's half (a state file
+    edited by hand, or an old ciphertext put back, would otherwise pass)."""
+    if entry.type == "x509" or not entry.public_key:
+        return
+    try:
+        matches = keys.same_key(keys.public_key_of(secret), entry.public_key)
+    except KeyFormatError:
+        matches = False
+    if not matches:
+        raise StateError(f"the private key stored for keypair.{entry.name} is not the half of "
+                         "its recorded public key; the state was altered. Restore it from its "
+                         ".backup file, or replace the key pair (`reconciler apply --replace "
+                         f"{entry.name}`)")
 
 
 def _summary(entry: StateKeyPair, secret: Secret | None) -> dict[str, object]:
@@ -93,10 +110,7 @@ def write_file(path: Path, text: str, *, force: bool) -> None:
             raise UsageError(f"cannot create {path}: {exc.strerror}") from None
         write_fd(fd, data)
         return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        write_fd(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data)
-        os.replace(tmp, path)
+        replace_file(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None

@@ -26,7 +26,7 @@ from reconciler.state.protocol import StateStore
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env)
+    store = open_state(args, env, discover=True)
     sub = args.state_command
     if sub == "list":
         for name in sorted(store.load().keypairs):

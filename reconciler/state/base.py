@@ -150,6 +150,24 @@ class JournaledStore:
         elif rec.op == "forget" and rec.name is not None:
             self._entries.pop(rec.name, None)
 
+    def _not_folded(self, records: list[tuple[str, JournalRecord]]) -> list[str]:
+        """Of journal records from an older serial, which a commit is believed to have folded
+        in: the key pairs whose change the state does not hold (normally none). A change it
+        lacks would be lost if the records were skipped and removed."""
+        entries, key = dict(self._entries), self._key
+        missing: set[str] = set()
+        try:
+            for where, rec in records:
+                try:
+                    self._apply(rec, where=where)
+                except StateCorruptError:
+                    missing.add(rec.name or "?")
+            missing |= {n for n in set(entries) | set(self._entries)
+                        if entries.get(n) != self._entries.get(n)}
+        finally:
+            self._entries, self._key = entries, key
+        return sorted(missing)
+
     def _snapshot(self) -> State:
         return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
 

@@ -48,8 +48,11 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 ENVELOPE_PREFIX = "v1:"
 SCRYPT_PARAMS: dict[str, int] = {"n": 2**15, "r": 8, "p": 1}
-# Bounds on KDF parameters read from a state file, so an edited file cannot make us spin.
+# Bounds on KDF parameters read from a state file, so an edited file cannot make us spin or
+# exhaust memory: each bounded alone, and scrypt's memory (128·n·r bytes per lane, p lanes)
+# bounded in all.
 _SCRYPT_LIMITS = {"n": 2**20, "r": 32, "p": 16}
+_SCRYPT_MAX_BYTES = 256 * 1024 * 1024
 _KEY_ID_LABEL = b"reconciler key id"
 
 
@@ -143,8 +146,10 @@ def scrypt_key(passphrase: str, *, salt: bytes, params: Mapping[str, Any]) -> by
                 "state from its .backup file."
             )
     assert isinstance(n, int) and isinstance(r, int) and isinstance(p, int)
-    if n & (n - 1) or n < 2:
-        raise StateCorruptError("the state's key block has an invalid scrypt n; restore it.")
+    if n & (n - 1) or n < 2 or 128 * n * r * p > _SCRYPT_MAX_BYTES:
+        raise StateCorruptError("the state's key block has invalid scrypt parameters (n must be "
+                                "a power of two, and 128·n·r·p at most 256 MiB); restore the "
+                                "state from its .backup file.")
     return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(passphrase.encode())
 
 
@@ -224,8 +229,19 @@ class KeySource:
         if passphrase is not None:
             return self._from_passphrase(passphrase, block)
         if key_file:
+            self._warn_if_exposed(Path(key_file))
             return _raw_key(read_key_file(Path(key_file)))
         return self._from_default_file(block)
+
+    def _warn_if_exposed(self, path: Path) -> None:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            return  # read_key_file says what is wrong
+        if mode & 0o077:
+            self._notice(f"reconciler: warning: the state key file {path} can be read by others "
+                         f"(mode {mode:o}); `chmod 600 {path}`, and treat the key as exposed if "
+                         "others could reach it.")
 
     def _from_passphrase(self, passphrase: str, block: KeyBlock | None) -> StateKey:
         if not passphrase:
@@ -253,6 +269,7 @@ class KeySource:
                 "(HOME is not set, so there is no default key file)."
             )
         if path.exists():
+            self._warn_if_exposed(path)
             return _raw_key(read_key_file(path))
         if block is not None:
             # A new key could never open secrets sealed with another one: do not create it.
@@ -268,7 +285,11 @@ class KeySource:
         return _raw_key(key)
 
     def _mismatch(self, block: KeyBlock, key: StateKey) -> StateKeyError:
-        if block.kdf:
+        if block.kdf and PASSPHRASE_ENV not in self._environ:
+            hint = (f"{PASSPHRASE_ENV} is not set (the key tried was "
+                    f"{self._environ.get(KEY_FILE_ENV) or 'the default key file'}); set it to "
+                    "the passphrase this state was sealed with")
+        elif block.kdf:
             hint = f"check {PASSPHRASE_ENV}: it is not the passphrase this state was sealed with"
         else:
             hint = (f"set {KEY_FILE_ENV} to the key file this state was sealed with (or put it "

@@ -9,6 +9,7 @@ May import: the stdlib.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -32,6 +33,18 @@ def write_fd(fd: int, data: bytes) -> None:
 def write_new_file(path: Path, data: bytes) -> None:
     """Create ``path`` (it must not exist) 0600 holding ``data``, fsynced."""
     write_fd(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), data)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, 0600: a new file beside it (a random name,
+    created exclusively, so no link is followed), fsynced, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    write_fd(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fsync_dir(directory: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.errors import StateLockError
+from reconciler.errors import StateError, StateLockError
 from reconciler.state.lockinfo import (
     check_lock_id,
     encode_lock_info,
@@ -45,7 +45,12 @@ class FileLock:
             raise StateLockError(f"{self._state_path} is already locked by this command.")
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StateError(f"cannot create the lock file {self.path}: {exc.strerror}; "
+                                 "check that the state's directory exists and is "
+                                 "writable") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -61,10 +66,15 @@ class FileLock:
                 continue
             info = new_lock_info(operation=operation, who=who(self._environ),
                                  path=str(self._state_path), clock=self._clock)
-            os.fchmod(fd, 0o600)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, encode_lock_info(info), 0)
-            os.fsync(fd)
+            try:
+                os.fchmod(fd, 0o600)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, encode_lock_info(info), 0)
+                os.fsync(fd)
+            except OSError as exc:
+                os.close(fd)
+                raise StateError(f"cannot write the lock file {self.path}: "
+                                 f"{exc.strerror}") from None
             self._fd = fd
             return info
 
@@ -79,12 +89,26 @@ class FileLock:
             os.close(fd)
 
     def force_unlock(self, lock_id: str) -> None:
+        """Remove a lock its process left behind; never one a running process holds (its
+        later writes would land in a journal another run has folded and removed)."""
         try:
-            data = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
             raise StateLockError(f"{self._state_path} is not locked; nothing to unlock.") from None
-        check_lock_id(parse_lock_info(data), lock_id, where=str(self._state_path))
-        self.path.unlink()
+        try:
+            info = _read_lock_info(fd)
+            check_lock_id(info, lock_id, where=str(self._state_path))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateLockError(
+                    f"the lock {lock_id} on {self._state_path} is held by a running process "
+                    f"({info.get('who', 'unknown')}, {info.get('operation', 'unknown')}); stop "
+                    "that process instead: its lock goes with it") from None
+            if _same_file(fd, self.path):
+                self.path.unlink()
+        finally:
+            os.close(fd)
 
 
 def _read_lock_info(fd: int) -> dict[str, str]:

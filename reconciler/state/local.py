@@ -124,7 +124,19 @@ class LocalStateStore(JournaledStore):
         if self._lineage != disk.state.lineage:
             previous_key = None
         self._reset(disk)
-        self._replay((f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1))
+        numbered = [(f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1)]
+        older = [(w, r) for w, r in numbered
+                 if r.lineage == self._lineage and r.base < self._serial]
+        lost = self._not_folded(older)  # against the document alone, before newer lines
+        if lost:
+            raise StateCorruptError(
+                f"{self.journal_path} holds changes from serial {older[0][1].base} that "
+                f"{self.path} (serial {self._serial}) does not, for {', '.join(lost[:5])}: the "
+                "state file was replaced after they were written. Nothing was changed. Move "
+                f"{self.journal_path} aside and keep it (it may hold private keys), then look "
+                "at what it holds before applying again."
+            )
+        self._replay(numbered)
         self._journal_key = self._key
         if self._key is None and previous_key is not None:
             self._key = previous_key  # sealed with, not yet recorded
@@ -153,7 +165,7 @@ class LocalStateStore(JournaledStore):
                 "private keys: keep it)."
             )
         if rec.base < self._serial:
-            return False  # already folded in by a commit that died before removing the journal
+            return False  # folded in by a commit that died before removing the journal (checked)
         if rec.base > self._serial:
             raise StateCorruptError(
                 f"{where} was written on top of serial {rec.base}, but {self.path} is at "

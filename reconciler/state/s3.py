@@ -32,7 +32,6 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 import threading
@@ -93,8 +92,9 @@ class S3StateStore(JournaledStore):
                                 bucket=location.bucket)
         self._notice = notice
         self._conditional_writes = conditional_writes  # None: probe on first write
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = S3Lock(self._objects, key=location.key, url=location.url,
-                            who=who(environ), clock=clock or (lambda: datetime.now(UTC)),
+                            who=who(environ), clock=self._clock,
                             conditional=self._conditional, notice=notice)
         self._probe_mutex = threading.Lock()
         self._etag: str | None = None  # of the document as loaded; None: there is none
@@ -157,6 +157,7 @@ class S3StateStore(JournaledStore):
             disk = StateDocument(State(lineage=lineage, serial=0))
         self._reset(disk)
         self._etag = etag
+        self._check_folded([j for j in journal if j.base < serial])
         self._replay(records)
         if self._key is None and previous_key is not None:
             self._key = previous_key  # sealed with, not yet recorded
@@ -167,6 +168,33 @@ class S3StateStore(JournaledStore):
     def _reset(self, disk: StateDocument) -> None:
         super()._reset(disk)
         self._written = []
+
+    def _check_folded(self, stale: list[_JournalObject]) -> None:
+        """Objects from an older serial are removed by the next commit: only if the state
+        holds their changes (a commit died before removing them), never otherwise (a writer
+        that went on after a force-unlock, a state put back by hand)."""
+        if not stale:
+            return
+        records: list[tuple[str, JournalRecord]] = []
+        foreign: set[str] = set()  # another lineage: never part of this state's document
+        for obj, body in zip(stale, self._objects.get_many([j.key for j in stale]), strict=True):
+            if body is not None:
+                where = f"s3://{self.location.bucket}/{obj.key}"
+                for rec in decode_journal(body[0], source=where)[0]:
+                    if rec.lineage == self._lineage:
+                        records.append((where, rec))
+                    elif rec.op != "key":
+                        foreign.add(rec.name or "?")
+        lost = sorted(foreign | set(self._not_folded(records)))
+        if lost:
+            raise StateCorruptError(
+                f"{self.journal_prefix} holds changes from serial {stale[0].base} that "
+                f"{self.description} (serial {self._serial}) does not, for "
+                f"{', '.join(lost[:5])}: they were written after another run committed. "
+                "Nothing was changed. Copy those objects aside and keep them (they may hold "
+                "private keys), then remove them and look at what they hold before applying "
+                "again."
+            )
 
     def _list_journal(self) -> list[_JournalObject]:
         found = []
@@ -256,7 +284,10 @@ class S3StateStore(JournaledStore):
         kept = self._quarantine(self._written)
         where = (f" This command's changes (sealed private keys included) are kept under "
                  f"s3://{self.location.bucket}/{kept}; look there before deleting anything."
-                 if kept else "")
+                 if kept else
+                 f" This command's changes (sealed private keys included) are still under "
+                 f"s3://{self.location.bucket}/{self.journal_prefix}: copy them aside before "
+                 "the next apply.")
         return (
             f"{self.description} changed since this command read it at serial {self._serial}: "
             "another writer committed in between (after a force-unlock, or without the lock). "
@@ -264,17 +295,32 @@ class S3StateStore(JournaledStore):
             "state."
         )
 
+    def push(self, data: bytes, *, source: str, force: bool = False) -> State:
+        """As for any store; then journal objects older than the pushed document (written by
+        a run that did not hold the lock) are set aside, never deleted, never replayed."""
+        state = super().push(data, source=source, force=force)
+        stray = [j.key for j in self._list_journal() if j.base < state.serial]
+        kept = self._quarantine(stray)
+        if kept:
+            self._notice(f"reconciler: {len(stray)} journal objects older than the pushed state "
+                         f"were set aside under s3://{self.location.bucket}/{kept}; they may "
+                         "hold private keys.")
+        return state
+
     def _quarantine(self, keys: list[str]) -> str | None:
+        """Move ``keys`` under ``KEY.rejected/``; the prefix, or None if they could not be."""
         if not keys:
             return None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
         prefix = f"{self.object_key}.rejected/{stamp}-{uuid.uuid4().hex[:8]}/"
-        with contextlib.suppress(StateError, ConditionFailed):
+        try:
             for key in keys:
                 self._objects.copy(key, prefix + key[len(self.journal_prefix):])
             self._objects.delete_many(keys)
-            self._folded = [k for k in self._folded if k not in set(keys)]
-            self._written = []
+        except (StateError, ConditionFailed):
+            return None
+        self._folded = [k for k in self._folded if k not in set(keys)]
+        self._written = []
         return prefix
 
     def _remove(self, keys: list[str]) -> None:

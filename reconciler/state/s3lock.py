@@ -13,6 +13,7 @@ May import: ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -97,7 +98,10 @@ class S3Lock:
         try:
             current = self._objects.get(self.key)
             if current is not None and parse_lock_info(current[0]).get("id") == info["id"]:
-                self._objects.delete(self.key)  # else force-unlocked, perhaps re-taken: keep
+                # else force-unlocked, perhaps re-taken: keep. Conditional, so that a lock
+                # taken between the read and the delete survives.
+                with contextlib.suppress(ConditionFailed):
+                    self._objects.delete(self.key, if_match=self._etag(current[1]))
         except StateError as exc:
             self._notice(
                 f"Warning: could not release the state lock {self._url}.lock ({exc}). Remove it "
@@ -109,4 +113,12 @@ class S3Lock:
         if current is None:
             raise StateLockError(f"{self._url} is not locked; nothing to unlock.")
         check_lock_id(parse_lock_info(current[0]), lock_id, where=self._url)
-        self._objects.delete(self.key)
+        try:
+            self._objects.delete(self.key, if_match=self._etag(current[1]))
+        except ConditionFailed:
+            raise StateLockError(f"the lock on {self._url} changed while it was being removed "
+                                 "(taken again); look at it again before unlocking") from None
+
+    def _etag(self, etag: str) -> str | None:
+        """The condition for a delete, where the store honours conditions."""
+        return etag if self._conditional() else None

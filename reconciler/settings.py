@@ -43,6 +43,21 @@ def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _credentials(environ: Mapping[str, str]) -> tuple[str, str, str | None]:
+    """AK, SK and token from one family of variables (the SDK's, else Terraform's): never an
+    AK of one family with the SK of the other."""
+    for ak_var, sk_var, token_var in zip(AK_VARS, SK_VARS, TOKEN_VARS, strict=True):
+        ak, sk = environ.get(ak_var, "").strip(), environ.get(sk_var, "").strip()
+        if ak and sk:
+            return ak, sk, environ.get(token_var, "").strip() or None
+        if ak or sk:
+            missing = sk_var if ak else ak_var
+            raise UsageError(f"{ak_var if ak else sk_var} is set but {missing} is not; set both "
+                             "(credentials are never mixed across variable families)")
+    raise UsageError("no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK "
+                     "(or HW_ACCESS_KEY and HW_SECRET_KEY) in the environment")
+
+
 def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
                   provider: ProviderConfig | None) -> Api:
     raw = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
@@ -71,12 +86,7 @@ def resolve_api_settings(
     if not project_id:
         raise UsageError("no project id: give --project-id, set HUAWEICLOUD_SDK_PROJECT_ID "
                          "(or HW_PROJECT_ID), or set provider.project_id in a manifest")
-    ak = _first(environ, AK_VARS)
-    sk = _first(environ, SK_VARS)
-    if not ak or not sk:
-        raise UsageError("no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK "
-                         "(or HW_ACCESS_KEY and HW_SECRET_KEY) in the environment")
-    token = _first(environ, TOKEN_VARS)
+    ak, sk, token = _credentials(environ)
     credentials = Credentials(ak=ak, sk=Secret(sk),
                               security_token=Secret(token) if token else None)
     return ApiSettings(api=api, endpoint=endpoint.rstrip("/"), project_id=project_id,

@@ -109,6 +109,27 @@ def test_kps_400_not_found_means_absent(served: Served) -> None:
         api.get_keypair("bad")
     assert info.value.status == 400 and info.value.code == "KPS.XXX"
     assert str(info.value).endswith("(request id: rid-1)")
+    # The same documented shape answers delete and export of a key pair that is gone.
+    served.script.add(400, {"error_code": "KPS.XXX", "error_msg": "The keypair is not found"})
+    assert api.delete_keypair("gone") is False
+    served.script.add(400, {"error_code": "KPS.XXX", "error_msg": "The keypair does not exist"})
+    assert api.export_private_key("gone") is None
+
+
+def test_fingerprints_are_compared_in_one_form(served: Served) -> None:
+    """An upper-case, prefixed or missing fingerprint must not look like a changed key."""
+    from reconciler import keys
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
+    want = keys.md5_fingerprint(key)
+    api = KpsApi(served.http, project_id=PID)
+    for reported in (want.upper(), "MD5:" + want, None):
+        detail = {"name": "x", "public_key": key}
+        if reported is not None:
+            detail["fingerprint"] = reported
+        served.script.add(200, {"keypair": detail})
+        got = api.get_keypair("x")
+        assert got is not None and got.fingerprint == want, reported
 
 
 def test_kps_pagination_stops_on_a_repeated_marker_or_empty_page(served: Served) -> None:

@@ -78,14 +78,28 @@ class _Adapter:
     def _base(self) -> str:
         raise NotImplementedError
 
+    # Statuses that may mean "no such key pair": KPS documents every error as a 400.
+    _absent_statuses: frozenset[int] = frozenset({404})
+
+    def _absent(self, result: HttpResult, *, operation: str) -> bool:
+        """True when an answer says the key pair does not exist; raises for other errors."""
+        if result.status == 404:
+            return True
+        if result.status in self._absent_statuses:
+            if _NOT_FOUND_TEXT.search(result.error_message or ""):
+                return True
+            raise self.http.error_for(result, operation=operation)
+        return False
+
     def delete_keypair(self, name: str) -> bool:
         """Delete; False when it was already gone (the same call in every flavour)."""
+        operation = f"delete key pair {name}"
         result = self.http.request(
-            method="DELETE", path=f"{self._base}/{_seg(name)}",
-            operation=f"delete key pair {name}", accept=frozenset({404}),
+            method="DELETE", path=f"{self._base}/{_seg(name)}", operation=operation,
+            accept=self._absent_statuses,
         )
-        # a 404 after a resend whose first answer was lost: that first attempt deleted it
-        return result.status != 404 or result.resent_after_loss
+        # absent after a resend whose first answer was lost: that first attempt deleted it
+        return not self._absent(result, operation=operation) or result.resent_after_loss
 
     def _created(
         self, result: HttpResult, *, operation: str, asked: dict[str, object]
@@ -216,6 +230,7 @@ class KpsApi(_Adapter):
     """KPS v3 ``/v3/{project_id}/keypairs``."""
 
     api = Api.KPS
+    _absent_statuses = frozenset({400, 404})
 
     def __init__(
         self, http: HttpClient, *, project_id: str, page_size: int = KPS_PAGE_SIZE
@@ -255,15 +270,10 @@ class KpsApi(_Adapter):
         operation = f"read key pair {name}"
         result = self.http.request(
             method="GET", path=f"{self._base}/{_seg(name)}", operation=operation,
-            accept=frozenset({400, 404}),
+            accept=self._absent_statuses,
         )
-        if result.status == 404:
+        if self._absent(result, operation=operation):
             return None
-        if result.status == 400:
-            # KPS documents every error as 400; one that says "not found" means absent
-            if _NOT_FOUND_TEXT.search(result.error_message or ""):
-                return None
-            raise self.http.error_for(result, operation=operation)
         return remote_keypair(keypair_body(result.data, operation=operation), operation=operation)
 
     def _post(
@@ -331,9 +341,9 @@ class KpsApi(_Adapter):
         operation = f"export the private key of {name}"
         result = self.http.request(
             method="POST", path=f"{self._base}/private-key/export", operation=operation,
-            body={"keypair": {"name": name}}, accept=frozenset({404}),
+            body={"keypair": {"name": name}}, accept=self._absent_statuses,
         )
-        if result.status == 404:
+        if self._absent(result, operation=operation):
             return None
         return private_key_of(keypair_body(result.data, operation=operation))
 

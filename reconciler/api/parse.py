@@ -4,14 +4,16 @@ Fields the API does not send become None; ``frozen_state`` may be a string or an
 ``is_key_protection`` may be missing. A body without the expected shape is an ``ApiError``
 naming the operation, never a ``KeyError`` deep in the engine.
 
-May import: the standard library, ``reconciler.model``, ``reconciler.errors``.
+May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.keys``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from reconciler.errors import ApiError
+from reconciler import keys
+from reconciler.errors import ApiError, KeyFormatError
 from reconciler.model import RemoteKeyPair, Secret
 
 
@@ -51,16 +53,31 @@ def remote_keypair(data: Mapping[str, object], *, operation: str) -> RemoteKeyPa
     if not name:
         raise ApiError(f"{operation} failed: a key pair came back without a name",
                        operation=operation)
+    public_key = _text(data, "public_key") or ""
     return RemoteKeyPair(
         name=name,
-        public_key=_text(data, "public_key") or "",
-        fingerprint=_text(data, "fingerprint") or "",
+        public_key=public_key,
+        fingerprint=_fingerprint(_text(data, "fingerprint"), public_key),
         type=_text(data, "type") or "ssh",
         user_id=_text(data, "user_id"),
         scope=_text(data, "scope"),
         description=_text(data, "description"),
         key_protection=_flag(data, "is_key_protection"),
     )
+
+
+def _fingerprint(reported: str | None, public_key: str) -> str:
+    """The MD5 colon-hex form the plan compares: lower case, no ``MD5:`` prefix; computed
+    from the public key when the answer has none (an upper-case or prefixed fingerprint
+    must not look like a changed key, which would replace it)."""
+    text = (reported or "").strip().lower().removeprefix("md5:")
+    if text:
+        return text
+    try:
+        return keys.md5_fingerprint(public_key) if public_key.startswith(("ssh-", "ecdsa-")) \
+            else ""
+    except KeyFormatError:
+        return ""
 
 
 def listed_keypairs(data: object, *, operation: str) -> list[RemoteKeyPair]:

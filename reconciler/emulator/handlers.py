@@ -160,7 +160,7 @@ def _string(kp: Mapping[str, Any], key: str, *, default: str | None = None) -> s
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ApiProblem(
             400,
             "invalid key pair name: use 1 to 64 letters, digits, underscores and hyphens",

@@ -312,6 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiProblem(411, "chunked request bodies are not supported; send Content-Length")
         try:
             length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError(length)
         except ValueError:
             self.close_connection = True
             raise ApiProblem(400, "invalid Content-Length") from None

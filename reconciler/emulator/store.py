@@ -155,14 +155,20 @@ class Store:
     def _load(self, path: Path) -> None:
         if not path.exists():
             return
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: not an emulator data file of format {FORMAT_VERSION}")
-        for item in doc["keypairs"]:
-            record = Record(**item)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("format_version") != FORMAT_VERSION:
+                raise ValueError("not of the expected format")
+            records = [Record(**item) for item in doc["keypairs"]]
+            next_id = int(doc.get("next_id", len(records) + 1))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is not an emulator data file of format {FORMAT_VERSION} "
+                             f"({type(exc).__name__}); move it aside or give another --data "
+                             "file") from None
+        for record in records:
             self._records[record.name] = record
         self._names = sorted(self._records)
-        self._next_id = int(doc.get("next_id", len(self._names) + 1))
+        self._next_id = next_id
 
     def save(self) -> None:
         """Write the store now (atomically, 0600); a no-op without a data file."""

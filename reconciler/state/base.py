@@ -207,7 +207,7 @@ class JournaledStore:
     # --- changes -----------------------------------------------------------------------------
 
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
-        if not _NAME_RE.match(entry.name):
+        if not _NAME_RE.fullmatch(entry.name):
             raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
         self._ensure_loaded()
         self._append(op="record", name=entry.name, entry=entry, durable=durable)

@@ -132,7 +132,7 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
 
 def entry_from_dict(name: str, obj: object, *, where: str) -> StateKeyPair:
     """Typed entry from JSON; ``ValueError`` with the field at fault (the caller wraps it)."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ValueError(f"{where}: invalid key pair name {name!r}")
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: an entry must be an object")

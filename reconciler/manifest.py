@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler import keys
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
 from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
@@ -32,6 +33,7 @@ from reconciler.model import (
     KeySource,
     Manifest,
     ProviderConfig,
+    Secret,
     SourceLocation,
 )
 from reconciler.yamlsafe import NodePath, YamlDocument, read_yaml_documents
@@ -171,8 +173,14 @@ class _Loader:
                                      path=format_path(path), detail=detail))
 
     def read(self, path: Path) -> None:
-        docs, diags = read_yaml_documents(path, display=_display(path, self.cwd))
+        display = _display(path, self.cwd)
+        docs, diags = read_yaml_documents(path, display=display)
         self.diags.extend(diags)
+        if not docs and not diags:
+            self.diags.append(Diagnostic(
+                "the file holds no YAML document", SourceLocation(display, 1, 1),
+                detail=f"a manifest starts with apiVersion: {API_VERSION} and kind: {KIND}; "
+                       "remove empty files from manifest directories"))
         for doc in docs:
             if self._is_manifest(doc):
                 self.diags.extend(schema_diagnostics(doc))
@@ -375,13 +383,30 @@ class _KeyPairCheck:
             self.ok = False
             return None
         path = self._resolve(written)
-        if not path.is_file():
+        problem = self._private_key_problem(path)
+        if problem:
             self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
-                            f"{show(written)} does not exist or is not a file",
+                            f"{show(written)} {problem}",
                             detail=f"the path is relative to {self.doc.file}")
             self.ok = False
             return None
         return str(path.resolve())
+
+    def _private_key_problem(self, path: Path) -> str:
+        """What is wrong with a private key file handed to the cloud ("" if nothing); checked
+        here so that apply never fails on it half-way. Its content is never shown."""
+        if not path.is_file():
+            return "does not exist or is not a file"
+        try:
+            if path.stat().st_size > 64 * 1024:
+                return "is too large to be a private key"
+            private = Secret(path.read_text(encoding="utf-8"))
+            public = keys.public_key_of(private)
+        except (OSError, UnicodeDecodeError, KeyFormatError):
+            return "is not a readable, unencrypted OpenSSH or PEM private key"
+        if self.normalised is not None and keys.normalise(public) != self.normalised:
+            return "is not the private half of this key pair's public key"
+        return ""
 
     def _record(self, name: str, public_key: str | None,
                 protection: KeyProtection | None) -> DesiredKeyPair:

@@ -173,17 +173,32 @@ def test_parse_duration_refuses(text: str) -> None:
         parse_duration(text)
 
 
-def test_private_key_file_is_resolved_but_never_read(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("not even a key: it is read at apply time only")
-    (tmp_path / "a.yaml").write_text(
-        HEADER + "provider: {api: kps}\nkeypairs:\n  - name: k\n"
-        f'    public_key: "{RFC8032}"\n'
-        "    key_protection:\n      encryption: {type: default}\n      private_key_file: secret\n"
-    )
+def test_private_key_file_is_checked_against_the_public_key_and_never_kept(
+        tmp_path: Path) -> None:
+    from reconciler.keys import generate_keypair
+
+    pair, other = generate_keypair("ed25519"), generate_keypair("ed25519")
+    (tmp_path / "secret").write_text(pair.private_key.reveal())
+
+    def manifest(public_key: str) -> None:
+        (tmp_path / "a.yaml").write_text(
+            HEADER + "provider: {api: kps}\nkeypairs:\n  - name: k\n"
+            f'    public_key: "{public_key}"\n'
+            "    key_protection:\n      encryption: {type: default}\n"
+            "      private_key_file: secret\n")
+
+    manifest(pair.public_key)
     kp = load_manifests([], cwd=tmp_path).keypairs[0]
     assert kp.key_protection is not None
     assert kp.key_protection.private_key_file == str((tmp_path / "secret").resolve())
-    assert "apply time" not in repr(kp)
+    assert "PRIVATE" not in repr(kp)  # the path is kept, never the key
+    manifest(other.public_key)
+    with pytest.raises(DiagnosticsError, match="is not the private half of this key pair"):
+        load_manifests([], cwd=tmp_path)
+    (tmp_path / "secret").write_text("not a key at all, and never shown")
+    with pytest.raises(DiagnosticsError, match="not a readable, unencrypted") as info:
+        load_manifests([], cwd=tmp_path)
+    assert "never shown" not in str(info.value)
 
 
 def test_anchors_and_merge_keys_work(tmp_path: Path) -> None:

@@ -32,3 +32,15 @@ def test_nasty_manifest_is_handled_quickly(tmp_path: Path, body: str, code: int,
     assert got == code
     assert message in out.getvalue() + err.getvalue()
     assert "internal error" not in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def test_empty_and_comment_only_files_in_a_manifest_directory_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(HEAD + "keypairs: []\n")
+    (tmp_path / "b.yaml").write_text("")
+    (tmp_path / "c.yml").write_text("# only a comment\n")
+    err = io.StringIO()
+    code = main(["validate", str(tmp_path)], Env(stdout=io.StringIO(), stderr=err, environ={},
+                                                  cwd=tmp_path))
+    assert code == 1
+    assert "b.yaml:1:1: error: the file holds no YAML document" in err.getvalue()
+    assert "c.yml:1:1: error: the file holds no YAML document" in err.getvalue()

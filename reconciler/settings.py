@@ -22,6 +22,7 @@ SK_VARS = ("HUAWEICLOUD_SDK_SK", "HW_SECRET_KEY")
 TOKEN_VARS = ("HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN")
 PROJECT_VARS = ("HUAWEICLOUD_SDK_PROJECT_ID", "HW_PROJECT_ID")
 REGION_VARS = ("HW_REGION_NAME",)
+CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,5 +90,7 @@ def resolve_api_settings(
     ak, sk, token = _credentials(environ)
     credentials = Credentials(ak=ak, sk=Secret(sk),
                               security_token=Secret(token) if token else None)
+    ca_bundle = _first(environ, CA_BUNDLE_VARS)
     return ApiSettings(api=api, endpoint=endpoint.rstrip("/"), project_id=project_id,
-                       credentials=credentials, region=region, verify_tls=not flags.insecure)
+                       credentials=credentials, region=region, verify_tls=not flags.insecure,
+                       ca_bundle=ca_bundle)

@@ -213,3 +213,15 @@ def test_an_unusable_answer_to_a_create_is_an_unknown_outcome(served: Served) ->
     with pytest.raises(OutcomeUnknownError, match="re-read"):
         api.create_keypair(name="k")
     assert len(served.script.seen) == 1
+
+
+def test_server_text_never_repeats_the_sk_or_the_token() -> None:
+    from reconciler.api.errormap import clean_server_text
+    from reconciler.api.protocol import Credentials
+    from reconciler.model import Secret
+
+    creds = Credentials(ak="AK", sk=Secret("the-secret-key"), security_token=Secret("tok-12345"))
+    text = clean_server_text("signature for the-secret-key with token tok-12345 is wrong",
+                             secrets=creds.secrets())
+    assert "the-secret-key" not in text and "tok-12345" not in text
+    assert text.count("(sensitive value)") == 2

@@ -107,6 +107,19 @@ def test_insecure_gets_past_the_tls_check(tls_emulator: Emulator, tmp_path: Path
     assert tls_emulator.keypair_count() == 2
 
 
+def test_a_private_ca_bundle_is_trusted_without_insecure(tls_emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    """REQUESTS_CA_BUNDLE names the CA (here, the self-signed certificate itself): verified."""
+    cli = Cli(tls_emulator, tmp_path / "run",
+              extra_env={"REQUESTS_CA_BUNDLE": str(tmp_path / "cert.pem")})
+    cli.write(BODY)
+    https = f"https://127.0.0.1:{tls_emulator.port}"
+    applied = _run(cli, "apply", "--auto-approve", str(cli.manifests), endpoint=https)
+    assert applied.code == 0, applied.text
+    assert "Warning" not in applied.err
+    assert tls_emulator.keypair_count() == 2
+
+
 @pytest.mark.parametrize("endpoint", [
     "http://ecs.cn-north-4.myhuaweicloud.com",
     "http://192.0.2.10:8080",

@@ -137,7 +137,8 @@ class HttpClient:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        session.verify = settings.verify_tls
+        # A private CA (REQUESTS_CA_BUNDLE): the bundle, unless --insecure turned checks off.
+        session.verify = (settings.ca_bundle or True) if settings.verify_tls else False
         if not settings.verify_tls:
             # --insecure was asked for: the command says so once; urllib3 would warn on every
             # request (and a process running with warnings as errors would fail).
@@ -159,7 +160,7 @@ class HttpClient:
         """The ``ApiError`` for an error status that ``request`` was told to accept."""
         context = ErrorContext(
             operation=operation, retries=result.attempts - 1, endpoint=self.endpoint,
-            secret=self.settings.credentials.sk.reveal(),
+            secrets=self.settings.credentials.secrets(),
         )
         return api_error(
             status=result.status, code=result.error_code, message=result.error_message or "",
@@ -233,7 +234,7 @@ class _Call:
     def _context(self, retries: int) -> ErrorContext:
         return ErrorContext(
             operation=self.operation, retries=retries, endpoint=self.c.endpoint,
-            secret=self.c.settings.credentials.sk.reveal(),
+            secrets=self.c.settings.credentials.secrets(),
         )
 
     def run(self) -> HttpResult:

@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from reconciler.errors import ApiError, OutcomeUnknownError
+from reconciler.model import SENSITIVE, Secret
 
 MAX_SERVER_TEXT = 300
 _PAIRS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
@@ -35,7 +36,7 @@ class ErrorContext:
     operation: str
     retries: int
     endpoint: str
-    secret: str = field(default="", repr=False)
+    secrets: tuple[Secret, ...] = field(default=(), repr=False)  # SK, token: scrubbed
 
 
 def _find_pair(data: object, depth: int = 0) -> tuple[object, object] | None:
@@ -65,12 +66,13 @@ def parse_error_body(text: str, status: int) -> tuple[str, str]:
     return code_text, "" if message is None else str(message)
 
 
-def clean_server_text(text: str, *, secret: str = "") -> str:
-    """One line, short, no key material, no SK."""
+def clean_server_text(text: str, *, secrets: tuple[Secret, ...] = ()) -> str:
+    """One line, short, no key material, no SK or token."""
     if _KEY_MATERIAL.search(text):
         return "(the message was withheld: it contained key material)"
-    if len(secret) >= 4:
-        text = text.replace(secret, "(sensitive value)")
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret.reveal(), SENSITIVE)
     line = " ".join(text.split())
     if len(line) > MAX_SERVER_TEXT:
         line = line[: MAX_SERVER_TEXT - 3] + "..."
@@ -140,10 +142,10 @@ def api_error(
     outcome_unknown: bool = False,
 ) -> ApiError:
     """The one error for an error answer; ``outcome_unknown`` for an ambiguous create."""
-    server = clean_server_text(message, secret=context.secret)
+    server = clean_server_text(message, secrets=context.secrets)
     detail = f"HTTP {status}"
     if code and code != str(status):
-        detail += f" {clean_server_text(code, secret=context.secret)}"
+        detail += f" {clean_server_text(code, secrets=context.secrets)}"
     if server:
         detail += f": {server}"
     suffix = f" (request id: {request_id})" if request_id else ""

@@ -32,6 +32,10 @@ class Credentials:
     def __repr__(self) -> str:
         return "Credentials(ak=(sensitive value), sk=(sensitive value))"
 
+    def secrets(self) -> tuple[Secret, ...]:
+        """What must never appear in a message: the SK and the token."""
+        return (self.sk,) if self.security_token is None else (self.sk, self.security_token)
+
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
@@ -43,6 +47,7 @@ class ApiSettings:
     credentials: Credentials
     region: str | None = None
     verify_tls: bool = True
+    ca_bundle: str | None = None  # a CA bundle file to verify against (REQUESTS_CA_BUNDLE)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_retries: int = 6

@@ -361,9 +361,4 @@ def make_api(
     return NovaV21Api(client, project_id=settings.project_id)
 
 
-def _assert_protocol() -> None:  # checked by mypy: every adapter is a KeyPairApi
-    adapters: tuple[type[KeyPairApi], ...] = (NovaV2Api, NovaV21Api, KpsApi)
-    del adapters
-
-
 __all__ = ["KpsApi", "NovaV2Api", "NovaV21Api", "make_api"]

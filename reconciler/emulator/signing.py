@@ -21,7 +21,6 @@ ALGORITHM = "SDK-HMAC-SHA256"
 DERIVED_ALGORITHM = "V11-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_SKEW_SECONDS = 15 * 60
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class SignatureError(Exception):

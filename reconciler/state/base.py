@@ -175,12 +175,6 @@ class JournaledStore:
         if not self._loaded:
             self.load()
 
-    @property
-    def key_block(self) -> KeyBlock | None:
-        """Which key seals this state's secrets (no secret in it); ``None`` if none yet."""
-        self._ensure_loaded()
-        return self._key
-
     # --- secrets -----------------------------------------------------------------------------
 
     def seal(self, name: str, secret: Secret) -> SealedSecret:

@@ -203,10 +203,9 @@ def parse_yaml_documents(
                 docs.append(_Builder(display, index).document(node))
             index += 1
     except _LimitError as exc:
-        return [], [_marked(display, exc.mark, str(exc),
-                            "manifests are small, flat documents; write this one out plainly")]
+        return [], [_marked(display, exc.mark, str(exc), _FLAT)]
     except yaml.MarkedYAMLError as exc:
-        return [], [_yaml_diagnostic(display, exc)]
+        return [], [_too_deep(text, display) or _yaml_diagnostic(display, exc)]
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -216,12 +215,63 @@ def parse_yaml_documents(
     except yaml.YAMLError as exc:
         return [], [Diagnostic(f"invalid YAML: {exc}", SourceLocation(display, 1, 1))]
     except RecursionError:
-        return [], [Diagnostic(f"nested deeper than {MAX_DEPTH} levels",
-                               SourceLocation(display, 1, 1))]
+        return [], [_too_deep(text, display)
+                    or Diagnostic(f"nested deeper than {MAX_DEPTH} levels",
+                                  SourceLocation(display, 1, 1), detail=_FLAT)]
     finally:
         if loader is not None:
             loader.dispose()
     return docs, []
+
+
+_FLAT = "manifests are small, flat documents; write this one out plainly"
+
+
+def _too_deep(text: str, display: str) -> Diagnostic | None:
+    """The depth diagnostic, at a position decided here, when the text nests flow collections
+    deeper than the limit.
+
+    Parsers refuse very deep nesting themselves, each version at its own depth and with its own
+    wording (libyaml's scanner looks ahead and may refuse before the composer counts a level), so
+    when parsing failed this scan decides whether depth was the cause and where it was crossed:
+    the flow collection opened at level ``MAX_DEPTH``. Quoted scalars and comments are skipped.
+    """
+    depth, line, col, quote = 0, 1, 0, ""
+    previous = "\n"
+    i, end = 0, len(text)
+    while i < end:
+        ch = text[i]
+        col += 1
+        if ch == "\n":
+            line, col, previous = line + 1, 0, ch
+            i += 1
+            continue
+        if quote:
+            if quote == '"' and ch == "\\":
+                i, col = i + 2, col + 1
+                continue
+            if ch == quote:
+                if quote == "'" and text.startswith("''", i):
+                    i, col = i + 2, col + 1
+                    continue
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and previous in " \t\n":
+            skip = text.find("\n", i)
+            i = end if skip < 0 else skip
+            col -= 1
+            continue
+        elif ch in "[{":
+            depth += 1
+            if depth >= MAX_DEPTH:
+                return Diagnostic(f"nested deeper than {MAX_DEPTH} levels",
+                                  SourceLocation(display, line, col), detail=_FLAT)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        previous = ch
+        i += 1
+    return None
 
 
 def _is_empty(node: yaml.Node) -> bool:

@@ -26,7 +26,7 @@ NO_CHANGES = "No changes. Your infrastructure matches the configuration."
 
 def _two_applies(cli: Cli, *extra: str) -> list[subprocess.CompletedProcess[str]]:
     """The second starts once the first has printed its first line (it holds the lock and
-    has ~0.45 s of creates ahead of it), so the two surely overlap."""
+    has ~2 s of creates ahead of it), so the two surely overlap."""
     argv = cli_argv(cli, "apply", "--auto-approve", "--parallelism", "2", *extra,
                     str(cli.manifests))
 
@@ -62,7 +62,9 @@ def _check_once(cli: Cli, made: dict[str, int]) -> None:
 
 @pytest.fixture()
 def cli(emulator: Emulator, tmp_path: Path) -> Cli:
-    emulator.set_faults(latency_ms=30)  # 30 creates, 2 at a time: ~0.45 s of apply
+    # 30 creates, 2 at a time: ~2.2 s of apply, longer than a loaded machine takes to start the
+    # second process (at 30 ms the first could finish before the second was running)
+    emulator.set_faults(latency_ms=150)
     c = Cli(emulator, tmp_path)
     c.write(keypairs_body(COUNT))
     return c

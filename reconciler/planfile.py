@@ -297,6 +297,18 @@ def _actions(item: object) -> object:
         return None
 
 
+def _field(shown: object, again: object) -> str:
+    """The first field of a change entry that differs, by its JSON path."""
+    if isinstance(shown, dict) and isinstance(again, dict):
+        for key in sorted(set(shown) | set(again)):
+            if shown.get(key) != again.get(key):
+                if key == "change":
+                    inner = _field(shown.get(key), again.get(key))
+                    return f"change.{inner}" if inner != "the entry" else "change"
+                return str(key)
+    return "the entry"
+
+
 def _differing(what: str, shown: object, again: object) -> str | None:
     """Where two lists of changes keyed by name first differ, for a person to read."""
     if shown == again:
@@ -315,7 +327,7 @@ def _differing(what: str, shown: object, again: object) -> str | None:
             if shown_actions != again_actions:
                 return (f"keypair.{name}: the file shows {shown_actions}, the plan made again "
                         f"gives {again_actions}")
-            return f"keypair.{name}: its {what} entry differs from the plan made again"
+            return f"keypair.{name}: {_field(item, derived[name])} differs from the plan made again"
     for name in derived:
         if name not in seen:
             return (f"keypair.{name} ({_actions(derived[name])}) is missing from the file's "

@@ -15,11 +15,10 @@ May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from reconciler import keys
@@ -196,14 +195,11 @@ class _Applier:
 
     # -- one change ---------------------------------------------------------------------
     def _read_custody_key(self, d: DesiredKeyPair) -> Secret | None:
+        """The private key handed to the cloud's custody: the bytes sent are the bytes
+        checked to be the half of the declared public key."""
         if d.key_protection is None or d.key_protection.private_key_file is None:
             return None
-        path = Path(d.key_protection.private_key_file)
-        try:
-            return Secret(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ApplyError("cannot read key_protection.private_key_file "
-                             f"{path}: {type(exc).__name__}") from None
+        return read_custody_key(d)
 
     def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
         assert d.algorithm is not None
@@ -320,6 +316,34 @@ def sha256_of(public_key: str, key_type: str) -> str:
         return ""
 
 
+def read_custody_key(d: DesiredKeyPair) -> Secret:
+    """Read and check ``d``'s ``key_protection.private_key_file`` as the manifest loader did;
+    an ``ApplyError`` naming the file and the key pair (never its content) otherwise."""
+    assert d.key_protection is not None and d.key_protection.private_key_file is not None
+    path = d.key_protection.private_key_file
+    try:
+        return keys.read_custody_key(path, public_key=d.public_key)
+    except KeyFormatError as exc:
+        raise ApplyError(f"keypair.{d.name}: key_protection.private_key_file {path} {exc}; "
+                         "nothing of it was sent. Restore the file, or fix the manifest and "
+                         "plan again") from None
+
+
+def _check_before_acting(plan: Plan, held: Mapping[str, StateKeyPair]) -> None:
+    """What must hold before the first request: every key pair deleted is one state holds
+    (never someone else's), and every private key handed to custody is readable and the half
+    of its public key. Raises ``ApplyError``; nothing has been changed then."""
+    for change in plan.actionable:
+        if change.action in (Action.DELETE, Action.REPLACE) and change.name not in held:
+            raise ApplyError(f"refusing to delete keypair.{change.name}: state does not hold it, "
+                             "so reconciler does not manage it. Nothing was changed; make a new "
+                             "plan")
+        d = change.desired
+        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
+                and d.key_protection is not None and d.key_protection.private_key_file):
+            read_custody_key(d)
+
+
 def _check_state_key(plan: Plan, store: StateStore) -> None:
     """Resolve the state key before the cloud acts: with a wrong key, a key pair the cloud
     generates would be made and its private key could not be stored."""
@@ -340,11 +364,15 @@ def apply_plan(
     parallelism: int = 10,
     now: Callable[[], datetime],
     generate: Callable[..., keys.GeneratedKey] = keys.generate_keypair,
+    state: State | None = None,
 ) -> ApplyResult:
     """Carry out ``plan`` and return the state reached, even when some changes failed.
 
-    The caller holds the state lock and has loaded the store.
+    The caller holds the state lock and has loaded the store (``state``: what it loaded;
+    loaded again when not given). Raises ``ApplyError`` before any change when the plan
+    deletes a key pair state does not hold or a custody private key does not check out.
     """
+    _check_before_acting(plan, (state if state is not None else store.load()).keypairs)
     hooks = hooks or NullHooks()
     applier = _Applier(api=api, store=store, hooks=hooks, now=now, generate=generate)
     outcomes: list[Outcome] = []

@@ -12,6 +12,7 @@ and shown together. Exceptions are for aborting a command::
     │   ├── StateKeyError           wrong passphrase or key file
     │   ├── StateLockError          the lock is held by someone else (carries the lock info)
     │   └── StaleStateError         a saved plan or a write raced with another writer
+    ├── PlanFileError               a saved plan is damaged, edited, or not what it pins
     ├── ApiError                    the cloud answered with an error (status, code, request id)
     │   └── OutcomeUnknownError     a create was sent and its answer lost
     └── ApplyError                  an apply failed part-way (what was done is in state)
@@ -100,6 +101,11 @@ class StateLockError(StateError):
 
 class StaleStateError(StateError):
     """A saved plan no longer matches the state, or a write raced with another writer."""
+
+
+class PlanFileError(ReconcilerError):
+    """A saved plan that is damaged, was edited, or does not match what it pins (its
+    configuration, the state, the cloud, the manifests given). Nothing was changed."""
 
 
 class ApiError(ReconcilerError):

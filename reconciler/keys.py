@@ -283,3 +283,46 @@ def fingerprints(text: str, *, key_type: str = "ssh") -> tuple[str, str]:
     """(MD5 colon-hex, ``SHA256:…``) of a public key or certificate."""
     key = parse_any(text, key_type=key_type)
     return key.fingerprint_md5, key.fingerprint_sha256
+
+
+MAX_PRIVATE_KEY_FILE_BYTES = 64 * 1024
+
+
+def read_custody_key(path: str, *, public_key: str | None) -> Secret:
+    """Read a private key file handed to the cloud's custody, checked before any use.
+
+    The file must be a regular file of at most 64 KiB holding an unencrypted OpenSSH or PEM
+    private key whose public half is ``public_key``. ``KeyFormatError`` says what is wrong,
+    never what the file holds. The manifest loader and apply both call this, so the bytes
+    apply sends are the bytes it checked.
+    """
+    import os
+    import stat
+
+    if not os.path.isfile(path):  # never open a FIFO or a device (it could block)
+        raise KeyFormatError("does not exist or is not a file")
+    try:
+        with open(path, "rb") as fh:  # one open, then checks on that handle
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyFormatError("is not a regular file")
+            if info.st_size > MAX_PRIVATE_KEY_FILE_BYTES:
+                raise KeyFormatError("is too large to be a private key")
+            data = fh.read(MAX_PRIVATE_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise KeyFormatError("does not exist or is not a file") from None
+    except IsADirectoryError:
+        raise KeyFormatError("is not a regular file") from None
+    except OSError as exc:
+        raise KeyFormatError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_PRIVATE_KEY_FILE_BYTES:
+        raise KeyFormatError("is too large to be a private key")
+    try:
+        private = Secret(data.decode("utf-8"))
+        public = public_key_of(private)
+    except (UnicodeDecodeError, KeyFormatError):
+        raise KeyFormatError("is not a readable, unencrypted OpenSSH or PEM private key") \
+            from None
+    if public_key is None or normalise(public) != normalise(public_key):
+        raise KeyFormatError("is not the private half of this key pair's public key")
+    return private

@@ -8,19 +8,18 @@ builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are ra
 one ``DiagnosticsError``, sorted by file, line and column.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.yamlsafe``, ``reconciler.manifest_schema``.
+``reconciler.yamlsafe``, ``reconciler.manifest_schema``, ``reconciler.configuration``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import keys
+from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
 from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
@@ -33,7 +32,6 @@ from reconciler.model import (
     KeySource,
     Manifest,
     ProviderConfig,
-    Secret,
     SourceLocation,
 )
 from reconciler.yamlsafe import NodePath, YamlDocument, read_yaml_documents
@@ -58,33 +56,6 @@ def parse_duration(text: str) -> int:
     if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit() or text[0] == "0":
         raise ValueError(f"not a duration: {text[:20]!r}")
     return int(text[:-1]) * _UNITS[text[-1]]
-
-
-def spec_digest(
-    *, source: KeySource, algorithm: str | None, public_key: str | None, type: str,
-    user_id: str | None, scope: str | None, key_protection: KeyProtection | None,
-) -> str:
-    """sha256 hex over the canonical JSON of what cannot change in place."""
-    spec = {
-        "source": str(source),
-        "algorithm": algorithm,
-        "public_key": public_key,
-        "type": type,
-        "user_id": user_id,
-        "scope": scope,
-        "key_protection": key_protection.encryption.as_dict() if key_protection else None,
-    }
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _manifest_digest(keypairs: Sequence[DesiredKeyPair]) -> str:
-    rows = sorted(
-        [kp.name, kp.spec_digest, kp.description, kp.prevent_destroy, kp.rotate_after_seconds]
-        for kp in keypairs
-    )
-    canonical = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _api_problems(*, api: Api, key_protection: bool, description: bool,
@@ -394,18 +365,14 @@ class _KeyPairCheck:
 
     def _private_key_problem(self, path: Path) -> str:
         """What is wrong with a private key file handed to the cloud ("" if nothing); checked
-        here so that apply never fails on it half-way. Its content is never shown."""
-        if not path.is_file():
-            return "does not exist or is not a file"
+        here so that apply never fails on it half-way (apply checks it again before sending
+        it). Its content is never shown."""
+        if self.normalised is None:
+            return ""  # the public key is wrong, and says so; nothing to compare with
         try:
-            if path.stat().st_size > 64 * 1024:
-                return "is too large to be a private key"
-            private = Secret(path.read_text(encoding="utf-8"))
-            public = keys.public_key_of(private)
-        except (OSError, UnicodeDecodeError, KeyFormatError):
-            return "is not a readable, unencrypted OpenSSH or PEM private key"
-        if self.normalised is not None and keys.normalise(public) != self.normalised:
-            return "is not the private half of this key pair's public key"
+            keys.read_custody_key(str(path), public_key=self.normalised)
+        except KeyFormatError as exc:
+            return str(exc)
         return ""
 
     def _record(self, name: str, public_key: str | None,
@@ -487,6 +454,6 @@ def load_manifests(
     keypairs = tuple(loader.keypairs)
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
-        files=tuple(_display(f, cwd) for f in files), digest=_manifest_digest(keypairs),
+        files=tuple(_display(f, cwd) for f in files), digest=configuration_digest(keypairs),
     )
 

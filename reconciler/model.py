@@ -187,7 +187,7 @@ class Manifest:
     provider: ProviderConfig | None = None
     backend: BackendConfig | None = None
     files: tuple[str, ...] = ()
-    digest: str = ""  # sha256 over the normalised key pair specs, in name order
+    digest: str = ""  # reconciler.configuration.configuration_digest of the key pairs
 
     def by_name(self) -> dict[str, DesiredKeyPair]:
         return {kp.name: kp for kp in self.keypairs}

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only show how the cloud drifted from state")
 
     p = cmd("apply", "carry out a plan: create, import, replace and delete key pairs")
-    p.add_argument("paths", nargs="*", metavar="PATH|PLANFILE")
+    p.add_argument("paths", nargs="*", metavar="PLANFILE|PATH",
+                   help="a saved plan, then the manifests it was made from (checked against "
+                        "it); or manifests, to plan and ask")
     p.add_argument("--auto-approve", action="store_true", help="do not ask for approval")
     p.add_argument("--parallelism", type=_positive, default=10, metavar="N",
                    help="changes carried out at once (default 10)")

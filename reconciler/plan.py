@@ -138,6 +138,11 @@ class Plan:
     forget: tuple[str, ...] = ()
     lifecycle: tuple[tuple[str, bool], ...] = ()  # (name, prevent_destroy) to record
     targets: tuple[str, ...] = field(default_factory=tuple)
+    # What the plan was made from, so that a saved plan can be made again and compared:
+    # every desired key pair (not only the changed ones), --replace, and the clock.
+    configuration: tuple[DesiredKeyPair, ...] = ()
+    replace: tuple[str, ...] = ()
+    planned_at: str = ""  # ISO 8601, the ``now`` rotate_after was measured against
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -374,6 +379,8 @@ def make_plan(
         changes=tuple(changes), api=remote.api, lineage=state.lineage, serial=state.serial,
         manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
         forget=tuple(forget), lifecycle=tuple(lifecycle), targets=tuple(sorted(targets)),
+        configuration=manifest.keypairs, replace=tuple(sorted(set(options.replace))),
+        planned_at=now.isoformat(),
     )
 
 

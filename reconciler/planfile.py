@@ -1,35 +1,86 @@
-"""Saved plans: the JSON plan document read back into a ``Plan`` for ``apply PLANFILE``.
+"""Saved plans: the JSON plan document read back, checked, and made again for ``apply PLANFILE``.
 
-A saved plan is applied only while it is still true: the state's lineage and serial must be
-those it was made from, and every key pair it changes must look in the cloud as it did then.
-Otherwise it is refused ("Saved plan is stale") and nothing is changed.
+A saved plan is a contract, not a script. Apply never carries out the file's list of changes:
+it takes what the file pins (the embedded configuration, whose digest must match; the state,
+whose lineage and serial must be the plan's; the cloud, refreshed now, whose fingerprints must
+be those the plan assumed), makes the plan again with the pure ``make_plan`` and the plan's
+own options and clock, and refuses, changing nothing, unless the result is exactly the plan the
+file shows. What apply then carries out is the plan made again, identical by construction.
+
+Versions: 2 embeds every desired key pair, ``--replace`` and the clock. 1 (release 0.1.0)
+embedded only the changed key pairs and a digest of another shape; its unchanged key pairs are
+taken as state records them, its ``--replace`` names from the action reasons, and its clock is
+the apply's.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.attributes``, ``reconciler.render.json``.
+``reconciler.configuration``, ``reconciler.render.json``.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.attributes import desired_attributes, recorded_attributes
-from reconciler.errors import StaleStateError, UsageError
+from reconciler.configuration import (
+    SAVED_PLAN_LOCATION,
+    configuration_digest,
+    desired_from_dict,
+    legacy_digest,
+)
+from reconciler.errors import DiagnosticsError, PlanFileError, StaleStateError
 from reconciler.model import (
     Api,
+    BackendConfig,
     DesiredKeyPair,
-    Encryption,
-    KeyProtection,
     KeySource,
+    Manifest,
+    ProviderConfig,
     RemoteSnapshot,
     SourceLocation,
     State,
 )
-from reconciler.plan import Action, Change, Drift, DriftKind, Mode, Plan
-from reconciler.render.json import PLAN_KIND, PLAN_VERSION
+from reconciler.plan import REASON_BY_REQUEST, Mode, Plan, PlanOptions, make_plan
+from reconciler.render.json import PLAN_KIND, PLAN_VERSION, plan_document
 
 MAX_PLAN_BYTES = 256 * 1024 * 1024
+READABLE_VERSIONS = (1, PLAN_VERSION)
+CLOCK_SKEW = timedelta(minutes=5)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_AGAIN = "make a new one with `reconciler plan --out FILE`"
+_PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id")
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPlan:
+    """A saved plan, parsed and checked for shape; what it pins, typed."""
+
+    path: Path
+    version: int
+    lineage: str
+    serial: int
+    manifest_digest: str
+    # Version 2: every desired key pair. Version 1: only those it changed.
+    configuration: tuple[DesiredKeyPair, ...]
+    options: PlanOptions
+    planned_at: datetime | None  # None for version 1
+    provider: ProviderConfig
+    backend: BackendConfig | None
+    assumed: Mapping[str, str | None]  # name -> the fingerprint the plan saw in the cloud
+    document: Mapping[str, object]  # the raw document, compared with the plan made again
+
+    @property
+    def complete(self) -> bool:
+        """True when the digest covers the embedded configuration (version 2)."""
+        return self.version >= 2
+
+    def digest_of(self, manifest: Manifest) -> str:
+        """The digest the given manifests would have in this plan's version."""
+        return manifest.digest if self.complete else legacy_digest(manifest.keypairs)
 
 
 def is_plan_file(path: Path) -> bool:
@@ -47,65 +98,122 @@ def is_plan_file(path: Path) -> bool:
 def read_plan_document(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_PLAN_BYTES:
-            raise UsageError(f"{path}: too large to be a saved plan")
+            raise PlanFileError(f"{path}: too large to be a saved plan")
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable saved plan ({type(exc).__name__}); "
-                         "make a new one with `reconciler plan --out FILE`") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PlanFileError(f"{path}: not a readable saved plan ({type(exc).__name__}); "
+                            f"{_AGAIN}") from None
     if not isinstance(doc, dict) or doc.get("kind") != PLAN_KIND:
-        raise UsageError(f"{path}: not a reconciler saved plan")
-    if doc.get("plan_version") != PLAN_VERSION:
-        raise UsageError(f"{path}: saved plan version {doc.get('plan_version')!r} is not "
-                         f"supported (expected {PLAN_VERSION}); plan again")
+        raise PlanFileError(f"{path}: not a reconciler saved plan")
+    version = doc.get("plan_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise PlanFileError(f"{path}: saved plan version {version!r} is not supported "
+                            f"(this reconciler reads {', '.join(map(str, READABLE_VERSIONS))}); "
+                            "plan again")
     return doc
 
 
-def _desired(raw: dict[str, Any]) -> DesiredKeyPair:
-    kp = raw.get("key_protection")
-    protection = None
-    if kp:
-        protection = KeyProtection(encryption=Encryption(**kp["encryption"]),
-                                   private_key_file=kp.get("private_key_file"))
-    file, line, col = raw.get("location") or ["<saved plan>", 0, 0]
-    return DesiredKeyPair(
-        name=raw["name"], source=KeySource(raw["source"]),
-        location=SourceLocation(str(file), int(line), int(col)),
-        spec_digest=raw["spec_digest"], algorithm=raw.get("algorithm"),
-        public_key=raw.get("public_key"), public_key_file=raw.get("public_key_file"),
-        type=raw.get("type", "ssh"), user_id=raw.get("user_id"),
-        description=raw.get("description"), scope=raw.get("scope"),
-        key_protection=protection, prevent_destroy=bool(raw.get("prevent_destroy")),
-        rotate_after_seconds=raw.get("rotate_after_seconds"),
+def read_saved_plan(path: Path) -> SavedPlan:
+    """Read and check a saved plan. ``PlanFileError`` when it is damaged or its embedded
+    configuration does not match its digest."""
+    doc = read_plan_document(path)
+    try:
+        saved = _parse(path, doc)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        raise PlanFileError(f"{path}: the saved plan is damaged or was edited; {_AGAIN}") \
+            from None
+    if saved.complete and configuration_digest(saved.configuration) != saved.manifest_digest:
+        raise PlanFileError(
+            f"{path}: the configuration embedded in the saved plan does not match its "
+            f"manifest_digest {saved.manifest_digest}: the file was edited. Nothing was "
+            f"changed; {_AGAIN}")
+    return saved
+
+
+def _strings(raw: object) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ValueError("not a list of strings")
+    return tuple(raw)
+
+
+def _optional_text(raw: Mapping[str, object], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
+    version = int(doc["plan_version"])
+    prior, rec = doc["prior_state"], doc["reconciler"]
+    lineage, serial = prior["lineage"], prior["serial"]
+    if not isinstance(lineage, str) or type(serial) is not int or serial < 0:
+        raise ValueError("prior_state")
+    digest = doc["manifest_digest"]
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        raise ValueError("manifest_digest")
+    configuration = rec["configuration"]
+    if not isinstance(configuration, dict):
+        raise ValueError("configuration")
+    desired = tuple(desired_from_dict(name, raw) for name, raw in sorted(configuration.items()))
+    mode = Mode(rec.get("mode", "normal"))
+    if version >= 2:
+        replace = _strings(rec["replace"])
+        planned_at: datetime | None = datetime.fromisoformat(rec["planned_at"])
+        if planned_at is not None and planned_at.tzinfo is None:
+            raise ValueError("planned_at has no time zone")
+    else:
+        replace = tuple(sorted(rc["name"] for rc in doc["resource_changes"]
+                               if rc.get("action_reason") == REASON_BY_REQUEST))
+        planned_at = None
+    options = PlanOptions(mode=mode, targets=_strings(rec.get("targets", [])), replace=replace)
+    assumed = rec["remote"]
+    if not isinstance(assumed, dict) or not all(
+            v is None or isinstance(v, str) for v in assumed.values()):
+        raise ValueError("remote")
+    return SavedPlan(
+        path=path, version=version, lineage=lineage, serial=serial, manifest_digest=digest,
+        configuration=desired, options=options, planned_at=planned_at,
+        provider=_provider(rec["provider"]), backend=_backend(rec.get("backend")),
+        assumed=dict(assumed), document=doc,
     )
 
 
-def _action(rc: dict[str, Any]) -> Action:
-    actions = rc["change"]["actions"]
-    if actions == ["no-op"]:
-        return Action.IMPORT if rc["change"].get("importing") else Action.NOOP
-    return {("create",): Action.CREATE, ("update",): Action.UPDATE,
-            ("delete", "create"): Action.REPLACE, ("delete",): Action.DELETE}[tuple(actions)]
+def _provider(raw: object) -> ProviderConfig:
+    if not isinstance(raw, dict) or set(raw) - set(_PROVIDER_FIELDS):
+        raise ValueError("provider")
+    api = _optional_text(raw, "api")
+    return ProviderConfig(region=_optional_text(raw, "region"),
+                          project_id=_optional_text(raw, "project_id"),
+                          api=Api(api) if api else None,
+                          endpoint=_optional_text(raw, "endpoint"))
 
 
-def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> None:
+def _backend(raw: object) -> BackendConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("backend")
+    bucket, key = raw["bucket"], raw["key"]
+    if not isinstance(bucket, str) or not isinstance(key, str):
+        raise ValueError("backend")
+    return BackendConfig(kind="s3", bucket=bucket, key=key,
+                         endpoint=_optional_text(raw, "endpoint"),
+                         region=_optional_text(raw, "region"))
+
+
+def check_fresh(saved: SavedPlan, state: State, remote: RemoteSnapshot) -> None:
     """Refuse a saved plan that no longer matches state or cloud."""
-    prior = doc.get("prior_state") or {}
-    never_written = prior.get("serial") == 0 and state.serial == 0 and not state.keypairs
-    if not never_written and (prior.get("lineage") != state.lineage
-                              or prior.get("serial") != state.serial):
+    never_written = saved.serial == 0 and state.serial == 0 and not state.keypairs
+    if not never_written and (saved.lineage != state.lineage or saved.serial != state.serial):
         raise StaleStateError(
             "Saved plan is stale: the state changed since this plan was made "
-            f"(plan: lineage {prior.get('lineage')}, serial {prior.get('serial')}; "
+            f"(plan: lineage {saved.lineage}, serial {saved.serial}; "
             f"state: lineage {state.lineage}, serial {state.serial}). "
             "Nothing was changed; run `reconciler plan --out FILE` again."
         )
-    try:
-        assumed = dict(doc["reconciler"]["remote"])
-    except (KeyError, TypeError, ValueError):
-        raise UsageError("the saved plan is damaged; make a new one with "
-                         "`reconciler plan --out FILE`") from None
     moved = []
-    for name, fingerprint in sorted(assumed.items()):
+    for name, fingerprint in sorted(saved.assumed.items()):
         now = remote.keypairs.get(name)
         if (now.fingerprint if now else None) != fingerprint:
             moved.append(name)
@@ -116,51 +224,132 @@ def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> No
         )
 
 
-def load_plan(doc: dict[str, Any], *, state: State, remote: RemoteSnapshot) -> Plan:
-    """Rebuild the plan from its document, against the (unchanged) state and cloud.
-
-    Raises ``StaleStateError`` for a stale plan and ``UsageError`` for a damaged document.
-    """
-    check_fresh(doc, state, remote)
-    try:
-        return _rebuild(doc, state=state, remote=remote)
-    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-        raise UsageError("the saved plan is damaged or was not made by this version of "
-                         "reconciler; make a new one with `reconciler plan --out FILE`") from None
-
-
-def _rebuild(doc: dict[str, Any], *, state: State, remote: RemoteSnapshot) -> Plan:
-    rec = doc["reconciler"]
-    configuration = rec.get("configuration", {})
-    lifecycle = tuple((str(n), bool(p)) for n, p in rec.get("lifecycle", []))
-    recorded_only = {name for name, _ in lifecycle}  # no-ops whose state entry apply updates
-    changes = []
-    for rc in doc["resource_changes"]:
-        action = _action(rc)
-        if action is Action.NOOP and rc["name"] not in recorded_only:
-            continue
+def _legacy_configuration(saved: SavedPlan, state: State) -> tuple[DesiredKeyPair, ...]:
+    """Version 1 embedded only the changed key pairs: the unchanged ones it lists are taken
+    as state records them (which is what "no-op" asserted)."""
+    embedded = {d.name: d for d in saved.configuration}
+    lifecycle = {str(n): bool(p) for n, p in _rec(saved).get("lifecycle", [])}
+    for rc in saved.document["resource_changes"]:  # type: ignore[attr-defined]
         name = rc["name"]
-        desired = _desired(configuration[name]) if name in configuration else None
-        prior = state.keypairs.get(name)
-        changes.append(Change(
-            name=name, action=action,
-            before=recorded_attributes(prior) if prior else rc["change"].get("before"),
-            after=desired_attributes(desired) if desired else None,
-            after_unknown=tuple(rc["change"].get("after_unknown", {})),
-            replace_paths=tuple(p[0] for p in rc["change"].get("replace_paths", [])),
-            reason=rc.get("action_reason"),
-            desired=desired, prior=prior, remote=remote.keypairs.get(name),
-        ))
-    drift = tuple(
-        Drift(name=d["name"],
-              kind=DriftKind.DELETED if d["change"]["actions"] == ["delete"] else DriftKind.CHANGED,
-              before=d["change"]["before"], after=d["change"]["after"])
-        for d in doc.get("resource_drift", []))
-    return Plan(
-        changes=tuple(changes), api=Api(rec["api"]), lineage=state.lineage,
-        serial=state.serial, manifest_digest=doc.get("manifest_digest", ""),
-        mode=Mode(rec.get("mode", "normal")), drift=drift,
-        forget=tuple(rec.get("forget", [])),
-        lifecycle=lifecycle,
-        targets=tuple(rec.get("targets", [])),
-    )
+        entry = state.keypairs.get(name)
+        if rc["change"]["actions"] != ["no-op"] or name in embedded or entry is None:
+            continue
+        embedded[name] = DesiredKeyPair(
+            name=name, source=entry.source, location=SourceLocation(SAVED_PLAN_LOCATION, 0, 0),
+            spec_digest=entry.spec_digest, algorithm=entry.algorithm,
+            public_key=entry.public_key if entry.source is KeySource.IMPORT else None,
+            type=entry.type, user_id=entry.user_id, description=entry.description,
+            scope=entry.scope, key_protection=entry.key_protection,
+            prevent_destroy=lifecycle.get(name, entry.prevent_destroy))
+    return tuple(embedded[n] for n in sorted(embedded))
+
+
+def _rec(saved: SavedPlan) -> Mapping[str, Any]:
+    rec = saved.document["reconciler"]
+    assert isinstance(rec, dict)  # checked by _parse
+    return rec
+
+
+def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: datetime) -> Plan:
+    """Make the plan again from what ``saved`` pins, and return it when it is exactly the
+    plan the file shows. Raises ``StaleStateError`` (state or cloud moved) or
+    ``PlanFileError`` (the file shows something its inputs do not give)."""
+    check_fresh(saved, state, remote)
+    if saved.planned_at is not None and saved.planned_at > now + CLOCK_SKEW:
+        raise PlanFileError(f"{saved.path}: the saved plan says it was made at "
+                            f"{saved.planned_at.isoformat()}, which is in the future; it was "
+                            f"edited. Nothing was changed; {_AGAIN}")
+    try:
+        configuration = (saved.configuration if saved.complete
+                         else _legacy_configuration(saved, state))
+        manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest)
+        plan = make_plan(manifest, state, remote, options=saved.options,
+                         now=saved.planned_at or now)
+    except DiagnosticsError as exc:
+        raise PlanFileError(
+            f"Saved plan does not match what it pins: planned again from its configuration, "
+            f"the state and the cloud, it fails:\n{exc}\nNothing was changed; {_AGAIN}") \
+            from None
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        raise PlanFileError(f"{saved.path}: the saved plan is damaged or was edited; {_AGAIN}") \
+            from None
+    difference = _first_difference(saved, plan)
+    if difference:
+        raise PlanFileError(
+            f"Saved plan does not match what it pins: {difference}. Planned again from the "
+            f"configuration it embeds, the state (lineage {state.lineage}, serial "
+            f"{state.serial}) and the cloud now, it would do something else: the file was "
+            f"edited or damaged. Nothing was changed; {_AGAIN}")
+    return plan
+
+
+def _by_name(items: object) -> list[tuple[str, object]]:
+    if not isinstance(items, list):
+        return [("?", items)]
+    return [(str(i.get("name")) if isinstance(i, dict) else f"#{n}", i)
+            for n, i in enumerate(items)]
+
+
+def _actions(item: object) -> object:
+    try:
+        return item["change"]["actions"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+def _field(shown: object, again: object) -> str:
+    """The first field of a change entry that differs, by its JSON path."""
+    if isinstance(shown, dict) and isinstance(again, dict):
+        for key in sorted(set(shown) | set(again)):
+            if shown.get(key) != again.get(key):
+                if key == "change":
+                    inner = _field(shown.get(key), again.get(key))
+                    return f"change.{inner}" if inner != "the entry" else "change"
+                return str(key)
+    return "the entry"
+
+
+def _differing(what: str, shown: object, again: object) -> str | None:
+    """Where two lists of changes keyed by name first differ, for a person to read."""
+    if shown == again:
+        return None
+    file_items, derived = _by_name(shown), dict(_by_name(again))
+    seen = set()
+    for name, item in file_items:
+        if name in seen:
+            return f"keypair.{name} is listed twice in {what}"
+        seen.add(name)
+        if name not in derived:
+            return (f"{what} lists keypair.{name} ({_actions(item)}), which the plan made "
+                    "again does not change")
+        if item != derived[name]:
+            shown_actions, again_actions = _actions(item), _actions(derived[name])
+            if shown_actions != again_actions:
+                return (f"keypair.{name}: the file shows {shown_actions}, the plan made again "
+                        f"gives {again_actions}")
+            return f"keypair.{name}: {_field(item, derived[name])} differs from the plan made again"
+    for name in derived:
+        if name not in seen:
+            return (f"keypair.{name} ({_actions(derived[name])}) is missing from the file's "
+                    f"{what}")
+    return f"the order of {what} differs"
+
+
+def _first_difference(saved: SavedPlan, plan: Plan) -> str | None:
+    """The first way the file differs from ``plan`` (made again), or None."""
+    doc = saved.document
+    again = json.loads(json.dumps(plan_document(plan)))
+    for key in ("resource_changes", "resource_drift"):
+        found = _differing(key, doc.get(key), again[key])
+        if found:
+            return found
+    for key in ("summary", "applyable", "errored"):
+        if doc.get(key) != again[key]:
+            return f"its {key} is {doc.get(key)!r}, the plan made again gives {again[key]!r}"
+    rec = _rec(saved)
+    keys = ["mode", "targets", "forget", "lifecycle", "remote"] + (
+        ["replace"] if saved.complete else [])
+    for key in keys:
+        if rec.get(key) != again["reconciler"][key]:
+            return f"its reconciler.{key} differs from the plan made again"
+    return None

@@ -69,6 +69,35 @@ def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
                          "provider.api)") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a run points by its own flags, environment and manifests (None: they do not say).
+
+    ``endpoint`` is the one given, else the default for ``region`` when that is known."""
+
+    api: Api | None
+    endpoint: str | None
+    region: str | None
+    project_id: str | None
+
+
+def own_target(flags: ProviderFlags, environ: Mapping[str, str],
+               provider: ProviderConfig | None, *, default_api: Api) -> Target:
+    """What this run names by itself, without credentials and without defaults other than
+    the endpoint of a known region (for ``default_api`` when nothing names the API)."""
+    raw_api = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
+    api = effective_api(flags, environ, provider) if raw_api else None
+    region = flags.region or _first(environ, REGION_VARS) or (provider.region if provider else None)
+    project_id = (flags.project_id or _first(environ, PROJECT_VARS)
+                  or (provider.project_id if provider else None))
+    endpoint = (flags.endpoint or environ.get("RECONCILER_ENDPOINT")
+                or (provider.endpoint if provider else None))
+    if not endpoint and region:
+        endpoint = default_endpoint(api or default_api, region)
+    return Target(api=api, endpoint=endpoint.rstrip("/") if endpoint else None, region=region,
+                  project_id=project_id)
+
+
 def resolve_api_settings(
     flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None
 ) -> ApiSettings:

@@ -22,6 +22,11 @@ FORBIDDEN = {
                          "reconciler.render", "reconciler.emulator"),
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     "reconciler.model": ("reconciler.",),
+    "reconciler.configuration": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                                 "reconciler.apply", "reconciler.render", "reconciler.commands",
+                                 "reconciler.emulator", "reconciler.manifest"),
+    "reconciler.planfile": ("reconciler.api", "reconciler.state", "reconciler.apply",
+                            "reconciler.commands", "reconciler.emulator"),
 }
 
 

@@ -124,7 +124,7 @@ def test_every_reconciler_command_parses(scripts: Any, expected: dict[str, int])
             assert args.detailed_exitcode and args.out and args.paths == ["keypairs/"], argv
             assert args.lock_timeout != "0s", argv
         if args.command == "apply":  # a saved plan, never a fresh unreviewed apply
-            assert args.paths == ["fresh.json"] and not args.auto_approve, argv
+            assert args.paths == ["fresh.json", "keypairs/"] and not args.auto_approve, argv
 
 
 def test_plan_exit_code_two_is_success_and_one_is_failure() -> None:

@@ -1,16 +1,15 @@
-"""``reconciler apply``: plan and ask, or apply a saved plan without asking."""
+"""``reconciler apply``: plan and ask, or apply a saved plan without asking
+(``reconciler.commands.saved``)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from reconciler.apply import ApplyResult, apply_plan, apply_refresh
-from reconciler.commands.common import LineHooks, Session, api_settings, session
+from reconciler.apply import ApplyResult, apply_plan
+from reconciler.commands.common import LineHooks, Session, session
 from reconciler.commands.plan import compute, refreshed_line, show
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
-from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
 from reconciler.plan import Mode, Plan
 
 APPROVE = """Do you want to perform these actions?
@@ -66,7 +65,7 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
 
 def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
               destroy: bool = False) -> int:
-    result = apply_plan(plan, api=sess.api, store=sess.store,
+    result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
                         hooks=LineHooks(env, colour=env.colour(args.no_color),
                                         live=env.stdout_is_tty(), total=len(plan.actionable)),
                         parallelism=args.parallelism, now=env.clock)
@@ -90,54 +89,13 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         return carry_out(plan, args, env, sess, destroy=destroy)
 
 
-def _pinned_provider(args: argparse.Namespace, env: Env,
-                     provider: dict[str, str | None]) -> ProviderConfig:
-    """A saved plan applies where it was made: flags or environment may not point elsewhere."""
-    planned = ProviderConfig(region=provider.get("region"), project_id=provider.get("project_id"),
-                             api=Api(str(provider["api"])) if provider.get("api") else None,
-                             endpoint=provider.get("endpoint"))
-    now = api_settings(args, env, planned)
-    differ = [f"{what} {mine!r} (the plan: {theirs!r})" for what, mine, theirs in (
-        ("API", now.api.value, provider.get("api")),
-        ("endpoint", now.endpoint, provider.get("endpoint")),
-        ("project", now.project_id, provider.get("project_id"))) if theirs and mine != theirs]
-    if differ:
-        raise UsageError("this saved plan was made for another cloud than the one the flags or "
-                         f"environment name: {'; '.join(differ)}. Apply it without them, or "
-                         "make a new plan")
-    return planned
-
-
-def apply_saved(args: argparse.Namespace, env: Env, path: Path) -> int:
-    from reconciler.planfile import load_plan, read_plan_document
-    from reconciler.refresh import refresh
-
-    doc = read_plan_document(path)
-    rec = doc.get("reconciler")
-    if not isinstance(rec, dict) or not isinstance(rec.get("provider"), dict):
-        raise UsageError(f"{path}: the saved plan is damaged; make a new one")
-    provider = _pinned_provider(args, env, rec["provider"])
-    b = rec.get("backend")
-    backend = BackendConfig(kind="s3", bucket=b["bucket"], key=b["key"],
-                            endpoint=b.get("endpoint"), region=b.get("region")) if b else None
-    manifest = Manifest(keypairs=(), backend=backend)
-    with session(args, env, operation="apply", manifest=manifest, provider=provider) as sess:
-        remote = refresh(sess.api)
-        plan = load_plan(doc, state=sess.state, remote=remote)
-        if plan.mode is Mode.REFRESH_ONLY:
-            for note in apply_refresh(plan, store=sess.store, remote=remote):
-                env.out(note)
-            env.out()
-            env.out("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
-            return ExitCode.OK
-        return carry_out(plan, args, env, sess, destroy=plan.mode is Mode.DESTROY)
-
-
 def run(args: argparse.Namespace, env: Env) -> int:
     from reconciler.planfile import is_plan_file
 
-    if len(args.paths) == 1 and is_plan_file(env.resolve(args.paths[0])):
+    if args.paths and is_plan_file(env.resolve(args.paths[0])):
+        from reconciler.commands.saved import apply_saved
+
         if args.target or args.replace:
             raise UsageError("--target and --replace cannot change a saved plan; plan again")
-        return apply_saved(args, env, env.resolve(args.paths[0]))
+        return apply_saved(args, env, env.resolve(args.paths[0]), manifests=args.paths[1:])
     return apply_fresh(args, env, mode=Mode.NORMAL, operation="apply")

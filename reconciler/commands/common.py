@@ -10,7 +10,7 @@ import argparse
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +29,18 @@ def provider_flags(args: argparse.Namespace) -> ProviderFlags:
                          project_id=args.project_id, insecure=bool(args.insecure))
 
 
-def load(args: argparse.Namespace, env: Env) -> Manifest:
-    """The manifests named on the command line (default: the working directory)."""
+def load(args: argparse.Namespace, env: Env, paths: Sequence[str] | None = None) -> Manifest:
+    """The manifests named on the command line, or ``paths`` (default: the working
+    directory)."""
     from reconciler.manifest import load_manifests
 
-    paths = [env.resolve(p) for p in getattr(args, "paths", [])]
+    given = getattr(args, "paths", []) if paths is None else paths
+    paths_ = [env.resolve(p) for p in given]
     override = args.api or env.environ.get("RECONCILER_API")
     if override:
         effective_api(provider_flags(args), env.environ, None)  # a clear error if unknown
     # The loader checks per-API rules against this API (else the provider block's).
-    return load_manifests(paths, cwd=env.cwd, api=override)
+    return load_manifests(paths_, cwd=env.cwd, api=override)
 
 
 def api_settings(args: argparse.Namespace, env: Env,

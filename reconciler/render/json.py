@@ -3,7 +3,8 @@
 The same document is what ``plan --out FILE`` saves and ``apply FILE`` reads back
 (``reconciler.planfile``). It never holds a private key, not even encrypted.
 
-May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``.
+May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``,
+``reconciler.configuration``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import json
 from typing import Any
 
 from reconciler import __version__
-from reconciler.model import DesiredKeyPair
+from reconciler.configuration import desired_to_dict
 from reconciler.plan import Action, Change, Drift, DriftKind, Plan
 
 FORMAT_VERSION = "1.2"
 PLAN_KIND = "reconciler-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the whole configuration, --replace and the clock; see planfile
 
 _ACTIONS = {
     Action.CREATE: ["create"],
@@ -27,22 +28,6 @@ _ACTIONS = {
     Action.DELETE: ["delete"],
     Action.NOOP: ["no-op"],
 }
-
-
-def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
-    """A desired key pair in full (public material and paths only), for saved plans."""
-    kp = None
-    if d.key_protection is not None:
-        kp = {"encryption": d.key_protection.encryption.as_dict(),
-              "private_key_file": d.key_protection.private_key_file}
-    return {
-        "name": d.name, "source": d.source.value, "spec_digest": d.spec_digest,
-        "location": [d.location.file, d.location.line, d.location.column],
-        "algorithm": d.algorithm, "public_key": d.public_key,
-        "public_key_file": d.public_key_file, "type": d.type, "user_id": d.user_id,
-        "description": d.description, "scope": d.scope, "key_protection": kp,
-        "prevent_destroy": d.prevent_destroy, "rotate_after_seconds": d.rotate_after_seconds,
-    }
 
 
 def _sensitive(change: Change) -> tuple[dict[str, bool], dict[str, bool]]:
@@ -114,10 +99,10 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "targets": list(plan.targets),
             "forget": list(plan.forget),
             "lifecycle": [[name, protect] for name, protect in plan.lifecycle],
-            "configuration": {
-                ch.name: desired_to_dict(ch.desired)
-                for ch in plan.changes if ch.desired is not None and ch.action is not Action.NOOP
-            },
+            "replace": list(plan.replace),
+            "planned_at": plan.planned_at,
+            # Every desired key pair: apply makes the plan again from these and compares.
+            "configuration": {d.name: desired_to_dict(d) for d in plan.configuration},
             # What the plan assumed of the cloud, so a saved plan can tell it is stale.
             "remote": {
                 **{d.name: (d.after or {}).get("fingerprint") for d in plan.drift},

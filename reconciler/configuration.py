@@ -1,0 +1,174 @@
+"""The desired configuration as canonical records, and the digests that pin it.
+
+A saved plan embeds every desired key pair (public material and paths, never a private key)
+and a digest over them. ``apply PLANFILE`` rebuilds the key pairs from those records, checking
+each one as strictly as the manifest loader does, and recomputes the digest; with manifests
+given, it compares the digest of the manifests with the plan's.
+
+The digest is sha256 over the canonical JSON (sorted keys, no spaces) of the records sorted by
+name, without ``location`` (where a manifest sits on disk is not configuration) and without
+``spec_digest`` (derived from the rest, and recomputed here).
+
+May import: ``reconciler.model``, ``reconciler.keys``, ``reconciler.errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from reconciler import keys
+from reconciler.errors import KeyFormatError
+from reconciler.model import (
+    GENERATE_ALGORITHMS,
+    DesiredKeyPair,
+    Encryption,
+    KeyProtection,
+    KeySource,
+    SourceLocation,
+)
+
+SAVED_PLAN_LOCATION = "<saved plan>"
+
+
+def spec_digest(
+    *, source: KeySource, algorithm: str | None, public_key: str | None, type: str,
+    user_id: str | None, scope: str | None, key_protection: KeyProtection | None,
+) -> str:
+    """sha256 hex over the canonical JSON of what cannot change in place (``public_key``
+    normalised: ``type base64``)."""
+    spec = {
+        "source": str(source),
+        "algorithm": algorithm,
+        "public_key": public_key,
+        "type": type,
+        "user_id": user_id,
+        "scope": scope,
+        "key_protection": key_protection.encryption.as_dict() if key_protection else None,
+    }
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
+    """A desired key pair in full (public material and paths only), for saved plans."""
+    kp = None
+    if d.key_protection is not None:
+        kp = {"encryption": d.key_protection.encryption.as_dict(),
+              "private_key_file": d.key_protection.private_key_file}
+    return {
+        "name": d.name, "source": d.source.value, "spec_digest": d.spec_digest,
+        "location": [d.location.file, d.location.line, d.location.column],
+        "algorithm": d.algorithm, "public_key": d.public_key,
+        "public_key_file": d.public_key_file, "type": d.type, "user_id": d.user_id,
+        "description": d.description, "scope": d.scope, "key_protection": kp,
+        "prevent_destroy": d.prevent_destroy, "rotate_after_seconds": d.rotate_after_seconds,
+    }
+
+
+def configuration_digest(keypairs: Iterable[DesiredKeyPair]) -> str:
+    """The digest of a whole configuration (see the module docstring)."""
+    rows = []
+    for d in sorted(keypairs, key=lambda k: k.name):
+        row = desired_to_dict(d)
+        del row["location"], row["spec_digest"]
+        rows.append(row)
+    canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def legacy_digest(keypairs: Iterable[DesiredKeyPair]) -> str:
+    """The manifest digest as release 0.1.0 computed it (its saved plans carry this one)."""
+    rows = sorted(
+        [kp.name, kp.spec_digest, kp.description, kp.prevent_destroy, kp.rotate_after_seconds]
+        for kp in keypairs
+    )
+    canonical = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _text(raw: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = raw.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value
+
+
+def _protection(raw: object) -> KeyProtection | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("encryption"), dict):
+        raise ValueError("key_protection is not an object with an encryption")
+    enc = raw["encryption"]
+    if set(enc) - {"type", "kms_key_name", "kms_key_id"}:
+        raise ValueError("key_protection.encryption has unknown fields")
+    encryption = Encryption(type=str(_text(enc, "type", required=True)),
+                            kms_key_name=_text(enc, "kms_key_name"),
+                            kms_key_id=_text(enc, "kms_key_id"))
+    return KeyProtection(encryption=encryption,
+                         private_key_file=_text(raw, "private_key_file"))
+
+
+def _public_key(raw: Mapping[str, Any], source: KeySource, key_type: str) -> str | None:
+    """The embedded public key, checked as the loader checks it; its normalised form."""
+    public_key = _text(raw, "public_key")
+    if (public_key is None) != (source is not KeySource.IMPORT):
+        raise ValueError("public_key does not fit the key source")
+    if public_key is None:
+        return None
+    if keys.looks_like_private_key(public_key):
+        raise ValueError("public_key holds a private key")
+    try:
+        return keys.check_public_key(public_key, key_type=key_type).openssh
+    except KeyFormatError:
+        raise ValueError("public_key is not a valid public key") from None
+
+
+def desired_from_dict(name: str, raw: object) -> DesiredKeyPair:
+    """A desired key pair from its saved-plan record; ``ValueError`` (never naming key
+    material) when the record is malformed or inconsistent."""
+    if not isinstance(raw, dict) or raw.get("name") != name:
+        raise ValueError("not a key pair record of this name")
+    source = KeySource(str(_text(raw, "source", required=True)))
+    key_type = _text(raw, "type") or "ssh"
+    if key_type not in ("ssh", "x509"):
+        raise ValueError("type is not ssh or x509")
+    algorithm = _text(raw, "algorithm")
+    if (algorithm is not None) != (source is KeySource.GENERATE) or \
+            (algorithm is not None and algorithm not in GENERATE_ALGORITHMS):
+        raise ValueError("algorithm does not fit the key source")
+    normalised = _public_key(raw, source, key_type)
+    protection = _protection(raw.get("key_protection"))
+    if protection is not None and protection.private_key_file is not None \
+            and source is not KeySource.IMPORT:
+        raise ValueError("private_key_file without a public key")
+    rotate = raw.get("rotate_after_seconds")
+    if rotate is not None and (not isinstance(rotate, int) or isinstance(rotate, bool)
+                               or rotate <= 0):
+        raise ValueError("rotate_after_seconds is not a positive integer")
+    prevent = raw.get("prevent_destroy", False)
+    if not isinstance(prevent, bool):
+        raise ValueError("prevent_destroy is not a boolean")
+    user_id, scope = _text(raw, "user_id"), _text(raw, "scope")
+    digest = spec_digest(source=source, algorithm=algorithm, public_key=normalised,
+                         type=key_type, user_id=user_id, scope=scope, key_protection=protection)
+    if raw.get("spec_digest") != digest:
+        raise ValueError("spec_digest does not match the record")
+    return DesiredKeyPair(
+        name=name, source=source, location=_location(raw.get("location")),
+        spec_digest=digest, algorithm=algorithm, public_key=_text(raw, "public_key"),
+        public_key_file=_text(raw, "public_key_file"), type=key_type, user_id=user_id,
+        description=_text(raw, "description"), scope=scope, key_protection=protection,
+        prevent_destroy=prevent, rotate_after_seconds=rotate,
+    )
+
+
+def _location(raw: object) -> SourceLocation:
+    if (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in raw[1:])):
+        return SourceLocation(raw[0], raw[1], raw[2])
+    return SourceLocation(SAVED_PLAN_LOCATION, 0, 0)

@@ -36,8 +36,9 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         parser.print_help(env.stderr)
         return ExitCode.ERROR
     from reconciler.errors import DiagnosticsError, ReconcilerError
-    from reconciler.redact import scrub
+    from reconciler.redact import register_environment, scrub
 
+    register_environment(env.environ)
     try:
         module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
         return int(module.run(args, env))

@@ -7,6 +7,10 @@ it to whatever it prints on its error paths (exception text, the ``--debug`` tra
 the debug log applies it to every record, so a secret that found its way into an exception
 message or a library's log line is not shown.
 
+``register_environment`` registers every secret variable of the environment as the CLI
+starts, whether or not the command gets to use it (a passphrase is only read when a secret
+is sealed, but an exception may quote it before that).
+
 Private keys are caught by their armour rather than registered one by one: an apply of
 10,000 key pairs would otherwise keep 10,000 copies alive. The registry is bounded.
 
@@ -17,11 +21,20 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 
 from reconciler.model import SENSITIVE
 
 MIN_LENGTH = 4  # shorter values would scrub ordinary words
 MAX_VALUES = 64
+
+SECRET_VARIABLES = (
+    "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "HW_ACCESS_KEY", "HW_SECRET_KEY", "HW_SECURITY_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "OBS_ACCESS_KEY_ID", "OBS_SECRET_ACCESS_KEY", "OBS_SECURITY_TOKEN",
+    "RECONCILER_PASSPHRASE",
+)
 
 _lock = threading.Lock()
 _values: dict[str, None] = {}  # insertion-ordered: the oldest goes first when full
@@ -39,6 +52,16 @@ def register(value: str) -> None:
         _values[value] = None
         while len(_values) > MAX_VALUES:
             del _values[next(iter(_values))]
+
+
+def register_environment(environ: Mapping[str, str]) -> None:
+    """Register the value of every secret variable that is set: as it is, stripped, and as
+    a ``repr`` would show it (a value with a newline shows as ``\\n`` in a traceback)."""
+    for name in SECRET_VARIABLES:
+        value = environ.get(name)
+        if value:
+            for form in {value, value.strip(), repr(value)[1:-1]}:
+                register(form)
 
 
 def scrub(text: str) -> str:

@@ -22,6 +22,15 @@ FORBIDDEN = {
                          "reconciler.render", "reconciler.emulator"),
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     "reconciler.model": ("reconciler.",),
+    # What keeps the terminal and the log safe is imported by everything, so imports nothing.
+    "reconciler.textsafe": ("reconciler.",),
+    "reconciler.redact": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                          "reconciler.apply", "reconciler.render", "reconciler.commands",
+                          "reconciler.emulator", "reconciler.errors", "reconciler.settings"),
+    "reconciler.credcheck": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                             "reconciler.apply", "reconciler.render", "reconciler.commands",
+                             "reconciler.emulator", "reconciler.settings"),
+    "reconciler.emulator.jsonbody": ("reconciler.",),
 }
 
 

@@ -5,6 +5,10 @@ is a message and exit 1; anything else is "internal error, please report" (with 
 traceback only under ``--debug``). Command modules are imported lazily so that
 ``reconciler --version`` stays fast.
 
+Whatever an error path prints is scrubbed of every known secret (``reconciler.redact``) and
+has its control characters escaped (``Env.err`` does that): an exception's text may quote the
+cloud, a manifest or, by accident, a credential.
+
 Nothing imports this module. May import: everything.
 """
 
@@ -32,17 +36,19 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         parser.print_help(env.stderr)
         return ExitCode.ERROR
     from reconciler.errors import DiagnosticsError, ReconcilerError
+    from reconciler.redact import register_environment, scrub
 
+    register_environment(env.environ)
     try:
         module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
         return int(module.run(args, env))
     except DiagnosticsError as exc:
-        env.err(str(exc))  # each line names its file (or key pair) and severity
+        env.err(scrub(str(exc)))  # each line names its file (or key pair) and severity
         count = len(exc.diagnostics)
         env.err(f"Error: {count} problem{'s' if count != 1 else ''} found; nothing was changed.")
         return ExitCode.ERROR
     except ReconcilerError as exc:
-        env.err(f"Error: {exc}")
+        env.err(scrub(f"Error: {exc}"))
         return ExitCode.ERROR
     except KeyboardInterrupt:
         env.err("Interrupted; state holds everything that completed.")
@@ -52,7 +58,7 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
 
         env.err("internal error, please report it (run again with --debug for details)")
         if getattr(args, "debug", False):
-            env.err(traceback.format_exc())
+            env.err(scrub(traceback.format_exc()))
         return ExitCode.ERROR
 
 

@@ -3,7 +3,12 @@
 Commands receive an ``Env`` instead of reaching for ``sys`` and ``os.environ``, so tests
 capture output and get byte-stable results. ``ExitCode`` is decided here, in one place.
 
-May import: the standard library only.
+``out`` and ``err`` print lines of text for people: their control characters and bidi
+overrides are escaped (``reconciler.textsafe``), line feeds and tabs kept. What must reach
+the stream byte for byte (a rendered plan with its colours, a private key, a JSON document)
+is written to ``stdout`` directly by the command that owns it.
+
+May import: the standard library, ``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
+
+from reconciler.textsafe import printable
 
 
 class ExitCode(IntEnum):
@@ -52,10 +59,10 @@ class Env:
         return self.stdout_is_tty() and self.environ.get("TERM") != "dumb"
 
     def out(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
+        self.stdout.write(printable(text, multiline=True) + "\n")
 
     def err(self, text: str = "") -> None:
-        self.stderr.write(text + "\n")
+        self.stderr.write(printable(text, multiline=True) + "\n")
 
     def resolve(self, path: str | os.PathLike[str]) -> Path:
         p = Path(path).expanduser()

@@ -4,7 +4,7 @@ Precedence is flag > environment > manifest ``provider`` block > default. Creden
 only from the environment (the official SDK's names, then the Terraform provider's).
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``,
-``reconciler.api.endpoints``.
+``reconciler.api.endpoints``, ``reconciler.credcheck``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from reconciler.api.endpoints import default_endpoint
 from reconciler.api.protocol import ApiSettings, Credentials
+from reconciler.credcheck import header_credential
 from reconciler.errors import UsageError
 from reconciler.model import Api, ProviderConfig, Secret
 
@@ -44,13 +45,21 @@ def _first(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _set(environ: Mapping[str, str], name: str) -> str:
+    """The variable's value, or "" when unset or blank (blank counts as unset)."""
+    value = environ.get(name, "")
+    return value if value.strip() else ""
+
+
 def _credentials(environ: Mapping[str, str]) -> tuple[str, str, str | None]:
     """AK, SK and token from one family of variables (the SDK's, else Terraform's): never an
-    AK of one family with the SK of the other."""
+    AK of one family with the SK of the other. Each is checked (``credcheck``) before use."""
     for ak_var, sk_var, token_var in zip(AK_VARS, SK_VARS, TOKEN_VARS, strict=True):
-        ak, sk = environ.get(ak_var, "").strip(), environ.get(sk_var, "").strip()
+        ak, sk = _set(environ, ak_var), _set(environ, sk_var)
         if ak and sk:
-            return ak, sk, environ.get(token_var, "").strip() or None
+            token = _set(environ, token_var)
+            return (header_credential(ak_var, ak), header_credential(sk_var, sk),
+                    header_credential(token_var, token) if token else None)
         if ak or sk:
             missing = sk_var if ak else ak_var
             raise UsageError(f"{ak_var if ak else sk_var} is set but {missing} is not; set both "

@@ -326,8 +326,10 @@ def test_no_secret_in_errors_or_debug_log(
     secrets = [
         h.emulator.sk, "x" * 32, token,
         key.private_key.reveal().splitlines()[1], created.private_key.reveal().splitlines()[1],
-        "Authorization", "Signature=",
+        "Signature=", "SDK-HMAC-SHA256 Access",
     ]
+    assert "Authorization: (sensitive value)" in logged  # names shown, values redacted
+    assert "X-Security-Token: (sensitive value)" in logged
     assert exported is not None
     for text in [*messages, logged, repr(creds)]:
         for secret in secrets:
@@ -339,7 +341,7 @@ def test_debug_log_shows_method_path_status_and_request_id(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=HTTP_LOG)
     h.api().get_keypair("absent")
-    (record,) = [r for r in caplog.records if r.name == HTTP_LOG]
+    (record,) = [r for r in caplog.records if r.name == HTTP_LOG and " -> " in r.getMessage()]
     text = record.getMessage()
     assert text.startswith(f"GET /v3/{h.emulator.project_id}/keypairs/absent -> 404 in ")
     assert "attempt 1" in text and "request id " in text and "request id -" not in text

@@ -27,6 +27,15 @@ FORBIDDEN = {
                                  "reconciler.emulator", "reconciler.manifest"),
     "reconciler.planfile": ("reconciler.api", "reconciler.state", "reconciler.apply",
                             "reconciler.commands", "reconciler.emulator"),
+    # What keeps the terminal and the log safe is imported by everything, so imports nothing.
+    "reconciler.textsafe": ("reconciler.",),
+    "reconciler.redact": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                          "reconciler.apply", "reconciler.render", "reconciler.commands",
+                          "reconciler.emulator", "reconciler.errors", "reconciler.settings"),
+    "reconciler.credcheck": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                             "reconciler.apply", "reconciler.render", "reconciler.commands",
+                             "reconciler.emulator", "reconciler.settings"),
+    "reconciler.emulator.jsonbody": ("reconciler.",),
 }
 
 

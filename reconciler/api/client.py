@@ -10,11 +10,12 @@ never opened); after a 500/502/504 or a lost answer it raises ``OutcomeUnknownEr
 the caller re-reads (DESIGN section 6).
 
 Debug logging (``reconciler.http``): method, path, status, duration, request id, attempt
-and retry reason. Never headers or bodies.
+and retry reason; the headers sent and received by name, with every authenticating value
+redacted, and the bodies with every secret field redacted (``api.httplog``).
 
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.api.signer``,
-``reconciler.api.endpoints``, ``reconciler.api.errormap``.
+``reconciler.api.endpoints``, ``reconciler.api.errormap``, ``reconciler.api.httplog``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from reconciler.api.errormap import (
     retry_after_seconds,
     transport_error,
 )
+from reconciler.api.httplog import describe_body, describe_headers
 from reconciler.api.protocol import ApiSettings
 from reconciler.api.signer import SdkHmacSigner, canonical_query
 from reconciler.errors import ApiError, OutcomeUnknownError
@@ -202,6 +204,10 @@ class HttpClient:
     ) -> requests.Response:
         request = requests.Request(method, url, headers=dict(headers), data=body, auth=self._auth)
         prepared = self._session.prepare_request(request)  # signs afresh: a new X-Sdk-Date
+        if log.isEnabledFor(logging.DEBUG):
+            sent = prepared.body if isinstance(prepared.body, bytes) else None
+            log.debug("%s %s sends headers {%s} body %s", method, urlsplit(url).path,
+                      describe_headers(prepared.headers.items()), describe_body(sent))
         with self._lock:
             self._sent += 1
         extra: dict[str, object] = {"proxies": {}} if self._loopback else {}
@@ -296,6 +302,10 @@ class _Call:
         rid = response.headers.get("X-Request-Id")
         status = response.status_code
         self._log_attempt(attempt=attempt, started=started, outcome=str(status), rid=rid)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s answered headers {%s} body %s", self.method, self.path,
+                      describe_headers(response.headers.items()),
+                      describe_body(response.content))
         if status < 400:
             return HttpResult(
                 status=status, data=_json_or_none(response), request_id=rid,

@@ -4,10 +4,12 @@ Error bodies are read as the official SDK reads them (reference section 6): the 
 ``error_code``/``error_msg``, ``errorCode``/``errorMsg``, ``code``/``message``, looking into
 nested objects (Nova's ``{"itemNotFound": {...}}``, KMS's ``{"error": {...}}``); a body
 that is not JSON is kept as (truncated) text. The server's text is shortened, and withheld
-if it looks like key material; the SK is scrubbed from it. Messages end with
-``(request id: ...)`` when the cloud gave one.
+if it looks like key material; the SK and token are scrubbed from it, and its control
+characters escaped (``textsafe.printable``: a hostile or broken server's ``ESC ] ... BEL``
+stays visible text). Messages end with ``(request id: ...)`` when the cloud gave one.
 
-May import: the standard library, ``requests``, ``reconciler.errors``.
+May import: the standard library, ``requests``, ``reconciler.errors``, ``reconciler.model``,
+``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import requests
 
 from reconciler.errors import ApiError, OutcomeUnknownError
 from reconciler.model import SENSITIVE, Secret
+from reconciler.textsafe import printable
 
 MAX_SERVER_TEXT = 300
 _PAIRS = (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message"))
@@ -67,13 +70,13 @@ def parse_error_body(text: str, status: int) -> tuple[str, str]:
 
 
 def clean_server_text(text: str, *, secrets: tuple[Secret, ...] = ()) -> str:
-    """One line, short, no key material, no SK or token."""
+    """One line, short, no key material, no SK or token, no control character."""
     if _KEY_MATERIAL.search(text):
         return "(the message was withheld: it contained key material)"
     for secret in secrets:
         if len(secret) >= 4:
             text = text.replace(secret.reveal(), SENSITIVE)
-    line = " ".join(text.split())
+    line = printable(" ".join(text.split()))
     if len(line) > MAX_SERVER_TEXT:
         line = line[: MAX_SERVER_TEXT - 3] + "..."
     return line
@@ -148,7 +151,7 @@ def api_error(
         detail += f" {clean_server_text(code, secrets=context.secrets)}"
     if server:
         detail += f": {server}"
-    suffix = f" (request id: {request_id})" if request_id else ""
+    suffix = f" (request id: {clean_server_text(request_id)})" if request_id else ""
     if outcome_unknown:
         text = (
             f"{context.operation}: the service answered {detail}; the request may or may not "

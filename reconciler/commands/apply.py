@@ -51,8 +51,10 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
     if not result.failed:
         env.out(summary(result, destroy=destroy))
         return ExitCode.OK
+    from reconciler.redact import scrub
+
     for outcome in result.failed:
-        env.err(f"Error: keypair.{outcome.name}: {outcome.error}")
+        env.err(scrub(f"Error: keypair.{outcome.name}: {outcome.error}"))
     c = result.counts()
     done = len(result.outcomes) - len(result.failed)
     env.err()

@@ -88,14 +88,25 @@ def lock_timeout(args: argparse.Namespace) -> float:
     return parse_duration(args.lock_timeout)
 
 
+class SafeFormatter(logging.Formatter):
+    """Every log line scrubbed of known secrets and with its control characters escaped,
+    the traceback of a logged exception included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from reconciler.redact import scrub
+        from reconciler.textsafe import printable
+
+        return printable(scrub(super().format(record)), multiline=True)
+
+
 @contextmanager
 def debug_logging(args: argparse.Namespace, env: Env) -> Iterator[None]:
-    """``--debug``: the HTTP log (secrets are never logged) on stderr for the command."""
+    """``--debug``: the HTTP log (secrets redacted, then scrubbed) on stderr for the command."""
     if not getattr(args, "debug", False):
         yield
         return
     handler = logging.StreamHandler(env.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
     logger = logging.getLogger("reconciler")
     logger.addHandler(handler)
     previous = logger.level

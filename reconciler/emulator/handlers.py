@@ -8,13 +8,12 @@ Operation names (also the counter names): ``list``, ``get``, ``create`` (the clo
 ``import`` (a public key given), ``delete``, ``update`` (description), ``export``,
 ``import_private_key``, ``clear_private_key``.
 
-May import: ``reconciler.emulator.{store,views,keywork}``, ``reconciler.model``, the standard
-library.
+May import: ``reconciler.emulator.{store,views,keywork,jsonbody}``, ``reconciler.model``, the
+standard library.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from reconciler.emulator import views
+from reconciler.emulator.jsonbody import BodyError, parse_json_body
 from reconciler.emulator.keywork import KeyProblem, check_private_matches, fingerprint_of, generate
 from reconciler.emulator.store import Record, Store, StoreError, now_ms
 from reconciler.model import NAME_PATTERN
@@ -127,12 +127,11 @@ def api_of(segments: list[str]) -> str:
 
 
 def parse_body(raw: bytes) -> Any:
-    if not raw.strip():
-        return None
+    """The body as strict JSON (``jsonbody``), or a 400 saying what is wrong with it."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiProblem(400, "the request body is not valid JSON") from None
+        return parse_json_body(raw)
+    except BodyError as exc:
+        raise ApiProblem(400, str(exc)) from None
 
 
 def keypair_of(body: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from reconciler.emulator.handlers import (
     route,
     split_path,
 )
+from reconciler.emulator.jsonbody import parse_json_body
 from reconciler.emulator.keywork import KEYGEN_ALGORITHMS
 from reconciler.emulator.signing import SignatureError, SignedRequest, verify
 from reconciler.emulator.store import Store
@@ -443,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _admin_faults(emu: Emulator, body: bytes) -> Reply:
     try:
-        doc = json.loads(body or b"{}")
+        doc = parse_json_body(body) if body.strip() else {}
         if not isinstance(doc, dict):
             raise ValueError("the body must be a JSON object")
         unknown = set(doc) - set(FAULT_FIELDS)

@@ -2,13 +2,19 @@
 a table, and the text plan in a collapsed ``<details>``; never more than 65,000 characters
 (GitHub's limit is 65,536), saying what it cut.
 
-May import: ``reconciler.plan``, ``reconciler.render.text``.
+Text that is not ours (names, fingerprints from the cloud) goes into cells through
+``textsafe.markdown_code``/``markdown_text``, and the plan's code block is fenced with more
+backticks than the plan holds in a row, so nothing in it can end a cell, open HTML or close
+the block.
+
+May import: ``reconciler.plan``, ``reconciler.render.text``, ``reconciler.textsafe``.
 """
 
 from __future__ import annotations
 
 from reconciler.plan import Action, Change, Plan
 from reconciler.render.text import KNOWN_AFTER, render_text, summary_line
+from reconciler.textsafe import code_fence, markdown_code, markdown_text
 
 MAX_CHARS = 65_000
 MARKER = "<!-- reconciler-plan -->"  # lets CI find and update its own comment
@@ -25,10 +31,10 @@ _ACTION_CELL = {
 def _source(change: Change) -> str:
     if change.desired is not None:
         if change.desired.algorithm:
-            return f"generate ({change.desired.algorithm})"
-        return change.desired.source.value
+            return markdown_text(f"generate ({change.desired.algorithm})")
+        return markdown_text(change.desired.source.value)
     if change.prior is not None:
-        return change.prior.source.value
+        return markdown_text(change.prior.source.value)
     return ""
 
 
@@ -37,11 +43,11 @@ def _fingerprint(change: Change) -> str:
         return KNOWN_AFTER
     attrs = change.after if change.action is not Action.DELETE else change.before
     value = (attrs or {}).get("fingerprint")
-    return f"`{value}`" if value else ""
+    return markdown_code(str(value)) if value else ""
 
 
 def _row(change: Change) -> str:
-    return (f"| {_ACTION_CELL[change.action]} | `{change.name}` | {_source(change)} | "
+    return (f"| {_ACTION_CELL[change.action]} | {markdown_code(change.name)} | {_source(change)} | "
             f"{_fingerprint(change)} |")
 
 
@@ -53,14 +59,14 @@ def _warning(plan: Plan) -> list[str]:
     lines = ["> [!WARNING]"]
     if destroyed:
         lines.append(f"> **{len(destroyed)} key pair(s) will be destroyed:** "
-                     + ", ".join(f"`{n}`" for n in destroyed[:50])
+                     + ", ".join(markdown_code(n) for n in destroyed[:50])
                      + (f" and {len(destroyed) - 50} more" if len(destroyed) > 50 else ""))
     if replaced:
         if destroyed:
             lines.append(">")
         lines.append(f"> **{len(replaced)} key pair(s) will be replaced** (deleted, then created "
                      "with a new key; servers using the old key lose access): "
-                     + ", ".join(f"`{n}`" for n in replaced[:50])
+                     + ", ".join(markdown_code(n) for n in replaced[:50])
                      + (f" and {len(replaced) - 50} more" if len(replaced) > 50 else ""))
     lines.append("")
     return lines
@@ -90,6 +96,8 @@ def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
     rows = [_row(c) for c in changes]
     text = render_text(plan, colour=False).rstrip("\n").split("\n")
 
+    fence = code_fence("\n".join(text))
+
     def assemble(kept_rows: list[str], plan_text: list[str], note: str) -> str:
         parts = list(head)
         if changes:
@@ -97,8 +105,8 @@ def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
             if len(kept_rows) < len(rows):
                 parts.append(f"| … | {len(rows) - len(kept_rows)} more key pairs not shown | | |")
             parts.append("")
-        parts += ["<details><summary>Show the full plan</summary>", "", "```diff", *plan_text,
-                  "```", "", "</details>", ""]
+        parts += ["<details><summary>Show the full plan</summary>", "", f"{fence}diff",
+                  *plan_text, fence, "", "</details>", ""]
         if note:
             parts.append(note)
         return "\n".join(parts) + "\n"

@@ -1,9 +1,13 @@
 """The human plan, close to Terraform's, because people and tools (Atlantis) read it.
 
 Pure: a ``Plan`` in, a string out. Colour only when asked (the CLI asks on a terminal and
-never with ``NO_COLOR``). Public keys are shown abbreviated; fingerprints in full.
+never with ``NO_COLOR``). Public keys are shown abbreviated; fingerprints in full. Every
+value, name and note is passed through ``textsafe.printable`` before it is placed, so text
+from the cloud, a manifest or the state cannot drive the terminal; the colour codes are the
+only escape sequences in the output.
 
-May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``.
+May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``,
+``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from reconciler.plan import (
     Plan,
     field_changes,
 )
+from reconciler.textsafe import printable
 
 KNOWN_AFTER = "(known after apply)"
 ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
@@ -61,7 +66,8 @@ def _value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Mapping):
         return json.dumps(value, sort_keys=True)
-    return json.dumps(str(value), ensure_ascii=False)
+    # json.dumps escapes C0 controls; DEL, C1 and bidi overrides pass, so: printable.
+    return printable(json.dumps(str(value), ensure_ascii=False))
 
 
 def _short_key(value: Any) -> Any:
@@ -161,9 +167,9 @@ def _align(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _block(header: str, glyph: str, lines: list[tuple[str, str]], name: str,
            paint: _Painter) -> list[str]:
-    out = [paint(f"  # {header}", "1")]
+    out = [paint(f"  # {printable(header)}", "1")]
     out.append(f"{paint(glyph, _COLOURS.get(glyph.strip(), '0')) if glyph.strip() else glyph}"
-               f" resource \"keypair\" \"{name}\" {{")
+               f" resource \"keypair\" \"{printable(name)}\" {{")
     for sign, text in _align(lines):
         mark = paint(sign, _COLOURS[sign]) if sign in _COLOURS else sign
         out.append(f"      {mark} {text}")
@@ -186,10 +192,11 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
     lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint))
     insert_at = 1
     if change.action is Action.DELETE and change.reason == REASON_NO_CONFIG:
-        lines.insert(insert_at, f"  # (because {change.address} is not in the manifests)")
+        lines.insert(insert_at,
+                     f"  # (because {printable(str(change.address))} is not in the manifests)")
         insert_at += 1
     for note in change.notes:
-        lines.insert(insert_at, f"  # ({note})")
+        lines.insert(insert_at, f"  # ({printable(note)})")
         insert_at += 1
     return lines
 
@@ -263,12 +270,12 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
                              "changes."))
         out.extend(["", RULE, ""])
     if plan.forget:
-        names = ", ".join(plan.forget)
+        names = printable(", ".join(plan.forget))
         out.append(_wrap(f"Gone from the cloud and from the manifests, so apply drops them from "
                          f"state (their previous state stays in the backup): {names}"))
         out.append("")
     for name, protect in plan.lifecycle:
-        out.append(f"keypair.{name}: apply records prevent_destroy = "
+        out.append(f"keypair.{printable(name)}: apply records prevent_destroy = "
                    f"{'true' if protect else 'false'} in state (no change in the cloud).")
     if plan.lifecycle:
         out.append("")

@@ -16,8 +16,11 @@ HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
 An envelope is ``"v1:" + base64(nonce || ciphertext || tag)``; the associated data is
 ``lineage + "\\x00" + name``, so a ciphertext moved to another entry or another state fails.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.files``,
-``cryptography``.
+The passphrase may hold spaces and any letter but no control character (``credcheck``): a
+trailing newline would otherwise silently become part of the key.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.credcheck``,
+``reconciler.state.files``, ``cryptography``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from reconciler.credcheck import passphrase as checked_passphrase
 from reconciler.errors import StateCorruptError, StateKeyError, UsageError
 from reconciler.model import SealedSecret, Secret
 from reconciler.state.files import fsync_dir, write_new_file
@@ -227,7 +231,7 @@ class KeySource:
         if passphrase is not None and key_file:
             raise UsageError(f"set only one of {PASSPHRASE_ENV} and {KEY_FILE_ENV}, not both.")
         if passphrase is not None:
-            return self._from_passphrase(passphrase, block)
+            return self._from_passphrase(checked_passphrase(PASSPHRASE_ENV, passphrase), block)
         if key_file:
             self._warn_if_exposed(Path(key_file))
             return _raw_key(read_key_file(Path(key_file)))

@@ -9,7 +9,7 @@ Credentials (never in messages): ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
 (``AWS_SESSION_TOKEN``), else OBS's own ``OBS_ACCESS_KEY_ID``/``OBS_SECRET_ACCESS_KEY``
 (``OBS_SECURITY_TOKEN``), else boto3's chain (shared files, instance roles).
 
-May import: ``reconciler.errors``, the stdlib; boto3/botocore lazily.
+May import: ``reconciler.errors``, ``reconciler.credcheck``, the stdlib; boto3/botocore lazily.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from reconciler.credcheck import header_credential
 from reconciler.errors import StateError, UsageError
 
 DEFAULT_REGION = "us-east-1"  # only signs requests; S3-compatible stores accept it
@@ -79,12 +80,15 @@ def addressing_style(location: Location, environ: Mapping[str, str]) -> str:
 
 
 def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
+    """The first family of variables with both keys set, each checked (``credcheck``)."""
     for prefix, token in (("AWS", "AWS_SESSION_TOKEN"), ("OBS", "OBS_SECURITY_TOKEN")):
-        ak, sk = environ.get(f"{prefix}_ACCESS_KEY_ID"), environ.get(f"{prefix}_SECRET_ACCESS_KEY")
+        ak_var, sk_var = f"{prefix}_ACCESS_KEY_ID", f"{prefix}_SECRET_ACCESS_KEY"
+        ak, sk = environ.get(ak_var), environ.get(sk_var)
         if ak and sk:
-            creds = {"aws_access_key_id": ak, "aws_secret_access_key": sk}
+            creds = {"aws_access_key_id": header_credential(ak_var, ak),
+                     "aws_secret_access_key": header_credential(sk_var, sk)}
             if environ.get(token):
-                creds["aws_session_token"] = environ[token]
+                creds["aws_session_token"] = header_credential(token, environ[token])
             return creds
     return {}
 

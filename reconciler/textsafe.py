@@ -1,0 +1,71 @@
+"""Text that is safe to put on a terminal, in a log or in a Markdown comment.
+
+Anything shown to people may hold text that came from the cloud, a manifest or a state file
+(descriptions, comments, server error messages, names from a hostile listing). ``printable``
+writes every control character (C0, DEL, C1, so ESC and BEL too) and every bidirectional
+override as a visible escape (``\\x1b``, ``\\u202e``), so that such text cannot move the
+cursor, clear the screen, set the window title, hide itself or reorder what follows.
+Backslashes are left alone: ``printable`` is idempotent, so layers may each apply it.
+
+``markdown_text``, ``markdown_code`` and ``code_fence`` do the same for the pull-request
+comment, where ``|``, ``<`` and backticks would otherwise end a table cell, open HTML or
+close a code block.
+
+May import: the standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls, DEL and C1 controls; bidi embeddings, overrides and isolates; the implicit
+# marks and the line/paragraph separators that some terminals and viewers act on.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+_UNSAFE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                                "\u202a-\u202e\u2066-\u2069]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # what acts inside a table cell
+_PLAIN_CODE = re.compile(r"[A-Za-z0-9 :_=+/.,@()-]*")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """``text`` with every control character and bidi override escaped; ``multiline`` keeps
+    line feeds and tabs (for messages of several lines), everything else is escaped."""
+    pattern = _UNSAFE_KEEP_LINES if multiline else _UNSAFE
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(_escape, text)
+
+
+def is_printable(text: str, *, multiline: bool = False) -> bool:
+    pattern = _UNSAFE_KEEP_LINES if multiline else _UNSAFE
+    return pattern.search(text) is None
+
+
+def markdown_text(text: str) -> str:
+    """Plain text for a Markdown table cell or list: one line, nothing that Markdown or HTML
+    would act on."""
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def markdown_code(text: str) -> str:
+    """``text`` as inline code when it is plain (names, fingerprints), else as escaped text:
+    a code span cannot escape a backtick or a ``|`` inside a table."""
+    text = printable(text)
+    if _PLAIN_CODE.fullmatch(text):
+        return f"`{text}`"
+    return markdown_text(text)
+
+
+def code_fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks in ``text`` (at least three), so that
+    nothing inside can close the code block."""
+    longest = max((len(m.group()) for m in _BACKTICKS.finditer(text)), default=0)
+    return "`" * max(3, longest + 1)

@@ -291,6 +291,9 @@ class _Applier:
             elif change.action is Action.UPDATE:
                 self.hooks.pre_apply(change, "update")
                 self._update(change)
+            elif change.action is Action.FORGET:
+                self.hooks.pre_apply(change, "forget")
+                self.store.forget(change.name)
         except ReconcilerError as exc:
             error = str(exc)
             if change.action is Action.REPLACE and destroyed:

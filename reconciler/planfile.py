@@ -84,7 +84,8 @@ def _action(rc: dict[str, Any]) -> Action:
     if actions == ["no-op"]:
         return Action.IMPORT if rc["change"].get("importing") else Action.NOOP
     return {("create",): Action.CREATE, ("update",): Action.UPDATE,
-            ("delete", "create"): Action.REPLACE, ("delete",): Action.DELETE}[tuple(actions)]
+            ("delete", "create"): Action.REPLACE, ("delete",): Action.DELETE,
+            ("forget",): Action.FORGET}[tuple(actions)]
 
 
 def check_fresh(doc: dict[str, Any], state: State, remote: RemoteSnapshot) -> None:

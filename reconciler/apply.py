@@ -241,8 +241,15 @@ class _Applier:
     def _make(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
         if d.source is KeySource.CLOUD:
             remote, private = self._create_in_cloud(d)
-            sealed = self.store.seal(d.name, private) if private is not None else None
-            entry = self._entry(d, remote, sealed=sealed)
+            missing = _missing_private_key(private, remote)
+            if missing is not None:
+                # Made in the cloud, but what it sent cannot be used: never "ready".
+                self.store.record(self._entry(d, remote, sealed=None,
+                                              status=EntryStatus.TAINTED))
+                raise _TaintedError(f"the cloud created it but {missing}; recorded as tainted, "
+                                    "the next apply replaces it")
+            assert private is not None
+            entry = self._entry(d, remote, sealed=self.store.seal(d.name, private))
             self.store.record(entry)
             return entry
         if d.source is KeySource.GENERATE:
@@ -280,6 +287,9 @@ class _Applier:
             elif change.action is Action.UPDATE:
                 self.hooks.pre_apply(change, "update")
                 self._update(change)
+            elif change.action is Action.FORGET:
+                self.hooks.pre_apply(change, "forget")
+                self.store.forget(change.name)
         except ReconcilerError as exc:
             error = str(exc)
             if change.action is Action.REPLACE and destroyed:
@@ -303,6 +313,19 @@ class _Applier:
         self.api.update_description(d.name, d.description or "")
         self.store.record(replace(prior, description=d.description,
                                   prevent_destroy=d.prevent_destroy))
+
+
+def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:
+    """Why the private key of a pair the cloud generated is not usable, or None."""
+    if private is None:
+        return "its answer carried no private key"
+    try:
+        ours = keys.public_key_of(private)
+    except KeyFormatError:
+        return "the private key in its answer does not load"
+    if not keys.same_key(ours, remote.public_key):
+        return "the private key in its answer does not match its public key"
+    return None
 
 
 def sha256_of(public_key: str, key_type: str) -> str:

@@ -14,7 +14,8 @@ and shown together. Exceptions are for aborting a command::
     │   └── StaleStateError         a saved plan or a write raced with another writer
     ├── PlanFileError               a saved plan is damaged, edited, or not what it pins
     ├── ApiError                    the cloud answered with an error (status, code, request id)
-    │   └── OutcomeUnknownError     a create was sent and its answer lost
+    │   ├── AnswerShapeError        a success answer not of the documented shape (names the field)
+    │   └── OutcomeUnknownError     a create was sent and its answer lost (or unusable)
     └── ApplyError                  an apply failed part-way (what was done is in state)
 
 ``cli.main`` is the only place that catches broadly; it maps these to exit code 1.
@@ -133,6 +134,23 @@ class ApiError(ReconcilerError):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class AnswerShapeError(ApiError):
+    """A success answer whose body is not what the API documents for that request: not JSON,
+    too large, a field missing or of the wrong type, a list that cannot be complete.
+
+    Raised before the engine sees the answer, so nothing is decided or written from it.
+    ``path`` is the JSON path of the bad field (``keypairs[3].keypair.fingerprint``).
+    The message never echoes a value that may be secret.
+    """
+
+    def __init__(self, message: str, *, path: str = "", request: str = "",
+                 request_id: str | None = None, status: int | None = None,
+                 operation: str = "") -> None:
+        self.path = path
+        self.request = request
+        super().__init__(message, status=status, request_id=request_id, operation=operation)
 
 
 class OutcomeUnknownError(ApiError):

@@ -44,6 +44,7 @@ class Action(StrEnum):
     UPDATE = "update"  # in place (kps description)
     REPLACE = "replace"  # delete, then create
     DELETE = "delete"
+    FORGET = "forget"  # drop from state, no API call: counted, because a private key goes
     NOOP = "no-op"
 
 
@@ -64,16 +65,19 @@ REASON_TAINTED = "replace_because_tainted"
 REASON_BY_REQUEST = "replace_by_request"
 REASON_ROTATION = "replace_by_triggers"
 REASON_NO_CONFIG = "delete_because_no_resource_config"
+REASON_GONE = "forget_because_deleted_outside"
 
 
 def tally(actions: Iterable[Action]) -> dict[str, int]:
     """Terraform's counts: a replacement is one add and one destroy."""
-    out = {"import": 0, "add": 0, "change": 0, "destroy": 0}
+    out = {"import": 0, "add": 0, "change": 0, "destroy": 0, "forget": 0}
     for action in actions:
         if action is Action.IMPORT:
             out["import"] += 1
         elif action is Action.UPDATE:
             out["change"] += 1
+        elif action is Action.FORGET:
+            out["forget"] += 1
         if action in (Action.CREATE, Action.REPLACE):
             out["add"] += 1
         if action in (Action.DELETE, Action.REPLACE):
@@ -125,7 +129,9 @@ class Plan:
 
     ``forget`` and ``lifecycle`` change state only, as Terraform's refresh does: entries gone
     from the cloud and the manifests are dropped; a changed ``prevent_destroy`` is recorded.
-    Neither counts as a change.
+    Neither counts as a change. An entry holding a private key is never in ``forget``: what a
+    refresh read must not lose a private key quietly, so dropping it is a ``FORGET`` change,
+    shown, counted and approved like any other.
     """
 
     changes: tuple[Change, ...]
@@ -326,6 +332,17 @@ def _undesired(prior: StateKeyPair, remote: RemoteKeyPair | None, *, protected: 
                   prior=prior, remote=remote)
 
 
+def _forgotten(prior: StateKeyPair) -> Change:
+    """Gone from the cloud, and state holds its private key: dropping the entry loses the key,
+    so it is a change of its own, never quiet state-only work."""
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_GONE, prior=prior,
+                  notes=("gone from the cloud; state holds its private key, which apply "
+                         "forgets",
+                         f"to keep it, first: reconciler output {prior.name} --private-key "
+                         "--out FILE"))
+
+
 def make_plan(
     manifest: Manifest,
     state: State,
@@ -355,6 +372,9 @@ def make_plan(
         if prior is not None and (dr := _drift_for(prior, now_remote)) is not None:
             drift.append(dr)
         if options.mode is Mode.REFRESH_ONLY:
+            if prior is not None and now_remote is None and prior.private_key is not None \
+                    and prior.status is not EntryStatus.PENDING:
+                changes.append(_forgotten(prior))  # apply_refresh drops it
             continue
         if d is not None and options.mode is Mode.NORMAL:
             if prior is None:
@@ -369,10 +389,12 @@ def make_plan(
         elif prior is not None:
             protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
             gone = _undesired(prior, now_remote, protected=protected, mode=options.mode, ctx=ctx)
-            if gone is None:
-                forget.append(name)
-            else:
+            if gone is not None:
                 changes.append(gone)
+            elif prior.private_key is not None:
+                changes.append(_forgotten(prior))
+            else:
+                forget.append(name)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
     return Plan(

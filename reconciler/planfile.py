@@ -343,6 +343,9 @@ def _first_difference(saved: SavedPlan, plan: Plan) -> str | None:
         found = _differing(key, doc.get(key), again[key])
         if found:
             return found
+    summary = doc.get("summary")
+    if isinstance(summary, dict) and "forget" not in summary and not again["summary"]["forget"]:
+        del again["summary"]["forget"]  # plans of 0.1.0 had no forget count; none was zero
     for key in ("summary", "applyable", "errored"):
         if doc.get(key) != again[key]:
             return f"its {key} is {doc.get(key)!r}, the plan made again gives {again[key]!r}"

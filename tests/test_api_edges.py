@@ -16,7 +16,7 @@ import pytest
 from reconciler.api.client import Backoff, HttpClient
 from reconciler.api.flavours import KpsApi, NovaV21Api
 from reconciler.api.protocol import ApiSettings, Credentials
-from reconciler.errors import ApiError, OutcomeUnknownError
+from reconciler.errors import AnswerShapeError, ApiError, OutcomeUnknownError
 from reconciler.model import Api, Secret
 
 PID = "0123456789abcdef0123456789abcdef"
@@ -132,31 +132,67 @@ def test_fingerprints_are_compared_in_one_form(served: Served) -> None:
         assert got is not None and got.fingerprint == want, reported
 
 
-def test_kps_pagination_stops_on_a_repeated_marker_or_empty_page(served: Served) -> None:
+def test_kps_pagination_refuses_a_repeated_marker_or_an_empty_page(served: Served) -> None:
+    """A list that cannot be complete is an error, never a shorter list (it used to stop
+    quietly, and the key pairs on later pages looked deleted)."""
     api = KpsApi(served.http, project_id=PID, page_size=2)
     served.script.add(200, _page(["a", "b"], "b"))
     served.script.add(200, _page(["c", "d"], "b"))  # a broken server repeating itself
-    snapshot = api.list_keypairs()
-    assert sorted(snapshot.keypairs) == ["a", "b", "c", "d"]
-    assert snapshot.requests == 2
+    with pytest.raises(AnswerShapeError, match="same marker came back twice") as info:
+        api.list_keypairs()
+    assert info.value.path == "page_info.next_marker"
+    assert f"GET /v3/{PID}/keypairs?limit=2&marker=b" in str(info.value)
     assert [s["path"] for s in served.script.seen] == [
         f"/v3/{PID}/keypairs?limit=2",
         f"/v3/{PID}/keypairs?limit=2&marker=b",
     ]
     served.script.add(200, _page(["a"], "a"))
     served.script.add(200, _page([], "zzz"))
-    assert sorted(api.list_keypairs().keypairs) == ["a"]
+    with pytest.raises(AnswerShapeError, match="no key pairs points to a further page"):
+        api.list_keypairs()
+    served.script.add(200, _page(["a", "b"], "b"))
+    served.script.add(200, _page(["b", "c"], None))
+    with pytest.raises(AnswerShapeError, match="'b' is listed twice"):
+        api.list_keypairs()
+    served.script.add(200, _page(["a", "b"], "b"))
+    served.script.add(200, _page(["c"], None))
+    assert sorted(api.list_keypairs().keypairs) == ["a", "b", "c"]
 
 
-def test_lenient_parsing(served: Served) -> None:
+def test_kps_pagination_is_bounded_by_the_key_pairs_seen(served: Served) -> None:
+    """An endless chain of fresh markers, each page bringing one new name where the cloud
+    sent full pages before: stopped after a few pages, not after thousands."""
+    api = KpsApi(served.http, project_id=PID, page_size=3)
+    served.script.add(200, _page(["a", "b", "c"], "m0"))
+    for i in range(1, 10):
+        served.script.add(200, _page([f"n{i}"], f"m{i}"))
+    with pytest.raises(AnswerShapeError, match="pages have brought only"):
+        api.list_keypairs()
+    assert len(served.script.seen) <= 5
+
+
+def test_answers_are_held_to_their_documented_shape(served: Served) -> None:
     api = KpsApi(served.http, project_id=PID)
-    detail = {"name": "x", "frozen_state": 3, "is_key_protection": "true"}
+    detail = {"name": "x", "frozen_state": 3, "public_key": "ssh-ed25519 AAAA",
+              "is_key_protection": True, "id": "not read"}
     served.script.add(200, {"keypair": detail})
     got = api.get_keypair("x")
     assert got is not None
-    assert (got.public_key, got.fingerprint, got.type, got.key_protection) == ("", "", "ssh", True)
-    served.script.add(200, b"<html>not json</html>")
-    with pytest.raises(ApiError, match="not the JSON object"):
+    assert (got.public_key, got.type, got.key_protection) == ("ssh-ed25519 AAAA", "ssh", True)
+    served.script.add(200, b"<html>not json</html>", {"Content-Type": "text/html"})
+    with pytest.raises(AnswerShapeError, match=r"the body is not JSON \(21 bytes, text/html\)"):
+        api.get_keypair("x")
+    served.script.add(200, {"keypair": {"name": "x"}})
+    with pytest.raises(AnswerShapeError, match=r"keypair\.public_key: missing"):
+        api.get_keypair("x")
+    served.script.add(200, {"keypair": {**detail, "is_key_protection": "true"}})
+    with pytest.raises(AnswerShapeError, match=r"keypair\.is_key_protection: expected a boolean"):
+        api.get_keypair("x")
+    served.script.add(200, {"keypair": {**detail, "name": "y"}})
+    with pytest.raises(AnswerShapeError, match="another key pair"):
+        api.get_keypair("x")
+    served.script.add(200, None)
+    with pytest.raises(AnswerShapeError, match="got an empty body"):
         api.get_keypair("x")
 
 

@@ -88,8 +88,9 @@ def test_saved_refresh_only_plan_records_drift(cli: Cli) -> None:
     assert cli("state", "list").out.split() == ["web"]
 
 
-def test_gone_and_undesired_is_dropped_without_counting_as_a_change(cli: Cli) -> None:
-    cli.write("keypairs:\n  - name: web\n  - name: old\n")
+def test_gone_and_undesired_without_a_private_key_is_dropped_as_state_only_work(
+        cli: Cli) -> None:
+    cli.write(f"keypairs:\n  - name: web\n  - name: old\n    public_key: {K1}\n")
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
     cli.client().delete_keypair("old")
     cli.write("keypairs:\n  - name: web\n")
@@ -98,6 +99,39 @@ def test_gone_and_undesired_is_dropped_without_counting_as_a_change(cli: Cli) ->
     assert "apply drops them from state" in plan.out and "old" in plan.out
     assert cli("apply", str(cli.manifests)).code == 0  # no prompt needed: the cloud is untouched
     assert cli("state", "list").out.split() == ["web"]
+
+
+def test_dropping_an_entry_with_a_private_key_is_a_counted_approved_change(cli: Cli) -> None:
+    """What a refresh read never quietly loses a private key: forgetting one is shown,
+    counted (exit 2), needs approval, and the backup keeps the state that held it."""
+    cli.write("keypairs:\n  - name: web\n  - name: old\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.client().delete_keypair("old")
+    cli.write("keypairs:\n  - name: web\n")
+    plan = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert plan.code == 2, plan.text
+    assert "keypair.old will be removed from state, with its private key" in plan.out
+    assert "reconciler output old --private-key --out FILE" in plan.out
+    assert "Plan: 0 to add, 0 to change, 0 to destroy, 1 to forget." in plan.out
+    before = cli.state.read_bytes()
+    refused = cli("apply", str(cli.manifests))  # no terminal to ask on
+    assert refused.code == 1 and "needs approval" in refused.err
+    assert cli.state.read_bytes() == before
+    kept = cli("output", "old", "--private-key", "--out", "old.key")
+    assert kept.code == 0, kept.text
+    done = cli("apply", "--auto-approve", str(cli.manifests))
+    assert done.code == 0, done.text
+    assert "keypair.old: Removed from state" in done.out
+    assert "0 destroyed, 1 forgotten." in done.out
+    assert cli("state", "list").out.split() == ["web"]
+    assert cli.state.with_name(cli.state.name + ".backup").read_bytes() == before
+    # A plan and an apply that change nothing leave the state and its backup alone.
+    backup = cli.state.with_name(cli.state.name + ".backup").read_bytes()
+    after = cli.state.read_bytes()
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    assert cli("plan", "--refresh-only", str(cli.manifests)).code == 0
+    assert cli.state.read_bytes() == after
+    assert cli.state.with_name(cli.state.name + ".backup").read_bytes() == backup
 
 
 def test_prevent_destroy_alone_is_recorded_and_destroy_honours_the_manifest(cli: Cli) -> None:

@@ -9,13 +9,19 @@ so it is retried only when the cloud surely did not act (429, 503, or a connecti
 never opened); after a 500/502/504 or a lost answer it raises ``OutcomeUnknownError`` and
 the caller re-reads (DESIGN section 6).
 
+An answer is read up to ``ApiSettings.max_answer_bytes`` and no further: a larger one is an
+``AnswerShapeError`` (an ``OutcomeUnknownError`` for a create, which the cloud may have done).
+A success body that is not JSON is handed on as ``HttpResult.body_problem`` for the adapter's
+shape check to name, never silently read as "no body".
+
 Debug logging (``reconciler.http``): method, path, status, duration, request id, attempt
 and retry reason; the headers sent and received by name, with every authenticating value
 redacted, and the bodies with every secret field redacted (``api.httplog``).
 
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.api.signer``,
-``reconciler.api.endpoints``, ``reconciler.api.errormap``, ``reconciler.api.httplog``.
+``reconciler.api.endpoints``, ``reconciler.api.errormap``, ``reconciler.api.httplog``,
+``reconciler.api.shapes``.
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ from reconciler.api.errormap import (
 )
 from reconciler.api.httplog import describe_body, describe_headers
 from reconciler.api.protocol import ApiSettings
+from reconciler.api.shapes import escape
 from reconciler.api.signer import SdkHmacSigner, canonical_query
-from reconciler.errors import ApiError, OutcomeUnknownError
+from reconciler.errors import AnswerShapeError, ApiError, OutcomeUnknownError
 
 log = logging.getLogger("reconciler.http")
 
@@ -75,6 +82,8 @@ class HttpResult:
     resent_after_loss: bool  # an earlier attempt may have reached the cloud
     error_code: str | None = None  # for an accepted error status: as the SDK would parse it
     error_message: str | None = None
+    request: str = ""  # "GET /v3/{project}/keypairs?limit=1000": what errors name
+    body_problem: str | None = None  # a non-empty body that is not JSON: what it was instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,7 @@ class HttpClient:
         call = _Call(
             client=self, method=method, url=url, path=path, operation=operation, kind=kind,
             headers=all_headers, body=payload, accept=accept,
+            request=f"{method} {url.removeprefix(self.endpoint)}",
         )
         return call.run()
 
@@ -211,9 +221,32 @@ class HttpClient:
         with self._lock:
             self._sent += 1
         extra: dict[str, object] = {"proxies": {}} if self._loopback else {}
+        # Streamed, so that the body is read by _read_body within max_answer_bytes.
         return self._session.send(
-            prepared, timeout=timeout, allow_redirects=False, **extra  # type: ignore[arg-type]
+            prepared, timeout=timeout, allow_redirects=False, stream=True,
+            **extra,  # type: ignore[arg-type]
         )
+
+
+class _TooLargeError(Exception):
+    """The answer is larger than ``max_answer_bytes`` (internal to this module)."""
+
+
+def _read_body(response: requests.Response, limit: int) -> bytes:
+    """The whole body, or ``_TooLargeError`` as soon as it passes ``limit`` bytes."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise _TooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=65536):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise _TooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Call:
@@ -222,8 +255,10 @@ class _Call:
     def __init__(
         self, *, client: HttpClient, method: str, url: str, path: str, operation: str,
         kind: Kind, headers: Mapping[str, str], body: bytes | None, accept: frozenset[int],
+        request: str,
     ) -> None:
         self.c = client
+        self.request = request
         self.method = method
         self.url = url
         self.path = path
@@ -258,11 +293,14 @@ class _Call:
                     method=self.method, url=self.url, headers=self.headers, body=self.body,
                     timeout=timeout,
                 )
+                content = _read_body(response, self.c.settings.max_answer_bytes)
             except requests.RequestException as exc:
                 reason = self._on_transport_error(exc, attempt=attempt, started=started)
                 self._wait(reason=reason, attempt=attempt, retry_after=None, error=exc)
                 continue
-            result = self._on_response(response, attempt=attempt, started=started)
+            except _TooLargeError:
+                raise self._too_large(response, attempt=attempt, started=started) from None
+            result = self._on_response(response, content, attempt=attempt, started=started)
             if result is not None:
                 return result
 
@@ -296,8 +334,27 @@ class _Call:
         self.resent_after_loss = True
         return f"answer lost ({kind})"
 
+    def _too_large(self, response: requests.Response, *, attempt: int,
+                   started: float) -> ApiError:
+        rid = response.headers.get("X-Request-Id")
+        status = response.status_code
+        self._log_attempt(attempt=attempt, started=started, outcome=f"{status} (too large)",
+                          rid=rid)
+        mib = self.c.settings.max_answer_bytes / (1024 * 1024)
+        text = (f"{self.operation} failed: the answer to {escape(self.request, 200)} (HTTP "
+                f"{status}, request id {escape(rid or '-')}) is larger than {mib:g} MiB, more "
+                "than any key pair answer can be; it was not read.")
+        if self.kind is Kind.CREATE:
+            return OutcomeUnknownError(
+                f"{text} The cloud may have acted on it; re-read the key pair to find out.",
+                status=status, request_id=rid, operation=self.operation)
+        return AnswerShapeError(
+            f"{text} Run the command again; if it persists, a proxy or gateway between here "
+            "and the cloud is changing answers: report it with the request id.",
+            request=self.request, request_id=rid, status=status, operation=self.operation)
+
     def _on_response(
-        self, response: requests.Response, *, attempt: int, started: float
+        self, response: requests.Response, content: bytes, *, attempt: int, started: float
     ) -> HttpResult | None:
         rid = response.headers.get("X-Request-Id")
         status = response.status_code
@@ -305,17 +362,20 @@ class _Call:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s answered headers {%s} body %s", self.method, self.path,
                       describe_headers(response.headers.items()),
-                      describe_body(response.content))
+                      describe_body(content))
         if status < 400:
+            data, problem = _json_of(content, response.headers.get("Content-Type", ""))
             return HttpResult(
-                status=status, data=_json_or_none(response), request_id=rid,
+                status=status, data=data, request_id=rid,
                 attempts=attempt, resent_after_loss=self.resent_after_loss,
+                request=self.request, body_problem=problem,
             )
-        code, message = parse_error_body(response.text, status)
+        code, message = parse_error_body(_text_of(content, response), status)
         if status in self.accept:
             return HttpResult(
                 status=status, data=None, request_id=rid, attempts=attempt,
                 resent_after_loss=self.resent_after_loss, error_code=code, error_message=message,
+                request=self.request,
             )
         retryable = CREATE_RETRY_STATUSES if self.kind is Kind.CREATE else RETRY_STATUSES
         context = self._context(attempt - 1)
@@ -362,11 +422,17 @@ class _Call:
         return ApiError(text, operation=self.operation)
 
 
-def _json_or_none(response: requests.Response) -> object:
-    if not response.content:
-        return None
+def _text_of(content: bytes, response: requests.Response) -> str:
+    return content.decode(response.encoding or "utf-8", errors="replace")
+
+
+def _json_of(content: bytes, content_type: str) -> tuple[object, str | None]:
+    """(the parsed body, None), (None, None) when empty, or (None, what it was instead)."""
+    if not content.strip():
+        return None, None
     try:
-        data: object = response.json()
-    except ValueError:
-        return None
-    return data
+        data: object = json.loads(content)
+    except (ValueError, RecursionError):
+        kind = escape(content_type.split(";")[0].strip(), 40) or "no content type"
+        return None, f"the body is not JSON ({len(content)} bytes, {kind})"
+    return data, None

@@ -8,8 +8,11 @@ Paths, bodies, status codes, pagination and error shapes differ here and nowhere
   show/delete means absent; no descriptions, no export. v2 refuses ``key_protection``.
   v2.1 sends ``type`` only for x509, with microversion ``compute 2.2`` (Nova rejects the
   field below 2.2); v2 (no microversions) always sends it.
-- KPS: ``limit``/``marker`` pagination following ``page_info.next_marker``; description
-  updates; private-key export; ``scope``.
+- KPS: ``limit``/``marker`` pagination following ``page_info.next_marker``, bounded (see
+  ``KpsApi.list_keypairs``); description updates; private-key export; ``scope``.
+
+Every success answer is checked against its documented shape (``shapes``) before anything
+is read from it.
 
 May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.api.*``.
@@ -21,13 +24,16 @@ import dataclasses
 import re
 from urllib.parse import quote
 
+from reconciler.api import shapes
 from reconciler.api.client import HttpClient, HttpResult, Kind
 from reconciler.api.parse import (
-    keypair_body,
+    answer,
+    fail,
+    has_next_link,
+    keypair_of,
     listed_keypairs,
     next_marker,
     private_key_of,
-    remote_keypair,
 )
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
@@ -41,6 +47,7 @@ from reconciler.model import (
 )
 
 KPS_PAGE_SIZE = 1000  # the documented maximum; sent explicitly (defaults differ by source)
+MAX_PAGES = 10_000  # 10 million key pairs at the largest page: past this, the list is broken
 _NOT_FOUND_TEXT = re.compile(r"not\s+(?:be\s+)?found|not\s+exist|no\s+such", re.IGNORECASE)
 
 
@@ -99,22 +106,30 @@ class _Adapter:
             accept=self._absent_statuses,
         )
         # absent after a resend whose first answer was lost: that first attempt deleted it
-        return not self._absent(result, operation=operation) or result.resent_after_loss
+        if self._absent(result, operation=operation):
+            return result.resent_after_loss
+        answer(result, shapes.NO_BODY, operation=operation)
+        return True
 
     def _created(
-        self, result: HttpResult, *, operation: str, asked: dict[str, object]
+        self, result: HttpResult, *, operation: str, asked: dict[str, object], generated: bool
     ) -> tuple[RemoteKeyPair, Secret | None]:
         try:
-            body = keypair_body(result.data, operation=operation)
-            remote = remote_keypair(body, operation=operation)
+            body = answer(result, shapes.CREATED if generated else shapes.IMPORTED,
+                          operation=operation)
+            remote = keypair_of(body)
+            if remote.name != asked["name"]:
+                raise fail(result, operation=operation, path="keypair.name",
+                           problem="the answer is for another key pair than the one asked for")
         except ApiError as exc:  # it was done (2xx), but what came back is unusable
             raise OutcomeUnknownError(
                 f"{exc} The cloud accepted the request (HTTP {result.status}); re-read the "
                 "key pair to find out what it holds.",
                 status=result.status, request_id=result.request_id, operation=operation,
             ) from None
-        filled = {k: v for k, v in asked.items() if getattr(remote, k) is None}
-        return dataclasses.replace(remote, **filled), private_key_of(body)  # type: ignore[arg-type]
+        filled = {k: v for k, v in asked.items() if k != "name" and getattr(remote, k) is None}
+        private = private_key_of(body) if generated else None
+        return dataclasses.replace(remote, **filled), private  # type: ignore[arg-type]
 
 
 class _NovaAdapter(_Adapter):
@@ -128,11 +143,15 @@ class _NovaAdapter(_Adapter):
         return f"/{self.prefix}/{_seg(self.project_id)}/os-keypairs"
 
     def list_keypairs(self) -> RemoteSnapshot:
-        result = self.http.request(method="GET", path=self._base, operation="list key pairs")
-        pairs = listed_keypairs(result.data, operation="list key pairs")
-        return RemoteSnapshot(
-            keypairs={kp.name: kp for kp in pairs}, api=self.api, requests=result.attempts
-        )
+        operation = "list key pairs"
+        result = self.http.request(method="GET", path=self._base, operation=operation)
+        body = answer(result, shapes.NOVA_LIST, operation=operation)
+        if has_next_link(body):  # paged although no page was asked for: the list is not whole
+            raise fail(result, operation=operation, path="keypairs_links",
+                       problem="the answer is one page of a longer list")
+        pairs: dict[str, RemoteKeyPair] = {}
+        _collect(pairs, listed_keypairs(body), result=result, operation=operation)
+        return RemoteSnapshot(keypairs=pairs, api=self.api, requests=result.attempts)
 
     def get_keypair(self, name: str) -> RemoteKeyPair | None:
         operation = f"read key pair {name}"
@@ -142,7 +161,7 @@ class _NovaAdapter(_Adapter):
         )
         if result.status == 404:
             return None
-        return remote_keypair(keypair_body(result.data, operation=operation), operation=operation)
+        return _shown(result, name=name, operation=operation)
 
     def _type_fields(self, key_type: str) -> tuple[dict[str, object], dict[str, str]]:
         if self.prefix == "v2":
@@ -172,10 +191,11 @@ class _NovaAdapter(_Adapter):
             method="POST", path=self._base, operation=operation, kind=Kind.CREATE,
             body={"keypair": keypair}, headers=headers,
         )
-        asked: dict[str, object] = {"type": key_type, "user_id": user_id}
+        asked: dict[str, object] = {"name": name, "type": key_type, "user_id": user_id}
         if protection is not None:  # Nova does not say; the request succeeded as asked
             asked["key_protection"] = True
-        return self._created(result, operation=operation, asked=asked)
+        return self._created(result, operation=operation, asked=asked,
+                             generated="public_key" not in fields)
 
     def create_keypair(
         self, *, name: str, type: str = "ssh", user_id: str | None = None,
@@ -245,11 +265,15 @@ class KpsApi(_Adapter):
         return f"/v3/{_seg(self.project_id)}/keypairs"
 
     def list_keypairs(self) -> RemoteSnapshot:
+        """Follow ``next_marker`` to the end, refusing a list that cannot be complete: a
+        marker given twice, a page that brings no new name, a name on two pages, more pages
+        than the names seen can need at the largest page the cloud has sent (it may send
+        fewer than ``limit``), or more than ``MAX_PAGES``."""
         operation = "list key pairs"
         pairs: dict[str, RemoteKeyPair] = {}
-        seen: set[str] = set()
+        markers: set[str] = set()
         marker: str | None = None
-        sent = 0
+        sent = pages = widest = 0
         while True:
             query = [("limit", str(self.page_size))]
             if marker is not None:
@@ -258,12 +282,20 @@ class KpsApi(_Adapter):
                 method="GET", path=self._base, operation=operation, query=query
             )
             sent += result.attempts
-            page = listed_keypairs(result.data, operation=operation)
-            pairs.update((kp.name, kp) for kp in page)
-            marker = next_marker(result.data)
-            if not page or marker is None or marker in seen:  # defensive: no endless loops
+            pages += 1
+            body = answer(result, shapes.KPS_LIST, operation=operation)
+            page = listed_keypairs(body)
+            _collect(pairs, page, result=result, operation=operation)
+            widest = max(widest, len(page))
+            marker = next_marker(body)
+            if marker is None:
                 break
-            seen.add(marker)
+            problem = _page_problem(page, marker=marker, markers=markers, seen=len(pairs),
+                                    pages=pages, widest=widest)
+            if problem is not None:
+                raise fail(result, operation=operation, path="page_info.next_marker",
+                           problem=problem)
+            markers.add(marker)
         return RemoteSnapshot(keypairs=pairs, api=self.api, requests=sent)
 
     def get_keypair(self, name: str) -> RemoteKeyPair | None:
@@ -274,7 +306,7 @@ class KpsApi(_Adapter):
         )
         if self._absent(result, operation=operation):
             return None
-        return remote_keypair(keypair_body(result.data, operation=operation), operation=operation)
+        return _shown(result, name=name, operation=operation)
 
     def _post(
         self, *, name: str, operation: str, keypair: dict[str, object],
@@ -285,10 +317,11 @@ class KpsApi(_Adapter):
             body={"keypair": keypair},
         )
         asked: dict[str, object] = {
-            "type": keypair.get("type"), "user_id": keypair.get("user_id"),
+            "name": name, "type": keypair.get("type"), "user_id": keypair.get("user_id"),
             "scope": scope, "key_protection": protected,
         }
-        return self._created(result, operation=operation, asked=asked)
+        return self._created(result, operation=operation, asked=asked,
+                             generated="public_key" not in keypair)
 
     @staticmethod
     def _fields(
@@ -330,11 +363,12 @@ class KpsApi(_Adapter):
         return remote
 
     def update_description(self, name: str, description: str) -> None:
-        self.http.request(
-            method="PUT", path=f"{self._base}/{_seg(name)}",
-            operation=f"update key pair {name}",
+        operation = f"update key pair {name}"
+        result = self.http.request(
+            method="PUT", path=f"{self._base}/{_seg(name)}", operation=operation,
             body={"keypair": {"description": description}},
         )
+        answer(result, shapes.NO_BODY, operation=operation)
 
     def export_private_key(self, name: str) -> Secret | None:
         """The private key KPS keeps; None when the key pair does not exist (404)."""
@@ -345,7 +379,37 @@ class KpsApi(_Adapter):
         )
         if self._absent(result, operation=operation):
             return None
-        return private_key_of(keypair_body(result.data, operation=operation))
+        return private_key_of(answer(result, shapes.EXPORTED, operation=operation))
+
+
+def _collect(pairs: dict[str, RemoteKeyPair], page: list[RemoteKeyPair], *,
+             result: HttpResult, operation: str) -> None:
+    """Add one page's key pairs; a name already listed means the pages overlap."""
+    for index, kp in enumerate(page):
+        if kp.name in pairs:
+            raise fail(result, operation=operation, path=f"keypairs[{index}].keypair.name",
+                       problem=f"key pair {shapes.escape(kp.name)!r} is listed twice")
+        pairs[kp.name] = kp
+
+
+def _page_problem(page: list[RemoteKeyPair], *, marker: str, markers: set[str], seen: int,
+                  pages: int, widest: int) -> str | None:
+    """Why following ``marker`` could never end in a whole list, or None."""
+    if marker in markers:
+        return "the same marker came back twice, so the pages would repeat"
+    if not page:
+        return "a page with no key pairs points to a further page"
+    if pages > seen // max(1, widest) + 2 or pages >= MAX_PAGES:
+        return f"{pages} pages have brought only {seen} key pairs, at most {widest} a page"
+    return None
+
+
+def _shown(result: HttpResult, *, name: str, operation: str) -> RemoteKeyPair:
+    remote = keypair_of(answer(result, shapes.SHOW, operation=operation))
+    if remote.name != name:
+        raise fail(result, operation=operation, path="keypair.name",
+                   problem="the answer is for another key pair than the one asked for")
+    return remote
 
 
 def make_api(

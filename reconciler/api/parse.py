@@ -1,11 +1,13 @@
-"""JSON answers of the key pair APIs -> ``RemoteKeyPair`` records, leniently.
+"""JSON answers of the key pair APIs -> ``RemoteKeyPair`` records, after the shape check.
 
-Fields the API does not send become None; ``frozen_state`` may be a string or an int;
-``is_key_protection`` may be missing. A body without the expected shape is an ``ApiError``
-naming the operation, never a ``KeyError`` deep in the engine.
+Every function here takes an answer that ``shapes.check`` has passed, so each field it reads
+is of its documented type or absent (None). ``answer`` runs that check on an ``HttpResult``;
+the adapters call it for every answer, so a body without the documented shape is an
+``AnswerShapeError`` naming the request and the field, never "nothing there" and never a
+``KeyError`` deep in the engine.
 
 May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.keys``.
+``reconciler.keys``, ``reconciler.api.shapes``, ``reconciler.api.client``.
 """
 
 from __future__ import annotations
@@ -13,57 +15,61 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from reconciler import keys
-from reconciler.errors import ApiError, KeyFormatError
+from reconciler.api import shapes
+from reconciler.api.client import HttpResult
+from reconciler.errors import AnswerShapeError, KeyFormatError
 from reconciler.model import RemoteKeyPair, Secret
+
+
+def answer(result: HttpResult, shape: shapes.Node, *, operation: str) -> Mapping[str, object]:
+    """The body of ``result``, checked against ``shape`` (an empty body is ``{}`` when the
+    shape reads nothing)."""
+    if result.body_problem is not None:
+        raise shapes.shape_error(request=result.request, operation=operation, path="",
+                                 problem=result.body_problem, request_id=result.request_id,
+                                 status=result.status)
+    shapes.check(result.data, shape, request=result.request, operation=operation,
+                 request_id=result.request_id, status=result.status)
+    return result.data if isinstance(result.data, Mapping) else {}
+
+
+def fail(result: HttpResult, *, operation: str, path: str, problem: str) -> AnswerShapeError:
+    """The error for an answer of the right shape that still cannot be right (a list that
+    cannot be complete, a name twice)."""
+    return shapes.shape_error(request=result.request, operation=operation, path=path,
+                              problem=problem, request_id=result.request_id,
+                              status=result.status)
 
 
 def _text(data: Mapping[str, object], key: str) -> str | None:
     value = data.get(key)
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, str) else None
 
 
-def _flag(data: Mapping[str, object], key: str) -> bool | None:
+def _member(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = data.get(key)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return None
+    return value if isinstance(value, Mapping) else {}
 
 
-def mapping(data: object, *, operation: str, what: str = "answer") -> Mapping[str, object]:
-    if not isinstance(data, Mapping):
-        raise ApiError(
-            f"{operation} failed: the {what} was not the JSON object the API documents; "
-            "check that the endpoint and --api match",
-            operation=operation,
-        )
-    return data
-
-
-def keypair_body(data: object, *, operation: str) -> Mapping[str, object]:
-    """The ``keypair`` member of ``{"keypair": {...}}``."""
-    return mapping(mapping(data, operation=operation).get("keypair"), operation=operation)
-
-
-def remote_keypair(data: Mapping[str, object], *, operation: str) -> RemoteKeyPair:
-    name = _text(data, "name")
-    if not name:
-        raise ApiError(f"{operation} failed: a key pair came back without a name",
-                       operation=operation)
+def remote_keypair(data: Mapping[str, object]) -> RemoteKeyPair:
+    """One checked ``keypair`` object."""
     public_key = _text(data, "public_key") or ""
+    flag = data.get("is_key_protection")
     return RemoteKeyPair(
-        name=name,
+        name=_text(data, "name") or "",
         public_key=public_key,
         fingerprint=_fingerprint(_text(data, "fingerprint"), public_key),
         type=_text(data, "type") or "ssh",
         user_id=_text(data, "user_id"),
         scope=_text(data, "scope"),
         description=_text(data, "description"),
-        key_protection=_flag(data, "is_key_protection"),
+        key_protection=flag if isinstance(flag, bool) else None,
     )
+
+
+def keypair_of(data: Mapping[str, object]) -> RemoteKeyPair:
+    """The ``keypair`` member of a checked ``{"keypair": {...}}``."""
+    return remote_keypair(_member(data, "keypair"))
 
 
 def _fingerprint(reported: str | None, public_key: str) -> str:
@@ -80,32 +86,28 @@ def _fingerprint(reported: str | None, public_key: str) -> str:
         return ""
 
 
-def listed_keypairs(data: object, *, operation: str) -> list[RemoteKeyPair]:
-    """``{"keypairs": [{"keypair": {...}}, ...]}`` (bare items are accepted too)."""
-    items = mapping(data, operation=operation).get("keypairs")
-    if items is None:
-        return []
+def listed_keypairs(data: Mapping[str, object]) -> list[RemoteKeyPair]:
+    """The items of a checked ``{"keypairs": [{"keypair": {...}}, ...]}``."""
+    items = data.get("keypairs")
     if not isinstance(items, list):
-        raise ApiError(f"{operation} failed: 'keypairs' was not a list", operation=operation)
-    out = []
-    for item in items:
-        entry = mapping(item, operation=operation, what="list entry")
-        inner = entry.get("keypair", entry)
-        out.append(remote_keypair(mapping(inner, operation=operation), operation=operation))
-    return out
+        return []
+    return [keypair_of(item) for item in items if isinstance(item, Mapping)]
 
 
 def private_key_of(data: Mapping[str, object]) -> Secret | None:
-    value = data.get("private_key")
-    return Secret(value) if isinstance(value, str) and value else None
+    """The ``keypair.private_key`` of a checked answer; None when absent or empty."""
+    value = _member(data, "keypair").get("private_key")
+    return Secret(value) if isinstance(value, str) and value.strip() else None
 
 
-def next_marker(data: object) -> str | None:
+def next_marker(data: Mapping[str, object]) -> str | None:
     """``page_info.next_marker`` when present and non-empty."""
-    if not isinstance(data, Mapping):
-        return None
-    info = data.get("page_info")
-    if not isinstance(info, Mapping):
-        return None
-    marker = info.get("next_marker")
-    return str(marker) if marker not in (None, "") else None
+    marker = _member(data, "page_info").get("next_marker")
+    return marker if isinstance(marker, str) and marker else None
+
+
+def has_next_link(data: Mapping[str, object]) -> bool:
+    """Nova ``keypairs_links`` with ``rel: next``: the answer is one page, not the list."""
+    links = data.get("keypairs_links")
+    return isinstance(links, list) and any(
+        isinstance(link, Mapping) and link.get("rel") == "next" for link in links)

@@ -53,6 +53,7 @@ class ApiSettings:
     max_retries: int = 6
     total_timeout: float = 300.0  # upper bound on one call, retries included
     pool_size: int = 32
+    max_answer_bytes: int = 64 * 1024 * 1024  # a larger answer is an error, never read whole
 
 
 class KeyPairApi(Protocol):

@@ -42,8 +42,9 @@ def summary(result: ApplyResult, *, destroy: bool) -> str:
     if destroy:
         return f"Destroy complete! Resources: {c['destroy']} destroyed."
     head = f"{c['import']} imported, " if c["import"] else ""
+    tail = f", {c['forget']} forgotten" if c["forget"] else ""
     return (f"Apply complete! Resources: {head}{c['add']} added, {c['change']} changed, "
-            f"{c['destroy']} destroyed.")
+            f"{c['destroy']} destroyed{tail}.")
 
 
 def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:

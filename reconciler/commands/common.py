@@ -147,7 +147,7 @@ class LineHooks:
 
     def pre_apply(self, change: Change, phase: str) -> None:
         verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
-                "import": "Importing..."}[phase]
+                "import": "Importing...", "forget": "Removing from state..."}[phase]
         second_half = phase == "create" and change.action is Action.REPLACE
         with self._lock:
             self._running += 0 if second_half else 1  # a replacement is one change
@@ -162,7 +162,8 @@ class LineHooks:
             return
         done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
                 Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
-                Action.IMPORT: "Import complete"}[outcome.action]
+                Action.IMPORT: "Import complete",
+                Action.FORGET: "Removed from state"}[outcome.action]
         self._say(f"{change.address}: {done} after {outcome.elapsed:.1f}s")
 
 

@@ -26,6 +26,7 @@ _ACTIONS = {
     Action.UPDATE: ["update"],
     Action.REPLACE: ["delete", "create"],
     Action.DELETE: ["delete"],
+    Action.FORGET: ["forget"],
     Action.NOOP: ["no-op"],
 }
 
@@ -92,7 +93,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "resource_drift": [_drift(d) for d in plan.drift],
         "resource_changes": [_resource_change(ch) for ch in plan.changes],
         "summary": {"import": c["import"], "add": c["add"], "change": c["change"],
-                    "destroy": c["destroy"]},
+                    "destroy": c["destroy"], "forget": c["forget"]},
         "reconciler": {
             "api": plan.api.value,
             "mode": plan.mode.value,

@@ -25,6 +25,7 @@ _ACTION_CELL = {
     Action.UPDATE: "`~` update",
     Action.REPLACE: "`-/+` **replace**",
     Action.DELETE: "`-` **destroy**",
+    Action.FORGET: "`.` **forget** (private key)",
 }
 
 
@@ -41,7 +42,7 @@ def _source(change: Change) -> str:
 def _fingerprint(change: Change) -> str:
     if change.action in (Action.CREATE, Action.REPLACE) and "fingerprint" in change.after_unknown:
         return KNOWN_AFTER
-    attrs = change.after if change.action is not Action.DELETE else change.before
+    attrs = change.before if change.action in (Action.DELETE, Action.FORGET) else change.after
     value = (attrs or {}).get("fingerprint")
     return markdown_code(str(value)) if value else ""
 
@@ -54,9 +55,17 @@ def _row(change: Change) -> str:
 def _warning(plan: Plan) -> list[str]:
     destroyed = [c.name for c in plan.actionable if c.action is Action.DELETE]
     replaced = [c.name for c in plan.actionable if c.action is Action.REPLACE]
-    if not destroyed and not replaced:
+    forgotten = [c.name for c in plan.actionable if c.action is Action.FORGET]
+    if not destroyed and not replaced and not forgotten:
         return []
     lines = ["> [!WARNING]"]
+    if forgotten:
+        lines.append(f"> **{len(forgotten)} key pair(s) gone from the cloud will be removed "
+                     "from state with their private keys:** "
+                     + ", ".join(f"`{n}`" for n in forgotten[:50])
+                     + (f" and {len(forgotten) - 50} more" if len(forgotten) > 50 else ""))
+        if destroyed or replaced:
+            lines.append(">")
     if destroyed:
         lines.append(f"> **{len(destroyed)} key pair(s) will be destroyed:** "
                      + ", ".join(markdown_code(n) for n in destroyed[:50])

@@ -41,9 +41,10 @@ _HEADERS = {
     Action.UPDATE: "will be updated in-place",
     Action.REPLACE: "must be replaced",
     Action.DELETE: "will be destroyed",
+    Action.FORGET: "will be removed from state, with its private key",
 }
 _GLYPHS = {Action.CREATE: "  +", Action.UPDATE: "  ~", Action.REPLACE: "-/+",
-           Action.DELETE: "  -", Action.IMPORT: "   "}
+           Action.DELETE: "  -", Action.IMPORT: "   ", Action.FORGET: "  ."}
 _COLOURS = {"+": "32", "-": "31", "~": "33", "-/+": "35", "#": "1"}
 
 
@@ -183,7 +184,7 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
     lines: list[str] = []
     if change.action is Action.CREATE:
         body = _create_body(change)
-    elif change.action is Action.DELETE:
+    elif change.action in (Action.DELETE, Action.FORGET):
         body = _delete_body(change)
     elif change.action is Action.IMPORT:
         body = _import_body(change)
@@ -230,13 +231,20 @@ def summary_line(plan: Plan) -> str:
     """Byte-compatible with Terraform's summary line."""
     if plan.mode is Mode.REFRESH_ONLY:
         if plan.drift:
-            return "Plan: 0 to add, 0 to change, 0 to destroy."
+            return f"Plan: 0 to add, 0 to change, 0 to destroy{_forgets(plan)}."
         return "No changes. Your infrastructure still matches the configuration."
     if not plan.actionable:
         return "No changes. Your infrastructure matches the configuration."
     c = plan.counts()
     head = f"{c['import']} to import, " if c["import"] else ""
-    return f"Plan: {head}{c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+    return (f"Plan: {head}{c['add']} to add, {c['change']} to change, {c['destroy']} to "
+            f"destroy{_forgets(plan)}.")
+
+
+def _forgets(plan: Plan) -> str:
+    """Terraform's ", N to forget" part, only when non-zero."""
+    n = plan.counts()["forget"]
+    return f", {n} to forget" if n else ""
 
 
 def _legend(plan: Plan) -> list[str]:
@@ -247,6 +255,7 @@ def _legend(plan: Plan) -> list[str]:
            "actions are indicated with the following symbols:"]
     for action, text in ((Action.CREATE, "  + create"), (Action.UPDATE, "  ~ update in-place"),
                          (Action.DELETE, "  - destroy"),
+                         (Action.FORGET, "  . forget (remove from state, no change in the cloud)"),
                          (Action.REPLACE, "-/+ destroy and then create replacement")):
         if action in present:
             out.append(text)

@@ -9,7 +9,7 @@ the state reached is returned even when some changes failed.
 The engine never prints; progress goes through ``Hooks``.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.fsutil``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from reconciler.errors import (
     OutcomeUnknownError,
     ReconcilerError,
 )
+from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 from reconciler.model import (
     Api,
     DesiredKeyPair,
@@ -199,11 +200,11 @@ class _Applier:
         if d.key_protection is None or d.key_protection.private_key_file is None:
             return None
         path = Path(d.key_protection.private_key_file)
-        try:
-            return Secret(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ApplyError("cannot read key_protection.private_key_file "
-                             f"{path}: {type(exc).__name__}") from None
+        text = read_key_text(path, limit=MAX_KEY_FILE_BYTES, what="private key")
+        if not isinstance(text, str):
+            raise ApplyError(f"key_protection.private_key_file {path} {text}; nothing was "
+                             "sent for this key pair")
+        return Secret(text)
 
     def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
         assert d.algorithm is not None

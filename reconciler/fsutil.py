@@ -24,9 +24,11 @@ import contextlib
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 SAFE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_KEY_FILE_BYTES = 64 * 1024  # public_key_file, private_key_file: far above any real key
 _LINK_PROBLEM = ("is a symbolic link; reconciler never writes through a link. Remove it, or "
                  "give the path it points to")
 
@@ -130,10 +132,10 @@ def read_regular(path: Path, *, limit: int, follow: bool = True) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFileError(path, f"is {kind_of(st.st_mode)}, not a regular file")
+            raise UnsafeFileError(path, f"is not a regular file (it is {kind_of(st.st_mode)})")
         if st.st_size > limit:
-            raise UnsafeFileError(path, f"is {st.st_size:,} bytes, more than the "
-                                  f"{limit:,} allowed", code=errno.EFBIG)
+            raise UnsafeFileError(path, f"is larger than {_size(limit)} ({st.st_size:,} "
+                                  "bytes)", code=errno.EFBIG)
         os.set_blocking(fd, True)
         chunks: list[bytes] = []
         size = 0
@@ -146,11 +148,44 @@ def read_regular(path: Path, *, limit: int, follow: bool = True) -> bytes:
     finally:
         os.close(fd)
     if size > limit:
-        raise UnsafeFileError(path, f"is more than the {limit:,} bytes allowed", code=errno.EFBIG)
+        raise UnsafeFileError(path, f"is larger than {_size(limit)}", code=errno.EFBIG)
     if size and st.st_size == 0:
         raise UnsafeFileError(path, "is not a file on disk (it reports a size of 0 but has "
                               "content, as files under /proc and /sys do)")
     return b"".join(chunks)
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit:,} bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    """Why a file the user named could not be used: words that follow its name, never a
+    byte of its content."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def read_key_text(path: Path, *, limit: int, what: str = "public key") -> str | FileProblem:
+    """The UTF-8 text of a small key file the user named, or what is wrong with it."""
+    try:
+        data = read_regular(path, limit=limit)
+    except FileNotFoundError:
+        return FileProblem("does not exist")
+    except UnsafeFileError as exc:
+        return FileProblem(f"{exc.problem}: not a {what}")
+    except OSError as exc:
+        return FileProblem(f"cannot be read ({exc.strerror or type(exc).__name__})")
+    if b"\x00" in data:
+        return FileProblem(f"is a binary file (it contains NUL bytes), not a {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return FileProblem(f"is not UTF-8 text: not a {what}")
 
 
 _ADVICE = {

@@ -37,6 +37,9 @@ _PRIVATE_MARKERS = re.compile(
     re.MULTILINE,
 )
 
+# What an SSH key type's name looks like (ssh-dss, sk-ssh-ed25519@openssh.com, ...).
+_KEY_TYPE_NAME = re.compile(r"(?:ssh|ecdsa|sk|x509v3|rsa|pgp)-[a-z0-9@.-]{1,48}")
+
 
 def looks_like_private_key(text: str) -> bool:
     """True when ``text`` holds private key material (PEM, OpenSSH or PuTTY)."""
@@ -116,16 +119,18 @@ def parse_public_key(text: str) -> PublicKey:
     key_type, data = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) > 2 else ""
     if key_type not in SSH_KEY_TYPES:
-        raise KeyFormatError(
-            f"unsupported key type {key_type[:40]!r}; use one of {', '.join(SSH_KEY_TYPES)}"
-        )
+        # Only a word that is a key type's name is shown: anything else may be a secret
+        # pasted (or a file read) by mistake, and is never echoed.
+        shown = (f"unsupported key type {key_type!r}" if _KEY_TYPE_NAME.fullmatch(key_type)
+                 else "the first word is not a key type")
+        raise KeyFormatError(f"{shown}; use one of {', '.join(SSH_KEY_TYPES)}")
     try:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise KeyFormatError("the key data is not valid base64") from None
     inner, _ = _read_string(blob, 0)
     if inner != key_type.encode():
-        raise KeyFormatError(f"the key data is not a {key_type} key (it says {inner[:40]!r})")
+        raise KeyFormatError(f"the key data is not a {key_type} key (it encodes another type)")
     try:
         loaded = load_ssh_public_key(f"{key_type} {data}".encode())
     except (ValueError, TypeError):

@@ -7,8 +7,12 @@ restrictions, readable and valid public keys, no private key where a public one 
 builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are raised together as
 one ``DiagnosticsError``, sorted by file, line and column.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.yamlsafe``, ``reconciler.manifest_schema``.
+Key files the manifest names (``public_key_file``, ``key_protection.private_key_file``) are
+read by ``reconciler.fsutil``'s policy: regular files only (no FIFO, device or ``/proc``
+pseudo-file), at most 64 KiB read, and a problem never shows a byte of their content.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
+``reconciler.keys``, ``reconciler.yamlsafe``, ``reconciler.manifest_schema``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from reconciler import keys
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
+from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
@@ -47,7 +52,6 @@ __all__ = [
 ]
 
 DEFAULT_API = Api.V21
-MAX_KEY_FILE_BYTES = 64 * 1024
 API_VERSION = "reconciler/v1"
 KIND = "KeyPairs"
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -316,21 +320,12 @@ class _KeyPairCheck:
         return self._check_key(text, "public_key_file", f"the file {show(file_name)} ", key_type)
 
     def _read_key_file(self, written: str) -> str | None:
-        path = self._resolve(written)
-        problem = ""
-        try:
-            if not path.is_file():
-                problem = "does not exist" if not path.exists() else "is not a regular file"
-            elif path.stat().st_size > MAX_KEY_FILE_BYTES:
-                problem = f"is larger than {MAX_KEY_FILE_BYTES // 1024} KiB: not a public key"
-            else:
-                return path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            problem = "is not UTF-8 text: not a public key"
-        except OSError as exc:
-            problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
-        self.add("public_key_file", f"{show(written)} {problem}",
-                 detail=f"the path is relative to the manifest file, {self.doc.file}")
+        text = read_key_text(self._resolve(written), limit=MAX_KEY_FILE_BYTES)
+        if isinstance(text, str):
+            return text
+        self.add("public_key_file", f"{show(written)} {text}",
+                 detail=f"the path is relative to the manifest file, {self.doc.file}; its "
+                        "content is not shown")
         return None
 
     def _check_key(self, text: str, fld: str, what: str, key_type: str) -> str | None:
@@ -395,14 +390,12 @@ class _KeyPairCheck:
     def _private_key_problem(self, path: Path) -> str:
         """What is wrong with a private key file handed to the cloud ("" if nothing); checked
         here so that apply never fails on it half-way. Its content is never shown."""
-        if not path.is_file():
-            return "does not exist or is not a file"
+        text = read_key_text(path, limit=MAX_KEY_FILE_BYTES, what="private key")
+        if not isinstance(text, str):
+            return str(text)
         try:
-            if path.stat().st_size > 64 * 1024:
-                return "is too large to be a private key"
-            private = Secret(path.read_text(encoding="utf-8"))
-            public = keys.public_key_of(private)
-        except (OSError, UnicodeDecodeError, KeyFormatError):
+            public = keys.public_key_of(Secret(text))
+        except KeyFormatError:
             return "is not a readable, unencrypted OpenSSH or PEM private key"
         if self.normalised is not None and keys.normalise(public) != self.normalised:
             return "is not the private half of this key pair's public key"

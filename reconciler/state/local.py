@@ -30,7 +30,8 @@ Why nothing is lost when the process dies at any point:
   the journal removed. ``STATE`` is never missing, and until the rename the old state plus the
   journal hold everything.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
+``reconciler.state.*``, the stdlib.
 """
 
 from __future__ import annotations

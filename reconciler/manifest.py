@@ -324,22 +324,28 @@ class _KeyPairCheck:
         if isinstance(text, str):
             return text
         self.add("public_key_file", f"{show(written)} {text}",
-                 detail=f"the path is relative to the manifest file, {self.doc.file}; its "
-                        "content is not shown")
+                 detail=f"{self._whose()}the path is relative to the manifest file, "
+                        f"{self.doc.file}; its content is not shown")
         return None
+
+    def _whose(self) -> str:
+        name = self._str("name")
+        return f"key pair {show(name)}: " if name else ""
 
     def _check_key(self, text: str, fld: str, what: str, key_type: str) -> str | None:
         kind = "certificate" if key_type == "x509" else "public key"
         if looks_like_private_key(text):
             held = f"{what}holds" if what else "this is"
             self.add(fld, f"{held} a private key, not a {kind} (not shown)",
-                     detail="never put a private key in a manifest; give its public half "
-                            "(ssh-keygen -y -f KEYFILE), and rotate the key if it was committed")
+                     detail=f"{self._whose()}never put a private key in a manifest; give its "
+                            "public half (ssh-keygen -y -f KEYFILE), and rotate the key if it "
+                            "was committed")
             return None
         try:
             self.normalised = check_public_key(text, key_type=key_type).openssh
         except KeyFormatError as exc:
-            self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}")
+            self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}",
+                     detail=f"{self._whose()}its content is not shown" if what else "")
             return None
         return text.strip()
 
@@ -382,7 +388,8 @@ class _KeyPairCheck:
         if problem:
             self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
                             f"{show(written)} {problem}",
-                            detail=f"the path is relative to {self.doc.file}")
+                            detail=f"{self._whose()}the path is relative to {self.doc.file}; "
+                                   "its content is not shown")
             self.ok = False
             return None
         return str(path.resolve())

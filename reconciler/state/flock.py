@@ -77,7 +77,7 @@ class FileLock:
             try:
                 os.fchmod(fd, 0o600)
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, encode_lock_info(info), 0)
+                _pwrite_all(fd, encode_lock_info(info))
                 os.fsync(fd)
             except OSError as exc:
                 self._fd = fd
@@ -122,6 +122,14 @@ class FileLock:
                 self.path.unlink()
         finally:
             os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    """All of ``data`` from offset 0: a short write (a file size limit) is retried, so that
+    it fails with its reason instead of leaving half the lock info."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], done)
 
 
 def _read_lock_info(fd: int) -> dict[str, str]:

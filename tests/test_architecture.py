@@ -22,6 +22,8 @@ FORBIDDEN = {
                          "reconciler.render", "reconciler.emulator"),
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     "reconciler.model": ("reconciler.",),
+    # The path policy is used by manifests, state and commands alike: the stdlib only.
+    "reconciler.fsutil": ("reconciler.",),
 }
 
 

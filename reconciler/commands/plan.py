@@ -73,8 +73,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
             try:
                 write_private_file(path, json.dumps(saved_document(plan, sess), indent=2) + "\n")
             except OSError as exc:
-                raise UsageError(f"{explain(exc, path)}. The plan was not saved; nothing "
-                                 "else was changed.") from None
+                said = explain(exc, path, doing="write the plan to")
+                raise UsageError(f"{said}. The plan was not saved; nothing else was "
+                                 "changed.") from None
             if args.format == "text":
                 env.out()
                 env.out(f"Saved the plan to: {args.out}")

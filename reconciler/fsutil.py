@@ -117,11 +117,14 @@ def open_private(path: Path, flags: int, *, new: bool = False, create: bool = Fa
     return fd
 
 
-def read_regular(path: Path, *, limit: int, follow: bool = True) -> bytes:
+def read_regular(path: Path, *, limit: int, follow: bool = True,
+                 growing: bool = False) -> bytes:
     """At most ``limit`` bytes of a regular file; ``UnsafeFileError`` for anything else
     (a FIFO, a device, a directory, a pseudo-file, more than ``limit`` bytes).
 
-    ``follow``: a symbolic link the user made is followed (only for reading)."""
+    ``follow``: a symbolic link the user made is followed (only for reading). ``growing``:
+    the file may be appended to while it is read (a journal), so an empty file that gains
+    content is not taken for a pseudo-file."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -149,7 +152,7 @@ def read_regular(path: Path, *, limit: int, follow: bool = True) -> bytes:
         os.close(fd)
     if size > limit:
         raise UnsafeFileError(path, f"is larger than {_size(limit)}", code=errno.EFBIG)
-    if size and st.st_size == 0:
+    if size and st.st_size == 0 and not growing:
         raise UnsafeFileError(path, "is not a file on disk (it reports a size of 0 but has "
                               "content, as files under /proc and /sys do)")
     return b"".join(chunks)

@@ -146,7 +146,8 @@ class LocalStateStore(JournaledStore):
         try:
             with self._io(self.journal_path, doing="read", outcome="Nothing was changed.",
                           missing_ok=True):
-                journal = read_regular(self.journal_path, limit=_NO_LIMIT, follow=False)
+                journal = read_regular(self.journal_path, limit=_NO_LIMIT, follow=False,
+                                       growing=True)
         except FileNotFoundError:
             journal = b""  # none, or a commit folded it in just now
         if journal:
@@ -178,7 +179,8 @@ class LocalStateStore(JournaledStore):
         try:
             with self._io(self.path, doing="read", outcome="Nothing was changed.",
                           missing_ok=True):
-                data = read_regular(self.path, limit=_NO_LIMIT, follow=False)
+                data = read_regular(self.path, limit=_NO_LIMIT, follow=False,
+                                    growing=True)
         except FileNotFoundError:
             if self.backup_path.exists():
                 raise StateCorruptError(
@@ -331,7 +333,8 @@ class LocalStateStore(JournaledStore):
             except OSError:  # no hard links here (some network file systems): copy instead
                 remove_quietly(tmp)
                 with self._io(tmp):
-                    old = read_regular(self.path, limit=_NO_LIMIT, follow=False)
+                    old = read_regular(self.path, limit=_NO_LIMIT, follow=False,
+                                       growing=True)
                     write_new_file(tmp, old)
             with self._io(self.backup_path):
                 os.replace(tmp, self.backup_path)

@@ -9,7 +9,7 @@ the state reached is returned even when some changes failed.
 The engine never prints; progress goes through ``Hooks``.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.fsutil``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
 """
 
 from __future__ import annotations

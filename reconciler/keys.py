@@ -3,7 +3,7 @@
 Fingerprints match ``ssh-keygen -l -E md5`` (without its ``MD5:`` prefix, as the cloud shows
 them) and ``ssh-keygen -l -E sha256``. Errors never echo key material.
 
-May import: ``reconciler.model``, ``reconciler.errors``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ _PRIVATE_MARKERS = re.compile(
     r"|^b3BlbnNzaC1rZXktdjE",  # base64 of "openssh-key-v1", the body of a pasted private key
     re.MULTILINE,
 )
+
+# What an SSH key type's name looks like (ssh-dss, sk-ssh-ed25519@openssh.com, ...).
+_KEY_TYPE_NAME = re.compile(r"(?:ssh|ecdsa|sk|x509v3|rsa|pgp)-[a-z0-9@.-]{1,48}")
 
 
 def looks_like_private_key(text: str) -> bool:
@@ -116,16 +119,18 @@ def parse_public_key(text: str) -> PublicKey:
     key_type, data = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) > 2 else ""
     if key_type not in SSH_KEY_TYPES:
-        raise KeyFormatError(
-            f"unsupported key type {key_type[:40]!r}; use one of {', '.join(SSH_KEY_TYPES)}"
-        )
+        # Only a word that is a key type's name is shown: anything else may be a secret
+        # pasted (or a file read) by mistake, and is never echoed.
+        shown = (f"unsupported key type {key_type!r}" if _KEY_TYPE_NAME.fullmatch(key_type)
+                 else "the first word is not a key type")
+        raise KeyFormatError(f"{shown}; use one of {', '.join(SSH_KEY_TYPES)}")
     try:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise KeyFormatError("the key data is not valid base64") from None
     inner, _ = _read_string(blob, 0)
     if inner != key_type.encode():
-        raise KeyFormatError(f"the key data is not a {key_type} key (it says {inner[:40]!r})")
+        raise KeyFormatError(f"the key data is not a {key_type} key (it encodes another type)")
     try:
         loaded = load_ssh_public_key(f"{key_type} {data}".encode())
     except (ValueError, TypeError):
@@ -296,31 +301,17 @@ def read_custody_key(path: str, *, public_key: str | None) -> Secret:
     never what the file holds. The manifest loader and apply both call this, so the bytes
     apply sends are the bytes it checked.
     """
-    import os
-    import stat
+    from pathlib import Path
 
-    if not os.path.isfile(path):  # never open a FIFO or a device (it could block)
-        raise KeyFormatError("does not exist or is not a file")
+    from reconciler.fsutil import read_key_text
+
+    text = read_key_text(Path(path), limit=MAX_PRIVATE_KEY_FILE_BYTES, what="private key")
+    if not isinstance(text, str):
+        raise KeyFormatError(str(text))
     try:
-        with open(path, "rb") as fh:  # one open, then checks on that handle
-            info = os.fstat(fh.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise KeyFormatError("is not a regular file")
-            if info.st_size > MAX_PRIVATE_KEY_FILE_BYTES:
-                raise KeyFormatError("is too large to be a private key")
-            data = fh.read(MAX_PRIVATE_KEY_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise KeyFormatError("does not exist or is not a file") from None
-    except IsADirectoryError:
-        raise KeyFormatError("is not a regular file") from None
-    except OSError as exc:
-        raise KeyFormatError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if len(data) > MAX_PRIVATE_KEY_FILE_BYTES:
-        raise KeyFormatError("is too large to be a private key")
-    try:
-        private = Secret(data.decode("utf-8"))
+        private = Secret(text)
         public = public_key_of(private)
-    except (UnicodeDecodeError, KeyFormatError):
+    except KeyFormatError:
         raise KeyFormatError("is not a readable, unencrypted OpenSSH or PEM private key") \
             from None
     if public_key is None or normalise(public) != normalise(public_key):

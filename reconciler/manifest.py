@@ -7,8 +7,13 @@ restrictions, readable and valid public keys, no private key where a public one 
 builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are raised together as
 one ``DiagnosticsError``, sorted by file, line and column.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.yamlsafe``, ``reconciler.manifest_schema``, ``reconciler.configuration``.
+Key files the manifest names (``public_key_file``, ``key_protection.private_key_file``) are
+read by ``reconciler.fsutil``'s policy: regular files only (no FIFO, device or ``/proc``
+pseudo-file), at most 64 KiB read, and a problem never shows a byte of their content.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
+``reconciler.keys``, ``reconciler.yamlsafe``, ``reconciler.manifest_schema``,
+``reconciler.configuration``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from reconciler import keys
 from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
+from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
@@ -45,7 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_API = Api.V21
-MAX_KEY_FILE_BYTES = 64 * 1024
 API_VERSION = "reconciler/v1"
 KIND = "KeyPairs"
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -287,35 +292,32 @@ class _KeyPairCheck:
         return self._check_key(text, "public_key_file", f"the file {show(file_name)} ", key_type)
 
     def _read_key_file(self, written: str) -> str | None:
-        path = self._resolve(written)
-        problem = ""
-        try:
-            if not path.is_file():
-                problem = "does not exist" if not path.exists() else "is not a regular file"
-            elif path.stat().st_size > MAX_KEY_FILE_BYTES:
-                problem = f"is larger than {MAX_KEY_FILE_BYTES // 1024} KiB: not a public key"
-            else:
-                return path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            problem = "is not UTF-8 text: not a public key"
-        except OSError as exc:
-            problem = f"cannot be read ({exc.strerror or type(exc).__name__})"
-        self.add("public_key_file", f"{show(written)} {problem}",
-                 detail=f"the path is relative to the manifest file, {self.doc.file}")
+        text = read_key_text(self._resolve(written), limit=MAX_KEY_FILE_BYTES)
+        if isinstance(text, str):
+            return text
+        self.add("public_key_file", f"{show(written)} {text}",
+                 detail=f"{self._whose()}the path is relative to the manifest file, "
+                        f"{self.doc.file}; its content is not shown")
         return None
+
+    def _whose(self) -> str:
+        name = self._str("name")
+        return f"key pair {show(name)}: " if name else ""
 
     def _check_key(self, text: str, fld: str, what: str, key_type: str) -> str | None:
         kind = "certificate" if key_type == "x509" else "public key"
         if looks_like_private_key(text):
             held = f"{what}holds" if what else "this is"
             self.add(fld, f"{held} a private key, not a {kind} (not shown)",
-                     detail="never put a private key in a manifest; give its public half "
-                            "(ssh-keygen -y -f KEYFILE), and rotate the key if it was committed")
+                     detail=f"{self._whose()}never put a private key in a manifest; give its "
+                            "public half (ssh-keygen -y -f KEYFILE), and rotate the key if it "
+                            "was committed")
             return None
         try:
             self.normalised = check_public_key(text, key_type=key_type).openssh
         except KeyFormatError as exc:
-            self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}")
+            self.add(fld, f"{what + 'is ' if what else ''}not a valid {kind}: {exc}",
+                     detail=f"{self._whose()}its content is not shown" if what else "")
             return None
         return text.strip()
 
@@ -358,7 +360,8 @@ class _KeyPairCheck:
         if problem:
             self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
                             f"{show(written)} {problem}",
-                            detail=f"the path is relative to {self.doc.file}")
+                            detail=f"{self._whose()}the path is relative to {self.doc.file}; "
+                                   "its content is not shown")
             self.ok = False
             return None
         return str(path.resolve())

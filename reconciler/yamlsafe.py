@@ -7,7 +7,8 @@ float, bool, None) with a parallel map from node paths (tuples of keys and index
 positions. Limits: file size, nesting depth, alias count and expanded node count (alias bombs).
 Every problem is a ``Diagnostic``; nothing else escapes.
 
-May import: ``reconciler.model``, ``reconciler.errors``, PyYAML (lazily, inside functions).
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``, PyYAML (lazily,
+inside functions).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import Diagnostic
+from reconciler.fsutil import UnsafeFileError, read_regular
 from reconciler.model import SourceLocation
 
 if TYPE_CHECKING:
@@ -142,8 +144,10 @@ def read_text(path: Path, *, display: str, limit: int = MAX_FILE_BYTES) -> str |
                 f"file is {size:,} bytes; manifests are limited to {limit:,} bytes",
                 where, detail="split it into several files in one directory",
             )
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
+        data = read_regular(path, limit=limit)  # a FIFO swapped in never hangs
+    except UnsafeFileError as exc:
+        return Diagnostic(f"{display} {exc.problem}", where,
+                          detail="give a YAML file or directory")
     except OSError as exc:
         return Diagnostic(f"cannot read {display}: {exc.strerror or exc}", where)
     if len(data) > limit:

@@ -36,6 +36,8 @@ FORBIDDEN = {
                              "reconciler.apply", "reconciler.render", "reconciler.commands",
                              "reconciler.emulator", "reconciler.settings"),
     "reconciler.emulator.jsonbody": ("reconciler.",),
+    # The path policy is used by manifests, state and commands alike: the stdlib only.
+    "reconciler.fsutil": ("reconciler.",),
 }
 
 

@@ -64,7 +64,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "private_key_file_missing": [
         'a.yaml:9:25: error: keypairs[0].key_protection.private_key_file: "secrets/escrow" '
-        "does not exist or is not a file",
+        "does not exist",
         "a.yaml:13:7: error: keypairs[1].key_protection.private_key_file: private_key_file "
         "needs public_key or public_key_file",
     ],

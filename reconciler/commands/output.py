@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from reconciler import keys
@@ -19,8 +18,9 @@ from reconciler.commands.common import open_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
 from reconciler.errors import KeyFormatError, StateError, UsageError
+from reconciler.fsutil import explain
 from reconciler.model import SENSITIVE, Secret, StateKeyPair
-from reconciler.state.files import replace_file, write_fd
+from reconciler.state.files import replace_file, write_new_file
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
@@ -98,19 +98,18 @@ def _text(entry: StateKeyPair) -> str:
 
 
 def write_file(path: Path, text: str, *, force: bool) -> None:
-    """Create ``path`` 0600 with O_EXCL; with ``force`` replace it atomically instead."""
+    """Create ``path`` 0600 with O_EXCL; with ``force`` replace it atomically instead.
+
+    Never through a symbolic link; a write that fails (a full disk, a quota) leaves no file
+    behind (or, with ``force``, the old one as it was)."""
     data = text.encode()
-    if not force:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            raise UsageError(f"{path} exists; not overwriting it. Use --force to replace it.") \
-                from None
-        except OSError as exc:
-            raise UsageError(f"cannot create {path}: {exc.strerror}") from None
-        write_fd(fd, data)
-        return
     try:
-        replace_file(path, data)
+        if force:
+            replace_file(path, data)
+        else:
+            write_new_file(path, data)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; not overwriting it. Use --force to replace it.") \
+            from None
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        raise UsageError(f"{explain(exc, path)}. Nothing was written to {path}.") from None

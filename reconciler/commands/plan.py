@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.commands.common import Session, api_name, session, write_private_file
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
+from reconciler.fsutil import explain
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
 from reconciler.refresh import refresh
 
@@ -72,8 +73,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
             try:
                 write_private_file(path, json.dumps(saved_document(plan, sess), indent=2) + "\n")
             except OSError as exc:
-                raise UsageError(f"cannot write the plan to {args.out}: {exc.strerror}; "
-                                 "give --out a file in a directory that exists") from None
+                said = explain(exc, path, doing="write the plan to")
+                raise UsageError(f"{said}. The plan was not saved; nothing else was "
+                                 "changed.") from None
             if args.format == "text":
                 env.out()
                 env.out(f"Saved the plan to: {args.out}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from reconciler.commands.common import lock_timeout, open_state
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
+from reconciler.fsutil import explain, read_regular
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
 from reconciler.state.codec import entry_to_dict
 from reconciler.state.protocol import StateStore
@@ -119,9 +120,9 @@ def _push(args: argparse.Namespace, env: Env, store: StateStore) -> int:
 def _read_push_source(path: Path, env: Env) -> bytes:
     """FILE's bytes; for a local state with a journal beside it, the state the journal makes."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, limit=1 << 30)  # a FIFO or a device is refused, not read
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"{explain(exc, path, doing='read')}. Nothing was changed.") from None
     if not path.with_name(f"{path.name}.journal").exists():
         return data
     from reconciler.state.local import LocalStateStore

@@ -20,7 +20,7 @@ The passphrase may hold spaces and any letter but no control character (``credch
 trailing newline would otherwise silently become part of the key.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.credcheck``,
-``reconciler.state.files``, ``cryptography``.
+``reconciler.fsutil``, ``reconciler.state.files``, ``cryptography``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reconciler.credcheck import passphrase as checked_passphrase
 from reconciler.errors import StateCorruptError, StateKeyError, UsageError
+from reconciler.fsutil import explain, read_regular, remove_quietly
 from reconciler.model import SealedSecret, Secret
 from reconciler.state.files import fsync_dir, write_new_file
 
@@ -160,10 +161,10 @@ def scrypt_key(passphrase: str, *, salt: bytes, params: Mapping[str, Any]) -> by
 def read_key_file(path: Path) -> bytes:
     """32 raw bytes, or 64 hex characters (surrounding whitespace allowed)."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, limit=4096)  # a FIFO or a device is refused, not read
     except OSError as exc:
         raise StateKeyError(
-            f"cannot read the state key file {path}: {exc.strerror}. Check {KEY_FILE_ENV} "
+            f"{explain(exc, path, doing='read the state key file')}. Check {KEY_FILE_ENV} "
             "or restore the key file from your backup."
         ) from None
     if len(data) == KEY_BYTES:
@@ -189,17 +190,21 @@ def create_key_file(path: Path) -> bytes:
     """Create a new random key at ``path`` (0600, directory 0700); if it appeared meanwhile,
     read that one. Written to a temporary file and hard-linked into place, so nobody ever
     reads a half-written key."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(KEY_BYTES)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    write_new_file(tmp, (key.hex() + "\n").encode())
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return read_key_file(path)
-    finally:
-        tmp.unlink()
-    fsync_dir(path.parent)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_new_file(tmp, (key.hex() + "\n").encode())  # removed again if not whole
+        try:
+            os.link(tmp, path)  # never through a link: an existing name (or link) fails
+        except FileExistsError:
+            return read_key_file(path)
+        finally:
+            remove_quietly(tmp)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StateKeyError(f"{explain(exc, path, doing='create the state key file')}. "
+                            "Nothing was written.") from None
     return key
 
 

@@ -3,12 +3,16 @@
 The kernel releases a ``flock`` when its process dies, so a local lock is never stale; the
 file is removed on release. Whoever locks a file that its previous holder unlinked just then
 locks it again (``_same_file``), so two holders never believe they hold two different files.
+The file is opened by ``reconciler.fsutil``'s policy: a link or odd file planted at its name
+is an error, and nothing is written through it.
 
-May import: ``reconciler.errors``, ``reconciler.state.lockinfo``, the stdlib.
+May import: ``reconciler.errors``, ``reconciler.fsutil``, ``reconciler.state.lockinfo``,
+the stdlib.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -17,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler.errors import StateError, StateLockError
+from reconciler.fsutil import UnsafeFileError, explain, open_private
 from reconciler.state.lockinfo import (
     check_lock_id,
     encode_lock_info,
@@ -46,11 +51,14 @@ class FileLock:
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_private(self.path, os.O_RDWR, create=True)
+            except UnsafeFileError as exc:
+                raise StateError(f"{explain(exc, self.path, doing='lock')}. Nothing was "
+                                 "written.") from None
             except OSError as exc:
                 raise StateError(f"cannot create the lock file {self.path}: {exc.strerror}; "
                                  "check that the state's directory exists and is "
-                                 "writable") from None
+                                 "writable. Nothing was written.") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -69,12 +77,13 @@ class FileLock:
             try:
                 os.fchmod(fd, 0o600)
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, encode_lock_info(info), 0)
+                _pwrite_all(fd, encode_lock_info(info))
                 os.fsync(fd)
             except OSError as exc:
-                os.close(fd)
-                raise StateError(f"cannot write the lock file {self.path}: "
-                                 f"{exc.strerror}") from None
+                self._fd = fd
+                self.release()  # never leave an empty lock file behind
+                raise StateError(f"{explain(exc, self.path)}. Nothing was written; the "
+                                 "state is unchanged.") from None
             self._fd = fd
             return info
 
@@ -84,7 +93,8 @@ class FileLock:
             return
         try:
             if _same_file(fd, self.path):
-                self.path.unlink()
+                with contextlib.suppress(OSError):  # the kernel releases the lock anyway
+                    self.path.unlink()
         finally:
             os.close(fd)
 
@@ -92,9 +102,12 @@ class FileLock:
         """Remove a lock its process left behind; never one a running process holds (its
         later writes would land in a journal another run has folded and removed)."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = open_private(self.path, os.O_RDWR)
         except FileNotFoundError:
             raise StateLockError(f"{self._state_path} is not locked; nothing to unlock.") from None
+        except OSError as exc:
+            raise StateError(f"{explain(exc, self.path, doing='unlock')}. Nothing was "
+                             "removed.") from None
         try:
             info = _read_lock_info(fd)
             check_lock_id(info, lock_id, where=str(self._state_path))
@@ -111,6 +124,14 @@ class FileLock:
             os.close(fd)
 
 
+def _pwrite_all(fd: int, data: bytes) -> None:
+    """All of ``data`` from offset 0: a short write (a file size limit) is retried, so that
+    it fails with its reason instead of leaving half the lock info."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], done)
+
+
 def _read_lock_info(fd: int) -> dict[str, str]:
     try:
         return parse_lock_info(os.pread(fd, 65536, 0))
@@ -120,7 +141,7 @@ def _read_lock_info(fd: int) -> dict[str, str]:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)

@@ -8,6 +8,15 @@ Files beside ``STATE`` (all 0600):
                      and fsynced by ``record``/``forget`` before they return;
 - ``STATE.lock``     who holds the lock (``fcntl.flock`` on it is the lock itself).
 
+``STATE`` is resolved once (``state.paths``): a symbolic link is followed to the real file
+and all of these live beside it. Each is opened by ``reconciler.fsutil``'s policy (never
+through a link, 0600, a regular file with one link): a link or odd file planted at one of
+these names is an error, never written through.
+
+A write that fails (a full disk, a quota, ``EIO``, the file size limit) is a ``StateError``
+naming the file; the previous ``STATE`` is untouched (it is only ever replaced by a rename of
+a complete, fsynced file) and whatever the journal acknowledged is still in it.
+
 Why nothing is lost when the process dies at any point:
 
 - ``record`` returns only after its line is fsynced. A crash mid-append leaves a last line
@@ -21,21 +30,28 @@ Why nothing is lost when the process dies at any point:
   the journal removed. ``STATE`` is never missing, and until the rename the old state plus the
   journal hold everything.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.*``, the stdlib.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
+``reconciler.state.*``, the stdlib.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.errors import StateCorruptError, StateError
+from reconciler.fsutil import (
+    explain,
+    lstat_or_none,
+    open_private,
+    read_regular,
+    refuse_odd_target,
+    remove_quietly,
+)
 from reconciler.model import State, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
@@ -47,6 +63,9 @@ from reconciler.state.codec import (
 from reconciler.state.crypto import KeyBlock
 from reconciler.state.files import fsync_dir, write_all, write_new_file
 from reconciler.state.flock import FileLock
+from reconciler.state.paths import state_paths
+
+_NO_LIMIT = 1 << 40  # the state and its journal are ours: their size is not bounded here
 
 
 class LocalStateStore(JournaledStore):
@@ -61,11 +80,12 @@ class LocalStateStore(JournaledStore):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(environ=environ, notice=notice)
-        self.path = Path(path)
+        self.paths = state_paths(Path(path))
+        self.path = self.paths.state
         self.description = str(self.path)
-        self.backup_path = self._beside("backup")
-        self.journal_path = self._beside("journal")
-        self.lock_path = self._beside("lock")
+        self.backup_path = self.paths.backup
+        self.journal_path = self.paths.journal
+        self.lock_path = self.paths.lock
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sync_mutex = threading.Lock()  # fsync of the journal; taken before _mutex
         self._journal_key: KeyBlock | None = None  # the key block in the state file or journal
@@ -77,8 +97,19 @@ class LocalStateStore(JournaledStore):
         self._lock = FileLock(self.lock_path, state_path=self.path, environ=environ,
                               clock=self._clock)
 
-    def _beside(self, suffix: str) -> Path:
-        return self.path.with_name(f"{self.path.name}.{suffix}")
+    @contextlib.contextmanager
+    def _io(self, path: Path, *, doing: str = "write", outcome: str = "",
+            missing_ok: bool = False) -> Iterator[None]:
+        """``OSError`` on ``path`` -> a ``StateError`` naming it and saying what to do
+        (``missing_ok``: a ``FileNotFoundError`` goes through, for the caller)."""
+        try:
+            yield
+        except OSError as exc:
+            if missing_ok and isinstance(exc, FileNotFoundError):
+                raise
+            said = outcome or (f"The previous state in {self.path} is intact; what this run "
+                               f"recorded is in {self.journal_path}.")
+            raise StateError(f"{explain(exc, path, doing=doing)}. {said}") from None
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -113,7 +144,10 @@ class LocalStateStore(JournaledStore):
         disk = self._read_document()
         records: list[JournalRecord] = []
         try:
-            journal = self.journal_path.read_bytes()
+            with self._io(self.journal_path, doing="read", outcome="Nothing was changed.",
+                          missing_ok=True):
+                journal = read_regular(self.journal_path, limit=_NO_LIMIT, follow=False,
+                                       growing=True)
         except FileNotFoundError:
             journal = b""  # none, or a commit folded it in just now
         if journal:
@@ -143,7 +177,10 @@ class LocalStateStore(JournaledStore):
 
     def _read_document(self) -> StateDocument | None:
         try:
-            data = self.path.read_bytes()
+            with self._io(self.path, doing="read", outcome="Nothing was changed.",
+                          missing_ok=True):
+                data = read_regular(self.path, limit=_NO_LIMIT, follow=False,
+                                    growing=True)
         except FileNotFoundError:
             if self.backup_path.exists():
                 raise StateCorruptError(
@@ -152,8 +189,6 @@ class LocalStateStore(JournaledStore):
                     "new, empty state."
                 ) from None
             return None
-        except IsADirectoryError:
-            raise StateError(f"{self.path} is a directory; give a file with --state.") from None
         return decode_document(data, source=str(self.path))
 
     def _replays(self, rec: JournalRecord, *, where: str) -> bool:
@@ -195,12 +230,17 @@ class LocalStateStore(JournaledStore):
             self._sync_journal(ticket=ticket, generation=generation)
 
     def _write_journal(self, line: bytes) -> None:
-        fd = self._open_journal()
+        with self._io(self.journal_path):
+            fd = self._open_journal()
         try:
             write_all(fd, line)
         except OSError as exc:
-            os.ftruncate(fd, self._journal_size)  # never leave half a line before the next
-            raise StateError(f"cannot write {self.journal_path}: {exc.strerror}") from None
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._journal_size)  # never leave half a line before the next
+            raise StateError(
+                f"{explain(exc, self.journal_path)}. This change was not recorded; the "
+                f"previous state in {self.path} and the changes recorded before it are intact."
+            ) from None
         self._journal_size += len(line)
 
     def _sync_journal(self, *, ticket: int, generation: int) -> None:
@@ -211,31 +251,39 @@ class LocalStateStore(JournaledStore):
                     return  # folded into the state file, or already synced by another thread
                 fd, target = self._journal_fd, self._written
             assert fd is not None
-            os.fsync(fd)
+            with self._io(self.journal_path, doing="sync"):
+                os.fsync(fd)
             self._synced = target
 
     def _open_journal(self) -> int:
         if self._journal_fd is not None:
             return self._journal_fd
-        created = not self.journal_path.exists()
-        fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)
-        size = os.fstat(fd).st_size
-        intact = _intact_length(fd, size)
-        if intact != size:
-            os.ftruncate(fd, intact)  # a torn line from a crash mid-append; never acknowledged
-            os.fsync(fd)
-        if created:
-            fsync_dir(self.path.parent)
+        created = lstat_or_none(self.journal_path) is None
+        fd = open_private(self.journal_path, os.O_RDWR | os.O_APPEND, create=True)
+        try:
+            os.fchmod(fd, 0o600)
+            size = os.fstat(fd).st_size
+            intact = _intact_length(fd, size)
+            if intact != size:
+                os.ftruncate(fd, intact)  # a torn line from a crash mid-append; never acked
+                os.fsync(fd)
+            if created:
+                fsync_dir(self.path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
         self._journal_fd, self._journal_size = fd, intact
         return fd
 
     def _close_journal(self, *, sync: bool = False) -> None:
         if self._journal_fd is not None:
-            if sync and self._synced < self._written:
-                os.fsync(self._journal_fd)
-            os.close(self._journal_fd)
-            self._journal_fd = None
+            fd, self._journal_fd = self._journal_fd, None
+            try:
+                if sync and self._synced < self._written:
+                    with self._io(self.journal_path, doing="sync"):
+                        os.fsync(fd)
+            finally:
+                os.close(fd)
         self._journal_gen += 1
         self._written = self._synced = 0
 
@@ -247,40 +295,64 @@ class LocalStateStore(JournaledStore):
             self._fold()
             self._journal_key = self._key
             self._close_journal()
-            if self.journal_path.exists():
-                self.journal_path.unlink()  # only now: the state file above is durable
-                fsync_dir(self.path.parent)
+            if lstat_or_none(self.journal_path) is not None:
+                with self._io(self.journal_path, doing="remove",
+                              outcome=f"{self.path} holds every change; remove "
+                                      f"{self.journal_path} by hand."):
+                    self.journal_path.unlink()  # only now: the state file above is durable
+                    fsync_dir(self.path.parent)
             return self._snapshot()
 
     def _write_document(self, data: bytes) -> None:
         directory = self.path.parent
-        self._remove_stale_temporaries()
-        tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        write_new_file(tmp, data)
-        if self.path.exists():
-            self._keep_backup()
-        os.replace(tmp, self.path)
-        fsync_dir(directory)
+        with self._io(directory, doing="clean up temporary files in"):
+            self._remove_stale_temporaries()
+        tmp = self.paths.temporary()
+        with self._io(tmp):
+            write_new_file(tmp, data)  # removed again if it cannot be written whole
+        try:
+            if lstat_or_none(self.path) is not None:
+                self._keep_backup()
+            with self._io(self.path, doing="replace"):
+                os.replace(tmp, self.path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        with self._io(directory, doing="sync", outcome=f"{self.path} was replaced, but the "
+                      "change may not survive a power cut; check the disk."):
+            fsync_dir(directory)
 
     def _keep_backup(self) -> None:
-        tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
+        with self._io(self.backup_path):
+            refuse_odd_target(self.backup_path)
+        tmp = self.paths.temporary()
         try:
-            os.link(self.path, tmp)
-            os.chmod(tmp, 0o600)
-        except OSError:  # no hard links here (some network file systems): copy instead
-            write_new_file(tmp, self.path.read_bytes())
-        os.replace(tmp, self.backup_path)
+            try:
+                os.link(self.path, tmp, follow_symlinks=False)
+                os.chmod(tmp, 0o600)
+            except OSError:  # no hard links here (some network file systems): copy instead
+                remove_quietly(tmp)
+                with self._io(tmp):
+                    old = read_regular(self.path, limit=_NO_LIMIT, follow=False,
+                                       growing=True)
+                    write_new_file(tmp, old)
+            with self._io(self.backup_path):
+                os.replace(tmp, self.backup_path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
 
     def _remove_stale_temporaries(self) -> None:
-        """Temporary files of a commit that was killed; under the lock nobody else writes."""
-        pattern = re.compile(rf"\.{re.escape(self.path.name)}\.[0-9a-f]{{12}}\.tmp")
+        """Temporary files of a commit that was killed; under the lock nobody else writes.
+        (A link planted under such a name is removed, never followed.)"""
+        pattern = self.paths.temporary_pattern()
         for candidate in self.path.parent.iterdir():
             if pattern.fullmatch(candidate.name):
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
 
     def _has_document(self) -> bool:
-        return self.path.exists()
+        return lstat_or_none(self.path) is not None
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

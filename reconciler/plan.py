@@ -138,6 +138,7 @@ class Plan:
     forget: tuple[str, ...] = ()
     lifecycle: tuple[tuple[str, bool], ...] = ()  # (name, prevent_destroy) to record
     targets: tuple[str, ...] = field(default_factory=tuple)
+    state_verified: bool = True  # False: made from a state read without checking its MAC
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -374,6 +375,7 @@ def make_plan(
         changes=tuple(changes), api=remote.api, lineage=state.lineage, serial=state.serial,
         manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
         forget=tuple(forget), lifecycle=tuple(lifecycle), targets=tuple(sorted(targets)),
+        state_verified=state.verified,
     )
 
 

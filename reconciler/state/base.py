@@ -163,8 +163,11 @@ class JournaledStore:
         if block is None:
             if lines:
                 raise StateTamperedError(
-                    f"{lines[0][0]} holds changes but no key block to check them with: it was "
-                    "not written by reconciler. Nothing was changed. Move it aside and keep it.")
+                    f"{lines[0][0]} holds changes but no key block to check them with: "
+                    f"{self.description} is missing or was replaced by another file (restore "
+                    "it, e.g. from its .backup), or the journal was not written by reconciler. "
+                    "Nothing was changed. Move the journal aside and keep it (it may hold "
+                    "private keys).")
             self._integrity = Integrity.FORMAT_1 if legacy else Integrity.VERIFIED
             return chain
         if not (self._verify or self._keys.available()):

@@ -9,6 +9,7 @@ and shown together. Exceptions are for aborting a command::
     ├── KeyFormatError              a key that does not parse (never echoes key material)
     ├── StateError                  the state file or backend
     │   ├── StateCorruptError       corrupt, truncated, tampered, or a newer format
+    │   │   └── StateTamperedError  fails its integrity MAC: written by someone without the key
     │   ├── StateKeyError           wrong passphrase or key file
     │   ├── StateLockError          the lock is held by someone else (carries the lock info)
     │   └── StaleStateError         a saved plan or a write raced with another writer
@@ -86,6 +87,10 @@ class StateError(ReconcilerError):
 
 class StateCorruptError(StateError):
     """The state is corrupt, truncated, tampered with, or of a newer format."""
+
+
+class StateTamperedError(StateCorruptError):
+    """The state or its journal fails its integrity check (the MAC under the state key)."""
 
 
 class StateKeyError(StateError):

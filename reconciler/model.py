@@ -282,4 +282,7 @@ class State:
     lineage: str
     serial: int
     keypairs: Mapping[str, StateKeyPair] = field(default_factory=dict)
-    format_version: int = 1
+    format_version: int = 2  # the format this release writes (codec.FORMAT_VERSION)
+    # False when it was read without checking its integrity MAC (no key, or format 1): a plan
+    # made from it says so. Not part of its value.
+    verified: bool = field(default=True, compare=False)

@@ -149,6 +149,7 @@ class Plan:
     configuration: tuple[DesiredKeyPair, ...] = ()
     replace: tuple[str, ...] = ()
     planned_at: str = ""  # ISO 8601, the ``now`` rotate_after was measured against
+    state_verified: bool = True  # False: made from a state read without checking its MAC
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -403,6 +404,7 @@ def make_plan(
         forget=tuple(forget), lifecycle=tuple(lifecycle), targets=tuple(sorted(targets)),
         configuration=manifest.keypairs, replace=tuple(sorted(set(options.replace))),
         planned_at=now.isoformat(),
+        state_verified=state.verified,
     )
 
 

@@ -251,13 +251,15 @@ def test_wrong_key_is_refused_and_nothing_is_written(cli: Cli, case: str, says: 
             c.environ.pop("RECONCILER_KEY_FILE")
             c.environ["RECONCILER_PASSPHRASE"] = "correct horse battery staple"
 
-    # Plan needs no secret, so it does not check the key; it writes nothing either.
+    # A key that is given is checked by plan too (it verifies the state's MAC with it); it
+    # writes nothing either. (Without any key, plan reads the state unverified.)
     cli.write(GOOD + "  - name: extra\n  - name: extra2\n    generate: ed25519\n")
     before = snapshot(cli.root)
     mutate(cli)
     planned = cli("plan", str(cli.manifests))
     assert_clean(planned.text)
-    assert "Plan: 2 to add" in planned.out and snapshot(cli.root) == before
+    assert planned.code == 1 and says in planned.err, planned.text
+    assert snapshot(cli.root) == before
     # Apply checks it before the cloud acts: a cloud-generated pair would lose its key.
     for r in refused(cli, str(cli.manifests), commands=(("apply", "--auto-approve"),)):
         assert says in r.err, r.err

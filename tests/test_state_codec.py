@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_state_support import entry
 
-from reconciler.errors import StateCorruptError
+from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     Api,
     Encryption,
@@ -24,6 +24,7 @@ from reconciler.model import (
 )
 from reconciler.state.codec import (
     FORMAT_VERSION,
+    MIGRATIONS,
     StateDocument,
     checksum,
     decode_document,
@@ -31,8 +32,14 @@ from reconciler.state.codec import (
     encode_document,
     encode_journal_line,
     entry_to_dict,
+    verify_document,
+    verify_journal,
 )
-from reconciler.state.crypto import KeyBlock
+from reconciler.state.crypto import KeyBlock, StateKey, key_id
+
+_RAW = bytes(range(32))
+KEY = StateKey(KeyBlock(id=key_id(_RAW)), _RAW)
+OTHER = StateKey(KeyBlock(id=key_id(b"\x01" * 32)), b"\x01" * 32)
 
 names = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 text = st.text(max_size=40)
@@ -73,8 +80,8 @@ def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
 def documents(draw: st.DrawFn) -> StateDocument:
     chosen = draw(st.lists(names, unique=True, max_size=6))
     keypairs = {n: draw(entries(n)) for n in chosen}
-    key = draw(st.none() | st.builds(
-        KeyBlock, id=st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
+    key = draw(st.builds(
+        KeyBlock, id=st.just(KEY.id),
         kdf=st.none() | st.just({"name": "scrypt", "n": 32768, "r": 8, "p": 1}),
         salt=st.none() | st.just("c2FsdHNhbHRzYWx0")))
     state = State(lineage=draw(st.uuids()).hex, serial=draw(st.integers(0, 2**40)),
@@ -85,18 +92,21 @@ def documents(draw: st.DrawFn) -> StateDocument:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_any_document_survives_encode_and_decode(doc: StateDocument) -> None:
-    data = encode_document(doc)
+    data = encode_document(doc, key=KEY)
     again = decode_document(data, source="s.json")
     assert again == doc
-    assert encode_document(again) == data
+    verify_document(again, key=KEY, source="s.json")
+    assert encode_document(again, key=KEY) == data
 
 
 @settings(max_examples=100, deadline=None)
 @given(names.flatmap(entries))
 def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
-    line = encode_journal_line(lineage="L", base=3, op="record", name=e.name, entry=e)
+    line, tag = encode_journal_line(lineage="L", base=3, op="record", name=e.name, entry=e,
+                                    mac_key=KEY, previous="seed")
     records, end = decode_journal(line, source="j")
     assert end == len(line)
+    assert verify_journal(records, key=KEY, seed="seed", source="j") == tag
     assert records[0].entry == e and records[0].base == 3 and records[0].lineage == "L"
 
 
@@ -107,13 +117,15 @@ def test_codec_covers_every_field_of_a_state_entry() -> None:
 
 def _doc() -> bytes:
     state = State(lineage="lin", serial=4, keypairs={"a": entry("a", SealedSecret("v1:AAAA"))})
-    return encode_document(StateDocument(state, KeyBlock(id="0123456789abcdef")))
+    return encode_document(StateDocument(state, KEY.block), key=KEY)
 
 
-def test_document_is_readable_json_with_a_checksum() -> None:
+def test_document_is_readable_json_with_a_checksum_and_a_mac() -> None:
     doc = json.loads(_doc())
-    assert list(doc) == ["format_version", "lineage", "serial", "key", "keypairs", "checksum"]
-    assert doc["format_version"] == FORMAT_VERSION
+    assert list(doc) == ["format_version", "lineage", "serial", "key", "keypairs", "checksum",
+                         "mac"]
+    assert doc["format_version"] == FORMAT_VERSION == 2
+    assert doc["mac"].startswith("hmac-sha256:")
     assert doc["keypairs"]["a"]["public_key"].startswith("ssh-ed25519 ")
     assert doc["checksum"] == checksum(doc)
 
@@ -135,6 +147,26 @@ def test_edited_readable_field_fails_the_checksum() -> None:
     data = _doc().replace(b"ssh-ed25519 AAAA", b"ssh-ed25519 BAAA")
     with pytest.raises(StateCorruptError, match="checksum does not match"):
         decode_document(data, source="s.json")
+
+
+def test_recomputed_checksum_does_not_pass_the_mac() -> None:
+    doc = json.loads(_doc())
+    doc["serial"] = 5
+    doc["checksum"] = checksum(doc)
+    decoded = decode_document(json.dumps(doc).encode(), source="s.json")
+    with pytest.raises(StateTamperedError, match=r"s\.json failed its integrity check"):
+        verify_document(decoded, key=KEY, source="s.json")
+    good = decode_document(_doc(), source="s.json")
+    with pytest.raises(StateTamperedError):
+        verify_document(good, key=OTHER, source="s.json")  # the MAC is keyed
+
+
+def test_format_2_without_a_mac_is_refused() -> None:
+    doc = json.loads(_doc())
+    del doc["mac"]
+    doc["checksum"] = checksum(doc)
+    with pytest.raises(StateCorruptError, match="no integrity MAC"):
+        decode_document(json.dumps(doc).encode(), source="s.json")
 
 
 def test_newer_format_version_says_upgrade() -> None:
@@ -167,7 +199,7 @@ def test_wrong_types_are_refused_with_the_field() -> None:
 def test_migration_chain_runs_from_an_older_version() -> None:
     # A made-up version 0 kept key pairs as a list; the hook turns it into version 1.
     v1 = json.loads(_doc())
-    v0 = {k: v for k, v in v1.items() if k not in ("keypairs", "checksum")}
+    v0 = {k: v for k, v in v1.items() if k not in ("keypairs", "checksum", "mac")}
     v0["format_version"] = 0
     v0["keypairs"] = [{"name": n, **e} for n, e in v1["keypairs"].items()]
     v0["checksum"] = checksum(v0)
@@ -179,20 +211,33 @@ def test_migration_chain_runs_from_an_older_version() -> None:
         return doc
 
     raw = json.dumps(v0).encode()
-    migrated = decode_document(raw, source="s.json", migrations={0: v0_to_v1})
-    assert migrated == decode_document(_doc(), source="s.json")
+    migrated = decode_document(raw, source="s.json", migrations={0: v0_to_v1, **MIGRATIONS})
+    current = decode_document(_doc(), source="s.json")
+    assert (migrated.state, migrated.key) == (current.state, current.key)
+    assert migrated.format_version == 0  # as read: reported unverified, upgraded on write
     with pytest.raises(StateCorruptError, match="cannot read or migrate"):
         decode_document(raw, source="s.json")
 
 
 def test_journal_torn_last_line_is_ignored_other_damage_is_refused() -> None:
-    lines = [encode_journal_line(lineage="L", base=0, op="record", name=f"k{i}",
-                                 entry=entry(f"k{i}")) for i in range(3)]
+    lines, previous = [], ""
+    for i in range(3):
+        line, previous = encode_journal_line(lineage="L", base=0, op="record", name=f"k{i}",
+                                             entry=entry(f"k{i}"), mac_key=KEY,
+                                             previous=previous)
+        lines.append(line)
     data = b"".join(lines)
     records, end = decode_journal(data + lines[0][:40], source="j")
     assert [r.name for r in records] == ["k0", "k1", "k2"] and end == len(data)
-    damaged = lines[0] + lines[1].replace(b"k1", b"k9") + lines[2]
-    with pytest.raises(StateCorruptError, match="line 2 is damaged"):
-        decode_journal(damaged, source="j")
+    verify_journal(records, key=KEY, seed="", source="j")
+    edited = lines[0] + lines[1].replace(b"k1", b"k9") + lines[2]
+    with pytest.raises(StateTamperedError, match="j line 2 failed its integrity check"):
+        verify_journal(decode_journal(edited, source="j")[0], key=KEY, seed="", source="j")
+    for reordered in (lines[1] + lines[0] + lines[2], lines[0] + lines[2]):
+        with pytest.raises(StateTamperedError, match="failed its integrity check"):
+            verify_journal(decode_journal(reordered, source="j")[0], key=KEY, seed="",
+                           source="j")
+    with pytest.raises(StateTamperedError):  # moved to another journal (another seed)
+        verify_journal(records, key=KEY, seed="elsewhere", source="j")
     with pytest.raises(StateCorruptError, match="line 2 is damaged"):
         decode_journal(lines[0] + b"garbage\n" + lines[2], source="j")

@@ -163,7 +163,7 @@ def test_corrupt_state_is_refused_by_every_command_and_left_alone(
     elif damage == "edit":
         path.write_text(text.replace('"alice"', '"alicf"'))
     else:
-        path.write_text(text.replace('"format_version": 1', '"format_version": 9'))
+        path.write_text(text.replace('"format_version": 2', '"format_version": 9'))
     before = snapshot(tmp_path)
     for argv in (["state", "list"], ["state", "show", "deploy"], ["state", "rm", "alice"],
                  ["state", "pull"], ["output", "deploy"], ["output", "deploy", "--private-key"]):

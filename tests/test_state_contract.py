@@ -18,13 +18,19 @@ from typing import Any
 
 import pytest
 from test_state_s3_support import new_bucket
-from test_state_support import entry, key_env
+from test_state_support import entry, key_env, remac
 
-from reconciler.errors import StateCorruptError, StateError, StateKeyError, StateLockError
+from reconciler.errors import (
+    StateCorruptError,
+    StateError,
+    StateKeyError,
+    StateLockError,
+    StateTamperedError,
+)
 from reconciler.model import EntryStatus, Secret
 from reconciler.state.codec import checksum
 from reconciler.state.local import LocalStateStore
-from reconciler.state.protocol import StateStore
+from reconciler.state.protocol import Integrity, StateStore
 
 
 @dataclass
@@ -32,12 +38,13 @@ class Target:
     """One backend's state location: fresh stores on it, and its raw contents."""
 
     kind: str
-    make: Callable[[dict[str, str]], StateStore]
+    make: Callable[[dict[str, str], bool], StateStore]
     contents: Callable[[], dict[str, bytes]]
     environ: dict[str, str]
+    write: Callable[[str, bytes], None]  # a raw object or file, by its name in contents()
 
-    def store(self, environ: dict[str, str] | None = None) -> StateStore:
-        return self.make(self.environ if environ is None else environ)
+    def store(self, environ: dict[str, str] | None = None, *, verify: bool = True) -> StateStore:
+        return self.make(self.environ if environ is None else environ, verify)
 
     def document(self) -> dict[str, Any]:
         (data,) = [v for k, v in self.contents().items() if k.endswith("s.json")]
@@ -58,12 +65,16 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         def contents() -> dict[str, bytes]:
             return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
-        yield Target("local", lambda env: LocalStateStore(directory / "s.json", environ=env),
-                     contents, environ)
+        def write(name: str, data: bytes) -> None:
+            (directory / name).write_bytes(data)
+
+        yield Target("local", lambda env, verify: LocalStateStore(
+            directory / "s.json", environ=env, verify=verify), contents, environ, write)
     else:
         bucket = new_bucket()
-        yield Target("s3", lambda env: bucket.store(env, key="team/s.json"), bucket.snapshot,
-                     environ)
+        yield Target("s3", lambda env, verify: bucket.store(env, key="team/s.json",
+                                                            verify=verify),
+                     bucket.snapshot, environ, bucket.write)
 
 
 def test_missing_state_is_empty_and_nothing_is_written(target: Target) -> None:
@@ -147,14 +158,12 @@ def test_wrong_key_is_caught_before_anything_is_written(target: Target, tmp_path
     other_key = tmp_path / "other.key"
     other_key.write_text("22" * 32)
     before = target.contents()
-    wrong = target.store({"RECONCILER_KEY_FILE": str(other_key)})
-    state = wrong.load()
-    with pytest.raises(StateKeyError, match="wrong state encryption key"):
-        wrong.seal("b", Secret("k"))
-    sealed = state.keypairs["a"].private_key
-    assert sealed is not None
-    with pytest.raises(StateKeyError, match="wrong state encryption key"):
-        wrong.unseal("a", sealed)
+    for verify in (True, False):  # a key that is given is checked, by readers too
+        wrong = target.store({"RECONCILER_KEY_FILE": str(other_key)}, verify=verify)
+        with pytest.raises(StateKeyError, match="wrong state encryption key"):
+            wrong.load()
+        with pytest.raises(StateKeyError, match="wrong state encryption key"):
+            wrong.seal("b", Secret("k"))
     assert target.contents() == before
 
 
@@ -231,6 +240,7 @@ def test_push_checks_lineage_and_serial_and_export_writes_nothing(target: Target
     doc = json.loads(newer)  # the same entries in another state
     doc["lineage"] = "00000000-0000-4000-8000-000000000000"
     doc["checksum"] = checksum(doc)
+    remac(doc, target.environ)  # another state, written with the same key
     other_lineage = json.dumps(doc).encode()
 
     copy.forget("b")  # the copy's journal object must not leak into the pushed state
@@ -294,3 +304,70 @@ def test_waiting_for_the_lock(target: Target) -> None:
     with (pytest.raises(StateLockError, match="already locked by this command"),
           second.lock(operation="a", timeout=0), second.lock(operation="b", timeout=0)):
         pass
+
+
+def _document_name(target: Target) -> str:
+    (name,) = [k for k in target.contents() if k.endswith("s.json")]
+    return name
+
+
+def test_a_document_edited_with_its_checksum_recomputed_is_refused(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a", store.seal("a", Secret("k"))))
+    store.record(entry("b"))
+    store.commit()
+    doc = target.document()
+    del doc["keypairs"]["b"]
+    doc["keypairs"]["a"]["fingerprint_sha256"] = "SHA256:" + "A" * 43
+    doc["checksum"] = checksum(doc)  # what anyone who can write the state can do
+    target.write(_document_name(target), json.dumps(doc, indent=2).encode())
+    before = target.contents()
+    for verify in (True, False):  # with the key, readers check it too
+        with pytest.raises(StateTamperedError, match=r"s\.json failed its integrity check"):
+            target.store(verify=verify).load()
+    # Without a key a reader still reads it, unverified; it can neither write nor reveal.
+    keyless = target.store({"HOME": "/nonexistent"}, verify=False)
+    state = keyless.load()
+    assert keyless.integrity is Integrity.UNVERIFIED and not state.verified
+    assert sorted(state.keypairs) == ["a"]
+    sealed = state.keypairs["a"].private_key
+    assert sealed is not None
+    with pytest.raises(StateKeyError, match="read without the state key"):
+        keyless.unseal("a", sealed)
+    with pytest.raises(StateKeyError, match="read without the state key"):
+        keyless.record(entry("c"))
+    with pytest.raises(StateKeyError, match=r"RECONCILER_PASSPHRASE|no key was given"):
+        target.store({"HOME": "/nonexistent"}).load()  # a writer needs the key
+    assert target.contents() == before
+
+
+def test_a_verified_state_says_so(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    again = target.store(verify=False)  # a reader with the key verifies
+    assert again.load().verified and again.integrity is Integrity.VERIFIED
+
+
+def test_a_forged_journal_change_is_refused(target: Target) -> None:
+    store = target.store()
+    store.load()
+    store.record(entry("a", store.seal("a", Secret("k"))))
+    store.commit()
+    store.record(entry("b"))  # a journal now exists, on top of serial 1
+    journal = {k: v for k, v in target.contents().items() if "journal" in k}
+    (name, body) = next(iter(journal.items()))
+    line = json.loads(body.splitlines()[-1])
+    forged = {**line, "op": "forget", "name": "a"}
+    forged.pop("entry", None)
+    if target.kind == "local":
+        target.write(name, body + json.dumps(forged).encode() + b"\n")
+    else:  # another object, next in sequence, under the same serial
+        target.write(name.rsplit("/", 1)[0] + "/0000000099-0123456789ab.jsonl",
+                     json.dumps(forged).encode() + b"\n")
+    before = target.contents()
+    with pytest.raises(StateTamperedError, match="failed its integrity check"):
+        target.store().load()
+    assert target.contents() == before

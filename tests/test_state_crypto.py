@@ -105,12 +105,16 @@ def test_default_key_file_is_created_0600_on_first_need_only(tmp_path: Path) -> 
     env = {"HOME": str(tmp_path / "home")}
     path = tmp_path / "s.json"
     store = LocalStateStore(path, environ=env, notice=notices.append)
+    key_path = tmp_path / "home" / ".config" / "reconciler" / "key"
+    with store.lock(operation="plan", timeout=0):
+        store.load()  # reading needs no key: none is made
+    assert not key_path.exists() and notices == []
     with store.lock(operation="apply", timeout=0):
-        store.load()
+        # Every write is authenticated with the key (format 2), secrets or not: the first
+        # write makes it, once.
         store.record(entry("nosecret"))
         store.commit()
-    key_path = tmp_path / "home" / ".config" / "reconciler" / "key"
-    assert not key_path.exists() and notices == []  # nothing sealed yet: no key needed
+    assert key_path.exists() and len(notices) == 1
     with store.lock(operation="apply", timeout=0):
         store.record(entry("a", store.seal("a", Secret("k"))))
         store.seal("b", Secret("k"))
@@ -160,7 +164,9 @@ def test_a_flipped_byte_in_a_ciphertext_is_refused(tmp_path: Path, position: int
         body[index] = ord("A") if body[index] != ord("A") else ord("B")
         doc["keypairs"]["a"]["private_key"] = body.decode()
 
-    rewrite(path, flip)
+    rewrite(path, flip)  # the MAC refuses it first...
+    _refused_unchanged(tmp_path, path, "a", "failed its integrity check")
+    rewrite(path, lambda doc: None, key_holder=key_env(tmp_path))  # ...then AES-GCM
     _refused_unchanged(tmp_path, path, "a", "private key of 'a'|envelope of 'a'")
 
 
@@ -173,7 +179,7 @@ def test_ciphertexts_swapped_between_entries_are_refused(tmp_path: Path) -> None
         kps["a"]["private_key"], kps["b"]["private_key"] = (kps["b"]["private_key"],
                                                            kps["a"]["private_key"])
 
-    rewrite(path, swap)
+    rewrite(path, swap, key_holder=key_env(tmp_path))  # behind the MAC: AES-GCM's binding
     _refused_unchanged(tmp_path, path, "a", "moved here from another entry")
     _refused_unchanged(tmp_path, path, "b", "moved here from another entry")
 
@@ -187,7 +193,7 @@ def test_ciphertext_moved_to_another_state_file_is_refused(tmp_path: Path) -> No
     def plant(doc: dict) -> None:  # type: ignore[type-arg]
         doc["keypairs"]["a"]["private_key"] = stolen
 
-    rewrite(two, plant)
+    rewrite(two, plant, key_holder=key_env(tmp_path))  # behind the MAC: AES-GCM's binding
     _refused_unchanged(tmp_path, two, "a", "another state file")
 
 

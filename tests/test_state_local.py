@@ -93,7 +93,8 @@ def test_torn_last_line_is_ignored_and_cut_by_the_next_append(tmp_path: Path) ->
     again = _store(tmp_path)
     assert list(again.load().keypairs) == ["a"]
     again.record(entry("b"))
-    assert journal.read_bytes().count(b"\n") == 2 and journal.read_bytes().endswith(b"\n")
+    # The key block's line (every line is authenticated: the first write needs the key), a, b.
+    assert journal.read_bytes().count(b"\n") == 3 and journal.read_bytes().endswith(b"\n")
     assert list(_store(tmp_path).load().keypairs) == ["a", "b"]
 
 
@@ -105,7 +106,8 @@ def test_damaged_journal_line_is_refused_and_nothing_changes(tmp_path: Path) -> 
     journal = tmp_path / "s.json.journal"
     journal.write_bytes(journal.read_bytes().replace(b'"b"', b'"x"', 1))
     before = snapshot(tmp_path)
-    with pytest.raises(StateCorruptError, match=r"line 2 is damaged.*keep a copy"):
+    # Line 1 is the key block's; line 3 (b) fails its MAC.
+    with pytest.raises(StateCorruptError, match=r"line 3 failed its integrity check.*keep it"):
         _store(tmp_path).load()
     assert snapshot(tmp_path) == before
 
@@ -129,7 +131,7 @@ def test_journal_of_another_state_or_a_newer_serial_is_refused(tmp_path: Path) -
     (tmp_path / "s.json").unlink()
     (tmp_path / "s.json.backup").unlink(missing_ok=True)
     before = snapshot(tmp_path)
-    with pytest.raises(StateCorruptError, match="serial 1"):
+    with pytest.raises(StateCorruptError, match=r"no key block to check them with.*missing"):
         _store(tmp_path).load()
     assert snapshot(tmp_path) == before
 
@@ -201,7 +203,8 @@ def test_wrong_key_is_caught_before_anything_is_written(tmp_path: Path) -> None:
     other_key.write_text("22" * 32)
     before = snapshot(tmp_path)
     wrong = LocalStateStore(tmp_path / "s.json", environ={"RECONCILER_KEY_FILE": str(other_key)})
-    wrong.load()
+    with pytest.raises(StateKeyError, match="wrong state encryption key"):
+        wrong.load()  # the key checks the state's MAC: caught on reading
     with pytest.raises(StateKeyError, match="wrong state encryption key"):
         wrong.seal("b", Secret("k"))
     assert snapshot(tmp_path) == before

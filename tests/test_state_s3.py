@@ -171,7 +171,8 @@ def test_journal_of_a_newer_serial_or_another_state_is_refused(tmp_path: Path) -
     foreign = other._objects.keys(other.journal_prefix)[0]
     bucket.write(f"{KEY}.journal/0000000001/0000000009-000000000000.jsonl",
                  other._objects.get(foreign)[0])  # type: ignore[index]
-    with pytest.raises(StateCorruptError, match="belongs to another state"):
+    # Renamed into this journal, its MAC (chained on its name) no longer fits.
+    with pytest.raises(StateCorruptError, match="failed its integrity check"):
         bucket.store(key_env(tmp_path)).load()
 
 

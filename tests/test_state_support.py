@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.model import Api, KeySource, SealedSecret, StateKeyPair
-from reconciler.state.codec import checksum
+from reconciler.state.codec import canonical as _canonical
+from reconciler.state.codec import checksum, document_mac
+from reconciler.state.crypto import KeySource as StateKeySource
 from reconciler.state.local import LocalStateStore
 
 PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN5d6JI55UqImGecHAd2pPjOcLfW0CN4bXuPVapOIu9U"
@@ -44,13 +46,28 @@ def store_at(path: Path, environ: dict[str, str]) -> LocalStateStore:
     return LocalStateStore(path, environ=environ)
 
 
-def rewrite(path: Path, edit: Any, *, fix_checksum: bool = True) -> None:
-    """Edit the JSON document at path; recompute its checksum (to reach deeper checks)."""
+def rewrite(path: Path, edit: Any, *, fix_checksum: bool = True,
+            key_holder: dict[str, str] | None = None) -> None:
+    """Edit the JSON document at path; recompute its checksum (what anyone can do), and with
+    ``key_holder`` (an environment with the state key) its MAC too, to reach the checks
+    behind the MAC (the AES-GCM binding of each secret)."""
     doc = json.loads(path.read_text())
     edit(doc)
     if fix_checksum:
         doc["checksum"] = checksum(doc)
+    if key_holder is not None:
+        remac(doc, key_holder)
     path.write_text(json.dumps(doc, indent=2))
+
+
+def remac(doc: dict[str, Any], key_holder: dict[str, str]) -> None:
+    """Recompute a document's MAC as someone holding the key (the environment's) would."""
+    from reconciler.state.codec import key_block_from
+
+    key = StateKeySource(environ=key_holder, notice=print).resolve(
+        key_block_from(doc["key"], where="key"))
+    body = _canonical({k: v for k, v in doc.items() if k not in ("checksum", "mac")})
+    doc["mac"] = document_mac(body, key)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

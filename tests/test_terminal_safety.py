@@ -269,8 +269,12 @@ def test_markdown_plan_cannot_be_broken_out_of_by_state_text(kps: Cli) -> None:
     doc["checksum"] = checksum(doc)  # a checksum guards against accidents, not attackers
     kps.state.write_text(json.dumps(doc))
     kps.write("keypairs:\n  - name: web\n  - name: bob\n")
+    # A pull request's plan job holds no state key: it reads the state unverified, says so,
+    # and must still render what it read harmlessly (with the key, the edit is refused).
+    del kps.environ["RECONCILER_KEY_FILE"]
     result = kps("plan", m, "--format", "markdown")
     assert result.code == 0, result.text
+    assert "unverified" in result.text
     assert_safe(result, "markdown plan")
     (row,) = [line for line in result.out.splitlines() if line.startswith("| `-`")]
     assert row.count("|") - row.count("\\|") == 5, row  # four cells, nothing more

@@ -55,17 +55,35 @@ def open_api(settings: ApiSettings) -> KeyPairApi:
 
 
 def open_state(args: argparse.Namespace, env: Env,
-               backend: BackendConfig | None = None, *, discover: bool = False) -> StateStore:
+               backend: BackendConfig | None = None, *, discover: bool = False,
+               verify: bool = True) -> StateStore:
     """The state store. ``discover``: for commands that take no manifests (state, output,
     force-unlock), the ``backend`` block of the manifests in the working directory counts,
-    as Terraform reads its backend from the working directory."""
+    as Terraform reads its backend from the working directory. ``verify=False`` only for
+    commands that neither write state nor reveal a secret (they may read it unverified)."""
     from reconciler.state.factory import open_store
 
     if discover and backend is None:
         backend = _working_directory_backend(args, env)
     return open_store(state_path=args.state, backend=args.backend,
                       backend_endpoint=args.backend_endpoint, manifest_backend=backend,
-                      env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)))
+                      env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)),
+                      verify=verify)
+
+
+def integrity_notice(store: StateStore) -> str | None:
+    """The one line a read-only command prints when the state was read unverified."""
+    from reconciler.state.protocol import Integrity
+
+    if store.integrity is Integrity.UNVERIFIED:
+        return (f"Note: the state {store.description} was read unverified: no state key is "
+                "available (RECONCILER_PASSPHRASE, RECONCILER_KEY_FILE or "
+                "~/.config/reconciler/key), so its integrity was not checked. apply checks it.")
+    if store.integrity is Integrity.FORMAT_1:
+        return (f"Note: the state {store.description} is in format 1, which has no integrity "
+                "check: it was read unverified. The next apply (or any command that writes "
+                "it, with the key) upgrades it to format 2.")
+    return None
 
 
 def _working_directory_backend(args: argparse.Namespace, env: Env) -> BackendConfig | None:
@@ -190,10 +208,13 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
     """Load manifests, resolve settings, lock and load state, and open the API."""
     manifest = manifest if manifest is not None else load(args, env)
     settings = api_settings(args, env, provider or manifest.provider)
-    store = open_state(args, env, manifest.backend)
+    store = open_state(args, env, manifest.backend, verify=operation != "plan")
     with debug_logging(args, env), store.lock(operation=operation,
                                               timeout=lock_timeout(args)):
         state = store.load()
+        notice = integrity_notice(store)
+        if notice and operation == "plan":
+            env.err(notice)
         api = open_api(settings)
         if not settings.verify_tls and settings.endpoint.startswith("https://"):
             env.err(f"Warning: --insecure: the TLS certificate of {settings.endpoint} is not "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from reconciler import keys
-from reconciler.commands.common import open_state
+from reconciler.commands.common import integrity_notice, open_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
 from reconciler.errors import KeyFormatError, StateError, UsageError
@@ -24,8 +24,12 @@ from reconciler.state.files import replace_file, write_new_file
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env, discover=True)
+    # Revealing a private key needs a verified state (and so the key); the rest does not.
+    store = open_state(args, env, discover=True, verify=bool(args.private_key))
     entry = find_entry(store.load(), args.name, store=store)
+    notice = integrity_notice(store)
+    if notice and not args.private_key:
+        env.err(notice)
     secret: Secret | None = None
     if args.private_key:
         if entry.private_key is None:

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reconciler.commands.common import lock_timeout, open_state
+from reconciler.commands.common import integrity_notice, lock_timeout, open_state
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.fsutil import explain, read_regular
@@ -27,23 +27,36 @@ from reconciler.state.protocol import StateStore
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env, discover=True)
     sub = args.state_command
+    # Reading commands work without the key (unverified, and say so); writing ones need it.
+    store = open_state(args, env, discover=True, verify=sub in ("rm", "push"))
     if sub == "list":
-        for name in sorted(store.load().keypairs):
+        names = sorted(store.load().keypairs)
+        _say_unverified(env, store)
+        for name in names:
             env.out(name)
         return ExitCode.OK
     if sub == "show":
-        env.out(render_entry(find_entry(store.load(), args.name, store=store)))
+        entry = find_entry(store.load(), args.name, store=store)
+        _say_unverified(env, store)
+        env.out(render_entry(entry))
         return ExitCode.OK
     if sub == "rm":
         return _rm(args, env, store)
     if sub == "pull":
-        env.stdout.write(store.export().decode())
+        data = store.export()
+        _say_unverified(env, store)
+        env.stdout.write(data.decode())
         return ExitCode.OK
     if sub == "push":
         return _push(args, env, store)
     raise UsageError(f"unknown state subcommand {sub!r}")
+
+
+def _say_unverified(env: Env, store: StateStore) -> None:
+    notice = integrity_notice(store)
+    if notice:
+        env.err(notice)
 
 
 def find_entry(state: State, name: str, *, store: StateStore) -> StateKeyPair:

@@ -97,6 +97,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "reconciler": {
             "api": plan.api.value,
             "mode": plan.mode.value,
+            # False: the state was read without the key, its integrity MAC unchecked.
+            "state_verified": plan.state_verified,
             "targets": list(plan.targets),
             "forget": list(plan.forget),
             "lifecycle": [[name, protect] for name, protect in plan.lifecycle],

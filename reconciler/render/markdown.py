@@ -95,11 +95,19 @@ def _fit(lines: list[str], budget: int, *, boundary: str | None = None) -> list[
     return lines[:end]
 
 
+def _unverified(plan: Plan) -> list[str]:
+    if plan.state_verified:
+        return []
+    return ["> [!NOTE]", "> The state was read unverified (no state key was available, or it "
+            "is in format 1): its integrity was not checked. `apply` checks it.", ""]
+
+
 def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
     """The comment, at most ``limit`` characters: when the plan is too large, the table keeps
     as many rows as fit in half of what remains and the text plan the rest, cut between two
     key pairs; a note says what was cut."""
-    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", "", *_warning(plan)]
+    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", "", *_warning(plan),
+            *_unverified(plan)]
     changes = plan.actionable
     table = ["| action | key pair | key source | fingerprint |", "|---|---|---|---|"]
     rows = [_row(c) for c in changes]

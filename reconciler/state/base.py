@@ -7,6 +7,12 @@ and the document as last read or written, and does everything that does not depe
 the bytes go: journal record semantics, sealing with the state key, the journal lines of one
 change, export, and the checks of a push.
 
+Integrity (see ``codec``): ``_authenticate`` checks a loaded document and its journal with
+the state key, when the store was opened with ``verify=True`` (every command that writes or
+reveals a secret; the key is then required) or a key is available anyway; without one the
+state is read ``UNVERIFIED``. Every write and every ``unseal`` needs a state that was
+verified (or a format 1 one whose key matched, which the write upgrades) and the key.
+
 A store supplies: ``load``, ``commit``, ``_append`` (how a change becomes durable),
 ``_replays`` (which journal records apply), ``_write_document`` (how a document replaces the
 last one atomically), ``_has_document``, its lock (``_lock``), and two words for its messages;
@@ -25,16 +31,20 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
-from reconciler.errors import StateCorruptError, StateError
+from reconciler.errors import StateCorruptError, StateError, StateKeyError, StateTamperedError
 from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
 from reconciler.state.codec import (
+    FORMAT_VERSION,
     JournalRecord,
     StateDocument,
     decode_document,
     encode_document,
     encode_journal_line,
+    verify_document,
+    verify_journal,
 )
-from reconciler.state.crypto import KeyBlock, KeySource
+from reconciler.state.crypto import KEY_FILE_ENV, PASSPHRASE_ENV, KeyBlock, KeySource, StateKey
+from reconciler.state.protocol import Integrity
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
@@ -75,8 +85,13 @@ class JournaledStore:
     _lock: Lock
     _backup_kind = "file"  # in messages: "restore the state from its .backup file"
 
-    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None]) -> None:
+    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None],
+                 verify: bool = True) -> None:
         self._keys = KeySource(environ=environ, notice=notice)
+        self._say = notice
+        self._verify = verify  # the key is required, and a valid MAC
+        self._integrity = Integrity.VERIFIED
+        self._state_key: StateKey | None = None  # the resolved key of ``_key``, once needed
         self._mutex = threading.Lock()
         self._key_mutex = threading.Lock()
         self._fresh_lineage = str(uuid.uuid4())
@@ -119,6 +134,76 @@ class JournaledStore:
         return self._mutex
 
     # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def integrity(self) -> Integrity:
+        return self._integrity
+
+    def _authenticate(self, disk: StateDocument | None,
+                      journals: Iterable[tuple[str, str, list[JournalRecord]]]) -> str:
+        """Check ``disk`` and its journals (source, seed, records) with the state key; set
+        ``_integrity`` (and ``_state_key``). Returns the last journal's chain tag."""
+        journals = list(journals)
+        self._state_key = None
+        legacy = disk is not None and disk.format_version < 2
+        lines = [(src, r) for src, _, recs in journals for r in recs]
+        old = next((src for src, r in lines if r.version < 2), None)
+        if old is not None and not legacy:
+            raise StateTamperedError(
+                f"{old} holds format 1 journal lines (no MAC) " + (
+                    f"on top of the format 2 state {self.description}: they were not written "
+                    "by this reconciler. Nothing was changed. Move them aside and keep them "
+                    "(they may hold private keys)." if disk is not None else
+                    "left by reconciler 0.1.0 before it first wrote the state: finish that "
+                    "apply with reconciler 0.1.0, or move them aside and keep them (they may "
+                    "hold private keys). Nothing was changed."))
+        block = disk.key if disk is not None else None
+        block = block or next((r.key for _, r in lines if r.op == "key"), None)
+        chain = journals[-1][2][-1].tag if journals and journals[-1][2] else ""
+        if block is None:
+            if lines:
+                raise StateTamperedError(
+                    f"{lines[0][0]} holds changes but no key block to check them with: "
+                    f"{self.description} is missing or was replaced by another file (restore "
+                    "it, e.g. from its .backup), or the journal was not written by reconciler. "
+                    "Nothing was changed. Move the journal aside and keep it (it may hold "
+                    "private keys).")
+            self._integrity = Integrity.FORMAT_1 if legacy else Integrity.VERIFIED
+            return chain
+        if not (self._verify or self._keys.available()):
+            self._integrity = Integrity.UNVERIFIED
+            return chain
+        key = self._keys.resolve(block)  # StateKeyError: no key, or another one
+        if disk is not None:
+            verify_document(disk, key=key, source=self.description)
+        for source, seed, records in journals:
+            verify_journal(records, key=key, seed=seed, source=source)
+        self._state_key = key
+        self._integrity = Integrity.FORMAT_1 if legacy else Integrity.VERIFIED
+        return chain
+
+    def _require_trusted(self, doing: str) -> None:
+        """``StateKeyError`` unless the state was verified (or is format 1 with its key)."""
+        if self._integrity is Integrity.UNVERIFIED:
+            raise StateKeyError(
+                f"cannot {doing}: {self.description} was read without the state key, so its "
+                f"integrity is unchecked. Set {PASSPHRASE_ENV} or {KEY_FILE_ENV} (the key it "
+                "was written with) and run the command again."
+            )
+
+    def _prepare_write(self) -> StateKey:
+        """The key a write is authenticated with (resolved before ``_mutex`` is taken:
+        ``_key_mutex`` comes first); a state without a key block gets one here."""
+        self._ensure_loaded()
+        self._require_trusted("write the state")
+        with self._key_mutex:
+            key = self._state_key or self._keys.resolve(self._key)
+            with self._mutex:
+                if self._key is None:
+                    self._key = key.block
+                if self._key == key.block:
+                    self._state_key = key
+        return key
 
     def _reset(self, disk: StateDocument) -> None:
         self._disk = disk
@@ -169,7 +254,8 @@ class JournaledStore:
         return sorted(missing)
 
     def _snapshot(self) -> State:
-        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries))
+        return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries),
+                     verified=self._integrity is Integrity.VERIFIED)
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -178,17 +264,14 @@ class JournaledStore:
     # --- secrets -----------------------------------------------------------------------------
 
     def seal(self, name: str, secret: Secret) -> SealedSecret:
-        self._ensure_loaded()
-        with self._key_mutex:
-            key = self._keys.resolve(self._key)
-            with self._mutex:
-                if self._key is None:
-                    self._key = key.block
-                lineage = self._lineage
+        key = self._prepare_write()
+        with self._mutex:
+            lineage = self._lineage
         return key.seal(lineage=lineage, name=name, secret=secret)
 
     def unseal(self, name: str, sealed: SealedSecret) -> Secret:
         self._ensure_loaded()
+        self._require_trusted(f"reveal the private key of {name!r}")
         if self._key is None:
             raise StateCorruptError(
                 f"{self.description} holds a private key for {name!r} but no key block saying "
@@ -203,11 +286,11 @@ class JournaledStore:
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         if not _NAME_RE.fullmatch(entry.name):
             raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
-        self._ensure_loaded()
+        self._prepare_write()
         self._append(op="record", name=entry.name, entry=entry, durable=durable)
 
     def forget(self, name: str) -> None:
-        self._ensure_loaded()
+        self._prepare_write()
         self._append(op="forget", name=name, entry=None)
 
     def _keeps_private_key(self, entry: StateKeyPair | None) -> bool:
@@ -218,16 +301,21 @@ class JournaledStore:
         return prior is not None and prior.private_key == entry.private_key
 
     def _journal_lines(self, *, op: str, name: str, entry: StateKeyPair | None,
-                       with_key: bool) -> bytes:
-        """The journal line of one change (under _mutex); the key block's line first if
-        ``with_key`` and there is a key."""
+                       with_key: bool, previous: str) -> tuple[bytes, str]:
+        """The journal line of one change (under _mutex, after ``_prepare_write``), chained on
+        ``previous``; the key block's line first if ``with_key``. Returns the last MAC."""
+        key = self._state_key
+        if key is None or self._key != key.block:
+            raise StateError("internal error: a journal line without the state key")
         line = b""
-        if with_key and self._key is not None:
-            line = encode_journal_line(lineage=self._lineage, base=self._serial, op="key",
-                                       key=self._key)
-        return line + encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
-                                          name=name, entry=entry,
-                                          keep_private_key=self._keeps_private_key(entry))
+        if with_key:
+            line, previous = encode_journal_line(lineage=self._lineage, base=self._serial,
+                                                 op="key", key=self._key, mac_key=key,
+                                                 previous=previous)
+        more, tag = encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
+                                        name=name, entry=entry, mac_key=key, previous=previous,
+                                        keep_private_key=self._keeps_private_key(entry))
+        return line + more, tag
 
     def _change(self, name: str, entry: StateKeyPair | None) -> None:
         if entry is not None:
@@ -239,24 +327,44 @@ class JournaledStore:
 
     def _pending(self) -> StateDocument | None:
         """The document a commit writes now (under _mutex); ``None`` if nothing changed."""
-        if self._entries == self._disk.state.keypairs and self._key == self._disk.key:
+        if (self._entries == self._disk.state.keypairs and self._key == self._disk.key
+                and self._disk.format_version >= FORMAT_VERSION):
             return None
         state = State(lineage=self._lineage, serial=self._serial + 1,
                       keypairs=dict(self._entries))
         return StateDocument(state, self._key)
 
-    def _fold(self) -> None:
-        """Write the pending document, if anything changed (under ``_exclusive``)."""
-        doc = self._pending()
-        if doc is not None:
-            self._write_document(encode_document(doc))
-            self._disk, self._serial = doc, doc.state.serial
-
-    def export(self) -> bytes:
-        """The document a commit would write now (secrets stay sealed)."""
+    def _needs_write(self) -> bool:
         self._ensure_loaded()
         with self._mutex:
-            return encode_document(self._pending() or StateDocument(self._snapshot(), self._key))
+            return self._pending() is not None
+
+    def _fold(self) -> None:
+        """Write the pending document, if anything changed (under ``_exclusive``, after
+        ``_prepare_write``)."""
+        doc = self._pending()
+        if doc is None:
+            return
+        key = self._state_key
+        if key is None or doc.key != key.block:
+            raise StateError("internal error: a state document without the state key")
+        upgraded = self._disk.format_version < FORMAT_VERSION
+        self._write_document(encode_document(doc, key=key))
+        self._disk, self._serial = doc, doc.state.serial
+        if upgraded:
+            self._say(f"reconciler: upgraded {self.description} to state format "
+                      f"{FORMAT_VERSION} (authenticated with key id {key.id}); its "
+                      f".backup {self._backup_kind} keeps the format 1 version.")
+
+    def export(self) -> bytes:
+        """The document a commit would write now (secrets stay sealed): the bytes as read if
+        nothing changed, else a document authenticated with the key."""
+        if not self._needs_write() and self._disk.raw:
+            return self._disk.raw
+        key = self._prepare_write()
+        with self._mutex:
+            doc = self._pending() or StateDocument(self._snapshot(), self._key)
+            return encode_document(doc, key=key)
 
     def push(self, data: bytes, *, source: str, force: bool = False) -> State:
         """Replace the state with the document ``data`` (hold the lock around this).
@@ -268,11 +376,14 @@ class JournaledStore:
         current = self.commit()
         if self._has_document() and not force:
             check_push(doc.state, current, source=source, target=self.description)
-        if doc.key is not None and any(e.private_key for e in doc.state.keypairs.values()):
-            self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+        with self._key_mutex:
+            key = self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+        verify_document(doc, key=key, source=source)
+        doc = StateDocument(doc.state, key.block)
         with self._exclusive():
-            self._write_document(encode_document(doc))
+            self._write_document(encode_document(doc, key=key))
             self._reset(doc)
+            self._state_key, self._integrity = key, Integrity.VERIFIED
             return self._snapshot()
 
     # --- the lock ----------------------------------------------------------------------------

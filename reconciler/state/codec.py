@@ -1,30 +1,48 @@
-"""The state document and journal formats: State <-> bytes, checked, versioned, migrated.
+"""The state document and journal formats: State <-> bytes, checked, authenticated, migrated.
 
 The document is readable JSON (secrets are the only opaque values)::
 
-    {"format_version": 1, "lineage": UUID, "serial": N,
-     "key": {"id", "kdf", "salt"} | null,
+    {"format_version": 2, "lineage": UUID, "serial": N,
+     "key": {"id", "kdf", "salt"},
      "keypairs": {NAME: {api, source, algorithm, type, public_key, fingerprint_md5,
                          fingerprint_sha256, user_id, scope, description, key_protection,
                          prevent_destroy, created, spec_digest, status, private_key}},
-     "checksum": "sha256:HEX"}
+     "checksum": "sha256:HEX", "mac": "hmac-sha256:HEX"}
 
-``checksum`` is SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII) of everything
-else: it catches truncation and hand edits of readable fields. Secrets carry their own
-authentication (AES-GCM, see ``crypto``). Loading never repairs: anything wrong is a
-``StateCorruptError`` saying what to do. Older versions go through ``MIGRATIONS`` (a chain of
-one-step functions, applied in memory; the file is rewritten only by the next commit).
+Both are computed over the same bytes, the canonical JSON (sorted keys, no spaces, ASCII) of
+everything but ``checksum`` and ``mac`` (lineage and serial included):
+
+- ``checksum`` (SHA-256) is kept so that a truncated or damaged file is told apart from a
+  tampered one, and caught by readers that have no key (``plan`` in a pull request);
+- ``mac`` (HMAC-SHA256 under a key derived from the state key, see ``crypto``, over
+  ``"reconciler state\\x00" + body``) is what makes the state trustworthy: anyone can
+  recompute a checksum, nobody without the key a MAC. ``verify_document`` checks it.
+
+So every format 2 document has a key block: the key is needed for every write (made on the
+first write as for sealing; see ``crypto``), and only for writing or for a verified read.
+Secrets also carry their own authentication (AES-GCM). Loading never repairs: anything wrong
+is a ``StateCorruptError`` (``StateTamperedError`` for a MAC that does not match) saying what
+to do. Older versions go through ``MIGRATIONS`` (one-step functions, applied in memory; the
+file is rewritten only by the next commit). Format 1 (release 0.1.0) had the checksum and no
+MAC: it is read, never trusted as verified, and upgraded by the next write.
 
 ``keep_private_key`` says "the same sealed private key as this entry has at this point": apply
 records a generated key pair twice (pending, then ready), and the second line need not carry
 the envelope again. Replay starts from the same base serial, so the reference always resolves.
 
-A journal line is one canonical JSON object plus ``sum`` (SHA-256 of the rest)::
+A journal line is one canonical JSON object plus ``mac``, chained: the MAC of a line covers
+the MAC of the line before it (or a seed naming the journal, for its first line), so a line
+cannot be forged, changed, dropped from the middle, reordered or moved to another journal::
 
-    {"v":1,"lineage":L,"base":SERIAL,"op":"record","name":N,"entry":{...},"sum":HEX}
-    {"v":1,...,"op":"record","name":N,"entry":{...,"private_key":null},"keep_private_key":true,...}
-    {"v":1,"lineage":L,"base":SERIAL,"op":"forget","name":N,"sum":HEX}
-    {"v":1,"lineage":L,"base":SERIAL,"op":"key","key":{...},"sum":HEX}
+    {"v":2,"lineage":L,"base":SERIAL,"op":"record","name":N,"entry":{...},"mac":HEX}
+    {"v":2,...,"op":"record","name":N,"entry":{...,"private_key":null},"keep_private_key":true,...}
+    {"v":2,"lineage":L,"base":SERIAL,"op":"forget","name":N,"mac":HEX}
+    {"v":2,"lineage":L,"base":SERIAL,"op":"key","key":{...},"mac":HEX}
+
+``mac`` = HMAC(key, "reconciler journal\\x00" + previous + "\\x00" + canonical line).
+A line that was never acknowledged (torn by a crash mid-append) is cut as before; an intact
+line whose MAC fails is ``StateTamperedError``. Format 1 lines (``"v":1`` with an unkeyed
+``sum``) are read only on top of a format 1 document.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.crypto``.
 """
@@ -32,13 +50,14 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.cryp
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from reconciler.errors import StateCorruptError
+from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     NAME_PATTERN,
     Api,
@@ -50,18 +69,28 @@ from reconciler.model import (
     State,
     StateKeyPair,
 )
-from reconciler.state.crypto import KeyBlock
+from reconciler.state.crypto import KeyBlock, StateKey
 
-FORMAT_VERSION = 1
-JOURNAL_VERSION = 1
+FORMAT_VERSION = 2
+JOURNAL_VERSION = 2
+MAC_PREFIX = "hmac-sha256:"
+_DOC_LABEL = b"reconciler state\x00"
+_LINE_LABEL = b"reconciler journal\x00"
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
-# from-version -> function returning the document at from-version + 1. None yet: version 1 is
-# the first. A future version 2 adds ``MIGRATIONS[1]`` and a test that a v1 file loads.
-MIGRATIONS: Mapping[int, Migration] = {}
+
+
+def _v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 has the same fields and no MAC; the MAC is added by the next write (it needs
+    the key, which a migration does not have)."""
+    return obj
+
+
+# from-version -> function returning the document at from-version + 1.
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2}
 
 _E = TypeVar("_E", Api, KeySource, EntryStatus)
 _NAME_RE = re.compile(NAME_PATTERN)
-_DOC_FIELDS = ("format_version", "lineage", "serial", "key", "keypairs", "checksum")
+_DOC_FIELDS = ("format_version", "lineage", "serial", "key", "keypairs", "checksum", "mac")
 _ENTRY_FIELDS = frozenset((
     "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
     "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
@@ -71,10 +100,19 @@ _ENTRY_FIELDS = frozenset((
 
 @dataclass(frozen=True, slots=True)
 class StateDocument:
-    """A decoded state file: the state, and which key sealed its secrets (if any)."""
+    """A decoded state file: the state, and which key sealed its secrets (if any).
+
+    ``format_version`` is the version as read (before migration); ``mac`` and ``signed`` (the
+    bytes it covers) are what ``verify_document`` checks, and ``raw`` the bytes as read. A
+    document made in memory has none of them.
+    """
 
     state: State
     key: KeyBlock | None = None
+    format_version: int = FORMAT_VERSION
+    mac: str | None = field(default=None, compare=False)
+    signed: bytes = field(default=b"", repr=False, compare=False)
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +127,30 @@ class JournalRecord:
     key: KeyBlock | None = None
     keep_private_key: bool = False  # entry.private_key is the one the entry already has
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    version: int = JOURNAL_VERSION
+    tag: str = field(default="", compare=False)  # v2: its MAC; v1: its sum (what chains on)
+    signed: bytes = field(default=b"", repr=False, compare=False)  # the canonical line body
 
 
 def canonical(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _body(doc: Mapping[str, Any]) -> bytes:
+    return canonical({k: v for k, v in doc.items() if k not in ("checksum", "mac")})
+
+
 def checksum(doc: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
+    """The unkeyed checksum of a document (over everything but ``checksum`` and ``mac``)."""
+    return _sha256(_body(doc))
+
+
+def _sha256(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def document_mac(body: bytes, key: StateKey) -> str:
+    return MAC_PREFIX + key.mac(_DOC_LABEL + body)
 
 
 # --- entries ---------------------------------------------------------------------------------
@@ -229,22 +282,46 @@ def key_block_from(obj: object, *, where: str) -> KeyBlock | None:
 # --- documents -------------------------------------------------------------------------------
 
 
-def document_to_dict(doc: StateDocument) -> dict[str, Any]:
+def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
+    """The format 2 document, authenticated with ``key`` (which must be the key of its block:
+    a document is written only by someone who holds its key)."""
+    if doc.key is None or doc.key.id != key.id:
+        raise ValueError("a state document is authenticated with the key of its own key block")
     state = doc.state
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "lineage": state.lineage,
         "serial": state.serial,
-        "key": doc.key.as_dict() if doc.key else None,
+        "key": doc.key.as_dict(),
         "keypairs": {n: entry_to_dict(state.keypairs[n]) for n in sorted(state.keypairs)},
     }
-    out["checksum"] = checksum(out)
+    body = _body(out)
+    out["checksum"] = _sha256(body)
+    out["mac"] = document_mac(body, key)
     return out
 
 
-def encode_document(doc: StateDocument) -> bytes:
+def encode_document(doc: StateDocument, *, key: StateKey) -> bytes:
     """Readable JSON, two-space indented, ending in a newline."""
-    return (json.dumps(document_to_dict(doc), indent=2, ensure_ascii=False) + "\n").encode()
+    text = json.dumps(document_to_dict(doc, key=key), indent=2, ensure_ascii=False) + "\n"
+    return text.encode()
+
+
+def verify_document(doc: StateDocument, *, key: StateKey, source: str) -> None:
+    """``StateTamperedError`` unless a format 2 document's MAC is that of its bytes under
+    ``key`` (the key its block names: the caller resolved it, so a wrong key was already
+    refused by its id)."""
+    if doc.format_version < 2:
+        return  # format 1 has no MAC; the caller reports it as read unverified
+    expected = document_mac(doc.signed, key)
+    if doc.mac is None or not hmac.compare_digest(expected, doc.mac):
+        raise StateTamperedError(
+            f"{source} failed its integrity check: its contents do not match the MAC that "
+            f"reconciler wrote with them under the state key ({key.id}), so they were changed "
+            "by something that does not hold the key. Nothing was changed. Find out who wrote "
+            f"it, then restore it from {source}.backup (the previous version) or from version "
+            "control."
+        )
 
 
 def decode_document(
@@ -260,16 +337,26 @@ def decode_document(
             f"{source} has format_version {version}, newer than this reconciler reads "
             f"(up to {FORMAT_VERSION}): upgrade reconciler. The file was not changed."
         )
-    if obj.get("checksum") != checksum(obj):
+    body = _body(obj)
+    if obj.get("checksum") != _sha256(body):
         raise _corrupt(
             source,
             "its checksum does not match its contents: it was truncated or edited by hand",
         )
+    mac = obj.get("mac")
+    if version >= 2 and (not isinstance(mac, str) or not mac.startswith(MAC_PREFIX)
+                         or obj.get("key") is None):
+        raise _corrupt(source, "it has no integrity MAC or no key block, which format 2 "
+                               "requires: it was edited by hand")
+    if version < 2 and "mac" in obj:
+        raise _corrupt(source, f"format_version {version} has no mac field")
     obj = _migrate(obj, version=version, source=source, migrations=migrations)
     try:
-        return _document_from(obj)
+        doc = _document_from(obj)
     except ValueError as exc:
         raise _corrupt(source, str(exc)) from None
+    return StateDocument(doc.state, doc.key, format_version=version,
+                         mac=mac if isinstance(mac, str) else None, signed=body, raw=data)
 
 
 def _parse_object(data: bytes, *, source: str) -> dict[str, Any]:
@@ -341,11 +428,12 @@ def _corrupt(source: str, what: str) -> StateCorruptError:
 
 
 def encode_journal_line(
-    *, lineage: str, base: int, op: str, name: str | None = None,
-    entry: StateKeyPair | None = None, key: KeyBlock | None = None,
+    *, lineage: str, base: int, op: str, mac_key: StateKey, previous: str,
+    name: str | None = None, entry: StateKeyPair | None = None, key: KeyBlock | None = None,
     keep_private_key: bool = False,
-) -> bytes:
-    """One newline-terminated journal line. Serialises only the one entry it carries."""
+) -> tuple[bytes, str]:
+    """One newline-terminated journal line, and its MAC (the ``previous`` of the next line).
+    Serialises only the one entry it carries."""
     obj: dict[str, Any] = {"v": JOURNAL_VERSION, "lineage": lineage, "base": base, "op": op}
     if name is not None:
         obj["name"] = name
@@ -356,13 +444,17 @@ def encode_journal_line(
             obj["keep_private_key"] = True
     if key is not None:
         obj["key"] = key.as_dict()
-    body = canonical(obj)
-    obj["sum"] = hashlib.sha256(body).hexdigest()
-    return canonical(obj) + b"\n"
+    tag = line_mac(canonical(obj), key=mac_key, previous=previous)
+    obj["mac"] = tag
+    return canonical(obj) + b"\n", tag
+
+
+def line_mac(body: bytes, *, key: StateKey, previous: str) -> str:
+    return key.mac(_LINE_LABEL + previous.encode("ascii", "replace") + b"\x00" + body)
 
 
 def decode_journal(data: bytes, *, source: str) -> tuple[list[JournalRecord], int]:
-    """Records, and the length of the intact prefix.
+    """Records, and the length of the intact prefix (``verify_journal`` checks the MACs).
 
     A last line without its newline is a torn append (a crash mid-write) and is ignored;
     any other bad line is ``StateCorruptError``.
@@ -381,30 +473,59 @@ def decode_journal(data: bytes, *, source: str) -> tuple[list[JournalRecord], in
     return records, end
 
 
+def verify_journal(records: list[JournalRecord], *, key: StateKey, seed: str,
+                   source: str) -> str:
+    """``StateTamperedError`` unless every format 2 line's MAC chains from ``seed``; returns
+    the last line's tag (what the next appended line chains on)."""
+    previous = seed
+    for number, rec in enumerate(records, start=1):
+        if rec.version >= 2 and not hmac.compare_digest(
+                line_mac(rec.signed, key=key, previous=previous), rec.tag):
+            raise StateTamperedError(
+                f"{source} line {number} failed its integrity check: it was not written by "
+                f"reconciler with the state key ({key.id}) in this place (forged, changed, "
+                "reordered, or lines before it removed). Nothing was changed. Move "
+                f"{source} aside and keep it (it may hold private keys), find out who wrote "
+                "it, and restore the state from its backup if it was changed too."
+            )
+        previous = rec.tag
+    return previous
+
+
 def _journal_record(line: bytes) -> JournalRecord:
     obj = _parse_line(line)
-    digest = obj.pop("sum", None)
-    if digest != hashlib.sha256(canonical(obj)).hexdigest():
-        raise ValueError("checksum mismatch")
-    if obj.get("v") != JOURNAL_VERSION:
-        raise ValueError(f"journal version {obj.get('v')!r}; upgrade reconciler")
+    version = obj.get("v")
+    if version == 1:
+        tag = obj.pop("sum", None)
+        signed = canonical(obj)
+        if tag != hashlib.sha256(signed).hexdigest():
+            raise ValueError("checksum mismatch")
+    elif version == JOURNAL_VERSION:
+        tag = obj.pop("mac", None)
+        if not isinstance(tag, str) or not re.fullmatch(r"[0-9a-f]{64}", tag):
+            raise ValueError("no mac")
+        signed = canonical(obj)
+    else:
+        raise ValueError(f"journal version {version!r}; upgrade reconciler")
+    assert isinstance(tag, str)
     lineage, base, op, name = obj.get("lineage"), obj.get("base"), obj.get("op"), obj.get("name")
     if not isinstance(lineage, str) or not isinstance(base, int) or isinstance(base, bool):
         raise ValueError("lineage or base missing")
+    common: dict[str, Any] = {"raw": obj, "version": version, "tag": tag, "signed": signed}
     if op == "key":
         return JournalRecord(lineage, base, op, key=key_block_from(obj.get("key"), where="key"),
-                             raw=obj)
+                             **common)
     if not isinstance(name, str):
         raise ValueError("name missing")
     if op == "forget":
-        return JournalRecord(lineage, base, op, name=name, raw=obj)
+        return JournalRecord(lineage, base, op, name=name, **common)
     if op == "record":
         entry = entry_from_dict(name, obj.get("entry"), where=f"entry {name}")
         keep = obj.get("keep_private_key", False)
         if not isinstance(keep, bool) or (keep and entry.private_key is not None):
             raise ValueError("bad keep_private_key")
         return JournalRecord(lineage, base, op, name=name, entry=entry, keep_private_key=keep,
-                             raw=obj)
+                             **common)
     raise ValueError(f"unknown operation {op!r}")
 
 

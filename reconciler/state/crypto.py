@@ -19,6 +19,11 @@ An envelope is ``"v1:" + base64(nonce || ciphertext || tag)``; the associated da
 The passphrase may hold spaces and any letter but no control character (``credcheck``): a
 trailing newline would otherwise silently become part of the key.
 
+The state's integrity MAC (format 2, see ``codec``) uses a second key, derived from the state
+key with HKDF-SHA256 (info ``"reconciler state integrity v2"``): the AES key never keys an
+HMAC, and the MAC key never encrypts. It is derived once per key (scrypt runs once), so a MAC
+per journal line costs one HMAC.
+
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.credcheck``,
 ``reconciler.fsutil``, ``reconciler.state.files``, ``cryptography``.
 """
@@ -37,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reconciler.credcheck import passphrase as checked_passphrase
@@ -59,6 +66,7 @@ SCRYPT_PARAMS: dict[str, int] = {"n": 2**15, "r": 8, "p": 1}
 _SCRYPT_LIMITS = {"n": 2**20, "r": 32, "p": 16}
 _SCRYPT_MAX_BYTES = 256 * 1024 * 1024
 _KEY_ID_LABEL = b"reconciler key id"
+_MAC_INFO = b"reconciler state integrity v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +95,23 @@ class StateKey:
 
     block: KeyBlock
     _key: bytes = field(repr=False)
+    _mac_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        derived = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
+                       info=_MAC_INFO).derive(self._key)
+        object.__setattr__(self, "_mac_key", derived)
 
     @property
     def id(self) -> str:
         return self.block.id
+
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA256 of ``data`` under the integrity key, as hex."""
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
+
+    def mac_matches(self, data: bytes, tag: object) -> bool:
+        return isinstance(tag, str) and hmac.compare_digest(self.mac(data), tag)
 
     def seal(self, *, lineage: str, name: str, secret: Secret) -> SealedSecret:
         nonce = secrets.token_bytes(NONCE_BYTES)
@@ -219,6 +240,14 @@ class KeySource:
         self._environ = environ
         self._notice = notice
         self._cache: dict[object, StateKey] = {}
+
+    def available(self) -> bool:
+        """Whether a key was given: a passphrase, a key file, or the default key file exists.
+        Without one a state can be read (unverified), never written."""
+        if self._environ.get(PASSPHRASE_ENV) is not None or self._environ.get(KEY_FILE_ENV):
+            return True
+        path = default_key_path(self._environ)
+        return path is not None and path.exists()
 
     def resolve(self, block: KeyBlock | None) -> StateKey:
         cache_key = _hashable(block)

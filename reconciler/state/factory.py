@@ -98,8 +98,11 @@ def open_store(
     env: Env,
     notice: Callable[[str], None],
     insecure: bool = False,
+    verify: bool = True,
 ) -> StateStore:
-    """The configured state store, not yet loaded or locked."""
+    """The configured state store, not yet loaded or locked. ``verify``: loading requires the
+    key and a valid MAC (every command that writes state or reveals a secret); else the MAC
+    is checked when a key is available and the state read unverified when none is."""
     chosen = choose_backend(
         state_path=state_path,
         backend=backend,
@@ -114,5 +117,6 @@ def open_store(
         location = Location(bucket=chosen.bucket, key=chosen.key, endpoint=chosen.endpoint,
                             region=chosen.region)
         return S3StateStore(location, environ=env.environ, notice=notice, clock=env.clock,
-                            insecure=insecure)
-    return LocalStateStore(chosen.path, environ=env.environ, notice=notice, clock=env.clock)
+                            insecure=insecure, verify=verify)
+    return LocalStateStore(chosen.path, environ=env.environ, notice=notice, clock=env.clock,
+                           verify=verify)

@@ -4,8 +4,9 @@ Files beside ``STATE`` (all 0600):
 
 - ``STATE``          the document (``codec``), replaced atomically on commit;
 - ``STATE.backup``   the previous document (a hard link to the old file: no bytes copied);
-- ``STATE.journal``  changes since the last commit, one checksummed JSON line each, appended
-                     and fsynced by ``record``/``forget`` before they return;
+- ``STATE.journal``  changes since the last commit, one JSON line each, authenticated and
+                     chained (``codec``), appended and fsynced by ``record``/``forget`` before
+                     they return;
 - ``STATE.lock``     who holds the lock (``fcntl.flock`` on it is the lock itself).
 
 ``STATE`` is resolved once (``state.paths``): a symbolic link is followed to the real file
@@ -78,8 +79,9 @@ class LocalStateStore(JournaledStore):
         environ: Mapping[str, str],
         notice: Callable[[str], None] = no_notice,
         clock: Callable[[], datetime] | None = None,
+        verify: bool = True,
     ) -> None:
-        super().__init__(environ=environ, notice=notice)
+        super().__init__(environ=environ, notice=notice, verify=verify)
         self.paths = state_paths(Path(path))
         self.path = self.paths.state
         self.description = str(self.path)
@@ -91,6 +93,7 @@ class LocalStateStore(JournaledStore):
         self._journal_key: KeyBlock | None = None  # the key block in the state file or journal
         self._journal_fd: int | None = None
         self._journal_size = 0
+        self._chain = ""  # the MAC of the journal's last line: what the next line chains on
         self._journal_gen = 0  # bumped whenever the journal is folded in or closed
         self._written = 0
         self._synced = 0
@@ -152,12 +155,14 @@ class LocalStateStore(JournaledStore):
             journal = b""  # none, or a commit folded it in just now
         if journal:
             records, _ = decode_journal(journal, source=str(self.journal_path))
+        read = disk
         if disk is None:
             lineage = records[0].lineage if records else self._fresh_lineage
             disk = StateDocument(State(lineage=lineage, serial=0))
         if self._lineage != disk.state.lineage:
             previous_key = None
         self._reset(disk)
+        self._chain = self._authenticate(read, [(str(self.journal_path), "", records)])
         numbered = [(f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1)]
         older = [(w, r) for w, r in numbered
                  if r.lineage == self._lineage and r.base < self._serial]
@@ -220,8 +225,11 @@ class LocalStateStore(JournaledStore):
         with self._mutex:
             if op == "forget" and name not in self._entries:
                 return
-            self._write_journal(self._journal_lines(op=op, name=name, entry=entry,
-                                                    with_key=self._key != self._journal_key))
+            lines, tag = self._journal_lines(op=op, name=name, entry=entry,
+                                             with_key=self._key != self._journal_key,
+                                             previous=self._chain)
+            self._write_journal(lines)
+            self._chain = tag
             self._journal_key = self._key
             self._change(name, entry)
             self._written += 1
@@ -290,7 +298,8 @@ class LocalStateStore(JournaledStore):
     # --- commit ------------------------------------------------------------------------------
 
     def commit(self) -> State:
-        self._ensure_loaded()
+        if self._needs_write():
+            self._prepare_write()
         with self._exclusive():
             self._fold()
             self._journal_key = self._key
@@ -301,6 +310,7 @@ class LocalStateStore(JournaledStore):
                                       f"{self.journal_path} by hand."):
                     self.journal_path.unlink()  # only now: the state file above is durable
                     fsync_dir(self.path.parent)
+            self._chain = ""
             return self._snapshot()
 
     def _write_document(self, data: bytes) -> None:

@@ -6,9 +6,25 @@ May import: ``reconciler.model``, ``reconciler.errors``.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from enum import StrEnum
 from typing import Protocol
 
 from reconciler.model import SealedSecret, Secret, State, StateKeyPair
+
+
+class Integrity(StrEnum):
+    """How far the state as last loaded can be trusted.
+
+    ``VERIFIED``: its MAC (and every journal line's) checked under the state key, or there is
+    no state yet. ``FORMAT_1``: a release 0.1.0 file (checksum only, no MAC) whose key id
+    matches: read unverified, written (and so upgraded) by a command that holds the key.
+    ``UNVERIFIED``: no key was available to check it: it can be read, never written, and no
+    secret in it is revealed.
+    """
+
+    VERIFIED = "verified"
+    FORMAT_1 = "format 1"
+    UNVERIFIED = "unverified"
 
 
 class StateStore(Protocol):
@@ -19,11 +35,19 @@ class StateStore(Protocol):
 
     description: str  # for messages: the file path or s3://bucket/key
 
+    @property
+    def integrity(self) -> Integrity:
+        """Whether the state as last loaded was verified (see ``Integrity``)."""
+        ...
+
     def load(self) -> State:
         """Read the state (replaying any journal left by an interrupted run).
 
         A missing state is an empty one with a fresh lineage. Corrupt, truncated, tampered
-        or newer-format state raises ``StateCorruptError`` and changes nothing.
+        or newer-format state raises ``StateCorruptError`` (``StateTamperedError`` for a MAC
+        that does not match) and changes nothing. A store opened with ``verify=True`` needs
+        the key (``StateKeyError`` without it); otherwise it checks the MAC when a key is
+        available and reads unverified when none is.
         """
         ...
 

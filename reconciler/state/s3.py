@@ -81,8 +81,9 @@ class S3StateStore(JournaledStore):
         clock: Callable[[], datetime] | None = None,
         insecure: bool = False,
         conditional_writes: bool | None = None,
+        verify: bool = True,
     ) -> None:
-        super().__init__(environ=environ, notice=notice)
+        super().__init__(environ=environ, notice=notice, verify=verify)
         self.location = location
         self.description = location.url
         self.object_key = location.key
@@ -147,15 +148,20 @@ class S3StateStore(JournaledStore):
         current = [j for j in journal if j.base == serial]
         bodies = self._objects.get_many([j.key for j in current])
         records: list[tuple[str, JournalRecord]] = []
+        chains: list[tuple[str, str, list[JournalRecord]]] = []
         for obj, body in zip(current, bodies, strict=True):
             if body is None:
                 raise _Raced()  # deleted by a commit since the listing
             where = f"s3://{self.location.bucket}/{obj.key}"
-            records.extend((where, r) for r in decode_journal(body[0], source=where)[0])
+            decoded = decode_journal(body[0], source=where)[0]
+            chains.append((where, self._seed(obj.key), decoded))
+            records.extend((where, r) for r in decoded)
+        read = disk
         if disk is None:
             lineage = records[0][1].lineage if records else self._fresh_lineage
             disk = StateDocument(State(lineage=lineage, serial=0))
         self._reset(disk)
+        self._authenticate(read, chains)
         self._etag = etag
         self._check_folded([j for j in journal if j.base < serial])
         self._replay(records)
@@ -168,6 +174,11 @@ class S3StateStore(JournaledStore):
     def _reset(self, disk: StateDocument) -> None:
         super()._reset(disk)
         self._written = []
+
+    def _seed(self, key: str) -> str:
+        """What an object's first line chains on: its name under the journal prefix, so an
+        object renamed (reordered, moved to another serial) fails its check."""
+        return key[len(self.journal_prefix):]
 
     def _check_folded(self, stale: list[_JournalObject]) -> None:
         """Objects from an older serial are removed by the next commit: only if the state
@@ -236,13 +247,14 @@ class S3StateStore(JournaledStore):
                 # repairs (the caller's promise). A new private key is always written now.
                 self._entries[name] = entry
                 return
-            # Until a commit stores the key block, every object carries it: objects are
-            # written concurrently, and any one of them may be the only one that lands.
-            body = self._journal_lines(op=op, name=name, entry=entry,
-                                       with_key=self._key != self._disk.key)
             key = (f"{self.journal_prefix}{self._serial:010d}/{self._next_seq:010d}-"
                    f"{uuid.uuid4().hex[:12]}.jsonl")
             self._next_seq += 1
+            # Until a commit stores the key block, every object carries it: objects are
+            # written concurrently, and any one of them may be the only one that lands.
+            body, _ = self._journal_lines(op=op, name=name, entry=entry,
+                                          with_key=self._key != self._disk.key,
+                                          previous=self._seed(key))
         self._objects.put(key, body)  # durable when this returns; outside the mutex: parallel
         with self._mutex:
             self._folded.append(key)
@@ -252,7 +264,8 @@ class S3StateStore(JournaledStore):
     # --- commit ------------------------------------------------------------------------------
 
     def commit(self) -> State:
-        self._ensure_loaded()
+        if self._needs_write():
+            self._prepare_write()
         with self._mutex:
             self._fold()
             done, self._folded, self._written, self._stale = (

@@ -122,7 +122,7 @@ def test_state_pull_prints_the_document_with_sealed_secrets(tmp_path: Path, stat
     result = run(tmp_path, "state", "pull")
     assert result.code == 0
     assert result.out == (tmp_path / "reconciler.state.json").read_text()
-    assert json.loads(result.out)["keypairs"]["deploy"]["private_key"].startswith("v1:")
+    assert json.loads(result.out)["keypairs"]["deploy"]["private_key"].startswith("v2:")
     assert_no_secret(result, state)
 
 

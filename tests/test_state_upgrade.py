@@ -16,6 +16,7 @@ import pytest
 from clihelp import Cli
 
 from reconciler.emulator.server import Emulator
+from reconciler.state.codec import checksum
 from reconciler.state.local import LocalStateStore
 from reconciler.state.protocol import Integrity
 
@@ -74,8 +75,17 @@ def test_apply_without_changes_upgrades_the_release_file_in_place(cli: Cli) -> N
     doc = json.loads(cli.state.read_text())
     old = json.loads(original)
     assert doc["format_version"] == 2 and doc["mac"].startswith("hmac-sha256:")
-    assert (doc["lineage"], doc["key"], doc["keypairs"]) == (
-        old["lineage"], old["key"], old["keypairs"])  # same key pairs, same sealed envelopes
+    assert (doc["lineage"], doc["key"]) == (old["lineage"], old["key"])
+
+    def without_envelopes(keypairs: dict[str, dict[str, object]]) -> dict[str, object]:
+        return {n: {**e, "private_key": bool(e["private_key"])} for n, e in keypairs.items()}
+
+    assert without_envelopes(doc["keypairs"]) == without_envelopes(old["keypairs"])
+    # every private key sealed again with the format label, so no downgrade can pass
+    sealed = [e["private_key"] for e in doc["keypairs"].values() if e["private_key"]]
+    assert sealed and all(envelope.startswith("v2:") for envelope in sealed)
+    assert all(e["private_key"].startswith("v1:")
+               for e in old["keypairs"].values() if e["private_key"])
     assert doc["serial"] == old["serial"] + 1
     backup = cli.state.with_name(cli.state.name + ".backup")
     assert backup.read_bytes() == original  # the format 1 file is kept
@@ -99,3 +109,23 @@ def test_a_release_file_with_the_wrong_key_is_not_upgraded(cli: Cli, tmp_path: P
     assert "Traceback" not in result.text
     assert cli.state.read_bytes() == before
     assert not cli.state.with_name(cli.state.name + ".backup").exists()
+
+
+def test_a_downgraded_upgraded_file_is_refused(cli: Cli) -> None:
+    """Someone who can write the state turns an upgraded (format 2) file back into format 1,
+    as 0.1.0 wrote it, to edit it freely: the envelopes give it away."""
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    doc = json.loads(cli.state.read_text())
+    doc.pop("mac")
+    doc["format_version"] = 1
+    name = next(n for n, e in doc["keypairs"].items() if e["private_key"])
+    doc["keypairs"][name]["fingerprint_sha256"] = "SHA256:" + "A" * 43
+    doc["checksum"] = checksum(doc)
+    cli.state.write_text(json.dumps(doc))
+    before = cli.state.read_bytes()
+    for argv in (("apply", "--auto-approve", str(cli.manifests)),
+                 ("plan", str(cli.manifests)), ("output", name, "--private-key")):
+        result = cli(*argv)
+        assert result.code == 1, (argv, result.text)
+        assert "removing its MAC" in result.err and "Traceback" not in result.text
+        assert cli.state.read_bytes() == before

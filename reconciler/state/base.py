@@ -43,7 +43,14 @@ from reconciler.state.codec import (
     verify_document,
     verify_journal,
 )
-from reconciler.state.crypto import KEY_FILE_ENV, PASSPHRASE_ENV, KeyBlock, KeySource, StateKey
+from reconciler.state.crypto import (
+    KEY_FILE_ENV,
+    PASSPHRASE_ENV,
+    KeyBlock,
+    KeySource,
+    StateKey,
+    is_legacy_envelope,
+)
 from reconciler.state.protocol import Integrity
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -157,6 +164,8 @@ class JournaledStore:
                     "left by reconciler 0.1.0 before it first wrote the state: finish that "
                     "apply with reconciler 0.1.0, or move them aside and keep them (they may "
                     "hold private keys). Nothing was changed."))
+        if legacy:
+            self._refuse_downgrade(disk, lines)
         block = disk.key if disk is not None else None
         block = block or next((r.key for _, r in lines if r.op == "key"), None)
         chain = journals[-1][2][-1].tag if journals and journals[-1][2] else ""
@@ -181,6 +190,21 @@ class JournaledStore:
         self._state_key = key
         self._integrity = Integrity.FORMAT_1 if legacy else Integrity.VERIFIED
         return chain
+
+    def _refuse_downgrade(self, disk: StateDocument | None,
+                          lines: list[tuple[str, JournalRecord]]) -> None:
+        """A format 1 document (or journal) holding an envelope sealed by format 2 was made
+        from a format 2 state by removing its MAC: refused, as any tampering is."""
+        entries = list(disk.state.keypairs.values()) if disk is not None else []
+        # (format 2 journal lines carry their own MAC: only the unauthenticated ones count)
+        entries += [r.entry for _, r in lines if r.entry is not None and r.version < 2]
+        for entry in entries:
+            if entry.private_key is not None and not is_legacy_envelope(entry.private_key):
+                raise StateTamperedError(
+                    f"{self.description} says it is state format 1 (no MAC), but the private "
+                    f"key of {entry.name!r} was sealed by format 2: the file was made from an "
+                    "authenticated state by removing its MAC. Nothing was changed. Find out who "
+                    "wrote it, then restore it from its .backup or from version control.")
 
     def _require_trusted(self, doing: str) -> None:
         """``StateKeyError`` unless the state was verified (or is format 1 with its key)."""
@@ -349,6 +373,13 @@ class JournaledStore:
         if key is None or doc.key != key.block:
             raise StateError("internal error: a state document without the state key")
         upgraded = self._disk.format_version < FORMAT_VERSION
+        if upgraded:  # every envelope sealed again with the format label (see crypto)
+            lineage = doc.state.lineage
+            entries = {name: dataclasses.replace(e, private_key=key.reseal(
+                lineage=lineage, name=name, sealed=e.private_key))
+                if e.private_key is not None else e for name, e in self._entries.items()}
+            self._entries = entries
+            doc = StateDocument(dataclasses.replace(doc.state, keypairs=dict(entries)), doc.key)
         self._write_document(encode_document(doc, key=key))
         self._disk, self._serial = doc, doc.state.serial
         if upgraded:

@@ -13,8 +13,13 @@ A state records ``{"id", "kdf", "salt"}`` (``KeyBlock``) so that a wrong key is 
 before anything is decrypted or written. The key id is the first 16 hex digits of
 HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
 
-An envelope is ``"v1:" + base64(nonce || ciphertext || tag)``; the associated data is
-``lineage + "\\x00" + name``, so a ciphertext moved to another entry or another state fails.
+An envelope is ``"v2:" + base64(nonce || ciphertext || tag)``; the associated data is
+``"reconciler state v2\\x00" + lineage + "\\x00" + name``, so a ciphertext moved to another
+entry or another state fails. Format 1 states (0.1.0) hold ``"v1:"`` envelopes, whose associated
+data lacks the label; they are still opened, and the upgrade to format 2 seals them again as
+``v2``. The label is what makes a downgrade visible: a v2 envelope cannot be turned into a v1
+one without the key, so a "format 1" document holding one was made from a format 2 state by
+someone removing its MAC (``StateKeyPair`` entries of such a document are refused).
 
 The passphrase may hold spaces and any letter but no control character (``credcheck``): a
 trailing newline would otherwise silently become part of the key.
@@ -58,7 +63,8 @@ KEY_FILE_ENV = "RECONCILER_KEY_FILE"
 DEFAULT_KEY_FILE = (".config", "reconciler", "key")  # under $HOME
 KEY_BYTES = 32
 NONCE_BYTES = 12
-ENVELOPE_PREFIX = "v1:"
+ENVELOPE_PREFIX = "v2:"
+LEGACY_ENVELOPE_PREFIX = "v1:"  # format 1 (0.1.0): no label in the associated data
 SCRYPT_PARAMS: dict[str, int] = {"n": 2**15, "r": 8, "p": 1}
 # Bounds on KDF parameters read from a state file, so an edited file cannot make us spin or
 # exhaust memory: each bounded alone, and scrypt's memory (128·n·r bytes per lane, p lanes)
@@ -67,6 +73,7 @@ _SCRYPT_LIMITS = {"n": 2**20, "r": 32, "p": 16}
 _SCRYPT_MAX_BYTES = 256 * 1024 * 1024
 _KEY_ID_LABEL = b"reconciler key id"
 _MAC_INFO = b"reconciler state integrity v2"
+_AAD_LABEL = b"reconciler state v2\x00"  # in every current envelope's associated data
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +122,24 @@ class StateKey:
 
     def seal(self, *, lineage: str, name: str, secret: Secret) -> SealedSecret:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        blob = AESGCM(self._key).encrypt(nonce, secret.reveal().encode(), _aad(lineage, name))
+        blob = AESGCM(self._key).encrypt(nonce, secret.reveal().encode(),
+                                         _aad(lineage, name, legacy=False))
         return SealedSecret(ENVELOPE_PREFIX + base64.b64encode(nonce + blob).decode("ascii"))
+
+    def reseal(self, *, lineage: str, name: str, sealed: SealedSecret) -> SealedSecret:
+        """``sealed`` as a current envelope (unchanged if it is one already)."""
+        if not is_legacy_envelope(sealed):
+            return sealed
+        return self.seal(lineage=lineage, name=name,
+                         secret=self.unseal(lineage=lineage, name=name, sealed=sealed))
 
     def unseal(self, *, lineage: str, name: str, sealed: SealedSecret) -> Secret:
         """Decrypt; ``StateCorruptError`` if the envelope was altered, swapped or moved."""
+        legacy = is_legacy_envelope(sealed)
         raw = _envelope_bytes(sealed, name=name)
         try:
             plain = AESGCM(self._key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
-                                              _aad(lineage, name))
+                                              _aad(lineage, name, legacy=legacy))
         except InvalidTag:
             raise StateCorruptError(
                 f"the private key of {name!r} does not decrypt with the state's key "
@@ -139,8 +155,14 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
-def _aad(lineage: str, name: str) -> bytes:
-    return lineage.encode() + b"\x00" + name.encode()
+def is_legacy_envelope(sealed: SealedSecret) -> bool:
+    """A format 1 (0.1.0) envelope, sealed without the format label."""
+    return sealed.envelope.startswith(LEGACY_ENVELOPE_PREFIX)
+
+
+def _aad(lineage: str, name: str, *, legacy: bool) -> bytes:
+    plain = lineage.encode() + b"\x00" + name.encode()
+    return plain if legacy else _AAD_LABEL + plain
 
 
 def _envelope_bytes(sealed: SealedSecret, *, name: str) -> bytes:
@@ -149,7 +171,7 @@ def _envelope_bytes(sealed: SealedSecret, *, name: str) -> bytes:
         f"the private key envelope of {name!r} is malformed (it must start with "
         f"{ENVELOPE_PREFIX!r}); restore the state from its .backup file."
     )
-    if not text.startswith(ENVELOPE_PREFIX):
+    if not text.startswith((ENVELOPE_PREFIX, LEGACY_ENVELOPE_PREFIX)):
         raise bad
     try:
         raw = base64.b64decode(text[len(ENVELOPE_PREFIX):], validate=True)

@@ -66,6 +66,7 @@ REASON_BY_REQUEST = "replace_by_request"
 REASON_ROTATION = "replace_by_triggers"
 REASON_NO_CONFIG = "delete_because_no_resource_config"
 REASON_GONE = "forget_because_deleted_outside"
+REASON_REKEYED = "forget_because_changed_outside"
 
 
 def tally(actions: Iterable[Action]) -> dict[str, int]:
@@ -344,6 +345,17 @@ def _forgotten(prior: StateKeyPair) -> Change:
                          "--out FILE"))
 
 
+def _rekeyed(prior: StateKeyPair) -> Change:
+    """Refresh-only, re-keyed in the cloud, and state holds the old private key: recording the
+    cloud's key drops it (servers may still trust it), so that too is a counted change."""
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_REKEYED, prior=prior,
+                  notes=("changed outside reconciler; state will record the cloud's public "
+                         "key and forget the private key it holds",
+                         f"to keep it, first: reconciler output {prior.name} --private-key "
+                         "--out FILE"))
+
+
 def make_plan(
     manifest: Manifest,
     state: State,
@@ -370,12 +382,14 @@ def make_plan(
         if targets and name not in targets:
             continue
         d, prior, now_remote = desired.get(name), recorded.get(name), remote.keypairs.get(name)
-        if prior is not None and (dr := _drift_for(prior, now_remote)) is not None:
+        dr = _drift_for(prior, now_remote) if prior is not None else None
+        if dr is not None:
             drift.append(dr)
         if options.mode is Mode.REFRESH_ONLY:
-            if prior is not None and now_remote is None and prior.private_key is not None \
-                    and prior.status is not EntryStatus.PENDING:
-                changes.append(_forgotten(prior))  # apply_refresh drops it
+            if prior is not None and prior.private_key is not None and dr is not None:
+                # apply_refresh drops the entry, or records the cloud's key without the old one
+                changes.append(_forgotten(prior) if dr.kind is DriftKind.DELETED
+                               else _rekeyed(prior))
             continue
         if d is not None and options.mode is Mode.NORMAL:
             if prior is None:

@@ -20,6 +20,7 @@ from typing import Any
 from reconciler.model import SENSITIVE
 from reconciler.plan import (
     REASON_NO_CONFIG,
+    REASON_REKEYED,
     Action,
     Change,
     Drift,
@@ -46,6 +47,12 @@ _HEADERS = {
 _GLYPHS = {Action.CREATE: "  +", Action.UPDATE: "  ~", Action.REPLACE: "-/+",
            Action.DELETE: "  -", Action.IMPORT: "   ", Action.FORGET: "  ."}
 _COLOURS = {"+": "32", "-": "31", "~": "33", "-/+": "35", "#": "1"}
+
+
+def _header(change: Change) -> str:
+    if change.reason == REASON_REKEYED:  # the entry stays, with the cloud's new key
+        return "will forget its private key"
+    return _HEADERS[change.action]
 
 
 class _Painter:
@@ -180,7 +187,7 @@ def _block(header: str, glyph: str, lines: list[tuple[str, str]], name: str,
 
 def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]:
     paint = paint or _Painter(False)
-    header = f"{change.address} {_HEADERS[change.action]}"
+    header = f"{change.address} {_header(change)}"
     lines: list[str] = []
     if change.action is Action.CREATE:
         body = _create_body(change)

@@ -55,8 +55,14 @@ def register(value: str) -> None:
 
 
 def register_environment(environ: Mapping[str, str]) -> None:
-    """Register the value of every secret variable that is set: as it is, stripped, and as
-    a ``repr`` would show it (a value with a newline shows as ``\\n`` in a traceback)."""
+    """Start over with the value of every secret variable that is set: as it is, stripped, and
+    as a ``repr`` would show it (a value with a newline shows as ``\\n`` in a traceback).
+
+    Each command starts over, so that what one run (of several in a process, as in a test
+    suite or an embedding program) held secret does not blank words out of the next one's
+    messages."""
+    with _lock:
+        _values.clear()
     for name in SECRET_VARIABLES:
         value = environ.get(name)
         if value:

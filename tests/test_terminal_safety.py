@@ -423,3 +423,14 @@ def test_emulator_never_answers_junk_with_a_500(emulator: Emulator, raw: bytes) 
     resp = Client(emulator).call("POST", BASES["v2.1"], raw=b'{"keypair":' + raw + b"}")
     assert resp.status_code < 500, resp.text
     assert emulator.counters()["internal_errors"] == 0
+
+
+def test_one_commands_secrets_do_not_blank_words_out_of_the_next_ones() -> None:
+    """Commands run one after another in a process start over: a passphrase "wrong" of the
+    first is not scrubbed from the messages of the second, which never had it."""
+    from reconciler.redact import register_environment, scrub
+
+    register_environment({"RECONCILER_PASSPHRASE": "wrong"})
+    assert scrub("the wrong key") == "the (sensitive value) key"
+    register_environment({})
+    assert scrub("the wrong key") == "the wrong key"

@@ -22,6 +22,13 @@ FORBIDDEN = {
                          "reconciler.render", "reconciler.emulator"),
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     "reconciler.model": ("reconciler.",),
+    # the URL parser and the proxy choice sit under api, state and settings: they know none
+    "reconciler.urls": ("reconciler.api", "reconciler.state", "reconciler.settings",
+                        "reconciler.proxies", "reconciler.commands", "reconciler.emulator",
+                        "reconciler.plan", "reconciler.apply", "reconciler.render"),
+    "reconciler.proxies": ("reconciler.api", "reconciler.state", "reconciler.settings",
+                           "reconciler.commands", "reconciler.emulator", "reconciler.plan",
+                           "reconciler.apply", "reconciler.render"),
 }
 
 

@@ -9,12 +9,17 @@ so it is retried only when the cloud surely did not act (429, 503, or a connecti
 never opened); after a 500/502/504 or a lost answer it raises ``OutcomeUnknownError`` and
 the caller re-reads (DESIGN section 6).
 
-Debug logging (``reconciler.http``): method, path, status, duration, request id, attempt
-and retry reason. Never headers or bodies.
+It connects to ``Endpoint.url`` as ``reconciler.urls`` parsed it, never to the text given, and
+through the proxy ``ApiSettings.proxy`` names (requests' own reading of ``os.environ`` is
+off: the injected environment decided).
+
+Debug logging: the proxy in use, never its password (``reconciler.proxy``); method, path,
+status, duration, request id, attempt and retry reason (``reconciler.http``). Never headers
+or bodies.
 
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
-``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.api.signer``,
-``reconciler.api.endpoints``, ``reconciler.api.errormap``.
+``reconciler.errors``, ``reconciler.urls``, ``reconciler.api.protocol``,
+``reconciler.api.signer``, ``reconciler.api.errormap``.
 """
 
 from __future__ import annotations
@@ -29,13 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InsecureRequestWarning, MaxRetryError
 
-from reconciler.api.endpoints import is_loopback, normalise_endpoint
 from reconciler.api.errormap import (
     ErrorContext,
     api_error,
@@ -46,8 +49,10 @@ from reconciler.api.errormap import (
 from reconciler.api.protocol import ApiSettings
 from reconciler.api.signer import SdkHmacSigner, canonical_query
 from reconciler.errors import ApiError, OutcomeUnknownError
+from reconciler.urls import parse_endpoint
 
 log = logging.getLogger("reconciler.http")
+proxy_log = logging.getLogger("reconciler.proxy")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CREATE_RETRY_STATUSES = frozenset({429, 503})  # the cloud did not act on the request
@@ -115,7 +120,7 @@ class HttpClient:
         clock: Callable[[], datetime] = _utcnow,
         backoff: Backoff | None = None,
     ) -> None:
-        self.endpoint = normalise_endpoint(settings.endpoint)
+        self.endpoint = parse_endpoint(settings.endpoint, what="the API endpoint").url
         self.settings = settings
         self._sleep = sleep
         self._rand = rand
@@ -127,12 +132,18 @@ class HttpClient:
         self._auth = SdkHmacSigner(
             credentials=settings.credentials, project_id=settings.project_id, clock=clock
         )
-        self._loopback = is_loopback(urlsplit(self.endpoint).hostname or "")
+        choice = settings.proxy
+        if choice is not None and choice.endpoint.url != self.endpoint:
+            choice = None  # decided for another endpoint: never send this one's traffic there
+        self._proxies = choice.proxies() if choice is not None else {}
+        proxy_log.debug("API %s", choice.describe() if choice is not None
+                  else f"{self.endpoint}: no proxy (none configured for this client)")
         self._session = self._make_session(settings)
 
     @staticmethod
     def _make_session(settings: ApiSettings) -> requests.Session:
         session = requests.Session()
+        session.trust_env = False  # proxies, CA bundle and netrc come from settings alone
         size = max(1, settings.pool_size)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)
@@ -204,9 +215,8 @@ class HttpClient:
         prepared = self._session.prepare_request(request)  # signs afresh: a new X-Sdk-Date
         with self._lock:
             self._sent += 1
-        extra: dict[str, object] = {"proxies": {}} if self._loopback else {}
         return self._session.send(
-            prepared, timeout=timeout, allow_redirects=False, **extra  # type: ignore[arg-type]
+            prepared, timeout=timeout, allow_redirects=False, proxies=self._proxies
         )
 
 

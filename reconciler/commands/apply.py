@@ -12,6 +12,7 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
 from reconciler.plan import Mode, Plan
+from reconciler.urls import parse_endpoint
 
 APPROVE = """Do you want to perform these actions?
   reconciler will perform the actions described above.
@@ -93,13 +94,16 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
 def _pinned_provider(args: argparse.Namespace, env: Env,
                      provider: dict[str, str | None]) -> ProviderConfig:
     """A saved plan applies where it was made: flags or environment may not point elsewhere."""
+    endpoint = provider.get("endpoint")
+    if endpoint:  # parsed even when a flag overrides it, so the comparison is of Endpoint.url
+        endpoint = parse_endpoint(endpoint, what="the saved plan's provider endpoint").url
     planned = ProviderConfig(region=provider.get("region"), project_id=provider.get("project_id"),
                              api=Api(str(provider["api"])) if provider.get("api") else None,
-                             endpoint=provider.get("endpoint"))
+                             endpoint=endpoint)
     now = api_settings(args, env, planned)
     differ = [f"{what} {mine!r} (the plan: {theirs!r})" for what, mine, theirs in (
         ("API", now.api.value, provider.get("api")),
-        ("endpoint", now.endpoint, provider.get("endpoint")),
+        ("endpoint", now.endpoint, endpoint),
         ("project", now.project_id, provider.get("project_id"))) if theirs and mine != theirs]
     if differ:
         raise UsageError("this saved plan was made for another cloud than the one the flags or "

@@ -487,3 +487,38 @@ def test_a_malformed_proxy_variable_is_a_clear_error_before_any_connection(
     assert r.code == 1 and r.err.startswith("Error: HTTPS_PROXY: "), r.text
     assert "backslash" in r.err, r.err
     _assert_nothing_reached(listeners, recorder)
+
+
+@pytest.mark.parametrize("field", ["provider", "backend"])
+def test_a_crafted_endpoint_in_a_saved_plan_is_refused_before_any_byte_is_sent(
+    emulator: Emulator, tmp_path: Path, listeners: tuple[Listener, Listener], recorder: Recorder,
+    field: str,
+) -> None:
+    """Whoever can write the plan artifact cannot send the apply elsewhere either."""
+    a, b = listeners
+    cli = Cli(emulator, tmp_path)
+    cli.write(BODY)
+    saved = tmp_path / "saved.plan"
+    made = _plan(cli, "--state", str(cli.state), "--endpoint", emulator.endpoint,
+                 "--out", str(saved))
+    assert made.code == 0, made.text
+    doc = json.loads(saved.read_text())
+    crafted = f"http://127.0.0.1:{a.port}\\@127.0.0.2:{b.port}/"
+    if field == "provider":
+        doc["reconciler"]["provider"]["endpoint"] = crafted
+        source = "the saved plan's provider endpoint: "
+    else:
+        doc["reconciler"]["backend"] = {"bucket": "team", "key": "k.json", "endpoint": crafted,
+                                        "region": None}
+        source = "the saved plan's backend endpoint: "
+    saved.write_text(json.dumps(doc))
+    recorder.connects.clear()
+    recorder.lookups.clear()
+    # no --state: a saved plan's backend is used unless a flag or the environment says otherwise
+    where = ["--state", str(cli.state)] if field == "provider" else []
+    r = cli("apply", str(saved), *where, globals_=False)
+    assert_clean(r.text)
+    assert r.code == 1 and r.err.startswith(f"Error: {source}"), r.text
+    assert "backslash" in r.err, r.err
+    _assert_nothing_reached(listeners, recorder)
+    assert emulator.keypair_count() == 0

@@ -44,7 +44,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     g.add_argument("--backend", metavar="s3://BUCKET/KEY", default=d(None),
                    help="remote state in S3-compatible storage (OBS, MinIO, AWS)")
     g.add_argument("--backend-endpoint", metavar="URL", default=d(None),
-                   help="endpoint of the remote state's object storage")
+                   help="endpoint of the remote state's object storage "
+                        "(env RECONCILER_BACKEND_ENDPOINT); http:// only for loopback")
     g.add_argument("--endpoint", metavar="URL", default=d(None),
                    help="API endpoint (env RECONCILER_ENDPOINT); http:// only for loopback")
     g.add_argument("--region", default=d(None), help="region, e.g. cn-north-4 (env HW_REGION_NAME)")

@@ -1,10 +1,13 @@
 """Where to reach the cloud: API flavour, endpoint, project and credentials.
 
 Precedence is flag > environment > manifest ``provider`` block > default. Credentials come
-only from the environment (the official SDK's names, then the Terraform provider's).
+only from the environment (the official SDK's names, then the Terraform provider's). The
+endpoint is parsed by ``reconciler.urls`` (the error names where it came from) and the proxy
+for it chosen from the same environment.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``,
-``reconciler.api.endpoints``, ``reconciler.credcheck``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.urls``,
+``reconciler.proxies``, ``reconciler.api.protocol``, ``reconciler.api.endpoints``,
+``reconciler.credcheck``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from reconciler.api.protocol import ApiSettings, Credentials
 from reconciler.credcheck import header_credential
 from reconciler.errors import UsageError
 from reconciler.model import Api, ProviderConfig, Secret
+from reconciler.proxies import choose_proxy
+from reconciler.urls import Endpoint, parse_endpoint
 
 AK_VARS = ("HUAWEICLOUD_SDK_AK", "HW_ACCESS_KEY")
 SK_VARS = ("HUAWEICLOUD_SDK_SK", "HW_SECRET_KEY")
@@ -99,12 +104,12 @@ def own_target(flags: ProviderFlags, environ: Mapping[str, str],
     region = flags.region or _first(environ, REGION_VARS) or (provider.region if provider else None)
     project_id = (flags.project_id or _first(environ, PROJECT_VARS)
                   or (provider.project_id if provider else None))
-    endpoint = (flags.endpoint or environ.get("RECONCILER_ENDPOINT")
-                or (provider.endpoint if provider else None))
-    if not endpoint and region:
-        endpoint = default_endpoint(api or default_api, region)
-    return Target(api=api, endpoint=endpoint.rstrip("/") if endpoint else None, region=region,
-                  project_id=project_id)
+    named = (flags.endpoint or environ.get("RECONCILER_ENDPOINT")
+             or (provider.endpoint if provider else None) or region)
+    # parsed as the run would connect to it, so that it compares with a plan's parsed one
+    endpoint = _endpoint(flags, environ, provider, api=api or default_api,
+                         region=region).url if named else None
+    return Target(api=api, endpoint=endpoint, region=region, project_id=project_id)
 
 
 def resolve_api_settings(
@@ -115,13 +120,7 @@ def resolve_api_settings(
     region = flags.region or _first(environ, REGION_VARS) or (provider.region if provider else None)
     project_id = (flags.project_id or _first(environ, PROJECT_VARS)
                   or (provider.project_id if provider else None))
-    endpoint = (flags.endpoint or environ.get("RECONCILER_ENDPOINT")
-                or (provider.endpoint if provider else None))
-    if not endpoint:
-        if not region:
-            raise UsageError("no region: give --region, set HW_REGION_NAME, or set "
-                             "provider.region in a manifest (or give --endpoint)")
-        endpoint = default_endpoint(api, region)
+    endpoint = _endpoint(flags, environ, provider, api=api, region=region)
     if not project_id:
         raise UsageError("no project id: give --project-id, set HUAWEICLOUD_SDK_PROJECT_ID "
                          "(or HW_PROJECT_ID), or set provider.project_id in a manifest")
@@ -129,6 +128,23 @@ def resolve_api_settings(
     credentials = Credentials(ak=ak, sk=Secret(sk),
                               security_token=Secret(token) if token else None)
     ca_bundle = _first(environ, CA_BUNDLE_VARS)
-    return ApiSettings(api=api, endpoint=endpoint.rstrip("/"), project_id=project_id,
+    return ApiSettings(api=api, endpoint=endpoint.url, project_id=project_id,
                        credentials=credentials, region=region, verify_tls=not flags.insecure,
-                       ca_bundle=ca_bundle)
+                       ca_bundle=ca_bundle, proxy=choose_proxy(endpoint, environ))
+
+
+def _endpoint(flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None,
+              *, api: Api, region: str | None) -> Endpoint:
+    """The endpoint from the first place that gives one, parsed; errors name that place."""
+    if flags.endpoint:
+        return parse_endpoint(flags.endpoint, what="--endpoint")
+    if environ.get("RECONCILER_ENDPOINT"):
+        return parse_endpoint(environ["RECONCILER_ENDPOINT"], what="RECONCILER_ENDPOINT")
+    if provider is not None and provider.endpoint:
+        where = (f"provider.endpoint in {provider.location}" if provider.location
+                 else "the saved plan's provider endpoint")
+        return parse_endpoint(provider.endpoint, what=where)
+    if not region:
+        raise UsageError("no region: give --region, set HW_REGION_NAME, or set "
+                         "provider.region in a manifest (or give --endpoint)")
+    return parse_endpoint(default_endpoint(api, region), what=f"the endpoint for {region}")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.api.client import Backoff, HttpClient
-from reconciler.api.endpoints import default_endpoint, normalise_endpoint
+from reconciler.api.endpoints import default_endpoint
 from reconciler.api.errormap import parse_error_body, retry_after_seconds
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
@@ -19,6 +19,7 @@ from reconciler.emulator.server import Emulator
 from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
 from reconciler.keys import generate_keypair
 from reconciler.model import Api, Encryption, KeyProtection, Secret
+from reconciler.urls import parse_endpoint
 
 HTTP_LOG = "reconciler.http"
 
@@ -353,14 +354,17 @@ def test_debug_log_shows_method_path_status_and_request_id(
 def test_plain_http_only_for_loopback(h: Harness) -> None:
     with pytest.raises(UsageError, match="loopback"):
         h.api(endpoint="http://ecs.cn-north-4.myhuaweicloud.com")
-    assert normalise_endpoint("http://localhost:8080/") == "http://localhost:8080"
-    assert normalise_endpoint("http://[::1]:9") == "http://[::1]:9"
-    assert normalise_endpoint("http://127.1.2.3") == "http://127.1.2.3"
-    assert normalise_endpoint("kms.cn-north-4.myhuaweicloud.com") == (
+    def normalise(text: str) -> str:
+        return parse_endpoint(text, what="test").url
+
+    assert normalise("http://localhost:8080/") == "http://localhost:8080"
+    assert normalise("http://[::1]:9") == "http://[::1]:9"
+    assert normalise("http://127.1.2.3") == "http://127.1.2.3"
+    assert normalise("kms.cn-north-4.myhuaweicloud.com") == (
         "https://kms.cn-north-4.myhuaweicloud.com"
     )
     with pytest.raises(UsageError):
-        normalise_endpoint("ftp://example.com")
+        normalise("ftp://example.com")
 
 
 def test_session_settings(h: Harness) -> None:

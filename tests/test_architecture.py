@@ -38,6 +38,13 @@ FORBIDDEN = {
     "reconciler.emulator.jsonbody": ("reconciler.",),
     # The path policy is used by manifests, state and commands alike: the stdlib only.
     "reconciler.fsutil": ("reconciler.",),
+    # the URL parser and the proxy choice sit under api, state and settings: they know none
+    "reconciler.urls": ("reconciler.api", "reconciler.state", "reconciler.settings",
+                        "reconciler.proxies", "reconciler.commands", "reconciler.emulator",
+                        "reconciler.plan", "reconciler.apply", "reconciler.render"),
+    "reconciler.proxies": ("reconciler.api", "reconciler.state", "reconciler.settings",
+                           "reconciler.commands", "reconciler.emulator", "reconciler.plan",
+                           "reconciler.apply", "reconciler.render"),
 }
 
 

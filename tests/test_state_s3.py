@@ -247,13 +247,13 @@ def test_backend_choice_flag_then_environment_then_manifest(tmp_path: Path) -> N
         args.update(kw)
         return choose_backend(env=Env(environ=environ, cwd=tmp_path), **args)  # type: ignore[arg-type]
 
-    env = {"RECONCILER_BACKEND": "s3://e/e.json", "RECONCILER_BACKEND_ENDPOINT": "http://env"}
+    env = {"RECONCILER_BACKEND": "s3://e/e.json", "RECONCILER_BACKEND_ENDPOINT": "https://env"}
     assert choose({}) == S3Backend("m", "m.json", "https://obs")
-    assert choose({"RECONCILER_BACKEND_ENDPOINT": "http://env"}) == S3Backend(
-        "m", "m.json", "http://env")
-    assert choose(env) == S3Backend("e", "e.json", "http://env")
-    assert choose(env, backend="s3://f/f.json", backend_endpoint="http://flag") == S3Backend(
-        "f", "f.json", "http://flag")
+    assert choose({"RECONCILER_BACKEND_ENDPOINT": "https://env"}) == S3Backend(
+        "m", "m.json", "https://env")
+    assert choose(env) == S3Backend("e", "e.json", "https://env")
+    assert choose(env, backend="s3://f/f.json", backend_endpoint="https://flag") == S3Backend(
+        "f", "f.json", "https://flag")
     assert choose(env, state_path="local.json").path == tmp_path / "local.json"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="not both"):
         choose({**env, "RECONCILER_STATE": "x.json"})

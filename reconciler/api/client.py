@@ -14,13 +14,18 @@ An answer is read up to ``ApiSettings.max_answer_bytes`` and no further: a large
 A success body that is not JSON is handed on as ``HttpResult.body_problem`` for the adapter's
 shape check to name, never silently read as "no body".
 
-Debug logging (``reconciler.http``): method, path, status, duration, request id, attempt
-and retry reason; the headers sent and received by name, with every authenticating value
-redacted, and the bodies with every secret field redacted (``api.httplog``).
+It connects to ``Endpoint.url`` as ``reconciler.urls`` parsed it, never to the text given, and
+through the proxy ``ApiSettings.proxy`` names (requests' own reading of ``os.environ`` is
+off: the injected environment decided).
+
+Debug logging: the proxy in use, never its password (``reconciler.proxy``); method, path,
+status, duration, request id, attempt and retry reason (``reconciler.http``); the headers sent
+and received by name, with every authenticating value redacted, and the bodies with every
+secret field redacted (``api.httplog``).
 
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
-``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.api.signer``,
-``reconciler.api.endpoints``, ``reconciler.api.errormap``, ``reconciler.api.httplog``,
+``reconciler.errors``, ``reconciler.urls``, ``reconciler.api.protocol``,
+``reconciler.api.signer``, ``reconciler.api.errormap``, ``reconciler.api.httplog``,
 ``reconciler.api.shapes``.
 """
 
@@ -42,7 +47,6 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InsecureRequestWarning, MaxRetryError
 
-from reconciler.api.endpoints import is_loopback, normalise_endpoint
 from reconciler.api.errormap import (
     ErrorContext,
     api_error,
@@ -55,8 +59,10 @@ from reconciler.api.protocol import ApiSettings
 from reconciler.api.shapes import escape
 from reconciler.api.signer import SdkHmacSigner, canonical_query
 from reconciler.errors import AnswerShapeError, ApiError, OutcomeUnknownError
+from reconciler.urls import parse_endpoint
 
 log = logging.getLogger("reconciler.http")
+proxy_log = logging.getLogger("reconciler.proxy")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CREATE_RETRY_STATUSES = frozenset({429, 503})  # the cloud did not act on the request
@@ -126,7 +132,7 @@ class HttpClient:
         clock: Callable[[], datetime] = _utcnow,
         backoff: Backoff | None = None,
     ) -> None:
-        self.endpoint = normalise_endpoint(settings.endpoint)
+        self.endpoint = parse_endpoint(settings.endpoint, what="the API endpoint").url
         self.settings = settings
         self._sleep = sleep
         self._rand = rand
@@ -138,12 +144,18 @@ class HttpClient:
         self._auth = SdkHmacSigner(
             credentials=settings.credentials, project_id=settings.project_id, clock=clock
         )
-        self._loopback = is_loopback(urlsplit(self.endpoint).hostname or "")
+        choice = settings.proxy
+        if choice is not None and choice.endpoint.url != self.endpoint:
+            choice = None  # decided for another endpoint: never send this one's traffic there
+        self._proxies = choice.proxies() if choice is not None else {}
+        proxy_log.debug("API %s", choice.describe() if choice is not None
+                  else f"{self.endpoint}: no proxy (none configured for this client)")
         self._session = self._make_session(settings)
 
     @staticmethod
     def _make_session(settings: ApiSettings) -> requests.Session:
         session = requests.Session()
+        session.trust_env = False  # proxies, CA bundle and netrc come from settings alone
         size = max(1, settings.pool_size)
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)
@@ -220,11 +232,10 @@ class HttpClient:
                       describe_headers(prepared.headers.items()), describe_body(sent))
         with self._lock:
             self._sent += 1
-        extra: dict[str, object] = {"proxies": {}} if self._loopback else {}
         # Streamed, so that the body is read by _read_body within max_answer_bytes.
         return self._session.send(
             prepared, timeout=timeout, allow_redirects=False, stream=True,
-            **extra,  # type: ignore[arg-type]
+            proxies=self._proxies,
         )
 
 

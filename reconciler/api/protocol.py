@@ -3,7 +3,7 @@
 The differences between ``v2``, ``v2.1`` and ``kps`` (paths, bodies, status codes, error
 shapes, pagination) live in the adapters behind it, nowhere else.
 
-May import: ``reconciler.model``, ``reconciler.errors``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.proxies``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from reconciler.model import (
     RemoteSnapshot,
     Secret,
 )
+from reconciler.proxies import ProxyChoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class ApiSettings:
     """Everything needed to reach one API flavour in one project."""
 
     api: Api
-    endpoint: str  # scheme://host[:port], no trailing slash
+    endpoint: str  # Endpoint.url: scheme://host[:port][/prefix], no trailing slash
     project_id: str
     credentials: Credentials
     region: str | None = None
@@ -54,6 +55,7 @@ class ApiSettings:
     total_timeout: float = 300.0  # upper bound on one call, retries included
     pool_size: int = 32
     max_answer_bytes: int = 64 * 1024 * 1024  # a larger answer is an error, never read whole
+    proxy: ProxyChoice | None = None  # None: connect directly (the environment is not read)
 
 
 class KeyPairApi(Protocol):

@@ -208,7 +208,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
     """Load manifests, resolve settings, lock and load state, and open the API."""
     manifest = manifest if manifest is not None else load(args, env)
     settings = api_settings(args, env, provider or manifest.provider)
-    store = open_state(args, env, manifest.backend, verify=operation != "plan")
+    with debug_logging(args, env):  # opening the store logs the state backend's proxy
+        store = open_state(args, env, manifest.backend, verify=operation != "plan")
     with debug_logging(args, env), store.lock(operation=operation,
                                               timeout=lock_timeout(args)):
         state = store.load()

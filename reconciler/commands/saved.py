@@ -12,6 +12,7 @@ May import: everything but ``reconciler.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from reconciler.plan import Mode
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive
 from reconciler.refresh import refresh
 from reconciler.settings import own_target
+from reconciler.urls import parse_endpoint
 
 
 def _verify_configuration(args: argparse.Namespace, env: Env, saved: SavedPlan,
@@ -56,10 +58,14 @@ def _pinned_provider(args: argparse.Namespace, env: Env, saved: SavedPlan,
         raise PlanFileError(f"{saved.path}: the saved plan does not say which endpoint, project "
                             "and API it was made for; it is damaged or was edited. Make a new "
                             "one with `reconciler plan --out FILE`")
+    api = planned.api
+    # parsed like every URL, so what is compared (and shown) is what would be connected to
+    planned = dataclasses.replace(planned, endpoint=parse_endpoint(
+        planned.endpoint, what="the saved plan's provider endpoint").url)
     own = own_target(provider_flags(args), env.environ,
-                     manifest.provider if manifest else None, default_api=planned.api)
+                     manifest.provider if manifest else None, default_api=api)
     differ = [f"{what} {mine!r} (the plan: {theirs!r})" for what, mine, theirs in (
-        ("API", own.api, planned.api), ("endpoint", own.endpoint, planned.endpoint.rstrip("/")),
+        ("API", own.api, planned.api), ("endpoint", own.endpoint, planned.endpoint),
         ("project", own.project_id, planned.project_id), ("region", own.region, planned.region),
     ) if mine is not None and theirs is not None and mine != theirs]
     if differ:

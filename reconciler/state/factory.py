@@ -4,11 +4,13 @@ Precedence: the ``--backend`` / ``--state`` flags > ``RECONCILER_BACKEND`` /
 ``RECONCILER_STATE`` > the manifest's ``backend`` block > ``reconciler.state.json`` in the
 working directory. The remote store's endpoint: ``--backend-endpoint`` >
 ``RECONCILER_BACKEND_ENDPOINT`` > the backend block's ``endpoint``. Giving both kinds at the
-same level (both flags, or both variables) is a usage error. The s3 store, and boto3 with it,
-is imported only when chosen.
+same level (both flags, or both variables) is a usage error. The endpoint is parsed by
+``reconciler.urls`` (https, or http for loopback only; the error names where it came from)
+and carried on as ``Endpoint.url``. The s3 store, and boto3 with it, is imported only when
+chosen.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.env``,
-``reconciler.state.*``.
+``reconciler.urls``, ``reconciler.state.*``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from reconciler.errors import UsageError
 from reconciler.model import BackendConfig
 from reconciler.state.local import LocalStateStore
 from reconciler.state.protocol import StateStore
+from reconciler.urls import parse_endpoint
 
 STATE_ENV = "RECONCILER_STATE"
 BACKEND_ENV = "RECONCILER_BACKEND"
@@ -54,11 +57,11 @@ def choose_backend(
     env: Env,
 ) -> Backend:
     """Where the state lives; ``UsageError`` for contradictory or malformed choices."""
-    endpoint = backend_endpoint or env.environ.get(BACKEND_ENDPOINT_ENV) or None
     if backend is not None and state_path is not None:
         raise UsageError("give either --state or --backend, not both.")
     if backend is not None:
-        return _parse_s3_url(backend, endpoint=endpoint, origin="--backend")
+        return _parse_s3_url(backend, endpoint=_given_endpoint(backend_endpoint, env),
+                             origin="--backend")
     if state_path is not None:
         return LocalBackend(env.resolve(state_path))
     from_env, remote_env = env.environ.get(STATE_ENV), env.environ.get(BACKEND_ENV)
@@ -66,19 +69,36 @@ def choose_backend(
         raise UsageError(f"set either {STATE_ENV} or {BACKEND_ENV}, not both (or choose with "
                          "--state or --backend).")
     if remote_env:
-        return _parse_s3_url(remote_env, endpoint=endpoint, origin=BACKEND_ENV)
+        return _parse_s3_url(remote_env, endpoint=_given_endpoint(backend_endpoint, env),
+                             origin=BACKEND_ENV)
     if from_env:
         return LocalBackend(env.resolve(from_env))
     if manifest_backend is not None:
         if manifest_backend.kind != "s3":
             raise UsageError(f"unknown state backend {manifest_backend.kind!r}; use s3.")
+        chosen = _given_endpoint(backend_endpoint, env)
+        if chosen is None and manifest_backend.endpoint:
+            where = (f"backend.s3.endpoint in {manifest_backend.location}"
+                     if manifest_backend.location else "the saved plan's backend endpoint")
+            chosen = parse_endpoint(manifest_backend.endpoint, what=where).url
         return S3Backend(
             bucket=manifest_backend.bucket,
             key=manifest_backend.key,
-            endpoint=endpoint or manifest_backend.endpoint,
+            endpoint=chosen,
             region=manifest_backend.region,
         )
     return LocalBackend(env.resolve(DEFAULT_STATE))
+
+
+def _given_endpoint(flag: str | None, env: Env) -> str | None:
+    """The flag's, else the variable's endpoint as ``Endpoint.url``; parsed only once an S3
+    backend is chosen (a local state never reads it)."""
+    if flag:
+        return parse_endpoint(flag, what="--backend-endpoint").url
+    from_env = env.environ.get(BACKEND_ENDPOINT_ENV)
+    if from_env:
+        return parse_endpoint(from_env, what=BACKEND_ENDPOINT_ENV).url
+    return None
 
 
 def _parse_s3_url(url: str, *, endpoint: str | None, origin: str) -> S3Backend:

@@ -9,20 +9,28 @@ Credentials (never in messages): ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
 (``AWS_SESSION_TOKEN``), else OBS's own ``OBS_ACCESS_KEY_ID``/``OBS_SECRET_ACCESS_KEY``
 (``OBS_SECURITY_TOKEN``), else boto3's chain (shared files, instance roles).
 
-May import: ``reconciler.errors``, ``reconciler.credcheck``, the stdlib; boto3/botocore lazily.
+The endpoint is parsed by ``reconciler.urls`` (https, or http for loopback only) and botocore
+is given ``Endpoint.url``; the proxy is chosen by ``reconciler.proxies`` from the injected
+environment and handed to botocore explicitly (so it does not read ``os.environ`` for one),
+and ``--debug`` names it (``reconciler.proxy``).
+
+May import: ``reconciler.errors``, ``reconciler.credcheck``, ``reconciler.urls``,
+``reconciler.proxies``, the stdlib; boto3/botocore lazily.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
 from reconciler.credcheck import header_credential
 from reconciler.errors import StateError, UsageError
+from reconciler.proxies import choose_proxy
+from reconciler.urls import Endpoint, parse_endpoint
 
 DEFAULT_REGION = "us-east-1"  # only signs requests; S3-compatible stores accept it
 ADDRESSING_ENV = "RECONCILER_BACKEND_ADDRESSING"
@@ -32,6 +40,7 @@ _CONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _NEVER_ETAG = '"00000000000000000000000000000000"'
 _T = TypeVar("_T")
+proxy_log = logging.getLogger("reconciler.proxy")
 
 
 class ConditionFailed(Exception):
@@ -51,6 +60,12 @@ class Location:
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
+    def parsed_endpoint(self) -> Endpoint | None:
+        """The endpoint as ``reconciler.urls`` reads it; None: boto3's default (AWS)."""
+        if self.endpoint is None:
+            return None
+        return parse_endpoint(self.endpoint, what=f"the endpoint of {self.url}")
+
 
 def resolve_region(location: Location, environ: Mapping[str, str]) -> str:
     """The backend block's region, else AWS_REGION/AWS_DEFAULT_REGION, else an OBS
@@ -60,8 +75,8 @@ def resolve_region(location: Location, environ: Mapping[str, str]) -> str:
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         if environ.get(name):
             return environ[name]
-    host = urlparse(location.endpoint or "").hostname or ""
-    match = _OBS_HOST.search(host)
+    endpoint = location.parsed_endpoint()
+    match = _OBS_HOST.search(endpoint.host if endpoint else "")
     return match.group(1) if match else DEFAULT_REGION
 
 
@@ -73,10 +88,10 @@ def addressing_style(location: Location, environ: Mapping[str, str]) -> str:
         return chosen
     if chosen:
         raise UsageError(f"{ADDRESSING_ENV}={chosen!r}: use path or virtual.")
-    if location.endpoint is None:
+    endpoint = location.parsed_endpoint()
+    if endpoint is None:
         return "virtual"
-    host = urlparse(location.endpoint).hostname or ""
-    return "virtual" if host.endswith(_VIRTUAL_HOSTS) else "path"
+    return "virtual" if endpoint.host.removesuffix(".").endswith(_VIRTUAL_HOSTS) else "path"
 
 
 def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
@@ -103,7 +118,13 @@ def make_client(location: Location, *, environ: Mapping[str, str], insecure: boo
             "the s3 state backend needs boto3: install reconciler[s3] "
             "(pip install 'reconciler[s3]')."
         ) from None
+    endpoint = location.parsed_endpoint()
+    region = resolve_region(location, environ)
+    # boto3's default endpoint is AWS's; the proxy is chosen for its regional host.
+    choice = choose_proxy(endpoint or Endpoint("https", f"s3.{region}.amazonaws.com"), environ)
+    proxy_log.debug("state backend %s", choice.describe())
     config = Config(
+        proxies=choice.proxies(),  # explicit, even when empty: botocore reads no environment
         s3={"addressing_style": addressing_style(location, environ)},
         retries={"mode": "standard", "max_attempts": 5},
         connect_timeout=10,
@@ -114,9 +135,8 @@ def make_client(location: Location, *, environ: Mapping[str, str], insecure: boo
         response_checksum_validation="when_required",
     )
     session = boto3.session.Session(**_credentials(environ))
-    return session.client("s3", endpoint_url=location.endpoint,
-                          region_name=resolve_region(location, environ), config=config,
-                          verify=not insecure)
+    return session.client("s3", endpoint_url=endpoint.url if endpoint else None,
+                          region_name=region, config=config, verify=not insecure)
 
 
 class Objects:

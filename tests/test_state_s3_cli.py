@@ -147,3 +147,20 @@ def test_migrate_local_state_to_s3_and_back(
     back = local("state", "push", str(tmp_path / "pulled.json"))
     assert back.code == 0, back.text
     assert local("state", "list").out == "ci\n"
+
+
+def test_a_saved_plan_says_where_its_state_is_before_anything_is_sent(
+        emulator: Emulator, tmp_path: Path, bucket: Bucket) -> None:
+    cli = Cli(emulator, tmp_path, extra_env=dict(CREDENTIALS),
+              state_options=("--lock-timeout", "0s"))  # no --state: the block decides
+    cli.write(f"backend:\n  s3: {{bucket: {bucket.name}, key: {KEY}, "
+              f"endpoint: '{bucket.endpoint}/'}}\n" + KEYS)
+    for extra in ((), (str(cli.manifests),)):  # without, then with, the manifests
+        planned = cli("plan", "--out", str(tmp_path / "p.json"), str(cli.manifests))
+        assert planned.code == 0, planned.text
+        applied = cli("apply", str(tmp_path / "p.json"), *extra)
+        assert applied.code == 0, applied.text
+        line = applied.out.splitlines()[2]
+        assert line.startswith(f"Saved plan state: s3://{bucket.name}/{KEY} at "
+                               f"{bucket.endpoint.rstrip('/')}"), applied.out
+        assert line.endswith("(as the saved plan says).")

@@ -1,8 +1,9 @@
 """``reconciler apply PLANFILE [PATH…]``: apply a saved plan exactly as it was shown, or nothing.
 
-Before anything is sent (to the cloud or to a state backend), this prints two lines: whether
+Before anything is sent (to the cloud or to a state backend), this prints three lines: whether
 the configuration was verified against the manifests given (the first line says so when none
-were), and the endpoint, project, region and API the plan targets. An endpoint, project, region
+were), the endpoint, project, region and API the plan targets, and where its state is read and
+written. An endpoint, project, region
 or API that this run's own flags, environment or manifests name differently is refused. What
 is then carried out is the plan made again by ``reconciler.planfile.rederive``.
 
@@ -89,6 +90,24 @@ def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> BackendConfi
     return saved.backend
 
 
+def _state_line(args: argparse.Namespace, env: Env, backend: BackendConfig | None,
+                saved: SavedPlan) -> str:
+    """Where this apply will read and write state (and send the state credentials), said
+    before anything is sent: the endpoint is parsed as it will be connected to."""
+    from reconciler.state.factory import LocalBackend, choose_backend
+
+    where = choose_backend(state_path=args.state, backend=args.backend,
+                           backend_endpoint=args.backend_endpoint, manifest_backend=backend,
+                           env=env)
+    if isinstance(where, LocalBackend):
+        return f"the local file {where.path}"
+    text = f"s3://{where.bucket}/{where.key} at {where.endpoint or 'the AWS default endpoint'}"
+    if backend is saved.backend and backend is not None and (
+            where.bucket, where.key) == (backend.bucket, backend.key):
+        text += " (as the saved plan says)"
+    return text
+
+
 def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
                 manifests: Sequence[str]) -> int:
     shown = args.paths[0] if args.paths else str(path)
@@ -99,6 +118,7 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
     env.out(f"Saved plan targets {settings.endpoint} (project {settings.project_id}, region "
             f"{settings.region or 'not set'}, api {Api(settings.api).value}).")
     backend = _pinned_backend(saved, manifest)
+    env.out(f"Saved plan state: {_state_line(args, env, backend, saved)}.")
     with session(args, env, operation="apply", manifest=Manifest(keypairs=(), backend=backend),
                  provider=provider) as sess:
         remote = refresh(sess.api)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from reconciler import keys
-from reconciler.commands.common import open_state
+from reconciler.commands.common import open_existing_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
 from reconciler.errors import KeyFormatError, StateError, UsageError
@@ -24,7 +24,7 @@ from reconciler.state.files import replace_file, write_fd
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env, discover=True)
+    store = open_existing_state(args, env)
     entry = find_entry(store.load(), args.name, store=store)
     secret: Secret | None = None
     if args.private_key:

@@ -17,7 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
-from reconciler.commands.common import lock_timeout, open_state
+from reconciler.commands.common import (
+    lock_timeout,
+    open_existing_state,
+    open_state,
+    refuse_without_lock,
+)
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
@@ -26,8 +31,12 @@ from reconciler.state.protocol import StateStore
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
-    store = open_state(args, env, discover=True)
     sub = args.state_command
+    if sub in ("rm", "push"):
+        refuse_without_lock(args, operation=f"state {sub}")
+    if sub == "push":  # may create the state: the first push to a new backend
+        return _push(args, env, open_state(args, env, discover=True))
+    store = open_existing_state(args, env)
     if sub == "list":
         for name in sorted(store.load().keypairs):
             env.out(name)
@@ -40,8 +49,6 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if sub == "pull":
         env.stdout.write(store.export().decode())
         return ExitCode.OK
-    if sub == "push":
-        return _push(args, env, store)
     raise UsageError(f"unknown state subcommand {sub!r}")
 
 

@@ -252,6 +252,13 @@ class JournaledStore:
             self._write_document(encode_document(doc))
             self._disk, self._serial = doc, doc.state.serial
 
+    def exists(self) -> bool:
+        """Whether there is a state here: a document, or the journal of an interrupted first
+        run. Loads the state if need be; writes nothing."""
+        self._ensure_loaded()
+        with self._mutex:
+            return self._has_document() or self._pending() is not None
+
     def export(self) -> bytes:
         """The document a commit would write now (secrets stay sealed)."""
         self._ensure_loaded()

@@ -1,0 +1,182 @@
+"""What a new user trips on, through the real CLI against the emulator: commands run from the
+repository root (``-C``/``--chdir``, the manifests' path for ``state`` and ``output``), no state
+found, ``--lock=false`` for plan only, ``apply --refresh-only``, x509 without a certificate,
+and messages that lead somewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_state_s3_support import CREDENTIALS, Bucket, new_bucket
+
+from reconciler.emulator.server import Emulator
+from tests.clihelp import Cli
+
+KEYS = "keypairs:\n  - name: web\n  - name: ci\n    generate: ed25519\n"
+
+
+@pytest.fixture()
+def cli(emulator: Emulator, tmp_path: Path) -> Cli:
+    return Cli(emulator, tmp_path)
+
+
+def at_root(cli: Cli) -> Cli:
+    """The same CLI without --state: where the state is comes from the directory alone."""
+    cli.state_options = ("--lock-timeout", "0s")
+    return cli
+
+
+# --- commands that work from the repository root ------------------------------------------
+
+
+def test_chdir_runs_the_command_from_that_directory(cli: Cli) -> None:
+    at_root(cli).write(KEYS)
+    for spelling in (["-C", "manifests"], ["--chdir", "manifests"], ["-chdir=manifests"]):
+        planned = cli(*spelling, "plan")
+        assert planned.code == 0, planned.text
+        assert "Plan: 2 to add, 0 to change, 0 to destroy." in planned.out, spelling
+    applied = cli("apply", "--auto-approve", "-C", "manifests")  # after the command, too
+    assert applied.code == 0, applied.text
+    assert (cli.manifests / "reconciler.state.json").exists()  # the default state, in DIR
+    assert not (cli.root / "reconciler.state.json").exists()
+    assert cli("-C", "manifests", "state", "list").out.split() == ["ci", "web"]
+    missing = cli("-C", "nowhere", "plan")
+    assert missing.code == 1 and "--chdir nowhere" in missing.err
+    assert str(cli.root / "nowhere") in missing.err and "Traceback" not in missing.err
+
+
+def test_state_and_output_read_the_backend_of_the_manifests_path(
+        emulator: Emulator, tmp_path: Path) -> None:
+    bucket: Bucket = new_bucket()
+    cli = Cli(emulator, tmp_path, extra_env={**CREDENTIALS,
+                                             "RECONCILER_BACKEND_ENDPOINT": bucket.endpoint},
+              state_options=("--lock-timeout", "0s"))
+    cli.write(f"backend:\n  s3: {{bucket: {bucket.name}, key: k/prod.json}}\n" + KEYS)
+    assert cli("apply", "--auto-approve", "manifests").code == 0
+    # From the repository root, given the manifests' path, as plan is given it.
+    listed = cli("state", "list", "manifests")
+    assert (listed.code, listed.out) == (0, "ci\nweb\n"), listed.text
+    shown = cli("output", "ci", "manifests", "--private-key")
+    assert shown.code == 0 and "PRIVATE KEY-----" in shown.out, shown.text
+    pulled = cli("state", "pull", "manifests")
+    assert json.loads(pulled.out)["serial"] == 1
+    assert cli("-C", "manifests", "state", "show", "web").code == 0
+    assert not (tmp_path / "reconciler.state.json").exists()
+    # Without the path, from the root: no state there, and the error says where it looked.
+    here = cli("state", "list")
+    assert here.code == 1 and here.out == ""
+    assert f"no state found: {tmp_path / 'reconciler.state.json'} does not exist" in here.err
+    assert "no backend block in the manifests of the working directory" in here.err
+    assert "reconciler state list DIR" in here.err
+
+
+def test_no_state_is_an_error_and_pull_invents_none(cli: Cli) -> None:
+    at_root(cli).write(KEYS)
+    for argv in (("state", "list"), ("state", "pull"), ("output", "web"),
+                 ("state", "list", "manifests"), ("output", "web", "manifests")):
+        result = cli(*argv)
+        assert (result.code, result.out) == (1, ""), (argv, result.text)
+        assert "no state found:" in result.err and "does not exist" in result.err, result.err
+        assert "Run `reconciler apply` first" in result.err
+    assert sorted(p.name for p in cli.root.iterdir()) == ["manifests", "state.key"]
+    # A state that exists and is empty is no error: after a destroy, list prints nothing.
+    assert cli("apply", "--auto-approve", "manifests").code == 0
+    assert cli("destroy", "--auto-approve", "manifests").code == 0
+    emptied = cli("state", "list")
+    assert (emptied.code, emptied.out) == (0, ""), emptied.text
+
+
+# --- --lock=false: plan only ------------------------------------------------------------
+
+
+def test_plan_runs_without_the_lock_and_writers_refuse_it(cli: Cli) -> None:
+    cli.write(KEYS)
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    from reconciler.state.local import LocalStateStore
+
+    holder = LocalStateStore(cli.state, environ=cli.environ)
+    before = cli.state.read_bytes()
+    with holder.lock(operation="apply", timeout=0):
+        locked = cli("plan", str(cli.manifests))
+        assert locked.code == 1 and "Error acquiring the state lock" in locked.err
+        for spelling in (["--lock=false"], ["--lock", "false"], ["-lock=false"]):
+            planned = cli("plan", "--detailed-exitcode", str(cli.manifests), *spelling)
+            assert planned.code == 0, planned.text
+            assert "No changes." in planned.out
+        for argv in (("apply", "--auto-approve", str(cli.manifests)),
+                     ("destroy", "--auto-approve", str(cli.manifests)),
+                     ("import", "web", str(cli.manifests)), ("state", "rm", "web"),
+                     ("state", "push", str(cli.state))):
+            refused = cli(*argv, "--lock=false")
+            assert refused.code == 1, argv
+            assert "--lock=false is for plan only" in refused.err, refused.err
+            assert "two writers" in refused.err
+    assert cli.state.read_bytes() == before
+    assert cli.writes() == 2  # the first apply's creates; nothing since
+    bad = cli("plan", "--lock=maybe", str(cli.manifests))
+    assert bad.code == 1 and "'maybe' is not true or false" in bad.err
+
+
+# --- apply --refresh-only ------------------------------------------------------------------
+
+
+def test_apply_refresh_only_records_drift_and_leaves_the_cloud_alone(cli: Cli) -> None:
+    cli.write(KEYS)
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.client().delete_keypair("ci")
+    writes = cli.writes()
+    asked = cli("apply", "--refresh-only", str(cli.manifests))
+    assert asked.code == 1 and "--auto-approve" in asked.err  # it asks, as apply does
+    applied = cli("apply", "--refresh-only", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert "# keypair.ci has been deleted" in applied.out
+    assert "keypair.ci: deleted outside reconciler; dropped from state" in applied.out
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in applied.out
+    assert cli.writes() == writes and cli.client().get_keypair("ci") is None
+    assert cli("state", "list").out.split() == ["web"]
+    again = cli("apply", "--refresh-only", "--auto-approve", str(cli.manifests))
+    assert again.code == 0 and "No changes." in again.out, again.text
+
+
+# --- manifests -----------------------------------------------------------------------------
+
+
+def test_x509_without_a_certificate_is_refused_at_validate_with_the_fix(cli: Cli) -> None:
+    cli.write("keypairs:\n  - name: legacy\n    type: x509\n")
+    for argv in (("validate", str(cli.manifests)), ("plan", str(cli.manifests))):
+        result = cli(*argv)
+        assert result.code == 1, result.text
+        assert "keys.yaml:5:5: error: keypairs[0].type: a type x509 key pair needs its " \
+               "certificate: the cloud generates ssh key pairs only" in result.err, result.err
+        assert "public_key_file" in result.err
+    assert cli.emulator.counters().get("list", 0) == 0  # refused before any API call
+
+
+def test_x509_certificates_are_accepted_by_every_api_schema_included(
+        emulator: Emulator, tmp_path: Path) -> None:
+    from test_apply_edges import _certificate
+
+    schema = json.loads(Cli(emulator, tmp_path)("schema", globals_=False).out)
+    described = schema["$defs"]["keypair"]["properties"]["type"]["description"]
+    assert "kps" in described and "v2 and v2.1)" not in described
+    for api in ("v2", "v2.1", "kps"):
+        name = "legacy-" + api.replace(".", "")
+        cli = Cli(emulator, tmp_path / api, api=api)
+        (cli.manifests / "cert.pem").write_text(_certificate(name))
+        cli.write(f"keypairs:\n  - name: {name}\n    type: x509\n"
+                  "    public_key_file: cert.pem\n")
+        applied = cli("apply", "--auto-approve", str(cli.manifests))
+        assert applied.code == 0, applied.text
+        remote = cli.client().get_keypair(name)
+        assert remote is not None and remote.type == "x509"
+        again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+        assert again.code == 0, again.text
+
+
+def test_a_missing_manifest_path_has_no_line_and_column(cli: Cli) -> None:
+    result = cli("validate", "keypairs/")
+    assert result.code == 1
+    assert result.err.startswith("error: keypairs: no such file or directory\n"), result.err
+    assert ":1:1" not in result.err and f"relative paths start at {cli.root}" in result.err

@@ -224,3 +224,18 @@ def test_exists_unknowable_adopt_then_replace_gives_a_key_state_holds(cli: Cli) 
     assert cli("apply", "--auto-approve", "--replace", "web", str(cli.manifests)).code == 0
     held = cli("output", "web", "--private-key")
     assert held.code == 0 and "PRIVATE KEY-----" in held.out, held.text
+
+
+def test_plain_http_500s_are_reported_as_answers_not_as_lost_answers(cli: Cli) -> None:
+    cli.write(f"keypairs:\n  - name: alice\n    public_key: {THEIRS}\n  - name: web\n")
+    cli.emulator.set_faults(error_rate=1.0, statuses=[500], operations=["import", "create"])
+    failed = cli("apply", "--auto-approve", str(cli.manifests))
+    cli.emulator.set_faults()
+    assert failed.code == 1
+    for name in ("alice", "web"):
+        line = next(x for x in failed.err.splitlines() if x.startswith(f"Error: keypair.{name}"))
+        assert "the cloud answered HTTP 500" in line, line
+        assert "request id:" in line and "The service is failing" in line, line
+        assert "lost" not in line, line
+    assert cli.client().get_keypair("alice") is None  # nothing blindly duplicated
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0

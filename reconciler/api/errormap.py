@@ -158,8 +158,8 @@ def api_error(
             "have taken effect, so it is not resent. Re-read the key pair to find out."
         )
         return OutcomeUnknownError(
-            text + suffix, status=status, code=code, request_id=request_id,
-            operation=context.operation,
+            text + suffix, answered=detail, status=status, code=code,
+            request_id=request_id, operation=context.operation,
         )
     hint = _hint(status or 0, context.retries)
     text = f"{context.operation} failed: {detail}." + (f" {hint}" if hint else "")

@@ -239,3 +239,19 @@ def test_plain_http_500s_are_reported_as_answers_not_as_lost_answers(cli: Cli) -
         assert "lost" not in line, line
     assert cli.client().get_keypair("alice") is None  # nothing blindly duplicated
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+
+
+@pytest.mark.parametrize(("ak_var", "sk_var"), [("HW_ACCESS_KEY", "HW_SECRET_KEY"),
+                                                ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK")])
+def test_a_wrong_sk_names_the_variables_that_were_used(
+        emulator: Emulator, tmp_path: Path, ak_var: str, sk_var: str) -> None:
+    cli = Cli(emulator, tmp_path)
+    for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK"):
+        del cli.environ[name]
+    cli.environ.update({ak_var: emulator.ak, sk_var: "wrong-secret-key-0123456789"})
+    cli.write(KEYS)
+    result = cli("plan", str(cli.manifests))
+    assert result.code == 1 and "Authentication failed" in result.err, result.text
+    assert f"check {ak_var} / {sk_var} and the time" in result.err, result.err
+    other = "HUAWEICLOUD_SDK" if ak_var.startswith("HW_") else "HW_"
+    assert other not in result.err and "wrong-secret-key" not in result.err

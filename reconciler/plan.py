@@ -260,6 +260,12 @@ def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
              ctx: _Context) -> Change:
     """Desired, and recorded by an apply that was interrupted before the cloud confirmed it."""
     after = desired_attributes(d)
+    if (remote is None and prior.source is KeySource.GENERATE and prior.public_key
+            and prior.private_key is not None and prior.spec_digest == d.spec_digest):
+        # apply resumes with the key generated and stored before: its public half is known
+        recorded = recorded_attributes(prior)
+        after = {**after, "public_key": recorded["public_key"],
+                 "fingerprint": recorded["fingerprint"]}
     common: dict[str, Any] = {"after": after, "after_unknown": _unknown(after), "desired": d,
                               "prior": prior, "remote": remote}
     if remote is None:

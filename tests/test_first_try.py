@@ -255,3 +255,23 @@ def test_a_wrong_sk_names_the_variables_that_were_used(
     assert f"check {ak_var} / {sk_var} and the time" in result.err, result.err
     other = "HUAWEICLOUD_SDK" if ak_var.startswith("HW_") else "HW_"
     assert other not in result.err and "wrong-secret-key" not in result.err
+
+
+def test_a_resumed_key_shows_the_public_half_it_will_upload(cli: Cli) -> None:
+    cli.write("keypairs:\n  - name: ci\n    generate: ed25519\n")
+    cli.emulator.set_faults(error_rate=1.0, statuses=[500], operations=["import"])
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 1
+    cli.emulator.set_faults()
+    held = json.loads(cli.state.read_text() if cli.state.exists() else
+                      cli("state", "pull").out)["keypairs"]["ci"]
+    assert held["status"] == "pending" and held["public_key"].startswith("ssh-ed25519 ")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "resuming an interrupted apply with the key already in state" in plan.out
+    body = plan.out.split("# keypair.ci will be created", 1)[1]
+    assert "(known after apply)" not in body, body
+    assert f'fingerprint = "{held["fingerprint_md5"]}"' in body, body
+    assert "private_key = (sensitive value)" in body
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    remote = cli.client().get_keypair("ci")
+    assert remote is not None and remote.fingerprint == held["fingerprint_md5"]

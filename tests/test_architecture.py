@@ -36,6 +36,11 @@ FORBIDDEN = {
                              "reconciler.apply", "reconciler.render", "reconciler.commands",
                              "reconciler.emulator", "reconciler.settings"),
     "reconciler.emulator.jsonbody": ("reconciler.",),
+    # The apply heartbeat is a timer and a printer's callback, nothing of the engine.
+    "reconciler.commands.heartbeat": ("reconciler.",),
+    "reconciler.duration": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                            "reconciler.apply", "reconciler.render", "reconciler.commands",
+                            "reconciler.emulator"),
 }
 
 

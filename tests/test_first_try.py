@@ -275,3 +275,34 @@ def test_a_resumed_key_shows_the_public_half_it_will_upload(cli: Cli) -> None:
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
     remote = cli.client().get_keypair("ci")
     assert remote is not None and remote.fingerprint == held["fingerprint_md5"]
+
+
+def test_without_a_terminal_a_long_apply_prints_still_creating(cli: Cli) -> None:
+    import re
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    origin, real = datetime.now(UTC), time.monotonic()
+
+    def fast() -> datetime:  # forty clock seconds to the real one: no ten-second wait
+        return origin + timedelta(seconds=(time.monotonic() - real) * 40)
+
+    cli.env_options = {"clock": fast, "heartbeat": 0.25}
+    cli.write("keypairs:\n  - name: web\n")
+    assert cli("plan", str(cli.manifests)).code == 0
+    cli.emulator.set_faults(latency_ms=1200, operations=["create"])
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    cli.emulator.set_faults(latency_ms=0)
+    assert applied.code == 0, applied.text
+    lines = applied.out.splitlines()
+    start, end = lines.index("keypair.web: Creating..."), next(
+        i for i, x in enumerate(lines) if x.startswith("keypair.web: Creation complete"))
+    beats = lines[start + 1:end]
+    assert beats, applied.out
+    assert all(re.fullmatch(r"keypair\.web: Still creating\.\.\. \[\d+s elapsed\]", b)
+               for b in beats), beats
+    shown = [int(re.findall(r"\[(\d+)s", b)[0]) for b in beats]
+    assert shown == sorted(shown) and shown[0] >= 8, shown  # ~10 clock seconds apart
+    quiet = Cli(cli.emulator, cli.root / "quiet")
+    quiet.write("keypairs:\n  - name: ci\n")
+    assert "Still creating" not in quiet("apply", "--auto-approve", str(quiet.manifests)).out

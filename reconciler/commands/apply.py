@@ -69,10 +69,13 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
 
 def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
               destroy: bool = False) -> int:
-    result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
-                        hooks=LineHooks(env, colour=env.colour(args.no_color),
-                                        live=env.stdout_is_tty(), total=len(plan.actionable)),
-                        parallelism=args.parallelism, now=env.clock)
+    hooks = LineHooks(env, colour=env.colour(args.no_color), live=env.stdout_is_tty(),
+                      total=len(plan.actionable))
+    try:
+        result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
+                            hooks=hooks, parallelism=args.parallelism, now=env.clock)
+    finally:
+        hooks.close()
     return report(result, env, destroy=destroy)
 
 

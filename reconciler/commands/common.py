@@ -174,7 +174,9 @@ def debug_logging(args: argparse.Namespace, env: Env) -> Iterator[None]:
 class LineHooks:
     """Apply progress as Terraform prints it: one line per step, safe across threads.
 
-    On a terminal (``live``) a status line under them shows how far the apply is.
+    On a terminal (``live``) a status line under them shows how far the apply is; without one
+    (a CI log), Terraform's ``Still creating... [10s elapsed]`` lines show it is alive.
+    ``close`` stops the heartbeat.
     """
 
     env: Env
@@ -183,9 +185,17 @@ class LineHooks:
     total: int = 0
 
     def __post_init__(self) -> None:
+        from reconciler.commands.heartbeat import Heartbeat
+
         self._lock = threading.Lock()
         self._done = 0
         self._running = 0
+        self._beat = None if self.live else Heartbeat(interval=self.env.heartbeat,
+                                                      clock=self.env.clock, say=self._say)
+
+    def close(self) -> None:
+        if self._beat is not None:
+            self._beat.close()
 
     def _say(self, text: str) -> None:
         with self._lock:
@@ -204,8 +214,12 @@ class LineHooks:
         with self._lock:
             self._running += 0 if second_half else 1  # a replacement is one change
         self._say(f"{change.address}: {verb}")
+        if self._beat is not None:
+            self._beat.start(str(change.address), phase)
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
+        if self._beat is not None:
+            self._beat.stop(str(change.address))
         with self._lock:
             self._done += 1
             self._running -= 1

@@ -306,3 +306,18 @@ def test_without_a_terminal_a_long_apply_prints_still_creating(cli: Cli) -> None
     quiet = Cli(cli.emulator, cli.root / "quiet")
     quiet.write("keypairs:\n  - name: ci\n")
     assert "Still creating" not in quiet("apply", "--auto-approve", str(quiet.manifests)).out
+
+
+def test_rotate_after_in_hours_explains_itself_in_hours(cli: Cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    cli.write("keypairs:\n  - name: ci\n    generate: ed25519\n    rotate_after: 2h\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    later = datetime.now(UTC) + timedelta(hours=3, minutes=5)
+    cli.env_options = {"clock": lambda: later}
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "# keypair.ci must be replaced" in plan.out
+    assert "(rotation due: created 3 hours 5 minutes ago, rotate_after is 2 hours)" \
+        in plan.out, plan.out
+    assert "0 days" not in plan.out

@@ -134,14 +134,14 @@ class _Applier:
     def _import(self, d: DesiredKeyPair, public_key: str,
                 private_key: Secret | None) -> RemoteKeyPair:
         ours = keys.normalise(public_key, key_type=d.type)
-        lost = False
+        lost: OutcomeUnknownError | None = None
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
                 return self.api.import_keypair(
                     name=d.name, public_key=public_key, type=d.type, user_id=d.user_id,
                     scope=d.scope, key_protection=d.key_protection, private_key=private_key)
-            except OutcomeUnknownError:
-                lost = True
+            except OutcomeUnknownError as exc:
+                lost = exc
             except ApiError as exc:
                 if not exc.conflict:
                     if lost:
@@ -154,8 +154,7 @@ class _Applier:
                 return found  # ours: an earlier attempt took effect
             raise ApplyError("the cloud holds a different key under this name (created by "
                              "someone else meanwhile); nothing was recorded for it")
-        raise _AmbiguousError(f"the import's answer was lost {LOST_RESPONSE_ATTEMPTS} times; "
-                              "run apply again")
+        raise _AmbiguousError(_no_effect("import", lost))
 
     def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
         """Recorded before a cloud create is sent: if the process dies before the answer
@@ -170,15 +169,15 @@ class _Applier:
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
         self.store.record(self._pending_cloud_entry(d))
-        lost = False
+        lost: OutcomeUnknownError | None = None
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
                 created = self.api.create_keypair(
                     name=d.name, type=d.type, user_id=d.user_id, scope=d.scope,
                     key_protection=d.key_protection)
                 return created.remote, created.private_key
-            except OutcomeUnknownError:
-                lost = True
+            except OutcomeUnknownError as exc:
+                lost = exc
             except ApiError as exc:
                 if lost:
                     raise _AmbiguousError(str(exc)) from None
@@ -190,8 +189,7 @@ class _Applier:
             self.store.record(self._entry(d, found, sealed=None, status=EntryStatus.TAINTED))
             raise _TaintedError("the cloud created it but its answer, with the private key, "
                                 "was lost; recorded as tainted, the next apply replaces it")
-        raise _AmbiguousError(f"the create's answer was lost {LOST_RESPONSE_ATTEMPTS} times and "
-                              "it does not exist; run apply again")
+        raise _AmbiguousError(_no_effect("create", lost))
 
     # -- one change ---------------------------------------------------------------------
     def _read_custody_key(self, d: DesiredKeyPair) -> Secret | None:
@@ -424,6 +422,18 @@ def apply_plan(
         state = store.commit()
     outcomes.sort(key=lambda o: o.name)
     return ApplyResult(outcomes=tuple(outcomes), state=state)
+
+
+def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:
+    """Why a create or import gave up, every attempt re-read and found without effect: the
+    cloud answered with an error each time (a failing service), or no answer arrived."""
+    if last is not None and last.answered:
+        return (f"the cloud answered {last.answered} to each of {LOST_RESPONSE_ATTEMPTS} "
+                f"attempts of the {what}, and reading the key pair back showed none took "
+                "effect; nothing was recorded for it. The service is failing: run apply again "
+                "later" + (f" (last request id: {last.request_id})" if last.request_id else ""))
+    return (f"the {what}'s answer was lost {LOST_RESPONSE_ATTEMPTS} times and it does not "
+            "exist; run apply again")
 
 
 def apply_refresh(plan: Plan, *, store: StateStore, remote: RemoteSnapshot) -> list[str]:

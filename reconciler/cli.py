@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 
 from reconciler.env import Env, ExitCode
-from reconciler.parser import COMMANDS, build_parser
+from reconciler.parser import COMMANDS, build_parser, normalize_argv
 
 
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     parser = build_parser()
     try:
         with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
-            args = parser.parse_args(list(argv) if argv is not None else None)
+            args = parser.parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help and --version (0), usage errors
         # argparse says 2 for a usage error; here 2 means "a plan with changes", so: 1.
         return ExitCode.ERROR if exc.code else ExitCode.OK
@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
 
     register_environment(env.environ)
     try:
+        env = _chdir(args.chdir, env)
         module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
         return int(module.run(args, env))
     except DiagnosticsError as exc:
@@ -60,6 +61,21 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         if getattr(args, "debug", False):
             env.err(scrub(traceback.format_exc()))
         return ExitCode.ERROR
+
+
+def _chdir(directory: str | None, env: Env) -> Env:
+    """``--chdir DIR``: every relative path, the default state and manifests, from DIR."""
+    if not directory:
+        return env
+    from dataclasses import replace
+
+    from reconciler.errors import UsageError
+
+    target = env.resolve(directory)
+    if not target.is_dir():
+        raise UsageError(f"--chdir {directory}: {target} is not a directory; give the directory "
+                         "that holds the manifests (e.g. -C keypairs)")
+    return replace(env, cwd=target.resolve())
 
 
 def run() -> None:

@@ -34,3 +34,21 @@ def parse_duration(text: str, *, option: str = "--lock-timeout") -> float:
             "e.g. 0s, 30s, 2m, 1h30m, 500ms."
         )
     return total
+
+
+def describe_duration(seconds: float) -> str:
+    """``seconds`` for people, in the largest unit that says it: "83 days", "2 hours",
+    "2 hours 10 minutes", "45 minutes", "30 seconds" (whole days once past a day)."""
+    whole = max(0, int(seconds))
+
+    def n(count: int, unit: str) -> str:
+        return f"{count} {unit}{'' if count == 1 else 's'}"
+
+    if whole >= 86400:
+        return n(whole // 86400, "day")
+    if whole >= 3600:
+        minutes = whole % 3600 // 60
+        return n(whole // 3600, "hour") + (f" {n(minutes, 'minute')}" if minutes else "")
+    if whole >= 60:
+        return n(whole // 60, "minute")
+    return n(whole, "second")

@@ -45,6 +45,8 @@ class Env:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Path = field(default_factory=Path.cwd)
     clock: Callable[[], datetime] = _utcnow
+    # Seconds between apply's "Still creating..." lines when stdout is no terminal.
+    heartbeat: float = 10.0
 
     def stdin_is_tty(self) -> bool:
         return _isatty(self.stdin)

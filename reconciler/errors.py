@@ -159,7 +159,19 @@ class AnswerShapeError(ApiError):
 
 
 class OutcomeUnknownError(ApiError):
-    """A create was sent but its answer was lost: it may or may not have happened."""
+    """A create was sent but its answer was lost: it may or may not have happened.
+
+    ``answered`` is what the cloud said when it did answer, with an error that leaves the
+    outcome open (an HTTP 500: "HTTP 500 SYS.0500: internal error"); empty when no answer
+    arrived at all. Messages tell the two apart: a failing service is not a lossy network.
+    """
+
+    def __init__(self, message: str, *, answered: str = "", status: int | None = None,
+                 code: str | None = None, request_id: str | None = None,
+                 operation: str = "") -> None:
+        self.answered = answered
+        super().__init__(message, status=status, code=code, request_id=request_id,
+                         operation=operation)
 
 
 class ApplyError(ReconcilerError):

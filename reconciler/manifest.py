@@ -122,6 +122,12 @@ def _collect_files(
                     f"no manifest files (*.yaml, *.yml) in {_display(path, cwd) or '.'}",
                     detail="give a directory holding manifests, or manifest files"))
             files.extend(found)
+        elif not path.exists() and not path.is_symlink():
+            # No file, so no line and column: name the path as it was given, and where from.
+            diags.append(Diagnostic(
+                f"{_display(path, cwd)}: no such file or directory",
+                detail=f"give a manifest file or a directory of manifests; relative paths "
+                       f"start at {cwd}"))
         else:
             files.append(path)
     unique: dict[str, Path] = {}

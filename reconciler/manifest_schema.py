@@ -226,6 +226,8 @@ def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnost
     if validator == "anyOf" and path and path[-1] == "encryption":
         return [_diag(doc, path, "encryption type kms needs kms_key_name or kms_key_id",
                       detail="name the KMS key, e.g. kms_key_name: ops-kms")]
+    if validator == "anyOf" and "then" in error.schema_path:  # type: x509, no certificate
+        return [_x509_source(instance, doc, path)]
     return [_diag(doc, path, f"does not satisfy the schema rule {validator!r}",
                   detail="see `reconciler schema` for what is allowed here")]
 
@@ -268,12 +270,19 @@ def _unknown_keys(error: Any, doc: YamlDocument, path: NodePath) -> list[Diagnos
     return out
 
 
+def _x509_source(instance: object, doc: YamlDocument, path: NodePath) -> Diagnostic:
+    """``type: x509`` without a certificate: neither here nor the cloud can generate one."""
+    fix = ("give its PEM certificate in public_key or public_key_file (e.g. public_key_file: "
+           "certs/NAME.pem), or drop `type: x509` for an ssh key pair")
+    if isinstance(instance, dict) and "generate" in instance:
+        return _diag(doc, (*path, "generate"), "a type x509 key pair cannot be generated here",
+                     key=True, detail=fix)
+    return _diag(doc, (*path, "type"), "a type x509 key pair needs its certificate: the cloud "
+                 "generates ssh key pairs only", key=True, detail=fix)
+
+
 def _not_message(error: Any, doc: YamlDocument, path: NodePath) -> list[Diagnostic]:
     instance = error.instance if isinstance(error.instance, dict) else {}
-    if "then" in error.schema_path:  # type: x509 with generate
-        return [_diag(doc, (*path, "generate"),
-                      "a type x509 key pair cannot be generated here",
-                      key=True, detail="give its certificate in public_key or public_key_file")]
     present = [k for k in instance if k in SOURCE_KEYS]
     second = present[1] if len(present) > 1 else (present[0] if present else "")
     found = " and ".join(present)

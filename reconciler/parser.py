@@ -10,6 +10,7 @@ May import: the standard library, ``reconciler`` (for the version).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from reconciler import __version__
 
@@ -39,6 +40,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         return value if top else argparse.SUPPRESS
 
     g = parser.add_argument_group("global options")
+    g.add_argument("-C", "--chdir", metavar="DIR", default=d(None),
+                   help="switch to DIR before doing anything else (Terraform's -chdir)")
     g.add_argument("--state", metavar="PATH", default=d(None),
                    help="state file (default reconciler.state.json; env RECONCILER_STATE)")
     g.add_argument("--backend", metavar="s3://BUCKET/KEY", default=d(None),
@@ -55,12 +58,39 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                    help="API flavour (env RECONCILER_API; default v2.1)")
     g.add_argument("--lock-timeout", metavar="DURATION", default=d("0s"),
                    help="how long to wait for the state lock, e.g. 30s, 2m (default 0s)")
+    g.add_argument("--lock", type=_boolean, metavar="{true,false}", default=d(True),
+                   help="hold the state lock (default true); only plan may run with "
+                        "--lock=false")
     g.add_argument("--insecure", action="store_true", default=d(False),
                    help="do not verify TLS certificates")
     g.add_argument("--no-color", action="store_true", default=d(False),
                    help="no colour in output (also NO_COLOR)")
     g.add_argument("--debug", action="store_true", default=d(False),
                    help="log HTTP requests (secrets redacted) and show tracebacks")
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+# Terraform's single-dash spellings, accepted as they are written in Terraform's docs.
+_TERRAFORM_SPELLINGS = ("-chdir=", "-lock=", "-lock-timeout=")
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """``-chdir=DIR`` and ``-lock=false`` (Terraform's spelling) as ``--chdir=DIR``, ..."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        out.append("-" + arg if arg.startswith(_TERRAFORM_SPELLINGS) else arg)
+    return out
 
 
 def _positive(text: str) -> int:
@@ -117,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="changes carried out at once (default 10)")
     _targets(p)
     p.add_argument("--replace", action="append", default=[], metavar="NAME")
+    p.add_argument("--refresh-only", action="store_true",
+                   help="record in state how the cloud drifted; change nothing in the cloud")
 
     p = cmd("destroy", "delete every key pair in state (respecting prevent_destroy)")
     p.add_argument("paths", nargs="*", metavar="PATH")
@@ -141,11 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("name", metavar="NAME")
         if name == "push":
             sp.add_argument("file", metavar="FILE")
+        sp.add_argument("paths", nargs="*", metavar="PATH",
+                        help="the manifests whose backend block holds the state "
+                             "(default: the working directory)")
+        if name == "push":
             sp.add_argument("--force", action="store_true",
                             help="overwrite even a newer serial or another lineage")
 
     p = cmd("output", "show a key pair's public key and fingerprints")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="the manifests whose backend block holds the state "
+                        "(default: the working directory)")
     p.add_argument("--private-key", action="store_true",
                    help="the private key (to --out or stdout)")
     p.add_argument("--out", metavar="FILE", help="write to FILE, created 0600")
@@ -154,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("force-unlock", "remove a stale state lock")
     p.add_argument("lock_id", metavar="LOCK_ID")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="the manifests whose backend block holds the state")
 
     cmd("schema", "print the manifest JSON Schema")
 

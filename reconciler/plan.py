@@ -3,7 +3,8 @@
 ``make_plan`` is pure: no I/O, no clock (``now`` is passed in), no randomness. Every row of
 the plan table in DESIGN §4 is decided here, and nowhere else; apply never re-diffs.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.attributes``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.attributes``,
+``reconciler.duration``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from reconciler.attributes import (
     remote_attributes,
     replacing_fields,
 )
+from reconciler.duration import describe_duration
 from reconciler.errors import Diagnostic, DiagnosticsError
 from reconciler.model import (
     Api,
@@ -233,17 +235,39 @@ def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: _Context) -> Chan
         return Change(d.name, Action.IMPORT, before=remote_attributes(remote), after=after,
                       notes=("already in the cloud with the same public key",),
                       desired=d, remote=remote)
-    ctx.problem(f"key pair {d.name!r} already exists in the cloud and is not managed by "
-                "reconciler",
-                f"run `reconciler import {d.name}` to adopt it into state, or rename it in the "
-                "manifest", d)
+    ctx.problem(*_unmanaged_advice(d), d)
     return Change(d.name, Action.NOOP, desired=d, remote=remote)
+
+
+def _unmanaged_advice(d: DesiredKeyPair) -> tuple[str, str]:
+    """A key pair of that name exists, unmanaged, with another (or an unknowable) key: the
+    ways out, each of which works as written."""
+    elsewhere = ("or delete it in the cloud yourself (console or API) if nothing uses it, and "
+                 "plan again: apply then creates it")
+    if d.source is KeySource.IMPORT:
+        return (f"key pair {d.name!r} already exists in the cloud and is not managed by "
+                "reconciler; the cloud holds a different public key than the manifest declares",
+                f"choose one: rename it in the manifest (the cloud's key pair is left alone); or "
+                f"adopt it with `reconciler import {d.name}`, after which the plan replaces it "
+                "with the declared key (delete, then import: whatever uses the cloud's key "
+                f"loses it); {elsewhere}")
+    return (f"key pair {d.name!r} already exists in the cloud and is not managed by "
+            "reconciler",
+            f"choose one: adopt it as it is with `reconciler import {d.name}` (its private key "
+            f"stays out of state; `reconciler apply --replace {d.name}` afterwards makes a new "
+            f"one that state holds); or rename it in the manifest; {elsewhere}")
 
 
 def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
              ctx: _Context) -> Change:
     """Desired, and recorded by an apply that was interrupted before the cloud confirmed it."""
     after = desired_attributes(d)
+    if (remote is None and prior.source is KeySource.GENERATE and prior.public_key
+            and prior.private_key is not None and prior.spec_digest == d.spec_digest):
+        # apply resumes with the key generated and stored before: its public half is known
+        recorded = recorded_attributes(prior)
+        after = {**after, "public_key": recorded["public_key"],
+                 "fingerprint": recorded["fingerprint"]}
     common: dict[str, Any] = {"after": after, "after_unknown": _unknown(after), "desired": d,
                               "prior": prior, "remote": remote}
     if remote is None:
@@ -280,9 +304,9 @@ def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
     if d.rotate_after_seconds is not None:
         age = _age_seconds(prior.created, ctx.now)
         if age is not None and age >= d.rotate_after_seconds:
-            return REASON_ROTATION, (), (f"rotation due: created {int(age // 86400)} days ago, "
-                                         f"rotate_after is {d.rotate_after_seconds // 86400} "
-                                         "days",)
+            return REASON_ROTATION, (), (f"rotation due: created {describe_duration(age)} "
+                                         "ago, rotate_after is "
+                                         f"{describe_duration(d.rotate_after_seconds)}",)
     return None
 
 

@@ -73,6 +73,14 @@ def _credentials(environ: Mapping[str, str]) -> tuple[str, str, str | None]:
                      "(or HW_ACCESS_KEY and HW_SECRET_KEY) in the environment")
 
 
+def _credential_source(environ: Mapping[str, str]) -> str:
+    """The names of the variables ``_credentials`` took the AK/SK from, for advice."""
+    for ak_var, sk_var in zip(AK_VARS, SK_VARS, strict=True):
+        if _set(environ, ak_var) and _set(environ, sk_var):
+            return f"{ak_var} / {sk_var}"
+    return f"{AK_VARS[0]} / {SK_VARS[0]}"
+
+
 def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
                   provider: ProviderConfig | None) -> Api:
     raw = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
@@ -126,7 +134,8 @@ def resolve_api_settings(
                          "(or HW_PROJECT_ID), or set provider.project_id in a manifest")
     ak, sk, token = _credentials(environ)
     credentials = Credentials(ak=ak, sk=Secret(sk),
-                              security_token=Secret(token) if token else None)
+                              security_token=Secret(token) if token else None,
+                              source=_credential_source(environ))
     ca_bundle = _first(environ, CA_BUNDLE_VARS)
     return ApiSettings(api=api, endpoint=endpoint.url, project_id=project_id,
                        credentials=credentials, region=region, verify_tls=not flags.insecure,

@@ -6,6 +6,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
@@ -37,6 +38,8 @@ class Cli:
     # Where state lives: () for --state ROOT/reconciler.state.json, or global options of
     # their own, e.g. ("--backend", "s3://bucket/key", "--backend-endpoint", URL).
     state_options: tuple[str, ...] = ()
+    # More of the Env: e.g. {"clock": ..., "heartbeat": 0.2}.
+    env_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.manifests = self.root / "manifests"
@@ -67,7 +70,7 @@ class Cli:
         adds flags of the caller's own."""
         out, err = io.StringIO(), io.StringIO()
         env = Env(stdin=io.StringIO(stdin), stdout=out, stderr=err, environ=dict(self.environ),
-                  cwd=self.root)
+                  cwd=self.root, **self.env_options)
         where = list(self.state_options) or ["--state", str(self.state)]
         flags = [*where, "--endpoint", self.emulator.endpoint,
                  "--project-id", self.emulator.project_id, "--api", self.api] if globals_ else []

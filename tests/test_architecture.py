@@ -45,6 +45,11 @@ FORBIDDEN = {
     "reconciler.proxies": ("reconciler.api", "reconciler.state", "reconciler.settings",
                            "reconciler.commands", "reconciler.emulator", "reconciler.plan",
                            "reconciler.apply", "reconciler.render"),
+    # The apply heartbeat is a timer and a printer's callback, nothing of the engine.
+    "reconciler.commands.heartbeat": ("reconciler.",),
+    "reconciler.duration": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                            "reconciler.apply", "reconciler.render", "reconciler.commands",
+                            "reconciler.emulator"),
 }
 
 

@@ -227,7 +227,7 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
     code, out, err = validate(tmp_path, "nope.yaml", "empty")
     assert_diagnostics(code, out, err, [
         "error: no manifest files (*.yaml, *.yml) in empty",
-        "nope.yaml:1:1: error: nope.yaml does not exist",
+        "error: nope.yaml: no such file or directory",
     ])
 
 

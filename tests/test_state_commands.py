@@ -64,9 +64,19 @@ def test_state_list_is_sorted_names(tmp_path: Path, state: str) -> None:
     assert result.code == 0 and result.out == "alice\ndeploy\nlost\nvault\n"
 
 
-def test_state_list_of_no_state_prints_nothing_and_writes_nothing(tmp_path: Path) -> None:
-    result = run(tmp_path, "state", "list", "--state", "none.json")
-    assert (result.code, result.out) == (0, "")
+def test_no_state_is_an_error_naming_where_it_looked_and_writes_nothing(
+        tmp_path: Path) -> None:
+    for argv in (["state", "list"], ["state", "pull"], ["state", "show", "x"],
+                 ["output", "x"]):
+        result = run(tmp_path, *argv, "--state", "none.json")
+        assert (result.code, result.out) == (1, ""), argv
+        assert f"no state found: {tmp_path / 'none.json'} does not exist (chosen with " \
+            "--state)" in result.err, result.err
+    default = run(tmp_path, "state", "pull")
+    assert default.code == 1 and default.out == ""
+    assert f"{tmp_path / 'reconciler.state.json'} does not exist (the default local state" \
+        in default.err and "no backend block in the manifests of the working directory" \
+        in default.err
     assert [p.name for p in tmp_path.iterdir()] == ["state.key"]
 
 

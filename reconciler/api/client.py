@@ -184,6 +184,7 @@ class HttpClient:
         context = ErrorContext(
             operation=operation, retries=result.attempts - 1, endpoint=self.endpoint,
             secrets=self.settings.credentials.secrets(),
+            credential_source=self.settings.credentials.source,
         )
         return api_error(
             status=result.status, code=result.error_code, message=result.error_message or "",
@@ -287,6 +288,7 @@ class _Call:
         return ErrorContext(
             operation=self.operation, retries=retries, endpoint=self.c.endpoint,
             secrets=self.c.settings.credentials.secrets(),
+            credential_source=self.c.settings.credentials.source,
         )
 
     def run(self) -> HttpResult:

@@ -40,6 +40,7 @@ class ErrorContext:
     retries: int
     endpoint: str
     secrets: tuple[Secret, ...] = field(default=(), repr=False)  # SK, token: scrubbed
+    credential_source: str = "HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK"  # variable names
 
 
 def _find_pair(data: object, depth: int = 0) -> tuple[object, object] | None:
@@ -105,13 +106,13 @@ def _times(n: int) -> str:
     return f"{n} {'retry' if n == 1 else 'retries'}"
 
 
-def _hint(status: int, retries: int) -> str:
+def _hint(status: int, retries: int, source: str) -> str:
     if status == 400:
         return "The request was rejected as invalid; check the key pair's name and public key."
     if status == 401:
         return (
             "Authentication failed: the AK/SK is wrong or this machine's clock is off; check "
-            "HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK and the time synchronisation (NTP)."
+            f"{source} and the time synchronisation (NTP)."
         )
     if status == 403:
         return (
@@ -158,10 +159,10 @@ def api_error(
             "have taken effect, so it is not resent. Re-read the key pair to find out."
         )
         return OutcomeUnknownError(
-            text + suffix, status=status, code=code, request_id=request_id,
-            operation=context.operation,
+            text + suffix, answered=detail, status=status, code=code,
+            request_id=request_id, operation=context.operation,
         )
-    hint = _hint(status or 0, context.retries)
+    hint = _hint(status or 0, context.retries, context.credential_source)
     text = f"{context.operation} failed: {detail}." + (f" {hint}" if hint else "")
     return ApiError(
         text + suffix, status=status, code=code, request_id=request_id,

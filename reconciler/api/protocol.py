@@ -29,6 +29,9 @@ class Credentials:
     ak: str
     sk: Secret
     security_token: Secret | None = None
+    # The environment variables they came from, for advice ("check HW_ACCESS_KEY / ..."):
+    # names only, never values.
+    source: str = "HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK"
 
     def __repr__(self) -> str:
         return "Credentials(ak=(sensitive value), sk=(sensitive value))"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from reconciler.apply import ApplyResult, apply_plan
-from reconciler.commands.common import LineHooks, Session, session
-from reconciler.commands.plan import compute, refreshed_line, show
+from reconciler.apply import ApplyResult, apply_plan, apply_refresh
+from reconciler.commands.common import LineHooks, Session, refuse_without_lock, session
+from reconciler.commands.plan import compute_with_remote, refreshed_line, show
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
+from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan
 from reconciler.state.protocol import Integrity
 
@@ -69,17 +70,20 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
 
 def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
               destroy: bool = False) -> int:
-    result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
-                        hooks=LineHooks(env, colour=env.colour(args.no_color),
-                                        live=env.stdout_is_tty(), total=len(plan.actionable)),
-                        parallelism=args.parallelism, now=env.clock)
+    hooks = LineHooks(env, colour=env.colour(args.no_color), live=env.stdout_is_tty(),
+                      total=len(plan.actionable))
+    try:
+        result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
+                            hooks=hooks, parallelism=args.parallelism, now=env.clock)
+    finally:
+        hooks.close()
     return report(result, env, destroy=destroy)
 
 
 def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: str) -> int:
     destroy = mode is Mode.DESTROY
     with session(args, env, operation=operation) as sess:
-        plan = compute(args, env, sess, mode)
+        plan, remote = compute_with_remote(args, env, sess, mode)
         env.out(refreshed_line(sess, plan))
         env.out()
         show(plan, args, env, "text")
@@ -92,16 +96,30 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
             if not approved(env, destroy=destroy):
                 env.err("Apply cancelled.")
                 return ExitCode.ERROR
+        if mode is Mode.REFRESH_ONLY:
+            return record_refresh(plan, env, sess, remote)
         return carry_out(plan, args, env, sess, destroy=destroy)
+
+
+def record_refresh(plan: Plan, env: Env, sess: Session, remote: RemoteSnapshot) -> int:
+    """A refresh-only apply: state takes on what the cloud holds; the cloud is not touched."""
+    for note in apply_refresh(plan, store=sess.store, remote=remote):
+        env.out(note)
+    env.out()
+    env.out("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
+    return ExitCode.OK
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
     from reconciler.planfile import is_plan_file
 
+    refuse_without_lock(args, operation="apply")
     if args.paths and is_plan_file(env.resolve(args.paths[0])):
         from reconciler.commands.saved import apply_saved
 
-        if args.target or args.replace:
-            raise UsageError("--target and --replace cannot change a saved plan; plan again")
+        if args.target or args.replace or args.refresh_only:
+            raise UsageError("--target, --replace and --refresh-only cannot change a saved "
+                             "plan; plan again (`reconciler plan --refresh-only --out FILE`)")
         return apply_saved(args, env, env.resolve(args.paths[0]), manifests=args.paths[1:])
-    return apply_fresh(args, env, mode=Mode.NORMAL, operation="apply")
+    mode = Mode.REFRESH_ONLY if args.refresh_only else Mode.NORMAL
+    return apply_fresh(args, env, mode=mode, operation="apply")

@@ -11,13 +11,14 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
 from reconciler.env import Env
+from reconciler.errors import StateError, UsageError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig, State
 from reconciler.plan import Action, Change
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
@@ -57,14 +58,15 @@ def open_api(settings: ApiSettings) -> KeyPairApi:
 def open_state(args: argparse.Namespace, env: Env,
                backend: BackendConfig | None = None, *, discover: bool = False,
                verify: bool = True) -> StateStore:
-    """The state store. ``discover``: for commands that take no manifests (state, output,
-    force-unlock), the ``backend`` block of the manifests in the working directory counts,
-    as Terraform reads its backend from the working directory. ``verify=False`` only for
-    commands that neither write state nor reveal a secret (they may read it unverified)."""
+    """The state store. ``discover``: for commands that take no manifests to plan (state,
+    output, force-unlock), the ``backend`` block of the manifests given as PATH (default: the
+    working directory) counts, as Terraform reads its backend from the working directory.
+    ``verify=False`` only for commands that neither write state nor reveal a secret (they may
+    read it unverified)."""
     from reconciler.state.factory import open_store
 
     if discover and backend is None:
-        backend = _working_directory_backend(args, env)
+        backend = _discovered_backend(args, env)
     return open_store(state_path=args.state, backend=args.backend,
                       backend_endpoint=args.backend_endpoint, manifest_backend=backend,
                       env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)),
@@ -86,10 +88,41 @@ def integrity_notice(store: StateStore) -> str | None:
     return None
 
 
-def _working_directory_backend(args: argparse.Namespace, env: Env) -> BackendConfig | None:
+def open_existing_state(args: argparse.Namespace, env: Env, *,
+                        verify: bool = True) -> StateStore:
+    """The discovered state store, which must hold a state: a command that only reads state
+    reports where it looked rather than an empty (invented) state."""
+    store = open_state(args, env, discover=True, verify=verify)
+    if not store.exists():
+        raise StateError(
+            f"no state found: {store.description} does not exist ({_chosen(args, env)}). Run "
+            "`reconciler apply` first, or point at the state with --state PATH, --backend "
+            "s3://BUCKET/KEY, or the manifests whose backend block names it (`reconciler state "
+            "list DIR`, or `reconciler -C DIR ...`).")
+    return store
+
+
+def _chosen(args: argparse.Namespace, env: Env) -> str:
+    """How the state's place was chosen, for the "no state found" message."""
+    if args.state or args.backend:
+        return "chosen with --state" if args.state else "chosen with --backend"
+    for name in ("RECONCILER_STATE", "RECONCILER_BACKEND"):
+        if env.environ.get(name):
+            return f"chosen with {name}"
+    given = getattr(args, "paths", None) or []
+    where = ", ".join(given) if given else f"the working directory {env.cwd}"
+    if _discovered_backend(args, env) is not None:
+        return f"named by the backend block of the manifests in {where}"
+    return (f"the default local state: no --state, --backend, RECONCILER_STATE or "
+            f"RECONCILER_BACKEND, and no backend block in the manifests of {where}")
+
+
+def _discovered_backend(args: argparse.Namespace, env: Env) -> BackendConfig | None:
     if args.state or args.backend or env.environ.get("RECONCILER_STATE") or \
             env.environ.get("RECONCILER_BACKEND"):
         return None  # chosen explicitly
+    if getattr(args, "paths", None):
+        return load(args, env).backend  # the manifests named, checked as plan checks them
     try:
         files = [p for p in env.cwd.iterdir()
                  if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()]
@@ -98,6 +131,27 @@ def _working_directory_backend(args: argparse.Namespace, env: Env) -> BackendCon
     except OSError:
         return None
     return load(args, env).backend if declares else None
+
+
+def refuse_without_lock(args: argparse.Namespace, *, operation: str) -> None:
+    """``--lock=false`` is for plan only (a read): a writer without the lock risks two
+    writers at once, each overwriting what the other recorded, private keys included."""
+    if getattr(args, "lock", True) is False:
+        raise UsageError(
+            f"--lock=false is for plan only; {operation} writes state, and writing without the "
+            "lock risks two writers at once, one losing what the other recorded (private keys "
+            "included). Run it without --lock=false; --lock-timeout 5m waits for the lock "
+            "instead.")
+
+
+def state_lock(store: StateStore, args: argparse.Namespace, *,
+               operation: str) -> AbstractContextManager[object]:
+    """The state lock for ``operation``, or, for a plan with ``--lock=false``, none."""
+    if operation != "plan":
+        refuse_without_lock(args, operation=operation)
+    elif getattr(args, "lock", True) is False:
+        return nullcontext()
+    return store.lock(operation=operation, timeout=lock_timeout(args))
 
 
 def lock_timeout(args: argparse.Namespace) -> float:
@@ -140,7 +194,9 @@ def debug_logging(args: argparse.Namespace, env: Env) -> Iterator[None]:
 class LineHooks:
     """Apply progress as Terraform prints it: one line per step, safe across threads.
 
-    On a terminal (``live``) a status line under them shows how far the apply is.
+    On a terminal (``live``) a status line under them shows how far the apply is; without one
+    (a CI log), Terraform's ``Still creating... [10s elapsed]`` lines show it is alive.
+    ``close`` stops the heartbeat.
     """
 
     env: Env
@@ -149,9 +205,17 @@ class LineHooks:
     total: int = 0
 
     def __post_init__(self) -> None:
+        from reconciler.commands.heartbeat import Heartbeat
+
         self._lock = threading.Lock()
         self._done = 0
         self._running = 0
+        self._beat = None if self.live else Heartbeat(interval=self.env.heartbeat,
+                                                      clock=self.env.clock, say=self._say)
+
+    def close(self) -> None:
+        if self._beat is not None:
+            self._beat.close()
 
     def _say(self, text: str) -> None:
         with self._lock:
@@ -170,8 +234,12 @@ class LineHooks:
         with self._lock:
             self._running += 0 if second_half else 1  # a replacement is one change
         self._say(f"{change.address}: {verb}")
+        if self._beat is not None:
+            self._beat.start(str(change.address), phase)
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
+        if self._beat is not None:
+            self._beat.stop(str(change.address))
         with self._lock:
             self._done += 1
             self._running -= 1
@@ -206,12 +274,13 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
             manifest: Manifest | None = None,
             provider: ProviderConfig | None = None) -> Iterator[Session]:
     """Load manifests, resolve settings, lock and load state, and open the API."""
+    if operation != "plan":
+        refuse_without_lock(args, operation=operation)  # before anything else is looked at
     manifest = manifest if manifest is not None else load(args, env)
     settings = api_settings(args, env, provider or manifest.provider)
     with debug_logging(args, env):  # opening the store logs the state backend's proxy
         store = open_state(args, env, manifest.backend, verify=operation != "plan")
-    with debug_logging(args, env), store.lock(operation=operation,
-                                              timeout=lock_timeout(args)):
+    with debug_logging(args, env), state_lock(store, args, operation=operation):
         state = store.load()
         notice = integrity_notice(store)
         if notice and operation == "plan":

@@ -29,10 +29,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
         if remote is None:
             raise UsageError(f"keypair.{args.name}: no key pair of that name exists in the "
                              "cloud; `reconciler apply` creates it")
-        if desired.source is KeySource.IMPORT and desired.public_key and not keys.same_key(
-                desired.public_key, remote.public_key, key_type=desired.type):
-            raise UsageError(f"keypair.{args.name}: the cloud holds a different public key than "
-                             "the manifest declares; fix the manifest or rename the key pair")
+        # Terraform imports what is there; the next plan shows how it differs. A declared key
+        # that differs is recorded as not applied (no spec digest), so that plan replaces it.
+        other_key = desired.source is KeySource.IMPORT and bool(desired.public_key) and \
+            not keys.same_key(desired.public_key or "", remote.public_key, key_type=desired.type)
         private = sess.api.export_private_key(args.name) if remote.key_protection else None
         sealed = sess.store.seal(args.name, private) if private is not None else None
         sha = (keys.parse_certificate(remote.public_key).fingerprint_sha256
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
             name=args.name, api=sess.settings.api, source=desired.source,
             public_key=remote.public_key.strip(), fingerprint_md5=remote.fingerprint,
             fingerprint_sha256=sha, created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            spec_digest=desired.spec_digest, algorithm=desired.algorithm, type=desired.type,
+            spec_digest="" if other_key else desired.spec_digest,
+            algorithm=desired.algorithm, type=desired.type,
             user_id=desired.user_id, scope=desired.scope, description=remote.description,
             key_protection=desired.key_protection, private_key=sealed,
             status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy))
@@ -54,4 +55,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
     env.out("Import successful!")
     env.out()
     env.out("The key pair is now in state and will henceforth be managed by reconciler.")
+    if other_key:
+        env.err(f"Warning: keypair.{args.name}: the cloud holds a different public key than the "
+                "manifest declares; state records the cloud's. The next plan replaces it with the "
+                "declared key (delete, then import): review it before applying, or put the "
+                "cloud's public key in the manifest to keep it.")
     return ExitCode.OK

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from reconciler import keys
-from reconciler.commands.common import integrity_notice, open_state
+from reconciler.commands.common import integrity_notice, open_existing_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
 from reconciler.errors import KeyFormatError, StateError, UsageError
@@ -25,7 +25,7 @@ from reconciler.state.files import replace_file, write_new_file
 
 def run(args: argparse.Namespace, env: Env) -> int:
     # Revealing a private key needs a verified state (and so the key); the rest does not.
-    store = open_state(args, env, discover=True, verify=bool(args.private_key))
+    store = open_existing_state(args, env, verify=bool(args.private_key))
     entry = find_entry(store.load(), args.name, store=store)
     notice = integrity_notice(store)
     if notice and not args.private_key:

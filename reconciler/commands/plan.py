@@ -10,6 +10,7 @@ from reconciler.commands.common import Session, api_name, session, write_private
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
 from reconciler.fsutil import explain
+from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
 from reconciler.refresh import refresh
 
@@ -20,9 +21,16 @@ def plan_options(args: argparse.Namespace, mode: Mode) -> PlanOptions:
 
 
 def compute(args: argparse.Namespace, env: Env, sess: Session, mode: Mode) -> Plan:
+    return compute_with_remote(args, env, sess, mode)[0]
+
+
+def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
+                        mode: Mode) -> tuple[Plan, RemoteSnapshot]:
+    """The plan, and the snapshot of the cloud it was made from (a refresh-only apply records
+    that snapshot in state)."""
     remote = refresh(sess.api)
     return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
-                     now=env.clock())
+                     now=env.clock()), remote
 
 
 def refreshed_line(sess: Session, plan: Plan) -> str:

@@ -17,10 +17,9 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from reconciler.apply import apply_refresh
-from reconciler.commands.apply import carry_out
+from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import api_settings, load, provider_flags, session
-from reconciler.env import Env, ExitCode
+from reconciler.env import Env
 from reconciler.errors import PlanFileError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
 from reconciler.plan import Mode
@@ -124,9 +123,5 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
         remote = refresh(sess.api)
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock())
         if plan.mode is Mode.REFRESH_ONLY:
-            for note in apply_refresh(plan, store=sess.store, remote=remote):
-                env.out(note)
-            env.out()
-            env.out("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
-            return ExitCode.OK
+            return record_refresh(plan, env, sess, remote)
         return carry_out(plan, args, env, sess, destroy=plan.mode is Mode.DESTROY)

@@ -17,7 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
-from reconciler.commands.common import integrity_notice, lock_timeout, open_state
+from reconciler.commands.common import (
+    integrity_notice,
+    lock_timeout,
+    open_existing_state,
+    open_state,
+    refuse_without_lock,
+)
 from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.fsutil import explain, read_regular
@@ -28,8 +34,12 @@ from reconciler.state.protocol import StateStore
 
 def run(args: argparse.Namespace, env: Env) -> int:
     sub = args.state_command
+    if sub in ("rm", "push"):
+        refuse_without_lock(args, operation=f"state {sub}")
+    if sub == "push":  # may create the state: the first push to a new backend
+        return _push(args, env, open_state(args, env, discover=True))
     # Reading commands work without the key (unverified, and say so); writing ones need it.
-    store = open_state(args, env, discover=True, verify=sub in ("rm", "push"))
+    store = open_existing_state(args, env, verify=sub == "rm")
     if sub == "list":
         names = sorted(store.load().keypairs)
         _say_unverified(env, store)
@@ -48,8 +58,6 @@ def run(args: argparse.Namespace, env: Env) -> int:
         _say_unverified(env, store)
         env.stdout.write(data.decode())
         return ExitCode.OK
-    if sub == "push":
-        return _push(args, env, store)
     raise UsageError(f"unknown state subcommand {sub!r}")
 
 

@@ -358,6 +358,13 @@ class JournaledStore:
                       keypairs=dict(self._entries))
         return StateDocument(state, self._key)
 
+    def exists(self) -> bool:
+        """Whether there is a state here: a document, or the journal of an interrupted first
+        run. Loads the state if need be; writes nothing."""
+        self._ensure_loaded()
+        with self._mutex:
+            return self._has_document() or self._pending() is not None
+
     def _needs_write(self) -> bool:
         self._ensure_loaded()
         with self._mutex:

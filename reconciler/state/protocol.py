@@ -84,6 +84,12 @@ class StateStore(Protocol):
         """Remove the lock if its id is ``lock_id``; ``StateLockError`` otherwise."""
         ...
 
+    def exists(self) -> bool:
+        """Whether a state exists (a document, or a journal of an interrupted first run);
+        loads it if need be and writes nothing. ``load`` of no state is an empty one: commands
+        that only read state ask this first, so that they never report an invented state."""
+        ...
+
     def export(self) -> bytes:
         """The document a commit would write now (journal folded in, secrets still sealed);
         writes nothing."""

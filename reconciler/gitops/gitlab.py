@@ -1,17 +1,16 @@
-#!/usr/bin/env python3
 """GitLab API calls for the reconciler pipeline: keep one plan note per merge request, and
 fetch the plan that was reviewed on the merge request a default-branch commit came from.
 
-Usage:
-    gitlab_mr.py note PLAN.md          create or update the merge request's plan note
-    gitlab_mr.py reviewed-plan OUT     write the reviewed plan.json to OUT, if there is one
+Usage (``python -m reconciler.gitops.gitlab …``):
+    note PLAN.md          create or update the merge request's plan note
+    reviewed-plan OUT     write the reviewed plan.json to OUT, if there is one
 
 Environment: CI_API_V4_URL, CI_PROJECT_ID (set by GitLab), CI_MERGE_REQUEST_IID (note),
 CI_COMMIT_SHA (reviewed-plan), and RECONCILER_GITLAB_TOKEN: a project access token with the
 ``api`` scope (Reporter role is enough) — the job token cannot write notes.
 ``reviewed-plan`` exits 0 without writing OUT when there is no reviewed plan (a direct push, or
 a merge request whose last pipeline did not succeed); the pipeline then refuses to apply.
-Standard library only.
+May import: the standard library.
 """
 
 from __future__ import annotations

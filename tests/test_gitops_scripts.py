@@ -235,7 +235,7 @@ def test_reviewed_plan_is_the_merged_mr_head_pipeline_artifact(
     fake, environ = gitlab
     fake.commit_mrs["abc"] = [{"iid": 12, "state": "merged"}]
     fake.mrs["12"] = {"iid": 12, "sha": "head", "head_pipeline": {"id": 99, "status": "success"}}
-    fake.jobs["99"] = [{"id": 5, "name": "validate"}, {"id": 6, "name": "plan"}]
+    fake.jobs["99"] = [{"id": 5, "name": "validate"}, {"id": 6, "name": "reconciler-plan"}]
     fake.artifacts["6"] = b'{"resource_changes": []}'
     out = tmp_path / "reviewed" / "plan.json"
     assert gitlab_mr.main(["reviewed-plan", str(out)], environ) == 0

@@ -121,7 +121,7 @@ def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not a readable JSON plan" in done.stderr
     usage = subprocess.run([sys.executable, *script], capture_output=True, text=True, cwd=root,
                            check=False)
-    assert usage.returncode == 2 and "Usage:" in usage.stderr
+    assert usage.returncode == 2 and "Usage (" in usage.stderr
 
 
 # --- GitLab ------------------------------------------------------------------------------

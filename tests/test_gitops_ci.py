@@ -100,7 +100,7 @@ def test_extractor_handles_continuations_redirections_and_pipes() -> None:
     script = ("code=0\nreconciler plan a/ --format markdown \\\n  --out p.json > p.md 2> e "
               "|| code=$?\nif [ -f x ]; then reconciler apply p.json; fi\n"
               "echo 'reconciler is not run here' | tee reconciler\n"
-              "pip install 'reconciler[s3]' && FOO=1 reconciler validate k/ | cat\n")
+              "pip install 'keypair-reconciler[s3]' && FOO=1 reconciler validate k/ | cat\n")
     assert reconciler_commands([script]) == [
         ["plan", "a/", "--format", "markdown", "--out", "p.json"],
         ["apply", "p.json"],

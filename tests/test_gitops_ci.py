@@ -1,5 +1,6 @@
-"""The GitOps example: CI files are valid YAML, every `reconciler` command line in them parses
-with the real CLI parser, the pre-commit hook works, and the example manifests validate."""
+"""The GitOps example, the action and the GitLab component: CI files are valid YAML, every
+`reconciler` command line in them parses with the real CLI parser, the jobs hold only the
+secrets they need, the pre-commit hook works, and the example manifests validate."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ import yaml
 
 from reconciler.cli import main
 from reconciler.env import Env
+from reconciler.gitops.github import PLAN_MARKER as github_marker
+from reconciler.gitops.gitlab import MARKER as gitlab_marker
 from reconciler.parser import build_parser
 from reconciler.render.markdown import MARKER
 
 ROOT = Path(__file__).parent.parent
 GITOPS = ROOT / "examples" / "gitops"
 GITHUB = GITOPS / ".github" / "workflows" / "reconciler.yml"
+DRIFT = GITOPS / ".github" / "workflows" / "drift.yml"
+ACTION = ROOT / "action.yml"
 GITLAB = GITOPS / ".gitlab-ci.yml"
+COMPONENT = ROOT / "templates" / "reconciler.yml"
 HOOKS = ROOT / ".pre-commit-hooks.yaml"
 
 SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "{", "}", "!"}
@@ -34,19 +40,21 @@ def load(path: Path) -> Any:
 
 
 def github_scripts() -> list[str]:
-    wf = load(GITHUB)
-    return [step["run"] for job in wf["jobs"].values() for step in job["steps"] if "run" in step]
+    steps = [s for wf in (GITHUB, DRIFT) for job in load(wf)["jobs"].values()
+             for s in job["steps"]]
+    return [s["run"] for s in [*steps, *load(ACTION)["runs"]["steps"]] if "run" in s]
+
+
+def component() -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, jobs = yaml.safe_load_all(COMPONENT.read_text(encoding="utf-8"))
+    return spec, jobs
 
 
 def gitlab_scripts() -> list[str]:
-    ci = load(GITLAB)
     out: list[str] = []
-    for name, job in ci.items():
-        if not isinstance(job, dict) or name in ("workflow", "variables", "default"):
-            continue
+    for job in component()[1].values():
         for key in ("before_script", "script", "after_script"):
             out.extend(job.get(key, []))
-    out.extend(ci.get("default", {}).get("before_script", []))
     return out
 
 
@@ -92,7 +100,7 @@ def test_extractor_handles_continuations_redirections_and_pipes() -> None:
     script = ("code=0\nreconciler plan a/ --format markdown \\\n  --out p.json > p.md 2> e "
               "|| code=$?\nif [ -f x ]; then reconciler apply p.json; fi\n"
               "echo 'reconciler is not run here' | tee reconciler\n"
-              "pip install 'reconciler[s3]' && FOO=1 reconciler validate k/ | cat\n")
+              "pip install 'keypair-reconciler[s3]' && FOO=1 reconciler validate k/ | cat\n")
     assert reconciler_commands([script]) == [
         ["plan", "a/", "--format", "markdown", "--out", "p.json"],
         ["apply", "p.json"],
@@ -100,15 +108,15 @@ def test_extractor_handles_continuations_redirections_and_pipes() -> None:
     ]
 
 
-@pytest.mark.parametrize("path", [GITHUB, GITLAB, HOOKS, GITOPS / ".pre-commit-config.yaml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GITHUB, DRIFT, ACTION, GITLAB, HOOKS,
+                                  GITOPS / ".pre-commit-config.yaml"], ids=lambda p: p.name)
 def test_ci_files_are_valid_yaml(path: Path) -> None:
     assert isinstance(load(path), dict | list)
 
 
 @pytest.mark.parametrize(("scripts", "expected"), [
-    (github_scripts, {"validate": 2, "plan": 2, "apply": 1}),
-    (gitlab_scripts, {"validate": 1, "plan": 2, "apply": 1}),
+    (github_scripts, {"validate": 1, "plan": 4, "apply": 1}),
+    (gitlab_scripts, {"validate": 1, "plan": 4, "apply": 1}),
 ], ids=["github", "gitlab"])
 def test_every_reconciler_command_parses(scripts: Any, expected: dict[str, int]) -> None:
     commands = reconciler_commands(scripts())
@@ -116,61 +124,109 @@ def test_every_reconciler_command_parses(scripts: Any, expected: dict[str, int])
     assert counts == expected, commands
     parser = build_parser()
     for argv in commands:
+        if argv == ["--version"]:  # the install step's check: argparse exits 0 on it
+            continue
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # pragma: no cover - the assertion message is the point
             raise AssertionError(f"reconciler {' '.join(argv)} does not parse") from exc
-        if args.command == "plan":
-            assert args.detailed_exitcode and args.out and args.paths == ["keypairs/"], argv
+        if args.command == "plan":  # the manifests are the action's `path` input
+            assert args.detailed_exitcode and args.out and args.paths == ["VALUE"], argv
             assert args.lock_timeout != "0s", argv
-        if args.command == "apply":  # a saved plan, never a fresh unreviewed apply
-            assert args.paths == ["fresh.json", "keypairs/"] and not args.auto_approve, argv
+        if args.command == "apply":  # a saved plan with its manifests, never unreviewed
+            assert len(args.paths) == 2 and args.paths[1] == "VALUE", argv
+            assert args.paths[0] in ("VALUE", "plan.json") and not args.auto_approve, argv
 
 
 def test_plan_exit_code_two_is_success_and_one_is_failure() -> None:
     for script in github_scripts() + gitlab_scripts():
         if any(c[0] == "plan" for c in reconciler_commands([script])):
-            assert "|| code=$?" in script, script
+            assert re.search(r"\|\| (code|drift|pending)=\$\?", script), script
     joined = "\n".join(gitlab_scripts())
     assert 'test "$code" -ne 1' in joined
     assert any('test "$code" -ne 1' in s or '"$code" -eq 1' in s for s in github_scripts())
 
 
+def _on(wf: dict[str, Any]) -> Any:
+    return wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as true
+
+
 def test_github_workflow_shape() -> None:
     wf = load(GITHUB)
-    on = wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as true
-    assert {"pull_request", "push", "workflow_dispatch"} <= set(on)
+    assert {"pull_request", "push", "workflow_dispatch"} <= set(_on(wf))
     assert wf["permissions"] == {}
     plan, apply = wf["jobs"]["plan"], wf["jobs"]["apply"]
-    assert plan["permissions"] == {"contents": "read", "pull-requests": "write"}
-    assert all(v == "read" for v in apply["permissions"].values())
+    assert plan["permissions"] == {"contents": "read", "pull-requests": "write",
+                                   "id-token": "write"}
+    assert apply["environment"] == "production" and "environment" not in plan
+    assert all(v == "read" for k, v in apply["permissions"].items() if k != "id-token")
     assert apply["concurrency"]["cancel-in-progress"] is False
     assert plan["concurrency"]["cancel-in-progress"] is False
-    comment = next(s for s in plan["steps"] if "github-script" in s.get("uses", ""))
-    assert MARKER in comment["with"]["script"]
-    assert "updateComment" in comment["with"]["script"]
-    assert "createComment" in comment["with"]["script"]
-    upload = next(s for s in plan["steps"] if "upload-artifact" in s.get("uses", ""))
-    assert "plan.json" in upload["with"]["path"]
-    assert any("GITHUB_STEP_SUMMARY" in s.get("run", "") for s in plan["steps"])
+    for job, command in ((plan, "plan"), (apply, "apply")):
+        action = next(s for s in job["steps"] if "reconciler" in s.get("uses", ""))
+        assert action["with"]["command"] == command
+    drift = load(DRIFT)
+    assert "schedule" in _on(drift)
+    assert drift["jobs"]["drift"]["permissions"]["issues"] == "write"
 
 
-def test_gitlab_pipeline_shape() -> None:
+def test_action_shape() -> None:
+    action = load(ACTION)
+    assert action["runs"]["using"] == "composite"
+    assert {"command", "path", "version", "backend", "github-token"} <= set(action["inputs"])
+    steps = action["runs"]["steps"]
+    install = next(s for s in steps if "pip install" in s.get("run", ""))
+    assert install["env"]["ACTION_PATH"] == "${{ github.action_path }}"
+    assert '"${ACTION_PATH}[s3]"' in install["run"]
+    uses = [s["uses"].split("@")[0] for s in steps if "uses" in s]
+    assert uses == ["actions/setup-python", "actions/upload-artifact",
+                    "actions/download-artifact"]
+    runs = "\n".join(s.get("run", "") for s in steps)
+    for call in ("github comment", "github drift-issue", "github reviewed-run",
+                 "changeset compare", "GITHUB_STEP_SUMMARY"):
+        assert call in runs, call
+    # the comment is found by the marker the Markdown plan starts with
+    assert MARKER in runs and github_marker == gitlab_marker == MARKER
+
+
+def test_gitlab_component_shape() -> None:
+    spec, jobs = component()
+    assert set(spec["spec"]["inputs"]["command"]["options"]) == {"validate", "plan", "apply",
+                                                                  "drift"}
+    assert {"command", "path", "version", "backend"} <= set(spec["spec"]["inputs"])
+    assert jobs[".reconciler-apply"]["resource_group"]
+    assert "environment" in jobs[".reconciler-apply"]
+    assert all("environment" not in jobs[f".reconciler-{c}"] for c in ("plan", "drift",
+                                                                       "validate"))
+    assert jobs[".reconciler-plan"]["artifacts"]["reports"]["terraform"] == "plan-summary.json"
+    assert jobs[".reconciler-drift"]["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]
+    script = "\n".join(gitlab_scripts())
+    assert "reconciler.gitops.gitlab note plan.md" in script
+    assert "RECONCILER_PASSPHRASE reached the" in script
     ci = load(GITLAB)
-    assert ci["apply"]["resource_group"]
-    assert ci["plan"]["artifacts"]["expose_as"]
-    assert "plan.json" in ci["plan"]["artifacts"]["paths"]
-    assert ci["plan"]["artifacts"]["reports"]["terraform"] == "plan-summary.json"
-    assert any("gitlab_mr.py note" in s for s in ci["plan"]["script"])
+    included = [i["inputs"]["command"] for i in ci["include"]]
+    assert sorted(included) == ["apply", "drift", "plan", "validate"]
+    assert all(i["component"].endswith("/reconciler") or "/reconciler@" in i["component"]
+               for i in ci["include"])
 
 
-@pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GITHUB, DRIFT, GITLAB], ids=lambda p: p.name)
 def test_credentials_only_from_secrets(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "RECONCILER_PASSPHRASE"):
         for m in re.finditer(rf"^\s*{name}:\s*(.+)$", text, re.M):
             assert m.group(1).startswith(("${{ secrets.", "$")), m.group(0)
     assert "state.json" not in text or "never" in text  # state lives in the s3 backend
+
+
+def test_only_the_apply_job_is_given_the_passphrase() -> None:
+    for path in (GITHUB, DRIFT):
+        for name, job in load(path)["jobs"].items():
+            text = yaml.safe_dump(job)
+            if name == "apply":
+                assert "secrets.RECONCILER_PASSPHRASE" in text and job["environment"]
+            else:
+                assert "PASSPHRASE" not in text, (path.name, name)
 
 
 def run_cli(argv: list[str], cwd: Path = ROOT) -> tuple[int, str, str]:

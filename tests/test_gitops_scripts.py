@@ -4,7 +4,6 @@ small GitLab stand-in over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,30 +11,20 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from reconciler.emulator.server import Emulator
+from reconciler.gitops import changeset
+from reconciler.gitops import gitlab as gitlab_mr
 from reconciler.render.markdown import MARKER
 from tests.clihelp import Cli
 
-SCRIPTS = Path(__file__).parent.parent / "examples" / "gitops" / "scripts"
 K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
 
 
-def _module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"gitops_{name}", SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-changeset = _module("changeset")
-gitlab_mr = _module("gitlab_mr")
 
 
 @pytest.fixture()
@@ -125,13 +114,14 @@ def test_imports_and_replacements_count(cli: Cli, capsys: pytest.CaptureFixture[
 
 def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("not json")
-    script = str(SCRIPTS / "changeset.py")
-    done = subprocess.run([sys.executable, script, "compare", str(tmp_path / "x.json"),
+    script, root = ["-m", "reconciler.gitops.changeset"], Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, *script, "compare", str(tmp_path / "x.json"),
                            str(tmp_path / "missing.json")], capture_output=True, text=True,
-                          check=False)
+                          cwd=root, check=False)
     assert done.returncode == 2 and "not a readable JSON plan" in done.stderr
-    usage = subprocess.run([sys.executable, script], capture_output=True, text=True, check=False)
-    assert usage.returncode == 2 and "Usage:" in usage.stderr
+    usage = subprocess.run([sys.executable, *script], capture_output=True, text=True, cwd=root,
+                           check=False)
+    assert usage.returncode == 2 and "Usage (" in usage.stderr
 
 
 # --- GitLab ------------------------------------------------------------------------------
@@ -245,7 +235,7 @@ def test_reviewed_plan_is_the_merged_mr_head_pipeline_artifact(
     fake, environ = gitlab
     fake.commit_mrs["abc"] = [{"iid": 12, "state": "merged"}]
     fake.mrs["12"] = {"iid": 12, "sha": "head", "head_pipeline": {"id": 99, "status": "success"}}
-    fake.jobs["99"] = [{"id": 5, "name": "validate"}, {"id": 6, "name": "plan"}]
+    fake.jobs["99"] = [{"id": 5, "name": "validate"}, {"id": 6, "name": "reconciler-plan"}]
     fake.artifacts["6"] = b'{"resource_changes": []}'
     out = tmp_path / "reviewed" / "plan.json"
     assert gitlab_mr.main(["reviewed-plan", str(out)], environ) == 0

@@ -33,6 +33,22 @@ def test_text_plan_golden(name: str) -> None:
     assert text == golden.read_text(), f"golden mismatch for {name}:\n{text}"
 
 
+@pytest.mark.parametrize("name", ["create_import", "replace_public_key_changed",
+                                  "update_description_kps", "delete_not_desired"])
+def test_markdown_plan_golden(name: str) -> None:
+    """The comment's ```diff block has each sign at column 0, so GitHub and GitLab colour it."""
+    plan, error, _ = _run(CASES / name)
+    assert plan is not None, error
+    md = render_markdown(plan)
+    golden = GOLDEN / f"{name}.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(md)
+    assert md == golden.read_text(), f"golden mismatch for {name}:\n{md}"
+    block = md.split("```diff\n", 1)[1].split("\n```", 1)[0].splitlines()
+    signed = [ln for ln in block if ln.lstrip().startswith(("+ ", "- ", "~ ", "-/+ "))]
+    assert signed and all(ln[0] in "+-~" for ln in signed), signed
+
+
 def test_colour_only_when_asked() -> None:
     plan, _, _ = _run(CASES / "create_import")
     assert plan is not None

@@ -233,7 +233,7 @@ def test_missing_boto3_is_a_usage_error_naming_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)
     env = Env(environ={}, cwd=tmp_path)
-    with pytest.raises(UsageError, match=r"install reconciler\[s3\]"):
+    with pytest.raises(UsageError, match=r"pip install 'keypair-reconciler\[s3\]'"):
         open_store(state_path=None, backend="s3://b/k.json", backend_endpoint=None,
                    manifest_backend=None, env=env, notice=print)
 

@@ -12,6 +12,8 @@ May import: ``reconciler.plan``, ``reconciler.render.text``, ``reconciler.textsa
 
 from __future__ import annotations
 
+import re
+
 from reconciler.plan import Action, Change, Plan
 from reconciler.render.text import KNOWN_AFTER, render_text, summary_line
 from reconciler.textsafe import code_fence, markdown_code, markdown_text
@@ -81,6 +83,20 @@ def _warning(plan: Plan) -> list[str]:
     return lines
 
 
+_SIGNED = re.compile(r"^( +)(-/\+|[-+~])( .*)?$")
+
+
+def diff_lines(text: list[str]) -> list[str]:
+    """The text plan with each line's action sign moved to column 0, where GitHub's and
+    GitLab's ``diff`` highlighting looks for it (``+`` green, ``-`` and ``-/+`` red; ``~``
+    is not coloured by either, but stays in the same column); the indentation is kept."""
+    out = []
+    for line in text:
+        m = _SIGNED.match(line)
+        out.append(f"{m.group(2)}{m.group(1)}{m.group(3) or ''}" if m else line)
+    return out
+
+
 def _fit(lines: list[str], budget: int, *, boundary: str | None = None) -> list[str]:
     """The longest prefix of ``lines`` within ``budget`` characters (newlines counted), cut
     just before a line starting with ``boundary`` when one is given."""
@@ -111,7 +127,7 @@ def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
     changes = plan.actionable
     table = ["| action | key pair | key source | fingerprint |", "|---|---|---|---|"]
     rows = [_row(c) for c in changes]
-    text = render_text(plan, colour=False).rstrip("\n").split("\n")
+    text = diff_lines(render_text(plan, colour=False).rstrip("\n").split("\n"))
 
     fence = code_fence("\n".join(text))
 

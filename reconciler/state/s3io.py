@@ -115,8 +115,8 @@ def make_client(location: Location, *, environ: Mapping[str, str], insecure: boo
         from botocore.config import Config
     except ImportError:
         raise UsageError(
-            "the s3 state backend needs boto3: install reconciler[s3] "
-            "(pip install 'reconciler[s3]')."
+            "the s3 state backend needs boto3: install the s3 extra "
+            "(pip install 'keypair-reconciler[s3]', or pip install boto3)."
         ) from None
     endpoint = location.parsed_endpoint()
     region = resolve_region(location, environ)

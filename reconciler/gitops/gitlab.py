@@ -1,17 +1,17 @@
-#!/usr/bin/env python3
 """GitLab API calls for the reconciler pipeline: keep one plan note per merge request, and
 fetch the plan that was reviewed on the merge request a default-branch commit came from.
 
-Usage:
-    gitlab_mr.py note PLAN.md          create or update the merge request's plan note
-    gitlab_mr.py reviewed-plan OUT     write the reviewed plan.json to OUT, if there is one
+Usage (``python -m reconciler.gitops.gitlab …``):
+    note PLAN.md          create or update the merge request's plan note
+    reviewed-plan OUT     write the reviewed plan.json to OUT, if there is one
+    drift-issue BODY.md yes|no   open or update the one drift issue (yes), or close it (no)
 
 Environment: CI_API_V4_URL, CI_PROJECT_ID (set by GitLab), CI_MERGE_REQUEST_IID (note),
 CI_COMMIT_SHA (reviewed-plan), and RECONCILER_GITLAB_TOKEN: a project access token with the
 ``api`` scope (Reporter role is enough) — the job token cannot write notes.
 ``reviewed-plan`` exits 0 without writing OUT when there is no reviewed plan (a direct push, or
 a merge request whose last pipeline did not succeed); the pipeline then refuses to apply.
-Standard library only.
+May import: the standard library.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- reconciler-plan -->"
-PLAN_JOB = "plan"  # the job in .gitlab-ci.yml whose artifact is the plan
+PLAN_JOB = "reconciler-plan"  # the component's job whose artifact is the plan
+DRIFT_MARKER = "<!-- reconciler-drift -->"
+DRIFT_LABEL = "reconciler-drift"
+DRIFT_TITLE = "reconciler: the key pairs drifted from their manifests"
 TIMEOUT = 30
 
 
@@ -95,6 +98,26 @@ def reviewed_plan(api: GitLab, *, sha: str) -> tuple[bytes | None, str]:
         f"the plan reviewed on !{iid} (pipeline {pipeline['id']}, job {job['id']})")
 
 
+def drift_issue(api: GitLab, *, body: str, drifted: bool) -> str:
+    """Keep one open drift issue, found by its label and marker; close it once in sync."""
+    issues = api.pages(f"/issues?state=opened&labels={DRIFT_LABEL}")
+    mine = next((i for i in issues if DRIFT_MARKER in (i.get("description") or "")), None)
+    body = f"{DRIFT_MARKER}\n{body}"
+    if drifted and mine is not None:
+        api.json("PUT", f"/issues/{mine['iid']}", {"description": body})
+        return f"updated issue #{mine['iid']}"
+    if drifted:
+        created = api.json("POST", "/issues", {"title": DRIFT_TITLE, "description": body,
+                                                "labels": DRIFT_LABEL})
+        return f"opened issue #{created['iid']}"
+    if mine is not None:
+        api.json("POST", f"/issues/{mine['iid']}/notes",
+                 {"body": "The key pairs are back in sync with their manifests: closing."})
+        api.json("PUT", f"/issues/{mine['iid']}", {"state_event": "close"})
+        return f"closed issue #{mine['iid']}"
+    return "in sync, no drift issue open"
+
+
 def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
         api = GitLab(environ)
@@ -108,6 +131,9 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                 if plan is not None:
                     Path(out).parent.mkdir(parents=True, exist_ok=True)
                     Path(out).write_bytes(plan)
+            case ["drift-issue", path, ("yes" | "no") as drifted]:
+                body = Path(path).read_text(encoding="utf-8")
+                print(drift_issue(api, body=body, drifted=drifted == "yes"))
             case _:
                 print(__doc__, file=sys.stderr)
                 return 2

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The change set of a reconciler JSON plan, for CI: compare two plans, digest one, or
 summarise one for GitLab's Terraform merge-request widget.
 
@@ -8,13 +7,14 @@ adoption) and the attributes it will set (``change.after``; values only known af
 are absent from it, so it is stable between two plans of the same manifests). The human
 reason and the ``before`` side are left out: they describe the past, not the change.
 
-Usage:
-    changeset.py compare REVIEWED.json FRESH.json   exit 0 same change set, 1 different
-    changeset.py digest PLAN.json                   sha256 of the change set
-    changeset.py show PLAN.json                     one line per change
-    changeset.py gitlab-report PLAN.json            {"create": N, "update": N, "delete": N}
+Usage (``python -m reconciler.gitops.changeset …``):
+    compare REVIEWED.json FRESH.json   exit 0 same change set, 1 different
+    digest PLAN.json                   sha256 of the change set
+    show PLAN.json                     one line per change
+    gitlab-report PLAN.json            {"create": N, "update": N, "delete": N}
 
-Exit 2 for a missing or unreadable plan. Standard library only, so CI needs nothing else.
+Exit 2 for a missing or unreadable plan.
+May import: the standard library.
 """
 
 from __future__ import annotations

@@ -1,0 +1,262 @@
+"""The GitOps example, run: its workflows and the action execute (tests/gitops_harness.py) for
+a pull request with two pushes, its merge, an unreviewed push to main, and scheduled drift
+checks, against the emulator and a GitHub stand-in on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.api.flavours import make_api
+from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
+from reconciler.emulator.server import Emulator
+from reconciler.model import Api, Secret
+from tests.gitops_harness import (
+    REPO,
+    ExpressionError,
+    FakeGitHub,
+    Repository,
+    Runner,
+    RunRecord,
+    condition,
+    evaluate,
+    serve,
+)
+
+ROOT = Path(__file__).parent.parent
+GITOPS = ROOT / "examples" / "gitops"
+PASSPHRASE = "harness state passphrase, only for the apply job"
+EXAMPLE = {"web-deploy", "ci-runner", "alice", "bastion"}
+
+
+@pytest.fixture()
+def github() -> Iterator[FakeGitHub]:
+    yield from serve(FakeGitHub())
+
+
+class World:
+    """One repository, its runs, the cloud (emulator) and the state "bucket"."""
+
+    def __init__(self, emulator: Emulator, github: FakeGitHub, tmp: Path) -> None:
+        self.emulator, self.github = emulator, github
+        tree = tmp / "example"
+        shutil.copytree(GITOPS, tree)
+        self.repo = Repository(
+            root=tmp / "repo",
+            secrets={"HUAWEICLOUD_SDK_AK": emulator.ak, "HUAWEICLOUD_SDK_SK": emulator.sk},
+            environments={"production": {"RECONCILER_PASSPHRASE": PASSPHRASE}})
+        self.main = self.repo.commit({}, tree=tree)
+        self.state = tmp / "bucket" / "keypairs.json"
+        self.state.parent.mkdir()
+        # What stands in for the cloud and the bucket on the runner: the emulator's endpoint
+        # and project, and a state file shared by every run.
+        machine = {"RECONCILER_ENDPOINT": emulator.endpoint,
+                   "HUAWEICLOUD_SDK_PROJECT_ID": emulator.project_id,
+                   "RECONCILER_STATE": str(self.state)}
+        self.runner = Runner(repo=self.repo, github=github, machine=machine, workdir=tmp / "runs")
+
+    def client(self) -> KeyPairApi:
+        return make_api(ApiSettings(
+            api=Api("v2.1"), endpoint=self.emulator.endpoint, project_id=self.emulator.project_id,
+            credentials=Credentials(ak=self.emulator.ak, sk=Secret(self.emulator.sk))))
+
+    def names(self) -> set[str]:
+        return set(self.client().list_keypairs().keypairs)
+
+    def pull_request(self, number: int, head: str, *, fork: bool = False) -> RunRecord:
+        payload = {"pull_request": {
+            "number": number, "head": {"sha": head, "repo": {
+                "full_name": "someone/fork" if fork else REPO}}}}
+        return self.runner.run("reconciler.yml", event="pull_request", sha=head,
+                               ref=f"refs/pull/{number}/merge", payload=payload)
+
+    def push_main(self, sha: str) -> RunRecord:
+        self.main = sha
+        return self.runner.run("reconciler.yml", event="push", sha=sha, ref="refs/heads/main",
+                               payload={"after": sha})
+
+    def merge(self, number: int, head: str) -> RunRecord:
+        merge = self.repo.commit({}, tree=self.repo.commits[head])
+        self.github.pulls[merge] = [{"number": number, "merged_at": "2025-01-01T00:00:00Z",
+                                     "head": {"sha": head}}]
+        return self.push_main(merge)
+
+    def schedule(self) -> RunRecord:
+        return self.runner.run("drift.yml", event="schedule", sha=self.main,
+                               ref="refs/heads/main", payload={"schedule": "17 6 * * *"})
+
+
+def _team(*extra: str) -> dict[str, str]:
+    body = (GITOPS / "keypairs" / "team.yaml").read_text()
+    for name in extra:
+        body += f"\n  - name: {name}\n    generate: ed25519\n"
+    return {"keypairs/team.yaml": body}
+
+
+def _plan_comment(github: FakeGitHub, number: int) -> list[dict[str, Any]]:
+    return github.comments.get(number, [])
+
+
+def _state_public_key(world: World, name: str) -> str:
+    doc = json.loads(world.state.read_text())
+    return str(doc["keypairs"][name]["public_key"])
+
+
+def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: FakeGitHub,
+                                                 tmp_path: Path) -> None:
+    world = World(emulator, github, tmp_path)
+
+    # A pull request: the plan is one comment, rewritten in place on the second push.
+    first = world.repo.commit(_team("deploy-bot"), parent=world.main)
+    run = world.pull_request(7, first)
+    assert run.jobs == {"plan": "success", "apply": "skipped"}, run.log()
+    comments = _plan_comment(github, 7)
+    assert len(comments) == 1 and "Plan: 5 to add" in comments[0]["body"]
+    assert "<!-- reconciler-plan -->" in comments[0]["body"]
+    assert "Plan: 5 to add" in run.summary
+    second = world.repo.commit(_team("deploy-bot", "ops"), parent=first)
+    run = world.pull_request(7, second)
+    assert run.jobs["plan"] == "success", run.log()
+    comments = _plan_comment(github, 7)
+    assert len(comments) == 1, comments
+    assert "Plan: 6 to add" in comments[0]["body"] and second[:7] in comments[0]["body"]
+    assert world.names() == set(), "a plan changed the cloud"
+
+    # The plan job never held the passphrase, and its plan worked without it.
+    plan_steps = [s for s in run.steps if s.job == "plan"]
+    assert plan_steps and all("RECONCILER_PASSPHRASE" not in s.env for s in plan_steps)
+    assert all(PASSPHRASE not in v for s in plan_steps for v in s.env.values())
+
+    # The merge applies exactly the reviewed change set.
+    run = world.merge(7, second)
+    assert run.jobs == {"plan": "skipped", "apply": "success"}, run.log()
+    assert "exactly the reviewed change set (6 changes" in run.log()
+    assert world.names() == EXAMPLE | {"deploy-bot", "ops"}
+    assert any("RECONCILER_PASSPHRASE" in s.env for s in run.steps if s.job == "apply")
+
+    # An unreviewed change pushed to main is refused, and changes nothing.
+    sneaky = world.repo.commit(_team("deploy-bot", "ops", "sneaky"), parent=world.main)
+    run = world.push_main(sneaky)
+    assert run.jobs["apply"] == "failure"
+    assert "no reviewed plan was found" in run.log()
+    assert "sneaky" not in world.names()
+
+    # The drift check reports what was merged but not applied, in one issue.
+    run = world.schedule()
+    assert run.jobs == {"drift": "success"}, run.log()
+    assert len(github.issues) == 1 and github.issues[0]["state"] == "open"
+    body = github.issues[0]["body"]
+    assert "reconciler-drift" in github.issues[0]["labels"]
+    pending = body.split("## Merged but not applied")[1]
+    assert "keypair.sneaky" in pending and "## Drift" in body
+
+    # Reverting it applies nothing; a key pair deleted outside is drift, in the same issue.
+    world.push_main(world.repo.commit({}, tree=world.repo.commits[second]))
+    key = _state_public_key(world, "ci-runner")
+    world.client().delete_keypair("ci-runner")
+    run = world.schedule()
+    assert run.jobs == {"drift": "success"}, run.log()
+    assert len(github.issues) == 1 and github.issues[0]["state"] == "open"
+    drift = github.issues[0]["body"].split("## Merged but not applied")[0]
+    assert "ci-runner" in drift and "sneaky" not in github.issues[0]["body"]
+
+    # Back in sync (the same public key imported again): the issue is closed.
+    world.client().import_keypair(name="ci-runner", public_key=key)
+    run = world.schedule()
+    assert run.jobs == {"drift": "success"}, run.log()
+    assert len(github.issues) == 1 and github.issues[0]["state"] == "closed"
+    assert "back in sync" in github.comments[1][-1]["body"]
+
+    # No secret in anything the runs left for people to read.
+    for text in [json.dumps(github.issues), json.dumps(github.comments),
+                 *(r.log() + r.summary for r in [run])]:
+        assert PASSPHRASE not in text and emulator.sk not in text
+
+
+def test_a_merge_of_another_change_set_is_refused(emulator: Emulator, github: FakeGitHub,
+                                                  tmp_path: Path) -> None:
+    world = World(emulator, github, tmp_path)
+    head = world.repo.commit(_team(), parent=world.main)
+    assert world.pull_request(3, head).jobs["plan"] == "success"
+    # main moved on unreviewed: the merge's tree is not what the pull request planned
+    other = world.repo.commit(_team("extra"), parent=head)
+    merge = world.repo.commit({}, tree=world.repo.commits[other])
+    github.pulls[merge] = [{"number": 3, "merged_at": "2025-01-01T00:00:00Z",
+                            "head": {"sha": head}}]
+    run = world.push_main(merge)
+    assert run.jobs["apply"] == "failure"
+    assert "keypair.extra: not in the reviewed plan" in run.log()
+    assert world.names() == set()
+
+
+def test_fork_pull_requests_get_no_plan(emulator: Emulator, github: FakeGitHub,
+                                        tmp_path: Path) -> None:
+    world = World(emulator, github, tmp_path)
+    run = world.pull_request(9, world.repo.commit(_team("x"), parent=world.main), fork=True)
+    assert run.jobs == {"plan": "skipped", "apply": "skipped"}
+    assert github.comments == {} and run.steps == []
+
+
+def test_a_plan_job_given_the_environment_off_main_is_refused(
+        emulator: Emulator, github: FakeGitHub, tmp_path: Path) -> None:
+    """The apply job's environment (and so the passphrase) is unreachable from a branch."""
+    world = World(emulator, github, tmp_path)
+    wf = (GITOPS / ".github" / "workflows" / "reconciler.yml").read_text()
+    hostile = wf.replace("    runs-on: ubuntu-latest\n    permissions:\n      contents: read\n"
+                         "      pull-requests: write",
+                         "    runs-on: ubuntu-latest\n    environment: production\n"
+                         "    permissions:\n      contents: read\n      pull-requests: write", 1)
+    assert hostile != wf
+    head = world.repo.commit({".github/workflows/reconciler.yml": hostile}, parent=world.main)
+    run = world.pull_request(4, head)
+    assert run.jobs["plan"] == "failure"
+    assert all("RECONCILER_PASSPHRASE" not in s.env for s in run.steps)
+
+
+def test_oidc_switch_hands_the_token_file_to_reconciler(emulator: Emulator, github: FakeGitHub,
+                                                        tmp_path: Path) -> None:
+    """With the OIDC variables set (and no AK/SK), the action fetches the job's identity token
+    and passes it as HUAWEICLOUD_SDK_ID_TOKEN_FILE. Validate needs no credentials, so this
+    runs today; a plan through the emulator's IAM endpoints joins it with them."""
+    world = World(emulator, github, tmp_path)
+    world.repo.secrets.clear()
+    world.repo.variables.update({"HUAWEICLOUD_SDK_IDP_ID": "github-actions",
+                                 "RECONCILER_OIDC_AUDIENCE": "reconciler"})
+    github.id_token = "eyJhbGciOiJSUzI1NiJ9.harness.token"
+    wf = (GITOPS / ".github" / "workflows" / "reconciler.yml").read_text()
+    head = world.repo.commit({".github/workflows/reconciler.yml": wf.replace(
+        "command: plan", "command: validate", 1)}, parent=world.main)
+    run = world.pull_request(5, head)
+    assert run.jobs["plan"] == "success", run.log()
+    later = [s for s in run.steps if "HUAWEICLOUD_SDK_ID_TOKEN_FILE" in s.env]
+    assert later, run.log()
+    token_file = Path(later[-1].env["HUAWEICLOUD_SDK_ID_TOKEN_FILE"])
+    assert token_file.read_text() == github.id_token
+    assert token_file.stat().st_mode & 0o077 == 0
+    assert later[-1].env["HUAWEICLOUD_SDK_IDP_ID"] == "github-actions"
+    assert not later[-1].env.get("HUAWEICLOUD_SDK_AK")
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("github.event_name == 'push' && inputs.approve == ''", True),
+    ("(github.event_name == 'pull_request' && x.y == 'a') || inputs.approve != ''", False),
+    ("!(github.event_name == 'PUSH')", False),
+    ("steps.plan.outputs.exitcode == '0' || steps.plan.outputs.exitcode == '2'", True),
+])
+def test_expression_evaluator(expr: str, expected: bool) -> None:
+    ctx = {"github": {"event_name": "push"}, "inputs": {}, "x": {"y": "b"},
+           "steps": {"plan": {"outputs": {"exitcode": "2"}}}}
+    assert evaluate(expr, ctx) is expected
+
+
+def test_conditions_skip_after_a_failure_unless_always() -> None:
+    assert condition(None, {}, failed=True) is False
+    assert condition("always()", {}, failed=True) is True
+    assert condition("${{ 'a' == 'a' }}", {}, failed=True) is False
+    with pytest.raises(ExpressionError, match="not supported"):
+        evaluate("contains(github.ref, 'x')", {"github": {}})

@@ -163,7 +163,7 @@ def test_github_workflow_shape() -> None:
     assert apply["concurrency"]["cancel-in-progress"] is False
     assert plan["concurrency"]["cancel-in-progress"] is False
     for job, command in ((plan, "plan"), (apply, "apply")):
-        action = next(s for s in job["steps"] if "reconciler" in s.get("uses", ""))
+        action = next(s for s in job["steps"] if s.get("uses", "").startswith("OWNER/REPO@"))
         assert action["with"]["command"] == command
     drift = load(DRIFT)
     assert "schedule" in _on(drift)

@@ -36,6 +36,10 @@ FORBIDDEN = {
                              "reconciler.apply", "reconciler.render", "reconciler.commands",
                              "reconciler.emulator", "reconciler.settings"),
     "reconciler.emulator.jsonbody": ("reconciler.",),
+    # Credential providers know the environment, IAM and STS; nothing of plans or state.
+    "reconciler.credentials": ("reconciler.plan", "reconciler.apply", "reconciler.render",
+                               "reconciler.state", "reconciler.commands", "reconciler.emulator",
+                               "reconciler.settings", "reconciler.manifest"),
 }
 
 

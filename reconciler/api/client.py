@@ -171,7 +171,7 @@ class HttpClient:
         """The ``ApiError`` for an error status that ``request`` was told to accept."""
         context = ErrorContext(
             operation=operation, retries=result.attempts - 1, endpoint=self.endpoint,
-            secrets=self.settings.credentials.secrets(),
+            secrets=self._auth.secrets(),
         )
         return api_error(
             status=result.status, code=result.error_code, message=result.error_message or "",
@@ -275,7 +275,7 @@ class _Call:
     def _context(self, retries: int) -> ErrorContext:
         return ErrorContext(
             operation=self.operation, retries=retries, endpoint=self.c.endpoint,
-            secrets=self.c.settings.credentials.secrets(),
+            secrets=self.c._auth.secrets(),
         )
 
     def run(self) -> HttpResult:

@@ -36,6 +36,28 @@ class Credentials:
         """What must never appear in a message: the SK and the token."""
         return (self.sk,) if self.security_token is None else (self.sk, self.security_token)
 
+    # A fixed pair is its own provider (tests, bench and one-off clients pass one directly).
+    @property
+    def source(self) -> str:
+        return "given credentials"
+
+    def current(self) -> Credentials:
+        return self
+
+
+class CredentialProvider(Protocol):
+    """Where the credentials of a client come from; asked before every signature.
+
+    ``current()`` returns credentials valid for the next request (refreshing temporary ones
+    before they expire); ``source`` says where they come from, never with a secret, e.g.
+    "environment (HUAWEICLOUD_SDK_AK)". Implementations live in ``reconciler.credentials``.
+    """
+
+    @property
+    def source(self) -> str: ...
+
+    def current(self) -> Credentials: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
@@ -44,7 +66,7 @@ class ApiSettings:
     api: Api
     endpoint: str  # scheme://host[:port], no trailing slash
     project_id: str
-    credentials: Credentials
+    credentials: CredentialProvider  # asked afresh for every signature
     region: str | None = None
     verify_tls: bool = True
     ca_bundle: str | None = None  # a CA bundle file to verify against (REQUESTS_CA_BUNDLE)

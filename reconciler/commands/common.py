@@ -172,6 +172,15 @@ def api_name(api: Api) -> str:
             Api.KPS: "KPS v3"}[api]
 
 
+def announce_credentials(settings: ApiSettings, env: Env) -> None:
+    """Say on stderr which credential source the run uses (never a secret), then get the
+    credentials, so that a refused ID token stops the run before state is locked."""
+    from reconciler.textsafe import printable
+
+    env.err(f"Credentials: {printable(settings.credentials.source)}.")
+    settings.credentials.current()
+
+
 @dataclass
 class Session:
     """One command's hold on the cloud and the (locked, loaded) state."""
@@ -190,6 +199,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
     """Load manifests, resolve settings, lock and load state, and open the API."""
     manifest = manifest if manifest is not None else load(args, env)
     settings = api_settings(args, env, provider or manifest.provider)
+    with debug_logging(args, env):
+        announce_credentials(settings, env)
     store = open_state(args, env, manifest.backend)
     with debug_logging(args, env), store.lock(operation=operation,
                                               timeout=lock_timeout(args)):

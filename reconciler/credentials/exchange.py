@@ -123,7 +123,8 @@ def _refusal(answer: requests.Response, *, url: str, caller: Caller, step: str) 
     except ValueError:
         doc = None
     if isinstance(doc, dict):
-        inner = doc.get("error") if isinstance(doc.get("error"), dict) else doc
+        error = doc.get("error")
+        inner: dict[str, object] = error if isinstance(error, dict) else doc
         code = str(inner.get("error_code") or inner.get("code") or "")
         message = str(inner.get("error_msg") or inner.get("message") or "")
     said = printable(scrub(f"{code}: {message}" if code else message))[:300]

@@ -67,9 +67,9 @@ class RefreshingProvider:
                 self._refresh_at = held.expires_at - refresh_margin(held.expires_at - now)
             return self._held.credentials
 
-    def expires_at(self) -> float:
-        """When the credentials held now expire (fetching them first if there are none)."""
+    def refresh_at(self) -> float:
+        """When the credentials ``current()`` returns now will be replaced (for boto3, which
+        is told this as their expiry so that it asks again in time)."""
         self.current()
         with self._lock:
-            assert self._held is not None
-            return self._held.expires_at
+            return self._refresh_at

@@ -98,3 +98,6 @@ def sts_environ(emulator: Emulator, registered: dict[str, Any],
             "HUAWEICLOUD_OIDC_TOKEN_FILE": str(token_file),
             "HUAWEICLOUD_OIDC_SESSION_NAME": "ci-run-42",
             "HUAWEICLOUD_SDK_STS_ENDPOINT": emulator.endpoint}
+
+
+ISSUER_KEY_FACTORY = Issuer.new

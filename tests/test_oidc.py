@@ -301,3 +301,32 @@ def test_a_broken_profile_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read the credentials file"):
         resolve_provider({"HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(tmp_path / "none")})
     assert ISSUER and AUDIENCE  # the support module's constants are what the IdP trusts
+
+
+# -- the S3 state backend ----------------------------------------------------------------------
+
+def test_the_s3_backend_signs_with_the_same_temporary_credentials(emulator: Emulator,
+                                                                  tmp_path: Path) -> None:
+    from test_state_s3_support import new_bucket
+
+    from reconciler.state.s3io import Location, make_client
+
+    bucket = new_bucket()
+    register(emulator, ISSUER_KEY)
+    write_token(tmp_path / "id-token", ISSUER_KEY.token())
+    environ = iam_environ(emulator, tmp_path / "id-token")
+    api_credentials = resolve_provider(environ).current()
+    client = make_client(Location(bucket=bucket.name, key="k", endpoint=bucket.endpoint),
+                         environ=environ)
+    seen: list[dict[str, str]] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: seen.append(
+        {k.lower(): v.decode() if isinstance(v, bytes) else v
+         for k, v in request.headers.items()}))
+    client.put_object(Bucket=bucket.name, Key="k", Body=b"{}")
+    assert seen, "no request was sent"
+    headers = seen[-1]
+    assert f"Credential={api_credentials.ak}/" in headers["authorization"]
+    assert api_credentials.security_token is not None
+    assert headers["x-amz-security-token"] == api_credentials.security_token.reveal()
+    # One login serves the API and the bucket: no second exchange.
+    assert emulator.iam.counts["security_token"] == 1

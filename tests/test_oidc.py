@@ -218,15 +218,15 @@ def test_expired_temporary_credentials_are_rejected(emulator: Emulator, tmp_path
 def test_the_order_of_precedence_is_the_sdks(tmp_path: Path) -> None:
     """STS with OIDC > the SDK's environment (IdP, then AK/SK) > HW_* > profile file."""
     profile = tmp_path / "credentials"
-    profile.write_text("[basic]\nak = PROFILE_AK\nsk = PROFILE_SK\nproject_id = p1\n")
+    profile.write_text("[basic]\nak = profile-ak-0001\nsk = profile-sk-0001\nproject_id = p1\n")
     write_token(tmp_path / "tok", ISSUER_KEY.token())
     environ = {
         "HUAWEICLOUD_OIDC_PROVIDER_URN": "iam::d:identity-provider:github",
         "HUAWEICLOUD_OIDC_AGENCY_URN": "iam::d:agency:ci",
         "HUAWEICLOUD_OIDC_TOKEN_FILE": str(tmp_path / "tok"),
         "HUAWEICLOUD_SDK_IDP_ID": "github", "HUAWEICLOUD_SDK_ID_TOKEN_FILE": str(tmp_path / "tok"),
-        "HUAWEICLOUD_SDK_AK": "SDK_AK", "HUAWEICLOUD_SDK_SK": "SDK_SK",
-        "HW_ACCESS_KEY": "TF_AK", "HW_SECRET_KEY": "TF_SK",
+        "HUAWEICLOUD_SDK_AK": "sdk-ak-0001", "HUAWEICLOUD_SDK_SK": "sdk-sk-0001",
+        "HW_ACCESS_KEY": "tf-ak-0001", "HW_SECRET_KEY": "tf-sk-0001",
         "HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(profile),
     }
     order = []

@@ -5,6 +5,7 @@ and shown together. Exceptions are for aborting a command::
 
     ReconcilerError                 every message says what happened and what to do next
     ├── UsageError                  bad flags, environment or credentials
+    │   └── CredentialError         no temporary credentials (IAM or STS refused the ID token)
     ├── DiagnosticsError            carries one or more Diagnostics (manifest, plan)
     ├── KeyFormatError              a key that does not parse (never echoes key material)
     ├── StateError                  the state file or backend
@@ -67,6 +68,12 @@ class ReconcilerError(Exception):
 
 class UsageError(ReconcilerError):
     """Bad flags, environment or credentials."""
+
+
+class CredentialError(UsageError):
+    """Temporary credentials could not be had: the token file is missing or empty, or IAM or
+    STS refused the ID token. The message names the source and what to check, never a
+    token or key."""
 
 
 class DiagnosticsError(ReconcilerError):

@@ -52,6 +52,10 @@ FORBIDDEN = {
                             "reconciler.emulator"),
     # CI programs (python -m reconciler.gitops.X): standard library only, nothing of the engine
     "reconciler.gitops": ("reconciler.",),
+    # Credential providers know the environment, IAM and STS; nothing of plans or state.
+    "reconciler.credentials": ("reconciler.plan", "reconciler.apply", "reconciler.render",
+                               "reconciler.state", "reconciler.commands", "reconciler.emulator",
+                               "reconciler.settings", "reconciler.manifest"),
 }
 
 

@@ -252,7 +252,8 @@ def test_a_wrong_sk_names_the_variables_that_were_used(
     cli.write(KEYS)
     result = cli("plan", str(cli.manifests))
     assert result.code == 1 and "Authentication failed" in result.err, result.text
-    assert f"check {ak_var} / {sk_var} and the time" in result.err, result.err
+    assert f"check the credentials (environment ({ak_var} / {sk_var})) and the time" \
+        in result.err, result.err
     other = "HUAWEICLOUD_SDK" if ak_var.startswith("HW_") else "HW_"
     assert other not in result.err and "wrong-secret-key" not in result.err
 

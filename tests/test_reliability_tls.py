@@ -101,7 +101,9 @@ def test_insecure_gets_past_the_tls_check(tls_emulator: Emulator, tmp_path: Path
     applied = _run(cli, "--insecure", "apply", "--auto-approve", m, endpoint=https)
     assert applied.code == 0, applied.text
     assert "Apply complete! Resources: 2 added" in applied.out
-    assert applied.err == f"Warning: --insecure: the TLS certificate of {https} is not verified.\n"
+    assert applied.err == ("Credentials: environment (HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK).\n"
+                           f"Warning: --insecure: the TLS certificate of {https} is not "
+                           "verified.\n")
     again = _run(cli, "plan", "--insecure", "--detailed-exitcode", m, endpoint=https)
     assert again.code == 0 and "No changes." in again.out, again.text
     assert tls_emulator.keypair_count() == 2

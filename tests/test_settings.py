@@ -17,7 +17,7 @@ def test_credentials_never_mix_families() -> None:
     with pytest.raises(UsageError, match="HUAWEICLOUD_SDK_AK is set but HUAWEICLOUD_SDK_SK"):
         resolve_api_settings(ProviderFlags(), env, None)
     env = {**BASE, "HW_ACCESS_KEY": "NEW_AK", "HW_SECRET_KEY": "NEW_SK", "HW_SECURITY_TOKEN": "t"}
-    got = resolve_api_settings(ProviderFlags(), env, None).credentials
+    got = resolve_api_settings(ProviderFlags(), env, None).credentials.current()
     assert got.ak == "NEW_AK" and got.sk.reveal() == "NEW_SK"
     assert got.security_token is not None and got.security_token.reveal() == "t"
     assert "NEW_SK" not in repr(got)

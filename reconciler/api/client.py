@@ -183,7 +183,7 @@ class HttpClient:
         """The ``ApiError`` for an error status that ``request`` was told to accept."""
         context = ErrorContext(
             operation=operation, retries=result.attempts - 1, endpoint=self.endpoint,
-            secrets=self.settings.credentials.secrets(),
+            secrets=self._auth.secrets(),
             credential_source=self.settings.credentials.source,
         )
         return api_error(
@@ -287,7 +287,7 @@ class _Call:
     def _context(self, retries: int) -> ErrorContext:
         return ErrorContext(
             operation=self.operation, retries=retries, endpoint=self.c.endpoint,
-            secrets=self.c.settings.credentials.secrets(),
+            secrets=self.c._auth.secrets(),
             credential_source=self.c.settings.credentials.source,
         )
 

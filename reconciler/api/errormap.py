@@ -40,7 +40,7 @@ class ErrorContext:
     retries: int
     endpoint: str
     secrets: tuple[Secret, ...] = field(default=(), repr=False)  # SK, token: scrubbed
-    credential_source: str = "HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK"  # variable names
+    credential_source: str = "environment (HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK)"  # names only
 
 
 def _find_pair(data: object, depth: int = 0) -> tuple[object, object] | None:
@@ -112,7 +112,7 @@ def _hint(status: int, retries: int, source: str) -> str:
     if status == 401:
         return (
             "Authentication failed: the AK/SK is wrong or this machine's clock is off; check "
-            f"{source} and the time synchronisation (NTP)."
+            f"the credentials ({source}) and the time synchronisation (NTP)."
         )
     if status == 403:
         return (

@@ -29,9 +29,6 @@ class Credentials:
     ak: str
     sk: Secret
     security_token: Secret | None = None
-    # The environment variables they came from, for advice ("check HW_ACCESS_KEY / ..."):
-    # names only, never values.
-    source: str = "HUAWEICLOUD_SDK_AK / HUAWEICLOUD_SDK_SK"
 
     def __repr__(self) -> str:
         return "Credentials(ak=(sensitive value), sk=(sensitive value))"
@@ -39,6 +36,28 @@ class Credentials:
     def secrets(self) -> tuple[Secret, ...]:
         """What must never appear in a message: the SK and the token."""
         return (self.sk,) if self.security_token is None else (self.sk, self.security_token)
+
+    # A fixed pair is its own provider (tests, bench and one-off clients pass one directly).
+    @property
+    def source(self) -> str:
+        return "given credentials"
+
+    def current(self) -> Credentials:
+        return self
+
+
+class CredentialProvider(Protocol):
+    """Where the credentials of a client come from; asked before every signature.
+
+    ``current()`` returns credentials valid for the next request (refreshing temporary ones
+    before they expire); ``source`` says where they come from, never with a secret, e.g.
+    "environment (HUAWEICLOUD_SDK_AK)". Implementations live in ``reconciler.credentials``.
+    """
+
+    @property
+    def source(self) -> str: ...
+
+    def current(self) -> Credentials: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +67,7 @@ class ApiSettings:
     api: Api
     endpoint: str  # Endpoint.url: scheme://host[:port][/prefix], no trailing slash
     project_id: str
-    credentials: Credentials
+    credentials: CredentialProvider  # asked afresh for every signature
     region: str | None = None
     verify_tls: bool = True
     ca_bundle: str | None = None  # a CA bundle file to verify against (REQUESTS_CA_BUNDLE)

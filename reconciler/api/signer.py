@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase
 
-from reconciler.api.protocol import Credentials
+from reconciler.api.protocol import CredentialProvider, Credentials
+from reconciler.model import Secret
 
 ALGORITHM = "SDK-HMAC-SHA256"
 V11_ALGORITHM = "V11-HMAC-SHA256"
@@ -184,18 +185,25 @@ def _is_signable(name: str) -> bool:
 
 
 class SdkHmacSigner(AuthBase):
-    """Signs every prepared request with AK/SK; the date is taken afresh on each call."""
+    """Signs every prepared request with AK/SK; the date, and the credentials (from the
+    provider, which refreshes temporary ones), are taken afresh on each call."""
 
     def __init__(
         self,
         *,
-        credentials: Credentials,
+        credentials: CredentialProvider,
         project_id: str,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self._credentials = credentials
+        self._provider = credentials
         self._project_id = project_id
         self._clock = clock
+        self._last: Credentials | None = None
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """The secrets of the credentials last signed with (for scrubbing messages)."""
+        last = self._last
+        return () if last is None else last.secrets()
 
     def __repr__(self) -> str:
         return "SdkHmacSigner((sensitive value))"
@@ -205,7 +213,9 @@ class SdkHmacSigner(AuthBase):
         for name in chosen:
             del r.headers[name]
         chosen["X-Project-Id"] = self._project_id
-        token = self._credentials.security_token
+        credentials = self._provider.current()
+        self._last = credentials
+        token = credentials.security_token
         if token is not None:
             chosen["X-Security-Token"] = token.reveal()
         body = r.body.encode("utf-8") if isinstance(r.body, str) else r.body
@@ -216,8 +226,8 @@ class SdkHmacSigner(AuthBase):
             str(r.url),
             headers=chosen,
             body=body,
-            ak=self._credentials.ak,
-            sk=self._credentials.sk.reveal(),
+            ak=credentials.ak,
+            sk=credentials.sk.reveal(),
             date=self._clock(),
         )
         r.headers.update(signed["headers"])

@@ -258,6 +258,15 @@ def api_name(api: Api) -> str:
             Api.KPS: "KPS v3"}[api]
 
 
+def announce_credentials(settings: ApiSettings, env: Env) -> None:
+    """Say on stderr which credential source the run uses (never a secret), then get the
+    credentials, so that a refused ID token stops the run before state is locked."""
+    from reconciler.textsafe import printable
+
+    env.err(f"Credentials: {printable(settings.credentials.source)}.")
+    settings.credentials.current()
+
+
 @dataclass
 class Session:
     """One command's hold on the cloud and the (locked, loaded) state."""
@@ -278,6 +287,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
         refuse_without_lock(args, operation=operation)  # before anything else is looked at
     manifest = manifest if manifest is not None else load(args, env)
     settings = api_settings(args, env, provider or manifest.provider)
+    with debug_logging(args, env):
+        announce_credentials(settings, env)
     with debug_logging(args, env):  # opening the store logs the state backend's proxy
         store = open_state(args, env, manifest.backend, verify=operation != "plan")
     with debug_logging(args, env), state_lock(store, args, operation=operation):

@@ -6,8 +6,14 @@ errors 401/403 otherwise), routed, counted by operation, subjected to the inject
 and carried out. Every answer carries ``X-Request-Id`` and ``Content-Length``; connections
 are kept alive.
 
-The admin path ``/_emulator/…`` (counters, reset, faults, key pair names and fingerprints)
-needs no signature and is served to loopback clients only. It never shows private keys.
+IAM's and STS's federated login (``/v3.0/OS-AUTH/id-token/tokens``,
+``/v3.0/OS-CREDENTIAL/securitytokens``, ``/v5/agencies/assume-with-oidc``) is served on the
+same port by ``reconciler.emulator.iam``; the temporary credentials it grants sign key pair
+requests until they expire.
+
+The admin path ``/_emulator/…`` (counters, reset, faults, key pair names and fingerprints,
+identity providers and the IAM clock) needs no signature and is served to loopback clients
+only. It never shows private keys, tokens or temporary secrets.
 
 May import: ``reconciler.emulator.*``, the standard library.
 """
@@ -50,6 +56,8 @@ from reconciler.emulator.handlers import (
     route,
     split_path,
 )
+from reconciler.emulator.iam import PATHS as IAM_PATHS
+from reconciler.emulator.iam import Iam
 from reconciler.emulator.jsonbody import parse_json_body
 from reconciler.emulator.keywork import KEYGEN_ALGORITHMS
 from reconciler.emulator.signing import SignatureError, SignedRequest, verify
@@ -135,6 +143,8 @@ class Emulator:
         self.counters_ = Counters()
         self.store = Store(path=data)
         self.backend = Backend(store=self.store, user_id=self.user_id, keygen=keygen)
+        self.domain_id = secrets.token_hex(16)
+        self.iam = Iam(domain_id=self.domain_id)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -200,6 +210,7 @@ class Emulator:
         self.store.clear()
         self.counters_.clear()
         self.faults.configure(self._initial)
+        self.iam.reset()
 
     def counters(self) -> dict[str, int]:
         counts = dict.fromkeys(COUNTER_NAMES, 0)
@@ -259,7 +270,13 @@ class Emulator:
                 self._connections.discard(conn)
 
     def secret_for(self, access_key: str) -> str | None:
-        return self.sk if access_key == self.ak else None
+        return self.sk if access_key == self.ak else self.iam.secret_for(access_key)
+
+    def register_identity_provider(self, **fields: Any) -> dict[str, Any]:
+        """Register an identity provider (fields as ``POST /_emulator/iam/providers``)."""
+        provider = self.iam.register(fields)
+        return {"id": provider.id, "provider_urn": provider.provider_urn,
+                "agencies": list(provider.agencies)}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -336,6 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if raw_path.startswith(ADMIN_PREFIX):
                 reply = self._admin(raw_path[len(ADMIN_PREFIX) :], body)
+            elif raw_path in IAM_PATHS:
+                reply = self._iam(emu, raw_path, body)
             else:
                 reply = self._api(emu, raw_path=raw_path, raw_query=raw_query, body=body)
         except _Close:
@@ -346,6 +365,18 @@ class _Handler(BaseHTTPRequestHandler):
             api = api_of(split_path(raw_path))
             reply = Reply(500, views.error_body(api, 500, "internal error in the emulator"))
         self._send(reply)
+
+    # -- IAM and STS ---------------------------------------------------------------------
+
+    def _iam(self, emu: Emulator, raw_path: str, body: bytes) -> Reply:
+        if self.command != "POST":
+            return Reply(405, {"error_code": "IAM.0405", "error_msg": "use POST"})
+        try:
+            parsed = parse_json_body(body) if body.strip() else None
+        except ValueError:
+            return Reply(400, {"error_code": "IAM.0001", "error_msg": "the body is not JSON"})
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        return emu.iam.handle(raw_path, headers=headers, body=parsed)
 
     # -- the API -------------------------------------------------------------------------
 
@@ -404,9 +435,13 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         try:
-            verify(signed, secret_for=emu.secret_for)
+            access_key = verify(signed, secret_for=emu.secret_for)
         except SignatureError as exc:
             message = f"Incorrect IAM authentication information: {exc}"
+            return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
+        refused = emu.iam.refusal(access_key, self.headers.get("X-Security-Token"))
+        if refused is not None:
+            message = f"Incorrect IAM authentication information: {refused}"
             return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
         header_project = self.headers.get("X-Project-Id")
         path_project = project_of(split_path(raw_path))
@@ -439,6 +474,10 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(200, {"reset": True})
         if key == ("POST", "faults"):
             return _admin_faults(emu, body)
+        if key == ("GET", "iam"):
+            return Reply(200, emu.iam.summary())
+        if key in (("POST", "iam/providers"), ("POST", "iam/settings")):
+            return _admin_iam(emu, key[1], body)
         return Reply(404, {"error": f"no admin operation {self.command} /_emulator/{what}"})
 
 
@@ -466,6 +505,18 @@ def _admin_faults(emu: Emulator, body: bytes) -> Reply:
             "operations": sorted(cfg.operations) if cfg.operations is not None else None,
         },
     )
+
+
+def _admin_iam(emu: Emulator, what: str, body: bytes) -> Reply:
+    try:
+        doc = parse_json_body(body) if body.strip() else {}
+        if not isinstance(doc, dict):
+            raise ValueError("the body must be a JSON object")
+        if what == "iam/providers":
+            return Reply(201, emu.register_identity_provider(**doc))
+        return Reply(200, emu.iam.configure(doc))
+    except (ValueError, TypeError) as exc:
+        return Reply(400, {"error": str(exc)})
 
 
 def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:

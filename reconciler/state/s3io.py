@@ -7,15 +7,17 @@ conditional write that lost) is ``ConditionFailed`` for the caller to explain.
 
 Credentials (never in messages): ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
 (``AWS_SESSION_TOKEN``), else OBS's own ``OBS_ACCESS_KEY_ID``/``OBS_SECRET_ACCESS_KEY``
-(``OBS_SECURITY_TOKEN``), else boto3's chain (shared files, instance roles).
+(``OBS_SECURITY_TOKEN``), else the temporary credentials of an OIDC login when that is what
+the cloud's credential chain uses (the same provider, so one token exchange serves both and
+boto3 asks it again before they expire), else boto3's chain (shared files, instance roles).
 
 The endpoint is parsed by ``reconciler.urls`` (https, or http for loopback only) and botocore
 is given ``Endpoint.url``; the proxy is chosen by ``reconciler.proxies`` from the injected
 environment and handed to botocore explicitly (so it does not read ``os.environ`` for one),
 and ``--debug`` names it (``reconciler.proxy``).
 
-May import: ``reconciler.errors``, ``reconciler.credcheck``, ``reconciler.urls``,
-``reconciler.proxies``, the stdlib; boto3/botocore lazily.
+May import: ``reconciler.errors``, ``reconciler.credcheck``, ``reconciler.credentials``,
+``reconciler.urls``, ``reconciler.proxies``, the stdlib; boto3/botocore lazily.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from reconciler.credcheck import header_credential
@@ -134,9 +137,38 @@ def make_client(location: Location, *, environ: Mapping[str, str], insecure: boo
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(**_credentials(environ))
+    static = _credentials(environ)
+    session = (boto3.session.Session(**static) if static else _federated_session(environ)
+               or boto3.session.Session())
     return session.client("s3", endpoint_url=endpoint.url if endpoint else None,
                           region_name=region, config=config, verify=not insecure)
+
+
+def _federated_session(environ: Mapping[str, str]) -> Any:
+    """A boto3 session over the OIDC provider of the environment, None without one."""
+    from reconciler.credentials.chain import federated_provider
+
+    provider = federated_provider(environ)
+    if provider is None:
+        return None
+    import boto3
+    from botocore.credentials import RefreshableCredentials
+    from botocore.session import get_session
+
+    def metadata() -> dict[str, str]:
+        current = provider.current()
+        until = datetime.fromtimestamp(provider.refresh_at(), UTC)
+        token = current.security_token
+        return {"access_key": current.ak, "secret_key": current.sk.reveal(),
+                "token": token.reveal() if token else "", "expiry_time": until.isoformat()}
+
+    # Told the provider's own refresh time as expiry, boto3 needs no margin of its own.
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=metadata(), refresh_using=metadata, method="reconciler-oidc",
+        advisory_timeout=0, mandatory_timeout=0)
+    core = get_session()
+    core._credentials = credentials
+    return boto3.session.Session(botocore_session=core)
 
 
 class Objects:

@@ -1,0 +1,239 @@
+"""The two federated logins of the official SDK: an ID token in, temporary AK/SK out.
+
+IAM identity provider (``FederalAccessor``): ``POST /v3.0/OS-AUTH/id-token/tokens`` with
+``X-Idp-Id`` and ``{"auth": {"id_token": {"id": TOKEN}}}`` answers an unscoped token in
+``X-Subject-Token``; ``POST /v3.0/OS-CREDENTIAL/securitytokens`` with the ``token`` method
+turns it into ``credential{access, secret, securitytoken, expires_at}`` (6 hours, as the
+SDK asks). STS (``OidcStsAccessor``): ``POST /v5/agencies/assume-with-oidc`` with
+``provider_urn``, ``agency_urn``, ``agency_session_name``, ``id_token`` and
+``duration_seconds`` answers ``credentials{access_key_id, secret_access_key,
+security_token, expiration}``. Neither request is signed: the ID token is the proof.
+
+The token file is read afresh for every exchange (CI runners rotate it). Tokens, the
+subject token and the temporary secrets are registered for scrubbing as soon as they are
+read; no message carries one. A refusal names the source, the URL, the cloud's own error
+code and message, and what to check.
+
+May import: the standard library, ``requests``, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.api.protocol``,
+``reconciler.credentials.temporary``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from reconciler.api.protocol import Credentials
+from reconciler.credentials.temporary import Temporary
+from reconciler.errors import CredentialError
+from reconciler.model import Secret
+from reconciler.redact import register, scrub
+from reconciler.textsafe import printable
+
+ID_TOKEN_PATH = "/v3.0/OS-AUTH/id-token/tokens"
+SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
+ASSUME_WITH_OIDC_PATH = "/v5/agencies/assume-with-oidc"
+IAM_DURATION_SECONDS = 6 * 60 * 60  # FederalAccessor._DEFAULT_DURATION_SECONDS
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_ANSWER_BYTES = 1 << 20
+TIMEOUT = (10.0, 30.0)
+ATTEMPTS = 3
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+_log = logging.getLogger("reconciler.credentials")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """How exchanges reach IAM or STS: the source (for messages), TLS and the hints."""
+
+    source: str
+    verify: bool | str = True
+    proxies: dict[str, str] = field(default_factory=dict)  # chosen from the injected environment
+    hint: str = ""
+    sleep: Callable[[float], None] = time.sleep
+
+
+def read_token(path: str, *, origin: str, caller: Caller) -> str:
+    """The ID token in ``path`` (whitespace around it dropped), read now."""
+    try:
+        raw = Path(path).read_bytes()[:MAX_TOKEN_BYTES + 1]
+    except OSError as exc:
+        raise CredentialError(f"{caller.source}: cannot read the ID token file {path} "
+                              f"({origin}): {exc.strerror or exc}; check that the CI job "
+                              "wrote it (GitHub: permissions: id-token: write; GitLab: "
+                              "id_tokens:)") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise CredentialError(f"{caller.source}: the ID token file {path} ({origin}) is larger "
+                              f"than {MAX_TOKEN_BYTES} bytes; it must hold one JWT")
+    return inline_token(raw.decode("utf-8", "replace").strip(),
+                        origin=f"the ID token file {path} ({origin})", caller=caller)
+
+
+def inline_token(token: str, *, origin: str, caller: Caller) -> str:
+    """``token`` if it looks like one JWT (three dot-separated parts, header-safe)."""
+    if not token:
+        raise CredentialError(f"{caller.source}: {origin} is empty; it must hold the CI job's "
+                              "ID token (a JWT)")
+    if _HEADER_SAFE.fullmatch(token) is None or token.count(".") != 2:
+        raise CredentialError(f"{caller.source}: {origin} does not hold one JWT "
+                              "(header.payload.signature); the value is not shown")
+    register(token)
+    return token
+
+
+def _post(url: str, *, body: dict[str, object], headers: dict[str, str], caller: Caller,
+          step: str) -> requests.Response:
+    data = json.dumps(body).encode()
+    sent = {"Content-Type": "application/json;charset=UTF-8", "User-Agent": "reconciler",
+            "Accept": "application/json", **headers}
+    for attempt in range(1, ATTEMPTS + 1):
+        started = time.monotonic()
+        try:
+            with requests.Session() as session:
+                session.trust_env = False  # proxies come from the injected environment only
+                answer = session.post(url, data=data, headers=sent, timeout=TIMEOUT,
+                                      verify=caller.verify, allow_redirects=False,
+                                      proxies=caller.proxies)
+        except requests.RequestException as exc:
+            _log.debug("POST %s (%s) attempt %d: %s", url, step, attempt, type(exc).__name__)
+            if attempt == ATTEMPTS:
+                raise CredentialError(f"{caller.source}: cannot reach {url} ({step}): "
+                                      f"{type(exc).__name__}; check the endpoint and the "
+                                      "network") from None
+            caller.sleep(0.5 * attempt)
+            continue
+        _log.debug("POST %s (%s) attempt %d: %d in %.3fs", url, step, attempt,
+                   answer.status_code, time.monotonic() - started)
+        if answer.status_code in (429, 500, 502, 503, 504) and attempt < ATTEMPTS:
+            caller.sleep(0.5 * attempt)
+            continue
+        return answer
+    raise AssertionError("unreachable")
+
+
+def _refusal(answer: requests.Response, *, url: str, caller: Caller, step: str) -> CredentialError:
+    code, message = "", ""
+    try:
+        doc = json.loads(answer.content[:MAX_ANSWER_BYTES])
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        error = doc.get("error")
+        inner: dict[str, object] = error if isinstance(error, dict) else doc
+        code = str(inner.get("error_code") or inner.get("code") or "")
+        message = str(inner.get("error_msg") or inner.get("message") or "")
+    said = printable(scrub(f"{code}: {message}" if code else message))[:300]
+    what = f"{answer.status_code}{' ' + said if said else ''}"
+    hint = f" Check {caller.hint}." if caller.hint else ""
+    return CredentialError(f"{caller.source}: {step} was refused at {url} ({what}).{hint} "
+                           "No token is shown.")
+
+
+def _answer_json(answer: requests.Response, *, url: str, caller: Caller) -> dict[str, object]:
+    try:
+        doc = json.loads(answer.content[:MAX_ANSWER_BYTES])
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise CredentialError(f"{caller.source}: {url} answered {answer.status_code} without a "
+                              "JSON object; check that the endpoint is IAM's or STS's")
+    return doc
+
+
+def _expiry(text: object, *, url: str, caller: Caller) -> float:
+    try:
+        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise CredentialError(f"{caller.source}: {url} answered an expiry that is not a "
+                              "date; check that the endpoint is IAM's or STS's") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _credential(doc: dict[str, object], *, url: str, caller: Caller) -> Temporary:
+    """``credential`` (IAM) or ``credentials`` (STS), in either naming, as the SDK reads."""
+    inner = doc.get("credential") or doc.get("credentials")
+    got = inner if isinstance(inner, dict) else {}
+
+    def field(*names: str) -> str:
+        for name in names:
+            value = got.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+
+    ak = field("access", "accessKeyId", "access_key_id")
+    sk = field("secret", "secretAccessKey", "secret_access_key")
+    token = field("securitytoken", "securityToken", "security_token")
+    expires = field("expires_at", "expiration")
+    if not all(_HEADER_SAFE.fullmatch(v) for v in (ak, sk, token)) or not expires:
+        raise CredentialError(f"{caller.source}: {url} answered no usable temporary "
+                              "credentials (access, secret, security token and expiry)")
+    for secret in (sk, token):
+        register(secret)
+    credentials = Credentials(ak=ak, sk=Secret(sk), security_token=Secret(token))
+    return Temporary(credentials, _expiry(expires, url=url, caller=caller))
+
+
+def via_identity_provider(*, iam_endpoint: str, idp_id: str, id_token: str,
+                          caller: Caller) -> Temporary:
+    """The SDK's IAM path: ID token -> unscoped token -> temporary AK/SK."""
+    url = iam_endpoint + ID_TOKEN_PATH
+    step = "exchanging the ID token for an IAM token"
+    answer = _post(url, body={"auth": {"id_token": {"id": id_token}}},
+                   headers={"X-Idp-Id": idp_id}, caller=caller, step=step)
+    subject = answer.headers.get("X-Subject-Token", "")
+    if answer.status_code not in (200, 201):
+        raise _refusal(answer, url=url, caller=caller, step=step)
+    if _HEADER_SAFE.fullmatch(subject) is None:
+        raise CredentialError(f"{caller.source}: {url} answered without an X-Subject-Token; "
+                              "check HUAWEICLOUD_SDK_IAM_ENDPOINT")
+    register(subject)
+    url = iam_endpoint + SECURITY_TOKENS_PATH
+    step = "getting temporary credentials for the IAM token"
+    body: dict[str, object] = {"auth": {"identity": {
+        "methods": ["token"],
+        "token": {"id": subject, "duration_seconds": IAM_DURATION_SECONDS}}}}
+    answer = _post(url, body=body, headers={"X-Auth-Token": subject}, caller=caller, step=step)
+    if answer.status_code not in (200, 201):
+        raise _refusal(answer, url=url, caller=caller, step=step)
+    return _credential(_answer_json(answer, url=url, caller=caller), url=url, caller=caller)
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRequest:
+    """What ``assume-with-oidc`` is asked, but the token (read at each exchange)."""
+
+    provider_urn: str
+    agency_urn: str
+    session_name: str
+    duration_seconds: int
+    policy: str | None = None
+    policy_ids: tuple[str, ...] = ()
+
+
+def via_sts(*, sts_endpoint: str, request: AgencyRequest, id_token: str,
+            caller: Caller) -> Temporary:
+    """The SDK's STS path: ID token -> temporary AK/SK of the agency."""
+    url = sts_endpoint + ASSUME_WITH_OIDC_PATH
+    body: dict[str, object] = {
+        "provider_urn": request.provider_urn, "agency_urn": request.agency_urn,
+        "agency_session_name": request.session_name, "id_token": id_token,
+        "duration_seconds": request.duration_seconds}
+    if request.policy:
+        body["policy"] = request.policy
+    if request.policy_ids:
+        body["policy_ids"] = list(request.policy_ids)
+    step = "assuming the agency with the ID token"
+    answer = _post(url, body=body, headers={}, caller=caller, step=step)
+    if answer.status_code not in (200, 201):
+        raise _refusal(answer, url=url, caller=caller, step=step)
+    return _credential(_answer_json(answer, url=url, caller=caller), url=url, caller=caller)

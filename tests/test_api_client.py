@@ -102,7 +102,9 @@ def test_401_wrong_sk_says_what_to_check(h: Harness) -> None:
     text = str(info.value)
     assert info.value.status == 401
     assert info.value.code == "APIGW.0301"
-    assert "HUAWEICLOUD_SDK_AK" in text and "clock" in text
+    # the advice names where the credentials came from (here: handed to the client directly;
+    # through the CLI, the variables: tests/test_first_try.py)
+    assert "check the credentials (given credentials)" in text and "clock" in text
     assert wrong not in text and h.emulator.sk not in text
     assert text.endswith(f"(request id: {info.value.request_id})")
     assert client.requests_sent == 1  # type: ignore[attr-defined]  # not retried

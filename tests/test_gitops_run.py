@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oidc_support import AUDIENCE, Issuer, register
 
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
@@ -218,28 +219,40 @@ def test_a_plan_job_given_the_environment_off_main_is_refused(
     assert all("RECONCILER_PASSPHRASE" not in s.env for s in run.steps)
 
 
-def test_oidc_switch_hands_the_token_file_to_reconciler(emulator: Emulator, github: FakeGitHub,
-                                                        tmp_path: Path) -> None:
-    """With the OIDC variables set (and no AK/SK), the action fetches the job's identity token
-    and passes it as HUAWEICLOUD_SDK_ID_TOKEN_FILE. Validate needs no credentials, so this
-    runs today; a plan through the emulator's IAM endpoints joins it with them."""
+def test_oidc_plans_with_the_jobs_identity_token_and_no_keys(emulator: Emulator,
+                                                            github: FakeGitHub,
+                                                            tmp_path: Path) -> None:
+    """With the OIDC variables set and no AK/SK anywhere, the action fetches the job's
+    identity token, hands it to reconciler as HUAWEICLOUD_SDK_ID_TOKEN_FILE, and the plan
+    signs with temporary credentials from the emulator's IAM identity provider."""
+    issuer = Issuer.new()
+    register(emulator, issuer, idp_id="github-actions")
     world = World(emulator, github, tmp_path)
     world.repo.secrets.clear()
     world.repo.variables.update({"HUAWEICLOUD_SDK_IDP_ID": "github-actions",
-                                 "RECONCILER_OIDC_AUDIENCE": "reconciler"})
-    github.id_token = "eyJhbGciOiJSUzI1NiJ9.harness.token"
-    wf = (GITOPS / ".github" / "workflows" / "reconciler.yml").read_text()
-    head = world.repo.commit({".github/workflows/reconciler.yml": wf.replace(
-        "command: plan", "command: validate", 1)}, parent=world.main)
-    run = world.pull_request(5, head)
+                                 "RECONCILER_OIDC_AUDIENCE": AUDIENCE})
+    world.runner.machine["HUAWEICLOUD_SDK_IAM_ENDPOINT"] = emulator.endpoint
+    github.id_token = issuer.token()
+    run = world.pull_request(5, world.repo.commit({}, parent=world.main))
     assert run.jobs["plan"] == "success", run.log()
     later = [s for s in run.steps if "HUAWEICLOUD_SDK_ID_TOKEN_FILE" in s.env]
     assert later, run.log()
     token_file = Path(later[-1].env["HUAWEICLOUD_SDK_ID_TOKEN_FILE"])
     assert token_file.read_text() == github.id_token
     assert token_file.stat().st_mode & 0o077 == 0
-    assert later[-1].env["HUAWEICLOUD_SDK_IDP_ID"] == "github-actions"
     assert not later[-1].env.get("HUAWEICLOUD_SDK_AK")
+    assert "Credentials: OIDC via IAM identity provider github-actions" in run.log()
+    assert github.id_token not in run.log()
+    (comment,) = github.comments[5]
+    assert "to add" in comment["body"]  # the plan itself ran, through temporary credentials
+    # a token for another repository is refused by the mapping rule: the plan fails, and its
+    # comment says so, naming the identity provider, never showing the token
+    github.id_token = issuer.token(repository="someone/else")
+    refused = world.pull_request(6, world.repo.commit({}, parent=world.main))
+    assert refused.jobs["plan"] == "failure", refused.log()
+    (failed,) = github.comments[6]
+    assert "plan failed" in failed["body"] and "github-actions" in failed["body"]
+    assert github.id_token not in failed["body"] + refused.log()
 
 
 @pytest.mark.parametrize(("expr", "expected"), [

@@ -132,6 +132,12 @@ def listeners() -> Iterator[tuple[Listener, Listener]]:
         b.close()
 
 
+def _after_credentials(err: str) -> str:
+    """stderr without its first line when that line names the credentials' source."""
+    first, _, rest = err.partition("\n")
+    return rest if first.startswith("Credentials: ") else err
+
+
 def _plan(cli: Cli, *extra: str) -> Result:
     return cli("plan", str(cli.manifests), "--project-id", cli.emulator.project_id,
                *extra, globals_=False)
@@ -257,7 +263,8 @@ def test_a_crafted_backend_endpoint_is_refused_before_any_byte_is_sent(
     r = _plan(cli, *extra)
     assert_clean(r.text)
     assert r.code == 1, r.text
-    assert r.err.startswith(f"Error: {source}"), r.err
+    # the first line names the credentials' source (never a secret); then the refusal
+    assert _after_credentials(r.err).startswith(f"Error: {source}"), r.err
     assert reason in r.err, r.err
     assert "session-token-value" not in r.text and "not-a-real-secret" not in r.text
     _assert_nothing_reached(listeners, recorder)

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="append", default=[], metavar="NAME")
     p.add_argument("--refresh-only", action="store_true",
                    help="record in state how the cloud drifted; change nothing in the cloud")
+    p.add_argument("--destroy", action="store_true",
+                   help="destroy everything in state (as `reconciler destroy`); with a saved "
+                        "plan, repeat the options it was made with")
 
     p = cmd("destroy", "delete every key pair in state (respecting prevent_destroy)")
     p.add_argument("paths", nargs="*", metavar="PATH")

@@ -204,6 +204,63 @@ def test_an_edited_no_changes_plan_changes_nothing(world: World, mutation: str) 
     world.assert_untouched(world.apply_with_flags(doc))
 
 
+OPTION_MUTATIONS: dict[str, tuple[Callable[[Doc], None], tuple[str, ...]]] = {
+    "--replace added": (NONE_MUTATIONS["--replace added"], ("--replace", "keep")),
+    "targets narrowed": (NONE_MUTATIONS["targets narrowed"], ("--target", "guard")),
+    "mode edited to destroy": (NONE_MUTATIONS["mode edited to destroy"], ("--destroy",)),
+}
+
+
+@pytest.mark.parametrize("mutation", OPTION_MUTATIONS, ids=str)
+def test_an_edited_option_is_refused_even_when_the_command_repeats_it(
+        world: World, mutation: str) -> None:
+    """The options the apply command repeats pass the option check; the plan made again with
+    them still differs from what the file shows."""
+    edit, flags = OPTION_MUTATIONS[mutation]
+    doc = world.doc("none.json")
+    edit(doc)
+    refused = world.run("apply", *flags, world.write(doc), str(world.none_manifests))
+    world.assert_untouched(refused)
+    assert "does not match what it pins" in refused.err
+
+
+def test_a_destroy_plan_swapped_for_the_reviewed_no_changes_plan_is_refused(
+        world: World) -> None:
+    """The reviewer saw none.json ("No changes"). A genuine plan made with --destroy from the
+    same manifests and state has the same manifest digest, lineage and serial: swapped in for
+    the artifact, the reviewed command (no options) refuses it before anything is sent."""
+    made = world.run("plan", "--destroy", "--target", "keep", "--out",
+                     str(world.cli.root / "swapped.json"), str(world.none_manifests))
+    assert made.code == 0, made.text
+    assert world.doc("swapped.json")["manifest_digest"] == world.doc("none.json")[
+        "manifest_digest"]
+    for argv in (("swapped.json", str(world.none_manifests)), ("swapped.json",),
+                 ("--destroy", "swapped.json"), ("--target", "keep", "swapped.json")):
+        requests = world.cli.emulator.counters()["total"]
+        result = world.run("apply", *argv)
+        assert world.cli.emulator.counters()["total"] == requests  # not even a refresh
+        world.assert_untouched(result)
+        assert not result.out, result.text  # no "Configuration verified"
+        assert "other options than this apply command gives" in result.err
+        assert "`reconciler apply --destroy --target keep swapped.json" in result.err
+    assert "keep" in world.listing()
+    # the reviewed command repeats the options: then, and only then, it runs
+    done = world.run("apply", "--destroy", "--target", "keep", "swapped.json",
+                     str(world.none_manifests))
+    assert done.code == 0, done.text
+    assert done.out.splitlines()[0].endswith("; mode destroy, targets keep.")
+    assert "keep" not in world.listing() and "guard" in world.listing()
+
+
+def test_a_plain_plan_is_refused_by_an_apply_that_gives_options(world: World) -> None:
+    for flags in (("--destroy",), ("--refresh-only",), ("--target", "keep"),
+                  ("--replace", "keep")):
+        result = world.run("apply", *flags, "none.json", str(world.none_manifests))
+        world.assert_untouched(result)
+        assert "other options than this apply command gives" in result.err
+        assert "`reconciler apply none.json " in result.err
+
+
 def test_the_no_changes_plan_applies_with_its_manifests(world: World) -> None:
     done = world.run("apply", "none.json", str(world.none_manifests))
     assert done.code == 0, done.text

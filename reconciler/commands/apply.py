@@ -117,9 +117,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if args.paths and is_plan_file(env.resolve(args.paths[0])):
         from reconciler.commands.saved import apply_saved
 
-        if args.target or args.replace or args.refresh_only:
-            raise UsageError("--target, --replace and --refresh-only cannot change a saved "
-                             "plan; plan again (`reconciler plan --refresh-only --out FILE`)")
         return apply_saved(args, env, env.resolve(args.paths[0]), manifests=args.paths[1:])
+    if args.destroy and args.refresh_only:
+        raise UsageError("--destroy and --refresh-only cannot be combined; choose one")
+    if args.destroy:
+        return apply_fresh(args, env, mode=Mode.DESTROY, operation="destroy")
     mode = Mode.REFRESH_ONLY if args.refresh_only else Mode.NORMAL
     return apply_fresh(args, env, mode=mode, operation="apply")

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("show", "show one key pair (never its private key)"),
                        ("rm", "forget a key pair; never touches the cloud"),
                        ("push", "upload a local state file to the configured backend"),
-                       ("pull", "print the state document (secrets stay encrypted)")):
+                       ("pull", "print the state document (secrets stay encrypted)"),
+                       ("upgrade", "rewrite a format 1 state (reconciler 0.1.0) as format 2, "
+                                   "once; needs the state key")):
         sp = ssub.add_parser(name, help=text, description=text)
         _add_global_options(sp, top=False)
         if name in ("show", "rm"):

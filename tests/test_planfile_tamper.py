@@ -93,6 +93,8 @@ class World:
         plan = self.run("plan", "--out", str(cli.root / "plan.json"), str(cli.manifests))
         assert plan.code == 0 and "Plan: 2 to add, 0 to change, 0 to destroy." in plan.out
         self.state = cli.state.read_bytes()
+        self.backup = cli.state.with_name(cli.state.name + ".backup")
+        assert not self.backup.exists()  # one apply so far: nothing to back up
         self.cloud = self.listing()
 
     def run(self, *argv: str) -> Any:
@@ -441,6 +443,8 @@ def test_random_edits_never_crash_nor_reach_beyond_the_plan(world: World,
     for name in set(listing) - set(world.cloud):  # undo, for the next example
         world.cli.client().delete_keypair(name)
     world.cli.state.write_bytes(world.state)
+    # and no backup, or the restored state would be (rightly) refused as a rollback
+    world.backup.unlink()
 
 
 # -- the previous release's plans ---------------------------------------------------------
@@ -466,8 +470,18 @@ def old(emulator: Emulator, tmp_path: Path) -> Cli:
 
 @pytest.mark.parametrize("with_manifests", [False, True], ids=["alone", "with-manifests"])
 def test_a_plan_of_release_0_1_0_still_applies(old: Cli, with_manifests: bool) -> None:
+    """Its state is format 1 too: applying refuses until `state upgrade`, which keeps the
+    serial, so the plan made before the upgrade is not stale."""
     assert json.loads((old.root / "plan.json").read_text())["plan_version"] == 1
+    assert json.loads(old.state.read_text())["format_version"] == 1
     extra = [str(old.manifests)] if with_manifests else []
+    state, writes = old.state.read_bytes(), old.writes()
+    refused = old("apply", "plan.json", *extra)
+    assert refused.code == 1 and "`reconciler state upgrade`" in refused.err, refused.text
+    assert old.state.read_bytes() == state and old.writes() == writes
+    upgraded = old("state", "upgrade")
+    assert upgraded.code == 0, upgraded.text
+    assert json.loads(old.state.read_text())["serial"] == json.loads(state)["serial"]
     done = old("apply", "plan.json", *extra)
     assert done.code == 0, done.text
     assert "Apply complete! Resources: 2 added, 0 changed, 1 destroyed." in done.out
@@ -477,6 +491,7 @@ def test_a_plan_of_release_0_1_0_still_applies(old: Cli, with_manifests: bool) -
 
 
 def test_an_edited_plan_of_release_0_1_0_changes_nothing(old: Cli) -> None:
+    assert old("state", "upgrade").code == 0
     doc = json.loads((old.root / "plan.json").read_text())
     _delete(doc, "alice")
     (old.root / "plan.json").write_text(json.dumps(doc))

@@ -12,7 +12,6 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
 from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan
-from reconciler.state.protocol import Integrity
 
 APPROVE = """Do you want to perform these actions?
   reconciler will perform the actions described above.
@@ -88,8 +87,6 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         env.out()
         show(plan, args, env, "text")
         if not plan.has_changes and not plan.state_only:
-            if sess.store.integrity is Integrity.FORMAT_1:
-                sess.store.commit()  # nothing to change but the format: upgrade it now
             return ExitCode.OK
         if plan.has_changes and not args.auto_approve:
             env.out()

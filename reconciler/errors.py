@@ -13,6 +13,7 @@ and shown together. Exceptions are for aborting a command::
     │   │   └── StateTamperedError  fails its integrity MAC: written by someone without the key
     │   ├── StateKeyError           wrong passphrase or key file
     │   ├── StateLockError          the lock is held by someone else (carries the lock info)
+    │   ├── StateFormatError        format 1 (0.1.0) state: `reconciler state upgrade` it first
     │   └── StaleStateError         a saved plan or a write raced with another writer
     ├── PlanFileError               a saved plan is damaged, edited, or not what it pins
     ├── ApiError                    the cloud answered with an error (status, code, request id)
@@ -110,6 +111,11 @@ class StateLockError(StateError):
     def __init__(self, message: str, *, lock_info: dict[str, str] | None = None) -> None:
         self.lock_info = lock_info or {}
         super().__init__(message)
+
+
+class StateFormatError(StateError):
+    """A format 1 state (no integrity check) that a command would write: it is upgraded only
+    by ``reconciler state upgrade``, never implicitly."""
 
 
 class StaleStateError(StateError):

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="append", default=[], metavar="NAME")
     p.add_argument("--refresh-only", action="store_true",
                    help="record in state how the cloud drifted; change nothing in the cloud")
+    p.add_argument("--destroy", action="store_true",
+                   help="destroy everything in state (as `reconciler destroy`); with a saved "
+                        "plan, repeat the options it was made with")
 
     p = cmd("destroy", "delete every key pair in state (respecting prevent_destroy)")
     p.add_argument("paths", nargs="*", metavar="PATH")
@@ -166,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("show", "show one key pair (never its private key)"),
                        ("rm", "forget a key pair; never touches the cloud"),
                        ("push", "upload a local state file to the configured backend"),
-                       ("pull", "print the state document (secrets stay encrypted)")):
+                       ("pull", "print the state document (secrets stay encrypted)"),
+                       ("upgrade", "rewrite a format 1 state (reconciler 0.1.0) as format 2, "
+                                   "once; needs the state key")):
         sp = ssub.add_parser(name, help=text, description=text)
         _add_global_options(sp, top=False)
         if name in ("show", "rm"):

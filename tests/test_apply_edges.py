@@ -83,8 +83,12 @@ def test_saved_refresh_only_plan_records_drift(cli: Cli) -> None:
     cli.client().delete_keypair("ci")
     saved = cli("plan", "--refresh-only", "--out", "r.json", str(cli.manifests))
     assert "# keypair.ci has been deleted" in saved.out
-    applied = cli("apply", "r.json")
+    refused = cli("apply", "r.json")  # the command must repeat the plan's --refresh-only
+    assert refused.code == 1 and "--refresh-only" in refused.err, refused.text
+    assert cli("state", "list").out.split() == ["ci", "web"]
+    applied = cli("apply", "--refresh-only", "r.json")
     assert applied.code == 0, applied.text
+    assert "unverified. The plan: mode refresh-only. To check" in applied.out.splitlines()[0]
     assert cli("state", "list").out.split() == ["web"]
 
 
@@ -206,3 +210,16 @@ def test_plan_problems_are_listed_once_with_a_count(cli: Cli) -> None:
     result = cli("plan", str(cli.manifests))
     assert "Error: error:" not in result.err
     assert result.err.rstrip().endswith("Error: 1 problem found; nothing was changed.")
+
+
+def test_apply_destroy_is_destroy(cli: Cli) -> None:
+    """`apply --destroy` (Terraform's `apply -destroy`), the spelling a saved destroy plan's
+    apply repeats."""
+    cli.write("keypairs:\n  - name: web\n  - name: ci\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    both = cli("apply", "--destroy", "--refresh-only", "--auto-approve", str(cli.manifests))
+    assert both.code == 1 and "cannot be combined" in both.err
+    done = cli("apply", "--destroy", "--target", "ci", "--auto-approve", str(cli.manifests))
+    assert done.code == 0 and "Destroy complete! Resources: 1 destroyed." in done.out, done.text
+    assert cli("state", "list").out.split() == ["web"]
+    assert set(cli.client().list_keypairs().keypairs) == {"web"}

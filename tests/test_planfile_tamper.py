@@ -93,6 +93,8 @@ class World:
         plan = self.run("plan", "--out", str(cli.root / "plan.json"), str(cli.manifests))
         assert plan.code == 0 and "Plan: 2 to add, 0 to change, 0 to destroy." in plan.out
         self.state = cli.state.read_bytes()
+        self.backup = cli.state.with_name(cli.state.name + ".backup")
+        assert not self.backup.exists()  # one apply so far: nothing to back up
         self.cloud = self.listing()
 
     def run(self, *argv: str) -> Any:
@@ -202,6 +204,63 @@ def test_an_edited_no_changes_plan_changes_nothing(world: World, mutation: str) 
     NONE_MUTATIONS[mutation](doc)
     world.assert_untouched(world.apply_with_manifests(doc, world.none_manifests))
     world.assert_untouched(world.apply_with_flags(doc))
+
+
+OPTION_MUTATIONS: dict[str, tuple[Callable[[Doc], None], tuple[str, ...]]] = {
+    "--replace added": (NONE_MUTATIONS["--replace added"], ("--replace", "keep")),
+    "targets narrowed": (NONE_MUTATIONS["targets narrowed"], ("--target", "guard")),
+    "mode edited to destroy": (NONE_MUTATIONS["mode edited to destroy"], ("--destroy",)),
+}
+
+
+@pytest.mark.parametrize("mutation", OPTION_MUTATIONS, ids=str)
+def test_an_edited_option_is_refused_even_when_the_command_repeats_it(
+        world: World, mutation: str) -> None:
+    """The options the apply command repeats pass the option check; the plan made again with
+    them still differs from what the file shows."""
+    edit, flags = OPTION_MUTATIONS[mutation]
+    doc = world.doc("none.json")
+    edit(doc)
+    refused = world.run("apply", *flags, world.write(doc), str(world.none_manifests))
+    world.assert_untouched(refused)
+    assert "does not match what it pins" in refused.err
+
+
+def test_a_destroy_plan_swapped_for_the_reviewed_no_changes_plan_is_refused(
+        world: World) -> None:
+    """The reviewer saw none.json ("No changes"). A genuine plan made with --destroy from the
+    same manifests and state has the same manifest digest, lineage and serial: swapped in for
+    the artifact, the reviewed command (no options) refuses it before anything is sent."""
+    made = world.run("plan", "--destroy", "--target", "keep", "--out",
+                     str(world.cli.root / "swapped.json"), str(world.none_manifests))
+    assert made.code == 0, made.text
+    assert world.doc("swapped.json")["manifest_digest"] == world.doc("none.json")[
+        "manifest_digest"]
+    for argv in (("swapped.json", str(world.none_manifests)), ("swapped.json",),
+                 ("--destroy", "swapped.json"), ("--target", "keep", "swapped.json")):
+        requests = world.cli.emulator.counters()["total"]
+        result = world.run("apply", *argv)
+        assert world.cli.emulator.counters()["total"] == requests  # not even a refresh
+        world.assert_untouched(result)
+        assert not result.out, result.text  # no "Configuration verified"
+        assert "other options than this apply command gives" in result.err
+        assert "`reconciler apply --destroy --target keep swapped.json" in result.err
+    assert "keep" in world.listing()
+    # the reviewed command repeats the options: then, and only then, it runs
+    done = world.run("apply", "--destroy", "--target", "keep", "swapped.json",
+                     str(world.none_manifests))
+    assert done.code == 0, done.text
+    assert done.out.splitlines()[0].endswith("; mode destroy, targets keep.")
+    assert "keep" not in world.listing() and "guard" in world.listing()
+
+
+def test_a_plain_plan_is_refused_by_an_apply_that_gives_options(world: World) -> None:
+    for flags in (("--destroy",), ("--refresh-only",), ("--target", "keep"),
+                  ("--replace", "keep")):
+        result = world.run("apply", *flags, "none.json", str(world.none_manifests))
+        world.assert_untouched(result)
+        assert "other options than this apply command gives" in result.err
+        assert "`reconciler apply none.json " in result.err
 
 
 def test_the_no_changes_plan_applies_with_its_manifests(world: World) -> None:
@@ -384,6 +443,8 @@ def test_random_edits_never_crash_nor_reach_beyond_the_plan(world: World,
     for name in set(listing) - set(world.cloud):  # undo, for the next example
         world.cli.client().delete_keypair(name)
     world.cli.state.write_bytes(world.state)
+    # and no backup, or the restored state would be (rightly) refused as a rollback
+    world.backup.unlink()
 
 
 # -- the previous release's plans ---------------------------------------------------------
@@ -409,8 +470,18 @@ def old(emulator: Emulator, tmp_path: Path) -> Cli:
 
 @pytest.mark.parametrize("with_manifests", [False, True], ids=["alone", "with-manifests"])
 def test_a_plan_of_release_0_1_0_still_applies(old: Cli, with_manifests: bool) -> None:
+    """Its state is format 1 too: applying refuses until `state upgrade`, which keeps the
+    serial, so the plan made before the upgrade is not stale."""
     assert json.loads((old.root / "plan.json").read_text())["plan_version"] == 1
+    assert json.loads(old.state.read_text())["format_version"] == 1
     extra = [str(old.manifests)] if with_manifests else []
+    state, writes = old.state.read_bytes(), old.writes()
+    refused = old("apply", "plan.json", *extra)
+    assert refused.code == 1 and "`reconciler state upgrade`" in refused.err, refused.text
+    assert old.state.read_bytes() == state and old.writes() == writes
+    upgraded = old("state", "upgrade")
+    assert upgraded.code == 0, upgraded.text
+    assert json.loads(old.state.read_text())["serial"] == json.loads(state)["serial"]
     done = old("apply", "plan.json", *extra)
     assert done.code == 0, done.text
     assert "Apply complete! Resources: 2 added, 0 changed, 1 destroyed." in done.out
@@ -420,6 +491,7 @@ def test_a_plan_of_release_0_1_0_still_applies(old: Cli, with_manifests: bool) -
 
 
 def test_an_edited_plan_of_release_0_1_0_changes_nothing(old: Cli) -> None:
+    assert old("state", "upgrade").code == 0
     doc = json.loads((old.root / "plan.json").read_text())
     _delete(doc, "alice")
     (old.root / "plan.json").write_text(json.dumps(doc))

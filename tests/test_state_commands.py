@@ -149,7 +149,12 @@ def test_state_push_refuses_older_or_foreign_unless_forced(tmp_path: Path, state
     assert snapshot(tmp_path) == before
     forced = run(tmp_path, "state", "push", "old.json", "--force")
     assert forced.code == 0 and "Pushed" in forced.out
-    assert "lost" in run(tmp_path, "state", "list").out
+    # numbered above the state it replaced, so that it is not taken for a rollback
+    assert "old.json (serial 1) is written as serial 3" in forced.err
+    assert json.loads((tmp_path / "reconciler.state.json").read_text())["serial"] == 3
+    listed = run(tmp_path, "state", "list")
+    assert "lost" in listed.out and "Warning" not in listed.err
+    assert run(tmp_path, "state", "rm", "lost").code == 0
 
 
 def test_force_unlock_removes_only_the_matching_lock(tmp_path: Path, state: str) -> None:

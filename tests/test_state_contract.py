@@ -23,6 +23,7 @@ from test_state_support import entry, key_env, remac
 from reconciler.errors import (
     StateCorruptError,
     StateError,
+    StateFormatError,
     StateKeyError,
     StateLockError,
     StateTamperedError,
@@ -371,3 +372,44 @@ def test_a_forged_journal_change_is_refused(target: Target) -> None:
     with pytest.raises(StateTamperedError, match="failed its integrity check"):
         target.store().load()
     assert target.contents() == before
+
+
+def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
+    """Nothing in a format 1 document tells a real 0.1.0 file from a format 2 one stripped of
+    its MAC, so no write upgrades it implicitly: only ``upgrade``, at the same serial."""
+    store = target.store()
+    store.load()
+    store.record(entry("a"))
+    store.record(entry("b"))
+    store.commit()
+    doc = target.document()
+    doc.pop("mac")
+    doc["format_version"] = 1
+    doc["checksum"] = checksum(doc)
+    target.write(_document_name(target), json.dumps(doc, indent=2).encode())
+    pushed = target.store().export()  # format 1, nothing pending: the bytes as they are
+    assert json.loads(pushed)["format_version"] == 1
+    before = target.contents()
+    old = target.store()
+    assert sorted(old.load().keypairs) == ["a", "b"] and old.integrity is Integrity.FORMAT_1
+    refusal = r"is in state format 1 \(written by reconciler 0\.1\.0\).*`reconciler state upgrade`"
+    for write in (lambda: old.record(entry("c")), lambda: old.forget("a"),
+                  lambda: old.seal("c", Secret("k")),
+                  lambda: old.push(pushed, source="old.json", force=True)):
+        with pytest.raises(StateFormatError, match=refusal):
+            write()
+    assert old.commit().serial == 1  # nothing changed: nothing written, not even the format
+    assert target.contents() == before
+    upgrading = target.store()
+    upgrading.load()
+    with upgrading.lock(operation="state upgrade", timeout=0):
+        done = upgrading.upgrade()
+    assert done is not None and done[0].serial == 1  # a format change only
+    assert target.document()["format_version"] == 2 and target.document()["serial"] == 1
+    assert target.backup()["format_version"] == 1  # the file as it was
+    fresh = target.store()
+    assert sorted(fresh.load().keypairs) == ["a", "b"]
+    assert fresh.integrity is Integrity.VERIFIED
+    assert fresh.upgrade() is None
+    fresh.record(entry("c"))
+    assert fresh.commit().serial == 2

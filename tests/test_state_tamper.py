@@ -197,3 +197,67 @@ def test_plan_with_the_key_says_verified_in_json(applied: Cli) -> None:
     assert json.loads(as_json.out)["reconciler"]["state_verified"] is True
     markdown = applied("plan", "--format", "markdown", str(applied.manifests))
     assert "unverified" not in markdown.out
+
+
+# -- a rollback to an older authenticated copy ------------------------------------------------
+
+def _two_serials(emulator: Emulator, tmp_path: Path) -> tuple[Cli, Path]:
+    """A state at serial 2 whose backup (serial 1) lacks a2, a key pair only serial 2 holds
+    the generated private key of."""
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: a1\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.write("keypairs:\n  - name: a1\n  - name: a2\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    backup = cli.state.with_name(cli.state.name + ".backup")
+    assert json.loads(backup.read_text())["serial"] < json.loads(cli.state.read_text())["serial"]
+    return cli, backup
+
+
+def test_a_state_rolled_back_to_its_backup_is_refused(emulator: Emulator,
+                                                      tmp_path: Path) -> None:
+    """The backup (serial 1) copied over the state (serial 2) is a valid, authenticated file;
+    read as the truth, a2's private key would be gone without a word."""
+    cli, backup = _two_serials(emulator, tmp_path)
+    cli.state.write_bytes(backup.read_bytes())
+    before, writes = snapshot(tmp_path), cli.writes()
+    said = (f"{cli.state} is at serial 1 but its backup {backup} is at serial 1 of the same "
+            "state")
+    listed = cli("state", "list")  # a read says so, and reads
+    assert listed.code == 0 and listed.out.split() == ["a1"], listed.text
+    assert f"Warning: {said}" in listed.err
+    for argv in (("apply", "--auto-approve", str(cli.manifests)), ("state", "rm", "a1"),
+                 ("output", "a1", "--private-key")):
+        result = cli(*argv)
+        assert result.code == 1, (argv, result.text)
+        assert said in result.err and f"move {backup} aside" in result.err, result.err
+        assert "Traceback" not in result.text
+        assert snapshot(tmp_path) == before and cli.writes() == writes
+    # restored on purpose: with the backup moved aside it is the state again (and the plan
+    # shows what the rollback lost: a2 is in the cloud, unmanaged)
+    backup.rename(tmp_path / "kept.backup")
+    again = cli("state", "rm", "a1")
+    assert again.code == 0 and "rollback" not in again.err, again.text
+
+
+def test_an_older_copy_is_refused_while_the_backup_is_newer(emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    cli, backup = _two_serials(emulator, tmp_path)
+    first = cli.state.read_bytes()  # serial 2
+    cli.write("keypairs:\n  - name: a1\n  - name: a2\n  - name: a3\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    older = json.loads(backup.read_text())["serial"]
+    cli.state.write_bytes(first)  # an old copy from somewhere
+    result = cli("state", "rm", "a1")
+    assert result.code == 1 and f"its backup {backup} is at serial {older}" in result.err
+
+
+def test_the_crash_window_of_a_commit_is_not_a_rollback(emulator: Emulator,
+                                                        tmp_path: Path) -> None:
+    """A commit links the state as its backup before it replaces the state: killed between
+    the two, both names are the same file. That is no rollback."""
+    cli, backup = _two_serials(emulator, tmp_path)
+    backup.unlink()
+    backup.hardlink_to(cli.state)
+    result = cli("apply", "--auto-approve", str(cli.manifests))
+    assert result.code == 0 and "No changes." in result.out, result.text

@@ -12,7 +12,6 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
 from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan
-from reconciler.state.protocol import Integrity
 
 APPROVE = """Do you want to perform these actions?
   reconciler will perform the actions described above.
@@ -88,8 +87,6 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         env.out()
         show(plan, args, env, "text")
         if not plan.has_changes and not plan.state_only:
-            if sess.store.integrity is Integrity.FORMAT_1:
-                sess.store.commit()  # nothing to change but the format: upgrade it now
             return ExitCode.OK
         if plan.has_changes and not args.auto_approve:
             env.out()
@@ -117,9 +114,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if args.paths and is_plan_file(env.resolve(args.paths[0])):
         from reconciler.commands.saved import apply_saved
 
-        if args.target or args.replace or args.refresh_only:
-            raise UsageError("--target, --replace and --refresh-only cannot change a saved "
-                             "plan; plan again (`reconciler plan --refresh-only --out FILE`)")
         return apply_saved(args, env, env.resolve(args.paths[0]), manifests=args.paths[1:])
+    if args.destroy and args.refresh_only:
+        raise UsageError("--destroy and --refresh-only cannot be combined; choose one")
+    if args.destroy:
+        return apply_fresh(args, env, mode=Mode.DESTROY, operation="destroy")
     mode = Mode.REFRESH_ONLY if args.refresh_only else Mode.NORMAL
     return apply_fresh(args, env, mode=mode, operation="apply")

@@ -83,8 +83,9 @@ def integrity_notice(store: StateStore) -> str | None:
                 "~/.config/reconciler/key), so its integrity was not checked. apply checks it.")
     if store.integrity is Integrity.FORMAT_1:
         return (f"Note: the state {store.description} is in format 1, which has no integrity "
-                "check: it was read unverified. The next apply (or any command that writes "
-                "it, with the key) upgrades it to format 2.")
+                "check: it was read unverified. Commands that write it refuse until it is "
+                "upgraded, once: check it, then run `reconciler state upgrade` with the state "
+                "key.")
     return None
 
 
@@ -296,6 +297,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
         notice = integrity_notice(store)
         if notice and operation == "plan":
             env.err(notice)
+        if operation != "plan":  # before the cloud is asked anything: never half an apply
+            store.require_current_format(doing=operation)
         api = open_api(settings)
         if not settings.verify_tls and settings.endpoint.startswith("https://"):
             env.err(f"Warning: --insecure: the TLS certificate of {settings.endpoint} is not "

@@ -1,8 +1,11 @@
 """``reconciler apply PLANFILE [PATH…]``: apply a saved plan exactly as it was shown, or nothing.
 
-Before anything is sent (to the cloud or to a state backend), this prints three lines: whether
-the configuration was verified against the manifests given (the first line says so when none
-were), the endpoint, project, region and API the plan targets, and where its state is read and
+First the options of this command (``--destroy``, ``--refresh-only``, ``--target``,
+``--replace``) must be exactly those the plan was made with: another genuine plan swapped in
+for the reviewed one cannot widen what runs. Before anything is sent (to the cloud or to a
+state backend), this prints three lines: whether the configuration was verified against the
+manifests given (the first line says so when none were, and gives the plan's mode and
+options), the endpoint, project, region and API the plan targets, and where its state is read and
 written. An endpoint, project, region
 or API that this run's own flags, environment or manifests name differently is refused. What
 is then carried out is the plan made again by ``reconciler.planfile.rederive``.
@@ -20,22 +23,79 @@ from pathlib import Path
 from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import api_settings, load, provider_flags, session
 from reconciler.env import Env
-from reconciler.errors import PlanFileError
+from reconciler.errors import PlanFileError, UsageError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
-from reconciler.plan import Mode
+from reconciler.plan import Mode, PlanOptions
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive
 from reconciler.refresh import refresh
 from reconciler.settings import own_target
 from reconciler.urls import parse_endpoint
 
 
+def _option_words(options: PlanOptions) -> list[str]:
+    """``options`` as the command-line flags that give them."""
+    words = [f"--{options.mode.value}"] if options.mode is not Mode.NORMAL else []
+    words += [f"--target {name}" for name in sorted(set(options.targets))]
+    words += [f"--replace {name}" for name in sorted(set(options.replace))]
+    return words
+
+
+def _options_line(options: PlanOptions) -> str:
+    """The plan's mode and options, for the first line: "mode destroy, targets keep"."""
+    text = f"mode {options.mode.value}"
+    if options.targets:
+        text += f", targets {', '.join(sorted(set(options.targets)))}"
+    if options.replace:
+        text += f", replace {', '.join(sorted(set(options.replace)))}"
+    return text
+
+
+def _verify_options(args: argparse.Namespace, saved: SavedPlan, shown: str,
+                    manifests: Sequence[str]) -> None:
+    """The apply command must repeat the options the plan was made with, exactly.
+
+    The artifact is replaceable by another genuine plan of the same configuration and state
+    (a ``--destroy`` one, say); the apply command line is not: it is part of what was
+    reviewed. Checked before anything is read or sent."""
+    planned = saved.options
+    mode = (Mode.DESTROY if args.destroy else Mode.REFRESH_ONLY if args.refresh_only
+            else Mode.NORMAL)
+    if args.destroy and args.refresh_only:
+        raise UsageError("--destroy and --refresh-only cannot be combined; give the options "
+                         f"the saved plan {shown} was made with")
+    given = PlanOptions(mode=mode, targets=tuple(args.target or ()),
+                        replace=tuple(args.replace or ()))
+    differ = []
+    if given.mode is not planned.mode:
+        differ.append(f"mode: the plan is {planned.mode.value}, this command asks for "
+                      f"{given.mode.value}")
+    for flag, mine, theirs in (("--target", given.targets, planned.targets),
+                               ("--replace", given.replace, planned.replace)):
+        if set(mine) != set(theirs):
+            differ.append(f"{flag}: the plan has {', '.join(sorted(set(theirs))) or 'none'}, "
+                          f"this command gives {', '.join(sorted(set(mine))) or 'none'}")
+    if not differ:
+        return
+    wanted = " ".join(["reconciler apply", *_option_words(planned), shown, *manifests])
+    if not manifests:
+        wanted += " PATH…"
+    raise PlanFileError(
+        f"the saved plan {shown} was made with other options than this apply command gives "
+        f"({'; '.join(differ)}). Nothing was sent. A saved plan made with --destroy, "
+        "--refresh-only, --target or --replace is applied only by a command that repeats "
+        "them, so that the command reviewed with it decides what may run. If this plan is "
+        f"the one that was reviewed, run `{wanted}`; otherwise plan again "
+        "(`reconciler plan --out FILE PATH…`)")
+
+
 def _verify_configuration(args: argparse.Namespace, env: Env, saved: SavedPlan,
                           paths: Sequence[str], shown: str) -> Manifest | None:
     """The manifests given, when their digest is the plan's; None (said on the first line)
     when none were given."""
+    options = _options_line(saved.options)
     if not paths:
-        env.out(f"Note: the configuration comes from the saved plan {shown}, unverified. To "
-                "check it against the manifests it was made from, run "
+        env.out(f"Note: the configuration comes from the saved plan {shown}, unverified. "
+                f"The plan: {options}. To check it against the manifests it was made from, run "
                 f"`reconciler apply {shown} PATH…`.")
         return None
     manifest = load(args, env, paths)
@@ -46,7 +106,8 @@ def _verify_configuration(args: argparse.Namespace, env: Env, saved: SavedPlan,
             f"not the configuration the saved plan {shown} was made from (digest "
             f"{saved.manifest_digest}). Nothing was changed; plan again from these manifests "
             "(`reconciler plan --out FILE PATH…`) and apply that plan")
-    env.out(f"Configuration verified: the manifests match the saved plan (digest {digest}).")
+    env.out(f"Configuration verified: the manifests match the saved plan (digest {digest}); "
+            f"{options}.")
     return manifest
 
 
@@ -111,6 +172,7 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
                 manifests: Sequence[str]) -> int:
     shown = args.paths[0] if args.paths else str(path)
     saved = read_saved_plan(path)
+    _verify_options(args, saved, shown, manifests)
     manifest = _verify_configuration(args, env, saved, manifests, shown)
     provider = _pinned_provider(args, env, saved, manifest)
     settings = api_settings(args, env, provider)

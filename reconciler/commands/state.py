@@ -1,4 +1,5 @@
-"""`reconciler state list|show|rm|pull|push`: inspect or change state; never touches the cloud.
+"""`reconciler state list|show|rm|pull|push|upgrade`: inspect or change state; never touches the
+cloud.
 
 No output here ever holds private key material: a held key shows as ``(sensitive value)``
 and ``pull`` prints the document with its secrets still sealed.
@@ -7,6 +8,10 @@ and ``pull`` prints the document with its secrets still sealed.
 the configured backend (local or s3, journal folded in); ``state push FILE`` replaces the
 configured backend's state with FILE. A local state file with a journal beside it (an
 interrupted run) is pushed with its journal folded in.
+
+``upgrade`` is the one way a format 1 state (reconciler 0.1.0, no integrity check) becomes
+format 2: every other write refuses it, because nothing in a format 1 file tells a real old one
+from an authenticated state stripped of its MAC. Run once, by someone who checked the file.
 
 May import: everything but ``reconciler.cli``.
 """
@@ -34,12 +39,12 @@ from reconciler.state.protocol import StateStore
 
 def run(args: argparse.Namespace, env: Env) -> int:
     sub = args.state_command
-    if sub in ("rm", "push"):
+    if sub in ("rm", "push", "upgrade"):
         refuse_without_lock(args, operation=f"state {sub}")
     if sub == "push":  # may create the state: the first push to a new backend
         return _push(args, env, open_state(args, env, discover=True))
     # Reading commands work without the key (unverified, and say so); writing ones need it.
-    store = open_existing_state(args, env, verify=sub == "rm")
+    store = open_existing_state(args, env, verify=sub in ("rm", "upgrade"))
     if sub == "list":
         names = sorted(store.load().keypairs)
         _say_unverified(env, store)
@@ -53,6 +58,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
         return ExitCode.OK
     if sub == "rm":
         return _rm(args, env, store)
+    if sub == "upgrade":
+        return _upgrade(args, env, store)
     if sub == "pull":
         data = store.export()
         _say_unverified(env, store)
@@ -124,6 +131,21 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
             f"Warning: state held the private key of {args.name}; it is gone from state. "
             f"{store.description}.backup keeps the previous version until the next change."
         )
+    return ExitCode.OK
+
+
+def _upgrade(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    with store.lock(operation="state upgrade", timeout=lock_timeout(args)):
+        done = store.upgrade()
+    if done is None:
+        env.out(f"{store.description} is already in state format 2: nothing to upgrade.")
+        return ExitCode.OK
+    state, key_id = done
+    env.out(f"Upgraded {store.description} to state format 2: every private key sealed again "
+            f"and the document authenticated with the state key ({key_id}). Lineage "
+            f"{state.lineage}, serial {state.serial} ({len(state.keypairs)} key pairs).")
+    env.out(f"{store.description}.backup keeps the format 1 version. This is needed only once: "
+            "from now on every write checks the state's integrity.")
     return ExitCode.OK
 
 

@@ -11,7 +11,10 @@ Integrity (see ``codec``): ``_authenticate`` checks a loaded document and its jo
 the state key, when the store was opened with ``verify=True`` (every command that writes or
 reveals a secret; the key is then required) or a key is available anyway; without one the
 state is read ``UNVERIFIED``. Every write and every ``unseal`` needs a state that was
-verified (or a format 1 one whose key matched, which the write upgrades) and the key.
+verified (``unseal`` also takes a format 1 one whose key matched) and the key. A format 1
+state is never written as it is nor upgraded by a write (nothing in it tells a real 0.1.0
+file from a downgraded one): ``upgrade`` (``reconciler state upgrade``) rewrites it as
+format 2, once, at the same serial; every other write refuses (``StateFormatError``).
 
 A store supplies: ``load``, ``commit``, ``_append`` (how a change becomes durable),
 ``_replays`` (which journal records apply), ``_write_document`` (how a document replaces the
@@ -31,7 +34,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
-from reconciler.errors import StateCorruptError, StateError, StateKeyError, StateTamperedError
+from reconciler.errors import (
+    StateCorruptError,
+    StateError,
+    StateFormatError,
+    StateKeyError,
+    StateTamperedError,
+)
 from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
 from reconciler.state.codec import (
     FORMAT_VERSION,
@@ -58,6 +67,21 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 def no_notice(message: str) -> None:
     del message
+
+
+UPGRADE_COMMAND = "reconciler state upgrade"
+
+
+def format_1_refusal(description: str, *, doing: str = "write it") -> StateFormatError:
+    """Why a format 1 state is not written, and the one-time step that fixes it."""
+    return StateFormatError(
+        f"cannot {doing}: {description} is in state format 1 (written by reconciler 0.1.0), "
+        "which has no integrity check, so this reconciler never writes it as it is: nothing "
+        "was changed. Upgrade it once: check that it holds what you expect (`reconciler state "
+        "list`, `reconciler plan`), then run `reconciler state upgrade` with the state key "
+        f"({PASSPHRASE_ENV} or {KEY_FILE_ENV}). The upgrade keeps the format 1 file as the "
+        "backup and the serial as it is, so saved plans stay valid."
+    )
 
 
 def check_push(new: State, current: State, *, source: str, target: str) -> None:
@@ -97,6 +121,7 @@ class JournaledStore:
         self._keys = KeySource(environ=environ, notice=notice)
         self._say = notice
         self._verify = verify  # the key is required, and a valid MAC
+        self._upgrading = False  # only ``upgrade`` writes a format 1 state (as format 2)
         self._integrity = Integrity.VERIFIED
         self._state_key: StateKey | None = None  # the resolved key of ``_key``, once needed
         self._mutex = threading.Lock()
@@ -215,10 +240,17 @@ class JournaledStore:
                 "was written with) and run the command again."
             )
 
+    def require_current_format(self, *, doing: str = "write it") -> None:
+        """``StateFormatError`` if the state as loaded is format 1 (see ``upgrade``)."""
+        self._ensure_loaded()
+        if self._disk.format_version < FORMAT_VERSION and not self._upgrading:
+            raise format_1_refusal(self.description, doing=doing)
+
     def _prepare_write(self) -> StateKey:
         """The key a write is authenticated with (resolved before ``_mutex`` is taken:
         ``_key_mutex`` comes first); a state without a key block gets one here."""
         self._ensure_loaded()
+        self.require_current_format(doing="write the state")
         self._require_trusted("write the state")
         with self._key_mutex:
             key = self._state_key or self._keys.resolve(self._key)
@@ -351,10 +383,15 @@ class JournaledStore:
 
     def _pending(self) -> StateDocument | None:
         """The document a commit writes now (under _mutex); ``None`` if nothing changed."""
-        if (self._entries == self._disk.state.keypairs and self._key == self._disk.key
-                and self._disk.format_version >= FORMAT_VERSION):
+        upgrade = self._upgrading and self._disk.format_version < FORMAT_VERSION
+        # a key block added by the upgrade is part of the format (0.1.0 wrote none without a
+        # private key), not a change of the state
+        changed = self._entries != self._disk.state.keypairs or (
+            self._key != self._disk.key and not (upgrade and self._disk.key is None))
+        if not (changed or upgrade):
             return None
-        state = State(lineage=self._lineage, serial=self._serial + 1,
+        # an upgrade alone keeps the serial: the same state in another format
+        state = State(lineage=self._lineage, serial=self._serial + 1 if changed else self._serial,
                       keypairs=dict(self._entries))
         return StateDocument(state, self._key)
 
@@ -389,10 +426,23 @@ class JournaledStore:
             doc = StateDocument(dataclasses.replace(doc.state, keypairs=dict(entries)), doc.key)
         self._write_document(encode_document(doc, key=key))
         self._disk, self._serial = doc, doc.state.serial
-        if upgraded:
-            self._say(f"reconciler: upgraded {self.description} to state format "
-                      f"{FORMAT_VERSION} (authenticated with key id {key.id}); its "
-                      f".backup {self._backup_kind} keeps the format 1 version.")
+
+    def upgrade(self) -> tuple[State, str] | None:
+        """Rewrite a format 1 state as format 2 (hold the lock around this): every private key
+        unsealed with the state key and sealed again with the format label, the document
+        authenticated, the serial kept unless a journal adds changes; the backup keeps the
+        format 1 document. Returns the state and the key id; ``None`` if already format 2."""
+        self._ensure_loaded()
+        if self._disk.format_version >= FORMAT_VERSION:
+            return None
+        self._upgrading = True
+        try:
+            key = self._prepare_write()
+            with self._key_mutex:
+                self._keys.resolve(self._key)  # the key the block names, or StateKeyError
+            return self.commit(), key.id
+        finally:
+            self._upgrading = False
 
     def export(self) -> bytes:
         """The document a commit would write now (secrets stay sealed): the bytes as read if
@@ -411,13 +461,25 @@ class JournaledStore:
         Pending journal changes are committed first, so the backup holds them.
         """
         doc = decode_document(data, source=source)
+        if doc.format_version < FORMAT_VERSION:
+            raise format_1_refusal(source, doing=f"push {source}")
         current = self.commit()
-        if self._has_document() and not force:
-            check_push(doc.state, current, source=source, target=self.description)
+        state = doc.state
+        if self._has_document():
+            self.require_current_format(doing=f"replace it with {source}")
+            if not force:
+                check_push(doc.state, current, source=source, target=self.description)
+            elif state.lineage == current.lineage and state.serial <= current.serial:
+                # forced back to an older serial: numbered above the state it replaces, so that
+                # it is not taken for a rollback to its own backup (see ``local``)
+                state = dataclasses.replace(state, serial=current.serial + 1)
+                self._say(f"reconciler: {source} (serial {doc.state.serial}) is written as "
+                          f"serial {state.serial}, above the state it replaces; saved plans "
+                          "made from either are stale.")
         with self._key_mutex:
             key = self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
         verify_document(doc, key=key, source=source)
-        doc = StateDocument(doc.state, key.block)
+        doc = StateDocument(state, key.block)
         with self._exclusive():
             self._write_document(encode_document(doc, key=key))
             self._reset(doc)

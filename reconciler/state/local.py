@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.errors import StateCorruptError, StateError
+from reconciler.errors import StateCorruptError, StateError, StateTamperedError
 from reconciler.fsutil import (
     explain,
     lstat_or_none,
@@ -56,6 +56,7 @@ from reconciler.fsutil import (
 from reconciler.model import State, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
+    FORMAT_VERSION,
     JournalRecord,
     StateDocument,
     decode_document,
@@ -163,6 +164,8 @@ class LocalStateStore(JournaledStore):
             previous_key = None
         self._reset(disk)
         self._chain = self._authenticate(read, [(str(self.journal_path), "", records)])
+        if read is not None:
+            self._check_rollback(read)
         numbered = [(f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1)]
         older = [(w, r) for w, r in numbered
                  if r.lineage == self._lineage and r.base < self._serial]
@@ -195,6 +198,36 @@ class LocalStateStore(JournaledStore):
                 ) from None
             return None
         return decode_document(data, source=str(self.path))
+
+    def _check_rollback(self, disk: StateDocument) -> None:
+        """A state whose own backup is as new or newer (same lineage, serial at least its own)
+        was replaced by that backup or by an older copy: refused for a write (``verify``),
+        said for a read. Only what the backup shows is caught; see docs/security.md.
+
+        Two format 2 files only: the backup of an upgrade is format 1 at the same serial. The
+        same inode is the crash window of a commit (the backup linked, the state not yet
+        replaced), not a rollback."""
+        try:
+            data = read_regular(self.backup_path, limit=_NO_LIMIT, follow=False, growing=True)
+            backup = decode_document(data, source=str(self.backup_path))
+            same = os.path.samefile(self.backup_path, self.path)
+        except (OSError, StateError):
+            return  # no backup, or one that cannot tell anything
+        if (disk.format_version < FORMAT_VERSION or backup.format_version < FORMAT_VERSION
+                or backup.state.lineage != disk.state.lineage
+                or backup.state.serial < disk.state.serial or same):
+            return
+        message = (
+            f"{self.path} is at serial {disk.state.serial} but its backup {self.backup_path} is "
+            f"at serial {backup.state.serial} of the same state (lineage {disk.state.lineage}): "
+            "the state file was replaced by its backup or by an older copy (a rollback), and "
+            "what the newer serial held (private keys included) may be missing from it. Check "
+            f"which file is current. If you restored {self.path} on purpose, move "
+            f"{self.backup_path} aside (keep it: it may hold private keys) and run the command "
+            "again.")
+        if self._verify:
+            raise StateTamperedError(f"{message} Nothing was changed.")
+        self._say(f"Warning: {message}")
 
     def _replays(self, rec: JournalRecord, *, where: str) -> bool:
         if rec.lineage != self._lineage:

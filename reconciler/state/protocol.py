@@ -17,7 +17,7 @@ class Integrity(StrEnum):
 
     ``VERIFIED``: its MAC (and every journal line's) checked under the state key, or there is
     no state yet. ``FORMAT_1``: a release 0.1.0 file (checksum only, no MAC) whose key id
-    matches: read unverified, written (and so upgraded) by a command that holds the key.
+    matches: read unverified, never written until ``reconciler state upgrade`` rewrites it.
     ``UNVERIFIED``: no key was available to check it: it can be read, never written, and no
     secret in it is revealed.
     """
@@ -88,6 +88,17 @@ class StateStore(Protocol):
         """Whether a state exists (a document, or a journal of an interrupted first run);
         loads it if need be and writes nothing. ``load`` of no state is an empty one: commands
         that only read state ask this first, so that they never report an invented state."""
+        ...
+
+    def require_current_format(self, *, doing: str = "write it") -> None:
+        """``StateFormatError`` (saying to run ``reconciler state upgrade``) if the state is
+        format 1: commands that write state ask this before anything is sent anywhere."""
+        ...
+
+    def upgrade(self) -> tuple[State, str] | None:
+        """Rewrite a format 1 state as format 2 with the state key (the caller holds the lock),
+        keeping its serial; the backup keeps the format 1 document. Returns the state and the
+        key id, or ``None`` when it is format 2 already."""
         ...
 
     def export(self) -> bytes:

@@ -83,8 +83,11 @@ def test_saved_refresh_only_plan_records_drift(cli: Cli) -> None:
     cli.client().delete_keypair("ci")
     saved = cli("plan", "--refresh-only", "--out", "r.json", str(cli.manifests))
     assert "# keypair.ci has been deleted" in saved.out
+    assert "1 to forget." in saved.out, saved.out
     applied = cli("apply", "r.json")
     assert applied.code == 0, applied.text
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed, 1 forgotten." in (
+        applied.out), applied.out[-400:]
     assert cli("state", "list").out.split() == ["web"]
 
 

@@ -131,13 +131,17 @@ def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
 # --- GitLab ------------------------------------------------------------------------------
 
 TOKEN = "glpat-test-token"
+BOT = {"id": 42, "username": "project_7_bot_reconciler", "bot": True}  # the token's user
+PERSON = {"id": 3, "username": "mallory", "bot": False}
 
 
 class FakeGitLab:
     """Just the endpoints the pipeline calls, with the behaviour that matters to it."""
 
     def __init__(self) -> None:
-        self.notes: list[dict[str, Any]] = [{"id": 1, "body": "looks good", "system": False}]
+        self.notes: list[dict[str, Any]] = [{"id": 1, "body": "looks good", "system": False,
+                                             "author": PERSON}]
+        self.issues: list[dict[str, Any]] = []
         self.commit_mrs: dict[str, list[dict[str, Any]]] = {}
         self.mrs: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, list[dict[str, Any]]] = {}
@@ -146,6 +150,8 @@ class FakeGitLab:
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         self.calls.append(f"{method} {path}")
+        if (method, path) == ("GET", "/api/v4/user"):
+            return 200, BOT
         parts = path.removeprefix("/api/v4/projects/7").strip("/").split("/")
         match method, parts:
             case "GET", ["merge_requests", _, "notes"]:
@@ -155,9 +161,26 @@ class FakeGitLab:
                 note["body"] = body["body"]
                 return 200, note
             case "POST", ["merge_requests", _, "notes"]:
-                note = {"id": len(self.notes) + 1, "body": body["body"], "system": False}
+                note = {"id": len(self.notes) + 1, "body": body["body"], "system": False,
+                        "author": BOT}
                 self.notes.append(note)
                 return 201, note
+            case "GET", ["issues"]:
+                return 200, [i for i in self.issues if i["state"] == "opened"]
+            case "POST", ["issues"]:
+                issue = {"iid": len(self.issues) + 1, "state": "opened", "author": BOT,
+                         "description": body["description"], "notes": []}
+                self.issues.append(issue)
+                return 201, issue
+            case "PUT", ["issues", iid]:
+                issue = self.issues[int(iid) - 1]
+                if body.get("state_event") == "close":
+                    issue["state"] = "closed"
+                issue.update({k: v for k, v in body.items() if k == "description"})
+                return 200, issue
+            case "POST", ["issues", iid, "notes"]:
+                self.issues[int(iid) - 1]["notes"].append(body["body"])
+                return 201, {"id": 1}
             case "GET", ["repository", "commits", sha, "merge_requests"]:
                 return 200, self.commit_mrs.get(sha, [])
             case "GET", ["merge_requests", iid]:
@@ -220,6 +243,42 @@ def test_note_is_created_once_then_updated_in_place(
     assert gitlab_mr.main(["note", str(md)], environ) == 0
     assert capsys.readouterr().out == "created note 2\nupdated note 2\n"
     assert [n["body"] for n in fake.notes] == ["looks good", md.read_text()]
+
+
+def test_a_persons_note_with_the_marker_is_never_rewritten(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A person's note that merely contains the marker (an invisible HTML comment anyone can
+    type) is not the plan note: it is left alone, and a note of the token's user is made."""
+    fake, environ = gitlab
+    fake.notes = [{"id": 1, "body": f"LGTM {MARKER}", "system": False, "author": PERSON}]
+    md = tmp_path / "plan.md"
+    md.write_text(f"{MARKER}\n### reconciler plan\n")
+    assert gitlab_mr.main(["note", str(md)], environ) == 0
+    assert capsys.readouterr().out == "created note 2\n"
+    assert fake.notes[0]["body"] == f"LGTM {MARKER}"
+    assert "PUT /api/v4/projects/7/merge_requests/12/notes/1" not in fake.calls
+    assert "GET /api/v4/user" in fake.calls
+
+
+def test_the_drift_issue_is_never_a_persons_issue(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake, environ = gitlab
+    human = {"iid": 1, "state": "opened", "author": PERSON, "notes": [],
+             "description": f"{gitlab_mr.DRIFT_MARKER}\nmy words"}
+    fake.issues.append(human)
+    body = tmp_path / "drift.md"
+    body.write_text("## Drift\n")
+    assert gitlab_mr.main(["drift-issue", str(body), "no"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "yes"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "yes"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "no"], environ) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "in sync, no drift issue open", "opened issue #2", "updated issue #2",
+        "closed issue #2"]
+    assert human["state"] == "opened" and human["description"].endswith("my words")
+    assert not human["notes"] and fake.issues[1]["state"] == "closed"
 
 
 def test_bad_token_fails_without_printing_it(gitlab: tuple[FakeGitLab, dict[str, str]],

@@ -240,7 +240,8 @@ class FakeGitHub:
                          and (not q.get("labels") or q["labels"] in i["labels"])]
                 return 200, self._page(found, q)
             case "POST", ["issues"]:
-                issue = {"number": len(self.issues) + 1, "state": "open", **body}
+                issue = {"number": len(self.issues) + 1, "state": "open", **body,
+                         "user": {"type": "Bot"}}  # the job token writes as a bot
                 self.issues.append(issue)
                 return 201, issue
             case "PATCH", ["issues", number]:
@@ -250,11 +251,18 @@ class FakeGitHub:
             case "GET", ["commits", sha, "pulls"]:
                 return 200, self.pulls.get(sha, [])
             case "GET", ["actions", "runs"]:
-                found = [r for r in self.runs if r["event"] == q.get("event")
-                         and r["head_sha"] == q.get("head_sha")
-                         and r["conclusion"] == q.get("status")]
-                return 200, {"total_count": len(found), "workflow_runs": found[::-1]}
+                return 200, self._runs(self.runs, q)
+            case "GET", ["actions", "workflows", file, "runs"]:
+                return 200, self._runs([r for r in self.runs if r["path"].rpartition("/")[2]
+                                        == file], q)
         return 404, {"message": "Not Found"}
+
+    @staticmethod
+    def _runs(runs: list[dict[str, Any]], q: Mapping[str, str]) -> dict[str, Any]:
+        """Newest first, filtered as GitHub filters ``event``, ``head_sha`` and ``status``."""
+        found = [r for r in runs if r["event"] == q.get("event")
+                 and r["head_sha"] == q.get("head_sha") and r["conclusion"] == q.get("status")]
+        return {"total_count": len(found), "workflow_runs": found[::-1]}
 
     @staticmethod
     def _page(items: list[dict[str, Any]], q: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -403,12 +411,15 @@ class Runner:
                                              "default_branch": self.repo.default_branch}}
         github = {"event_name": event, "event": payload, "ref": ref, "sha": sha,
                   "ref_name": ref.removeprefix("refs/heads/"), "repository": REPO,
-                  "token": TOKEN, "workflow": wf["name"], "run_id": str(run.id)}
+                  "token": TOKEN, "workflow": wf["name"], "run_id": str(run.id),
+                  "workflow_ref": f"{REPO}/.github/workflows/{workflow}@{ref}"}
         for job_name, job in wf["jobs"].items():
             run.jobs[job_name] = self._job(run, wf, job_name, job, github=github, sha=sha,
                                            inputs=dict(inputs or {}))
         self.github.runs.append({"id": run.id, "name": run.workflow, "event": event,
-                                 "head_sha": run.head_sha, "conclusion": run.conclusion})
+                                 "head_sha": run.head_sha, "conclusion": run.conclusion,
+                                 "path": f".github/workflows/{workflow}",
+                                 "pull_requests": _run_pull_requests(payload)})
         return run
 
     def _job(self, run: RunRecord, wf: dict[str, Any], name: str, job: dict[str, Any], *,
@@ -438,6 +449,7 @@ class Runner:
                "GITHUB_API_URL": self.github.url, "GITHUB_SERVER_URL": "https://github.com",
                "GITHUB_REPOSITORY": REPO, "GITHUB_SHA": sha, "GITHUB_REF": github["ref"],
                "GITHUB_EVENT_NAME": github["event_name"], "GITHUB_WORKFLOW": run.workflow,
+               "GITHUB_WORKFLOW_REF": github["workflow_ref"],
                "GITHUB_RUN_ID": str(run.id), "GITHUB_EVENT_PATH": str(files["event.json"]),
                "GITHUB_WORKSPACE": str(workspace), "RUNNER_TEMP": str(temp),
                "GITHUB_STEP_SUMMARY": str(files["summary"])}
@@ -531,6 +543,17 @@ class Runner:
         if st.files["env"].exists():
             st.exported.update(_key_values(st.files["env"].read_text()))
         return _key_values(st.files["output"].read_text())
+
+
+def _run_pull_requests(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A run's ``pull_requests`` as GitHub lists them: the pull request of the event, into
+    the default branch unless it says otherwise; none for a fork's (GitHub lists none)."""
+    pr = payload.get("pull_request")
+    if not pr or (pr.get("head", {}).get("repo") or {}).get("full_name", REPO) != REPO:
+        return []
+    base = (pr.get("base") or {}).get("ref") or payload["repository"]["default_branch"]
+    return [{"number": pr["number"], "head": {"sha": pr["head"]["sha"]},
+             "base": {"ref": base}}]
 
 
 def _key_values(text: str) -> dict[str, str]:

@@ -83,12 +83,15 @@ def test_saved_refresh_only_plan_records_drift(cli: Cli) -> None:
     cli.client().delete_keypair("ci")
     saved = cli("plan", "--refresh-only", "--out", "r.json", str(cli.manifests))
     assert "# keypair.ci has been deleted" in saved.out
+    assert "1 to forget." in saved.out, saved.out
     refused = cli("apply", "r.json")  # the command must repeat the plan's --refresh-only
     assert refused.code == 1 and "--refresh-only" in refused.err, refused.text
     assert cli("state", "list").out.split() == ["ci", "web"]
     applied = cli("apply", "--refresh-only", "r.json")
     assert applied.code == 0, applied.text
     assert "unverified. The plan: mode refresh-only. To check" in applied.out.splitlines()[0]
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed, 1 forgotten." in (
+        applied.out), applied.out[-400:]
     assert cli("state", "list").out.split() == ["web"]
 
 

@@ -14,6 +14,7 @@ from test_state_s3_support import CREDENTIALS, Bucket, new_bucket
 from reconciler.emulator.server import Emulator
 from tests.clihelp import Cli
 
+K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
 KEYS = "keypairs:\n  - name: web\n  - name: ci\n    generate: ed25519\n"
 
 
@@ -133,11 +134,28 @@ def test_apply_refresh_only_records_drift_and_leaves_the_cloud_alone(cli: Cli) -
     assert applied.code == 0, applied.text
     assert "# keypair.ci has been deleted" in applied.out
     assert "keypair.ci: deleted outside reconciler; dropped from state" in applied.out
-    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in applied.out
+    # ci held its generated private key: the summary counts it as the plan did
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed, 1 forgotten." in (
+        applied.out), applied.out
     assert cli.writes() == writes and cli.client().get_keypair("ci") is None
     assert cli("state", "list").out.split() == ["web"]
     again = cli("apply", "--refresh-only", "--auto-approve", str(cli.manifests))
     assert again.code == 0 and "No changes." in again.out, again.text
+
+
+def test_refresh_only_apply_counts_the_private_keys_it_forgets(cli: Cli) -> None:
+    """The plan says "1 to forget"; the apply that drops that private key from state says so
+    in its summary too, as a normal apply does; a drifted entry without one is not counted."""
+    cli.write(f"keypairs:\n  - name: gen-1\n  - name: imported\n    public_key: {K1}\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.client().delete_keypair("gen-1")
+    cli.client().delete_keypair("imported")
+    plan = cli("plan", "--refresh-only", str(cli.manifests))
+    assert "Plan: 0 to add, 0 to change, 0 to destroy, 1 to forget." in plan.out, plan.out
+    applied = cli("apply", "--refresh-only", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed, 1 forgotten." in (
+        applied.out), applied.out[-400:]
 
 
 # --- manifests -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The GitOps example's CI scripts: the change-set check that guards apply-on-merge, on plans
-made by the real CLI against the emulator, and the GitLab note/reviewed-plan calls against a
-small GitLab stand-in over HTTP on 127.0.0.1."""
+made by the real CLI against the emulator, the GitLab note/reviewed-plan/drift-issue calls
+against a small GitLab stand-in, and GitHub's reviewed run and drift issue against the
+harness's GitHub stand-in, both over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import pytest
 
 from reconciler.emulator.server import Emulator
 from reconciler.gitops import changeset
+from reconciler.gitops import github as github_pr
 from reconciler.gitops import gitlab as gitlab_mr
 from reconciler.render.markdown import MARKER
 from tests.clihelp import Cli
+from tests.gitops_harness import REPO, FakeGitHub, serve
+from tests.gitops_harness import TOKEN as GITHUB_TOKEN
 
 K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
 
@@ -127,13 +131,17 @@ def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
 # --- GitLab ------------------------------------------------------------------------------
 
 TOKEN = "glpat-test-token"
+BOT = {"id": 42, "username": "project_7_bot_reconciler", "bot": True}  # the token's user
+PERSON = {"id": 3, "username": "mallory", "bot": False}
 
 
 class FakeGitLab:
     """Just the endpoints the pipeline calls, with the behaviour that matters to it."""
 
     def __init__(self) -> None:
-        self.notes: list[dict[str, Any]] = [{"id": 1, "body": "looks good", "system": False}]
+        self.notes: list[dict[str, Any]] = [{"id": 1, "body": "looks good", "system": False,
+                                             "author": PERSON}]
+        self.issues: list[dict[str, Any]] = []
         self.commit_mrs: dict[str, list[dict[str, Any]]] = {}
         self.mrs: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, list[dict[str, Any]]] = {}
@@ -142,6 +150,8 @@ class FakeGitLab:
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         self.calls.append(f"{method} {path}")
+        if (method, path) == ("GET", "/api/v4/user"):
+            return 200, BOT
         parts = path.removeprefix("/api/v4/projects/7").strip("/").split("/")
         match method, parts:
             case "GET", ["merge_requests", _, "notes"]:
@@ -151,9 +161,26 @@ class FakeGitLab:
                 note["body"] = body["body"]
                 return 200, note
             case "POST", ["merge_requests", _, "notes"]:
-                note = {"id": len(self.notes) + 1, "body": body["body"], "system": False}
+                note = {"id": len(self.notes) + 1, "body": body["body"], "system": False,
+                        "author": BOT}
                 self.notes.append(note)
                 return 201, note
+            case "GET", ["issues"]:
+                return 200, [i for i in self.issues if i["state"] == "opened"]
+            case "POST", ["issues"]:
+                issue = {"iid": len(self.issues) + 1, "state": "opened", "author": BOT,
+                         "description": body["description"], "notes": []}
+                self.issues.append(issue)
+                return 201, issue
+            case "PUT", ["issues", iid]:
+                issue = self.issues[int(iid) - 1]
+                if body.get("state_event") == "close":
+                    issue["state"] = "closed"
+                issue.update({k: v for k, v in body.items() if k == "description"})
+                return 200, issue
+            case "POST", ["issues", iid, "notes"]:
+                self.issues[int(iid) - 1]["notes"].append(body["body"])
+                return 201, {"id": 1}
             case "GET", ["repository", "commits", sha, "merge_requests"]:
                 return 200, self.commit_mrs.get(sha, [])
             case "GET", ["merge_requests", iid]:
@@ -218,6 +245,42 @@ def test_note_is_created_once_then_updated_in_place(
     assert [n["body"] for n in fake.notes] == ["looks good", md.read_text()]
 
 
+def test_a_persons_note_with_the_marker_is_never_rewritten(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A person's note that merely contains the marker (an invisible HTML comment anyone can
+    type) is not the plan note: it is left alone, and a note of the token's user is made."""
+    fake, environ = gitlab
+    fake.notes = [{"id": 1, "body": f"LGTM {MARKER}", "system": False, "author": PERSON}]
+    md = tmp_path / "plan.md"
+    md.write_text(f"{MARKER}\n### reconciler plan\n")
+    assert gitlab_mr.main(["note", str(md)], environ) == 0
+    assert capsys.readouterr().out == "created note 2\n"
+    assert fake.notes[0]["body"] == f"LGTM {MARKER}"
+    assert "PUT /api/v4/projects/7/merge_requests/12/notes/1" not in fake.calls
+    assert "GET /api/v4/user" in fake.calls
+
+
+def test_the_drift_issue_is_never_a_persons_issue(
+        gitlab: tuple[FakeGitLab, dict[str, str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake, environ = gitlab
+    human = {"iid": 1, "state": "opened", "author": PERSON, "notes": [],
+             "description": f"{gitlab_mr.DRIFT_MARKER}\nmy words"}
+    fake.issues.append(human)
+    body = tmp_path / "drift.md"
+    body.write_text("## Drift\n")
+    assert gitlab_mr.main(["drift-issue", str(body), "no"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "yes"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "yes"], environ) == 0
+    assert gitlab_mr.main(["drift-issue", str(body), "no"], environ) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "in sync, no drift issue open", "opened issue #2", "updated issue #2",
+        "closed issue #2"]
+    assert human["state"] == "opened" and human["description"].endswith("my words")
+    assert not human["notes"] and fake.issues[1]["state"] == "closed"
+
+
 def test_bad_token_fails_without_printing_it(gitlab: tuple[FakeGitLab, dict[str, str]],
                                             tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,3 +319,97 @@ def test_no_reviewed_plan_writes_nothing(gitlab: tuple[FakeGitLab, dict[str, str
     assert gitlab_mr.main(["reviewed-plan", str(out)], environ) == 0
     assert not out.exists()
     assert capsys.readouterr().out.startswith("No reviewed plan: ")
+
+
+# --- GitHub: the reviewed run and the drift issue ------------------------------------------
+
+WORKFLOW = ".github/workflows/reconciler.yml"
+
+
+@pytest.fixture()
+def fake_github() -> Iterator[FakeGitHub]:
+    yield from serve(FakeGitHub())
+
+
+def _github_env(fake: FakeGitHub, sha: str = "") -> dict[str, str]:
+    return {"GITHUB_API_URL": fake.url, "GITHUB_REPOSITORY": REPO, "GITHUB_TOKEN": GITHUB_TOKEN,
+            "GITHUB_SHA": sha, "GITHUB_WORKFLOW": "reconciler",
+            "GITHUB_WORKFLOW_REF": f"{REPO}/{WORKFLOW}@refs/heads/main"}
+
+
+def _run(run_id: int, *, head: str, number: int, base: str = "main",
+         path: str = WORKFLOW) -> dict[str, Any]:
+    """A workflow run as GitHub's REST API lists it."""
+    return {"id": run_id, "name": "reconciler", "event": "pull_request", "head_sha": head,
+            "conclusion": "success", "path": path, "head_branch": "feature",
+            "pull_requests": [{"number": number, "head": {"ref": "feature", "sha": head},
+                               "base": {"ref": base}}]}
+
+
+def _merged(fake: FakeGitHub, *, head: str, merge: str, number: int = 7) -> None:
+    fake.pulls[merge] = [{"number": number, "merged_at": "2025-01-01T00:00:00Z",
+                          "head": {"sha": head}, "base": {"ref": "main"}}]
+
+
+def _reviewed(fake: FakeGitHub, environ: dict[str, str]) -> tuple[str, str]:
+    return github_pr.reviewed_run(github_pr.GitHub(environ), environ)
+
+
+def test_reviewed_run_is_a_run_of_the_merged_pull_request(fake_github: FakeGitHub) -> None:
+    """Another pull request of the same head commit (e.g. into a branch whose workflow its
+    author wrote) must not supply the "reviewed" plan of the one that was merged."""
+    head, merge = "a" * 40, "b" * 40
+    _merged(fake_github, head=head, merge=merge)
+    # run 11: the merged PR #7's plan; run 12, newer: PR #8, same head, base `sandbox`.
+    fake_github.runs = [_run(11, head=head, number=7),
+                        _run(12, head=head, number=8, base="sandbox")]
+    assert _reviewed(fake_github, _github_env(fake_github, merge))[0] == "11"
+    assert f"GET /repos/{REPO}/actions/workflows/reconciler.yml/runs" in fake_github.calls
+
+
+def test_reviewed_run_is_a_run_of_this_workflow_file(fake_github: FakeGitHub) -> None:
+    """A workflow file that merely shares the name `reconciler` is not this workflow."""
+    head, merge = "c" * 40, "d" * 40
+    _merged(fake_github, head=head, merge=merge)
+    fake_github.runs = [_run(21, head=head, number=7),
+                        _run(22, head=head, number=7, path=".github/workflows/lookalike.yml")]
+    assert _reviewed(fake_github, _github_env(fake_github, merge))[0] == "21"
+    # the lookalike's run, even listed under this workflow's endpoint, is not taken
+    fake_github.runs = [{**_run(22, head=head, number=7), "path": "other/reconciler.yml"}]
+    assert _reviewed(fake_github, _github_env(fake_github, merge))[0] == ""
+
+
+def test_no_reviewed_run_of_another_base_or_without_the_workflow_ref(
+        fake_github: FakeGitHub) -> None:
+    head, merge = "e" * 40, "f" * 40
+    _merged(fake_github, head=head, merge=merge)
+    # PR #7 was planned while it targeted `sandbox`, then retargeted at main and merged
+    fake_github.runs = [_run(31, head=head, number=7, base="sandbox")]
+    run_id, why = _reviewed(fake_github, _github_env(fake_github, merge))
+    assert run_id == "" and f"no successful plan run of {WORKFLOW}" in why
+    # a run of no pull request (pull_requests empty) is not one either
+    fake_github.runs = [{**_run(32, head=head, number=7), "pull_requests": []}]
+    assert _reviewed(fake_github, _github_env(fake_github, merge))[0] == ""
+    fake_github.runs = [_run(33, head=head, number=7)]
+    environ = {**_github_env(fake_github, merge), "GITHUB_WORKFLOW_REF": ""}
+    run_id, why = _reviewed(fake_github, environ)
+    assert run_id == "" and "GITHUB_WORKFLOW_REF" in why
+    assert _reviewed(fake_github, _github_env(fake_github, merge))[0] == "33"
+
+
+def test_drift_issue_is_never_a_persons_issue(fake_github: FakeGitHub) -> None:
+    """A person's issue that carries the label and the marker (an HTML comment anyone can
+    type) is neither rewritten nor closed: the drift issue is one the job's token opened."""
+    human = {"number": 1, "state": "open", "labels": [github_pr.DRIFT_LABEL],
+             "title": "please look", "user": {"login": "mallory", "type": "User"},
+             "body": f"{github_pr.DRIFT_MARKER}\nmy words"}
+    fake_github.issues.append(human)
+    api = github_pr.GitHub(_github_env(fake_github))
+    assert github_pr.drift_issue(api, body="drift", drifted=False) == (
+        "in sync, no drift issue open")
+    assert human["state"] == "open" and human["body"].endswith("my words")
+    assert github_pr.drift_issue(api, body="drift", drifted=True) == "opened issue #2"
+    assert human["body"].endswith("my words")
+    assert github_pr.drift_issue(api, body="again", drifted=True) == "updated issue #2"
+    assert github_pr.drift_issue(api, body="", drifted=False) == "closed issue #2"
+    assert human["state"] == "open" and fake_github.issues[1]["state"] == "closed"

@@ -4,7 +4,10 @@ precedence, the profile file, and no token or secret in any output."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,8 +29,9 @@ from oidc_support import (
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials
 from reconciler.credentials.chain import resolve, resolve_provider
+from reconciler.credentials.exchange import Caller, read_token
 from reconciler.emulator.server import Emulator
-from reconciler.errors import ApiError, UsageError
+from reconciler.errors import ApiError, CredentialError, UsageError
 from reconciler.model import Api
 
 KEYS = "keypairs:\n" + "".join(f"  - name: ci-{i}\n" for i in range(3))
@@ -330,3 +334,73 @@ def test_the_s3_backend_signs_with_the_same_temporary_credentials(emulator: Emul
     assert headers["x-amz-security-token"] == api_credentials.security_token.reveal()
     # One login serves the API and the bucket: no second exchange.
     assert emulator.iam.counts["security_token"] == 1
+
+
+# -- the ID token file is a regular file, read to a bound --------------------------------------
+
+ROOT = Path(__file__).parent.parent
+TOKEN_VARIABLE = "HUAWEICLOUD_SDK_ID_TOKEN_FILE"
+
+
+def _read_token(path: Path) -> str:
+    return read_token(str(path), origin=TOKEN_VARIABLE,
+                      caller=Caller(source="OIDC via IAM identity provider github"))
+
+
+def test_an_id_token_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "id-token"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | str] = []
+
+    def read() -> None:
+        try:
+            outcome.append(_read_token(fifo))
+        except BaseException as exc:  # recorded for the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(3)
+    blocked = thread.is_alive()
+    if blocked:  # release the reader: open the FIFO for writing and close it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+    assert not blocked, "reading a FIFO as the ID token file blocked (no writer: forever)"
+    assert outcome and isinstance(outcome[0], CredentialError), outcome
+    message = str(outcome[0])
+    assert str(fifo) in message and TOKEN_VARIABLE in message and "FIFO" in message
+
+
+def test_an_id_token_file_that_is_a_device_is_refused_within_bounded_memory(
+        tmp_path: Path) -> None:
+    """A token file linked to /dev/zero is refused, not read until memory runs out."""
+    link = tmp_path / "id-token"
+    link.symlink_to("/dev/zero")
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from reconciler.credentials.exchange import Caller, read_token\n"
+            "from reconciler.errors import CredentialError\n"
+            "try:\n"
+            f"    read_token({str(link)!r}, origin='X', caller=Caller(source='s'))\n"
+            "except CredentialError as exc:\n"
+            "    print('refused:', exc); sys.exit(0)\n"
+            "except MemoryError:\n"
+            "    print('MemoryError'); sys.exit(3)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "character device" in done.stdout and str(link) in done.stdout
+
+
+def test_an_oversized_or_odd_id_token_file_is_refused_without_its_content(
+        tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_text("eyJsecret." * 10_000)
+    with pytest.raises(CredentialError) as refused:
+        _read_token(big)
+    assert str(big) in str(refused.value) and TOKEN_VARIABLE in str(refused.value)
+    assert "eyJsecret" not in str(refused.value) and "larger than" in str(refused.value)
+    with pytest.raises(CredentialError, match="directory"):
+        _read_token(tmp_path)
+    with pytest.raises(CredentialError, match=r"cannot read the ID token file .*nowhere"):
+        _read_token(tmp_path / "nowhere")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 
 from reconciler.apply import ApplyResult, apply_plan, apply_refresh
 from reconciler.commands.common import LineHooks, Session, refuse_without_lock, session
@@ -39,7 +40,11 @@ def approved(env: Env, *, destroy: bool) -> bool:
 
 
 def summary(result: ApplyResult, *, destroy: bool) -> str:
-    c = result.counts()
+    return summary_of(result.counts(), destroy=destroy)
+
+
+def summary_of(c: Mapping[str, int], *, destroy: bool = False) -> str:
+    """The one "Apply complete!" line, for normal, destroy and refresh-only applies alike."""
     if destroy:
         return f"Destroy complete! Resources: {c['destroy']} destroyed."
     head = f"{c['import']} imported, " if c["import"] else ""
@@ -103,7 +108,8 @@ def record_refresh(plan: Plan, env: Env, sess: Session, remote: RemoteSnapshot) 
     for note in apply_refresh(plan, store=sess.store, remote=remote):
         env.out(note)
     env.out()
-    env.out("Apply complete! Resources: 0 added, 0 changed, 0 destroyed.")
+    # apply_refresh carries out every change of a refresh-only plan (each a FORGET) or raises
+    env.out(summary_of(plan.counts()))
     return ExitCode.OK
 
 

@@ -15,8 +15,8 @@ read; no message carries one. A refusal names the source, the URL, the cloud's o
 code and message, and what to check.
 
 May import: the standard library, ``requests``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.api.protocol``,
-``reconciler.credentials.temporary``.
+``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.fsutil``,
+``reconciler.api.protocol``, ``reconciler.credentials.temporary``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import requests
 from reconciler.api.protocol import Credentials
 from reconciler.credentials.temporary import Temporary
 from reconciler.errors import CredentialError
+from reconciler.fsutil import UnsafeFileError, read_regular
 from reconciler.model import Secret
 from reconciler.redact import register, scrub
 from reconciler.textsafe import printable
@@ -63,19 +64,23 @@ class Caller:
 
 
 def read_token(path: str, *, origin: str, caller: Caller) -> str:
-    """The ID token in ``path`` (whitespace around it dropped), read now."""
+    """The ID token in ``path`` (whitespace around it dropped), read now: a regular file of at
+    most ``MAX_TOKEN_BYTES``, opened without blocking, so a FIFO, a device (``/dev/zero``) or
+    a directory at that name is refused at once rather than waited on or read without end."""
+    shown = printable(path)
     try:
-        raw = Path(path).read_bytes()[:MAX_TOKEN_BYTES + 1]
+        raw = read_regular(Path(path), limit=MAX_TOKEN_BYTES)
+    except UnsafeFileError as exc:
+        raise CredentialError(f"{caller.source}: refusing to read the ID token file {shown} "
+                              f"({origin}): it {exc.problem}; it must be a regular file "
+                              "holding one JWT, as the CI job writes it") from None
     except OSError as exc:
-        raise CredentialError(f"{caller.source}: cannot read the ID token file {path} "
-                              f"({origin}): {exc.strerror or exc}; check that the CI job "
-                              "wrote it (GitHub: permissions: id-token: write; GitLab: "
-                              "id_tokens:)") from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise CredentialError(f"{caller.source}: the ID token file {path} ({origin}) is larger "
-                              f"than {MAX_TOKEN_BYTES} bytes; it must hold one JWT")
+        raise CredentialError(f"{caller.source}: cannot read the ID token file {shown} "
+                              f"({origin}): {exc.strerror or type(exc).__name__}; check that "
+                              "the CI job wrote it (GitHub: permissions: id-token: write; "
+                              "GitLab: id_tokens:)") from None
     return inline_token(raw.decode("utf-8", "replace").strip(),
-                        origin=f"the ID token file {path} ({origin})", caller=caller)
+                        origin=f"the ID token file {shown} ({origin})", caller=caller)
 
 
 def inline_token(token: str, *, origin: str, caller: Caller) -> str:

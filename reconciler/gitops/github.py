@@ -10,11 +10,13 @@ Usage (``python -m reconciler.gitops.github …``):
     id-token AUDIENCE FILE     write this job's OIDC token for AUDIENCE to FILE (0600)
 
 Environment, all set by GitHub Actions: GITHUB_API_URL (GitHub Enterprise Server has its own),
-GITHUB_REPOSITORY, GITHUB_EVENT_PATH, GITHUB_SHA, GITHUB_WORKFLOW, GITHUB_SERVER_URL,
+GITHUB_REPOSITORY, GITHUB_EVENT_PATH, GITHUB_SHA, GITHUB_WORKFLOW_REF, GITHUB_SERVER_URL,
 GITHUB_RUN_ID, GITHUB_OUTPUT; GITHUB_TOKEN (the job's token, passed in by the action);
 ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN for ``id-token`` (``permissions: id-token: write``).
-Comments and issues are found by a marker in their body, never by their text: a person's
-comment is never rewritten. Errors name the call and the status, never a token.
+Comments and issues are found by a marker in their body and their author being a bot, never
+by their text: a person's comment or issue is never rewritten, nor closed. Errors name the
+call and the status, never a token. ``reviewed-run`` takes only runs of the workflow file
+GITHUB_WORKFLOW_REF names, made for the merged pull request itself.
 May import: the standard library.
 """
 
@@ -90,6 +92,12 @@ def _fit(body: str) -> str:
     return body[:MAX_BODY] + "\n\n… cut: the complete plan is in the run's artifact.\n"
 
 
+def _by_bot(item: Mapping[str, Any]) -> bool:
+    """Written by a bot (the job's token writes as ``github-actions[bot]``), never a person:
+    the marker is an HTML comment anyone can type into a comment or an issue."""
+    return (item.get("user") or {}).get("type") == "Bot"
+
+
 def upsert_comment(api: GitHub, environ: Mapping[str, str], *, body: str, digest: str) -> str:
     """Rewrite the pull request's plan comment in place, or create it; returns what it did."""
     pr = _event(environ).get("pull_request") or {}
@@ -105,8 +113,8 @@ def upsert_comment(api: GitHub, environ: Mapping[str, str], *, body: str, digest
     body = _fit(body) + (f"\n<sub>Plan of {sha} · [run log]({run}){change_set} · merging "
                          "applies this change set and nothing else</sub>\n")
     comments = api.pages(f"/issues/{number}/comments")
-    mine = next((c for c in comments if PLAN_MARKER in (c.get("body") or "")
-                 and (c.get("user") or {}).get("type") == "Bot"), None)
+    mine = next((c for c in comments if PLAN_MARKER in (c.get("body") or "") and _by_bot(c)),
+                None)
     if mine is not None:
         api.call("PATCH", f"/issues/comments/{mine['id']}", {"body": body})
         return f"updated comment {mine['id']} on #{number}"
@@ -119,7 +127,7 @@ def drift_issue(api: GitHub, *, body: str, drifted: bool) -> str:
     it is back in sync. Found by its label and marker."""
     issues = api.pages(f"/issues?state=open&labels={DRIFT_LABEL}")
     mine = next((i for i in issues if DRIFT_MARKER in (i.get("body") or "")
-                 and "pull_request" not in i), None)
+                 and "pull_request" not in i and _by_bot(i)), None)
     body = f"{DRIFT_MARKER}\n{_fit(body)}"
     if drifted and mine is not None:
         api.call("PATCH", f"/issues/{mine['number']}", {"body": body})
@@ -137,22 +145,55 @@ def drift_issue(api: GitHub, *, body: str, drifted: bool) -> str:
     return "in sync, no drift issue open"
 
 
+def workflow_file(environ: Mapping[str, str]) -> str:
+    """This workflow's file, ``.github/workflows/X.yml``, from GITHUB_WORKFLOW_REF
+    (``owner/repo/.github/workflows/X.yml@refs/heads/main``); "" when it is not there."""
+    ref = environ.get("GITHUB_WORKFLOW_REF", "").rpartition("@")[0]
+    prefix = f"{environ.get('GITHUB_REPOSITORY', '')}/"
+    return ref.removeprefix(prefix) if ref.startswith(f"{prefix}.github/workflows/") else ""
+
+
+def _of_pull_request(run: Mapping[str, Any], *, number: int, base: str) -> bool:
+    """The run was made for pull request ``number`` (into ``base``, when GitHub says)."""
+    for pr in run.get("pull_requests") or []:
+        if not isinstance(pr, dict) or pr.get("number") != number:
+            continue
+        into = (pr.get("base") or {}).get("ref")
+        if not base or not into or into == base:
+            return True
+    return False
+
+
 def reviewed_run(api: GitHub, environ: Mapping[str, str]) -> tuple[str, str]:
     """The run id whose artifact is the plan reviewed on the pull request merged as
-    GITHUB_SHA, or "" and why there is none."""
+    GITHUB_SHA, or "" and why there is none.
+
+    Only a successful ``pull_request`` run of this very workflow file (GITHUB_WORKFLOW_REF)
+    for the merged pull request's head, made for that pull request (its number, and its
+    base the default branch when GitHub reports one), counts: another pull request of the
+    same commit, or another workflow that shares this one's name, never supplies the plan."""
     sha = environ["GITHUB_SHA"]
+    path = workflow_file(environ)
+    if not path:
+        return "", ("GITHUB_WORKFLOW_REF does not name this repository's workflow file, so "
+                    "its runs cannot be told from another workflow's")
     pulls = api.call("GET", f"/commits/{sha}/pulls")
     merged = [p for p in pulls if p.get("merged_at")]
     if not merged:
         return "", f"no merged pull request contains {sha}"
     number, head = merged[0]["number"], merged[0]["head"]["sha"]
+    base = str((_event(environ).get("repository") or {}).get("default_branch")
+               or (merged[0].get("base") or {}).get("ref") or "")
     query = urllib.parse.urlencode({"event": "pull_request", "head_sha": head,
                                     "status": "success"})
-    runs = api.call("GET", f"/actions/runs?{query}").get("workflow_runs") or []
-    workflow = environ.get("GITHUB_WORKFLOW", "")
-    mine = [r for r in runs if r.get("name") == workflow]
+    file = urllib.parse.quote(path.rpartition("/")[2], safe="")
+    runs = api.call("GET", f"/actions/workflows/{file}/runs?{query}").get("workflow_runs") or []
+    mine = [r for r in runs if str(r.get("path", "")).partition("@")[0] == path
+            and r.get("event") == "pull_request" and r.get("head_sha") == head
+            and r.get("conclusion") == "success"
+            and _of_pull_request(r, number=number, base=base)]
     if not mine:
-        return "", f"#{number}: no successful plan run for its head {head}"
+        return "", f"#{number}: no successful plan run of {path} for its head {head}"
     return str(mine[0]["id"]), f"the plan reviewed on #{number} (run {mine[0]['id']})"
 
 

@@ -9,6 +9,8 @@ Usage (``python -m reconciler.gitops.gitlab …``):
 Environment: CI_API_V4_URL, CI_PROJECT_ID (set by GitLab), CI_MERGE_REQUEST_IID (note),
 CI_COMMIT_SHA (reviewed-plan), and RECONCILER_GITLAB_TOKEN: a project access token with the
 ``api`` scope (Reporter role is enough) — the job token cannot write notes.
+The plan note and the drift issue are found by their marker and their author: the token's own
+user (``GET /user``), never a person who typed the marker.
 ``reviewed-plan`` exits 0 without writing OUT when there is no reviewed plan (a direct push, or
 a merge request whose last pipeline did not succeed); the pipeline then refuses to apply.
 May import: the standard library.
@@ -32,6 +34,8 @@ DRIFT_MARKER = "<!-- reconciler-drift -->"
 DRIFT_LABEL = "reconciler-drift"
 DRIFT_TITLE = "reconciler: the key pairs drifted from their manifests"
 TIMEOUT = 30
+USER = "/user"  # the token's own user: the author of every note and issue we write
+ROOT_PATHS = frozenset({USER})
 
 
 class GitLab:
@@ -42,8 +46,10 @@ class GitLab:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.base}/projects/{self.project}{path}", data=data,
-                                     method=method)
+        # /user is the API's own; every other path is the project's
+        url = (f"{self.base}{path}" if path in ROOT_PATHS
+               else f"{self.base}/projects/{self.project}{path}")
+        req = urllib.request.Request(url, data=data, method=method)
         req.add_header("PRIVATE-TOKEN", self.token)
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -65,13 +71,29 @@ class GitLab:
         return out
 
 
+def token_user(api: GitLab) -> int | None:
+    """The id of the token's user (a project access token is a bot user of its own)."""
+    me = api.json("GET", USER)
+    user_id = me.get("id") if isinstance(me, dict) else None
+    return user_id if isinstance(user_id, int) else None
+
+
+def _ours(item: Mapping[str, Any], me: int | None) -> bool:
+    """Written with this token, never by a person: the marker is an HTML comment anyone can
+    type into a note or an issue."""
+    author = item.get("author")
+    return me is not None and isinstance(author, dict) and author.get("id") == me
+
+
 def upsert_note(api: GitLab, *, iid: str, body: str) -> str:
-    """Update the merge request's plan note in place, or create it; returns what it did."""
+    """Update the merge request's plan note in place, or create it; returns what it did.
+    Only a note the token's user wrote is ever rewritten."""
     if MARKER not in body:
         body = f"{MARKER}\n{body}"
+    me = token_user(api)
     notes = api.pages(f"/merge_requests/{iid}/notes?sort=asc")
-    mine = next((n for n in notes if MARKER in (n.get("body") or "") and not n.get("system")),
-                None)
+    mine = next((n for n in notes if MARKER in (n.get("body") or "") and not n.get("system")
+                 and _ours(n, me)), None)
     if mine is not None:
         api.json("PUT", f"/merge_requests/{iid}/notes/{mine['id']}", {"body": body})
         return f"updated note {mine['id']}"
@@ -99,9 +121,12 @@ def reviewed_plan(api: GitLab, *, sha: str) -> tuple[bytes | None, str]:
 
 
 def drift_issue(api: GitLab, *, body: str, drifted: bool) -> str:
-    """Keep one open drift issue, found by its label and marker; close it once in sync."""
+    """Keep one open drift issue, found by its label, its marker and its author (the token's
+    user); close it once in sync. A person's issue is never rewritten nor closed."""
+    me = token_user(api)
     issues = api.pages(f"/issues?state=opened&labels={DRIFT_LABEL}")
-    mine = next((i for i in issues if DRIFT_MARKER in (i.get("description") or "")), None)
+    mine = next((i for i in issues if DRIFT_MARKER in (i.get("description") or "")
+                 and _ours(i, me)), None)
     body = f"{DRIFT_MARKER}\n{body}"
     if drifted and mine is not None:
         api.json("PUT", f"/issues/{mine['iid']}", {"description": body})

@@ -245,7 +245,7 @@ def test_a_redirected_list_is_not_an_empty_list(hostile: Servers) -> None:
 
 def test_a_redirected_create_is_outcome_unknown(hostile: Servers) -> None:
     server = hostile.start(redirect("http://127.0.0.1:9", b'{"keypair": {"name": "web"}}'))
-    with pytest.raises(OutcomeUnknownError, match="HTTP 307, a redirect to host 127.0.0.1"):
+    with pytest.raises(OutcomeUnknownError, match=r"HTTP 307, a redirect to host 127\.0\.0\.1"):
         _real_api(server.endpoint, max_retries=3).create_keypair(name="web")
     assert len(server.requests) == 1
 

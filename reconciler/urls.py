@@ -13,7 +13,11 @@ digits, and IPv4 shorthand that resolvers expand (``127.1``, ``0x7f.1``, ``21307
 ``0177.0.0.1``). Plain ``http://`` is accepted only for loopback hosts (127.0.0.0/8, ::1,
 localhost): every request carries a signature, state or a private key.
 
-May import: the standard library, ``reconciler.model``, ``reconciler.errors``.
+``redirect_note`` names where a 3xx answer pointed (its ``Location`` host, escaped): no
+redirect is ever followed, since the request carries a signature and the answer is trusted.
+
+May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from reconciler.errors import UsageError
 from reconciler.model import Secret
+from reconciler.textsafe import printable
 
 MAX_LENGTH = 2048
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -102,6 +108,21 @@ class Proxy:
         e = self.endpoint
         auth = f"{self.userinfo.reveal()}@" if self.userinfo is not None else ""
         return f"{e.scheme}://{auth}{e.authority}"
+
+
+def redirect_note(status: int, location: str | None) -> str:
+    """"HTTP 307, a redirect to HOST (not followed)" for a 3xx answer, the host escaped."""
+    if not location:
+        where = "without a Location"
+    else:
+        try:
+            host = urlsplit(location.strip()).hostname
+        except ValueError:
+            host = None
+        where = (f"to host {printable(host)[:100]}" if host
+                 else "to a path on the same host" if location.startswith("/")
+                 else f"to {printable(location)[:100]}")
+    return f"HTTP {status}, a redirect {where} (never followed)"
 
 
 def parse_endpoint(text: str, *, what: str) -> Endpoint:

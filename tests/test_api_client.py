@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hostile_server import EMPTY_LIST, Servers, redirect, servers, trickle
 
 from reconciler.api.client import Backoff, HttpClient
 from reconciler.api.endpoints import default_endpoint
@@ -16,7 +18,7 @@ from reconciler.api.errormap import parse_error_body, retry_after_seconds
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
 from reconciler.emulator.server import Emulator
-from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
+from reconciler.errors import AnswerShapeError, ApiError, OutcomeUnknownError, UsageError
 from reconciler.keys import generate_keypair
 from reconciler.model import Api, Encryption, KeyProtection, Secret
 from reconciler.urls import parse_endpoint
@@ -174,6 +176,88 @@ def test_total_timeout_bounds_the_waiting(h: Harness) -> None:
         h.api(max_retries=50, total_timeout=10.0).list_keypairs()
     assert sum(h.time.sleeps) <= 10.0
     assert len(h.time.sleeps) == 2
+
+
+# -- answers no cloud sends: trickled, redirected -------------------------------------------
+
+
+@pytest.fixture()
+def hostile() -> Iterator[Servers]:
+    yield from servers()
+
+
+def _real_api(endpoint: str, **settings: float) -> KeyPairApi:
+    """A client on the real clock (the deadline is wall time), against a loopback server."""
+    return make_api(ApiSettings(api=Api.V21, endpoint=endpoint, project_id="p",
+                                credentials=Credentials(ak="AK", sk=Secret("SECRETSK")),
+                                **settings))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_a_trickled_answer_is_cut_off_at_the_total_timeout(hostile: Servers,
+                                                           headers_too: bool) -> None:
+    """A byte every 0.3 s never trips read_timeout=1; total_timeout=2 still ends the call
+    (the drip would last about 16 s), and the error names the request and the limit."""
+    server = hostile.start(trickle(EMPTY_LIST + b" " * 40, headers_too=headers_too))
+    api = _real_api(server.endpoint, read_timeout=1.0, total_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        api.list_keypairs()
+    assert time.monotonic() - started < 4.5, "the answer was read long past total_timeout"
+    assert not isinstance(info.value, OutcomeUnknownError)
+    text = str(info.value)
+    assert "total_timeout (2 s" in text and "GET /v2.1/p/os-keypairs" in text, text
+    assert "SECRETSK" not in text
+    api.close()
+
+
+def test_a_trickled_answer_to_a_create_is_outcome_unknown(hostile: Servers) -> None:
+    server = hostile.start(trickle(b'{"keypair": {}}' + b" " * 40))
+    api = _real_api(server.endpoint, read_timeout=1.0, total_timeout=2.0, max_retries=3)
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknownError) as info:
+        api.create_keypair(name="web")
+    assert time.monotonic() - started < 4.5
+    assert "total_timeout" in str(info.value)
+    assert "re-read the key pair" in str(info.value).lower()
+    assert len(server.requests) == 1, "a create whose answer was cut off was resent"
+    api.close()
+
+
+def test_a_redirected_delete_is_not_a_deletion(hostile: Servers) -> None:
+    """A 307 with an empty body read as success would drop the entry (and its private key)
+    from state while the key pair still exists. It is an error, and it is not followed."""
+    elsewhere = hostile.start(lambda conn: None)
+    server = hostile.start(redirect(elsewhere.endpoint))
+    with pytest.raises(AnswerShapeError) as info:
+        _real_api(server.endpoint).delete_keypair("web")
+    assert not elsewhere.requests
+    text = str(info.value)
+    assert "HTTP 307" in text and "to host 127.0.0.1" in text, text
+    assert info.value.status == 307
+
+
+def test_a_redirected_list_is_not_an_empty_list(hostile: Servers) -> None:
+    elsewhere = hostile.start(lambda conn: None)
+    server = hostile.start(redirect(elsewhere.endpoint, EMPTY_LIST, status=b"302 Found"))
+    with pytest.raises(AnswerShapeError, match="HTTP 302"):
+        _real_api(server.endpoint).list_keypairs()
+    assert not elsewhere.requests
+
+
+def test_a_redirected_create_is_outcome_unknown(hostile: Servers) -> None:
+    server = hostile.start(redirect("http://127.0.0.1:9", b'{"keypair": {"name": "web"}}'))
+    with pytest.raises(OutcomeUnknownError, match=r"HTTP 307, a redirect to host 127\.0\.0\.1"):
+        _real_api(server.endpoint, max_retries=3).create_keypair(name="web")
+    assert len(server.requests) == 1
+
+
+def test_a_redirect_names_its_host_escaped(hostile: Servers) -> None:
+    server = hostile.start(redirect("http://\x1b[2Jev\xc2\x9bil.example"))
+    with pytest.raises(AnswerShapeError) as info:
+        _real_api(server.endpoint).get_keypair("web")
+    text = str(info.value)
+    assert "\x1b" not in text and "\x9b" not in text and "il.example" in text, text
 
 
 # -- retries under faults --------------------------------------------------------------

@@ -45,6 +45,8 @@ FORBIDDEN = {
     "reconciler.proxies": ("reconciler.api", "reconciler.state", "reconciler.settings",
                            "reconciler.commands", "reconciler.emulator", "reconciler.plan",
                            "reconciler.apply", "reconciler.render"),
+    # The HTTP plumbing under the API client and the IAM/STS exchanges: requests and urllib3.
+    "reconciler.transport": ("reconciler.",),
     # The apply heartbeat is a timer and a printer's callback, nothing of the engine.
     "reconciler.commands.heartbeat": ("reconciler.",),
     "reconciler.duration": ("reconciler.api", "reconciler.state", "reconciler.plan",

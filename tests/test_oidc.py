@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clihelp import Cli
+from hostile_server import Hostile, Servers, redirect, servers, trickle
 from oidc_support import (
     AUDIENCE,
     ISSUER,
@@ -29,7 +31,13 @@ from oidc_support import (
 from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials
 from reconciler.credentials.chain import resolve, resolve_provider
-from reconciler.credentials.exchange import Caller, read_token
+from reconciler.credentials.exchange import (
+    AgencyRequest,
+    Caller,
+    read_token,
+    via_identity_provider,
+    via_sts,
+)
 from reconciler.emulator.server import Emulator
 from reconciler.errors import ApiError, CredentialError, UsageError
 from reconciler.model import Api
@@ -404,3 +412,56 @@ def test_an_oversized_or_odd_id_token_file_is_refused_without_its_content(
         _read_token(tmp_path)
     with pytest.raises(CredentialError, match=r"cannot read the ID token file .*nowhere"):
         _read_token(tmp_path / "nowhere")
+
+
+# -- answers IAM and STS never send: trickled, redirected ---------------------------------------
+
+@pytest.fixture()
+def hostile() -> Iterator[Servers]:
+    yield from servers()
+
+
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+def _exchange(path: str, server: Hostile, caller: Caller) -> None:
+    if path == "iam":
+        via_identity_provider(iam_endpoint=server.endpoint, idp_id="github", id_token=TOKEN,
+                              caller=caller)
+    else:
+        request = AgencyRequest(provider_urn="urn:p", agency_urn="urn:a", session_name="ci",
+                                duration_seconds=900)
+        via_sts(sts_endpoint=server.endpoint, request=request, id_token=TOKEN, caller=caller)
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+@pytest.mark.parametrize("path", ["iam", "sts"])
+def test_a_trickled_exchange_is_cut_off_at_its_deadline(hostile: Servers, path: str,
+                                                        headers_too: bool) -> None:
+    """A byte every 0.3 s never trips the 30 s read timeout; the exchange's own deadline
+    (2 s here, 60 s by default) ends it with an error naming the URL."""
+    body = b'{"credential": {}}' + b" " * 40
+    server = hostile.start(trickle(body, status=b"201 Created", headers_too=headers_too))
+    started = time.monotonic()
+    with pytest.raises(CredentialError) as info:
+        _exchange(path, server, Caller(source="OIDC test", deadline=2.0))
+    assert time.monotonic() - started < 4.5, "the answer was read long past the deadline"
+    text = str(info.value)
+    assert "within 2 s" in text and server.endpoint in text, text
+    _secrets_absent(text, TOKEN)
+
+
+@pytest.mark.parametrize("path", ["iam", "sts"])
+def test_a_redirected_exchange_is_refused_not_followed(hostile: Servers, path: str) -> None:
+    """A 307 (with a plausible subject token and credentials) is not the login: it names its
+    status and where it pointed, and the token never goes there."""
+    elsewhere = hostile.start(lambda conn: None)
+    body = (b'{"credential": {"access": "AK", "secret": "SK", "securitytoken": "ST", '
+            b'"expires_at": "2099-01-01T00:00:00Z"}}')
+    server = hostile.start(redirect(elsewhere.endpoint, body, extra=b"X-Subject-Token: T\r\n"))
+    with pytest.raises(CredentialError) as info:
+        _exchange(path, server, Caller(source="OIDC test", sleep=lambda _: None))
+    text = str(info.value)
+    assert "HTTP 307, a redirect to host 127.0.0.1" in text, text
+    assert not elsewhere.requests and len(server.requests) == 1
+    _secrets_absent(text, TOKEN)

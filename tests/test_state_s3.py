@@ -23,6 +23,7 @@ from reconciler.errors import (
     UsageError,
 )
 from reconciler.model import BackendConfig, Secret
+from reconciler.state import s3io
 from reconciler.state.factory import S3Backend, choose_backend, open_store
 from reconciler.state.s3 import S3StateStore
 from reconciler.state.s3io import Location, addressing_style, resolve_region
@@ -185,6 +186,30 @@ def test_missing_document_with_a_backup_is_refused(tmp_path: Path) -> None:
         store.commit()
     bucket.delete(KEY)
     with pytest.raises(StateCorruptError, match=r"missing but .*backup exists"):
+        bucket.store(key_env(tmp_path)).load()
+
+
+def test_an_object_larger_than_the_cap_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state object is read in chunks up to MAX_OBJECT_BYTES (1 GiB; 4 KiB here), never
+    whole whatever its size: one byte over is a StateError naming the bucket and key."""
+    bucket = new_bucket()
+    store = bucket.store(key_env(tmp_path))
+    store.load()
+    store.record(entry("a"))
+    store.commit()
+    size = len(bucket.read(KEY))
+    monkeypatch.setattr(s3io, "MAX_OBJECT_BYTES", size)
+    assert "a" in bucket.store(key_env(tmp_path)).load().keypairs  # exactly the cap: read
+    monkeypatch.setattr(s3io, "MAX_OBJECT_BYTES", size - 1)
+    with pytest.raises(StateError) as info:
+        bucket.store(key_env(tmp_path)).load()
+    text = str(info.value)
+    assert f"s3://{bucket.name}/{KEY}" in text and "larger than" in text, text
+    monkeypatch.setattr(s3io, "MAX_OBJECT_BYTES", 4096)
+    bucket.write(KEY, b"{" + b" " * (1 << 20) + b"}")
+    with pytest.raises(StateError, match=r"larger than 0\.00390625 MiB"):
         bucket.store(key_env(tmp_path)).load()
 
 

@@ -259,6 +259,42 @@ def test_hostile_manifest_and_cloud_text_is_escaped_in_every_command(
     assert json.loads(runs["output alice json"].out)["public_key"].endswith("\x1b]0;x\x07\u2066")
 
 
+def test_state_pull_and_the_state_file_hold_no_raw_controls(kps: Cli) -> None:
+    """A description with a C1 control and a bidi override is stored and pulled as its JSON
+    escape: the same value (pull then push reads back identically), never the raw bytes."""
+    m = str(kps.manifests)
+    assert kps("apply", "--auto-approve", m).code == 0
+    assert kps.state.read_bytes().isascii(), "the state file holds raw non-ASCII text"
+    pulled = kps("state", "pull")
+    assert pulled.code == 0, pulled.text
+    assert_safe(pulled, "state pull")
+    assert pulled.out.isascii() and "\\u202eevil \\u0085" in pulled.out
+    doc = json.loads(pulled.out)
+    assert doc["keypairs"]["web"]["description"] == HOSTILE
+    copy = kps.root / "pulled.json"
+    copy.write_text(pulled.out)
+    pushed = kps("state", "push", "--force", str(copy))  # the same serial: forced
+    assert pushed.code == 0, pushed.text
+    again = json.loads(kps("state", "pull").out)
+    assert again["keypairs"] == doc["keypairs"] and again["lineage"] == doc["lineage"]
+    assert kps("plan", "--detailed-exitcode", m).code == 0, "the pushed state is not the same"
+
+
+def test_state_pull_escapes_a_state_written_with_raw_text(kps: Cli) -> None:
+    """Files written before the state was ASCII-only hold the characters raw; they still
+    verify (checksum and MAC are over the canonical form) and pull escapes them."""
+    assert kps("apply", "--auto-approve", str(kps.manifests)).code == 0
+    raw = json.dumps(json.loads(kps.state.read_text()), indent=2, ensure_ascii=False) + "\n"
+    assert "\u202e" in raw and "\x85" in raw
+    kps.state.write_text(raw)
+    listed = kps("state", "list")
+    assert listed.code == 0 and "unverified" not in listed.err.lower(), listed.text
+    pulled = kps("state", "pull")
+    assert pulled.code == 0, pulled.text
+    assert_safe(pulled, "state pull")
+    assert json.loads(pulled.out) == json.loads(raw)
+
+
 def test_markdown_plan_cannot_be_broken_out_of_by_state_text(kps: Cli) -> None:
     m = str(kps.manifests)
     assert kps("apply", "--auto-approve", m).code == 0

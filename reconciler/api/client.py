@@ -9,6 +9,13 @@ so it is retried only when the cloud surely did not act (429, 503, or a connecti
 never opened); after a 500/502/504 or a lost answer it raises ``OutcomeUnknownError`` and
 the caller re-reads (DESIGN section 6).
 
+Each attempt runs under a ``reconciler.transport.Watch`` set to the call's time left, so an
+answer trickled byte by byte (which never trips the per-read timeout) is cut off at
+``total_timeout``: an ``OutcomeUnknownError`` for a create, an ``ApiError`` naming the
+request otherwise. Only a 2xx is success; a 3xx is never followed and never success (an
+``AnswerShapeError`` naming the status and the ``Location`` host; for a create an
+``OutcomeUnknownError``).
+
 An answer is read up to ``ApiSettings.max_answer_bytes`` and no further: a larger one is an
 ``AnswerShapeError`` (an ``OutcomeUnknownError`` for a create, which the cloud may have done).
 A success body that is not JSON is handed on as ``HttpResult.body_problem`` for the adapter's
@@ -26,7 +33,7 @@ secret field redacted (``api.httplog``).
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.urls``, ``reconciler.api.protocol``,
 ``reconciler.api.signer``, ``reconciler.api.errormap``, ``reconciler.api.httplog``,
-``reconciler.api.shapes``.
+``reconciler.api.shapes``, ``reconciler.transport``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ from enum import Enum
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InsecureRequestWarning, MaxRetryError
 
 from reconciler.api.errormap import (
@@ -59,7 +65,15 @@ from reconciler.api.protocol import ApiSettings
 from reconciler.api.shapes import escape
 from reconciler.api.signer import SdkHmacSigner, canonical_query
 from reconciler.errors import AnswerShapeError, ApiError, OutcomeUnknownError
-from reconciler.urls import parse_endpoint
+from reconciler.transport import (
+    OutOfTimeError,
+    Session,
+    TooLargeError,
+    Watch,
+    WatchedAdapter,
+    read_within,
+)
+from reconciler.urls import parse_endpoint, redirect_note
 
 log = logging.getLogger("reconciler.http")
 proxy_log = logging.getLogger("reconciler.proxy")
@@ -154,10 +168,10 @@ class HttpClient:
 
     @staticmethod
     def _make_session(settings: ApiSettings) -> requests.Session:
-        session = requests.Session()
+        session = Session()
         session.trust_env = False  # proxies, CA bundle and netrc come from settings alone
         size = max(1, settings.pool_size)
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
+        adapter = WatchedAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         # A private CA (REQUESTS_CA_BUNDLE): the bundle, unless --insecure turned checks off.
@@ -240,25 +254,12 @@ class HttpClient:
         )
 
 
-class _TooLargeError(Exception):
+class _TooLarge(Exception):
     """The answer is larger than ``max_answer_bytes`` (internal to this module)."""
 
-
-def _read_body(response: requests.Response, limit: int) -> bytes:
-    """The whole body, or ``_TooLargeError`` as soon as it passes ``limit`` bytes."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        response.close()
-        raise _TooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=65536):
-        size += len(chunk)
-        if size > limit:
-            response.close()
-            raise _TooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__()
+        self.response = response
 
 
 class _Call:
@@ -302,20 +303,39 @@ class _Call:
                 min(self.c.settings.read_timeout, remaining),
             )
             try:
-                response = self.c._send_once(
-                    method=self.method, url=self.url, headers=self.headers, body=self.body,
-                    timeout=timeout,
-                )
-                content = _read_body(response, self.c.settings.max_answer_bytes)
+                response, content = self._attempt(timeout=timeout, seconds=remaining)
             except requests.RequestException as exc:
                 reason = self._on_transport_error(exc, attempt=attempt, started=started)
                 self._wait(reason=reason, attempt=attempt, retry_after=None, error=exc)
                 continue
-            except _TooLargeError:
-                raise self._too_large(response, attempt=attempt, started=started) from None
+            except _TooLarge as exc:
+                raise self._too_large(exc.response, attempt=attempt, started=started) from None
+            except OutOfTimeError:
+                raise self._out_of_time(attempt=attempt, started=started) from None
             result = self._on_response(response, content, attempt=attempt, started=started)
             if result is not None:
                 return result
+
+    def _attempt(self, *, timeout: tuple[float, float],
+                 seconds: float) -> tuple[requests.Response, bytes]:
+        """One request and its whole answer, cut off after ``seconds`` (the call's time left:
+        the per-read timeouts alone let an answer trickled byte by byte run on for ever)."""
+        with Watch(seconds).running() as watch:
+            try:
+                response = self.c._send_once(
+                    method=self.method, url=self.url, headers=self.headers, body=self.body,
+                    timeout=timeout,
+                )
+            except requests.RequestException:
+                if watch.expired:
+                    raise OutOfTimeError from None
+                raise
+            try:
+                content = read_within(response, limit=self.c.settings.max_answer_bytes,
+                                      watch=watch)
+            except TooLargeError:
+                raise _TooLarge(response) from None
+        return response, content
 
     def _log_attempt(self, *, attempt: int, started: float, outcome: str, rid: str | None) -> None:
         ms = (self.c._monotonic() - started) * 1000
@@ -366,6 +386,38 @@ class _Call:
             "and the cloud is changing answers: report it with the request id.",
             request=self.request, request_id=rid, status=status, operation=self.operation)
 
+    def _redirected(self, response: requests.Response, *, attempt: int) -> ApiError:
+        """A 3xx is neither success nor followed: the answer is not the cloud's, and a
+        redirected DELETE or list read as success would drop a key pair from state."""
+        rid = response.headers.get("X-Request-Id")
+        status = response.status_code
+        note = redirect_note(status, response.headers.get("Location"))
+        text = (f"{self.operation} failed: {escape(self.request, 200)} was answered with "
+                f"{note}; the key pair API never redirects.")
+        if self.kind is Kind.CREATE:
+            return OutcomeUnknownError(
+                f"{text} Something between here and the cloud may have acted on the request; "
+                "re-read the key pair to find out, and check the endpoint and any proxy.",
+                status=status, request_id=rid, operation=self.operation)
+        return AnswerShapeError(
+            f"{text} Check the endpoint ({self.c.endpoint}) and any proxy or gateway in "
+            "between; nothing was changed on the strength of this answer.",
+            request=self.request, request_id=rid, status=status, operation=self.operation)
+
+    def _out_of_time(self, *, attempt: int, started: float) -> ApiError:
+        self._log_attempt(attempt=attempt, started=started, outcome="deadline", rid=None)
+        limit = self.c.settings.total_timeout
+        text = (f"{self.operation} failed: no complete answer to {escape(self.request, 200)} "
+                f"from {self.c.endpoint} within total_timeout ({limit:g} s, attempt "
+                f"{attempt}); the answer was cut off")
+        if self.kind is Kind.CREATE:
+            return OutcomeUnknownError(
+                f"{text}. It may or may not have taken effect, so it is not resent. Re-read "
+                "the key pair to find out.", operation=self.operation)
+        return ApiError(
+            f"{text}. Run the command again; if it persists, check the network, any proxy, "
+            "and the timeout settings.", operation=self.operation)
+
     def _on_response(
         self, response: requests.Response, content: bytes, *, attempt: int, started: float
     ) -> HttpResult | None:
@@ -376,6 +428,8 @@ class _Call:
             log.debug("%s %s answered headers {%s} body %s", self.method, self.path,
                       describe_headers(response.headers.items()),
                       describe_body(content))
+        if 300 <= status < 400 and status not in self.accept:
+            raise self._redirected(response, attempt=attempt)
         if status < 400:
             data, problem = _json_of(content, response.headers.get("Content-Type", ""))
             return HttpResult(

@@ -2,7 +2,8 @@
 cloud.
 
 No output here ever holds private key material: a held key shows as ``(sensitive value)``
-and ``pull`` prints the document with its secrets still sealed.
+and ``pull`` prints the document with its secrets still sealed, ASCII only (every other
+character as its JSON escape: the same value, which ``push`` reads back identically).
 
 ``pull`` and ``push`` migrate state between backends: ``state pull`` prints the document of
 the configured backend (local or s3, journal folded in); ``state push FILE`` replaces the
@@ -33,7 +34,7 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.fsutil import explain, read_regular
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
-from reconciler.state.codec import entry_to_dict
+from reconciler.state.codec import ascii_document, entry_to_dict
 from reconciler.state.protocol import StateStore
 
 
@@ -61,9 +62,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if sub == "upgrade":
         return _upgrade(args, env, store)
     if sub == "pull":
-        data = store.export()
+        # ASCII only: no raw control or bidi text reaches the terminal
+        data = ascii_document(store.export(), source=store.description)
         _say_unverified(env, store)
-        env.stdout.write(data.decode())
+        env.stdout.write(data.decode("ascii"))
         return ExitCode.OK
     raise UsageError(f"unknown state subcommand {sub!r}")
 

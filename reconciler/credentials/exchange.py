@@ -12,10 +12,13 @@ security_token, expiration}``. Neither request is signed: the ID token is the pr
 The token file is read afresh for every exchange (CI runners rotate it). Tokens, the
 subject token and the temporary secrets are registered for scrubbing as soon as they are
 read; no message carries one. A refusal names the source, the URL, the cloud's own error
-code and message, and what to check.
+code and message, and what to check. Each exchange (a POST and its retries) ends within
+``Caller.deadline`` seconds, a trickled answer included; its answer is read up to
+``MAX_ANSWER_BYTES``; a 3xx is refused (naming its ``Location`` host), never followed.
 
 May import: the standard library, ``requests``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.fsutil``,
+``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.fsutil``, ``reconciler.transport``,
+``reconciler.urls``,
 ``reconciler.api.protocol``, ``reconciler.credentials.temporary``.
 """
 
@@ -25,7 +28,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +42,15 @@ from reconciler.fsutil import UnsafeFileError, read_regular
 from reconciler.model import Secret
 from reconciler.redact import register, scrub
 from reconciler.textsafe import printable
+from reconciler.transport import (
+    OutOfTimeError,
+    Session,
+    TooLargeError,
+    Watch,
+    WatchedAdapter,
+    read_within,
+)
+from reconciler.urls import redirect_note
 
 ID_TOKEN_PATH = "/v3.0/OS-AUTH/id-token/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
@@ -48,6 +60,7 @@ MAX_TOKEN_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 1 << 20
 TIMEOUT = (10.0, 30.0)
 ATTEMPTS = 3
+EXCHANGE_DEADLINE = 60.0  # an answer trickled byte by byte never trips TIMEOUT's read part
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 _log = logging.getLogger("reconciler.credentials")
 
@@ -61,6 +74,7 @@ class Caller:
     proxies: dict[str, str] = field(default_factory=dict)  # chosen from the injected environment
     hint: str = ""
     sleep: Callable[[float], None] = time.sleep
+    deadline: float = EXCHANGE_DEADLINE  # seconds for one exchange, every attempt included
 
 
 def read_token(path: str, *, origin: str, caller: Caller) -> str:
@@ -95,40 +109,85 @@ def inline_token(token: str, *, origin: str, caller: Caller) -> str:
     return token
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An exchange's answer, its body read whole (within ``MAX_ANSWER_BYTES``)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
 def _post(url: str, *, body: dict[str, object], headers: dict[str, str], caller: Caller,
-          step: str) -> requests.Response:
+          step: str) -> _Answer:
+    """POST with retries, all of it (every attempt, headers and body) within
+    ``caller.deadline`` seconds; a 3xx is refused, never followed."""
     data = json.dumps(body).encode()
     sent = {"Content-Type": "application/json;charset=UTF-8", "User-Agent": "reconciler",
             "Accept": "application/json", **headers}
+    deadline = time.monotonic() + caller.deadline
     for attempt in range(1, ATTEMPTS + 1):
         started = time.monotonic()
+        left = max(1.0, deadline - started)
+        timeout = (min(TIMEOUT[0], left), min(TIMEOUT[1], left))
         try:
-            with requests.Session() as session:
-                session.trust_env = False  # proxies come from the injected environment only
-                answer = session.post(url, data=data, headers=sent, timeout=TIMEOUT,
-                                      verify=caller.verify, allow_redirects=False,
-                                      proxies=caller.proxies)
+            answer = _attempt(url, data=data, headers=sent, caller=caller, timeout=timeout,
+                              seconds=left)
         except requests.RequestException as exc:
             _log.debug("POST %s (%s) attempt %d: %s", url, step, attempt, type(exc).__name__)
-            if attempt == ATTEMPTS:
+            if attempt == ATTEMPTS or time.monotonic() + 0.5 * attempt > deadline:
                 raise CredentialError(f"{caller.source}: cannot reach {url} ({step}): "
                                       f"{type(exc).__name__}; check the endpoint and the "
                                       "network") from None
             caller.sleep(0.5 * attempt)
             continue
+        except OutOfTimeError:
+            raise CredentialError(f"{caller.source}: no complete answer from {url} ({step}) "
+                                  f"within {caller.deadline:g} s; the answer was cut off. "
+                                  "Check the endpoint, the network and any proxy") from None
+        except TooLargeError:
+            raise CredentialError(f"{caller.source}: {url} ({step}) answered more than "
+                                  f"{MAX_ANSWER_BYTES} bytes, more than any token answer; "
+                                  "check that the endpoint is IAM's or STS's") from None
         _log.debug("POST %s (%s) attempt %d: %d in %.3fs", url, step, attempt,
                    answer.status_code, time.monotonic() - started)
-        if answer.status_code in (429, 500, 502, 503, 504) and attempt < ATTEMPTS:
+        if 300 <= answer.status_code < 400:
+            note = redirect_note(answer.status_code, answer.headers.get("Location"))
+            raise CredentialError(f"{caller.source}: {url} ({step}) answered {note}; IAM and "
+                                  "STS never redirect: check the endpoint and any proxy. No "
+                                  "token is shown.")
+        retry = answer.status_code in (429, 500, 502, 503, 504) and attempt < ATTEMPTS
+        if retry and time.monotonic() + 0.5 * attempt <= deadline:
             caller.sleep(0.5 * attempt)
             continue
         return answer
     raise AssertionError("unreachable")
 
 
-def _refusal(answer: requests.Response, *, url: str, caller: Caller, step: str) -> CredentialError:
+def _attempt(url: str, *, data: bytes, headers: dict[str, str], caller: Caller,
+             timeout: tuple[float, float], seconds: float) -> _Answer:
+    with Watch(seconds).running() as watch, Session() as session:
+        session.trust_env = False  # proxies come from the injected environment only
+        adapter = WatchedAdapter(max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        try:
+            answer = session.post(url, data=data, headers=headers, timeout=timeout,
+                                  verify=caller.verify, allow_redirects=False,
+                                  proxies=caller.proxies, stream=True)
+        except requests.RequestException:
+            if watch.expired:
+                raise OutOfTimeError from None
+            raise
+        with answer:
+            content = read_within(answer, limit=MAX_ANSWER_BYTES, watch=watch)
+        return _Answer(answer.status_code, answer.headers, content)  # case-insensitive
+
+
+def _refusal(answer: _Answer, *, url: str, caller: Caller, step: str) -> CredentialError:
     code, message = "", ""
     try:
-        doc = json.loads(answer.content[:MAX_ANSWER_BYTES])
+        doc = json.loads(answer.content)
     except ValueError:
         doc = None
     if isinstance(doc, dict):
@@ -143,9 +202,9 @@ def _refusal(answer: requests.Response, *, url: str, caller: Caller, step: str) 
                            "No token is shown.")
 
 
-def _answer_json(answer: requests.Response, *, url: str, caller: Caller) -> dict[str, object]:
+def _answer_json(answer: _Answer, *, url: str, caller: Caller) -> dict[str, object]:
     try:
-        doc = json.loads(answer.content[:MAX_ANSWER_BYTES])
+        doc = json.loads(answer.content)
     except ValueError:
         doc = None
     if not isinstance(doc, dict):

@@ -302,9 +302,22 @@ def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
 
 
 def encode_document(doc: StateDocument, *, key: StateKey) -> bytes:
-    """Readable JSON, two-space indented, ending in a newline."""
-    text = json.dumps(document_to_dict(doc, key=key), indent=2, ensure_ascii=False) + "\n"
-    return text.encode()
+    """Readable JSON, two-space indented, ending in a newline, ASCII only: a description
+    holding a terminal control or a bidi override is stored as its ``\\u`` escape, so the
+    file is safe to ``cat`` and ``state pull`` (the checksum and MAC are over the canonical
+    form of the value, never over these bytes)."""
+    return (json.dumps(document_to_dict(doc, key=key), indent=2, ensure_ascii=True)
+            + "\n").encode()
+
+
+def ascii_document(data: bytes, *, source: str) -> bytes:
+    """``data`` (a state document as read) with every non-ASCII character escaped: the same
+    JSON value, so it decodes to the same state, checksum and MAC. Files written before
+    ``encode_document`` wrote ASCII hold such characters raw; ASCII input is returned as is."""
+    if data.isascii():
+        return data
+    obj = _parse_object(data, source=source)
+    return (json.dumps(obj, indent=2, ensure_ascii=True) + "\n").encode()
 
 
 def verify_document(doc: StateDocument, *, key: StateKey, source: str) -> None:

@@ -14,7 +14,8 @@ boto3 asks it again before they expire), else boto3's chain (shared files, insta
 The endpoint is parsed by ``reconciler.urls`` (https, or http for loopback only) and botocore
 is given ``Endpoint.url``; the proxy is chosen by ``reconciler.proxies`` from the injected
 environment and handed to botocore explicitly (so it does not read ``os.environ`` for one),
-and ``--debug`` names it (``reconciler.proxy``).
+and ``--debug`` names it (``reconciler.proxy``). An object is read in chunks up to
+``MAX_OBJECT_BYTES`` and refused past it (a ``StateError`` naming the bucket and key).
 
 May import: ``reconciler.errors``, ``reconciler.credcheck``, ``reconciler.credentials``,
 ``reconciler.urls``, ``reconciler.proxies``, the stdlib; boto3/botocore lazily.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from reconciler.credcheck import header_credential
@@ -42,6 +44,10 @@ _VIRTUAL_HOSTS = (".myhuaweicloud.com", ".myhuaweicloud.eu", ".amazonaws.com")
 _CONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _NEVER_ETAG = '"00000000000000000000000000000000"'
+# The most an object of the state is read to: what ``state push`` reads from a file, 1 GiB
+# (a local state is not capped: it is the user's own file, not another party's answer).
+MAX_OBJECT_BYTES = 1 << 30
+_CHUNK = 1 << 20
 _T = TypeVar("_T")
 proxy_log = logging.getLogger("reconciler.proxy")
 
@@ -185,7 +191,31 @@ class Objects:
                                   lambda: self._client.get_object(Bucket=self.bucket, Key=key))
         except _Missing:
             return None
-        return bytes(response["Body"].read()), str(response["ETag"])
+        data = self._read_capped(response, what=f"s3://{self.bucket}/{key}")
+        return data, str(response["ETag"])
+
+    def _read_capped(self, response: Mapping[str, Any], *, what: str) -> bytes:
+        """The object's body in chunks, refused past ``MAX_OBJECT_BYTES`` (declared or read):
+        a hostile or broken store could otherwise fill the memory of every run."""
+        body = response["Body"]
+        declared = response.get("ContentLength")
+        chunks: list[bytes] = []
+        size = declared if isinstance(declared, int) and declared > MAX_OBJECT_BYTES else 0
+        try:
+            while size <= MAX_OBJECT_BYTES:
+                amount = min(_CHUNK, MAX_OBJECT_BYTES + 1 - size)
+                chunk = self._call(f"read {what}", partial(body.read, amount))
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(bytes(chunk))
+                size += len(chunk)
+        finally:
+            body.close()
+        raise StateError(
+            f"cannot read {what}: the object is larger than {_mib(MAX_OBJECT_BYTES)}, far more "
+            "than any state, journal or lock object reconciler writes; it was not read. Check "
+            "that the bucket and key name reconciler's state, and restore the object from its "
+            ".backup or a version of the bucket.")
 
     def head(self, key: str) -> str | None:
         """The object's ETag; ``None`` if there is none."""
@@ -325,6 +355,10 @@ class S3RequestError(StateError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
 
 def _client_error(what: str, *, code: str, status: object, message: str) -> S3RequestError:

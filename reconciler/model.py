@@ -188,13 +188,6 @@ class TargetConfig:
     credentials: str | None = None
     location: SourceLocation | None = None
 
-    def as_provider(self) -> ProviderConfig:
-        """The provider block this target stands for, for the settings of one target."""
-        return ProviderConfig(region=self.region, project_id=self.project_id, api=self.api,
-                              endpoint=self.endpoints.get("kms" if self.api is Api.KPS
-                                                          else "ecs"),
-                              location=self.location)
-
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:

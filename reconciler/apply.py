@@ -9,7 +9,8 @@ the state reached is returned even when some changes failed.
 The engine never prints; progress goes through ``Hooks``.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.fsutil``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.address``, ``reconciler.fsutil``, ``reconciler.api.protocol``,
+``reconciler.state.protocol``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Protocol
 
 from reconciler import keys
+from reconciler.address import keypair_address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.errors import (
     ApiError,
@@ -345,9 +347,9 @@ def read_custody_key(d: DesiredKeyPair) -> Secret:
     try:
         return keys.read_custody_key(path, public_key=d.public_key)
     except KeyFormatError as exc:
-        raise ApplyError(f"keypair.{d.name}: key_protection.private_key_file {path} {exc}; "
-                         "nothing of it was sent. Restore the file, or fix the manifest and "
-                         "plan again") from None
+        raise ApplyError(f"{keypair_address(d.name)}: key_protection.private_key_file {path} "
+                         f"{exc}; nothing of it was sent. Restore the file, or fix the manifest "
+                         "and plan again") from None
 
 
 def _check_before_acting(plan: Plan, held: Mapping[str, StateKeyPair]) -> None:
@@ -356,7 +358,7 @@ def _check_before_acting(plan: Plan, held: Mapping[str, StateKeyPair]) -> None:
     of its public key. Raises ``ApplyError``; nothing has been changed then."""
     for change in plan.actionable:
         if change.action in (Action.DELETE, Action.REPLACE) and change.name not in held:
-            raise ApplyError(f"refusing to delete keypair.{change.name}: state does not hold it, "
+            raise ApplyError(f"refusing to delete {change.address}: state does not hold it, "
                              "so reconciler does not manage it. Nothing was changed; make a new "
                              "plan")
         d = change.desired
@@ -450,14 +452,14 @@ def apply_refresh(plan: Plan, *, store: StateStore, remote: RemoteSnapshot) -> l
             now_remote = remote.keypairs.get(d.name)
             if now_remote is None:
                 store.forget(d.name)
-                notes.append(f"keypair.{d.name}: deleted outside reconciler; dropped from state")
+                notes.append(f"{d.address}: deleted outside reconciler; dropped from state")
             else:
                 store.record(replace(
                     prior, public_key=now_remote.public_key.strip(),
                     fingerprint_md5=now_remote.fingerprint,
                     fingerprint_sha256=sha256_of(now_remote.public_key, prior.type),
                     private_key=None))
-                notes.append(f"keypair.{d.name}: changed outside reconciler; state now records "
+                notes.append(f"{d.address}: changed outside reconciler; state now records "
                              "the cloud's key (the previous private key is kept in the backup)")
     finally:
         store.commit()

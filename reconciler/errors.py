@@ -19,6 +19,7 @@ and shown together. Exceptions are for aborting a command::
     ├── ApiError                    the cloud answered with an error (status, code, request id)
     │   ├── AnswerShapeError        a success answer not of the documented shape (names the field)
     │   └── OutcomeUnknownError     a create was sent and its answer lost (or unusable)
+    ├── TargetRefreshError          a target could not be refreshed (names it; nothing planned)
     └── ApplyError                  an apply failed part-way (what was done is in state)
 
 ``cli.main`` is the only place that catches broadly; it maps these to exit code 1.
@@ -185,6 +186,17 @@ class OutcomeUnknownError(ApiError):
         self.answered = answered
         super().__init__(message, status=status, code=code, request_id=request_id,
                          operation=operation)
+
+
+class TargetRefreshError(ReconcilerError):
+    """A target's key pairs could not be listed (credentials, network, the cloud's answer).
+    The message names the target; a plan is made only when every target refreshed."""
+
+    def __init__(self, target: str, cause: ReconcilerError) -> None:
+        self.target = target
+        self.cause = cause
+        super().__init__(f"target {target!r} could not be refreshed: {cause}. Nothing was "
+                         "planned; fix the target's connection or credentials and plan again")
 
 
 class ApplyError(ReconcilerError):

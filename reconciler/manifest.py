@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import keys
+from reconciler.address import is_target_name, keypair_address
 from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
 from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
@@ -39,6 +40,7 @@ from reconciler.model import (
     Manifest,
     ProviderConfig,
     SourceLocation,
+    TargetConfig,
 )
 from reconciler.yamlsafe import NodePath, YamlDocument, read_yaml_documents
 
@@ -86,7 +88,7 @@ def check_api_restrictions(manifest: Manifest, api: Api | str) -> list[Diagnosti
                                  description=kp.description is not None,
                                  scope=kp.scope is not None)
         for fld, summary, detail in problems:
-            out.append(Diagnostic(summary, kp.location, path=f"keypair.{kp.name}.{fld}",
+            out.append(Diagnostic(summary, kp.location, path=keypair_address(kp.name).field(fld),
                                   detail=detail))
     return out
 
@@ -146,6 +148,8 @@ class _Loader:
     docs: list[YamlDocument] = field(default_factory=list)
     provider: tuple[YamlDocument, dict[str, object]] | None = None
     backend: tuple[YamlDocument, dict[str, object]] | None = None
+    targets: tuple[YamlDocument, list[object]] | None = None
+    target_configs: dict[str, TargetConfig] = field(default_factory=dict)
     names: dict[str, SourceLocation] = field(default_factory=dict)
     keypairs: list[DesiredKeyPair] = field(default_factory=list)
 
@@ -200,6 +204,43 @@ class _Loader:
                          key=True, detail=f"keep exactly one {name} block across all files")
             else:
                 setattr(self, name, (doc, block))
+        block = doc.value.get("targets")
+        if isinstance(block, list):
+            if self.targets is not None:
+                where = self.targets[0].location(("targets",), key=True)
+                self.add(doc, ("targets",), f"a second targets block (the first is at {where})",
+                         key=True, detail="list every target in one targets block")
+            else:
+                self.targets = (doc, block)
+
+    def check_targets(self) -> None:
+        """The targets block: names unique, and never together with a provider block."""
+        if self.targets is None:
+            return
+        doc, items = self.targets
+        if self.provider is not None:
+            where = self.provider[0].location(("provider",), key=True)
+            self.add(doc, ("targets",), f"a targets block and a provider block (at {where})",
+                     key=True, detail="use one of them: move the provider block's region, "
+                     "project_id, api and endpoint into an entry of targets, or drop targets")
+        for index, item in enumerate(items):
+            target = _target(doc, index, item)
+            if target is None:
+                continue
+            first = self.target_configs.get(target.name)
+            if first is not None:
+                self.add(doc, ("targets", index, "name"), f"target {show(target.name)} is "
+                         f"already declared at {first.location}",
+                         detail="target names must be unique")
+                continue
+            self.target_configs[target.name] = target
+
+    def target_api(self, name: str) -> Api:
+        """The API a target is reached through (a flag or the environment wins)."""
+        if self.api is not None:
+            return self.api
+        target = self.target_configs.get(name)
+        return target.api if target is not None and target.api is not None else DEFAULT_API
 
     def effective_api(self) -> Api:
         if self.api is not None:
@@ -244,14 +285,53 @@ class _KeyPairCheck:
         public_key = self._public_key()
         protection = self._key_protection()
         self._check_rotation()
-        for fld, summary, detail in _api_problems(
-            api=self.api, key_protection="key_protection" in self.item,
-            description="description" in self.item, scope="scope" in self.item,
-        ):
-            self.add(fld, summary, key=True, detail=detail)
+        targets = self._targets()
+        self._check_apis(targets)
         if not self.ok or name is None:
             return None  # the load fails anyway; records are built only for sound items
-        return self._record(name, public_key, protection)
+        return self._record(name, public_key, protection, targets)
+
+    def _targets(self) -> tuple[str, ...]:
+        """The key pair's own list of targets, each declared in the targets block."""
+        listed = self.item.get("targets")
+        if not isinstance(listed, list):
+            return ()
+        declared = self.loader.target_configs
+        if self.loader.targets is None:
+            self.add("targets", "the key pair lists targets, but no targets block declares "
+                     "any", key=True, detail="declare them in a targets block (name, region, "
+                     "project_id), or drop this list: the key pair then lives where the "
+                     "provider block says")
+            return ()
+        names = tuple(t for t in listed if isinstance(t, str))
+        for index, target in enumerate(names):
+            if target not in declared and is_target_name(target):
+                known = ", ".join(sorted(declared)) or "none"
+                self.ok = False
+                self.loader.add(self.doc, (*self.path, "targets", index),
+                                f"no target named {show(target)} in the targets block",
+                                detail=f"declared targets: {known}; check the spelling")
+        return names
+
+    def _check_apis(self, targets: tuple[str, ...]) -> None:
+        """What the key pair asks for that the API of one of its targets cannot do."""
+        if self.loader.targets is None:
+            apis: dict[Api, str] = {self.api: ""}
+        else:
+            apis = {}
+            for target in targets or tuple(self.loader.target_configs):
+                apis.setdefault(self.loader.target_api(target), target)
+        seen: set[str] = set()
+        for api, target in apis.items():
+            for fld, summary, detail in _api_problems(
+                api=api, key_protection="key_protection" in self.item,
+                description="description" in self.item, scope="scope" in self.item,
+            ):
+                if fld in seen:
+                    continue
+                seen.add(fld)
+                where = f" in target {show(target)}" if target else ""
+                self.add(fld, summary + where, key=True, detail=detail)
 
     def _check_rotation(self) -> None:
         """rotate_after replaces the key pair with a new key; some key pairs cannot have one."""
@@ -385,7 +465,7 @@ class _KeyPairCheck:
         return ""
 
     def _record(self, name: str, public_key: str | None,
-                protection: KeyProtection | None) -> DesiredKeyPair:
+                protection: KeyProtection | None, targets: tuple[str, ...]) -> DesiredKeyPair:
         item = self.item
         key_type = self._str("type") or "ssh"
         if "generate" in item:
@@ -408,8 +488,31 @@ class _KeyPairCheck:
             user_id=self._str("user_id"), description=self._str("description"),
             scope=self._str("scope"), key_protection=protection,
             prevent_destroy=item.get("prevent_destroy") is True,
-            rotate_after_seconds=rotate,
+            rotate_after_seconds=rotate, targets=targets,
         )
+
+
+def _target(doc: YamlDocument, index: int, item: object) -> TargetConfig | None:
+    """One entry of the targets block, when the schema found it sound."""
+    if not isinstance(item, dict):
+        return None
+
+    def text(block: dict[str, object], key: str) -> str | None:
+        value = block.get(key)
+        return value if isinstance(value, str) else None
+
+    name, region, project = text(item, "name"), text(item, "region"), text(item, "project_id")
+    if name is None or region is None or project is None or not is_target_name(name):
+        return None
+    api = text(item, "api")
+    raw_endpoints = item.get("endpoints")
+    endpoints = {k: v for k, v in raw_endpoints.items()
+                 if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(raw_endpoints, dict) else {}
+    return TargetConfig(name=name, region=region, project_id=project,
+                        api=Api(api) if api in {a.value for a in Api} else None,
+                        endpoints=endpoints, credentials=text(item, "credentials"),
+                        location=doc.location(("targets", index)))
 
 
 def _provider(loader: _Loader) -> ProviderConfig | None:
@@ -457,6 +560,7 @@ def load_manifests(
     loader.diags.extend(diags)
     for path in files:
         loader.read(path)
+    loader.check_targets()
     loader.check_keypairs()
     if loader.diags:
         raise DiagnosticsError(loader.diags)
@@ -464,5 +568,6 @@ def load_manifests(
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
         files=tuple(_display(f, cwd) for f in files), digest=configuration_digest(keypairs),
+        targets=tuple(loader.target_configs.values()),
     )
 

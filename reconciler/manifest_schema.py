@@ -44,6 +44,16 @@ _PATTERN_HINTS = {
     "endpoint": "is not a valid endpoint: use a URL such as https://ecs.cn-north-4.myhuaweicloud.com",
 }
 
+_TARGET_HINTS = {
+    "name": 'is not a valid target name: use 1-63 lower-case letters, digits and "-", '
+            "starting with a letter or digit, e.g. prod-cn-north-4",
+    "credentials": 'is not a credential source name: use 1-64 letters, digits, ".", "_" or '
+                   '"-" (a profile name; never a secret)',
+    "ecs": _PATTERN_HINTS["endpoint"], "kms": _PATTERN_HINTS["endpoint"],
+    "iam": _PATTERN_HINTS["endpoint"], "sts": _PATTERN_HINTS["endpoint"],
+    "obs": _PATTERN_HINTS["endpoint"],
+}
+
 
 def schema_text() -> str:
     """The schema file as shipped, for ``reconciler schema``."""
@@ -155,7 +165,8 @@ def _line_breaks(value: object, doc: YamlDocument, path: NodePath) -> list[Diagn
             if key in _PATTERN_HINTS and isinstance(sub, str) and sub.endswith("\n"):
                 out.append(_diag(doc, (*path, key), f"{show(sub.rstrip())} ends with a line "
                                  "break", detail="write it on one line, without `|` or `>`"))
-            elif isinstance(sub, dict | list) and key in ("provider", "keypairs"):
+            elif isinstance(sub, dict | list) and key in ("provider", "keypairs", "targets",
+                                                          "endpoints"):
                 out.extend(_line_breaks(sub, doc, (*path, key)))
     elif isinstance(value, list):
         for index, sub in enumerate(value):
@@ -218,6 +229,10 @@ def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnost
     if validator == "pattern":
         field = str(path[-1]) if path else ""
         hint = _PATTERN_HINTS.get(field, f"does not match {error.validator_value}")
+        if path and path[0] == "targets":
+            hint = _TARGET_HINTS.get(field, hint)
+        if len(path) > 2 and path[-2] == "targets":  # a key pair's list of target names
+            hint = _TARGET_HINTS["name"]
         return [_diag(doc, path, f"{show(instance)} {hint}")]
     if validator in ("maxLength", "minLength"):
         return [_diag(doc, path, _length_message(validator, error, instance, path))]

@@ -154,6 +154,8 @@ class DesiredKeyPair:
     key_protection: KeyProtection | None = None
     prevent_destroy: bool = False
     rotate_after_seconds: int | None = None
+    # The target names it belongs to, as the manifest lists them; () means every target.
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,26 @@ class ProviderConfig:
     project_id: str | None = None
     api: Api | None = None
     endpoint: str | None = None
+    location: SourceLocation | None = None
+
+
+SERVICES = ("ecs", "kms", "iam", "sts", "obs")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One entry of the manifest's ``targets`` block: where some key pairs live.
+
+    ``credentials`` names a credential source (never holds a secret); ``endpoints`` maps a
+    service of ``SERVICES`` to its URL where the manifest overrides the region's default.
+    """
+
+    name: str
+    region: str
+    project_id: str
+    api: Api | None = None
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    credentials: str | None = None
     location: SourceLocation | None = None
 
 
@@ -188,6 +210,9 @@ class Manifest:
     backend: BackendConfig | None = None
     files: tuple[str, ...] = ()
     digest: str = ""  # reconciler.configuration.configuration_digest of the key pairs
+    # The targets block; () when the manifests have none (one implicit target, from the
+    # provider block if there is one). reconciler.targets fans key pairs out to them.
+    targets: tuple[TargetConfig, ...] = ()
 
     def by_name(self) -> dict[str, DesiredKeyPair]:
         return {kp.name: kp for kp in self.keypairs}

@@ -3,18 +3,29 @@
 ``make_plan`` is pure: no I/O, no clock (``now`` is passed in), no randomness. Every row of
 the plan table in DESIGN §4 is decided here, and nowhere else; apply never re-diffs.
 
+Every decision is per ``Address``: each desired key pair fanned out to its targets, each state
+entry, each key pair of each target's snapshot. ``--target`` and ``--replace`` take addresses
+(a bare name selects that key pair in every target, as Terraform's ``-target`` does).
+
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.attributes``,
-``reconciler.duration``.
+``reconciler.duration``, ``reconciler.address``, ``reconciler.targets``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from reconciler.address import (
+    Address,
+    AddressSyntaxError,
+    keypair_address,
+    parse_address,
+    select,
+)
 from reconciler.attributes import (
     desired_attributes,
     field_differences,
@@ -35,6 +46,12 @@ from reconciler.model import (
     RemoteSnapshot,
     State,
     StateKeyPair,
+)
+from reconciler.targets import (
+    addressing,
+    desired_by_address,
+    recorded_by_address,
+    remote_by_address,
 )
 
 
@@ -103,6 +120,11 @@ class Drift:
     kind: DriftKind
     before: Mapping[str, Any]
     after: Mapping[str, Any] | None
+    at: Address | None = None  # None: the key pair of that name in the run's only target
+
+    @property
+    def address(self) -> Address:
+        return self.at if self.at is not None else keypair_address(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +142,11 @@ class Change:
     desired: DesiredKeyPair | None = None
     prior: StateKeyPair | None = None
     remote: RemoteKeyPair | None = None
+    at: Address | None = None  # None: the key pair of that name in the run's only target
 
     @property
-    def address(self) -> str:
-        return f"keypair.{self.name}"
+    def address(self) -> Address:
+        return self.at if self.at is not None else keypair_address(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,28 +205,48 @@ class _Context:
     now: datetime
     api: Api
     problems: list[Diagnostic]
+    here: Address = field(default_factory=lambda: keypair_address(""))  # being decided
+    replacing: frozenset[Address] = frozenset()
 
     def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None) -> None:
         self.problems.append(Diagnostic(summary=summary, detail=detail,
                                         location=d.location if d else None))
 
 
-def _check_names(options: PlanOptions, desired: Mapping[str, object],
-                 recorded: Mapping[str, object]) -> list[Diagnostic]:
-    out = []
-    for flag, names in (("--target", options.targets), ("--replace", options.replace)):
-        for name in names:
-            if name not in desired and name not in recorded:
-                out.append(Diagnostic(
-                    summary=f"{flag} {name}: no key pair of that name in the manifests or state",
-                    detail="check the spelling; `reconciler state list` shows managed key pairs",
-                ))
-    for name in options.replace:
-        if name in desired and name not in recorded:
-            out.append(Diagnostic(summary=f"--replace {name}: it is not in state yet, so there "
+def _selected(flag: str, given: Iterable[str], known: Iterable[Address],
+              out: list[Diagnostic]) -> set[Address]:
+    """The addresses ``--target``/``--replace`` name; a problem for each that names none."""
+    addresses = sorted(set(known))
+    chosen: set[Address] = set()
+    for text in given:
+        try:
+            found = select(parse_address(text), addresses)
+        except AddressSyntaxError as exc:
+            out.append(Diagnostic(summary=f"{flag}: {exc}",
+                                  detail="`reconciler state list` shows managed key pairs"))
+            continue
+        if not found:
+            out.append(Diagnostic(
+                summary=f"{flag} {text}: no key pair of that name in the manifests or state",
+                detail="check the spelling; `reconciler state list` shows managed key pairs",
+            ))
+        chosen.update(found)
+    return chosen
+
+
+def _check_replace(chosen: set[Address], desired: Mapping[Address, object],
+                   recorded: Mapping[Address, object], options: PlanOptions,
+                   out: list[Diagnostic]) -> None:
+    for text in options.replace:
+        try:
+            query = parse_address(text)
+        except AddressSyntaxError:
+            continue  # said already
+        found = [a for a in chosen if query.matches(a)]
+        if found and all(a in desired and a not in recorded for a in found):
+            out.append(Diagnostic(summary=f"--replace {text}: it is not in state yet, so there "
                                           "is nothing to replace",
                                   detail="drop --replace; the plan creates it"))
-    return out
 
 
 def _age_seconds(created: str, now: datetime) -> float | None:
@@ -296,7 +339,7 @@ def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
     if prior.status is EntryStatus.TAINTED:
         return REASON_TAINTED, (), ("tainted: the cloud generated it but its private key never "
                                     "arrived",)
-    if d.name in ctx.options.replace:
+    if ctx.here in ctx.replacing:
         return REASON_BY_REQUEST, (), ("requested with --replace",)
     forcing = () if d.spec_digest == prior.spec_digest else replacing_fields(d, prior)
     if forcing:
@@ -323,7 +366,7 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
     if why is not None:
         reason, forcing, notes = why
         if d.prevent_destroy:
-            ctx.problem(f"keypair.{d.name} has prevent_destroy set, but the plan calls for it to "
+            ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it to "
                         f"be replaced ({'; '.join(notes) or 'changed: ' + ', '.join(forcing)})",
                         "to replace it, first set `prevent_destroy: false`; otherwise undo the "
                         "change that forces the replacement", d)
@@ -349,7 +392,7 @@ def _undesired(prior: StateKeyPair, remote: RemoteKeyPair | None, *, protected: 
     if remote is None:
         return None
     if protected:
-        ctx.problem(f"keypair.{prior.name} has prevent_destroy set, but the plan calls for it "
+        ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it "
                     "to be destroyed",
                     "to delete it, first set `prevent_destroy: false` in its manifest and "
                     "apply; or keep it in the manifests")
@@ -383,67 +426,105 @@ def _rekeyed(prior: StateKeyPair) -> Change:
 def make_plan(
     manifest: Manifest,
     state: State,
-    remote: RemoteSnapshot,
+    remote: RemoteSnapshot | Mapping[str, RemoteSnapshot],
     *,
     options: PlanOptions,
     now: datetime,
+    recorded: Mapping[Address, StateKeyPair] | None = None,
 ) -> Plan:
-    """Compare desired, recorded and actual key pairs and decide every change.
+    """Compare desired, recorded and actual key pairs and decide every change, per address.
+
+    ``remote`` is the one snapshot of a single-target run, or every target's by target name.
+    ``recorded`` is state's entries by address when state records targets; by default every
+    entry of ``state`` is in the run's first target (format 2 records none).
 
     Raises ``DiagnosticsError`` (all problems at once) for key pairs that exist but are not
     managed, for ``prevent_destroy`` violations, and for unknown ``--target``/``--replace``.
     """
-    desired = manifest.by_name()
-    recorded = state.keypairs
-    ctx = _Context(options=options, now=now, api=remote.api,
-                   problems=_check_names(options, desired, recorded))
-    targets = set(options.targets)
+    run = addressing(manifest)
+    snapshots = {run.targets[0]: remote} if isinstance(remote, RemoteSnapshot) else dict(remote)
+    desired = desired_by_address(manifest)
+    recorded = recorded if recorded is not None else recorded_by_address(state, run)
+    actual = remote_by_address(snapshots, run)
+    problems: list[Diagnostic] = []
+    targets = _selected("--target", options.targets, (*desired, *recorded), problems)
+    replacing = _selected("--replace", options.replace, (*desired, *recorded), problems)
+    _check_replace(replacing, desired, recorded, options, problems)
+    first = next(iter(snapshots.values()))
+    ctx = _Context(options=options, now=now, api=first.api, problems=problems,
+                   replacing=frozenset(replacing))
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[str] = []
     lifecycle: list[tuple[str, bool]] = []
-    for name in sorted(set(desired) | set(recorded)):
-        if targets and name not in targets:
+    for addr in sorted(set(desired) | set(recorded)):
+        if targets and addr not in targets:
             continue
-        d, prior, now_remote = desired.get(name), recorded.get(name), remote.keypairs.get(name)
-        dr = _drift_for(prior, now_remote) if prior is not None else None
-        if dr is not None:
-            drift.append(dr)
-        if options.mode is Mode.REFRESH_ONLY:
-            if prior is not None and prior.private_key is not None and dr is not None:
-                # apply_refresh drops the entry, or records the cloud's key without the old one
-                changes.append(_forgotten(prior) if dr.kind is DriftKind.DELETED
-                               else _rekeyed(prior))
-            continue
-        if d is not None and options.mode is Mode.NORMAL:
-            if prior is None:
-                changes.append(_new(d, now_remote, ctx))
-            elif prior.status is EntryStatus.PENDING:
-                changes.append(_pending(d, prior, now_remote, ctx))
-            else:
-                change = _managed(d, prior, now_remote, ctx)
-                changes.append(change)
-                if change.action is Action.NOOP and d.prevent_destroy != prior.prevent_destroy:
-                    lifecycle.append((name, d.prevent_destroy))
-        elif prior is not None:
-            protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
-            gone = _undesired(prior, now_remote, protected=protected, mode=options.mode, ctx=ctx)
-            if gone is not None:
-                changes.append(gone)
-            elif prior.private_key is not None:
-                changes.append(_forgotten(prior))
-            else:
-                forget.append(name)
+        ctx.here = addr
+        snapshot = snapshots.get(addr.target)
+        ctx.api = snapshot.api if snapshot is not None else first.api
+        decided = _decide(addr, desired.get(addr), recorded.get(addr), actual.get(addr), ctx)
+        changes.extend(replace(c, at=addr) for c in decided.changes)
+        drift.extend(replace(d, at=addr) for d in decided.drift)
+        forget.extend(decided.forget)
+        lifecycle.extend(decided.lifecycle)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
     return Plan(
-        changes=tuple(changes), api=remote.api, lineage=state.lineage, serial=state.serial,
+        changes=tuple(changes), api=first.api, lineage=state.lineage, serial=state.serial,
         manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
-        forget=tuple(forget), lifecycle=tuple(lifecycle), targets=tuple(sorted(targets)),
+        forget=tuple(forget), lifecycle=tuple(lifecycle),
+        targets=tuple(sorted(set(options.targets))),
         configuration=manifest.keypairs, replace=tuple(sorted(set(options.replace))),
         planned_at=now.isoformat(),
         state_verified=state.verified,
     )
+
+
+@dataclass
+class _Decided:
+    """What one address contributes to the plan."""
+
+    changes: list[Change] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+    lifecycle: list[tuple[str, bool]] = field(default_factory=list)
+
+
+def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
+            now_remote: RemoteKeyPair | None, ctx: _Context) -> _Decided:
+    """Every row of the plan table for one address."""
+    out = _Decided()
+    mode = ctx.options.mode
+    dr = _drift_for(prior, now_remote) if prior is not None else None
+    if dr is not None:
+        out.drift.append(dr)
+    if mode is Mode.REFRESH_ONLY:
+        if prior is not None and prior.private_key is not None and dr is not None:
+            # apply_refresh drops the entry, or records the cloud's key without the old one
+            out.changes.append(_forgotten(prior) if dr.kind is DriftKind.DELETED
+                               else _rekeyed(prior))
+        return out
+    if d is not None and mode is Mode.NORMAL:
+        if prior is None:
+            out.changes.append(_new(d, now_remote, ctx))
+        elif prior.status is EntryStatus.PENDING:
+            out.changes.append(_pending(d, prior, now_remote, ctx))
+        else:
+            change = _managed(d, prior, now_remote, ctx)
+            out.changes.append(change)
+            if change.action is Action.NOOP and d.prevent_destroy != prior.prevent_destroy:
+                out.lifecycle.append((addr.name, d.prevent_destroy))
+    elif prior is not None:
+        protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
+        gone = _undesired(prior, now_remote, protected=protected, mode=mode, ctx=ctx)
+        if gone is not None:
+            out.changes.append(gone)
+        elif prior.private_key is not None:
+            out.changes.append(_forgotten(prior))
+        else:
+            out.forget.append(addr.name)
+    return out
 
 
 def field_changes(change: Change) -> dict[str, tuple[Any, Any]]:

@@ -13,7 +13,7 @@ taken as state records them, its ``--replace`` names from the action reasons, an
 the apply's.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.configuration``, ``reconciler.render.json``.
+``reconciler.configuration``, ``reconciler.address``, ``reconciler.render.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from reconciler.address import keypair_address
 from reconciler.configuration import (
     SAVED_PLAN_LOCATION,
     configuration_digest,
@@ -317,21 +318,22 @@ def _differing(what: str, shown: object, again: object) -> str | None:
     seen = set()
     for name, item in file_items:
         if name in seen:
-            return f"keypair.{name} is listed twice in {what}"
+            return f"{keypair_address(name)} is listed twice in {what}"
         seen.add(name)
         if name not in derived:
-            return (f"{what} lists keypair.{name} ({_actions(item)}), which the plan made "
+            return (f"{what} lists {keypair_address(name)} ({_actions(item)}), which the plan made "
                     "again does not change")
         if item != derived[name]:
             shown_actions, again_actions = _actions(item), _actions(derived[name])
             if shown_actions != again_actions:
-                return (f"keypair.{name}: the file shows {shown_actions}, the plan made again "
-                        f"gives {again_actions}")
-            return f"keypair.{name}: {_field(item, derived[name])} differs from the plan made again"
+                return (f"{keypair_address(name)}: the file shows {shown_actions}, the plan "
+                        f"made again gives {again_actions}")
+            return (f"{keypair_address(name)}: {_field(item, derived[name])} differs from the "
+                    "plan made again")
     for name in derived:
         if name not in seen:
-            return (f"keypair.{name} ({_actions(derived[name])}) is missing from the file's "
-                    f"{what}")
+            return (f"{keypair_address(name)} ({_actions(derived[name])}) is missing from the "
+                    f"file's {what}")
     return f"the order of {what} differs"
 
 

@@ -1,14 +1,48 @@
 """Refresh: read what exists in the cloud with one (paginated) list, not a GET per key pair.
 
-May import: ``reconciler.model``, ``reconciler.api.protocol``.
+``refresh`` lists one target; ``refresh_targets`` lists every target of a run at once, on a
+bounded thread pool, and fails as a whole, naming the first target (in the run's order) that
+could not be listed: a plan made without one target's key pairs would plan their creation.
+
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
 from reconciler.api.protocol import KeyPairApi
+from reconciler.errors import ReconcilerError, TargetRefreshError
 from reconciler.model import RemoteSnapshot
+
+MAX_PARALLEL_TARGETS = 8
 
 
 def refresh(api: KeyPairApi) -> RemoteSnapshot:
     """Every key pair in the project, keyed by name (kps: ⌈N/1000⌉ requests; Nova: one)."""
     return api.list_keypairs()
+
+
+def refresh_targets(apis: Mapping[str, KeyPairApi], *,
+                    parallelism: int = MAX_PARALLEL_TARGETS) -> dict[str, RemoteSnapshot]:
+    """Every target's snapshot, by target name, listed concurrently.
+
+    Raises ``TargetRefreshError`` naming the target when one fails with an expected error
+    (its cause is the API's or the credentials' error); other targets' lists still finish
+    first, so no request is left running."""
+    if not apis:
+        return {}
+    workers = max(1, min(parallelism, len(apis)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+        futures = {name: pool.submit(refresh, api) for name, api in apis.items()}
+        out: dict[str, RemoteSnapshot] = {}
+        failed: TargetRefreshError | None = None
+        for name, future in futures.items():
+            try:
+                out[name] = future.result()
+            except ReconcilerError as exc:
+                failed = failed or TargetRefreshError(name, exc)
+    if failed is not None:
+        raise failed
+    return out

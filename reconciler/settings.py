@@ -1,6 +1,9 @@
 """Where to reach the cloud: API flavour, endpoint, project and credentials.
 
-Precedence is flag > environment > manifest ``provider`` block > default. Credentials come
+Precedence is flag > environment > manifest ``provider`` block (or the run's target) > default.
+Settings are per target: ``resolve_target_settings`` gives each target of a manifest set its
+own; ``--endpoint URL`` (or ``RECONCILER_ENDPOINT``) alone puts every target's services at that
+URL, as the emulator serves them all on one port. Credentials come
 from the environment, never a manifest: the provider chain of ``reconciler.credentials.chain``
 (OIDC, the SDK's and the Terraform provider's variables, the SDK's profile file). The
 endpoint is parsed by ``reconciler.urls`` (the error names where it came from) and the proxy
@@ -8,7 +11,7 @@ for it chosen from the same environment.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.urls``,
 ``reconciler.proxies``, ``reconciler.api.protocol``, ``reconciler.api.endpoints``,
-``reconciler.credentials``.
+``reconciler.credentials``, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import default_endpoint
 from reconciler.api.protocol import ApiSettings
 from reconciler.credentials.chain import resolve
 from reconciler.errors import UsageError
-from reconciler.model import Api, ProviderConfig
+from reconciler.model import Api, Manifest, ProviderConfig, TargetConfig
 from reconciler.proxies import choose_proxy
 from reconciler.urls import Endpoint, parse_endpoint
 
@@ -128,3 +132,28 @@ def _endpoint(flags: ProviderFlags, environ: Mapping[str, str], provider: Provid
         raise UsageError("no region: give --region, set HW_REGION_NAME, or set "
                          "provider.region in a manifest (or give --endpoint)")
     return parse_endpoint(default_endpoint(api, region), what=f"the endpoint for {region}")
+
+
+def target_provider(target: TargetConfig, flags: ProviderFlags,
+                    environ: Mapping[str, str]) -> ProviderConfig:
+    """The provider block a target stands for: its region, project, API, and the endpoint of
+    the service that API is served by (``kms`` for kps, ``ecs`` otherwise)."""
+    if target.credentials is not None:
+        where = f" at {target.location}" if target.location else ""
+        raise UsageError(f"target {target.name!r}{where} names the credential source "
+                         f"{target.credentials!r}; named credential sources are not supported "
+                         "yet. Remove `credentials:` to use the environment's credentials")
+    api = effective_api(flags, environ, ProviderConfig(api=target.api))
+    service = "kms" if api is Api.KPS else "ecs"
+    return ProviderConfig(region=target.region, project_id=target.project_id, api=target.api,
+                          endpoint=target.endpoints.get(service), location=target.location)
+
+
+def resolve_target_settings(flags: ProviderFlags, environ: Mapping[str, str],
+                            manifest: Manifest) -> dict[str, ApiSettings]:
+    """Each target's settings, by target name, in manifest order (without a targets block:
+    the one implicit target, from the provider block)."""
+    if not manifest.targets:
+        return {DEFAULT_TARGET: resolve_api_settings(flags, environ, manifest.provider)}
+    return {t.name: resolve_api_settings(flags, environ, target_provider(t, flags, environ))
+            for t in manifest.targets}

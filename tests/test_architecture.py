@@ -22,6 +22,12 @@ FORBIDDEN = {
                          "reconciler.render", "reconciler.emulator"),
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     "reconciler.model": ("reconciler.",),
+    # Addresses are values everything uses: they import nothing of the package.
+    "reconciler.address": ("reconciler.",),
+    # Fanning key pairs out to targets is pure: records in, addresses out.
+    "reconciler.targets": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                           "reconciler.apply", "reconciler.render", "reconciler.commands",
+                           "reconciler.emulator", "reconciler.settings", "reconciler.manifest"),
     "reconciler.configuration": ("reconciler.api", "reconciler.state", "reconciler.plan",
                                  "reconciler.apply", "reconciler.render", "reconciler.commands",
                                  "reconciler.emulator", "reconciler.manifest"),

@@ -15,28 +15,31 @@ from typing import Any
 import pytest
 
 from reconciler import keys
+from reconciler.address import Address
 from reconciler.errors import DiagnosticsError
 from reconciler.manifest import load_manifests
 from reconciler.model import (
     Api,
     EntryStatus,
     KeySource,
+    Manifest,
     RemoteKeyPair,
     RemoteSnapshot,
     SealedSecret,
     State,
     StateKeyPair,
 )
-from reconciler.plan import Mode, Plan, PlanOptions, make_plan
+from reconciler.plan import Change, Drift, Mode, Plan, PlanOptions, make_plan
 from reconciler.render.text import summary_line
+from reconciler.targets import addressing
 
 CASES = Path(__file__).parent / "cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
 
 
-def _state(raw: dict[str, Any], digests: dict[str, str]) -> State:
+def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKeyPair]:
     entries = {}
-    for name, e in raw["keypairs"].items():
+    for name, e in raw.items():
         md5, sha = keys.fingerprints(e["public_key"])
         entries[name] = StateKeyPair(
             name=name, api=Api(e.get("api", "v2.1")), source=KeySource(e["source"]),
@@ -48,7 +51,29 @@ def _state(raw: dict[str, Any], digests: dict[str, str]) -> State:
             status=EntryStatus(e.get("status", "ready")),
             prevent_destroy=bool(e.get("prevent_destroy")),
         )
-    return State(lineage=raw["lineage"], serial=raw["serial"], keypairs=entries)
+    return entries
+
+
+def _state(raw: dict[str, Any], digests: dict[str, str]) -> State:
+    return State(lineage=raw["lineage"], serial=raw["serial"],
+                 keypairs=_entries(raw["keypairs"], digests))
+
+
+def _recorded(raw: dict[str, Any], digests: dict[str, str],
+              manifest: Manifest) -> dict[Address, StateKeyPair] | None:
+    """Entries by address, for a case whose state records targets ("targets": {t: {...}})."""
+    if "targets" not in raw:
+        return None
+    run = addressing(manifest)
+    return {run.keypair(name, target): entry for target, entries in raw["targets"].items()
+            for name, entry in _entries(entries, digests).items()}
+
+
+def _remote_of(raw: dict[str, Any]) -> RemoteSnapshot | dict[str, RemoteSnapshot]:
+    """One snapshot, or one per target ("targets": {t: {"api": ..., "keypairs": [...]}})."""
+    if "targets" in raw:
+        return {target: _remote(snapshot) for target, snapshot in raw["targets"].items()}
+    return _remote(raw)
 
 
 def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
@@ -64,8 +89,10 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
     expected = json.loads((case / "expected.json").read_text())
     manifest = load_manifests([case / "manifest.yaml"], cwd=case)
     digests = {kp.name: kp.spec_digest for kp in manifest.keypairs}
-    state = _state(json.loads((case / "state.json").read_text()), digests)
-    remote = _remote(json.loads((case / "remote.json").read_text()))
+    raw_state = json.loads((case / "state.json").read_text())
+    state = _state(raw_state, digests)
+    recorded = _recorded(raw_state, digests, manifest)
+    remote = _remote_of(json.loads((case / "remote.json").read_text()))
     opts = expected.get("options", {})
     options = PlanOptions(mode=Mode(opts.get("mode", "normal")),
                           targets=tuple(opts.get("targets", ())),
@@ -73,9 +100,15 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
     now = datetime.fromisoformat(expected.get("now", "2026-11-23T00:00:00+00:00")
                                  .replace("Z", "+00:00")).astimezone(UTC)
     try:
-        return make_plan(manifest, state, remote, options=options, now=now), None, expected
+        return make_plan(manifest, state, remote, options=options, now=now,
+                         recorded=recorded), None, expected
     except DiagnosticsError as exc:
         return None, str(exc), expected
+
+
+def _key(item: Change | Drift) -> str:
+    """A case's key for a change: the name with one target, the address with several."""
+    return str(item.address) if item.address.qualified else item.name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -87,12 +120,12 @@ def test_plan_case(name: str) -> None:
         return
     assert plan is not None, f"unexpected error: {error}"
     got = {
-        "changes": {c.name: c.action.value for c in plan.changes},
-        "drift": {d.name: d.kind for d in plan.drift},
+        "changes": {_key(c): c.action.value for c in plan.changes},
+        "drift": {_key(d): d.kind for d in plan.drift},
         "forget": list(plan.forget),
-        "replace_paths": {c.name: sorted(c.replace_paths) for c in plan.changes
+        "replace_paths": {_key(c): sorted(c.replace_paths) for c in plan.changes
                           if c.replace_paths},
-        "reason": {c.name: c.reason for c in plan.changes if c.reason},
+        "reason": {_key(c): c.reason for c in plan.changes if c.reason},
         "summary": summary_line(plan),
     }
     want = {k: expected[k] for k in got if k in expected}

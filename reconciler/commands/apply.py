@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from reconciler.address import keypair_address
 from reconciler.apply import ApplyResult, apply_plan, apply_refresh
 from reconciler.commands.common import LineHooks, Session, refuse_without_lock, session
 from reconciler.commands.plan import compute_with_remote, refreshed_line, show
@@ -61,7 +62,7 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
     from reconciler.redact import scrub
 
     for outcome in result.failed:
-        env.err(scrub(f"Error: keypair.{outcome.name}: {outcome.error}"))
+        env.err(scrub(f"Error: {keypair_address(outcome.name)}: {outcome.error}"))
     c = result.counts()
     done = len(result.outcomes) - len(result.failed)
     env.err()

@@ -49,6 +49,28 @@ def api_settings(args: argparse.Namespace, env: Env,
     return resolve_api_settings(provider_flags(args), env.environ, provider)
 
 
+def run_provider(args: argparse.Namespace, env: Env,
+                 manifest: Manifest) -> ProviderConfig | None:
+    """Where this run's one target is: the provider block, or the only entry of targets.
+
+    Several targets are refused here, before state or the cloud is touched: state format 2
+    records no target, so their key pairs cannot be kept apart in it yet."""
+    from reconciler.settings import target_provider
+    from reconciler.targets import target_names
+
+    names = target_names(manifest)
+    if len(names) > 1:
+        first = manifest.targets[0].location
+        raise UsageError(
+            f"the manifests declare {len(names)} targets ({', '.join(names)}; the targets "
+            f"block is at {first}); plan and apply of several targets are not supported yet, "
+            "because the state does not record targets yet. Keep one target per state for "
+            "now: one manifest directory (and state) per target")
+    if manifest.targets:
+        return target_provider(manifest.targets[0], provider_flags(args), env.environ)
+    return manifest.provider
+
+
 def open_api(settings: ApiSettings) -> KeyPairApi:
     from reconciler.api.flavours import make_api
 
@@ -287,7 +309,7 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
     if operation != "plan":
         refuse_without_lock(args, operation=operation)  # before anything else is looked at
     manifest = manifest if manifest is not None else load(args, env)
-    settings = api_settings(args, env, provider or manifest.provider)
+    settings = api_settings(args, env, provider or run_provider(args, env, manifest))
     with debug_logging(args, env):
         announce_credentials(settings, env)
     with debug_logging(args, env):  # opening the store logs the state backend's proxy

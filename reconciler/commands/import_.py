@@ -9,36 +9,56 @@ from __future__ import annotations
 import argparse
 
 from reconciler import keys
+from reconciler.address import (
+    Address,
+    AddressSyntaxError,
+    AmbiguousAddressError,
+    parse_address,
+    resolve_one,
+)
 from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
-from reconciler.model import EntryStatus, KeySource, StateKeyPair
+from reconciler.model import EntryStatus, KeySource, Manifest, StateKeyPair
+from reconciler.targets import desired_by_address
+
+
+def declared_address(text: str, manifest: Manifest) -> Address:
+    """The one declared key pair ``text`` (a name or an address) names, or a ``UsageError``."""
+    declared = desired_by_address(manifest)
+    try:
+        found = resolve_one(text, declared)
+    except (AddressSyntaxError, AmbiguousAddressError) as exc:
+        raise UsageError(str(exc)) from None
+    if found is None:
+        raise UsageError(f"{parse_address(text)} is not declared in the manifests; add it to a "
+                         "manifest first, so that reconciler knows what it should be")
+    return found
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
     with session(args, env, operation="import") as sess:
-        desired = sess.manifest.by_name().get(args.name)
-        if desired is None:
-            raise UsageError(f"keypair.{args.name} is not declared in the manifests; add it to a "
-                             "manifest first, so that reconciler knows what it should be")
-        if args.name in sess.state.keypairs:
-            raise UsageError(f"keypair.{args.name} is already managed; to adopt it again, first "
-                             f"`reconciler state rm {args.name}`")
-        env.out(f"keypair.{args.name}: Importing from ID \"{args.name}\"...")
-        remote = sess.api.get_keypair(args.name)
+        address = declared_address(args.name, sess.manifest)
+        name = address.name
+        desired = sess.manifest.by_name()[name]
+        if name in sess.state.keypairs:
+            raise UsageError(f"{address} is already managed; to adopt it again, first "
+                             f"`reconciler state rm {name}`")
+        env.out(f"{address}: Importing from ID \"{name}\"...")
+        remote = sess.api.get_keypair(name)
         if remote is None:
-            raise UsageError(f"keypair.{args.name}: no key pair of that name exists in the "
+            raise UsageError(f"{address}: no key pair of that name exists in the "
                              "cloud; `reconciler apply` creates it")
         # Terraform imports what is there; the next plan shows how it differs. A declared key
         # that differs is recorded as not applied (no spec digest), so that plan replaces it.
         other_key = desired.source is KeySource.IMPORT and bool(desired.public_key) and \
             not keys.same_key(desired.public_key or "", remote.public_key, key_type=desired.type)
-        private = sess.api.export_private_key(args.name) if remote.key_protection else None
-        sealed = sess.store.seal(args.name, private) if private is not None else None
+        private = sess.api.export_private_key(name) if remote.key_protection else None
+        sealed = sess.store.seal(name, private) if private is not None else None
         sha = (keys.parse_certificate(remote.public_key).fingerprint_sha256
                if remote.type == "x509" else keys.sha256_fingerprint(remote.public_key))
         sess.store.record(StateKeyPair(
-            name=args.name, api=sess.settings.api, source=desired.source,
+            name=name, api=sess.settings.api, source=desired.source,
             public_key=remote.public_key.strip(), fingerprint_md5=remote.fingerprint,
             fingerprint_sha256=sha, created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
             spec_digest="" if other_key else desired.spec_digest,
@@ -47,7 +67,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
             key_protection=desired.key_protection, private_key=sealed,
             status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy))
         sess.store.commit()
-    env.out(f"keypair.{args.name}: Import prepared!")
+    env.out(f"{address}: Import prepared!")
     env.out("  The private key " + ("was exported from the cloud's custody and is in state."
                                     if sealed else "is not in state (the cloud does not give "
                                     "it out); keep it where it is."))
@@ -56,7 +76,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
     env.out()
     env.out("The key pair is now in state and will henceforth be managed by reconciler.")
     if other_key:
-        env.err(f"Warning: keypair.{args.name}: the cloud holds a different public key than the "
+        env.err(f"Warning: {address}: the cloud holds a different public key than the "
                 "manifest declares; state records the cloud's. The next plan replaces it with the "
                 "declared key (delete, then import): review it before applying, or put the "
                 "cloud's public key in the manifest to keep it.")

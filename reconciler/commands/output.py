@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from reconciler import keys
+from reconciler.address import keypair_address
 from reconciler.commands.common import integrity_notice, open_existing_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
     secret: Secret | None = None
     if args.private_key:
         if entry.private_key is None:
-            raise StateError(f"keypair.{entry.name} has no private key: {private_key_note(entry)}.")
+            raise StateError(f"{keypair_address(entry.name)} has no private key: "
+                             f"{private_key_note(entry)}.")
         secret = store.unseal(entry.name, entry.private_key)
         _check_pair(entry, secret)
     if args.out:
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
         text = secret.reveal() if secret is not None else entry.public_key
         write_file(path, text if text.endswith("\n") else text + "\n", force=bool(args.force))
         what = "private key" if secret is not None else "public key"
-        env.err(f"Wrote the {what} of keypair.{entry.name} to {path} (mode 0600).")
+        env.err(f"Wrote the {what} of {keypair_address(entry.name)} to {path} (mode 0600).")
         secret = None  # written to the file, not to stdout
     if args.json:
         env.out(json.dumps(_summary(entry, secret), indent=2))
@@ -63,10 +65,10 @@ def _check_pair(entry: StateKeyPair, secret: Secret) -> None:
     except KeyFormatError:
         matches = False
     if not matches:
-        raise StateError(f"the private key stored for keypair.{entry.name} is not the half of "
-                         "its recorded public key; the state was altered. Restore it from its "
-                         ".backup file, or replace the key pair (`reconciler apply --replace "
-                         f"{entry.name}`)")
+        raise StateError(f"the private key stored for {keypair_address(entry.name)} is not "
+                         "the half of its recorded public key; the state was altered. Restore "
+                         "it from its .backup file, or replace the key pair (`reconciler apply "
+                         f"--replace {entry.name}`)")
 
 
 def _summary(entry: StateKeyPair, secret: Secret | None) -> dict[str, object]:

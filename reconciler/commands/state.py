@@ -23,6 +23,12 @@ import argparse
 import json
 from pathlib import Path
 
+from reconciler.address import (
+    AddressSyntaxError,
+    AmbiguousAddressError,
+    keypair_address,
+    resolve_one,
+)
 from reconciler.commands.common import (
     integrity_notice,
     lock_timeout,
@@ -77,13 +83,19 @@ def _say_unverified(env: Env, store: StateStore) -> None:
 
 
 def find_entry(state: State, name: str, *, store: StateStore) -> StateKeyPair:
-    entry = state.keypairs.get(name)
-    if entry is None:
+    """The entry ``name`` (a bare name or an address) names; one, or a ``StateError``."""
+    by_address = {keypair_address(n): entry for n, entry in state.keypairs.items()}
+    try:
+        found = resolve_one(name, by_address)
+    except (AddressSyntaxError, AmbiguousAddressError) as exc:
+        raise StateError(f"{exc}; `reconciler state list` shows what the state "
+                         f"{store.description} holds.") from None
+    if found is None:
         raise StateError(
             f"no key pair named {name!r} in the state {store.description}; "
             "`reconciler state list` shows what it holds."
         )
-    return entry
+    return by_address[found]
 
 
 def private_key_note(entry: StateKeyPair) -> str:
@@ -108,7 +120,8 @@ def render_entry(entry: StateKeyPair) -> str:
     fields = entry_to_dict(entry)
     del fields["private_key"]  # shown below as a marker, never as its envelope
     width = max(len(k) for k in (*fields, "private_key"))
-    lines = [f"# keypair.{entry.name}:", f'resource "keypair" "{entry.name}" {{']
+    address = keypair_address(entry.name)
+    lines = [f"# {address}:", f'resource "{address.kind}" "{entry.name}" {{']
     for key, value in fields.items():
         lines.append(f"    {key:<{width}} = {json.dumps(value)}")
     held = SENSITIVE if entry.private_key is not None else "null"
@@ -120,17 +133,18 @@ def render_entry(entry: StateKeyPair) -> str:
 def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     with store.lock(operation="state rm", timeout=lock_timeout(args)):
         entry = find_entry(store.load(), args.name, store=store)
-        store.forget(args.name)
+        store.forget(entry.name)
         state = store.commit()
-    env.out(f"Removed keypair.{args.name}")
+    address = keypair_address(entry.name)
+    env.out(f"Removed {address}")
     env.out("Successfully removed 1 resource instance(s).")
     env.err(
-        f"keypair.{args.name} is no longer managed (state serial {state.serial}); the key pair "
+        f"{address} is no longer managed (state serial {state.serial}); the key pair "
         "itself still exists in the cloud: `state rm` never touches it."
     )
     if entry.private_key is not None:
         env.err(
-            f"Warning: state held the private key of {args.name}; it is gone from state. "
+            f"Warning: state held the private key of {entry.name}; it is gone from state. "
             f"{store.description}.backup keeps the previous version until the next change."
         )
     return ExitCode.OK

@@ -4,7 +4,7 @@ The same document is what ``plan --out FILE`` saves and ``apply FILE`` reads bac
 (``reconciler.planfile``). It never holds a private key, not even encrypted.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``,
-``reconciler.configuration``.
+``reconciler.configuration``, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from reconciler import __version__
+from reconciler.address import Address
 from reconciler.configuration import desired_to_dict
 from reconciler.plan import Action, Change, Drift, DriftKind, Plan
 
@@ -52,10 +53,11 @@ def _resource_change(change: Change) -> dict[str, Any]:
     if change.action is Action.IMPORT:
         body["importing"] = {"id": change.name}
     out: dict[str, Any] = {
-        "address": change.address,
+        "address": str(change.address),
         "mode": "managed",
-        "type": "keypair",
+        "type": change.address.kind,
         "name": change.name,
+        **_index(change.address),
         "provider_name": "reconciler/huaweicloud",
         "change": body,
     }
@@ -64,12 +66,18 @@ def _resource_change(change: Change) -> dict[str, Any]:
     return out
 
 
+def _index(address: Address) -> dict[str, str]:
+    """Terraform's instance key: the target, when addresses show it."""
+    return {"index": address.target} if address.qualified else {}
+
+
 def _drift(d: Drift) -> dict[str, Any]:
     return {
-        "address": f"keypair.{d.name}",
+        "address": str(d.address),
         "mode": "managed",
-        "type": "keypair",
+        "type": d.address.kind,
         "name": d.name,
+        **_index(d.address),
         "change": {
             "actions": ["delete"] if d.kind is DriftKind.DELETED else ["update"],
             "before": dict(d.before),

@@ -49,15 +49,20 @@ def _fingerprint(change: Change) -> str:
     return markdown_code(str(value)) if value else ""
 
 
+def _who(change: Change) -> str:
+    """The key pair's name; its whole address when the run has several targets."""
+    return str(change.address) if change.address.qualified else change.name
+
+
 def _row(change: Change) -> str:
-    return (f"| {_ACTION_CELL[change.action]} | {markdown_code(change.name)} | {_source(change)} | "
-            f"{_fingerprint(change)} |")
+    return (f"| {_ACTION_CELL[change.action]} | {markdown_code(_who(change))} | "
+            f"{_source(change)} | {_fingerprint(change)} |")
 
 
 def _warning(plan: Plan) -> list[str]:
-    destroyed = [c.name for c in plan.actionable if c.action is Action.DELETE]
-    replaced = [c.name for c in plan.actionable if c.action is Action.REPLACE]
-    forgotten = [c.name for c in plan.actionable if c.action is Action.FORGET]
+    destroyed = [_who(c) for c in plan.actionable if c.action is Action.DELETE]
+    replaced = [_who(c) for c in plan.actionable if c.action is Action.REPLACE]
+    forgotten = [_who(c) for c in plan.actionable if c.action is Action.FORGET]
     if not destroyed and not replaced and not forgotten:
         return []
     lines = ["> [!WARNING]"]

@@ -7,7 +7,7 @@ from the cloud, a manifest or the state cannot drive the terminal; the colour co
 only escape sequences in the output.
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``,
-``reconciler.textsafe``.
+``reconciler.textsafe``, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.address import keypair_address
 from reconciler.model import SENSITIVE
 from reconciler.plan import (
     REASON_NO_CONFIG,
@@ -221,7 +222,7 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
         if d.kind is DriftKind.DELETED:
             lines = [("-", f"{k} = {_shown(k, d.before[k])} -> null")
                      for k in ("name", "public_key", "fingerprint") if d.before.get(k)]
-            out.extend(_block(f"keypair.{d.name} has been deleted", "  -", lines, d.name, paint))
+            out.extend(_block(f"{d.address} has been deleted", "  -", lines, d.name, paint))
         else:
             after = d.after or {}
             lines = [(" ", f"name = {_value(d.name)}")]
@@ -229,7 +230,7 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
                 if d.before.get(k) != after.get(k):
                     lines.append(("~", f"{k} = {_shown(k, d.before.get(k))} -> "
                                        f"{_shown(k, after.get(k))}"))
-            out.extend(_block(f"keypair.{d.name} has changed", "  ~", lines, d.name, paint))
+            out.extend(_block(f"{d.address} has changed", "  ~", lines, d.name, paint))
         out.append("")
     return out
 
@@ -291,7 +292,7 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
                          f"state (their previous state stays in the backup): {names}"))
         out.append("")
     for name, protect in plan.lifecycle:
-        out.append(f"keypair.{printable(name)}: apply records prevent_destroy = "
+        out.append(f"{printable(str(keypair_address(name)))}: apply records prevent_destroy = "
                    f"{'true' if protect else 'false'} in state (no change in the cloud).")
     if plan.lifecycle:
         out.append("")

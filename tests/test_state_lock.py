@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import __version__
 from reconciler.errors import StateLockError
 from reconciler.state.local import LocalStateStore
 
@@ -64,7 +65,7 @@ def test_second_process_fails_with_terraform_like_lock_info(tmp_path: Path) -> N
     assert f"  ID:        {lock_id}\n" in message
     assert f"  Path:      {tmp_path / 's.json'}\n" in message
     assert "  Operation: apply\n" in message and "  Who:       alice@" in message
-    assert "  Version:   0.1.0\n" in message and "  Created:   20" in message
+    assert f"  Version:   {__version__}\n" in message and "  Created:   20" in message
     assert f"`reconciler force-unlock {lock_id}`" in message
     assert err.value.lock_info["id"] == lock_id
     assert not lock_file.exists()  # released: the info file is removed

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 
 KEYPAIR = "keypair"
 KINDS = (KEYPAIR,)
@@ -49,7 +51,7 @@ class Address:
     qualified: bool = field(default=False, compare=False)
 
     def __lt__(self, other: Address) -> bool:
-        return (self.kind, self.name, self.target) < (other.kind, other.name, other.target)
+        return ORDER(self) < ORDER(other)
 
     def __str__(self) -> str:
         return self.display(qualified=self.qualified)
@@ -75,10 +77,20 @@ class Addressing:
         return len(self.targets) > 1
 
     def keypair(self, name: str, target: str = DEFAULT_TARGET) -> Address:
-        return Address(target, KEYPAIR, name, qualified=self.qualified)
+        return _keypair(target, name, len(self.targets) > 1)
+
+
+@lru_cache(maxsize=1 << 16)
+def _keypair(target: str, name: str, qualified: bool) -> Address:
+    """One value per address: a plan makes each three times (desired, recorded, remote), and a
+    frozen dataclass is slow to build at 10,000 key pairs."""
+    return Address(target, KEYPAIR, name, qualified=qualified)
 
 
 SINGLE = Addressing()
+# The sort key of an address (``sorted(addresses, key=ORDER)`` compares tuples in C, where
+# ``__lt__`` would run Python per comparison: it matters at 10,000 key pairs).
+ORDER = attrgetter("kind", "name", "target")
 
 
 def keypair_address(name: str, target: str = DEFAULT_TARGET) -> Address:

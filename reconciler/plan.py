@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.address import (
+    ORDER,
     Address,
     AddressSyntaxError,
     keypair_address,
@@ -216,7 +217,7 @@ class _Context:
 def _selected(flag: str, given: Iterable[str], known: Iterable[Address],
               out: list[Diagnostic]) -> set[Address]:
     """The addresses ``--target``/``--replace`` name; a problem for each that names none."""
-    addresses = sorted(set(known))
+    addresses = sorted(set(known), key=ORDER)
     chosen: set[Address] = set()
     for text in given:
         try:
@@ -457,7 +458,7 @@ def make_plan(
     drift: list[Drift] = []
     forget: list[str] = []
     lifecycle: list[tuple[str, bool]] = []
-    for addr in sorted(set(desired) | set(recorded)):
+    for addr in sorted(set(desired) | set(recorded), key=ORDER):
         if targets and addr not in targets:
             continue
         ctx.here = addr

@@ -89,7 +89,7 @@ class _TallyingBackend(Backend):
     """The emulator's own backend, reporting each outcome to a ``Tally``."""
 
     def __init__(self, inner: Backend, tally: Tally) -> None:
-        super().__init__(store=inner.store, user_id=inner.user_id, keygen=inner.keygen)
+        super().__init__(projects=inner.projects, user_id=inner.user_id, keygen=inner.keygen)
         self._tally = tally
 
     def handle(self, call: ApiCall, *, body: Any, query: Any, headers: Any) -> Reply:

@@ -7,6 +7,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "reconciler"
 
+# the emulator's HTTP side, which its data layers must not import
+_EMULATOR_UPPER = ("reconciler.emulator.server", "reconciler.emulator.handlers",
+                   "reconciler.emulator.admin", "reconciler.emulator.iam",
+                   "reconciler.emulator.views", "reconciler.model", "reconciler.keys",
+                   "reconciler.errors")
+
 # module (or package prefix) -> prefixes it must never import
 FORBIDDEN = {
     "reconciler.plan": ("reconciler.api", "reconciler.state", "reconciler.render",
@@ -42,6 +48,12 @@ FORBIDDEN = {
                              "reconciler.apply", "reconciler.render", "reconciler.commands",
                              "reconciler.emulator", "reconciler.settings"),
     "reconciler.emulator.jsonbody": ("reconciler.",),
+    # The emulator's data layers: a project's store and an agency record know nothing of the
+    # rest; the project registry and the data file sit under the HTTP side, never above it.
+    "reconciler.emulator.store": ("reconciler.",),
+    "reconciler.emulator.agency": ("reconciler.",),
+    "reconciler.emulator.projects": (*_EMULATOR_UPPER, "reconciler.emulator.datafile"),
+    "reconciler.emulator.datafile": _EMULATOR_UPPER,
     # The path policy is used by manifests, state and commands alike: the stdlib only.
     "reconciler.fsutil": ("reconciler.",),
     # the URL parser and the proxy choice sit under api, state and settings: they know none

@@ -1,5 +1,7 @@
 """The official SDK against the emulator's IAM and STS: its IAM client's
-``create_token_with_id_token`` and ``create_temporary_access_key_by_token``, its STS client's
+``create_token_with_id_token``, ``create_temporary_access_key_by_token`` and
+``create_temporary_access_key_by_agency`` (whose credentials then sign a KPS call in the
+agency's project), its STS client's
 ``assume_agency_with_oidc``, and its core's own federated credentials (IdP + token file,
 and STS with OIDC) signing a KPS call with the temporary AK/SK and security token.
 
@@ -106,3 +108,46 @@ def test_the_sdks_own_oidc_sts_credentials_sign_a_key_pair_call(
         id_token=ISSUER_KEY.token(), sts_endpoint=emulator.endpoint)
     assert _list_keypairs(emulator, provider.get_credentials()) == 0
     assert emulator.iam.counts["assume_with_oidc"] == 1
+
+
+def test_the_iam_client_assumes_an_agency_and_its_credentials_sign_kps(
+        emulator: Emulator) -> None:
+    foreign, foreign_domain = "f0re1gn0pr0ject00000000000000001", "d0ma1n0f0ther0000000000000001"
+    emulator.add_project(foreign, region="ap-southeast-1", domain_id=foreign_domain)
+    emulator.register_agency(name="keys-ops", domain_id=foreign_domain, domain_name="acme-prod",
+                             projects=[foreign])
+    credentials = core_credentials.GlobalCredentials(emulator.ak, emulator.sk,
+                                                     emulator.domain_id)
+    client = (iam.IamClient.new_builder().with_credentials(credentials)
+              .with_endpoints([emulator.endpoint]).build())
+    body = iam.CreateTemporaryAccessKeyByAgencyRequestBody(auth=iam.AgencyAuth(
+        identity=iam.AgencyAuthIdentity(methods=["assume_role"], assume_role=iam.IdentityAssumerole(
+            agency_name="keys-ops", domain_name="acme-prod", duration_seconds=3600,
+            session_user=iam.AssumeroleSessionuser(name="ci")))))
+    answer = client.create_temporary_access_key_by_agency(
+        iam.CreateTemporaryAccessKeyByAgencyRequest(body=body))
+    credential = answer.credential
+    assert credential.access and credential.secret and credential.securitytoken
+    assert credential.expires_at.endswith("Z") and emulator.iam.counts["assume_role"] == 1
+    temporary = (core_credentials.BasicCredentials(credential.access, credential.secret, foreign)
+                 .with_security_token(credential.securitytoken))
+    assert _list_keypairs(emulator, temporary) == 0
+    assert emulator.counters(foreign)["list"] == 1
+
+
+def test_the_iam_client_sees_an_out_of_range_agency_duration(emulator: Emulator) -> None:
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+    emulator.register_agency(name="keys-ops", domain_name="acme-prod",
+                             projects=[emulator.project_id])
+    credentials = core_credentials.GlobalCredentials(emulator.ak, emulator.sk,
+                                                     emulator.domain_id)
+    client = (iam.IamClient.new_builder().with_credentials(credentials)
+              .with_endpoints([emulator.endpoint]).build())
+    body = iam.CreateTemporaryAccessKeyByAgencyRequestBody(auth=iam.AgencyAuth(
+        identity=iam.AgencyAuthIdentity(methods=["assume_role"], assume_role=iam.IdentityAssumerole(
+            agency_name="keys-ops", domain_name="acme-prod", duration_seconds=86401))))
+    with pytest.raises(ClientRequestException) as refused:
+        client.create_temporary_access_key_by_agency(
+            iam.CreateTemporaryAccessKeyByAgencyRequest(body=body))
+    assert refused.value.status_code == 400 and "900 to 86400" in refused.value.error_msg

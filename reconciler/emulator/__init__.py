@@ -1,4 +1,4 @@
-"""The local Huawei key pair API emulator (v2, v2.1 Nova os-keypairs and kps v3, one store).
+"""The local Huawei key pair API emulator (v2, v2.1 Nova os-keypairs and kps v3, many projects).
 
 ``Emulator`` (in ``server``) is what the test suite, ``reconciler demo`` and the benchmarks
 run against; ``reconciler emulator`` serves it from the command line.

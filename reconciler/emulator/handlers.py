@@ -1,15 +1,16 @@
-"""The key pair operations of the three APIs (v2, v2.1 Nova os-keypairs; kps v3), over one store.
+"""The key pair operations of the three APIs (v2, v2.1 Nova os-keypairs; kps v3), per project.
 
 ``route`` maps a method and path to an ``ApiCall`` (which API, which operation, which project,
-which name); ``Backend.handle`` carries it out and returns a ``Reply`` in that API's shape.
+which name); ``Backend.handle`` carries it out on the store of the call's project and returns a
+``Reply`` in that API's shape.
 Signatures, faults and latency are the server's business, not this module's.
 
 Operation names (also the counter names): ``list``, ``get``, ``create`` (the cloud generates),
 ``import`` (a public key given), ``delete``, ``update`` (description), ``export``,
 ``import_private_key``, ``clear_private_key``.
 
-May import: ``reconciler.emulator.{store,views,keywork,jsonbody}``, ``reconciler.model``, the
-standard library.
+May import: ``reconciler.emulator.{store,projects,views,keywork,jsonbody}``,
+``reconciler.model``, the standard library.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote
 from reconciler.emulator import views
 from reconciler.emulator.jsonbody import BodyError, parse_json_body
 from reconciler.emulator.keywork import KeyProblem, check_private_matches, fingerprint_of, generate
+from reconciler.emulator.projects import Projects
 from reconciler.emulator.store import Record, Store, StoreError, now_ms
 from reconciler.model import NAME_PATTERN
 
@@ -214,7 +216,30 @@ def _positive_int(value: str | None, *, what: str, maximum: int) -> int | None:
 
 
 class Backend:
-    """The three APIs' behaviour over one ``Store``."""
+    """The three APIs over every project: each call on the store of the project in its path."""
+
+    def __init__(self, *, projects: Projects, user_id: str, keygen: str) -> None:
+        self.projects = projects
+        self.user_id = user_id
+        self.keygen = keygen
+
+    def handle(
+        self,
+        call: ApiCall,
+        *,
+        body: Any,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+    ) -> Reply:
+        project = self.projects.get(call.project_id)
+        if project is None:  # the gateway refuses these first; a defect if it did not
+            raise ApiProblem(403, f"project {call.project_id} is not served here")
+        api = ProjectApi(store=project.store, user_id=self.user_id, keygen=self.keygen)
+        return api.handle(call, body=body, query=query, headers=headers)
+
+
+class ProjectApi:
+    """The three APIs' behaviour over one project's ``Store``."""
 
     def __init__(self, *, store: Store, user_id: str, keygen: str) -> None:
         self.store = store

@@ -7,6 +7,9 @@ Served on the emulator's own port (``docs/iam.md`` has the shapes):
   unscoped token in ``X-Subject-Token``.
 - ``POST /v3.0/OS-CREDENTIAL/securitytokens``, ``token`` method: that token (in the body,
   or ``X-Auth-Token``) becomes ``credential{access, secret, securitytoken, expires_at}``.
+- The same path, ``assume_role`` method, signed with the caller's AK/SK (the server checks
+  the signature and passes the caller in): a registered agency's temporary credentials, in
+  the same ``credential`` shape, good for the agency's projects only.
 - ``POST /v5/agencies/assume-with-oidc``: the ID token, for an agency the provider may
   assume, becomes ``credentials{access_key_id, secret_access_key, security_token,
   expiration}``.
@@ -16,7 +19,7 @@ then the gateway refuses them. A clock offset and a cap on credential lifetime (
 let tests see expiry in seconds.
 
 May import: the standard library, ``cryptography`` (through ``reconciler.emulator.jwt``),
-``reconciler.emulator.handlers`` (``Reply``), ``reconciler.emulator.views``.
+``reconciler.emulator.handlers`` (``Reply``), ``reconciler.emulator.{views,agency}``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.emulator.agency import Agency, read_agency, read_assume_role
 from reconciler.emulator.handlers import Reply
 from reconciler.emulator.jwt import TokenError, verify_id_token
 
@@ -66,6 +70,7 @@ class TemporaryKey:
     secret: str
     security_token: str
     expires_at: float
+    projects: frozenset[str] | None = None  # an agency's: only these; else any of its account
 
 
 class IamProblem(Exception):
@@ -85,6 +90,7 @@ class Iam:
     providers: dict[str, IdentityProvider] = field(default_factory=dict)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     _keys: dict[str, TemporaryKey] = field(default_factory=dict)
+    agencies: dict[tuple[str, str], Agency] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
     def now(self) -> float:
@@ -95,6 +101,7 @@ class Iam:
             self.providers.clear()
             self._tokens.clear()
             self._keys.clear()
+            self.agencies.clear()
             self.counts.clear()
             self.clock_offset, self.max_lifetime = 0.0, None
 
@@ -128,6 +135,13 @@ class Iam:
             self.providers[idp_id] = provider
         return provider
 
+    def register_agency(self, doc: dict[str, Any]) -> Agency:
+        """Register (or replace) an agency, known by its name and owning account."""
+        agency = read_agency(doc)
+        with self._lock:
+            self.agencies[(agency.domain_id, agency.name)] = agency
+        return agency
+
     def configure(self, doc: dict[str, Any]) -> dict[str, Any]:
         unknown = set(doc) - {"clock_offset_seconds", "credential_lifetime_seconds"}
         if unknown:
@@ -142,6 +156,9 @@ class Iam:
     def summary(self) -> dict[str, Any]:
         with self._lock:
             return {"providers": sorted(self.providers), "counts": dict(self.counts),
+                    "agencies": [{"name": a.name, "domain_id": a.domain_id,
+                                  "domain_name": a.domain_name, "projects": list(a.projects)}
+                                 for a in self.agencies.values()],
                     "clock_offset_seconds": self.clock_offset,
                     "credential_lifetime_seconds": self.max_lifetime,
                     "temporary_keys": len(self._keys)}
@@ -166,23 +183,34 @@ class Iam:
             return "the security token has expired; get new temporary credentials"
         return None
 
+    def projects_of(self, access: str) -> frozenset[str] | None:
+        """The only projects this temporary AK may use (an agency's), None when not limited."""
+        with self._lock:
+            key = self._keys.get(access)
+        return key.projects if key else None
+
+    @staticmethod
+    def needs_caller(path: str, body: Any) -> bool:
+        """Whether this request must be signed: ``assume_role`` acts for the signer."""
+        methods = _dig(body, "auth", "identity", "methods")
+        return path == SECURITY_TOKENS_PATH and isinstance(methods, list) and (
+            "assume_role" in methods)
+
     # -- the endpoints ------------------------------------------------------------------
 
-    def handle(self, path: str, *, headers: dict[str, str], body: Any) -> Reply:
+    def handle(self, path: str, *, headers: dict[str, str], body: Any,
+               caller: str | None = None) -> Reply:
+        """Answer one IAM/STS call; ``caller`` is the verified signer's AK (``assume_role``)."""
         try:
             if path == ID_TOKEN_PATH:
                 return self._id_token(headers, body)
+            if path == SECURITY_TOKENS_PATH and self.needs_caller(path, body):
+                return self._assume_role(body, caller)
             if path == SECURITY_TOKENS_PATH:
                 return self._security_tokens(headers, body)
             return self._assume(body)
         except IamProblem as exc:
-            if path == ASSUME_PATH:
-                return Reply(exc.status, {"error_code": exc.code, "error_msg": exc.message})
-            title = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                     404: "Not Found"}.get(exc.status, "Error")
-            return Reply(exc.status, {"error": {"code": exc.status, "title": title,
-                                                "message": exc.message,
-                                                "error_code": exc.code}})
+            return problem_reply(path, exc)
 
     def _claims(self, provider: IdentityProvider, token: Any, code: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
@@ -240,6 +268,29 @@ class Iam:
                                           "securitytoken": key.security_token,
                                           "expires_at": _stamp(key.expires_at)}})
 
+    def _assume_role(self, body: Any, caller: str | None) -> Reply:
+        if caller is None:
+            raise IamProblem(401, "IAM.0005", "assume_role must be signed with the caller's "
+                             "AK/SK (or temporary credentials)")
+        if _dig(body, "auth", "identity", "methods") != ["assume_role"]:
+            raise IamProblem(400, "IAM.0007", "auth.identity.methods must be [\"assume_role\"]")
+        try:
+            role = read_assume_role(_dig(body, "auth", "identity"))
+        except ValueError as exc:
+            raise IamProblem(400, "IAM.0007", str(exc)) from None
+        with self._lock:
+            agency = next((a for a in self.agencies.values() if role.names(a)), None)
+        if agency is None:
+            account = role.domain_id or role.domain_name
+            raise IamProblem(404, "IAM.0004", f"agency {role.agency_name!r} of account "
+                             f"{account!r} does not exist")
+        key = self._grant(role.duration_seconds, projects=frozenset(agency.projects))
+        with self._lock:
+            self._count("assume_role")
+        return Reply(201, {"credential": {"access": key.access, "secret": key.secret,
+                                          "securitytoken": key.security_token,
+                                          "expires_at": _stamp(key.expires_at)}})
+
     def _assume(self, body: Any) -> Reply:
         if not isinstance(body, dict):
             raise IamProblem(400, "STS.0001", "the body must be a JSON object")
@@ -273,15 +324,26 @@ class Iam:
             "source_identity": subject, "audience": provider.client_id,
             "provider": provider.provider_urn, "subject_from_id_token": subject})
 
-    def _grant(self, duration: int) -> TemporaryKey:
+    def _grant(self, duration: int, *,
+               projects: frozenset[str] | None = None) -> TemporaryKey:
         lifetime = float(duration) if self.max_lifetime is None else min(duration,
                                                                          self.max_lifetime)
         key = TemporaryKey(access="".join(secrets.choice(_UPPER) for _ in range(20)),
                            secret=secrets.token_hex(20), security_token=secrets.token_urlsafe(
-                               180), expires_at=self.now() + lifetime)
+                               180), expires_at=self.now() + lifetime, projects=projects)
         with self._lock:
             self._keys[key.access] = key
         return key
+
+
+def problem_reply(path: str, exc: IamProblem) -> Reply:
+    """An error in the shape of the service at ``path`` (STS's, else IAM's)."""
+    if path == ASSUME_PATH:
+        return Reply(exc.status, {"error_code": exc.code, "error_msg": exc.message})
+    title = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+             404: "Not Found"}.get(exc.status, "Error")
+    return Reply(exc.status, {"error": {"code": exc.status, "title": title,
+                                        "message": exc.message, "error_code": exc.code}})
 
 
 def _dig(doc: Any, *path: str) -> Any:

@@ -1,19 +1,22 @@
-"""The local Huawei key pair API emulator: a threaded HTTP/1.1 server over one store.
+"""The local Huawei key pair API emulator: a threaded HTTP/1.1 server over many projects.
 
 Every API request (``/v2``, ``/v2.1``, ``/v3``) is, in order: delayed by the configured
-latency, checked for a valid ``SDK-HMAC-SHA256`` signature and matching project ids (gateway
-errors 401/403 otherwise), routed, counted by operation, subjected to the injected faults,
-and carried out. Every answer carries ``X-Request-Id`` and ``Content-Length``; connections
-are kept alive.
+latency, failed if its project is made unreachable (a dropped connection or a chosen status),
+checked for a valid ``SDK-HMAC-SHA256`` signature and matching project ids of a served
+project (gateway errors 401/403 otherwise) that the credentials may use (403 in the API's
+shape otherwise: an agency's credentials reach its projects only, the emulator's own keys its
+own account's), routed, counted by operation (in total and for the project), subjected to
+the injected faults, and carried out on that project's key pairs. Every answer carries
+``X-Request-Id`` and ``Content-Length``; connections are kept alive.
 
 IAM's and STS's federated login (``/v3.0/OS-AUTH/id-token/tokens``,
-``/v3.0/OS-CREDENTIAL/securitytokens``, ``/v5/agencies/assume-with-oidc``) is served on the
-same port by ``reconciler.emulator.iam``; the temporary credentials it grants sign key pair
-requests until they expire.
+``/v3.0/OS-CREDENTIAL/securitytokens``, ``/v5/agencies/assume-with-oidc``) and IAM's agency
+``assume_role`` (signed: this module verifies the signer first) are served on the same port
+by ``reconciler.emulator.iam``; the temporary credentials it grants sign key pair requests
+until they expire.
 
-The admin path ``/_emulator/…`` (counters, reset, faults, key pair names and fingerprints,
-identity providers and the IAM clock) needs no signature and is served to loopback clients
-only. It never shows private keys, tokens or temporary secrets.
+The admin path ``/_emulator/…`` (``reconciler.emulator.admin``) needs no signature and is
+served to loopback clients only. It never shows private keys, tokens or temporary secrets.
 
 May import: ``reconciler.emulator.*``, the standard library.
 """
@@ -28,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -36,6 +39,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from reconciler.emulator import views
+from reconciler.emulator.admin import handle_admin
+from reconciler.emulator.datafile import DataFile
 from reconciler.emulator.faults import (
     DEFAULT_STATUSES,
     Counters,
@@ -57,9 +62,10 @@ from reconciler.emulator.handlers import (
     split_path,
 )
 from reconciler.emulator.iam import PATHS as IAM_PATHS
-from reconciler.emulator.iam import Iam
+from reconciler.emulator.iam import Iam, IamProblem, problem_reply
 from reconciler.emulator.jsonbody import parse_json_body
 from reconciler.emulator.keywork import KEYGEN_ALGORITHMS
+from reconciler.emulator.projects import DEFAULT_REGION, Outage, Project, Projects
 from reconciler.emulator.signing import SignatureError, SignedRequest, verify
 from reconciler.emulator.store import Store
 
@@ -76,17 +82,10 @@ OPERATIONS = (
     "import_private_key",
     "clear_private_key",
 )
-COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected", "internal_errors")
-FAULT_FIELDS = (
-    "latency_ms",
-    "error_rate",
-    "statuses",
-    "retry_after",
-    "drop_rate",
-    "lost_response_rate",
-    "operations",
-    "seed",
-)
+COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected", "internal_errors",
+                 "unreachable")
+PROJECT_COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected",
+                         "unreachable")
 
 
 class _Close(Exception):
@@ -128,7 +127,11 @@ class Emulator:
         seed: int | None = None,
         data: str | None = None,
         keygen: str = "rsa-2048",
+        region: str = DEFAULT_REGION,
+        projects: Mapping[str, str] | None = None,
     ) -> None:
+        """``project_id`` (in ``region``) is the default project; ``projects`` maps the ids
+        of more projects of the same account to their regions."""
         if keygen not in KEYGEN_ALGORITHMS:
             raise ValueError(f"keygen must be one of {', '.join(KEYGEN_ALGORITHMS)}")
         self.host = host
@@ -140,9 +143,17 @@ class Emulator:
         self._initial = FaultConfig.mixed(latency_ms=latency_ms, fault_rate=fault_rate)
         make_config(latency_ms=latency_ms, error_rate=self._initial.error_rate)  # validates
         self.faults = Faults(self._initial, seed=seed)
-        self.counters_ = Counters()
-        self.store = Store(path=data)
-        self.backend = Backend(store=self.store, user_id=self.user_id, keygen=keygen)
+        self.counters_ = Counters()  # the totals: the bench and the tests read these
+        self.datafile = DataFile(data) if data else None
+        self.projects = Projects(default_id=self.project_id, region=region,
+                                 on_change=self.datafile.changed if self.datafile else None)
+        for pid, where in (projects or {}).items():
+            self.projects.add(pid, region=where)
+        if self.datafile is not None:
+            self.datafile.load(self.projects)
+            self.datafile.start(self.projects)
+        self.projects.seal()
+        self.backend = Backend(projects=self.projects, user_id=self.user_id, keygen=keygen)
         self.domain_id = secrets.token_hex(16)
         self.iam = Iam(domain_id=self.domain_id)
         self._server: _Server | None = None
@@ -178,7 +189,8 @@ class Emulator:
             server.server_close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
-        self.store.close()
+        if self.datafile is not None:
+            self.datafile.close()
 
     def __enter__(self) -> Emulator:
         self.start()
@@ -205,17 +217,70 @@ class Emulator:
 
     # -- controls ------------------------------------------------------------------------
 
+    @property
+    def store(self) -> Store:
+        """The default project's key pairs."""
+        return self.projects.default.store
+
     def reset(self) -> None:
-        """Empty store, counters zero, faults and latency back to the constructor's."""
-        self.store.clear()
+        """Every store empty, counters zero, faults and latency back to the constructor's,
+        outages ended, projects and agencies added since construction forgotten."""
+        self.projects.reset()
         self.counters_.clear()
         self.faults.configure(self._initial)
         self.iam.reset()
 
-    def counters(self) -> dict[str, int]:
-        counts = dict.fromkeys(COUNTER_NAMES, 0)
-        counts.update(self.counters_.snapshot())
+    def counters(self, project_id: str | None = None) -> dict[str, int]:
+        """The totals over every project, or one project's counts."""
+        if project_id is None:
+            counts = dict.fromkeys(COUNTER_NAMES, 0)
+            counts.update(self.counters_.snapshot())
+            return counts
+        counts = dict.fromkeys(PROJECT_COUNTER_NAMES, 0)
+        counts.update(self._project(project_id).counters.snapshot())
         return counts
+
+    # -- projects ------------------------------------------------------------------------
+
+    def _project(self, project_id: str | None) -> Project:
+        project = self.projects.get(project_id or self.project_id)
+        if project is None:
+            raise KeyError(f"the emulator serves no project {project_id}; add_project first")
+        return project
+
+    def add_project(self, project_id: Any, *, region: Any = DEFAULT_REGION,
+                    domain_id: Any = None) -> None:
+        """Serve one more project (``domain_id``: another account's, reached by agency only)."""
+        if domain_id is not None and (not isinstance(domain_id, str) or not domain_id):
+            raise ValueError("domain_id must be a non-empty string (or absent)")
+        if domain_id == self.domain_id:
+            domain_id = None
+        self.projects.add(project_id, region=region, domain_id=domain_id)
+
+    def set_unreachable(self, project_id: str, *, status: int | None = None) -> None:
+        """Fail every request for this project: a dropped connection, or ``status``."""
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                                   or not 400 <= status <= 599):
+            raise ValueError("status must be an HTTP error status from 400 to 599 (or absent "
+                             "to drop the connection)")
+        self.projects.set_outage(self._project(project_id).id, Outage(status))
+
+    def set_reachable(self, project_id: str) -> None:
+        self.projects.set_outage(self._project(project_id).id, None)
+
+    def project_summary(self, project_id: str) -> dict[str, Any]:
+        project = self._project(project_id)
+        outage = project.outage
+        return {"project_id": project.id, "region": project.region,
+                "domain_id": project.domain_id or self.domain_id,
+                "default": project.id == self.project_id,
+                "keypairs": project.store.count(),
+                "reachable": outage is None,
+                "unreachable_status": None if outage is None else outage.status,
+                "counters": self.counters(project.id)}
+
+    def project_summaries(self) -> list[dict[str, Any]]:
+        return [self.project_summary(p.id) for p in self.projects.all()]
 
     def set_faults(
         self,
@@ -245,10 +310,10 @@ class Emulator:
         )
         self.faults.configure(config, seed=seed)
 
-    def keypair_count(self) -> int:
-        return self.store.count()
+    def keypair_count(self, project_id: str | None = None) -> int:
+        return self._project(project_id).store.count()
 
-    def keypair_summaries(self) -> list[dict[str, Any]]:
+    def keypair_summaries(self, project_id: str | None = None) -> list[dict[str, Any]]:
         """Names, fingerprints and custody flags (never key material), in name order."""
         return [
             {
@@ -257,7 +322,7 @@ class Emulator:
                 "type": r.type,
                 "key_protection": r.key_protection,
             }
-            for r in self.store.all()
+            for r in self._project(project_id).store.all()
         ]
 
     # -- connection bookkeeping (so stop() can close idle keep-alive connections) --------
@@ -269,6 +334,21 @@ class Emulator:
             else:
                 self._connections.discard(conn)
 
+    def access_refusal(self, access_key: str, project: Project | None) -> str | None:
+        """Why these credentials may not use ``project`` (None: they may)."""
+        if project is None:
+            return None
+        scope = self.iam.projects_of(access_key)
+        if scope is not None:
+            if project.id in scope:
+                return None
+            return (f"Policy doesn't allow this request: the agency's temporary credentials "
+                    f"may use projects {', '.join(sorted(scope))} only, not {project.id}")
+        if project.domain_id is not None:
+            return (f"Policy doesn't allow this request: project {project.id} belongs to "
+                    f"account {project.domain_id}; use that account's agency")
+        return None
+
     def secret_for(self, access_key: str) -> str | None:
         return self.sk if access_key == self.ak else self.iam.secret_for(access_key)
 
@@ -277,6 +357,21 @@ class Emulator:
         provider = self.iam.register(fields)
         return {"id": provider.id, "provider_urn": provider.provider_urn,
                 "agencies": list(provider.agencies)}
+
+    def register_agency(self, **fields: Any) -> dict[str, Any]:
+        """Register an agency (fields as ``POST /_emulator/iam/agencies``): its ``name``, the
+        ``domain_id`` and/or ``domain_name`` of the account that owns it, and the
+        ``projects`` (served here) its temporary credentials may use."""
+        projects = fields.get("projects")
+        if isinstance(projects, list):
+            unknown = [p for p in projects if not isinstance(p, str) or self.projects.get(p)
+                       is None]
+            if unknown:
+                raise ValueError(f"the emulator serves no project {unknown[0]!r}; add it "
+                                 "first (add_project or POST /_emulator/projects)")
+        agency = self.iam.register_agency(fields)
+        return {"name": agency.name, "domain_id": agency.domain_id,
+                "domain_name": agency.domain_name, "projects": list(agency.projects)}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -354,7 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
             if raw_path.startswith(ADMIN_PREFIX):
                 reply = self._admin(raw_path[len(ADMIN_PREFIX) :], body)
             elif raw_path in IAM_PATHS:
-                reply = self._iam(emu, raw_path, body)
+                reply = self._iam(emu, raw_path=raw_path, raw_query=raw_query, body=body)
             else:
                 reply = self._api(emu, raw_path=raw_path, raw_query=raw_query, body=body)
         except _Close:
@@ -368,7 +463,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- IAM and STS ---------------------------------------------------------------------
 
-    def _iam(self, emu: Emulator, raw_path: str, body: bytes) -> Reply:
+    def _iam(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> Reply:
         if self.command != "POST":
             return Reply(405, {"error_code": "IAM.0405", "error_msg": "use POST"})
         try:
@@ -376,20 +471,59 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return Reply(400, {"error_code": "IAM.0001", "error_msg": "the body is not JSON"})
         headers = {k.lower(): v for k, v in self.headers.items()}
-        return emu.iam.handle(raw_path, headers=headers, body=parsed)
+        caller: str | None = None
+        if emu.iam.needs_caller(raw_path, parsed):
+            try:
+                caller = self._signer(emu, raw_path=raw_path, raw_query=raw_query, body=body)
+            except SignatureError as exc:
+                problem = IamProblem(401, "IAM.0005", f"the request is not signed by a "
+                                     f"valid AK/SK: {exc}")
+                return problem_reply(raw_path, problem)
+        return emu.iam.handle(raw_path, headers=headers, body=parsed, caller=caller)
+
+    def _signer(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> str:
+        """The access key that validly signed this request; ``SignatureError`` why not."""
+        signed = SignedRequest(
+            method=self.command,
+            raw_path=raw_path,
+            raw_query=raw_query,
+            headers=tuple(self.headers.items()),
+            body=body,
+        )
+        access_key = verify(signed, secret_for=emu.secret_for)
+        refused = emu.iam.refusal(access_key, self.headers.get("X-Security-Token"))
+        if refused is not None:
+            raise SignatureError(refused)
+        return access_key
 
     # -- the API -------------------------------------------------------------------------
 
     def _api(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> Reply:
-        emu.counters_.add("total")
+        request_id = self.request_id
+        segments = split_path(raw_path)
+        project = emu.projects.get(project_of(segments))
+
+        def count(name: str) -> None:
+            emu.counters_.add(name)
+            if project is not None:
+                project.counters.add(name)
+
+        count("total")
         config = emu.faults.config
         if config.latency_ms > 0:
             time.sleep(config.latency_ms / 1000.0)
-        request_id = self.request_id
-        segments = split_path(raw_path)
-        denied = self._authenticate(emu, raw_path=raw_path, raw_query=raw_query, body=body)
+        outage = project.outage if project is not None else None
+        if project is not None and outage is not None:
+            count("unreachable")
+            if outage.status is None:
+                raise _Close()
+            message = (f"The backend is unavailable (project {project.id} in "
+                       f"{project.region} is unreachable)")
+            return Reply(outage.status, views.gateway_error("APIGW.0202", message, request_id))
+        denied = self._authenticate(emu, project, raw_path=raw_path, raw_query=raw_query,
+                                    body=body)
         if denied is not None:
-            emu.counters_.add("rejected_auth")
+            count("rejected_auth")
             return denied
         api = api_of(segments)
         try:
@@ -403,15 +537,16 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             parsed = parse_body(body)
             call = refine_operation(call, parsed)
-            emu.counters_.add(call.operation)
-            return self._carry_out(emu, call, parsed, raw_query)
+            count(call.operation)
+            return self._carry_out(emu, call, parsed, raw_query=raw_query, count=count)
         except ApiProblem as exc:
             return Reply(exc.status, views.error_body(api, exc.status, exc.message, exc.code))
 
-    def _carry_out(self, emu: Emulator, call: ApiCall, parsed: Any, raw_query: str) -> Reply:
+    def _carry_out(self, emu: Emulator, call: ApiCall, parsed: Any, *, raw_query: str,
+                   count: Callable[[str], None]) -> Reply:
         fault = emu.faults.decide(call.operation)
         if fault is not None:
-            emu.counters_.add("faults_injected")
+            count("faults_injected")
             if fault.kind == "drop":
                 raise _Close()
             if fault.kind == "error":
@@ -424,99 +559,35 @@ class _Handler(BaseHTTPRequestHandler):
         return reply
 
     def _authenticate(
-        self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes
+        self, emu: Emulator, project: Project | None, *, raw_path: str, raw_query: str,
+        body: bytes
     ) -> Reply | None:
         request_id = self.request_id
-        signed = SignedRequest(
-            method=self.command,
-            raw_path=raw_path,
-            raw_query=raw_query,
-            headers=tuple(self.headers.items()),
-            body=body,
-        )
         try:
-            access_key = verify(signed, secret_for=emu.secret_for)
+            access_key = self._signer(emu, raw_path=raw_path, raw_query=raw_query, body=body)
         except SignatureError as exc:
             message = f"Incorrect IAM authentication information: {exc}"
-            return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
-        refused = emu.iam.refusal(access_key, self.headers.get("X-Security-Token"))
-        if refused is not None:
-            message = f"Incorrect IAM authentication information: {refused}"
             return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
         header_project = self.headers.get("X-Project-Id")
         path_project = project_of(split_path(raw_path))
         if header_project is None:
             message = "Incorrect IAM authentication information: the X-Project-Id header is missing"
             return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
-        if path_project is not None and (
-            header_project.strip() != path_project or path_project != emu.project_id
-        ):
+        if path_project is not None and (header_project.strip() != path_project
+                                         or project is None):
             message = "The IAM user has no permission on this project (project id mismatch)"
             return Reply(403, views.gateway_error("APIGW.0302", message, request_id))
+        refused = emu.access_refusal(access_key, project)
+        if refused is not None:
+            return Reply(403, views.error_body(api_of(split_path(raw_path)), 403, refused))
         return None
 
     # -- the admin path ------------------------------------------------------------------
 
     def _admin(self, what: str, body: bytes) -> Reply:
-        emu = self.server.emulator
         if not _is_loopback(self.client_address[0]):
             return Reply(403, {"error": "the admin path is served to loopback clients only"})
-        key = (self.command, what.rstrip("/"))
-        if key == ("GET", "counters"):
-            return Reply(200, emu.counters())
-        if key == ("GET", "keypairs"):
-            return Reply(200, {"keypairs": emu.keypair_summaries()})
-        if key == ("GET", "info"):
-            info = {"endpoint": emu.endpoint, "project_id": emu.project_id, "user_id": emu.user_id}
-            return Reply(200, info)
-        if key == ("POST", "reset"):
-            emu.reset()
-            return Reply(200, {"reset": True})
-        if key == ("POST", "faults"):
-            return _admin_faults(emu, body)
-        if key == ("GET", "iam"):
-            return Reply(200, emu.iam.summary())
-        if key in (("POST", "iam/providers"), ("POST", "iam/settings")):
-            return _admin_iam(emu, key[1], body)
-        return Reply(404, {"error": f"no admin operation {self.command} /_emulator/{what}"})
-
-
-def _admin_faults(emu: Emulator, body: bytes) -> Reply:
-    try:
-        doc = parse_json_body(body) if body.strip() else {}
-        if not isinstance(doc, dict):
-            raise ValueError("the body must be a JSON object")
-        unknown = set(doc) - set(FAULT_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-        emu.set_faults(**doc)
-    except (ValueError, TypeError) as exc:
-        return Reply(400, {"error": str(exc)})
-    cfg = emu.faults.config
-    return Reply(
-        200,
-        {
-            "latency_ms": cfg.latency_ms,
-            "error_rate": cfg.error_rate,
-            "statuses": list(cfg.statuses),
-            "retry_after": cfg.retry_after,
-            "drop_rate": cfg.drop_rate,
-            "lost_response_rate": cfg.lost_response_rate,
-            "operations": sorted(cfg.operations) if cfg.operations is not None else None,
-        },
-    )
-
-
-def _admin_iam(emu: Emulator, what: str, body: bytes) -> Reply:
-    try:
-        doc = parse_json_body(body) if body.strip() else {}
-        if not isinstance(doc, dict):
-            raise ValueError("the body must be a JSON object")
-        if what == "iam/providers":
-            return Reply(201, emu.register_identity_provider(**doc))
-        return Reply(200, emu.iam.configure(doc))
-    except (ValueError, TypeError) as exc:
-        return Reply(400, {"error": str(exc)})
+        return handle_admin(self.server.emulator, self.command, what, body)
 
 
 def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:

@@ -1,10 +1,9 @@
-"""The emulator's one key pair store, shared by the v2, v2.1 and kps APIs.
+"""One project's key pairs in the emulator, shared by the v2, v2.1 and kps APIs.
 
 A dict of records plus a sorted list of names (``bisect``), guarded by one lock, so that a
-page of a 10,000-entry list costs O(log N + page). Optionally persisted to a JSON file:
-loaded at start, saved atomically (temp file, fsync, rename, mode 0600: custody private keys
-live in it) by a background writer at most every ``SAVE_INTERVAL`` seconds after a change,
-and once more on ``close``.
+page of a 10,000-entry list costs O(log N + page). Every project has its own ``Store``
+(``reconciler.emulator.projects``); persistence to the ``--data`` file is
+``reconciler.emulator.datafile``'s business, told of each change through ``on_change``.
 
 May import: the standard library only.
 """
@@ -12,19 +11,11 @@ May import: the standard library only.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-FORMAT_VERSION = 1
-SAVE_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +53,12 @@ def now_ms() -> int:
 class Store:
     """Thread-safe key pairs by name, in name order."""
 
-    def __init__(self, *, path: str | None = None) -> None:
+    def __init__(self, *, on_change: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, Record] = {}
         self._names: list[str] = []
         self._next_id = 1
-        self._path = Path(path) if path else None
-        self._dirty = threading.Event()
-        self._closing = threading.Event()
-        self._saver: threading.Thread | None = None
-        if self._path is not None:
-            self._load(self._path)
-            self._saver = threading.Thread(target=self._save_loop, name="emulator-store-saver")
-            self._saver.daemon = True
-            self._saver.start()
+        self._on_change = on_change
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -138,74 +121,20 @@ class Store:
             self._names.clear()
         self._changed()
 
-    # -- persistence ---------------------------------------------------------------------
+    # -- persistence (the data file's view) ---------------------------------------------
 
     def _changed(self) -> None:
-        if self._path is not None:
-            self._dirty.set()
+        if self._on_change is not None:
+            self._on_change()
 
-    def _snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> tuple[list[Record], int]:
+        """The records in name order and the next id, read under the lock at once."""
         with self._lock:
-            return {
-                "format_version": FORMAT_VERSION,
-                "next_id": self._next_id,
-                "keypairs": [asdict(self._records[n]) for n in self._names],
-            }
+            return [self._records[n] for n in self._names], self._next_id
 
-    def _load(self, path: Path) -> None:
-        if not path.exists():
-            return
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise ValueError("not of the expected format")
-            records = [Record(**item) for item in doc["keypairs"]]
-            next_id = int(doc.get("next_id", len(records) + 1))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path} is not an emulator data file of format {FORMAT_VERSION} "
-                             f"({type(exc).__name__}); move it aside or give another --data "
-                             "file") from None
-        for record in records:
-            self._records[record.name] = record
-        self._names = sorted(self._records)
-        self._next_id = next_id
-
-    def save(self) -> None:
-        """Write the store now (atomically, 0600); a no-op without a data file."""
-        if self._path is None:
-            return
-        self._dirty.clear()
-        data = json.dumps(self._snapshot(), separators=(",", ":")).encode()
-        directory = self._path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    def _save_loop(self) -> None:
-        while not self._closing.is_set():
-            if self._dirty.wait(timeout=0.5):
-                time.sleep(SAVE_INTERVAL)
-                self.save()
-
-    def close(self) -> None:
-        """Stop the background writer and save what is pending."""
-        self._closing.set()
-        if self._saver is not None:
-            self._dirty.set()
-            self._saver.join(timeout=5)
-            self._saver = None
-            self.save()
+    def restore(self, records: list[Record], *, next_id: int) -> None:
+        """Replace the contents (a data file being loaded); no change is signalled."""
+        with self._lock:
+            self._records = {r.name: r for r in records}
+            self._names = sorted(self._records)
+            self._next_id = max(next_id, max((r.id for r in records), default=0) + 1)

@@ -412,3 +412,32 @@ def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
     assert fresh.upgrade() is None
     fresh.record(entry("c"))
     assert fresh.commit().serial == 2
+
+
+def test_a_format_2_document_is_migrated_by_the_first_write(target: Target,
+                                                           tmp_path: Path) -> None:
+    """The document of the last format 2 release (150 sealed keys, tests/data/
+    state-format-2-200): read verified, migrated by the first write in one step (every secret
+    sealed again bound to its address, the serial kept), the backup keeping the format 2
+    document; then the write itself lands on top."""
+    data = Path(__file__).parent / "data" / "state-format-2-200"
+    key = tmp_path / "format-2.key"
+    key.write_bytes((data / "state.key").read_bytes())
+    key.chmod(0o600)
+    environ = {**target.environ, "RECONCILER_KEY_FILE": str(key)}
+    original = (data / "s.json").read_bytes()
+    target.write("s.json" if target.kind == "local" else "team/s.json", original)
+    store = target.store(environ)
+    assert len(store.load().keypairs) == 150 and store.integrity is Integrity.VERIFIED
+    assert store.format_version == 2
+    store.record(entry("new", store.seal("new", Secret("secret-new"))))  # migrates first
+    assert target.document()["format_version"] == 3 and target.document()["serial"] == 1
+    backup = [v for k, v in target.contents().items() if k.endswith("s.json.backup")]
+    assert backup == [original]
+    assert store.commit().serial == 2
+    fresh = target.store(environ)
+    state = fresh.load()
+    assert sorted(state.keypairs) == sorted([f"k{i}" for i in range(150)] + ["new"])
+    for name, kp in state.keypairs.items():
+        assert kp.private_key is not None and kp.private_key.envelope.startswith("v3:")
+        assert fresh.unseal(name, kp.private_key).reveal() == f"secret-{name}"

@@ -298,16 +298,45 @@ class StateKeyPair:
     private_key: SealedSecret | None = None
     status: EntryStatus = EntryStatus.READY
     prevent_destroy: bool = False  # recorded so that deleting it after it left the manifest fails
+    # The target it lives in (``address.DEFAULT_TARGET`` for a run without a targets block);
+    # with ``name``, its address, which its sealed private key is bound to.
+    target: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConnection:
+    """How a run reached a target, as state records it (format 3): enough to find its key
+    pairs again once the target has left the manifests. ``credentials`` names the credential
+    source (``environment (HUAWEICLOUD_SDK_AK / ...)``, a profile, an agency), never a
+    secret. ``None``: not known (recorded by the next run that writes the state)."""
+
+    region: str | None = None
+    project_id: str | None = None
+    api: str | None = None
+    endpoint: str | None = None
+    credentials: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """The whole state: lineage (set once), serial (bumped on every change), entries."""
+    """The whole state: lineage (set once), serial (bumped on every change), entries.
+
+    ``keypairs`` is keyed by name: a state of this release holds one target (each entry
+    says which), so a name is unambiguous; ``targets`` is the connection of each target
+    an entry lives in (or the run connected to).
+    """
 
     lineage: str
     serial: int
     keypairs: Mapping[str, StateKeyPair] = field(default_factory=dict)
-    format_version: int = 2  # the format this release writes (codec.FORMAT_VERSION)
+    format_version: int = 3  # the format this release writes (codec.FORMAT_VERSION)
+    # How each target was reached: a note for finding its key pairs again, not part of what
+    # the state holds (not compared: a run from another endpoint changes no entry).
+    targets: Mapping[str, TargetConnection] = field(default_factory=dict, compare=False)
     # False when it was read without checking its integrity MAC (no key, or format 1): a plan
     # made from it says so. Not part of its value.
     verified: bool = field(default=True, compare=False)
+
+    def by_name(self, name: str) -> StateKeyPair | None:
+        """The entry of key pair ``name`` (in the state's one target), if any."""
+        return self.keypairs.get(name)

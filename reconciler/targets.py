@@ -2,8 +2,9 @@
 
 A manifest set without a ``targets`` block has one implicit target, ``default`` (its
 ``provider`` block, if any). A key pair declared once is fanned out to every target it lists
-(default: all of them); the result is keyed by ``Address``. State in format 2 records no
-target: its entries belong to the run's only target.
+(default: all of them); the result is keyed by ``Address``. State (format 3) records each
+entry's target, for now always ``default`` (one target per state): its entries belong to the
+run's only target.
 
 May import: ``reconciler.model``, ``reconciler.address``.
 """
@@ -43,8 +44,8 @@ def desired_by_address(manifest: Manifest) -> dict[Address, DesiredKeyPair]:
 
 
 def recorded_by_address(state: State, run: Addressing) -> dict[Address, StateKeyPair]:
-    """State's entries by address. Format 2 names no target: every entry is in the run's
-    first (for a run that may use it: its only) target."""
+    """State's entries by address. State keeps one target for now: every entry is in the
+    run's first (for a run that may use it: its only) target."""
     target = run.targets[0]
     return {run.keypair(name, target): entry for name, entry in state.keypairs.items()}
 

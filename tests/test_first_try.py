@@ -282,7 +282,7 @@ def test_a_resumed_key_shows_the_public_half_it_will_upload(cli: Cli) -> None:
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 1
     cli.emulator.set_faults()
     held = json.loads(cli.state.read_text() if cli.state.exists() else
-                      cli("state", "pull").out)["keypairs"]["ci"]
+                      cli("state", "pull").out)["keypairs"]['keypair.ci["default"]']
     assert held["status"] == "pending" and held["public_key"].startswith("ssh-ed25519 ")
     plan = cli("plan", str(cli.manifests))
     assert plan.code == 0, plan.text

@@ -105,7 +105,7 @@ def _plan_comment(github: FakeGitHub, number: int) -> list[dict[str, Any]]:
 
 def _state_public_key(world: World, name: str) -> str:
     doc = json.loads(world.state.read_text())
-    return str(doc["keypairs"][name]["public_key"])
+    return str(doc["keypairs"][f'keypair.{name}["default"]']["public_key"])
 
 
 def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: FakeGitHub,

@@ -482,6 +482,7 @@ def test_a_plan_of_release_0_1_0_still_applies(old: Cli, with_manifests: bool) -
     upgraded = old("state", "upgrade")
     assert upgraded.code == 0, upgraded.text
     assert json.loads(old.state.read_text())["serial"] == json.loads(state)["serial"]
+    assert json.loads(old.state.read_text())["format_version"] == 3
     done = old("apply", "plan.json", *extra)
     assert done.code == 0, done.text
     assert "Apply complete! Resources: 2 added, 0 changed, 1 destroyed." in done.out

@@ -212,7 +212,8 @@ STATE_DAMAGE: dict[str, tuple[Callable[[Cli], None], str]] = {
                 "not a valid state file"),
     "json_array": (lambda c: c.state.write_bytes(b"[1, 2, 3]"), "not a valid state file"),
     "tampered": (lambda c: c.state.write_bytes(
-        c.state.read_bytes().replace(b'"alice"', b'"alicf"', 1)), "checksum does not match"),
+        c.state.read_bytes().replace(b'keypair.alice[', b'keypair.alicf[', 1)),
+        "checksum does not match"),
     "newer_format": (lambda c: _rewrite(c, _newer), "upgrade"),
     "wrong_type_with_checksum": (lambda c: _rewrite(c, _foreign_lineage), "serial"),
     "damaged_journal": (

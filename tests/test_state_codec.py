@@ -9,7 +9,7 @@ import string
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_state_support import entry
+from test_state_support import at, entry
 
 from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
@@ -111,7 +111,7 @@ def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
 
 
 def test_codec_covers_every_field_of_a_state_entry() -> None:
-    written = set(entry_to_dict(entry("a"))) | {"name"}
+    written = set(entry_to_dict(entry("a"))) | {"name", "target"}  # the address: its key
     assert written == {f.name for f in dataclasses.fields(StateKeyPair)}
 
 
@@ -122,11 +122,13 @@ def _doc() -> bytes:
 
 def test_document_is_readable_json_with_a_checksum_and_a_mac() -> None:
     doc = json.loads(_doc())
-    assert list(doc) == ["format_version", "lineage", "serial", "key", "keypairs", "checksum",
-                         "mac"]
-    assert doc["format_version"] == FORMAT_VERSION == 2
+    assert list(doc) == ["format_version", "lineage", "serial", "key", "targets", "keypairs",
+                         "checksum", "mac"]
+    assert doc["format_version"] == FORMAT_VERSION == 3
+    assert doc["targets"] == {"default": {"region": None, "project_id": None, "api": None,
+                                          "endpoint": None, "credentials": None}}
     assert doc["mac"].startswith("hmac-sha256:")
-    assert doc["keypairs"]["a"]["public_key"].startswith("ssh-ed25519 ")
+    assert doc["keypairs"][at("a")]["public_key"].startswith("ssh-ed25519 ")
     assert doc["checksum"] == checksum(doc)
 
 
@@ -182,7 +184,7 @@ def test_duplicate_keys_and_unknown_fields_are_refused() -> None:
     with pytest.raises(StateCorruptError, match="duplicate key"):
         decode_document(data, source="s.json")
     doc = json.loads(_doc())
-    doc["keypairs"]["a"]["privat_key"] = "oops"
+    doc["keypairs"][at("a")]["privat_key"] = "oops"
     doc["checksum"] = checksum(doc)
     with pytest.raises(StateCorruptError, match="unknown field 'privat_key'"):
         decode_document(json.dumps(doc).encode(), source="s.json")
@@ -190,18 +192,18 @@ def test_duplicate_keys_and_unknown_fields_are_refused() -> None:
 
 def test_wrong_types_are_refused_with_the_field() -> None:
     doc = json.loads(_doc())
-    doc["keypairs"]["a"]["status"] = "gone"
+    doc["keypairs"][at("a")]["status"] = "gone"
     doc["checksum"] = checksum(doc)
-    with pytest.raises(StateCorruptError, match=r"keypairs\.a\.status"):
+    with pytest.raises(StateCorruptError, match=r'keypairs\.keypair\.a\["default"\]\.status'):
         decode_document(json.dumps(doc).encode(), source="s.json")
 
 
 def test_migration_chain_runs_from_an_older_version() -> None:
     # A made-up version 0 kept key pairs as a list; the hook turns it into version 1.
     v1 = json.loads(_doc())
-    v0 = {k: v for k, v in v1.items() if k not in ("keypairs", "checksum", "mac")}
+    v0 = {k: v for k, v in v1.items() if k not in ("keypairs", "targets", "checksum", "mac")}
     v0["format_version"] = 0
-    v0["keypairs"] = [{"name": n, **e} for n, e in v1["keypairs"].items()]
+    v0["keypairs"] = [{"name": "a", **e} for e in v1["keypairs"].values()]
     v0["checksum"] = checksum(v0)
 
     def v0_to_v1(doc: dict[str, object]) -> dict[str, object]:

@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_state_support import entry, key_env, snapshot
+from test_state_support import at, entry, key_env, snapshot
 
 from reconciler.cli import main
 from reconciler.env import Env
@@ -107,8 +107,8 @@ def test_state_rm_forgets_locally_and_says_so(tmp_path: Path, state: str) -> Non
     assert_no_secret(result, state)
     assert run(tmp_path, "state", "list").out == "alice\nlost\nvault\n"
     doc = json.loads((tmp_path / "reconciler.state.json").read_text())
-    assert doc["serial"] == 2 and "deploy" not in doc["keypairs"]
-    assert "deploy" in json.loads((tmp_path / "reconciler.state.json.backup").read_text())[
+    assert doc["serial"] == 2 and at("deploy") not in doc["keypairs"]
+    assert at("deploy") in json.loads((tmp_path / "reconciler.state.json.backup").read_text())[
         "keypairs"]
     before = snapshot(tmp_path)
     again = run(tmp_path, "state", "rm", "deploy")
@@ -132,7 +132,7 @@ def test_state_pull_prints_the_document_with_sealed_secrets(tmp_path: Path, stat
     result = run(tmp_path, "state", "pull")
     assert result.code == 0
     assert result.out == (tmp_path / "reconciler.state.json").read_text()
-    assert json.loads(result.out)["keypairs"]["deploy"]["private_key"].startswith("v2:")
+    assert json.loads(result.out)["keypairs"][at("deploy")]["private_key"].startswith("v3:")
     assert_no_secret(result, state)
 
 
@@ -176,9 +176,9 @@ def test_corrupt_state_is_refused_by_every_command_and_left_alone(
     if damage == "truncate":
         path.write_text(text[: len(text) // 2])
     elif damage == "edit":
-        path.write_text(text.replace('"alice"', '"alicf"'))
+        path.write_text(text.replace('keypair.alice[', 'keypair.alicf['))
     else:
-        path.write_text(text.replace('"format_version": 2', '"format_version": 9'))
+        path.write_text(text.replace('"format_version": 3', '"format_version": 9'))
     before = snapshot(tmp_path)
     for argv in (["state", "list"], ["state", "show", "deploy"], ["state", "rm", "alice"],
                  ["state", "pull"], ["output", "deploy"], ["output", "deploy", "--private-key"]):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from test_state_s3_support import new_bucket
-from test_state_support import entry, key_env, remac
+from test_state_support import as_format_1, at, entry, key_env, remac
 
 from reconciler.errors import (
     StateCorruptError,
@@ -98,7 +98,7 @@ def test_records_are_visible_before_commit_and_commit_folds_them_in(target: Targ
     store.record(entry("b"))
     store.forget("a")
     assert store.commit().serial == 2
-    assert target.backup()["serial"] == 1 and list(target.backup()["keypairs"]) == ["a"]
+    assert target.backup()["serial"] == 1 and list(target.backup()["keypairs"]) == [at("a")]
     assert target.document()["serial"] == 2
     reloaded = target.store()
     state = reloaded.load()
@@ -254,7 +254,7 @@ def test_push_checks_lineage_and_serial_and_export_writes_nothing(target: Target
     with pytest.raises(StateError, match=r"lineage .* differs"):
         store.push(other_lineage, source="f.json")
     with pytest.raises(StateCorruptError, match="checksum"):
-        store.push(newer.replace(b'"b"', b'"c"'), source="bad.json")
+        store.push(newer.replace(b'keypair.b[', b'keypair.c['), source="bad.json")
     assert target.contents() == before
     assert sorted(store.push(other_lineage, source="f.json", force=True).keypairs) == ["a", "b"]
     assert target.store().load().lineage == doc["lineage"]
@@ -319,8 +319,8 @@ def test_a_document_edited_with_its_checksum_recomputed_is_refused(target: Targe
     store.record(entry("b"))
     store.commit()
     doc = target.document()
-    del doc["keypairs"]["b"]
-    doc["keypairs"]["a"]["fingerprint_sha256"] = "SHA256:" + "A" * 43
+    del doc["keypairs"][at("b")]
+    doc["keypairs"][at("a")]["fingerprint_sha256"] = "SHA256:" + "A" * 43
     doc["checksum"] = checksum(doc)  # what anyone who can write the state can do
     target.write(_document_name(target), json.dumps(doc, indent=2).encode())
     before = target.contents()
@@ -361,7 +361,7 @@ def test_a_forged_journal_change_is_refused(target: Target) -> None:
     journal = {k: v for k, v in target.contents().items() if "journal" in k}
     (name, body) = next(iter(journal.items()))
     line = json.loads(body.splitlines()[-1])
-    forged = {**line, "op": "forget", "name": "a"}
+    forged = {**line, "op": "forget", "address": at("a")}
     forged.pop("entry", None)
     if target.kind == "local":
         target.write(name, body + json.dumps(forged).encode() + b"\n")
@@ -375,16 +375,15 @@ def test_a_forged_journal_change_is_refused(target: Target) -> None:
 
 
 def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
-    """Nothing in a format 1 document tells a real 0.1.0 file from a format 2 one stripped of
-    its MAC, so no write upgrades it implicitly: only ``upgrade``, at the same serial."""
+    """Nothing in a format 1 document tells a real 0.1.0 file from a newer one stripped of its
+    MAC, so no write upgrades it implicitly: only ``upgrade``, at the same serial."""
     store = target.store()
     store.load()
     store.record(entry("a"))
     store.record(entry("b"))
     store.commit()
     doc = target.document()
-    doc.pop("mac")
-    doc["format_version"] = 1
+    as_format_1(doc)
     doc["checksum"] = checksum(doc)
     target.write(_document_name(target), json.dumps(doc, indent=2).encode())
     pushed = target.store().export()  # format 1, nothing pending: the bytes as they are
@@ -405,7 +404,7 @@ def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
     with upgrading.lock(operation="state upgrade", timeout=0):
         done = upgrading.upgrade()
     assert done is not None and done[0].serial == 1  # a format change only
-    assert target.document()["format_version"] == 2 and target.document()["serial"] == 1
+    assert target.document()["format_version"] == 3 and target.document()["serial"] == 1
     assert target.backup()["format_version"] == 1  # the file as it was
     fresh = target.store()
     assert sorted(fresh.load().keypairs) == ["a", "b"]
@@ -413,3 +412,32 @@ def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
     assert fresh.upgrade() is None
     fresh.record(entry("c"))
     assert fresh.commit().serial == 2
+
+
+def test_a_format_2_document_is_migrated_by_the_first_write(target: Target,
+                                                           tmp_path: Path) -> None:
+    """The document of the last format 2 release (150 sealed keys, tests/data/
+    state-format-2-200): read verified, migrated by the first write in one step (every secret
+    sealed again bound to its address, the serial kept), the backup keeping the format 2
+    document; then the write itself lands on top."""
+    data = Path(__file__).parent / "data" / "state-format-2-200"
+    key = tmp_path / "format-2.key"
+    key.write_bytes((data / "state.key").read_bytes())
+    key.chmod(0o600)
+    environ = {**target.environ, "RECONCILER_KEY_FILE": str(key)}
+    original = (data / "s.json").read_bytes()
+    target.write("s.json" if target.kind == "local" else "team/s.json", original)
+    store = target.store(environ)
+    assert len(store.load().keypairs) == 150 and store.integrity is Integrity.VERIFIED
+    assert store.format_version == 2
+    store.record(entry("new", store.seal("new", Secret("secret-new"))))  # migrates first
+    assert target.document()["format_version"] == 3 and target.document()["serial"] == 1
+    backup = [v for k, v in target.contents().items() if k.endswith("s.json.backup")]
+    assert backup == [original]
+    assert store.commit().serial == 2
+    fresh = target.store(environ)
+    state = fresh.load()
+    assert sorted(state.keypairs) == sorted([f"k{i}" for i in range(150)] + ["new"])
+    for name, kp in state.keypairs.items():
+        assert kp.private_key is not None and kp.private_key.envelope.startswith("v3:")
+        assert fresh.unseal(name, kp.private_key).reveal() == f"secret-{name}"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_state_support import PRIVATE_MARK, entry, key_env, rewrite, snapshot
+from test_state_support import PRIVATE_MARK, at, entry, key_env, rewrite, snapshot
 
 from reconciler.errors import StateCorruptError, StateKeyError, UsageError
 from reconciler.model import Secret
@@ -157,12 +157,12 @@ def test_a_flipped_byte_in_a_ciphertext_is_refused(tmp_path: Path, position: int
     _make_state(path, key_env(tmp_path))
 
     def flip(doc: dict) -> None:  # type: ignore[type-arg]
-        env = doc["keypairs"]["a"]["private_key"]
+        env = doc["keypairs"][at("a")]["private_key"]
         body = bytearray(env.encode())
         index = position % len(body) if position >= 0 else len(body) + position - 2
         index = max(index, 3)
         body[index] = ord("A") if body[index] != ord("A") else ord("B")
-        doc["keypairs"]["a"]["private_key"] = body.decode()
+        doc["keypairs"][at("a")]["private_key"] = body.decode()
 
     rewrite(path, flip)  # the MAC refuses it first...
     _refused_unchanged(tmp_path, path, "a", "failed its integrity check")
@@ -176,8 +176,8 @@ def test_ciphertexts_swapped_between_entries_are_refused(tmp_path: Path) -> None
 
     def swap(doc: dict) -> None:  # type: ignore[type-arg]
         kps = doc["keypairs"]
-        kps["a"]["private_key"], kps["b"]["private_key"] = (kps["b"]["private_key"],
-                                                           kps["a"]["private_key"])
+        a, b = kps[at("a")], kps[at("b")]
+        a["private_key"], b["private_key"] = b["private_key"], a["private_key"]
 
     rewrite(path, swap, key_holder=key_env(tmp_path))  # behind the MAC: AES-GCM's binding
     _refused_unchanged(tmp_path, path, "a", "moved here from another entry")
@@ -188,10 +188,10 @@ def test_ciphertext_moved_to_another_state_file_is_refused(tmp_path: Path) -> No
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     _make_state(one, key_env(tmp_path))
     _make_state(two, key_env(tmp_path))  # same key, another lineage
-    stolen = json.loads(one.read_text())["keypairs"]["a"]["private_key"]
+    stolen = json.loads(one.read_text())["keypairs"][at("a")]["private_key"]
 
     def plant(doc: dict) -> None:  # type: ignore[type-arg]
-        doc["keypairs"]["a"]["private_key"] = stolen
+        doc["keypairs"][at("a")]["private_key"] = stolen
 
     rewrite(two, plant, key_holder=key_env(tmp_path))  # behind the MAC: AES-GCM's binding
     _refused_unchanged(tmp_path, two, "a", "another state file")
@@ -200,7 +200,8 @@ def test_ciphertext_moved_to_another_state_file_is_refused(tmp_path: Path) -> No
 def test_hand_edit_of_a_ciphertext_without_checksum_fails_on_load(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     _make_state(path, key_env(tmp_path))
-    rewrite(path, lambda d: d["keypairs"]["a"].update(private_key="v1:AAAA"), fix_checksum=False)
+    rewrite(path, lambda d: d["keypairs"][at("a")].update(private_key="v1:AAAA"),
+            fix_checksum=False)
     before = snapshot(tmp_path)
     with pytest.raises(StateCorruptError, match="checksum"):
         _store(path, key_env(tmp_path)).load()

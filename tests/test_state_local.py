@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_state_support import entry, key_env, snapshot
+from test_state_support import at, entry, key_env, snapshot
 
 from reconciler.errors import StateCorruptError, StateError, StateKeyError
 from reconciler.model import EntryStatus, Secret
@@ -50,7 +50,7 @@ def test_record_is_journaled_then_commit_folds_it_in(tmp_path: Path) -> None:
     assert store.commit().serial == 2
     assert _mode(tmp_path / "s.json.backup") == 0o600
     backup = json.loads((tmp_path / "s.json.backup").read_text())
-    assert backup["serial"] == 1 and list(backup["keypairs"]) == ["a"]
+    assert backup["serial"] == 1 and list(backup["keypairs"]) == [at("a")]
     reloaded = _store(tmp_path).load()
     assert list(reloaded.keypairs) == ["b"] and reloaded.serial == 2
 
@@ -104,7 +104,7 @@ def test_damaged_journal_line_is_refused_and_nothing_changes(tmp_path: Path) -> 
     for name in ("a", "b", "c"):
         store.record(entry(name))
     journal = tmp_path / "s.json.journal"
-    journal.write_bytes(journal.read_bytes().replace(b'"b"', b'"x"', 1))
+    journal.write_bytes(journal.read_bytes().replace(b'keypair.b[', b'keypair.x[', 1))
     before = snapshot(tmp_path)
     # Line 1 is the key block's; line 3 (b) fails its MAC.
     with pytest.raises(StateCorruptError, match=r"line 3 failed its integrity check.*keep it"):
@@ -300,7 +300,7 @@ def test_push_checks_lineage_and_serial(tmp_path: Path) -> None:
     with pytest.raises(StateError, match=r"lineage .* differs"):
         store.push(other_lineage, source="f.json")
     with pytest.raises(StateCorruptError, match="checksum"):
-        store.push(newer.replace(b'"b"', b'"c"'), source="bad.json")
+        store.push(newer.replace(b'keypair.b[', b'keypair.c['), source="bad.json")
     assert snapshot(tmp_path) == before
     assert list(store.push(other_lineage, source="f.json", force=True).keypairs) == ["z"]
     assert list(_store(tmp_path).load().keypairs) == ["z"]
@@ -312,7 +312,7 @@ def test_pull_folds_in_the_journal_without_writing(tmp_path: Path) -> None:
     store.record(entry("a"))
     before = snapshot(tmp_path)
     doc = json.loads(_store(tmp_path).export())
-    assert doc["serial"] == 1 and list(doc["keypairs"]) == ["a"]
+    assert doc["serial"] == 1 and list(doc["keypairs"]) == [at("a")]
     assert snapshot(tmp_path) == before
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from test_state_s3_support import CREDENTIALS, Bucket, new_bucket
+from test_state_support import at
 
 from reconciler.emulator.server import Emulator
 from tests.clihelp import Cli, Result
@@ -43,7 +44,7 @@ def test_plan_apply_destroy_with_remote_state(
     assert bucket.listing() == [KEY]  # journal folded in, lock released
     assert not cli.state.exists()
     doc = json.loads(bucket.read(KEY))
-    assert sorted(doc["keypairs"]) == ["ci", "web"] and doc["serial"] == 1
+    assert sorted(doc["keypairs"]) == [at("ci"), at("web")] and doc["serial"] == 1
     again = cli("plan", "--detailed-exitcode", str(cli.manifests))
     assert again.code == 0 and "No changes." in again.out, again.text
     assert cli("state", "list").out == "ci\nweb\n"
@@ -64,7 +65,7 @@ def test_backend_block_in_the_manifest(emulator: Emulator, tmp_path: Path,
     cli.write(f"backend:\n  s3: {{bucket: {bucket.name}, key: {KEY}}}\n" + KEYS)
     applied = cli("apply", "--auto-approve", str(cli.manifests))
     assert applied.code == 0, applied.text
-    assert sorted(json.loads(bucket.read(KEY))["keypairs"]) == ["ci", "web"]
+    assert sorted(json.loads(bucket.read(KEY))["keypairs"]) == [at("ci"), at("web")]
     assert not (tmp_path / "reconciler.state.json").exists()
     # Commands that take no manifests read the block from the working directory's manifests.
     cli.root = cli.manifests
@@ -97,7 +98,7 @@ def test_two_applies_at_once_one_waits_nothing_lost(
         t.join()
     assert [r.code for r in results] == [0, 0], [r.text for r in results]
     state = json.loads(bucket.read(KEY))
-    assert sorted(state["keypairs"]) == ["ci", "extra", "web"]
+    assert sorted(state["keypairs"]) == [at("ci"), at("extra"), at("web")]
     assert state["serial"] == 1  # the second apply found nothing left to do
     assert sorted(r.out.count("Creation complete") for r in results) == [0, 3]
     assert any("No changes." in r.out for r in results)

@@ -33,6 +33,20 @@ def entry(name: str, sealed: SealedSecret | None = None, **kw: Any) -> StateKeyP
     return StateKeyPair(**fields)
 
 
+def at(name: str, target: str = "default") -> str:
+    """The key of key pair ``name``'s entry in a state document (format 3): its address."""
+    return f'keypair.{name}["{target}"]'
+
+
+def as_format_1(doc: dict[str, Any]) -> None:
+    """Rewrite a current document's layout as format 1 had it (entries by bare name, no
+    targets, no MAC); the caller recomputes the checksum."""
+    doc.pop("mac", None)
+    doc.pop("targets", None)
+    doc["format_version"] = 1
+    doc["keypairs"] = {k.split(".", 1)[1].split("[", 1)[0]: v for k, v in doc["keypairs"].items()}
+
+
 def key_env(tmp_path: Path) -> dict[str, str]:
     """An environment with a key file (fast: no KDF) and HOME inside tmp_path."""
     key_file = tmp_path / "state.key"

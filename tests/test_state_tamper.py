@@ -19,7 +19,7 @@ import pytest
 from clihelp import Cli
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_state_support import snapshot
+from test_state_support import at, snapshot
 
 from reconciler.emulator.server import Emulator
 from reconciler.state.codec import canonical, checksum
@@ -49,13 +49,13 @@ def applied(emulator: Emulator, tmp_path: Path) -> Cli:
 
 def _set(name: str, field: str, value: object) -> Edit:
     def edit(doc: dict[str, Any]) -> None:
-        doc["keypairs"][name][field] = value
+        doc["keypairs"][at(name)][field] = value
     return edit
 
 
 def _drop(name: str) -> Edit:
     def edit(doc: dict[str, Any]) -> None:
-        del doc["keypairs"][name]
+        del doc["keypairs"][at(name)]
     return edit
 
 

@@ -1,4 +1,4 @@
-"""State format 1 -> 2: a real file written by release 0.1.0 is read, then upgraded in place by
+"""State format 1 -> 3: a real file written by release 0.1.0 is read, then upgraded in place by
 `reconciler state upgrade`, and by nothing else.
 
 ``tests/data/release-0.1.0/`` holds what 0.1.0 (commit 21c2c88) left after applying its
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from clihelp import Cli
+from test_state_support import as_format_1, at
 
 from reconciler.emulator.server import Emulator
 from reconciler.state.codec import checksum
@@ -117,21 +118,23 @@ def test_state_upgrade_rewrites_the_release_file_in_place(cli: Cli) -> None:
     writes = cli.writes()  # the seeding imports
     result = cli("state", "upgrade")
     assert result.code == 0, result.text
-    assert f"Upgraded {cli.state} to state format 2" in result.out
+    assert f"Upgraded {cli.state} to state format 3" in result.out
     assert f"{cli.state}.backup keeps the format 1 version" in result.out
     assert cli.writes() == writes  # nothing sent to the cloud
     doc = json.loads(cli.state.read_text())
     old = json.loads(original)
-    assert doc["format_version"] == 2 and doc["mac"].startswith("hmac-sha256:")
+    assert doc["format_version"] == 3 and doc["mac"].startswith("hmac-sha256:")
+    assert list(doc["targets"]) == ["default"]  # no connection known yet: no run wrote it
     assert (doc["lineage"], doc["key"]) == (old["lineage"], old["key"])
 
     def without_envelopes(keypairs: dict[str, dict[str, object]]) -> dict[str, object]:
         return {n: {**e, "private_key": bool(e["private_key"])} for n, e in keypairs.items()}
 
-    assert without_envelopes(doc["keypairs"]) == without_envelopes(old["keypairs"])
-    # every private key sealed again with the format label, so no downgrade can pass
+    assert without_envelopes(doc["keypairs"]) == without_envelopes(
+        {at(n): e for n, e in old["keypairs"].items()})  # each entry at its address
+    # every private key sealed again, bound to its address, so no downgrade can pass
     sealed = [e["private_key"] for e in doc["keypairs"].values() if e["private_key"]]
-    assert sealed and all(envelope.startswith("v2:") for envelope in sealed)
+    assert sealed and all(envelope.startswith("v3:") for envelope in sealed)
     assert all(e["private_key"].startswith("v1:")
                for e in old["keypairs"].values() if e["private_key"])
     assert doc["serial"] == old["serial"]  # a format change only: saved plans stay fresh
@@ -148,7 +151,7 @@ def test_state_upgrade_rewrites_the_release_file_in_place(cli: Cli) -> None:
                                                                          ensure_ascii=False
                                                                          ).encode() + b"\n"
     twice = cli("state", "upgrade")
-    assert twice.code == 0 and "already in state format 2: nothing to upgrade" in twice.out
+    assert twice.code == 0 and "already in state format 3: nothing to upgrade" in twice.out
 
 
 def test_state_upgrade_needs_the_state_key(cli: Cli) -> None:
@@ -163,7 +166,7 @@ def test_state_upgrade_needs_the_state_key(cli: Cli) -> None:
 
 def test_a_format_2_state_rewritten_as_format_1_without_envelopes_is_refused(
         emulator: Emulator, tmp_path: Path) -> None:
-    """A format 2 state whose entries hold no private key has no envelope to give a
+    """A format 3 state whose entries hold no private key has no envelope to give a
     downgrade away: turned into format 1, edited (an entry dropped, a fingerprint swapped),
     its plain checksum recomputed, it is still never written (and so never authenticated)
     by anything but `state upgrade`."""
@@ -172,9 +175,8 @@ def test_a_format_2_state_rewritten_as_format_1_without_envelopes_is_refused(
               f"  - name: two\n    public_key: \"{K2}\"\n")
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
     doc = json.loads(cli.state.read_text())
-    assert doc["format_version"] == 2 and "mac" in doc
-    doc.pop("mac")
-    doc["format_version"] = 1
+    assert doc["format_version"] == 3 and "mac" in doc
+    as_format_1(doc)
     doc["keypairs"]["one"]["fingerprint_sha256"] = "SHA256:" + "A" * 43
     doc["keypairs"]["one"]["fingerprint_md5"] = ":".join(["00"] * 16)
     del doc["keypairs"]["two"]
@@ -204,12 +206,11 @@ def test_a_release_file_with_the_wrong_key_is_not_upgraded(cli: Cli, tmp_path: P
 
 
 def test_a_downgraded_upgraded_file_is_refused(cli: Cli) -> None:
-    """Someone who can write the state turns an upgraded (format 2) file back into format 1,
+    """Someone who can write the state turns an upgraded (format 3) file back into format 1,
     as 0.1.0 wrote it, to edit it freely: the envelopes give it away."""
     assert cli("state", "upgrade").code == 0
     doc = json.loads(cli.state.read_text())
-    doc.pop("mac")
-    doc["format_version"] = 1
+    as_format_1(doc)
     name = next(n for n, e in doc["keypairs"].items() if e["private_key"])
     doc["keypairs"][name]["fingerprint_sha256"] = "SHA256:" + "A" * 43
     doc["checksum"] = checksum(doc)

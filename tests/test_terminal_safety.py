@@ -270,7 +270,7 @@ def test_state_pull_and_the_state_file_hold_no_raw_controls(kps: Cli) -> None:
     assert_safe(pulled, "state pull")
     assert pulled.out.isascii() and "\\u202eevil \\u0085" in pulled.out
     doc = json.loads(pulled.out)
-    assert doc["keypairs"]["web"]["description"] == HOSTILE
+    assert doc["keypairs"]['keypair.web["default"]']["description"] == HOSTILE
     copy = kps.root / "pulled.json"
     copy.write_text(pulled.out)
     pushed = kps("state", "push", "--force", str(copy))  # the same serial: forced
@@ -301,7 +301,7 @@ def test_markdown_plan_cannot_be_broken_out_of_by_state_text(kps: Cli) -> None:
     # Someone who can write the state puts Markdown and HTML in a fingerprint; alice is then
     # taken out of the manifests, so the plan's table shows the recorded fingerprint.
     doc = json.loads(kps.state.read_text())
-    doc["keypairs"]["alice"]["fingerprint_md5"] = "ab | <img src=x> ```` \u202e"
+    doc["keypairs"]['keypair.alice["default"]']["fingerprint_md5"] = "ab | <img src=x> ```` \u202e"
     doc["checksum"] = checksum(doc)  # a checksum guards against accidents, not attackers
     kps.state.write_text(json.dumps(doc))
     kps.write("keypairs:\n  - name: web\n  - name: bob\n")

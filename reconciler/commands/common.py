@@ -15,11 +15,19 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
-from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig, State
+from reconciler.model import (
+    Api,
+    BackendConfig,
+    Manifest,
+    ProviderConfig,
+    State,
+    TargetConnection,
+)
 from reconciler.plan import Action, Change
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
 from reconciler.state.protocol import StateStore
@@ -53,8 +61,9 @@ def run_provider(args: argparse.Namespace, env: Env,
                  manifest: Manifest) -> ProviderConfig | None:
     """Where this run's one target is: the provider block, or the only entry of targets.
 
-    Several targets are refused here, before state or the cloud is touched: state format 2
-    records no target, so their key pairs cannot be kept apart in it yet."""
+    Several targets are refused here, before state or the cloud is touched: state keeps one
+    target for now (format 3 records it, under the name ``default``), so the key pairs of
+    several cannot be kept apart in it yet."""
     from reconciler.settings import target_provider
     from reconciler.targets import target_names
 
@@ -290,6 +299,14 @@ def announce_credentials(settings: ApiSettings, env: Env) -> None:
     settings.credentials.current()
 
 
+def connection_of(settings: ApiSettings) -> TargetConnection:
+    """What state records of how this run reaches its target: never a secret (the endpoint
+    holds no userinfo, ``urls`` refuses it; the credentials are named by their source)."""
+    return TargetConnection(region=settings.region, project_id=settings.project_id,
+                            api=settings.api.value, endpoint=settings.endpoint,
+                            credentials=settings.credentials.source)
+
+
 @dataclass
 class Session:
     """One command's hold on the cloud and the (locked, loaded) state."""
@@ -316,6 +333,7 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
         store = open_state(args, env, manifest.backend, verify=operation != "plan")
     with debug_logging(args, env), state_lock(store, args, operation=operation):
         state = store.load()
+        store.connect(DEFAULT_TARGET, connection_of(settings))
         notice = integrity_notice(store)
         if notice and operation == "plan":
             env.err(notice)

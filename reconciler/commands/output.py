@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
         if entry.private_key is None:
             raise StateError(f"{keypair_address(entry.name)} has no private key: "
                              f"{private_key_note(entry)}.")
-        secret = store.unseal(entry.name, entry.private_key)
+        secret = store.unseal(entry.name, entry.private_key, target=entry.target)
         _check_pair(entry, secret)
     if args.out:
         path = env.resolve(args.out)

@@ -11,8 +11,9 @@ configured backend's state with FILE. A local state file with a journal beside i
 interrupted run) is pushed with its journal folded in.
 
 ``upgrade`` is the one way a format 1 state (reconciler 0.1.0, no integrity check) becomes
-format 2: every other write refuses it, because nothing in a format 1 file tells a real old one
-from an authenticated state stripped of its MAC. Run once, by someone who checked the file.
+format 3: every other write refuses it, because nothing in a format 1 file tells a real old one
+from an authenticated state stripped of its MAC. Run once, by someone who checked the file. It
+also migrates a format 2 state now (the first write would otherwise do it).
 
 May import: everything but ``reconciler.cli``.
 """
@@ -40,7 +41,7 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import StateError, UsageError
 from reconciler.fsutil import explain, read_regular
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
-from reconciler.state.codec import ascii_document, entry_to_dict
+from reconciler.state.codec import FORMAT_VERSION, ascii_document, entry_to_dict
 from reconciler.state.protocol import StateStore
 
 
@@ -152,16 +153,19 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
 
 def _upgrade(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     with store.lock(operation="state upgrade", timeout=lock_timeout(args)):
+        old = store.format_version
         done = store.upgrade()
     if done is None:
-        env.out(f"{store.description} is already in state format 2: nothing to upgrade.")
+        env.out(f"{store.description} is already in state format {FORMAT_VERSION}: nothing to "
+                "upgrade.")
         return ExitCode.OK
     state, key_id = done
-    env.out(f"Upgraded {store.description} to state format 2: every private key sealed again "
-            f"and the document authenticated with the state key ({key_id}). Lineage "
-            f"{state.lineage}, serial {state.serial} ({len(state.keypairs)} key pairs).")
-    env.out(f"{store.description}.backup keeps the format 1 version. This is needed only once: "
-            "from now on every write checks the state's integrity.")
+    env.out(f"Upgraded {store.description} to state format {FORMAT_VERSION}: every private key "
+            f"sealed again, bound to its address, and the document authenticated with the state "
+            f"key ({key_id}). Lineage {state.lineage}, serial {state.serial} "
+            f"({len(state.keypairs)} key pairs).")
+    env.out(f"{store.description}.backup keeps the format {old} version. This is needed only "
+            "once: from now on every write checks the state's integrity.")
     return ExitCode.OK
 
 

@@ -14,7 +14,18 @@ state is read ``UNVERIFIED``. Every write and every ``unseal`` needs a state tha
 verified (``unseal`` also takes a format 1 one whose key matched) and the key. A format 1
 state is never written as it is nor upgraded by a write (nothing in it tells a real 0.1.0
 file from a downgraded one): ``upgrade`` (``reconciler state upgrade``) rewrites it as
-format 2, once, at the same serial; every other write refuses (``StateFormatError``).
+format 3, once, at the same serial; every other write refuses (``StateFormatError``).
+
+A format 2 state is authenticated, so its MAC proves it is what this reconciler's previous
+format wrote: the first write migrates it (``_prepare_write`` runs ``upgrade`` first)
+before anything else is written: one new document, written as every commit is (a complete
+file renamed over the old one), every secret sealed again bound to its address, the serial
+kept unless its journal held changes, the backup keeping the format 2 document. Until that
+rename the format 2 document and its journal are untouched, so a crash loses nothing. Every
+commit seals any older envelope again, so a format 3 document holds only ``v3`` ones.
+
+The run's connection to each target (``connect``) is recorded in the next document written;
+on its own it is not a change (no write, no serial).
 
 A store supplies: ``load``, ``commit``, ``_append`` (how a change becomes durable),
 ``_replays`` (which journal records apply), ``_write_document`` (how a document replaces the
@@ -34,6 +45,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
+from reconciler.address import DEFAULT_TARGET, is_target_name
 from reconciler.errors import (
     StateCorruptError,
     StateError,
@@ -41,7 +53,14 @@ from reconciler.errors import (
     StateKeyError,
     StateTamperedError,
 )
-from reconciler.model import NAME_PATTERN, SealedSecret, Secret, State, StateKeyPair
+from reconciler.model import (
+    NAME_PATTERN,
+    SealedSecret,
+    Secret,
+    State,
+    StateKeyPair,
+    TargetConnection,
+)
 from reconciler.state.codec import (
     FORMAT_VERSION,
     JournalRecord,
@@ -49,16 +68,18 @@ from reconciler.state.codec import (
     decode_document,
     encode_document,
     encode_journal_line,
+    full_address,
     verify_document,
     verify_journal,
 )
 from reconciler.state.crypto import (
+    ENVELOPE_VERSION,
     KEY_FILE_ENV,
     PASSPHRASE_ENV,
     KeyBlock,
     KeySource,
     StateKey,
-    is_legacy_envelope,
+    envelope_version,
 )
 from reconciler.state.protocol import Integrity
 
@@ -121,7 +142,9 @@ class JournaledStore:
         self._keys = KeySource(environ=environ, notice=notice)
         self._say = notice
         self._verify = verify  # the key is required, and a valid MAC
-        self._upgrading = False  # only ``upgrade`` writes a format 1 state (as format 2)
+        self._upgrading = False  # only ``upgrade`` writes a format 1 or 2 state (as format 3)
+        # held by a migration (re-entered by its own commit): other writers wait for it
+        self._migrate_mutex = threading.RLock()
         self._integrity = Integrity.VERIFIED
         self._state_key: StateKey | None = None  # the resolved key of ``_key``, once needed
         self._mutex = threading.Lock()
@@ -132,6 +155,8 @@ class JournaledStore:
         self._serial = 0
         self._entries: dict[str, StateKeyPair] = {}
         self._key: KeyBlock | None = None
+        self._targets: dict[str, TargetConnection] = {}  # as the document records them
+        self._run_targets: dict[str, TargetConnection] = {}  # as this run reaches them
         self._disk = StateDocument(State(lineage=self._lineage, serial=0))
 
     # --- what each store supplies ------------------------------------------------------------
@@ -171,6 +196,19 @@ class JournaledStore:
     def integrity(self) -> Integrity:
         return self._integrity
 
+    @property
+    def format_version(self) -> int:
+        """The format of the state document as last read (this release's for none)."""
+        self._ensure_loaded()
+        return self._disk.format_version
+
+    def connect(self, target: str, connection: TargetConnection) -> None:
+        """How this run reaches ``target``: recorded with the next document written."""
+        if not is_target_name(target):
+            raise StateError(f"cannot record target {target!r}: not a valid target name.")
+        with self._mutex:
+            self._run_targets[target] = connection
+
     def _authenticate(self, disk: StateDocument | None,
                       journals: Iterable[tuple[str, str, list[JournalRecord]]]) -> str:
         """Check ``disk`` and its journals (source, seed, records) with the state key; set
@@ -189,8 +227,15 @@ class JournaledStore:
                     "left by reconciler 0.1.0 before it first wrote the state: finish that "
                     "apply with reconciler 0.1.0, or move them aside and keep them (they may "
                     "hold private keys). Nothing was changed."))
-        if legacy:
-            self._refuse_downgrade(disk, lines)
+        self._refuse_downgrade(disk, lines)
+        newer = next((src for src, r in lines if r.version >= 3), None)
+        if newer is not None and disk is not None and disk.format_version < 3:
+            raise StateCorruptError(
+                f"{newer} holds format 3 journal lines on top of the format "
+                f"{disk.format_version} state {self.description}, which no reconciler writes "
+                "(the state is migrated before any line is written): the state file was "
+                "replaced by an older one. Nothing was changed. Restore the newer state, or "
+                "move the journal aside and keep it (it may hold private keys).")
         block = disk.key if disk is not None else None
         block = block or next((r.key for _, r in lines if r.op == "key"), None)
         chain = journals[-1][2][-1].tag if journals and journals[-1][2] else ""
@@ -218,18 +263,26 @@ class JournaledStore:
 
     def _refuse_downgrade(self, disk: StateDocument | None,
                           lines: list[tuple[str, JournalRecord]]) -> None:
-        """A format 1 document (or journal) holding an envelope sealed by format 2 was made
-        from a format 2 state by removing its MAC: refused, as any tampering is."""
-        entries = list(disk.state.keypairs.values()) if disk is not None else []
-        # (format 2 journal lines carry their own MAC: only the unauthenticated ones count)
-        entries += [r.entry for _, r in lines if r.entry is not None and r.version < 2]
-        for entry in entries:
-            if entry.private_key is not None and not is_legacy_envelope(entry.private_key):
-                raise StateTamperedError(
-                    f"{self.description} says it is state format 1 (no MAC), but the private "
-                    f"key of {entry.name!r} was sealed by format 2: the file was made from an "
-                    "authenticated state by removing its MAC. Nothing was changed. Find out who "
-                    "wrote it, then restore it from its .backup or from version control.")
+        """A document (or journal line) holding an envelope sealed by a newer format than its
+        own was made from a newer state by rewriting it in an older format (for format 1: by
+        removing its MAC): refused, as any tampering is."""
+        entries = [(disk.format_version, e) for e in disk.state.keypairs.values()] \
+            if disk is not None else []
+        entries += [(r.version, r.entry) for _, r in lines if r.entry is not None]
+        for version, entry in entries:
+            sealed = entry.private_key
+            by = envelope_version(sealed) if sealed is not None else 0
+            if by <= version:
+                continue
+            how = ("(no MAC), but the private key of {name!r} was sealed by format {by}: the "
+                   "file was made from an authenticated state by removing its MAC" if version < 2
+                   else "but the private key of {name!r} was sealed by format {by}: it was "
+                   "rewritten in an older format than the one that sealed it")
+            raise StateTamperedError(
+                f"{self.description} says it is state format {version} "
+                + how.format(name=entry.name, by=by)
+                + ". Nothing was changed. Find out who wrote it, then restore it from its "
+                "backup or from version control.")
 
     def _require_trusted(self, doing: str) -> None:
         """``StateKeyError`` unless the state was verified (or is format 1 with its key)."""
@@ -241,17 +294,23 @@ class JournaledStore:
             )
 
     def require_current_format(self, *, doing: str = "write it") -> None:
-        """``StateFormatError`` if the state as loaded is format 1 (see ``upgrade``)."""
+        """``StateFormatError`` if the state as loaded is format 1 (see ``upgrade``); a
+        format 2 one is migrated by the first write."""
         self._ensure_loaded()
-        if self._disk.format_version < FORMAT_VERSION and not self._upgrading:
+        if self._disk.format_version < 2 and not self._upgrading:
             raise format_1_refusal(self.description, doing=doing)
 
-    def _prepare_write(self) -> StateKey:
+    def _prepare_write(self, *, migrate: bool = True) -> StateKey:
         """The key a write is authenticated with (resolved before ``_mutex`` is taken:
-        ``_key_mutex`` comes first); a state without a key block gets one here."""
+        ``_key_mutex`` comes first); a state without a key block gets one here. A format 2
+        state is migrated first (``migrate``), so every write lands on format 3."""
         self._ensure_loaded()
         self.require_current_format(doing="write the state")
         self._require_trusted("write the state")
+        if migrate and self._disk.format_version < FORMAT_VERSION:
+            with self._migrate_mutex:
+                if self._disk.format_version < FORMAT_VERSION and not self._upgrading:
+                    self.upgrade()
         with self._key_mutex:
             key = self._state_key or self._keys.resolve(self._key)
             with self._mutex:
@@ -265,6 +324,7 @@ class JournaledStore:
         self._disk = disk
         self._lineage, self._serial = disk.state.lineage, disk.state.serial
         self._entries = dict(disk.state.keypairs)
+        self._targets = dict(disk.state.targets)
         self._key = disk.key
 
     def _replay(self, records: Iterable[tuple[str, JournalRecord]]) -> None:
@@ -304,14 +364,54 @@ class JournaledStore:
                 except StateCorruptError:
                     missing.add(rec.name or "?")
             missing |= {n for n in set(entries) | set(self._entries)
-                        if entries.get(n) != self._entries.get(n)}
+                        if not self._folded_as(n, entries.get(n), self._entries.get(n))}
         finally:
             self._entries, self._key = entries, key
         return sorted(missing)
 
+    def _folded_as(self, name: str, held: StateKeyPair | None,
+                   logged: StateKeyPair | None) -> bool:
+        """Whether the document's entry ``held`` is the journal's ``logged`` folded in: the
+        same, or (a migration that died before removing the journal) the same with its
+        private key sealed again in a newer envelope: the same secret, when the key is here
+        to say so (a reader without it writes nothing, so it loses nothing either)."""
+        if held == logged:
+            return True
+        if held is None or logged is None or held.private_key is None \
+                or logged.private_key is None:
+            return False
+        if dataclasses.replace(held, private_key=None) != dataclasses.replace(
+                logged, private_key=None):
+            return False
+        if envelope_version(held.private_key) <= envelope_version(logged.private_key):
+            return False
+        key = self._state_key
+        if key is None:
+            return True
+        try:
+            return key.unseal(lineage=self._lineage, name=name,
+                              address=full_address(name, held.target), sealed=held.private_key
+                              ) == key.unseal(lineage=self._lineage, name=name,
+                                              address=full_address(name, logged.target),
+                                              sealed=logged.private_key)
+        except StateCorruptError:
+            return False
+
     def _snapshot(self) -> State:
         return State(lineage=self._lineage, serial=self._serial, keypairs=dict(self._entries),
-                     verified=self._integrity is Integrity.VERIFIED)
+                     verified=self._integrity is Integrity.VERIFIED,
+                     targets=self._targets_now())
+
+    def _targets_now(self) -> dict[str, TargetConnection]:
+        """Every target an entry lives in or the run reaches, with the run's connection if it
+        has one, else the recorded one (under _mutex, or where nothing else writes)."""
+        names = {e.target for e in self._entries.values()} | set(self._run_targets)
+        return {t: self._run_targets.get(t) or self._targets.get(t) or TargetConnection()
+                for t in sorted(names)}
+
+    def _target_of(self, name: str) -> str:
+        entry = self._entries.get(name)
+        return entry.target if entry is not None else DEFAULT_TARGET
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -319,13 +419,13 @@ class JournaledStore:
 
     # --- secrets -----------------------------------------------------------------------------
 
-    def seal(self, name: str, secret: Secret) -> SealedSecret:
+    def seal(self, name: str, secret: Secret, *, target: str = DEFAULT_TARGET) -> SealedSecret:
         key = self._prepare_write()
         with self._mutex:
             lineage = self._lineage
-        return key.seal(lineage=lineage, name=name, secret=secret)
+        return key.seal(lineage=lineage, address=full_address(name, target), secret=secret)
 
-    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
+    def unseal(self, name: str, sealed: SealedSecret, *, target: str | None = None) -> Secret:
         self._ensure_loaded()
         self._require_trusted(f"reveal the private key of {name!r}")
         if self._key is None:
@@ -335,13 +435,19 @@ class JournaledStore:
             )
         with self._key_mutex:
             key = self._keys.resolve(self._key)
-        return key.unseal(lineage=self._lineage, name=name, sealed=sealed)
+        with self._mutex:
+            target = target or self._target_of(name)
+        return key.unseal(lineage=self._lineage, name=name,
+                          address=full_address(name, target), sealed=sealed)
 
     # --- changes -----------------------------------------------------------------------------
 
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         if not _NAME_RE.fullmatch(entry.name):
             raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
+        if not is_target_name(entry.target):
+            raise StateError(f"cannot record {entry.name!r}: {entry.target!r} is not a valid "
+                             "target name.")
         self._prepare_write()
         self._append(op="record", name=entry.name, entry=entry, durable=durable)
 
@@ -368,8 +474,10 @@ class JournaledStore:
             line, previous = encode_journal_line(lineage=self._lineage, base=self._serial,
                                                  op="key", key=self._key, mac_key=key,
                                                  previous=previous)
+        target = entry.target if entry is not None else self._target_of(name)
         more, tag = encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
-                                        name=name, entry=entry, mac_key=key, previous=previous,
+                                        name=name, target=target, entry=entry, mac_key=key,
+                                        previous=previous,
                                         keep_private_key=self._keeps_private_key(entry))
         return line + more, tag
 
@@ -392,7 +500,7 @@ class JournaledStore:
             return None
         # an upgrade alone keeps the serial: the same state in another format
         state = State(lineage=self._lineage, serial=self._serial + 1 if changed else self._serial,
-                      keypairs=dict(self._entries))
+                      keypairs=dict(self._entries), targets=self._targets_now())
         return StateDocument(state, self._key)
 
     def exists(self) -> bool:
@@ -416,42 +524,43 @@ class JournaledStore:
         key = self._state_key
         if key is None or doc.key != key.block:
             raise StateError("internal error: a state document without the state key")
-        upgraded = self._disk.format_version < FORMAT_VERSION
-        if upgraded:  # every envelope sealed again with the format label (see crypto)
-            lineage = doc.state.lineage
-            entries = {name: dataclasses.replace(e, private_key=key.reseal(
-                lineage=lineage, name=name, sealed=e.private_key))
-                if e.private_key is not None else e for name, e in self._entries.items()}
-            self._entries = entries
-            doc = StateDocument(dataclasses.replace(doc.state, keypairs=dict(entries)), doc.key)
+        # every older envelope sealed again, bound to its address (see crypto)
+        self._entries = _current_envelopes(self._entries, key=key, lineage=self._lineage)
+        doc = StateDocument(dataclasses.replace(doc.state, keypairs=dict(self._entries)),
+                            doc.key)
         self._write_document(encode_document(doc, key=key))
         self._disk, self._serial = doc, doc.state.serial
+        self._targets = dict(doc.state.targets)
 
     def upgrade(self) -> tuple[State, str] | None:
-        """Rewrite a format 1 state as format 2 (hold the lock around this): every private key
-        unsealed with the state key and sealed again with the format label, the document
-        authenticated, the serial kept unless a journal adds changes; the backup keeps the
-        format 1 document. Returns the state and the key id; ``None`` if already format 2."""
+        """Rewrite a format 1 or 2 state as format 3 (hold the lock around this): every
+        private key unsealed with the state key and sealed again bound to its address, the
+        document authenticated, the serial kept unless a journal adds changes; the backup
+        keeps the older document. Returns the state and the key id; ``None`` if already
+        format 3."""
         self._ensure_loaded()
-        if self._disk.format_version >= FORMAT_VERSION:
-            return None
-        self._upgrading = True
-        try:
-            key = self._prepare_write()
-            with self._key_mutex:
-                self._keys.resolve(self._key)  # the key the block names, or StateKeyError
-            return self.commit(), key.id
-        finally:
-            self._upgrading = False
+        with self._migrate_mutex:
+            if self._disk.format_version >= FORMAT_VERSION:
+                return None
+            self._upgrading = True
+            try:
+                key = self._prepare_write()
+                with self._key_mutex:
+                    self._keys.resolve(self._key)  # the key the block names, or StateKeyError
+                return self.commit(), key.id
+            finally:
+                self._upgrading = False
 
     def export(self) -> bytes:
         """The document a commit would write now (secrets stay sealed): the bytes as read if
         nothing changed, else a document authenticated with the key."""
         if not self._needs_write() and self._disk.raw:
             return self._disk.raw
-        key = self._prepare_write()
+        key = self._prepare_write(migrate=False)  # writes nothing, so migrates nothing
         with self._mutex:
             doc = self._pending() or StateDocument(self._snapshot(), self._key)
+            entries = _current_envelopes(doc.state.keypairs, key=key, lineage=self._lineage)
+            doc = StateDocument(dataclasses.replace(doc.state, keypairs=entries), doc.key)
             return encode_document(doc, key=key)
 
     def push(self, data: bytes, *, source: str, force: bool = False) -> State:
@@ -461,7 +570,7 @@ class JournaledStore:
         Pending journal changes are committed first, so the backup holds them.
         """
         doc = decode_document(data, source=source)
-        if doc.format_version < FORMAT_VERSION:
+        if doc.format_version < 2:
             raise format_1_refusal(source, doing=f"push {source}")
         current = self.commit()
         state = doc.state
@@ -479,6 +588,10 @@ class JournaledStore:
         with self._key_mutex:
             key = self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
         verify_document(doc, key=key, source=source)
+        self._refuse_downgrade(doc, [])
+        # a format 2 document is written as format 3: its secrets bound to their addresses
+        state = dataclasses.replace(state, keypairs=_current_envelopes(
+            state.keypairs, key=key, lineage=state.lineage))
         doc = StateDocument(state, key.block)
         with self._exclusive():
             self._write_document(encode_document(doc, key=key))
@@ -498,3 +611,17 @@ class JournaledStore:
 
     def force_unlock(self, lock_id: str) -> None:
         self._lock.force_unlock(lock_id)
+
+
+def _current_envelopes(entries: Mapping[str, StateKeyPair], *, key: StateKey,
+                       lineage: str) -> dict[str, StateKeyPair]:
+    """``entries`` with every private key in a current envelope, bound to its address (those
+    that are already are kept as they are: nothing is decrypted for them)."""
+    out: dict[str, StateKeyPair] = {}
+    for name, e in entries.items():
+        sealed = e.private_key
+        if sealed is not None and envelope_version(sealed) != ENVELOPE_VERSION:
+            e = dataclasses.replace(e, private_key=key.reseal(
+                lineage=lineage, name=name, address=full_address(name, e.target), sealed=sealed))
+        out[name] = e
+    return out

@@ -2,12 +2,20 @@
 
 The document is readable JSON (secrets are the only opaque values)::
 
-    {"format_version": 2, "lineage": UUID, "serial": N,
+    {"format_version": 3, "lineage": UUID, "serial": N,
      "key": {"id", "kdf", "salt"},
-     "keypairs": {NAME: {api, source, algorithm, type, public_key, fingerprint_md5,
-                         fingerprint_sha256, user_id, scope, description, key_protection,
-                         prevent_destroy, created, spec_digest, status, private_key}},
+     "targets": {TARGET: {region, project_id, api, endpoint, credentials}},
+     "keypairs": {ADDRESS: {api, source, algorithm, type, public_key, fingerprint_md5,
+                            fingerprint_sha256, user_id, scope, description, key_protection,
+                            prevent_destroy, created, spec_digest, status, private_key}},
      "checksum": "sha256:HEX", "mac": "hmac-sha256:HEX"}
+
+``ADDRESS`` is the full address, target included (``keypair.web["default"]``), so every
+entry says where it lives and adding a second target renames nothing; every target an entry
+names has its connection under ``targets`` (how the run that wrote it reached it: never a
+secret; ``credentials`` names a credential source; a field is null when not known yet).
+Format 2 keyed entries by bare name and had no ``targets``; its secrets were bound to the
+name. A state of this release holds one target (``StateCorruptError`` for a name in two).
 
 Both are computed over the same bytes, the canonical JSON (sorted keys, no spaces, ASCII) of
 everything but ``checksum`` and ``mac`` (lineage and serial included):
@@ -18,13 +26,15 @@ everything but ``checksum`` and ``mac`` (lineage and serial included):
   ``"reconciler state\\x00" + body``) is what makes the state trustworthy: anyone can
   recompute a checksum, nobody without the key a MAC. ``verify_document`` checks it.
 
-So every format 2 document has a key block: the key is needed for every write (made on the
-first write as for sealing; see ``crypto``), and only for writing or for a verified read.
+So every document since format 2 has a key block: the key is needed for every write (made on
+the first write as for sealing; see ``crypto``), and only for writing or for a verified read.
 Secrets also carry their own authentication (AES-GCM). Loading never repairs: anything wrong
 is a ``StateCorruptError`` (``StateTamperedError`` for a MAC that does not match) saying what
 to do. Older versions go through ``MIGRATIONS`` (one-step functions, applied in memory; the
-file is rewritten only by the next commit). Format 1 (release 0.1.0) had the checksum and no
-MAC: it is read, never trusted as verified, and upgraded by the next write.
+file is rewritten only by the next commit, which also seals every secret again bound to its
+address: see ``base``). Format 1 (release 0.1.0) had the checksum and no MAC: it is read,
+never trusted as verified, and upgraded only by ``state upgrade``. Format 2 is authenticated:
+its MAC is checked as read, and the next write migrates it.
 
 ``keep_private_key`` says "the same sealed private key as this entry has at this point": apply
 records a generated key pair twice (pending, then ready), and the second line need not carry
@@ -34,17 +44,20 @@ A journal line is one canonical JSON object plus ``mac``, chained: the MAC of a 
 the MAC of the line before it (or a seed naming the journal, for its first line), so a line
 cannot be forged, changed, dropped from the middle, reordered or moved to another journal::
 
-    {"v":2,"lineage":L,"base":SERIAL,"op":"record","name":N,"entry":{...},"mac":HEX}
-    {"v":2,...,"op":"record","name":N,"entry":{...,"private_key":null},"keep_private_key":true,...}
-    {"v":2,"lineage":L,"base":SERIAL,"op":"forget","name":N,"mac":HEX}
-    {"v":2,"lineage":L,"base":SERIAL,"op":"key","key":{...},"mac":HEX}
+    {"v":3,"lineage":L,"base":SERIAL,"op":"record","address":A,"entry":{...},"mac":HEX}
+    {"v":3,...,"op":"record","address":A,"entry":{...,"private_key":null},
+     "keep_private_key":true,...}
+    {"v":3,"lineage":L,"base":SERIAL,"op":"forget","address":A,"mac":HEX}
+    {"v":3,"lineage":L,"base":SERIAL,"op":"key","key":{...},"mac":HEX}
 
 ``mac`` = HMAC(key, "reconciler journal\\x00" + previous + "\\x00" + canonical line).
 A line that was never acknowledged (torn by a crash mid-append) is cut as before; an intact
-line whose MAC fails is ``StateTamperedError``. Format 1 lines (``"v":1`` with an unkeyed
-``sum``) are read only on top of a format 1 document.
+line whose MAC fails is ``StateTamperedError``. Format 2 lines (``"v":2``, ``"name":N``: the
+key pair in the default target) are read as before; format 1 lines (``"v":1`` with an
+unkeyed ``sum``) only on top of a format 1 document.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.state.crypto``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.address``,
+``reconciler.state.crypto``.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from reconciler.address import DEFAULT_TARGET, KEYPAIR, Address, parse_address
 from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     NAME_PATTERN,
@@ -68,11 +82,12 @@ from reconciler.model import (
     SealedSecret,
     State,
     StateKeyPair,
+    TargetConnection,
 )
 from reconciler.state.crypto import KeyBlock, StateKey
 
-FORMAT_VERSION = 2
-JOURNAL_VERSION = 2
+FORMAT_VERSION = 3
+JOURNAL_VERSION = 3
 MAC_PREFIX = "hmac-sha256:"
 _DOC_LABEL = b"reconciler state\x00"
 _LINE_LABEL = b"reconciler journal\x00"
@@ -85,12 +100,29 @@ def _v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _v2_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 keyed entries by name, all in the one target the run had: they become the
+    addresses of that target, ``default``, whose connection is not known yet (the next run
+    that writes records its own). Secrets are sealed again by the next write (it needs the
+    key)."""
+    if "targets" in obj:
+        raise ValueError("format 2 has no targets field")
+    keypairs = obj.get("keypairs")
+    if isinstance(keypairs, dict):
+        obj["keypairs"] = {full_address(n, DEFAULT_TARGET): e for n, e in keypairs.items()}
+        obj["targets"] = {DEFAULT_TARGET: connection_to_dict(TargetConnection())} \
+            if keypairs else {}
+    return obj
+
+
 # from-version -> function returning the document at from-version + 1.
-MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 _E = TypeVar("_E", Api, KeySource, EntryStatus)
 _NAME_RE = re.compile(NAME_PATTERN)
-_DOC_FIELDS = ("format_version", "lineage", "serial", "key", "keypairs", "checksum", "mac")
+_DOC_FIELDS = ("format_version", "lineage", "serial", "key", "targets", "keypairs", "checksum",
+               "mac")
+_CONNECTION_FIELDS = ("region", "project_id", "api", "endpoint", "credentials")
 _ENTRY_FIELDS = frozenset((
     "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
     "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
@@ -123,12 +155,13 @@ class JournalRecord:
     base: int
     op: str  # "record" | "forget" | "key"
     name: str | None = None
+    target: str = DEFAULT_TARGET
     entry: StateKeyPair | None = None
     key: KeyBlock | None = None
     keep_private_key: bool = False  # entry.private_key is the one the entry already has
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     version: int = JOURNAL_VERSION
-    tag: str = field(default="", compare=False)  # v2: its MAC; v1: its sum (what chains on)
+    tag: str = field(default="", compare=False)  # v2, v3: its MAC; v1: its sum (chained on)
     signed: bytes = field(default=b"", repr=False, compare=False)  # the canonical line body
 
 
@@ -151,6 +184,41 @@ def _sha256(body: bytes) -> str:
 
 def document_mac(body: bytes, key: StateKey) -> str:
     return MAC_PREFIX + key.mac(_DOC_LABEL + body)
+
+
+# --- addresses and targets ------------------------------------------------------------------
+
+
+def full_address(name: str, target: str) -> str:
+    """The address text an entry is keyed and its secret bound by: ``keypair.web["prod"]``."""
+    return Address(target, KEYPAIR, name).display(qualified=True)
+
+
+def parse_full_address(text: str, *, where: str) -> tuple[str, str]:
+    """(name, target) of a full key pair address; ``ValueError`` for anything else."""
+    try:
+        query = parse_address(text)
+    except ValueError:
+        query = None
+    if query is None or query.target is None or full_address(query.name, query.target) != text:
+        raise ValueError(f"{where}: {text[:80]!r} is not a key pair address with its target "
+                         '(keypair.NAME["TARGET"])')
+    return query.name, query.target
+
+
+def connection_to_dict(conn: TargetConnection) -> dict[str, str | None]:
+    return {"region": conn.region, "project_id": conn.project_id, "api": conn.api,
+            "endpoint": conn.endpoint, "credentials": conn.credentials}
+
+
+def connection_from_dict(obj: object, *, where: str) -> TargetConnection:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: a target's connection must be an object")
+    unknown = sorted(set(obj) - set(_CONNECTION_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+    values = {f: _opt_str(obj, f, where=where) for f in _CONNECTION_FIELDS}
+    return TargetConnection(**values)
 
 
 # --- entries ---------------------------------------------------------------------------------
@@ -183,7 +251,8 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
     }
 
 
-def entry_from_dict(name: str, obj: object, *, where: str) -> StateKeyPair:
+def entry_from_dict(name: str, obj: object, *, where: str,
+                    target: str = DEFAULT_TARGET) -> StateKeyPair:
     """Typed entry from JSON; ``ValueError`` with the field at fault (the caller wraps it)."""
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"{where}: invalid key pair name {name!r}")
@@ -214,6 +283,7 @@ def entry_from_dict(name: str, obj: object, *, where: str) -> StateKeyPair:
         private_key=SealedSecret(private_key) if private_key is not None else None,
         status=_enum(EntryStatus, obj, "status", where=where, default=EntryStatus.READY),
         prevent_destroy=prevent,
+        target=target,
     )
 
 
@@ -283,17 +353,23 @@ def key_block_from(obj: object, *, where: str) -> KeyBlock | None:
 
 
 def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
-    """The format 2 document, authenticated with ``key`` (which must be the key of its block:
-    a document is written only by someone who holds its key)."""
+    """The format 3 document, authenticated with ``key`` (which must be the key of its block:
+    a document is written only by someone who holds its key). Every envelope must be a
+    current one (bound to its address: the store seals older ones again first)."""
     if doc.key is None or doc.key.id != key.id:
         raise ValueError("a state document is authenticated with the key of its own key block")
     state = doc.state
+    entries = {full_address(e.name, e.target): e for e in state.keypairs.values()}
+    targets = dict(state.targets)
+    for e in state.keypairs.values():
+        targets.setdefault(e.target, TargetConnection())
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "lineage": state.lineage,
         "serial": state.serial,
         "key": doc.key.as_dict(),
-        "keypairs": {n: entry_to_dict(state.keypairs[n]) for n in sorted(state.keypairs)},
+        "targets": {t: connection_to_dict(targets[t]) for t in sorted(targets)},
+        "keypairs": {a: entry_to_dict(entries[a]) for a in sorted(entries)},
     }
     body = _body(out)
     out["checksum"] = _sha256(body)
@@ -321,7 +397,7 @@ def ascii_document(data: bytes, *, source: str) -> bytes:
 
 
 def verify_document(doc: StateDocument, *, key: StateKey, source: str) -> None:
-    """``StateTamperedError`` unless a format 2 document's MAC is that of its bytes under
+    """``StateTamperedError`` unless a format 2 or 3 document's MAC is that of its bytes under
     ``key`` (the key its block names: the caller resolved it, so a wrong key was already
     refused by its id)."""
     if doc.format_version < 2:
@@ -359,8 +435,8 @@ def decode_document(
     mac = obj.get("mac")
     if version >= 2 and (not isinstance(mac, str) or not mac.startswith(MAC_PREFIX)
                          or obj.get("key") is None):
-        raise _corrupt(source, "it has no integrity MAC or no key block, which format 2 "
-                               "requires: it was edited by hand")
+        raise _corrupt(source, f"it has no integrity MAC or no key block, which format "
+                               f"{version} requires: it was edited by hand")
     if version < 2 and "mac" in obj:
         raise _corrupt(source, f"format_version {version} has no mac field")
     obj = _migrate(obj, version=version, source=source, migrations=migrations)
@@ -403,7 +479,10 @@ def _migrate(
                 f"{source} has format_version {version}, which this reconciler cannot read or "
                 "migrate; use the reconciler release that wrote it. The file was not changed."
             )
-        obj = step(dict(obj))
+        try:
+            obj = step(dict(obj))
+        except ValueError as exc:
+            raise _corrupt(source, str(exc)) from None
         version += 1
         obj["format_version"] = version
     return obj
@@ -420,12 +499,23 @@ def _document_from(obj: Mapping[str, Any]) -> StateDocument:
         raise ValueError("serial: must be a non-negative integer")
     if not isinstance(keypairs, dict):
         raise ValueError("keypairs: must be an object")
-    entries = {
-        name: entry_from_dict(name, value, where=f"keypairs.{name}")
-        for name, value in keypairs.items()
-    }
+    raw_targets = obj.get("targets")
+    if not isinstance(raw_targets, dict):
+        raise ValueError("targets: must be an object")
+    targets = {t: connection_from_dict(c, where=f"targets.{t}") for t, c in raw_targets.items()}
+    entries: dict[str, StateKeyPair] = {}
+    for address, value in keypairs.items():
+        where = f"keypairs.{address}"
+        name, target = parse_full_address(address, where=where)
+        if target not in targets:
+            raise ValueError(f"{where}: its target {target!r} is not under targets")
+        if name in entries:
+            raise ValueError(
+                f"{where}: key pair {name!r} is also in target {entries[name].target!r}; this "
+                "release keeps one target per state: use the reconciler release that wrote it")
+        entries[name] = entry_from_dict(name, value, where=where, target=target)
     state = State(lineage=lineage, serial=serial, keypairs=entries,
-                  format_version=FORMAT_VERSION)
+                  format_version=FORMAT_VERSION, targets=targets)
     return StateDocument(state=state, key=key_block_from(obj.get("key"), where="key"))
 
 
@@ -442,14 +532,14 @@ def _corrupt(source: str, what: str) -> StateCorruptError:
 
 def encode_journal_line(
     *, lineage: str, base: int, op: str, mac_key: StateKey, previous: str,
-    name: str | None = None, entry: StateKeyPair | None = None, key: KeyBlock | None = None,
-    keep_private_key: bool = False,
+    name: str | None = None, target: str = DEFAULT_TARGET, entry: StateKeyPair | None = None,
+    key: KeyBlock | None = None, keep_private_key: bool = False,
 ) -> tuple[bytes, str]:
     """One newline-terminated journal line, and its MAC (the ``previous`` of the next line).
-    Serialises only the one entry it carries."""
+    Serialises only the one entry it carries; ``name`` in ``target`` is its address."""
     obj: dict[str, Any] = {"v": JOURNAL_VERSION, "lineage": lineage, "base": base, "op": op}
     if name is not None:
-        obj["name"] = name
+        obj["address"] = full_address(name, target)
     if entry is not None:
         obj["entry"] = entry_to_dict(entry)
         if keep_private_key:
@@ -488,7 +578,7 @@ def decode_journal(data: bytes, *, source: str) -> tuple[list[JournalRecord], in
 
 def verify_journal(records: list[JournalRecord], *, key: StateKey, seed: str,
                    source: str) -> str:
-    """``StateTamperedError`` unless every format 2 line's MAC chains from ``seed``; returns
+    """``StateTamperedError`` unless every keyed line's MAC chains from ``seed``; returns
     the last line's tag (what the next appended line chains on)."""
     previous = seed
     for number, rec in enumerate(records, start=1):
@@ -513,7 +603,7 @@ def _journal_record(line: bytes) -> JournalRecord:
         signed = canonical(obj)
         if tag != hashlib.sha256(signed).hexdigest():
             raise ValueError("checksum mismatch")
-    elif version == JOURNAL_VERSION:
+    elif version in (2, JOURNAL_VERSION):
         tag = obj.pop("mac", None)
         if not isinstance(tag, str) or not re.fullmatch(r"[0-9a-f]{64}", tag):
             raise ValueError("no mac")
@@ -521,25 +611,39 @@ def _journal_record(line: bytes) -> JournalRecord:
     else:
         raise ValueError(f"journal version {version!r}; upgrade reconciler")
     assert isinstance(tag, str)
-    lineage, base, op, name = obj.get("lineage"), obj.get("base"), obj.get("op"), obj.get("name")
+    lineage, base, op = obj.get("lineage"), obj.get("base"), obj.get("op")
     if not isinstance(lineage, str) or not isinstance(base, int) or isinstance(base, bool):
         raise ValueError("lineage or base missing")
     common: dict[str, Any] = {"raw": obj, "version": version, "tag": tag, "signed": signed}
     if op == "key":
         return JournalRecord(lineage, base, op, key=key_block_from(obj.get("key"), where="key"),
                              **common)
-    if not isinstance(name, str):
-        raise ValueError("name missing")
+    name, target = _line_address(obj, version=version)
+    common["target"] = target
     if op == "forget":
         return JournalRecord(lineage, base, op, name=name, **common)
     if op == "record":
-        entry = entry_from_dict(name, obj.get("entry"), where=f"entry {name}")
+        entry = entry_from_dict(name, obj.get("entry"), where=f"entry {name}", target=target)
         keep = obj.get("keep_private_key", False)
         if not isinstance(keep, bool) or (keep and entry.private_key is not None):
             raise ValueError("bad keep_private_key")
         return JournalRecord(lineage, base, op, name=name, entry=entry, keep_private_key=keep,
                              **common)
     raise ValueError(f"unknown operation {op!r}")
+
+
+def _line_address(obj: Mapping[str, Any], *, version: int) -> tuple[str, str]:
+    """(name, target) a line is about: a v3 line names its address, older ones a bare name
+    (the key pair in the one target a state then had)."""
+    if version >= 3:
+        address = obj.get("address")
+        if not isinstance(address, str) or "name" in obj:
+            raise ValueError("address missing")
+        return parse_full_address(address, where="address")
+    name = obj.get("name")
+    if not isinstance(name, str) or "address" in obj:
+        raise ValueError("name missing")
+    return name, DEFAULT_TARGET
 
 
 def _parse_line(line: bytes) -> dict[str, Any]:

@@ -13,13 +13,16 @@ A state records ``{"id", "kdf", "salt"}`` (``KeyBlock``) so that a wrong key is 
 before anything is decrypted or written. The key id is the first 16 hex digits of
 HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
 
-An envelope is ``"v2:" + base64(nonce || ciphertext || tag)``; the associated data is
-``"reconciler state v2\\x00" + lineage + "\\x00" + name``, so a ciphertext moved to another
-entry or another state fails. Format 1 states (0.1.0) hold ``"v1:"`` envelopes, whose associated
-data lacks the label; they are still opened, and the upgrade to format 2 seals them again as
-``v2``. The label is what makes a downgrade visible: a v2 envelope cannot be turned into a v1
-one without the key, so a "format 1" document holding one was made from a format 2 state by
-someone removing its MAC (``StateKeyPair`` entries of such a document are refused).
+An envelope is ``"v3:" + base64(nonce || ciphertext || tag)``; the associated data is
+``"reconciler state v3\\x00" + lineage + "\\x00" + address``, where ``address`` is the entry's
+full address (``keypair.web["default"]``, target included), so a ciphertext moved to another
+entry, another target or another state fails. Older envelopes still open with their own
+associated data: ``"v2:"`` (format 2) with ``"reconciler state v2\\x00" + lineage + "\\x00" +
+name``, and ``"v1:"`` (format 1, 0.1.0) with no label at all. Migrating a state to format 3
+seals every one of them again as ``v3`` (``reseal``). The label is what makes a downgrade
+visible: a newer envelope cannot be turned into an older one without the key, so a "format
+1" document holding a v2 or v3 envelope, or a "format 2" document holding a v3 one, was made
+from a newer state by someone rewriting it (``envelope_version`` tells them apart).
 
 The passphrase may hold spaces and any letter but no control character (``credcheck``): a
 trailing newline would otherwise silently become part of the key.
@@ -63,8 +66,10 @@ KEY_FILE_ENV = "RECONCILER_KEY_FILE"
 DEFAULT_KEY_FILE = (".config", "reconciler", "key")  # under $HOME
 KEY_BYTES = 32
 NONCE_BYTES = 12
-ENVELOPE_PREFIX = "v2:"
+ENVELOPE_PREFIX = "v3:"  # format 3: bound to the entry's address
+V2_ENVELOPE_PREFIX = "v2:"  # format 2: bound to the entry's name
 LEGACY_ENVELOPE_PREFIX = "v1:"  # format 1 (0.1.0): no label in the associated data
+ENVELOPE_VERSION = 3
 SCRYPT_PARAMS: dict[str, int] = {"n": 2**15, "r": 8, "p": 1}
 # Bounds on KDF parameters read from a state file, so an edited file cannot make us spin or
 # exhaust memory: each bounded alone, and scrypt's memory (128·n·r bytes per lane, p lanes)
@@ -73,7 +78,8 @@ _SCRYPT_LIMITS = {"n": 2**20, "r": 32, "p": 16}
 _SCRYPT_MAX_BYTES = 256 * 1024 * 1024
 _KEY_ID_LABEL = b"reconciler key id"
 _MAC_INFO = b"reconciler state integrity v2"
-_AAD_LABEL = b"reconciler state v2\x00"  # in every current envelope's associated data
+_AAD_LABELS = {3: b"reconciler state v3\x00", 2: b"reconciler state v2\x00", 1: b""}
+_PREFIXES = {3: ENVELOPE_PREFIX, 2: V2_ENVELOPE_PREFIX, 1: LEGACY_ENVELOPE_PREFIX}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +126,37 @@ class StateKey:
     def mac_matches(self, data: bytes, tag: object) -> bool:
         return isinstance(tag, str) and hmac.compare_digest(self.mac(data), tag)
 
-    def seal(self, *, lineage: str, name: str, secret: Secret) -> SealedSecret:
+    def seal(self, *, lineage: str, address: str, secret: Secret) -> SealedSecret:
+        """A current envelope of ``secret`` bound to ``lineage`` and the full ``address``."""
         nonce = secrets.token_bytes(NONCE_BYTES)
         blob = AESGCM(self._key).encrypt(nonce, secret.reveal().encode(),
-                                         _aad(lineage, name, legacy=False))
+                                         _aad(ENVELOPE_VERSION, lineage, address))
         return SealedSecret(ENVELOPE_PREFIX + base64.b64encode(nonce + blob).decode("ascii"))
 
-    def reseal(self, *, lineage: str, name: str, sealed: SealedSecret) -> SealedSecret:
+    def reseal(self, *, lineage: str, name: str, address: str,
+               sealed: SealedSecret) -> SealedSecret:
         """``sealed`` as a current envelope (unchanged if it is one already)."""
-        if not is_legacy_envelope(sealed):
+        if envelope_version(sealed) == ENVELOPE_VERSION:
             return sealed
-        return self.seal(lineage=lineage, name=name,
-                         secret=self.unseal(lineage=lineage, name=name, sealed=sealed))
+        secret = self.unseal(lineage=lineage, name=name, address=address, sealed=sealed)
+        return self.seal(lineage=lineage, address=address, secret=secret)
 
-    def unseal(self, *, lineage: str, name: str, sealed: SealedSecret) -> Secret:
-        """Decrypt; ``StateCorruptError`` if the envelope was altered, swapped or moved."""
-        legacy = is_legacy_envelope(sealed)
+    def unseal(self, *, lineage: str, name: str, address: str,
+               sealed: SealedSecret) -> Secret:
+        """Decrypt (a v3 envelope against ``address``, older ones against ``name``);
+        ``StateCorruptError`` if the envelope was altered, swapped or moved."""
+        version = envelope_version(sealed)
         raw = _envelope_bytes(sealed, name=name)
+        bound = address if version == ENVELOPE_VERSION else name
         try:
             plain = AESGCM(self._key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
-                                              _aad(lineage, name, legacy=legacy))
+                                              _aad(version, lineage, bound))
         except InvalidTag:
             raise StateCorruptError(
                 f"the private key of {name!r} does not decrypt with the state's key "
-                f"({self.id}): its ciphertext was altered, or moved here from another entry "
-                "or another state file. Nothing was changed; restore the state from its "
-                ".backup file or from version control."
+                f"({self.id}): its ciphertext was altered, or moved here from another entry, "
+                "another target or another state file. Nothing was changed; restore the state "
+                "from its .backup file or from version control."
             ) from None
         return Secret(plain.decode())
 
@@ -155,14 +166,19 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
+def envelope_version(sealed: SealedSecret) -> int:
+    """Which format sealed it: 3 (bound to the address), 2 (to the name), 1 (0.1.0, no
+    label); 0 for something that is no envelope (``unseal`` says so)."""
+    return next((v for v, prefix in _PREFIXES.items() if sealed.envelope.startswith(prefix)), 0)
+
+
 def is_legacy_envelope(sealed: SealedSecret) -> bool:
     """A format 1 (0.1.0) envelope, sealed without the format label."""
-    return sealed.envelope.startswith(LEGACY_ENVELOPE_PREFIX)
+    return envelope_version(sealed) == 1
 
 
-def _aad(lineage: str, name: str, *, legacy: bool) -> bytes:
-    plain = lineage.encode() + b"\x00" + name.encode()
-    return plain if legacy else _AAD_LABEL + plain
+def _aad(version: int, lineage: str, bound: str) -> bytes:
+    return _AAD_LABELS[version] + lineage.encode() + b"\x00" + bound.encode()
 
 
 def _envelope_bytes(sealed: SealedSecret, *, name: str) -> bytes:
@@ -171,7 +187,7 @@ def _envelope_bytes(sealed: SealedSecret, *, name: str) -> bytes:
         f"the private key envelope of {name!r} is malformed (it must start with "
         f"{ENVELOPE_PREFIX!r}); restore the state from its .backup file."
     )
-    if not text.startswith((ENVELOPE_PREFIX, LEGACY_ENVELOPE_PREFIX)):
+    if not envelope_version(sealed):
         raise bad
     try:
         raw = base64.b64decode(text[len(ENVELOPE_PREFIX):], validate=True)

@@ -56,7 +56,6 @@ from reconciler.fsutil import (
 from reconciler.model import State, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
-    FORMAT_VERSION,
     JournalRecord,
     StateDocument,
     decode_document,
@@ -204,18 +203,25 @@ class LocalStateStore(JournaledStore):
         was replaced by that backup or by an older copy: refused for a write (``verify``),
         said for a read. Only what the backup shows is caught; see docs/security.md.
 
-        Two format 2 files only: the backup of an upgrade is format 1 at the same serial. The
-        same inode is the crash window of a commit (the backup linked, the state not yet
-        replaced), not a rollback."""
+        Authenticated files only (format 2 and later): format 1 has no MAC to trust. The
+        backup of a migration is the same state in an older format at the same serial, not a
+        rollback; nor is the same inode (the crash window of a commit: the backup linked, the
+        state not yet replaced)."""
         try:
             data = read_regular(self.backup_path, limit=_NO_LIMIT, follow=False, growing=True)
             backup = decode_document(data, source=str(self.backup_path))
             same = os.path.samefile(self.backup_path, self.path)
         except (OSError, StateError):
             return  # no backup, or one that cannot tell anything
-        if (disk.format_version < FORMAT_VERSION or backup.format_version < FORMAT_VERSION
+        migrated = (backup.format_version < disk.format_version
+                    and backup.state.serial == disk.state.serial)
+        if (disk.format_version < 2 or backup.format_version < 2 or migrated
                 or backup.state.lineage != disk.state.lineage
                 or backup.state.serial < disk.state.serial or same):
+            return
+        if self._replaced_since(disk):
+            # a commit between reading the state and its backup (a reader without the lock):
+            # the backup is the state as read, replaced by a newer one; no rollback shown
             return
         message = (
             f"{self.path} is at serial {disk.state.serial} but its backup {self.backup_path} is "
@@ -228,6 +234,13 @@ class LocalStateStore(JournaledStore):
         if self._verify:
             raise StateTamperedError(f"{message} Nothing was changed.")
         self._say(f"Warning: {message}")
+
+    def _replaced_since(self, disk: StateDocument) -> bool:
+        try:
+            now = read_regular(self.path, limit=_NO_LIMIT, follow=False, growing=True)
+        except OSError:
+            return True
+        return now != disk.raw
 
     def _replays(self, rec: JournalRecord, *, where: str) -> bool:
         if rec.lineage != self._lineage:

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from enum import StrEnum
 from typing import Protocol
 
-from reconciler.model import SealedSecret, Secret, State, StateKeyPair
+from reconciler.model import SealedSecret, Secret, State, StateKeyPair, TargetConnection
 
 
 class Integrity(StrEnum):
@@ -55,12 +55,24 @@ class StateStore(Protocol):
         """Hold the state lock for the block; ``StateLockError`` with the lock info if held."""
         ...
 
-    def seal(self, name: str, secret: Secret) -> SealedSecret:
-        """Encrypt a private key for entry ``name`` (AES-256-GCM, name and lineage bound in)."""
+    @property
+    def format_version(self) -> int:
+        """The format of the state document as last read (the current one for none)."""
         ...
 
-    def unseal(self, name: str, sealed: SealedSecret) -> Secret:
-        """Decrypt; ``StateKeyError`` for a wrong key, ``StateCorruptError`` if tampered."""
+    def connect(self, target: str, connection: TargetConnection) -> None:
+        """How this run reaches ``target`` (never a secret): recorded in the next document
+        written; not a change on its own."""
+        ...
+
+    def seal(self, name: str, secret: Secret, *, target: str = "default") -> SealedSecret:
+        """Encrypt a private key for key pair ``name`` in ``target`` (AES-256-GCM, its full
+        address and the lineage bound in)."""
+        ...
+
+    def unseal(self, name: str, sealed: SealedSecret, *, target: str | None = None) -> Secret:
+        """Decrypt (``target`` None: the entry's own); ``StateKeyError`` for a wrong key,
+        ``StateCorruptError`` if tampered."""
         ...
 
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
@@ -92,13 +104,14 @@ class StateStore(Protocol):
 
     def require_current_format(self, *, doing: str = "write it") -> None:
         """``StateFormatError`` (saying to run ``reconciler state upgrade``) if the state is
-        format 1: commands that write state ask this before anything is sent anywhere."""
+        format 1: commands that write state ask this before anything is sent anywhere. (A
+        format 2 state is migrated by the first write.)"""
         ...
 
     def upgrade(self) -> tuple[State, str] | None:
-        """Rewrite a format 1 state as format 2 with the state key (the caller holds the lock),
-        keeping its serial; the backup keeps the format 1 document. Returns the state and the
-        key id, or ``None`` when it is format 2 already."""
+        """Rewrite a format 1 or 2 state as format 3 with the state key (the caller holds the
+        lock), keeping its serial; the backup keeps the older document. Returns the state and
+        the key id, or ``None`` when it is format 3 already."""
         ...
 
     def export(self) -> bytes:

@@ -128,6 +128,9 @@ def read_regular(path: Path, *, limit: int, follow: bool = True,
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
+    except ValueError:  # a NUL in the name: no file can have it
+        raise UnsafeFileError(path, "is not a valid file name (it holds a NUL character)") \
+            from None
     except OSError as exc:
         if not follow:
             _refuse_odd(path, exc)

@@ -272,3 +272,19 @@ def test_many_alike_key_pairs_still_report_each_problem(tmp_path: Path) -> None:
         'a.yaml:124:12: error: keypairs[120].name: "k 120" is not a valid name',
         'a.yaml:154:28: error: keypairs[150].generate: "ed448" is not supported',
     ])
+
+
+def test_a_file_name_holding_a_nul_is_a_diagnostic_not_a_traceback(tmp_path: Path) -> None:
+    """No file can have a NUL in its name; YAML can spell one (found by the fuzzer)."""
+    (tmp_path / "a.yaml").write_text(
+        HEADER + 'keypairs:\n  - name: a\n    public_key_file: "x\\0y"\n'
+        '  - name: b\n    public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O'
+        '/kezk2t2iqOT16iKzSCu"\n    key_protection: {private_key_file: "\\0", '
+        'encryption: {type: default}}\n')
+    code, out, err = validate(tmp_path, "--api", "kps")
+    assert_diagnostics(code, out, err, [
+        'a.yaml:5:22: error: keypairs[0].public_key_file: "x\\u0000y" is not a valid file name',
+        "a.yaml:8:40: error: keypairs[1].key_protection.private_key_file: \"\\u0000\" is not a "
+        "valid file name",
+    ])
+    assert "NUL" in err

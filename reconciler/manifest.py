@@ -442,7 +442,9 @@ class _KeyPairCheck:
             self.ok = False
             return None
         path = self._resolve(written)
-        problem = self._private_key_problem(path)
+        # (a NUL is checked here too: with a bad public key the file is not read, but resolved)
+        problem = ("is not a valid file name (it holds a NUL character)" if "\x00" in written
+                   else self._private_key_problem(path))
         if problem:
             self.loader.add(self.doc, (*self.path, sub, "private_key_file"),
                             f"{show(written)} {problem}",

@@ -288,3 +288,14 @@ def test_a_file_name_holding_a_nul_is_a_diagnostic_not_a_traceback(tmp_path: Pat
         "valid file name",
     ])
     assert "NUL" in err
+
+
+def test_a_nul_in_a_custody_file_name_beside_a_null_public_key_is_a_diagnostic(
+        tmp_path: Path) -> None:
+    """The fuzzer's case: `public_key: null` (so the key file is never read) and a custody
+    file name holding a NUL, which resolving the path used to raise on."""
+    (tmp_path / "a.yaml").write_text(
+        HEADER + 'keypairs:\n  - public_key: null\n    key_protection: {private_key_file: "\\0"}\n')
+    code, out, err = validate(tmp_path, "--api", "kps")
+    assert code == 1 and out == "" and "Traceback" not in err and "internal error" not in err
+    assert "is not a valid file name (it holds a NUL character)" in err, err

@@ -290,9 +290,6 @@ def fingerprints(text: str, *, key_type: str = "ssh") -> tuple[str, str]:
     return key.fingerprint_md5, key.fingerprint_sha256
 
 
-MAX_PRIVATE_KEY_FILE_BYTES = 64 * 1024
-
-
 def read_custody_key(path: str, *, public_key: str | None) -> Secret:
     """Read a private key file handed to the cloud's custody, checked before any use.
 
@@ -303,9 +300,9 @@ def read_custody_key(path: str, *, public_key: str | None) -> Secret:
     """
     from pathlib import Path
 
-    from reconciler.fsutil import read_key_text
+    from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 
-    text = read_key_text(Path(path), limit=MAX_PRIVATE_KEY_FILE_BYTES, what="private key")
+    text = read_key_text(Path(path), limit=MAX_KEY_FILE_BYTES, what="private key")
     if not isinstance(text, str):
         raise KeyFormatError(str(text))
     try:

@@ -213,7 +213,10 @@ def id_token(environ: Mapping[str, str], *, audience: str, out: Path) -> None:
         raise GitHubError(f"the OIDC token request: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
         raise GitHubError(f"the OIDC token request failed ({type(exc).__name__})") from None
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # never through a link, and 0600 even when a file was already there (the mode given to
+    # O_CREAT applies only to a new file)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(str(value))
 

@@ -3,7 +3,7 @@
 These are the values that flow between the stages (load -> refresh -> plan -> apply).
 Raw JSON and YAML never cross a module boundary; these records do.
 
-May import: the standard library only.
+May import: the standard library, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn
+
+from reconciler.address import Address, keypair_address
 
 SENSITIVE = "(sensitive value)"
 
@@ -321,14 +323,14 @@ class TargetConnection:
 class State:
     """The whole state: lineage (set once), serial (bumped on every change), entries.
 
-    ``keypairs`` is keyed by name: a state of this release holds one target (each entry
-    says which), so a name is unambiguous; ``targets`` is the connection of each target
-    an entry lives in (or the run connected to).
+    ``keypairs`` is keyed by address (target, kind, name): the same name may be managed in
+    several targets; ``targets`` is the connection of each target an entry lives in (or the
+    run connected to).
     """
 
     lineage: str
     serial: int
-    keypairs: Mapping[str, StateKeyPair] = field(default_factory=dict)
+    keypairs: Mapping[Address, StateKeyPair] = field(default_factory=dict)
     format_version: int = 3  # the format this release writes (codec.FORMAT_VERSION)
     # How each target was reached: a note for finding its key pairs again, not part of what
     # the state holds (not compared: a run from another endpoint changes no entry).
@@ -337,6 +339,21 @@ class State:
     # made from it says so. Not part of its value.
     verified: bool = field(default=True, compare=False)
 
-    def by_name(self, name: str) -> StateKeyPair | None:
-        """The entry of key pair ``name`` (in the state's one target), if any."""
-        return self.keypairs.get(name)
+    def by_name(self, name: str, target: str | None = None) -> StateKeyPair | None:
+        """The entry of key pair ``name`` in ``target``; without a target, the entry of that
+        name if only one target holds one (None when none does, or several do)."""
+        if target is not None:
+            return self.keypairs.get(keypair_address(name, target))
+        found = [e for a, e in self.keypairs.items() if a.name == name]
+        return found[0] if len(found) == 1 else None
+
+    def entry(self, name: str, target: str | None = None) -> StateKeyPair:
+        """As ``by_name``, but a ``KeyError`` when there is no such one entry."""
+        found = self.by_name(name, target)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def names(self) -> list[str]:
+        """The names of the entries, in the state's order (a name in two targets twice)."""
+        return [a.name for a in self.keypairs]

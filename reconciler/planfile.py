@@ -232,7 +232,7 @@ def _legacy_configuration(saved: SavedPlan, state: State) -> tuple[DesiredKeyPai
     lifecycle = {str(n): bool(p) for n, p in _rec(saved).get("lifecycle", [])}
     for rc in saved.document["resource_changes"]:  # type: ignore[attr-defined]
         name = rc["name"]
-        entry = state.keypairs.get(name)
+        entry = state.by_name(name)
         if rc["change"]["actions"] != ["no-op"] or name in embedded or entry is None:
             continue
         embedded[name] = DesiredKeyPair(

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
         address = declared_address(args.name, sess.manifest)
         name = address.name
         desired = sess.manifest.by_name()[name]
-        if name in sess.state.keypairs:
+        if address in sess.state.keypairs:
             raise UsageError(f"{address} is already managed; to adopt it again, first "
                              f"`reconciler state rm {name}`")
         env.out(f"{address}: Importing from ID \"{name}\"...")

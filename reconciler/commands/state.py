@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 
 from reconciler.address import (
+    Address,
     AddressSyntaxError,
     AmbiguousAddressError,
-    keypair_address,
     resolve_one,
 )
 from reconciler.commands.common import (
@@ -43,6 +43,7 @@ from reconciler.fsutil import explain, read_regular
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
 from reconciler.state.codec import FORMAT_VERSION, ascii_document, entry_to_dict
 from reconciler.state.protocol import StateStore
+from reconciler.targets import state_addressing
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
@@ -54,15 +55,18 @@ def run(args: argparse.Namespace, env: Env) -> int:
     # Reading commands work without the key (unverified, and say so); writing ones need it.
     store = open_existing_state(args, env, verify=sub in ("rm", "upgrade"))
     if sub == "list":
-        names = sorted(store.load().keypairs)
+        state = store.load()
+        run = state_addressing(state)
+        names = sorted(str(run.keypair(a.name, a.target)) for a in state.keypairs)
         _say_unverified(env, store)
         for name in names:
             env.out(name)
         return ExitCode.OK
     if sub == "show":
-        entry = find_entry(store.load(), args.name, store=store)
+        state = store.load()
+        entry = find_entry(state, args.name, store=store)
         _say_unverified(env, store)
-        env.out(render_entry(entry))
+        env.out(render_entry(entry, state_addressing(state).keypair(entry.name, entry.target)))
         return ExitCode.OK
     if sub == "rm":
         return _rm(args, env, store)
@@ -85,7 +89,8 @@ def _say_unverified(env: Env, store: StateStore) -> None:
 
 def find_entry(state: State, name: str, *, store: StateStore) -> StateKeyPair:
     """The entry ``name`` (a bare name or an address) names; one, or a ``StateError``."""
-    by_address = {keypair_address(n): entry for n, entry in state.keypairs.items()}
+    run = state_addressing(state)
+    by_address = {run.keypair(a.name, a.target): entry for a, entry in state.keypairs.items()}
     try:
         found = resolve_one(name, by_address)
     except (AddressSyntaxError, AmbiguousAddressError) as exc:
@@ -116,12 +121,11 @@ def private_key_note(entry: StateKeyPair) -> str:
     return "not in state: adopted from the cloud without its private key"
 
 
-def render_entry(entry: StateKeyPair) -> str:
+def render_entry(entry: StateKeyPair, address: Address) -> str:
     """All readable fields, Terraform's `state show` shape; the private key only as a marker."""
     fields = entry_to_dict(entry)
     del fields["private_key"]  # shown below as a marker, never as its envelope
     width = max(len(k) for k in (*fields, "private_key"))
-    address = keypair_address(entry.name)
     lines = [f"# {address}:", f'resource "{address.kind}" "{entry.name}" {{']
     for key, value in fields.items():
         lines.append(f"    {key:<{width}} = {json.dumps(value)}")
@@ -133,10 +137,11 @@ def render_entry(entry: StateKeyPair) -> str:
 
 def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     with store.lock(operation="state rm", timeout=lock_timeout(args)):
-        entry = find_entry(store.load(), args.name, store=store)
-        store.forget(entry.name)
+        before = store.load()
+        entry = find_entry(before, args.name, store=store)
+        address = state_addressing(before).keypair(entry.name, entry.target)
+        store.forget(entry.name, target=entry.target)
         state = store.commit()
-    address = keypair_address(entry.name)
     env.out(f"Removed {address}")
     env.out("Successfully removed 1 resource instance(s).")
     env.err(
@@ -145,7 +150,7 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     )
     if entry.private_key is not None:
         env.err(
-            f"Warning: state held the private key of {entry.name}; it is gone from state. "
+            f"Warning: state held the private key of {address}; it is gone from state. "
             f"{store.description}.backup keeps the previous version until the next change."
         )
     return ExitCode.OK

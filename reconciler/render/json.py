@@ -108,8 +108,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             # False: the state was read without the key, its integrity MAC unchecked.
             "state_verified": plan.state_verified,
             "targets": list(plan.targets),
-            "forget": list(plan.forget),
-            "lifecycle": [[name, protect] for name, protect in plan.lifecycle],
+            "forget": [str(a) for a in plan.forget],
+            "lifecycle": [[str(a), protect] for a, protect in plan.lifecycle],
             "replace": list(plan.replace),
             "planned_at": plan.planned_at,
             # Every desired key pair: apply makes the plan again from these and compares.

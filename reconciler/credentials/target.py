@@ -87,7 +87,7 @@ def target_credentials(target: str, config: CredentialsConfig | None,
     to fix when the base credentials are not set up; an agency is not assumed here but at
     the first ``current()``, whose ``CredentialError`` names the target and the agency."""
     try:
-        base = _base(config, environ, target=target)
+        base = _base(config, environ)
         if config is None or config.agency is None:
             return TargetProvider(target, base)
         return TargetProvider(target, _agency(config.agency, base, environ,
@@ -106,12 +106,11 @@ def forget_shared() -> None:
         _domains.clear()
 
 
-def _base(config: CredentialsConfig | None, environ: Mapping[str, str], *,
-          target: str) -> CredentialProvider:
+def _base(config: CredentialsConfig | None,
+          environ: Mapping[str, str]) -> CredentialProvider:
     if config is None or config.profile is None:
         return resolve(environ).provider
-    profile = load_profile(environ, config.profile,
-                           origin=f"credentials.profile of target {target!r}")
+    profile = load_profile(environ, config.profile, origin="its credentials.profile")
     assert profile is not None  # a named section exists or the load raised
     return profile_provider(environ, profile)
 

@@ -8,7 +8,6 @@ names the target and the agency, never a secret."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -146,15 +145,13 @@ def test_a_secret_in_the_block_is_refused_without_echoing_it(tmp_path: Path,
 # -- the providers, against the emulator ----------------------------------------------------
 
 @pytest.fixture()
-def partner(emulator: Emulator) -> Iterator[Emulator]:
+def partner(emulator: Emulator) -> Emulator:
     """Two projects of another account, and its agency keys-ops that reaches the first."""
-    forget_shared()
     emulator.add_project(FOREIGN, region="ap-southeast-1", domain_id=FOREIGN_DOMAIN)
     emulator.add_project(OTHER, region="ap-southeast-1", domain_id=FOREIGN_DOMAIN)
     emulator.register_agency(name="keys-ops", domain_id=FOREIGN_DOMAIN,
                              domain_name="acme-prod", projects=[FOREIGN])
-    yield emulator
-    forget_shared()
+    return emulator
 
 
 def _environ(emulator: Emulator, **more: str) -> dict[str, str]:

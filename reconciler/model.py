@@ -174,12 +174,45 @@ class ProviderConfig:
 SERVICES = ("ecs", "kms", "iam", "sts", "obs")
 
 
+AGENCY_DURATION_SECONDS = (900, 86400)  # what IAM grants: 15 minutes to 24 hours
+DEFAULT_AGENCY_DURATION_SECONDS = 3600  # more than the 40-minute refresh margin
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyConfig:
+    """An IAM agency a target's credentials assume: its name and the account that owns it
+    (exactly one of ``domain_id`` and ``domain_name``), and how long each grant lasts."""
+
+    name: str
+    domain_id: str | None = None
+    domain_name: str | None = None
+    duration_seconds: int = DEFAULT_AGENCY_DURATION_SECONDS
+
+    @property
+    def account(self) -> str:
+        """The owning account as the manifest names it (its name, or its id)."""
+        return self.domain_name or self.domain_id or ""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsConfig:
+    """A target's ``credentials`` block: where its credentials come from, never a secret.
+
+    ``profile`` names a section of the SDK's profile file used instead of the environment's
+    provider chain; ``agency``, when set, is assumed with those base credentials."""
+
+    profile: str | None = None
+    agency: AgencyConfig | None = None
+    location: SourceLocation | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
     """One entry of the manifest's ``targets`` block: where some key pairs live.
 
-    ``credentials`` names a credential source (never holds a secret); ``endpoints`` maps a
-    service of ``SERVICES`` to its URL where the manifest overrides the region's default.
+    ``credentials`` says where its credentials come from (None: the environment's provider
+    chain, as for a provider block); ``endpoints`` maps a service of ``SERVICES`` to its URL
+    where the manifest overrides the region's default.
     """
 
     name: str
@@ -187,7 +220,7 @@ class TargetConfig:
     project_id: str
     api: Api | None = None
     endpoints: Mapping[str, str] = field(default_factory=dict)
-    credentials: str | None = None
+    credentials: CredentialsConfig | None = None
     location: SourceLocation | None = None
 
 

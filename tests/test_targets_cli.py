@@ -62,14 +62,31 @@ def test_several_targets_are_refused_before_state_or_the_cloud_is_touched(
     assert emulator.counters() == before
 
 
-def test_a_named_credential_source_is_refused_not_ignored(emulator: Emulator,
-                                                         tmp_path: Path) -> None:
+def test_a_credential_source_name_is_refused_pointing_to_the_object_form(
+        emulator: Emulator, tmp_path: Path) -> None:
     cli = Cli(emulator, tmp_path)
     cli.write(_one_target(emulator).replace("    api: v2.1\n",
                                             "    api: v2.1\n    credentials: ops-agency\n"))
     code, text = _run(cli, "plan", str(cli.manifests))
     assert code == 1, text
-    assert "'ops-agency'" in text and "not supported yet" in text and "keys.yaml:4:5" in text
+    assert "keys.yaml:8:18: error: targets[0].credentials: expected a mapping, got a " \
+           "string" in text and "credentials: {profile: basic-NAME}" in text, text
+    assert "agency: {name: AGENCY, domain_name: ACCOUNT}" in text
+
+
+def test_a_credentials_block_is_refused_by_plan_not_ignored(emulator: Emulator,
+                                                           tmp_path: Path) -> None:
+    # plan and apply reach a single target through its provider block, which carries no
+    # credentials: they must refuse, not sign with the environment's instead
+    cli = Cli(emulator, tmp_path)
+    cli.write(_one_target(emulator).replace(
+        "    api: v2.1\n", "    api: v2.1\n    credentials: {agency: {name: ops, "
+        "domain_name: acme}}\n"))
+    before = emulator.counters()
+    code, text = _run(cli, "plan", str(cli.manifests))
+    assert code == 1, text
+    assert "'prod-cn-north-4' at manifests/keys.yaml:4:5 has a credentials block" in text, text
+    assert emulator.counters() == before and "assume_role" not in emulator.iam.counts
 
 
 def _settings(emulator: Emulator, endpoint: str, api: Api = Api.V21) -> ApiSettings:

@@ -104,8 +104,15 @@ def _positive(text: str) -> int:
 
 
 def _targets(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", action="append", default=[], metavar="NAME",
-                   help="limit to this key pair (repeatable)")
+    p.add_argument("--target", action="append", default=[], metavar="ADDRESS",
+                   help="limit to this key pair: a name (in every target) or an address "
+                        "(repeatable)")
+    p.add_argument("--in", action="append", default=[], metavar="TARGET", dest="within",
+                   help="limit to the key pairs of this target, as the manifests or state "
+                        "name it (repeatable)")
+    p.add_argument("--forget-target", action="append", default=[], metavar="TARGET",
+                   help="drop from state the key pairs of this target, which the manifests no "
+                        "longer declare, without a request to the cloud (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,7 +128,7 @@ def test_plan_case(name: str) -> None:
     got = {
         "changes": {_key(c): c.action.value for c in plan.changes},
         "drift": {_key(d): d.kind for d in plan.drift},
-        "forget": [str(a) for a in plan.forget],
+        "forget": [a.label for a in plan.forget],
         "moved": [[str(old), str(new)] for old, new in plan.moved],
         "unreachable": [target for target, _ in plan.unreachable],
         "replace_paths": {_key(c): sorted(c.replace_paths) for c in plan.changes

@@ -117,7 +117,8 @@ def test_codec_covers_every_field_of_a_state_entry() -> None:
 
 
 def _doc() -> bytes:
-    state = State(lineage="lin", serial=4, keypairs={keypair_address("a"): entry("a", SealedSecret("v1:AAAA"))})
+    state = State(lineage="lin", serial=4,
+                  keypairs={keypair_address("a"): entry("a", SealedSecret("v1:AAAA"))})
     return encode_document(StateDocument(state, KEY.block), key=KEY)
 
 

@@ -286,7 +286,7 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
                              "changes."))
         out.extend(["", RULE, ""])
     if plan.forget:
-        names = printable(", ".join(str(a) for a in plan.forget))
+        names = printable(", ".join(a.label for a in plan.forget))
         out.append(_wrap(f"Gone from the cloud and from the manifests, so apply drops them from "
                          f"state (their previous state stays in the backup): {names}"))
         out.append("")
@@ -294,6 +294,13 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.append(f"{printable(str(address))}: apply records prevent_destroy = "
                    f"{'true' if protect else 'false'} in state (no change in the cloud).")
     if plan.lifecycle:
+        out.append("")
+    for old, new in plan.moved:
+        out.append(f"# {printable(str(old))} has moved to {printable(str(new))}")
+    if plan.moved:
+        out.append(_wrap("Their target was renamed in the manifests (the same region and "
+                         "project), so apply records them under the new name: nothing changes "
+                         "in the cloud."))
         out.append("")
     if plan.actionable:
         out.extend(_legend(plan))

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if sub == "list":
         state = store.load()
         run = state_addressing(state)
-        names = sorted(str(run.keypair(a.name, a.target)) for a in state.keypairs)
+        names = sorted(run.keypair(a.name, a.target).label for a in state.keypairs)
         _say_unverified(env, store)
         for name in names:
             env.out(name)

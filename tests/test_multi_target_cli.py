@@ -188,3 +188,26 @@ def test_in_restricts_the_run_to_whole_targets(emulator: Emulator, tmp_path: Pat
     assert code == 1 and "--in elsewhere: no target of that name" in text, text
     code, text = _run(cli, "plan", "--out", str(tmp_path / "p.json"), str(cli.manifests))
     assert code == 1 and "several targets is not supported yet" in text, text
+
+
+def test_state_mv_moves_an_entry_between_targets_sealed_again(emulator: Emulator,
+                                                              tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    cli.write(_manifest(emulator))
+    assert _run(cli, "apply", "--auto-approve", str(cli.manifests))[0] == 0
+    state = ["--state", str(cli.state)]
+    r = cli("state", "mv", 'keypair.web["north"]', 'keypair.other["south"]', globals_=False,
+            extra=state)
+    assert r.code == 1 and "between targets only" in r.text, r.text
+    r = cli("state", "mv", 'keypair.web["north"]', 'keypair.web["south"]', globals_=False,
+            extra=state)
+    assert r.code == 1 and "is in state already" in r.text, r.text
+    r = cli("state", "rm", 'keypair.web["south"]', globals_=False, extra=state)
+    assert r.code == 0, r.text
+    r = cli("state", "mv", 'keypair.web["north"]', 'keypair.web["south"]', globals_=False,
+            extra=state)
+    assert r.code == 0 and 'Move keypair.web["north"] to keypair.web["south"]' in r.out, r.text
+    r = cli("output", 'keypair.web["south"]', "--private-key", globals_=False, extra=state)
+    assert r.code == 0 and "PRIVATE KEY" in r.out, r.text  # sealed to the new address
+    r = cli("output", 'keypair.web["north"]', globals_=False, extra=state)
+    assert r.code == 1, r.text

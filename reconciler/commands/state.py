@@ -21,6 +21,7 @@ May import: everything but ``reconciler.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from reconciler.address import (
     Address,
     AddressSyntaxError,
     AmbiguousAddressError,
+    is_target_name,
+    parse_address,
     resolve_one,
 )
 from reconciler.commands.common import (
@@ -48,12 +51,12 @@ from reconciler.targets import state_addressing
 
 def run(args: argparse.Namespace, env: Env) -> int:
     sub = args.state_command
-    if sub in ("rm", "push", "upgrade"):
+    if sub in ("rm", "mv", "push", "upgrade"):
         refuse_without_lock(args, operation=f"state {sub}")
     if sub == "push":  # may create the state: the first push to a new backend
         return _push(args, env, open_state(args, env, discover=True))
     # Reading commands work without the key (unverified, and say so); writing ones need it.
-    store = open_existing_state(args, env, verify=sub in ("rm", "upgrade"))
+    store = open_existing_state(args, env, verify=sub in ("rm", "mv", "upgrade"))
     if sub == "list":
         state = store.load()
         run = state_addressing(state)
@@ -70,6 +73,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
         return ExitCode.OK
     if sub == "rm":
         return _rm(args, env, store)
+    if sub == "mv":
+        return _mv(args, env, store)
     if sub == "upgrade":
         return _upgrade(args, env, store)
     if sub == "pull":
@@ -153,6 +158,47 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
             f"Warning: state held the private key of {address}; it is gone from state. "
             f"{store.description}.backup keeps the previous version until the next change."
         )
+    return ExitCode.OK
+
+
+def _mv(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    """Move one entry to another address: another name, another target, or both (a target
+    renamed by hand, a key pair adopted under the wrong name). Its private key is sealed
+    again, bound to the new address; the cloud is not asked anything."""
+    try:
+        query = parse_address(args.destination)
+    except AddressSyntaxError as exc:
+        raise UsageError(f"state mv: the destination {exc}") from None
+    with store.lock(operation="state mv", timeout=lock_timeout(args)):
+        before = store.load()
+        entry = find_entry(before, args.source, store=store)
+        run = state_addressing(before)
+        source = run.keypair(entry.name, entry.target)
+        if query.name != entry.name or query.target is None:
+            raise UsageError(
+                f"state mv: a key pair's name is its name in the cloud, so state mv moves it "
+                f"between targets only: give the destination as "
+                f"'keypair.{entry.name}[\"TARGET\"]' (the target state should record it in)")
+        target = query.target
+        if not is_target_name(target):
+            raise UsageError(f"state mv: {target!r} is not a target name")
+        shown = Address(target, source.kind, query.name, qualified=True)
+        if before.by_name(query.name, target) is not None:
+            raise StateError(f"state mv: {shown} is in state already; nothing was changed. "
+                             "Remove it first with `reconciler state rm` if it is stale")
+        if (query.name, target) == (entry.name, entry.target):
+            raise UsageError(f"state mv: {source} is already at that address")
+        sealed = entry.private_key
+        if sealed is not None:
+            sealed = store.seal(entry.name, store.unseal(entry.name, sealed,
+                                                         target=entry.target), target=target)
+        store.record(dataclasses.replace(entry, target=target, private_key=sealed))
+        store.forget(entry.name, target=entry.target)
+        state = store.commit()
+    env.out(f"Move {source.display(qualified=True)} to {shown}")
+    env.out("Successfully moved 1 object(s).")
+    env.err(f"State serial {state.serial}. The cloud was not changed; the next plan reads it "
+            f"from target {target!r}.")
     return ExitCode.OK
 
 

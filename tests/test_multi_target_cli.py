@@ -211,3 +211,37 @@ def test_state_mv_moves_an_entry_between_targets_sealed_again(emulator: Emulator
     assert r.code == 0 and "PRIVATE KEY" in r.out, r.text  # sealed to the new address
     r = cli("output", 'keypair.web["north"]', globals_=False, extra=state)
     assert r.code == 1, r.text
+
+
+def test_a_move_interrupted_after_its_new_entry_is_finished_by_the_next_apply(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import dataclasses
+
+    from reconciler.state.local import LocalStateStore
+
+    cli = _cli(emulator, tmp_path)
+    cli.write(_manifest(emulator))
+    assert _run(cli, "apply", "--auto-approve", str(cli.manifests))[0] == 0
+    # what a kill -9 between the two steps of a move leaves: the entry under both targets
+    store = LocalStateStore(cli.state, environ=cli.environ)
+    state = store.load()
+    with store.lock(operation="test", timeout=5):
+        for address, entry in state.keypairs.items():
+            if address.target == "north":
+                assert entry.private_key is not None or entry.name == "ci"
+                sealed = entry.private_key and store.seal(
+                    entry.name, store.unseal(entry.name, entry.private_key, target="north"),
+                    target="prod-north")
+                store.record(dataclasses.replace(entry, target="prod-north",
+                                                 private_key=sealed))
+        store.commit()
+    cli.write(_manifest(emulator, north="prod-north"))
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    assert "has moved to" in text and "stale" not in text, text
+    assert sorted(_state(cli)["keypairs"]) == [  # type: ignore[arg-type]
+        'keypair.ci["prod-north"]', 'keypair.ci["south"]', 'keypair.web["prod-north"]',
+        'keypair.web["south"]']
+    r = cli("output", 'keypair.web["prod-north"]', "--private-key", globals_=False,
+            extra=["--state", str(cli.state)])
+    assert r.code == 0 and "PRIVATE KEY" in r.out, r.text

@@ -16,6 +16,7 @@ May import: everything but ``reconciler.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings
 from reconciler.env import Env
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.model import Api, Manifest, State, TargetConnection
+from reconciler.model import Api, Manifest, State, StateKeyPair, TargetConnection
 from reconciler.settings import (
     PROJECT_VARS,
     REGION_VARS,
@@ -121,15 +122,26 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
 
 def _check_moves(state: State, moves: Mapping[str, str]) -> None:
     """A renamed target's entries move to the new name: refused when an entry is there."""
-    for address in state.keypairs:
+    for address, entry in state.keypairs.items():
         new = moves.get(address.target)
-        if new is not None and state.by_name(address.name, new) is not None:
+        there = state.by_name(address.name, new) if new is not None else None
+        if there is not None and _same_but_sealed(entry, there):
+            continue  # a move that was interrupted after recording the new entry: finish it
+        if new is not None and there is not None:
             raise UsageError(
                 f"state holds key pair {address.name!r} in target {address.target!r} and in "
                 f"target {new!r}, which are one target (the same region and project), so one "
                 "of them is stale. Nothing was changed. Remove the stale one with "
                 f"`reconciler state rm 'keypair.{address.name}[\"{address.target}\"]'` after "
                 "checking which one the cloud holds")
+
+
+def _same_but_sealed(a: StateKeyPair, b: StateKeyPair) -> bool:
+    """Whether two entries are one key pair recorded under two targets by a move (its
+    private key sealed again for the new address, so the envelopes differ)."""
+    return (dataclasses.replace(a, target="", private_key=None)
+            == dataclasses.replace(b, target="", private_key=None)
+            and (a.private_key is None) == (b.private_key is None))
 
 
 def _recorded_settings(target: str, state: State, flags: ProviderFlags,

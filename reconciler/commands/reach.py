@@ -132,7 +132,7 @@ def _check_moves(state: State, moves: Mapping[str, str]) -> None:
                 f"state holds key pair {address.name!r} in target {address.target!r} and in "
                 f"target {new!r}, which are one target (the same region and project), so one "
                 "of them is stale. Nothing was changed. Remove the stale one with "
-                f"`reconciler state rm 'keypair.{address.name}[\"{address.target}\"]'` after "
+                f"`reconciler state rm '{address.display(qualified=True)}'` after "
                 "checking which one the cloud holds")
 
 

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from reconciler.address import (
+    KEYPAIR,
     Address,
     AddressSyntaxError,
     AmbiguousAddressError,
@@ -178,7 +179,8 @@ def _mv(args: argparse.Namespace, env: Env, store: StateStore) -> int:
             raise UsageError(
                 f"state mv: a key pair's name is its name in the cloud, so state mv moves it "
                 f"between targets only: give the destination as "
-                f"'keypair.{entry.name}[\"TARGET\"]' (the target state should record it in)")
+                f"'{Address('TARGET', KEYPAIR, entry.name).display(qualified=True)}' (the "
+                "target state should record it in)")
         target = query.target
         if not is_target_name(target):
             raise UsageError(f"state mv: {target!r} is not a target name")

@@ -61,6 +61,12 @@ class Address:
         base = f"{self.kind}.{self.name}"
         return f'{base}["{self.target}"]' if qualified else base
 
+    @property
+    def label(self) -> str:
+        """The name while a run has one target, the address when it has several: how the
+        JSON plan's ``forget`` and ``lifecycle`` lists name entries."""
+        return str(self) if self.qualified else self.name
+
     def field(self, path: str) -> str:
         """A field of this object, as diagnostics name it: ``keypair.web.description``."""
         return f"{self}.{path}"

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Protocol
 
 from reconciler import keys
-from reconciler.address import keypair_address
+from reconciler.address import DEFAULT_TARGET, ORDER, Address, keypair_address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.errors import (
     ApiError,
@@ -76,6 +76,11 @@ class Outcome:
     elapsed: float
     error: str | None = None
     destroyed: bool = False  # a failed replacement whose old key pair was deleted
+    at: Address | None = None  # None: the key pair of that name in the run's only target
+
+    @property
+    def address(self) -> Address:
+        return self.at if self.at is not None else keypair_address(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +109,14 @@ class _AmbiguousError(ApplyError):
 
 @dataclass
 class _Applier:
+    """Carries out the changes of one target through that target's API."""
+
     api: KeyPairApi
     store: StateStore
     hooks: Hooks
     now: Callable[[], datetime]
     generate: Callable[..., keys.GeneratedKey]
+    target: str = DEFAULT_TARGET
 
     # -- state entries ---------------------------------------------------------------
     def _entry(self, d: DesiredKeyPair, remote: RemoteKeyPair, *,
@@ -121,7 +129,7 @@ class _Applier:
             created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"), spec_digest=d.spec_digest,
             algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
             description=description, key_protection=d.key_protection, private_key=sealed,
-            status=status, prevent_destroy=d.prevent_destroy,
+            status=status, prevent_destroy=d.prevent_destroy, target=self.target,
         )
 
     # -- API calls that survive lost answers ----------------------------------------------
@@ -166,7 +174,7 @@ class _Applier:
             fingerprint_sha256="", created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
             scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
-            status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy,
+            status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
         )
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
@@ -206,11 +214,12 @@ class _Applier:
         if (prior is not None and prior.status is EntryStatus.PENDING
                 and prior.private_key is not None and prior.spec_digest == d.spec_digest):
             public, sealed = prior.public_key, prior.private_key  # resume with the stored key
-            secret = self.store.unseal(d.name, sealed) if d.key_protection else None
+            secret = (self.store.unseal(d.name, sealed, target=self.target)
+                      if d.key_protection else None)
         else:
             generated = self.generate(d.algorithm, comment=d.name)
             public = generated.public_key
-            sealed = self.store.seal(d.name, generated.private_key)
+            sealed = self.store.seal(d.name, generated.private_key, target=self.target)
             secret = generated.private_key if d.key_protection else None
             pending = RemoteKeyPair(name=d.name, public_key=public,
                                     fingerprint=keys.md5_fingerprint(public), type=d.type)
@@ -234,7 +243,7 @@ class _Applier:
             if prior is not None:
                 self.store.record(prior)
             else:
-                self.store.forget(d.name)
+                self.store.forget(d.name, target=self.target)
             raise
         self._describe(d, entry)
 
@@ -249,7 +258,8 @@ class _Applier:
                 raise _TaintedError(f"the cloud created it but {missing}; recorded as tainted, "
                                     "the next apply replaces it")
             assert private is not None
-            entry = self._entry(d, remote, sealed=self.store.seal(d.name, private))
+            entry = self._entry(d, remote, sealed=self.store.seal(d.name, private,
+                                                                  target=self.target))
             self.store.record(entry)
             return entry
         if d.source is KeySource.GENERATE:
@@ -275,7 +285,7 @@ class _Applier:
                 self.api.delete_keypair(change.name)
                 destroyed = True
                 if change.action is Action.DELETE:
-                    self.store.forget(change.name)
+                    self.store.forget(change.name, target=self.target)
             if change.action in (Action.CREATE, Action.REPLACE):
                 self.hooks.pre_apply(change, "create")
                 assert change.desired is not None
@@ -287,16 +297,14 @@ class _Applier:
             elif change.action is Action.UPDATE:
                 self.hooks.pre_apply(change, "update")
                 self._update(change)
-            elif change.action is Action.FORGET:
-                self.hooks.pre_apply(change, "forget")
-                self.store.forget(change.name)
         except ReconcilerError as exc:
             error = str(exc)
             if change.action is Action.REPLACE and destroyed:
                 error = f"the old key pair was deleted, but its replacement failed: {error}"
             return Outcome(change.name, change.action, False, time.monotonic() - start, error,
-                           destroyed=destroyed)
-        return Outcome(change.name, change.action, True, time.monotonic() - start)
+                           destroyed=destroyed, at=change.at)
+        return Outcome(change.name, change.action, True, time.monotonic() - start,
+                       at=change.at)
 
     def _adopt(self, change: Change) -> None:
         d, remote, prior = change.desired, change.remote, change.prior
@@ -352,12 +360,12 @@ def read_custody_key(d: DesiredKeyPair) -> Secret:
                          "and plan again") from None
 
 
-def _check_before_acting(plan: Plan, held: Mapping[str, StateKeyPair]) -> None:
+def _check_before_acting(plan: Plan, held: Mapping[Address, StateKeyPair]) -> None:
     """What must hold before the first request: every key pair deleted is one state holds
     (never someone else's), and every private key handed to custody is readable and the half
     of its public key. Raises ``ApplyError``; nothing has been changed then."""
     for change in plan.actionable:
-        if change.action in (Action.DELETE, Action.REPLACE) and change.name not in held:
+        if change.action in (Action.DELETE, Action.REPLACE) and change.address not in held:
             raise ApplyError(f"refusing to delete {change.address}: state does not hold it, "
                              "so reconciler does not manage it. Nothing was changed; make a new "
                              "plan")
@@ -374,14 +382,14 @@ def _check_state_key(plan: Plan, store: StateStore) -> None:
         d = change.desired
         if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
                 and d.source is not KeySource.IMPORT):
-            store.seal(change.name, Secret("state key check"))
+            store.seal(change.name, Secret("state key check"), target=change.address.target)
             return
 
 
 def apply_plan(
     plan: Plan,
     *,
-    api: KeyPairApi,
+    api: KeyPairApi | Mapping[str, KeyPairApi],
     store: StateStore,
     hooks: Hooks | None = None,
     parallelism: int = 10,
@@ -391,26 +399,51 @@ def apply_plan(
 ) -> ApplyResult:
     """Carry out ``plan`` and return the state reached, even when some changes failed.
 
+    ``api`` is the run's one API, or each target's by target name: every change goes through
+    the API of its address's target, all of them on one pool of ``parallelism`` workers.
     The caller holds the state lock and has loaded the store (``state``: what it loaded;
     loaded again when not given). Raises ``ApplyError`` before any change when the plan
     deletes a key pair state does not hold or a custody private key does not check out.
     """
-    _check_before_acting(plan, (state if state is not None else store.load()).keypairs)
+    held = dict((state if state is not None else store.load()).keypairs)
+    for old, new in plan.moved:
+        if old in held:
+            held[new] = held[old]
+    _check_before_acting(plan, held)
     hooks = hooks or NullHooks()
-    applier = _Applier(api=api, store=store, hooks=hooks, now=now, generate=generate)
+    apis = _apis_by_target(plan, api)
+
+    def _forget(change: Change) -> Outcome:
+        """A change of state only: no API (its target may be one this run does not reach)."""
+        start = time.monotonic()
+        hooks.pre_apply(change, "forget")
+        try:
+            store.forget(change.name, target=change.address.target)
+        except ReconcilerError as exc:
+            return Outcome(change.name, change.action, False, time.monotonic() - start,
+                           str(exc), at=change.at)
+        return Outcome(change.name, change.action, True, time.monotonic() - start,
+                       at=change.at)
+
+    appliers = {target: _Applier(api=a, store=store, hooks=hooks, now=now, generate=generate,
+                                 target=target) for target, a in apis.items()}
     outcomes: list[Outcome] = []
     _check_state_key(plan, store)
-    priors = {c.name: c.prior for c in plan.changes if c.prior is not None}
+    priors = {c.address: c.prior for c in plan.changes if c.prior is not None}
     try:
-        for name in plan.forget:
-            store.forget(name)
-        for name, protect in plan.lifecycle:
-            if name in priors:
-                store.record(replace(priors[name], prevent_destroy=protect))
+        for old, new in plan.moved:
+            _move(store, held, old, new)
+        for address in plan.forget:
+            store.forget(address.name, target=address.target)
+        for address, protect in plan.lifecycle:
+            if address in priors:
+                store.record(replace(priors[address], prevent_destroy=protect))
         with ThreadPoolExecutor(max_workers=max(1, parallelism),
                                 thread_name_prefix="apply") as pool:
             futures: dict[Future[Outcome], Change] = {
-                pool.submit(applier.run, change): change for change in plan.actionable
+                pool.submit(_forget if change.action is Action.FORGET
+                            else appliers[change.address.target].run, change): change
+                for change in plan.actionable
             }
             try:
                 for future in as_completed(futures):
@@ -422,8 +455,36 @@ def apply_plan(
                 raise
     finally:
         state = store.commit()
-    outcomes.sort(key=lambda o: o.name)
+    outcomes.sort(key=lambda o: ORDER(o.address))
     return ApplyResult(outcomes=tuple(outcomes), state=state)
+
+
+def _apis_by_target(plan: Plan, api: KeyPairApi | Mapping[str, KeyPairApi]
+                    ) -> dict[str, KeyPairApi]:
+    """Each target's API; one API serves every target of the plan when only one is given."""
+    targets = {c.address.target for c in plan.actionable if c.action is not Action.FORGET}
+    if isinstance(api, Mapping):
+        missing = sorted(targets - set(api))
+        if missing:
+            raise ApplyError(f"internal error: no API for target {missing[0]!r}")
+        return dict(api)
+    return {target: api for target in targets or {DEFAULT_TARGET}}
+
+
+def _move(store: StateStore, held: Mapping[Address, StateKeyPair], old: Address,
+          new: Address) -> None:
+    """Move one entry of a renamed target to its new address: its private key is sealed
+    again, bound to the new address; the entry is recorded there before it is forgotten at
+    the old one, so that an interruption leaves it under one address or both, never none."""
+    entry = held.get(old)
+    if entry is None:
+        return
+    sealed = entry.private_key
+    if sealed is not None:
+        sealed = store.seal(new.name, store.unseal(old.name, sealed, target=old.target),
+                            target=new.target)
+    store.record(replace(entry, target=new.target, private_key=sealed))
+    store.forget(old.name, target=old.target)
 
 
 def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:
@@ -438,28 +499,35 @@ def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:
             "exist; run apply again")
 
 
-def apply_refresh(plan: Plan, *, store: StateStore, remote: RemoteSnapshot) -> list[str]:
-    """Apply a refresh-only plan: record in state what changed in the cloud. Returns notes."""
+def apply_refresh(plan: Plan, *, store: StateStore,
+                  remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> list[str]:
+    """Apply a refresh-only plan: record in state what changed in the cloud. Returns notes.
+
+    ``remote`` is the snapshot the plan was made from, or each target's by target name."""
     if plan.mode is not Mode.REFRESH_ONLY:
         raise ApplyError("not a refresh-only plan")
     notes = []
     state = store.load()
     try:
         for d in plan.drift:
-            prior = state.keypairs.get(d.name)
+            at = d.address
+            prior = state.by_name(at.name, at.target)
             if prior is None:
                 continue
-            now_remote = remote.keypairs.get(d.name)
+            snapshot = remote if isinstance(remote, RemoteSnapshot) else remote.get(at.target)
+            if snapshot is None:
+                continue
+            now_remote = snapshot.keypairs.get(at.name)
             if now_remote is None:
-                store.forget(d.name)
-                notes.append(f"{d.address}: deleted outside reconciler; dropped from state")
+                store.forget(at.name, target=at.target)
+                notes.append(f"{at}: deleted outside reconciler; dropped from state")
             else:
                 store.record(replace(
                     prior, public_key=now_remote.public_key.strip(),
                     fingerprint_md5=now_remote.fingerprint,
                     fingerprint_sha256=sha256_of(now_remote.public_key, prior.type),
                     private_key=None))
-                notes.append(f"{d.address}: changed outside reconciler; state now records "
+                notes.append(f"{at}: changed outside reconciler; state now records "
                              "the cloud's key (the previous private key is kept in the backup)")
     finally:
         store.commit()

@@ -19,6 +19,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,12 @@ from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
+    AGENCY_DURATION_SECONDS,
+    DEFAULT_AGENCY_DURATION_SECONDS,
+    AgencyConfig,
     Api,
     BackendConfig,
+    CredentialsConfig,
     DesiredKeyPair,
     Encryption,
     KeyProtection,
@@ -56,6 +61,8 @@ DEFAULT_API = Api.V21
 API_VERSION = "reconciler/v1"
 KIND = "KeyPairs"
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_AGENCY_DURATION = re.compile(r"([0-9]{1,5}[hms])+")
+_DURATION_PART = re.compile(r"([0-9]{1,5})([hms])")
 
 
 def parse_duration(text: str) -> int:
@@ -224,7 +231,7 @@ class _Loader:
                      key=True, detail="use one of them: move the provider block's region, "
                      "project_id, api and endpoint into an entry of targets, or drop targets")
         for index, item in enumerate(items):
-            target = _target(doc, index, item)
+            target = _target(self, doc, index, item)
             if target is None:
                 continue
             first = self.target_configs.get(target.name)
@@ -494,7 +501,8 @@ class _KeyPairCheck:
         )
 
 
-def _target(doc: YamlDocument, index: int, item: object) -> TargetConfig | None:
+def _target(loader: _Loader, doc: YamlDocument, index: int,
+            item: object) -> TargetConfig | None:
     """One entry of the targets block, when the schema found it sound."""
     if not isinstance(item, dict):
         return None
@@ -513,8 +521,72 @@ def _target(doc: YamlDocument, index: int, item: object) -> TargetConfig | None:
         if isinstance(raw_endpoints, dict) else {}
     return TargetConfig(name=name, region=region, project_id=project,
                         api=Api(api) if api in {a.value for a in Api} else None,
-                        endpoints=endpoints, credentials=text(item, "credentials"),
+                        endpoints=endpoints,
+                        credentials=_credentials(loader, doc, ("targets", index, "credentials"),
+                                                 item.get("credentials")),
                         location=doc.location(("targets", index)))
+
+
+def _agency_seconds(text: str) -> int | None:
+    """``1h``, ``90m``, ``2h30m``, ``900s`` -> seconds (None: not of that form)."""
+    if _AGENCY_DURATION.fullmatch(text) is None:
+        return None
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in _DURATION_PART.findall(text))
+
+
+def _credentials(loader: _Loader, doc: YamlDocument, path: NodePath,
+                 block: object) -> CredentialsConfig | None:
+    """A target's credentials block: what the schema cannot say (one account field, the
+    duration IAM grants, not empty). Its fields are names, never secrets (the schema refuses
+    every other key)."""
+    if not isinstance(block, dict):
+        return None  # absent, or a diagnostic of the schema's
+    if not block:
+        loader.add(doc, path, "the credentials block is empty", key=True,
+                   detail="give profile and/or agency, or remove credentials to use the "
+                          "environment's credentials")
+        return None
+    profile = block.get("profile")
+    raw = block.get("agency")
+    agency: AgencyConfig | None = None
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        agency = _agency(loader, doc, (*path, "agency"), raw)
+    return CredentialsConfig(profile=profile if isinstance(profile, str) else None,
+                             agency=agency, location=doc.location(path))
+
+
+def _agency(loader: _Loader, doc: YamlDocument, path: NodePath,
+            raw: dict[object, object]) -> AgencyConfig | None:
+    ids = [k for k in ("domain_name", "domain_id") if isinstance(raw.get(k), str)]
+    if len(ids) != 1:
+        loader.add(doc, (*path, ids[1]) if ids else path,
+                   "give exactly one of domain_name and domain_id" + (
+                       " (found both)" if ids else " (the account that owns the agency)"),
+                   key=bool(ids),
+                   detail="name the account that owns the agency by its name (domain_name) or "
+                          "by its id (domain_id)")
+        return None
+    seconds = DEFAULT_AGENCY_DURATION_SECONDS
+    duration = raw.get("duration")
+    if isinstance(duration, str):
+        parsed = _agency_seconds(duration)
+        if parsed is None:
+            return None  # the schema's pattern said so
+        low, high = AGENCY_DURATION_SECONDS
+        if not low <= parsed <= high:
+            loader.add(doc, (*path, "duration"), f"duration {show(duration)} is "
+                       f"{parsed} seconds; IAM grants agency credentials for 15m to 24h",
+                       detail="use 15m to 24h, e.g. 1h; credentials are renewed before they "
+                              "expire, so a short duration only means more renewals")
+            return None
+        seconds = parsed
+    name = raw["name"]
+    assert isinstance(name, str)
+    domain_name, domain_id = raw.get("domain_name"), raw.get("domain_id")
+    return AgencyConfig(name=name,
+                        domain_name=domain_name if isinstance(domain_name, str) else None,
+                        domain_id=domain_id if isinstance(domain_id, str) else None,
+                        duration_seconds=seconds)
 
 
 def _provider(loader: _Loader) -> ProviderConfig | None:

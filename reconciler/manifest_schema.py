@@ -47,12 +47,29 @@ _PATTERN_HINTS = {
 _TARGET_HINTS = {
     "name": 'is not a valid target name: use 1-63 lower-case letters, digits and "-", '
             "starting with a letter or digit, e.g. prod-cn-north-4",
-    "credentials": 'is not a credential source name: use 1-64 letters, digits, ".", "_" or '
-                   '"-" (a profile name; never a secret)',
     "ecs": _PATTERN_HINTS["endpoint"], "kms": _PATTERN_HINTS["endpoint"],
     "iam": _PATTERN_HINTS["endpoint"], "sts": _PATTERN_HINTS["endpoint"],
     "obs": _PATTERN_HINTS["endpoint"],
 }
+
+
+# the fields of a target's credentials block (``targets[i].credentials``)
+_CREDENTIAL_HINTS = {
+    "profile": "is not a profile name: the SDK's profile file names its sections basic or "
+               'basic followed by lower-case letters, digits, ".", "_" or "-", e.g. '
+               "basic-partner",
+    "name": 'is not a valid agency name: use 1-64 letters, digits, ".", "_", "-" and inner '
+            "spaces, as the agency is named in the account that owns it",
+    "domain_name": 'is not a valid account name: use 1-64 letters, digits, ".", "_" or "-"',
+    "domain_id": 'is not a valid account id: use 1-64 letters, digits, "_" or "-"',
+    "duration": "is not a valid duration: use whole numbers with h, m or s, e.g. 1h or 2h30m "
+                "(15m to 24h)",
+}
+_PATTERNED = frozenset({*_PATTERN_HINTS, *_CREDENTIAL_HINTS})
+CREDENTIALS_FORMS = ("give an object, never a secret: credentials: {profile: basic-NAME} for a "
+                     "section of the SDK's profile file, and/or credentials: {agency: {name: "
+                     "AGENCY, domain_name: ACCOUNT}} to assume an agency; without credentials "
+                     "the target uses the environment's credentials")
 
 
 def schema_text() -> str:
@@ -162,11 +179,11 @@ def _line_breaks(value: object, doc: YamlDocument, path: NodePath) -> list[Diagn
     out: list[Diagnostic] = []
     if isinstance(value, dict):
         for key, sub in value.items():
-            if key in _PATTERN_HINTS and isinstance(sub, str) and sub.endswith("\n"):
+            if key in _PATTERNED and isinstance(sub, str) and sub.endswith("\n"):
                 out.append(_diag(doc, (*path, key), f"{show(sub.rstrip())} ends with a line "
                                  "break", detail="write it on one line, without `|` or `>`"))
             elif isinstance(sub, dict | list) and key in ("provider", "keypairs", "targets",
-                                                          "endpoints"):
+                                                          "endpoints", "credentials", "agency"):
                 out.extend(_line_breaks(sub, doc, (*path, key)))
     elif isinstance(value, list):
         for index, sub in enumerate(value):
@@ -220,6 +237,10 @@ def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnost
                 for k in missing]
     if validator == "type":
         want = _TYPE_WORDS.get(str(error.validator_value), str(error.validator_value))
+        if len(path) == 3 and path[0] == "targets" and path[2] == "credentials":
+            # the string form (a bare source name) was never accepted: say what replaces it
+            return [_diag(doc, path, f"expected {want}, got {_kind(instance)}",
+                          detail=CREDENTIALS_FORMS)]
         return [_diag(doc, path, f"expected {want}, got {_kind(instance)}")]
     if validator in ("enum", "const"):
         choices = error.validator_value if validator == "enum" else [error.validator_value]
@@ -230,7 +251,8 @@ def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnost
         field = str(path[-1]) if path else ""
         hint = _PATTERN_HINTS.get(field, f"does not match {error.validator_value}")
         if path and path[0] == "targets":
-            hint = _TARGET_HINTS.get(field, hint)
+            hints = _CREDENTIAL_HINTS if "credentials" in path else _TARGET_HINTS
+            hint = hints.get(field, hint)
         if len(path) > 2 and path[-2] == "targets":  # a key pair's list of target names
             hint = _TARGET_HINTS["name"]
         return [_diag(doc, path, f"{show(instance)} {hint}")]

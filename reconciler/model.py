@@ -3,7 +3,7 @@
 These are the values that flow between the stages (load -> refresh -> plan -> apply).
 Raw JSON and YAML never cross a module boundary; these records do.
 
-May import: the standard library only.
+May import: the standard library, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn
+
+from reconciler.address import Address, keypair_address
 
 SENSITIVE = "(sensitive value)"
 
@@ -172,12 +174,45 @@ class ProviderConfig:
 SERVICES = ("ecs", "kms", "iam", "sts", "obs")
 
 
+AGENCY_DURATION_SECONDS = (900, 86400)  # what IAM grants: 15 minutes to 24 hours
+DEFAULT_AGENCY_DURATION_SECONDS = 3600  # more than the 40-minute refresh margin
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyConfig:
+    """An IAM agency a target's credentials assume: its name and the account that owns it
+    (exactly one of ``domain_id`` and ``domain_name``), and how long each grant lasts."""
+
+    name: str
+    domain_id: str | None = None
+    domain_name: str | None = None
+    duration_seconds: int = DEFAULT_AGENCY_DURATION_SECONDS
+
+    @property
+    def account(self) -> str:
+        """The owning account as the manifest names it (its name, or its id)."""
+        return self.domain_name or self.domain_id or ""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsConfig:
+    """A target's ``credentials`` block: where its credentials come from, never a secret.
+
+    ``profile`` names a section of the SDK's profile file used instead of the environment's
+    provider chain; ``agency``, when set, is assumed with those base credentials."""
+
+    profile: str | None = None
+    agency: AgencyConfig | None = None
+    location: SourceLocation | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TargetConfig:
     """One entry of the manifest's ``targets`` block: where some key pairs live.
 
-    ``credentials`` names a credential source (never holds a secret); ``endpoints`` maps a
-    service of ``SERVICES`` to its URL where the manifest overrides the region's default.
+    ``credentials`` says where its credentials come from (None: the environment's provider
+    chain, as for a provider block); ``endpoints`` maps a service of ``SERVICES`` to its URL
+    where the manifest overrides the region's default.
     """
 
     name: str
@@ -185,7 +220,7 @@ class TargetConfig:
     project_id: str
     api: Api | None = None
     endpoints: Mapping[str, str] = field(default_factory=dict)
-    credentials: str | None = None
+    credentials: CredentialsConfig | None = None
     location: SourceLocation | None = None
 
 
@@ -321,14 +356,14 @@ class TargetConnection:
 class State:
     """The whole state: lineage (set once), serial (bumped on every change), entries.
 
-    ``keypairs`` is keyed by name: a state of this release holds one target (each entry
-    says which), so a name is unambiguous; ``targets`` is the connection of each target
-    an entry lives in (or the run connected to).
+    ``keypairs`` is keyed by address (target, kind, name): the same name may be managed in
+    several targets; ``targets`` is the connection of each target an entry lives in (or the
+    run connected to).
     """
 
     lineage: str
     serial: int
-    keypairs: Mapping[str, StateKeyPair] = field(default_factory=dict)
+    keypairs: Mapping[Address, StateKeyPair] = field(default_factory=dict)
     format_version: int = 3  # the format this release writes (codec.FORMAT_VERSION)
     # How each target was reached: a note for finding its key pairs again, not part of what
     # the state holds (not compared: a run from another endpoint changes no entry).
@@ -337,6 +372,21 @@ class State:
     # made from it says so. Not part of its value.
     verified: bool = field(default=True, compare=False)
 
-    def by_name(self, name: str) -> StateKeyPair | None:
-        """The entry of key pair ``name`` (in the state's one target), if any."""
-        return self.keypairs.get(name)
+    def by_name(self, name: str, target: str | None = None) -> StateKeyPair | None:
+        """The entry of key pair ``name`` in ``target``; without a target, the entry of that
+        name if only one target holds one (None when none does, or several do)."""
+        if target is not None:
+            return self.keypairs.get(keypair_address(name, target))
+        found = [e for a, e in self.keypairs.items() if a.name == name]
+        return found[0] if len(found) == 1 else None
+
+    def entry(self, name: str, target: str | None = None) -> StateKeyPair:
+        """As ``by_name``, but a ``KeyError`` when there is no such one entry."""
+        found = self.by_name(name, target)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def names(self) -> list[str]:
+        """The names of the entries, in the state's order (a name in two targets twice)."""
+        return [a.name for a in self.keypairs]

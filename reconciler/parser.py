@@ -104,8 +104,15 @@ def _positive(text: str) -> int:
 
 
 def _targets(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", action="append", default=[], metavar="NAME",
-                   help="limit to this key pair (repeatable)")
+    p.add_argument("--target", action="append", default=[], metavar="ADDRESS",
+                   help="limit to this key pair: a name (in every target) or an address "
+                        "(repeatable)")
+    p.add_argument("--in", action="append", default=[], metavar="TARGET", dest="within",
+                   help="limit to the key pairs of this target, as the manifests or state "
+                        "name it (repeatable)")
+    p.add_argument("--forget-target", action="append", default=[], metavar="TARGET",
+                   help="drop from state the key pairs of this target, which the manifests no "
+                        "longer declare, without a request to the cloud (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("list", "list managed key pairs"),
                        ("show", "show one key pair (never its private key)"),
                        ("rm", "forget a key pair; never touches the cloud"),
+                       ("mv", "move a key pair to another target in state; never touches the "
+                              "cloud"),
                        ("push", "upload a local state file to the configured backend"),
                        ("pull", "print the state document (secrets stay encrypted)"),
                        ("upgrade", "rewrite a format 1 state (reconciler 0.1.0) as format 2, "
@@ -176,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_global_options(sp, top=False)
         if name in ("show", "rm"):
             sp.add_argument("name", metavar="NAME")
+        if name == "mv":
+            sp.add_argument("source", metavar="SOURCE")
+            sp.add_argument("destination", metavar="DESTINATION")
         if name == "push":
             sp.add_argument("file", metavar="FILE")
         sp.add_argument("paths", nargs="*", metavar="PATH",

@@ -87,6 +87,7 @@ REASON_ROTATION = "replace_by_triggers"
 REASON_NO_CONFIG = "delete_because_no_resource_config"
 REASON_GONE = "forget_because_deleted_outside"
 REASON_REKEYED = "forget_because_changed_outside"
+REASON_TARGET_FORGOTTEN = "forget_because_target_forgotten"
 
 
 def tally(actions: Iterable[Action]) -> dict[str, int]:
@@ -168,9 +169,17 @@ class Plan:
     manifest_digest: str
     mode: Mode = Mode.NORMAL
     drift: tuple[Drift, ...] = ()
-    forget: tuple[str, ...] = ()
-    lifecycle: tuple[tuple[str, bool], ...] = ()  # (name, prevent_destroy) to record
+    forget: tuple[Address, ...] = ()
+    lifecycle: tuple[tuple[Address, bool], ...] = ()  # (address, prevent_destroy) to record
     targets: tuple[str, ...] = field(default_factory=tuple)
+    # Entries of a target renamed in the manifests: (recorded address, address now). State
+    # only, like ``lifecycle``: nothing moves in the cloud.
+    moved: tuple[tuple[Address, Address], ...] = ()
+    # Targets this plan could not read (target, why): their key pairs are not in it.
+    unreachable: tuple[tuple[str, str], ...] = ()
+    # --in: the whole targets the run was restricted to (empty: every target).
+    within: tuple[str, ...] = ()
+    forget_targets: tuple[str, ...] = ()
     # What the plan was made from, so that a saved plan can be made again and compared:
     # every desired key pair (not only the changed ones), --replace, and the clock.
     configuration: tuple[DesiredKeyPair, ...] = ()
@@ -195,7 +204,7 @@ class Plan:
     @property
     def state_only(self) -> bool:
         """True when apply has state to update although nothing changes in the cloud."""
-        return bool(self.forget or self.lifecycle)
+        return bool(self.forget or self.lifecycle or self.moved)
 
 
 @dataclass
@@ -432,54 +441,89 @@ def make_plan(
     options: PlanOptions,
     now: datetime,
     recorded: Mapping[Address, StateKeyPair] | None = None,
+    moves: Mapping[str, str] | None = None,
+    unreachable: Mapping[str, str] | None = None,
+    within: Iterable[str] = (),
+    forget_targets: Iterable[str] = (),
 ) -> Plan:
     """Compare desired, recorded and actual key pairs and decide every change, per address.
 
     ``remote`` is the one snapshot of a single-target run, or every target's by target name.
-    ``recorded`` is state's entries by address when state records targets; by default every
-    entry of ``state`` is in the run's first target (format 2 records none).
+    ``recorded`` is state's entries by address (default: from ``state``, an entry of a
+    target renamed in ``moves`` under its new name). ``unreachable`` names targets that could
+    not be read (and why): nothing is decided for their key pairs. ``within`` (``--in``)
+    restricts the plan to whole targets; ``forget_targets`` (``--forget-target``) are
+    targets whose entries are dropped from state without a request to the cloud.
 
     Raises ``DiagnosticsError`` (all problems at once) for key pairs that exist but are not
     managed, for ``prevent_destroy`` violations, and for unknown ``--target``/``--replace``.
     """
-    run = addressing(manifest)
+    moves = dict(moves or {})
+    unreachable = dict(unreachable or {})
+    within_set, forgotten = set(within), set(forget_targets)
+    run = addressing(manifest, state, moves)
     snapshots = {run.targets[0]: remote} if isinstance(remote, RemoteSnapshot) else dict(remote)
-    desired = desired_by_address(manifest)
-    recorded = recorded if recorded is not None else recorded_by_address(state, run)
+    desired = desired_by_address(manifest, run)
+    recorded = recorded if recorded is not None else recorded_by_address(state, run, moves)
     actual = remote_by_address(snapshots, run)
     problems: list[Diagnostic] = []
     targets = _selected("--target", options.targets, (*desired, *recorded), problems)
     replacing = _selected("--replace", options.replace, (*desired, *recorded), problems)
     _check_replace(replacing, desired, recorded, options, problems)
-    first = next(iter(snapshots.values()))
-    ctx = _Context(options=options, now=now, api=first.api, problems=problems,
+    first = next(iter(snapshots.values()), None)
+    default_api = first.api if first is not None else Api.V21
+    ctx = _Context(options=options, now=now, api=default_api, problems=problems,
                    replacing=frozenset(replacing))
     changes: list[Change] = []
     drift: list[Drift] = []
-    forget: list[str] = []
-    lifecycle: list[tuple[str, bool]] = []
+    forget: list[Address] = []
+    lifecycle: list[tuple[Address, bool]] = []
     for addr in sorted(set(desired) | set(recorded), key=ORDER):
-        if targets and addr not in targets:
+        if (targets and addr not in targets) or addr.target in unreachable \
+                or (within_set and addr.target not in within_set):
             continue
         ctx.here = addr
+        prior = recorded.get(addr)
+        if addr.target in forgotten:
+            if prior is not None:
+                changes.append(_target_forgotten(prior, addr))
+            continue
         snapshot = snapshots.get(addr.target)
-        ctx.api = snapshot.api if snapshot is not None else first.api
-        decided = _decide(addr, desired.get(addr), recorded.get(addr), actual.get(addr), ctx)
+        ctx.api = snapshot.api if snapshot is not None else default_api
+        decided = _decide(addr, desired.get(addr), prior, actual.get(addr), ctx)
         changes.extend(replace(c, at=addr) for c in decided.changes)
         drift.extend(replace(d, at=addr) for d in decided.drift)
         forget.extend(decided.forget)
         lifecycle.extend(decided.lifecycle)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
+    moved = tuple(sorted(((Address(a.target, a.kind, a.name, qualified=True),
+                           run.keypair(a.name, moves[a.target]))
+                          for a in state.keypairs if a.target in moves
+                          and (not within_set or moves[a.target] in within_set)),
+                         key=lambda pair: ORDER(pair[1])))
     return Plan(
-        changes=tuple(changes), api=first.api, lineage=state.lineage, serial=state.serial,
+        changes=tuple(changes), api=default_api, lineage=state.lineage, serial=state.serial,
         manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
         forget=tuple(forget), lifecycle=tuple(lifecycle),
         targets=tuple(sorted(set(options.targets))),
         configuration=manifest.keypairs, replace=tuple(sorted(set(options.replace))),
         planned_at=now.isoformat(),
         state_verified=state.verified,
+        moved=moved, unreachable=tuple(sorted(unreachable.items())),
+        within=tuple(sorted(within_set)), forget_targets=tuple(sorted(forgotten)),
     )
+
+
+def _target_forgotten(prior: StateKeyPair, at: Address) -> Change:
+    """``--forget-target``: the entry leaves state; the cloud is not asked anything."""
+    notes: tuple[str, ...] = ("its target is forgotten with --forget-target: it stays in the "
+                              "cloud, unmanaged",)
+    if prior.private_key is not None:
+        notes += ("state holds its private key, which apply forgets; to keep it, first: "
+                  f"reconciler output {at.display(qualified=True)} --private-key --out FILE",)
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_TARGET_FORGOTTEN, prior=prior, at=at, notes=notes)
 
 
 @dataclass
@@ -488,8 +532,8 @@ class _Decided:
 
     changes: list[Change] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
-    forget: list[str] = field(default_factory=list)
-    lifecycle: list[tuple[str, bool]] = field(default_factory=list)
+    forget: list[Address] = field(default_factory=list)
+    lifecycle: list[tuple[Address, bool]] = field(default_factory=list)
 
 
 def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
@@ -515,7 +559,7 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
             change = _managed(d, prior, now_remote, ctx)
             out.changes.append(change)
             if change.action is Action.NOOP and d.prevent_destroy != prior.prevent_destroy:
-                out.lifecycle.append((addr.name, d.prevent_destroy))
+                out.lifecycle.append((addr, d.prevent_destroy))
     elif prior is not None:
         protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
         gone = _undesired(prior, now_remote, protected=protected, mode=mode, ctx=ctx)
@@ -524,7 +568,7 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
         elif prior.private_key is not None:
             out.changes.append(_forgotten(prior))
         else:
-            out.forget.append(addr.name)
+            out.forget.append(addr)
     return out
 
 

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.address import keypair_address
+from reconciler.address import DEFAULT_TARGET, is_target_name, keypair_address
 from reconciler.configuration import (
     SAVED_PLAN_LOCATION,
     configuration_digest,
@@ -44,6 +44,7 @@ from reconciler.model import (
     RemoteSnapshot,
     SourceLocation,
     State,
+    TargetConfig,
 )
 from reconciler.plan import REASON_BY_REQUEST, Mode, Plan, PlanOptions, make_plan
 from reconciler.render.json import PLAN_KIND, PLAN_VERSION, plan_document
@@ -232,7 +233,7 @@ def _legacy_configuration(saved: SavedPlan, state: State) -> tuple[DesiredKeyPai
     lifecycle = {str(n): bool(p) for n, p in _rec(saved).get("lifecycle", [])}
     for rc in saved.document["resource_changes"]:  # type: ignore[attr-defined]
         name = rc["name"]
-        entry = state.keypairs.get(name)
+        entry = state.by_name(name)
         if rc["change"]["actions"] != ["no-op"] or name in embedded or entry is None:
             continue
         embedded[name] = DesiredKeyPair(
@@ -251,7 +252,18 @@ def _rec(saved: SavedPlan) -> Mapping[str, Any]:
     return rec
 
 
-def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: datetime) -> Plan:
+def saved_target(saved: SavedPlan) -> str:
+    """The target the saved plan's key pairs are recorded under (``default`` for a plan of
+    a manifest without a targets block, and for every plan before targets were recorded)."""
+    raw = saved.document["reconciler"].get("provider")  # type: ignore[attr-defined]
+    target = raw.get("target", DEFAULT_TARGET) if isinstance(raw, dict) else DEFAULT_TARGET
+    if not isinstance(target, str) or not is_target_name(target):
+        raise PlanFileError(f"{saved.path}: the saved plan names no valid target; {_AGAIN}")
+    return target
+
+
+def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: datetime,
+             moves: Mapping[str, str] | None = None) -> Plan:
     """Make the plan again from what ``saved`` pins, and return it when it is exactly the
     plan the file shows. Raises ``StaleStateError`` (state or cloud moved) or
     ``PlanFileError`` (the file shows something its inputs do not give)."""
@@ -263,9 +275,14 @@ def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: dat
     try:
         configuration = (saved.configuration if saved.complete
                          else _legacy_configuration(saved, state))
-        manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest)
+        target = saved_target(saved)
+        targets = () if target == DEFAULT_TARGET else (TargetConfig(
+            name=target, region=saved.provider.region or "",
+            project_id=saved.provider.project_id or ""),)
+        manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest,
+                            targets=targets)
         plan = make_plan(manifest, state, remote, options=saved.options,
-                         now=saved.planned_at or now)
+                         now=saved.planned_at or now, moves=moves)
     except DiagnosticsError as exc:
         raise PlanFileError(
             f"Saved plan does not match what it pins: planned again from its configuration, "

@@ -1,8 +1,9 @@
 """Refresh: read what exists in the cloud with one (paginated) list, not a GET per key pair.
 
-``refresh`` lists one target; ``refresh_targets`` lists every target of a run at once, on a
-bounded thread pool, and fails as a whole, naming the first target (in the run's order) that
-could not be listed: a plan made without one target's key pairs would plan their creation.
+``refresh`` lists one target; ``refresh_each`` lists every target of a run at once, on a
+bounded thread pool, and returns the snapshots of those it could list with the reason for
+each it could not; ``refresh_targets`` fails as a whole instead, naming the first target (in
+the run's order) that could not be listed.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``.
 """
@@ -24,6 +25,26 @@ def refresh(api: KeyPairApi) -> RemoteSnapshot:
     return api.list_keypairs()
 
 
+def refresh_each(apis: Mapping[str, KeyPairApi], *,
+                 parallelism: int = MAX_PARALLEL_TARGETS
+                 ) -> tuple[dict[str, RemoteSnapshot], dict[str, ReconcilerError]]:
+    """Every target's snapshot, by target name, listed concurrently; and the error of each
+    target whose list failed with an expected error (the others still finish)."""
+    out: dict[str, RemoteSnapshot] = {}
+    failed: dict[str, ReconcilerError] = {}
+    if not apis:
+        return out, failed
+    workers = max(1, min(parallelism, len(apis)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+        futures = {name: pool.submit(refresh, api) for name, api in apis.items()}
+        for name, future in futures.items():
+            try:
+                out[name] = future.result()
+            except ReconcilerError as exc:
+                failed[name] = exc
+    return out, failed
+
+
 def refresh_targets(apis: Mapping[str, KeyPairApi], *,
                     parallelism: int = MAX_PARALLEL_TARGETS) -> dict[str, RemoteSnapshot]:
     """Every target's snapshot, by target name, listed concurrently.
@@ -31,18 +52,8 @@ def refresh_targets(apis: Mapping[str, KeyPairApi], *,
     Raises ``TargetRefreshError`` naming the target when one fails with an expected error
     (its cause is the API's or the credentials' error); other targets' lists still finish
     first, so no request is left running."""
-    if not apis:
-        return {}
-    workers = max(1, min(parallelism, len(apis)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-        futures = {name: pool.submit(refresh, api) for name, api in apis.items()}
-        out: dict[str, RemoteSnapshot] = {}
-        failed: TargetRefreshError | None = None
-        for name, future in futures.items():
-            try:
-                out[name] = future.result()
-            except ReconcilerError as exc:
-                failed = failed or TargetRefreshError(name, exc)
-    if failed is not None:
-        raise failed
+    out, failed = refresh_each(apis, parallelism=parallelism)
+    for name in apis:
+        if name in failed:
+            raise TargetRefreshError(name, failed[name])
     return out

@@ -3,9 +3,13 @@
 Precedence is flag > environment > manifest ``provider`` block (or the run's target) > default.
 Settings are per target: ``resolve_target_settings`` gives each target of a manifest set its
 own; ``--endpoint URL`` (or ``RECONCILER_ENDPOINT``) alone puts every target's services at that
-URL, as the emulator serves them all on one port. Credentials come
-from the environment, never a manifest: the provider chain of ``reconciler.credentials.chain``
-(OIDC, the SDK's and the Terraform provider's variables, the SDK's profile file). The
+URL, as the emulator serves them all on one port. Secrets never come
+from a manifest: a provider block's run uses the provider chain of
+``reconciler.credentials.chain`` (OIDC, the SDK's and the Terraform provider's variables, the
+SDK's profile file); a target uses its ``credentials`` block (``reconciler.credentials.target``:
+a named profile, an agency assumed with the base credentials), the chain without one. An
+agency is assumed at the IAM endpoint of ``--endpoint``/``RECONCILER_ENDPOINT``, else the
+target's ``endpoints.iam``, else ``HUAWEICLOUD_SDK_IAM_ENDPOINT``, else the SDK's default. The
 endpoint is parsed by ``reconciler.urls`` (the error names where it came from) and the proxy
 for it chosen from the same environment.
 
@@ -22,8 +26,9 @@ from dataclasses import dataclass
 
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import default_endpoint
-from reconciler.api.protocol import ApiSettings
-from reconciler.credentials.chain import resolve
+from reconciler.api.protocol import ApiSettings, CredentialProvider
+from reconciler.credentials.chain import iam_endpoint, resolve
+from reconciler.credentials.target import target_credentials
 from reconciler.errors import UsageError
 from reconciler.model import Api, Manifest, ProviderConfig, TargetConfig
 from reconciler.proxies import choose_proxy
@@ -93,26 +98,30 @@ def own_target(flags: ProviderFlags, environ: Mapping[str, str],
 
 
 def resolve_api_settings(
-    flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None
+    flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None, *,
+    credentials: CredentialProvider | None = None,
 ) -> ApiSettings:
-    """Everything needed to call the API, or a ``UsageError`` saying what is missing."""
+    """Everything needed to call the API, or a ``UsageError`` saying what is missing.
+
+    ``credentials``: a target's own provider; without it, the environment's chain."""
     api = effective_api(flags, environ, provider)
     region = flags.region or _first(environ, REGION_VARS) or (provider.region if provider else None)
     project_id = (flags.project_id or _first(environ, PROJECT_VARS)
                   or (provider.project_id if provider else None))
     endpoint = _endpoint(flags, environ, provider, api=api, region=region)
     resolution = None
-    if not project_id:  # a profile file's project_id comes last
+    if not project_id and credentials is None:  # a profile file's project_id comes last
         with contextlib.suppress(UsageError):
             resolution = resolve(environ)
         project_id = resolution.project_id if resolution else None
     if not project_id:
         raise UsageError("no project id: give --project-id, set HUAWEICLOUD_SDK_PROJECT_ID "
                          "(or HW_PROJECT_ID), or set provider.project_id in a manifest")
-    resolution = resolution or resolve(environ)
+    if credentials is None:
+        credentials = (resolution or resolve(environ)).provider
     ca_bundle = _first(environ, CA_BUNDLE_VARS)
     return ApiSettings(api=api, endpoint=endpoint.url, project_id=project_id,
-                       credentials=resolution.provider, region=region,
+                       credentials=credentials, region=region,
                        verify_tls=not flags.insecure, ca_bundle=ca_bundle,
                        proxy=choose_proxy(endpoint, environ))
 
@@ -137,23 +146,59 @@ def _endpoint(flags: ProviderFlags, environ: Mapping[str, str], provider: Provid
 def target_provider(target: TargetConfig, flags: ProviderFlags,
                     environ: Mapping[str, str]) -> ProviderConfig:
     """The provider block a target stands for: its region, project, API, and the endpoint of
-    the service that API is served by (``kms`` for kps, ``ecs`` otherwise)."""
+    the service that API is served by (``kms`` for kps, ``ecs`` otherwise).
+
+    A provider block carries no credentials, so a target with a ``credentials`` block is
+    refused here rather than reached with the environment's: its settings come from
+    ``target_settings`` (or ``resolve_target_settings``) only."""
     if target.credentials is not None:
         where = f" at {target.location}" if target.location else ""
-        raise UsageError(f"target {target.name!r}{where} names the credential source "
-                         f"{target.credentials!r}; named credential sources are not supported "
-                         "yet. Remove `credentials:` to use the environment's credentials")
+        raise UsageError(f"target {target.name!r}{where} has a credentials block, which this "
+                         "command does not use yet (it would reach the target with the "
+                         "environment's credentials instead). Remove `credentials:` to use "
+                         "the environment's credentials")
+    return _target_block(target, flags, environ)
+
+
+def _target_block(target: TargetConfig, flags: ProviderFlags,
+                  environ: Mapping[str, str]) -> ProviderConfig:
     api = effective_api(flags, environ, ProviderConfig(api=target.api))
     service = "kms" if api is Api.KPS else "ecs"
     return ProviderConfig(region=target.region, project_id=target.project_id, api=target.api,
                           endpoint=target.endpoints.get(service), location=target.location)
 
 
+def target_iam_endpoint(target: TargetConfig, flags: ProviderFlags,
+                        environ: Mapping[str, str]) -> str:
+    """Where ``target``'s agency is assumed: ``--endpoint`` or ``RECONCILER_ENDPOINT`` (every
+    service of every target), else its ``endpoints.iam``, else the run's IAM endpoint."""
+    if flags.endpoint:
+        return parse_endpoint(flags.endpoint, what="--endpoint").url
+    if environ.get("RECONCILER_ENDPOINT"):
+        return parse_endpoint(environ["RECONCILER_ENDPOINT"], what="RECONCILER_ENDPOINT").url
+    given = target.endpoints.get("iam")
+    if given:
+        where = f" in {target.location}" if target.location else ""
+        return parse_endpoint(given, what=f"endpoints.iam of target {target.name!r}{where}").url
+    return iam_endpoint(environ)
+
+
+def target_settings(target: TargetConfig, flags: ProviderFlags,
+                    environ: Mapping[str, str]) -> ApiSettings:
+    """One target's settings, with its own credentials (``settings.credentials.source`` says
+    where they come from, never a secret: what state records as the target's credential
+    source). An agency is assumed at the first signature, not here."""
+    credentials = target_credentials(
+        target.name, target.credentials, environ,
+        iam_endpoint=target_iam_endpoint(target, flags, environ))
+    return resolve_api_settings(flags, environ, _target_block(target, flags, environ),
+                                credentials=credentials)
+
+
 def resolve_target_settings(flags: ProviderFlags, environ: Mapping[str, str],
                             manifest: Manifest) -> dict[str, ApiSettings]:
     """Each target's settings, by target name, in manifest order (without a targets block:
-    the one implicit target, from the provider block)."""
+    the one implicit target, from the provider block and the environment's credentials)."""
     if not manifest.targets:
         return {DEFAULT_TARGET: resolve_api_settings(flags, environ, manifest.provider)}
-    return {t.name: resolve_api_settings(flags, environ, target_provider(t, flags, environ))
-            for t in manifest.targets}
+    return {t.name: target_settings(t, flags, environ) for t in manifest.targets}

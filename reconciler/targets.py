@@ -3,15 +3,20 @@
 A manifest set without a ``targets`` block has one implicit target, ``default`` (its
 ``provider`` block, if any). A key pair declared once is fanned out to every target it lists
 (default: all of them); the result is keyed by ``Address``. State (format 3) records each
-entry's target, for now always ``default`` (one target per state): its entries belong to the
-run's only target.
+entry's target and how that target was reached (``TargetConnection``).
+
+A run's targets are the declared ones and those only state still holds key pairs in (a
+target removed from the manifests: its key pairs are planned for deletion, reached by the
+recorded connection). A target is known by what it is: a recorded target whose region and
+project are a declared target's is that target renamed (``moves``), and its entries move to
+the new name; nothing moves in the cloud.
 
 May import: ``reconciler.model``, ``reconciler.address``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from reconciler.address import DEFAULT_TARGET, Address, Addressing
 from reconciler.model import (
@@ -21,33 +26,49 @@ from reconciler.model import (
     RemoteSnapshot,
     State,
     StateKeyPair,
+    TargetConnection,
 )
 
 
 def target_names(manifest: Manifest) -> tuple[str, ...]:
-    """The run's targets, in manifest order; ``("default",)`` without a targets block."""
+    """The declared targets, in manifest order; ``("default",)`` without a targets block."""
     return tuple(t.name for t in manifest.targets) or (DEFAULT_TARGET,)
 
 
-def addressing(manifest: Manifest) -> Addressing:
-    return Addressing(targets=target_names(manifest))
+def addressing(manifest: Manifest, state: State | None = None,
+               moves: Mapping[str, str] | None = None) -> Addressing:
+    """How the run shows addresses: with the target when more than one is in play (declared,
+    or holding entries in ``state`` that do not move to a declared one)."""
+    declared = target_names(manifest)
+    held = recorded_targets(state, moves) if state is not None else ()
+    return Addressing(targets=declared + tuple(t for t in held if t not in declared))
 
 
-def desired_by_address(manifest: Manifest) -> dict[Address, DesiredKeyPair]:
+def recorded_targets(state: State, moves: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The targets state holds entries in (after ``moves``), sorted."""
+    moves = moves or {}
+    return tuple(sorted({moves.get(a.target, a.target) for a in state.keypairs}))
+
+
+def desired_by_address(manifest: Manifest, run: Addressing | None = None
+                       ) -> dict[Address, DesiredKeyPair]:
     """Every declared key pair in each of its targets."""
-    run = addressing(manifest)
+    run = run or addressing(manifest)
+    declared = target_names(manifest)
     out: dict[Address, DesiredKeyPair] = {}
     for kp in manifest.keypairs:
-        for target in kp.targets or run.targets:
+        for target in kp.targets or declared:
             out[run.keypair(kp.name, target)] = kp
     return out
 
 
-def recorded_by_address(state: State, run: Addressing) -> dict[Address, StateKeyPair]:
-    """State's entries by address. State keeps one target for now: every entry is in the
-    run's first (for a run that may use it: its only) target."""
-    target = run.targets[0]
-    return {run.keypair(name, target): entry for name, entry in state.keypairs.items()}
+def recorded_by_address(state: State, run: Addressing,
+                        moves: Mapping[str, str] | None = None) -> dict[Address, StateKeyPair]:
+    """State's entries by address in this run (an entry of a renamed target under its new
+    name)."""
+    moves = moves or {}
+    return {run.keypair(a.name, moves.get(a.target, a.target)): entry
+            for a, entry in state.keypairs.items()}
 
 
 def remote_by_address(remote: Mapping[str, RemoteSnapshot],
@@ -55,3 +76,39 @@ def remote_by_address(remote: Mapping[str, RemoteSnapshot],
     """Every target's key pairs, by address."""
     return {run.keypair(name, target): kp
             for target, snapshot in remote.items() for name, kp in snapshot.keypairs.items()}
+
+
+def identity(connection: TargetConnection) -> tuple[str, str] | None:
+    """What a target is (region, project), when known: two names for one identity are one
+    target."""
+    if not connection.project_id:
+        return None
+    return (connection.region or "", connection.project_id)
+
+
+def renamed_targets(state: State, declared: Mapping[str, TargetConnection],
+                    keep: Iterable[str] = ()) -> dict[str, str]:
+    """Recorded targets that are a declared target under another name: old name → new.
+
+    ``declared`` is each declared target's connection as this run reaches it; ``keep``
+    names recorded targets never to move (``--forget-target``)."""
+    keep = set(keep)
+    by_identity: dict[tuple[str, str], str] = {}
+    for name, connection in declared.items():
+        found = identity(connection)
+        if found is not None:
+            by_identity.setdefault(found, name)
+    out: dict[str, str] = {}
+    for target in recorded_targets(state):
+        if target in declared or target in keep:
+            continue
+        found = identity(state.targets.get(target) or TargetConnection())
+        if found is not None and found in by_identity:
+            out[target] = by_identity[found]
+    return out
+
+
+def state_addressing(state: State) -> Addressing:
+    """How commands that read only state show its addresses: with the target when state
+    holds entries in more than one."""
+    return Addressing(targets=recorded_targets(state) or (DEFAULT_TARGET,))

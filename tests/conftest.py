@@ -15,6 +15,7 @@ if os.environ.get("CI"):
     settings.register_profile("ci", derandomize=True)
     settings.load_profile("ci")
 
+from reconciler.credentials.target import forget_shared
 from reconciler.emulator.server import Emulator
 
 
@@ -30,6 +31,10 @@ def emulator_session() -> Iterator[Emulator]:
 
 @pytest.fixture()
 def emulator(emulator_session: Emulator) -> Iterator[Emulator]:
+    # a reset forgets the temporary credentials the emulator granted, so the agency
+    # providers kept for this process (which hold them) are forgotten with it
     emulator_session.reset()
+    forget_shared()
     yield emulator_session
     emulator_session.reset()
+    forget_shared()

@@ -33,14 +33,16 @@ from reconciler.api.protocol import ApiSettings, Credentials
 from reconciler.credentials.chain import resolve, resolve_provider
 from reconciler.credentials.exchange import (
     AgencyRequest,
+    AssumeRole,
     Caller,
     read_token,
+    via_assume_role,
     via_identity_provider,
     via_sts,
 )
 from reconciler.emulator.server import Emulator
 from reconciler.errors import ApiError, CredentialError, UsageError
-from reconciler.model import Api
+from reconciler.model import Api, Secret
 
 KEYS = "keypairs:\n" + "".join(f"  - name: ci-{i}\n" for i in range(3))
 ISSUER_KEY = Issuer.new()
@@ -428,6 +430,12 @@ def _exchange(path: str, server: Hostile, caller: Caller) -> None:
     if path == "iam":
         via_identity_provider(iam_endpoint=server.endpoint, idp_id="github", id_token=TOKEN,
                               caller=caller)
+    elif path == "agency":  # signed with the base credentials: TOKEN stands for their SK
+        role = AssumeRole(agency_name="keys-ops", domain_name="acme-prod", domain_id=None,
+                          duration_seconds=3600)
+        base = Credentials(ak="BASEAK", sk=Secret(TOKEN), security_token=Secret(TOKEN[::-1]))
+        via_assume_role(iam_endpoint=server.endpoint, role=role, base=base, domain_id="d1",
+                        caller=caller)
     else:
         request = AgencyRequest(provider_urn="urn:p", agency_urn="urn:a", session_name="ci",
                                 duration_seconds=900)
@@ -435,7 +443,7 @@ def _exchange(path: str, server: Hostile, caller: Caller) -> None:
 
 
 @pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
-@pytest.mark.parametrize("path", ["iam", "sts"])
+@pytest.mark.parametrize("path", ["iam", "sts", "agency"])
 def test_a_trickled_exchange_is_cut_off_at_its_deadline(hostile: Servers, path: str,
                                                         headers_too: bool) -> None:
     """A byte every 0.3 s never trips the 30 s read timeout; the exchange's own deadline
@@ -448,10 +456,10 @@ def test_a_trickled_exchange_is_cut_off_at_its_deadline(hostile: Servers, path: 
     assert time.monotonic() - started < 4.5, "the answer was read long past the deadline"
     text = str(info.value)
     assert "within 2 s" in text and server.endpoint in text, text
-    _secrets_absent(text, TOKEN)
+    _secrets_absent(text, TOKEN, TOKEN[::-1])
 
 
-@pytest.mark.parametrize("path", ["iam", "sts"])
+@pytest.mark.parametrize("path", ["iam", "sts", "agency"])
 def test_a_redirected_exchange_is_refused_not_followed(hostile: Servers, path: str) -> None:
     """A 307 (with a plausible subject token and credentials) is not the login: it names its
     status and where it pointed, and the token never goes there."""
@@ -464,4 +472,4 @@ def test_a_redirected_exchange_is_refused_not_followed(hostile: Servers, path: s
     text = str(info.value)
     assert "HTTP 307, a redirect to host 127.0.0.1" in text, text
     assert not elsewhere.requests and len(server.requests) == 1
-    _secrets_absent(text, TOKEN)
+    _secrets_absent(text, TOKEN, TOKEN[::-1])

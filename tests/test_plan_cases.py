@@ -8,6 +8,7 @@ pure, so each case is a function call. On failure both sides are dumped.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,22 @@ from typing import Any
 import pytest
 
 from reconciler import keys
-from reconciler.address import Address
+from reconciler.address import keypair_address
 from reconciler.errors import DiagnosticsError
 from reconciler.manifest import load_manifests
 from reconciler.model import (
     Api,
     EntryStatus,
     KeySource,
-    Manifest,
     RemoteKeyPair,
     RemoteSnapshot,
     SealedSecret,
     State,
     StateKeyPair,
+    TargetConnection,
 )
 from reconciler.plan import Change, Drift, Mode, Plan, PlanOptions, make_plan
 from reconciler.render.text import summary_line
-from reconciler.targets import addressing
 
 CASES = Path(__file__).parent / "cases"
 NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
@@ -55,25 +55,29 @@ def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKey
 
 
 def _state(raw: dict[str, Any], digests: dict[str, str]) -> State:
+    """The state of a case: ``keypairs`` (the default target), or ``targets`` of them."""
+    by_target = raw.get("targets") or {"default": raw["keypairs"]}
     return State(lineage=raw["lineage"], serial=raw["serial"],
-                 keypairs=_entries(raw["keypairs"], digests))
-
-
-def _recorded(raw: dict[str, Any], digests: dict[str, str],
-              manifest: Manifest) -> dict[Address, StateKeyPair] | None:
-    """Entries by address, for a case whose state records targets ("targets": {t: {...}})."""
-    if "targets" not in raw:
-        return None
-    run = addressing(manifest)
-    return {run.keypair(name, target): entry for target, entries in raw["targets"].items()
-            for name, entry in _entries(entries, digests).items()}
+                 keypairs={keypair_address(name, target): replace(entry, target=target)
+                           for target, entries in by_target.items()
+                           for name, entry in _entries(entries, digests).items()},
+                 targets={target: TargetConnection(**(raw.get("connections") or {})
+                                                   .get(target, {}))
+                          for target in by_target})
 
 
 def _remote_of(raw: dict[str, Any]) -> RemoteSnapshot | dict[str, RemoteSnapshot]:
-    """One snapshot, or one per target ("targets": {t: {"api": ..., "keypairs": [...]}})."""
+    """One snapshot, or one per target ("targets": {t: {"api": ..., "keypairs": [...]}}); a
+    target given as {"unreachable": "why"} could not be read."""
     if "targets" in raw:
-        return {target: _remote(snapshot) for target, snapshot in raw["targets"].items()}
+        return {target: _remote(snapshot) for target, snapshot in raw["targets"].items()
+                if "unreachable" not in snapshot}
     return _remote(raw)
+
+
+def _unreachable(raw: dict[str, Any]) -> dict[str, str]:
+    return {target: snapshot["unreachable"]
+            for target, snapshot in raw.get("targets", {}).items() if "unreachable" in snapshot}
 
 
 def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
@@ -91,8 +95,8 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
     digests = {kp.name: kp.spec_digest for kp in manifest.keypairs}
     raw_state = json.loads((case / "state.json").read_text())
     state = _state(raw_state, digests)
-    recorded = _recorded(raw_state, digests, manifest)
-    remote = _remote_of(json.loads((case / "remote.json").read_text()))
+    raw_remote = json.loads((case / "remote.json").read_text())
+    remote = _remote_of(raw_remote)
     opts = expected.get("options", {})
     options = PlanOptions(mode=Mode(opts.get("mode", "normal")),
                           targets=tuple(opts.get("targets", ())),
@@ -101,7 +105,9 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
                                  .replace("Z", "+00:00")).astimezone(UTC)
     try:
         return make_plan(manifest, state, remote, options=options, now=now,
-                         recorded=recorded), None, expected
+                         moves=opts.get("moves"), unreachable=_unreachable(raw_remote),
+                         within=opts.get("in", ()),
+                         forget_targets=opts.get("forget_targets", ())), None, expected
     except DiagnosticsError as exc:
         return None, str(exc), expected
 
@@ -122,7 +128,9 @@ def test_plan_case(name: str) -> None:
     got = {
         "changes": {_key(c): c.action.value for c in plan.changes},
         "drift": {_key(d): d.kind for d in plan.drift},
-        "forget": list(plan.forget),
+        "forget": [a.label for a in plan.forget],
+        "moved": [[str(old), str(new)] for old, new in plan.moved],
+        "unreachable": [target for target, _ in plan.unreachable],
         "replace_paths": {_key(c): sorted(c.replace_paths) for c in plan.changes
                           if c.replace_paths},
         "reason": {_key(c): c.reason for c in plan.changes if c.reason},

@@ -1,7 +1,8 @@
 """The official SDK against the emulator's IAM and STS: its IAM client's
 ``create_token_with_id_token``, ``create_temporary_access_key_by_token`` and
 ``create_temporary_access_key_by_agency`` (whose credentials then sign a KPS call in the
-agency's project), its STS client's
+agency's project; without a domain id, its ``GlobalCredentials`` learn it from
+``GET /v3/auth/domains`` first, and send it as ``X-Domain-Id``), its STS client's
 ``assume_agency_with_oidc``, and its core's own federated credentials (IdP + token file,
 and STS with OIDC) signing a KPS call with the temporary AK/SK and security token.
 
@@ -151,3 +152,31 @@ def test_the_iam_client_sees_an_out_of_range_agency_duration(emulator: Emulator)
         client.create_temporary_access_key_by_agency(
             iam.CreateTemporaryAccessKeyByAgencyRequest(body=body))
     assert refused.value.status_code == 400 and "900 to 86400" in refused.value.error_msg
+
+
+def test_the_sdk_learns_its_account_from_iam_and_sends_it_with_assume_role(
+        emulator: Emulator) -> None:
+    from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+
+    emulator.register_agency(name="keys-ops", domain_name="acme-prod",
+                             projects=[emulator.project_id])
+    body = iam.CreateTemporaryAccessKeyByAgencyRequestBody(auth=iam.AgencyAuth(
+        identity=iam.AgencyAuthIdentity(methods=["assume_role"], assume_role=iam.IdentityAssumerole(
+            agency_name="keys-ops", domain_name="acme-prod", duration_seconds=900))))
+    request = iam.CreateTemporaryAccessKeyByAgencyRequest(body=body)
+    # no domain_id: for a region, GlobalCredentials ask GET /v3/auth/domains, as reconciler
+    # does, at the IAM endpoint they are given
+    from huaweicloudsdkcore.region.region import Region
+
+    unknown = (core_credentials.GlobalCredentials(emulator.ak, emulator.sk)
+               .with_iam_endpoint(emulator.endpoint))
+    client = (iam.IamClient.new_builder().with_credentials(unknown)
+              .with_region(Region("cn-north-4", emulator.endpoint)).build())
+    assert client.create_temporary_access_key_by_agency(request).credential.access
+    assert emulator.iam.counts == {"auth_domains": 1, "assume_role": 1}
+    wrong = core_credentials.GlobalCredentials(emulator.ak, emulator.sk, "not-this-account")
+    client = (iam.IamClient.new_builder().with_credentials(wrong)
+              .with_endpoints([emulator.endpoint]).build())
+    with pytest.raises(ClientRequestException) as refused:
+        client.create_temporary_access_key_by_agency(request)
+    assert refused.value.status_code == 401 and "X-Domain-Id" in refused.value.error_msg

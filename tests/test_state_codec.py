@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_state_support import at, entry
 
+from reconciler.address import keypair_address
 from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     Api,
@@ -79,7 +80,7 @@ def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
 @st.composite
 def documents(draw: st.DrawFn) -> StateDocument:
     chosen = draw(st.lists(names, unique=True, max_size=6))
-    keypairs = {n: draw(entries(n)) for n in chosen}
+    keypairs = {keypair_address(n): draw(entries(n)) for n in chosen}
     key = draw(st.builds(
         KeyBlock, id=st.just(KEY.id),
         kdf=st.none() | st.just({"name": "scrypt", "n": 32768, "r": 8, "p": 1}),
@@ -116,7 +117,8 @@ def test_codec_covers_every_field_of_a_state_entry() -> None:
 
 
 def _doc() -> bytes:
-    state = State(lineage="lin", serial=4, keypairs={"a": entry("a", SealedSecret("v1:AAAA"))})
+    state = State(lineage="lin", serial=4,
+                  keypairs={keypair_address("a"): entry("a", SealedSecret("v1:AAAA"))})
     return encode_document(StateDocument(state, KEY.block), key=KEY)
 
 

@@ -91,7 +91,7 @@ def test_records_are_visible_before_commit_and_commit_folds_them_in(target: Targ
     lineage = store.load().lineage
     store.record(entry("a", store.seal("a", Secret("k1"))))
     assert not any(k.endswith("s.json") for k in target.contents())  # journaled only
-    assert list(target.store().load().keypairs) == ["a"]  # another reader sees it
+    assert target.store().load().names() == ["a"]  # another reader sees it
     state = store.commit()
     assert (state.serial, state.lineage) == (1, lineage)
     assert [k for k in target.contents() if "journal" in k] == []
@@ -102,7 +102,7 @@ def test_records_are_visible_before_commit_and_commit_folds_them_in(target: Targ
     assert target.document()["serial"] == 2
     reloaded = target.store()
     state = reloaded.load()
-    assert list(state.keypairs) == ["b"] and state.serial == 2
+    assert state.names() == ["b"] and state.serial == 2
 
 
 def test_commit_without_changes_keeps_the_serial(target: Target) -> None:
@@ -125,14 +125,14 @@ def test_crash_before_any_commit_keeps_lineage_key_and_secrets(target: Target) -
     again = target.store(env)
     state = again.load()
     assert state.lineage == lineage
-    sealed = state.keypairs["a"].private_key
+    sealed = state.entry("a").private_key
     assert sealed is not None and again.unseal("a", sealed).reveal() == "secret-a"
     again.record(entry("b"))
     assert again.commit().serial == 1
     final = target.store(env)
     state = final.load()
-    sealed = state.keypairs["a"].private_key
-    assert sorted(state.keypairs) == ["a", "b"]
+    sealed = state.entry("a").private_key
+    assert sorted(state.names()) == ["a", "b"]
     assert sealed is not None and final.unseal("a", sealed).reveal() == "secret-a"
 
 
@@ -143,11 +143,11 @@ def test_pending_then_ready_keeps_the_sealed_key_through_replay(target: Target) 
     store.record(pending)
     store.record(dataclasses.replace(pending, status=EntryStatus.READY))
     replayed = target.store()  # as after a crash: no commit happened
-    kp = replayed.load().keypairs["a"]
+    kp = replayed.load().entry("a")
     assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
     assert replayed.unseal("a", kp.private_key).reveal() == "secret-a"
     replayed.commit()
-    kp = target.store().load().keypairs["a"]
+    kp = target.store().load().entry("a")
     assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
 
 
@@ -194,7 +194,7 @@ def test_concurrent_records_from_threads_all_survive(target: Target) -> None:
     fresh = target.store()
     state = fresh.load()
     assert len(state.keypairs) == 48
-    sealed = state.keypairs["k47"].private_key
+    sealed = state.entry("k47").private_key
     assert sealed is not None and fresh.unseal("k47", sealed).reveal() == "s47"
 
 
@@ -246,7 +246,7 @@ def test_push_checks_lineage_and_serial_and_export_writes_nothing(target: Target
 
     copy.forget("b")  # the copy's journal object must not leak into the pushed state
     assert store.push(newer, source="newer.json").serial == 2
-    assert sorted(target.store().load().keypairs) == ["a", "b"]
+    assert sorted(target.store().load().names()) == ["a", "b"]
     assert target.backup()["serial"] == 1
     before = target.contents()
     with pytest.raises(StateError, match=r"serial 1 is not newer than .*--force"):
@@ -256,7 +256,7 @@ def test_push_checks_lineage_and_serial_and_export_writes_nothing(target: Target
     with pytest.raises(StateCorruptError, match="checksum"):
         store.push(newer.replace(b'keypair.b[', b'keypair.c['), source="bad.json")
     assert target.contents() == before
-    assert sorted(store.push(other_lineage, source="f.json", force=True).keypairs) == ["a", "b"]
+    assert sorted(store.push(other_lineage, source="f.json", force=True).names()) == ["a", "b"]
     assert target.store().load().lineage == doc["lineage"]
 
 
@@ -331,8 +331,8 @@ def test_a_document_edited_with_its_checksum_recomputed_is_refused(target: Targe
     keyless = target.store({"HOME": "/nonexistent"}, verify=False)
     state = keyless.load()
     assert keyless.integrity is Integrity.UNVERIFIED and not state.verified
-    assert sorted(state.keypairs) == ["a"]
-    sealed = state.keypairs["a"].private_key
+    assert sorted(state.names()) == ["a"]
+    sealed = state.entry("a").private_key
     assert sealed is not None
     with pytest.raises(StateKeyError, match="read without the state key"):
         keyless.unseal("a", sealed)
@@ -390,7 +390,7 @@ def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
     assert json.loads(pushed)["format_version"] == 1
     before = target.contents()
     old = target.store()
-    assert sorted(old.load().keypairs) == ["a", "b"] and old.integrity is Integrity.FORMAT_1
+    assert sorted(old.load().names()) == ["a", "b"] and old.integrity is Integrity.FORMAT_1
     refusal = r"is in state format 1 \(written by reconciler 0\.1\.0\).*`reconciler state upgrade`"
     for write in (lambda: old.record(entry("c")), lambda: old.forget("a"),
                   lambda: old.seal("c", Secret("k")),
@@ -407,7 +407,7 @@ def test_a_format_1_document_is_written_only_by_upgrade(target: Target) -> None:
     assert target.document()["format_version"] == 3 and target.document()["serial"] == 1
     assert target.backup()["format_version"] == 1  # the file as it was
     fresh = target.store()
-    assert sorted(fresh.load().keypairs) == ["a", "b"]
+    assert sorted(fresh.load().names()) == ["a", "b"]
     assert fresh.integrity is Integrity.VERIFIED
     assert fresh.upgrade() is None
     fresh.record(entry("c"))
@@ -437,7 +437,8 @@ def test_a_format_2_document_is_migrated_by_the_first_write(target: Target,
     assert store.commit().serial == 2
     fresh = target.store(environ)
     state = fresh.load()
-    assert sorted(state.keypairs) == sorted([f"k{i}" for i in range(150)] + ["new"])
-    for name, kp in state.keypairs.items():
+    assert sorted(state.names()) == sorted([f"k{i}" for i in range(150)] + ["new"])
+    for address, kp in state.keypairs.items():
+        name = address.name
         assert kp.private_key is not None and kp.private_key.envelope.startswith("v3:")
         assert fresh.unseal(name, kp.private_key).reveal() == f"secret-{name}"

@@ -122,9 +122,9 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_record(tmp_path: Path) -
 def _check(path: Path, key_file: Path, acknowledged: list[str], *, fresh: list[str]) -> None:
     store = LocalStateStore(path, environ={"RECONCILER_KEY_FILE": str(key_file)})
     state = store.load()
-    missing = sorted(set(acknowledged) - set(state.keypairs))
+    missing = sorted(set(acknowledged) - set(state.names()))
     assert not missing, f"acknowledged records lost: {missing[:5]}"
     for name in fresh:
-        sealed = state.keypairs[name].private_key
+        sealed = state.entry(name).private_key
         assert sealed is not None
         assert store.unseal(name, sealed).reveal() == "secret-" + name

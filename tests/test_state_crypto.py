@@ -31,7 +31,7 @@ def _make_state(path: Path, environ: dict[str, str], names: tuple[str, ...] = ("
 
 def _unseal(path: Path, environ: dict[str, str], name: str) -> Secret:
     store = _store(path, environ)
-    kp = store.load().keypairs[name]
+    kp = store.load().entry(name)
     assert kp.private_key is not None
     return store.unseal(name, kp.private_key)
 
@@ -234,7 +234,7 @@ def test_sealed_values_never_show_the_secret(tmp_path: Path) -> None:
         if name.is_file():
             assert PRIVATE_MARK.encode() not in name.read_bytes()
     store = _store(path, key_env(tmp_path))
-    kp = store.load().keypairs["a"]
+    kp = store.load().entry("a")
     assert "v1:" not in repr(kp.private_key) and PRIVATE_MARK not in repr(kp)
 
 

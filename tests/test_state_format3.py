@@ -43,8 +43,9 @@ def cli(emulator: Emulator, tmp_path: Path) -> Cli:
 def _digests(path: Path, environ: dict[str, str]) -> dict[str, str]:
     store = LocalStateStore(path, environ=environ)
     state = store.load()
-    return {n: hashlib.sha256(store.unseal(n, kp.private_key).reveal().encode()).hexdigest()
-            for n, kp in sorted(state.keypairs.items()) if kp.private_key is not None}
+    return {a.name: hashlib.sha256(store.unseal(a.name, kp.private_key).reveal().encode())
+            .hexdigest()
+            for a, kp in sorted(state.keypairs.items()) if kp.private_key is not None}
 
 
 def _backup(cli: Cli) -> Path:
@@ -54,7 +55,7 @@ def _backup(cli: Cli) -> Path:
 def test_a_format_2_file_is_read_verified_and_plan_writes_nothing(cli: Cli) -> None:
     original = cli.state.read_bytes()
     store = LocalStateStore(cli.state, environ=cli.environ)
-    assert sorted(store.load().keypairs) == ["alice", "ci-runner", "deploy", "web"]
+    assert sorted(store.load().names()) == ["alice", "ci-runner", "deploy", "web"]
     assert store.integrity is Integrity.VERIFIED and store.format_version == 2
     expected = json.loads((FORMAT_2 / "private-key-sha256.json").read_text())
     assert _digests(cli.state, cli.environ) == expected  # v2 envelopes open against the name
@@ -161,8 +162,8 @@ def test_a_secret_moved_to_another_target_does_not_open(tmp_path: Path) -> None:
     _edit(path, move, key_env(tmp_path))
     store = _store(tmp_path)
     state = store.load()
-    assert state.keypairs["a"].target == "prod"
-    sealed = state.keypairs["a"].private_key
+    assert state.entry("a").target == "prod"
+    sealed = state.entry("a").private_key
     assert sealed is not None
     with pytest.raises(StateCorruptError, match="another target"):
         store.unseal("a", sealed)

@@ -103,9 +103,9 @@ def _check(path: Path, key_file: Path, *, extra: bool) -> int:
     store = LocalStateStore(path, environ={"RECONCILER_KEY_FILE": str(key_file)})
     state = store.load()
     names = {f"k{i}" for i in range(200)}
-    assert names <= set(state.keypairs), sorted(names - set(state.keypairs))[:5]
+    assert names <= set(state.names()), sorted(names - set(state.names()))[:5]
     for name in sorted(names | ({"extra"} if extra else set())):
-        sealed = state.keypairs[name].private_key
+        sealed = state.entry(name).private_key
         assert sealed is not None
         assert store.unseal(name, sealed).reveal() == "secret-" + name
     return int(found)

@@ -41,7 +41,7 @@ def test_record_is_journaled_then_commit_folds_it_in(tmp_path: Path) -> None:
     assert journal.exists() and not (tmp_path / "s.json").exists()
     assert _mode(journal) == 0o600
     # Another reader sees the journaled change before any commit.
-    assert list(_store(tmp_path).load().keypairs) == ["a"]
+    assert _store(tmp_path).load().names() == ["a"]
     state = store.commit()
     assert state.serial == 1 and state.lineage == lineage
     assert not journal.exists() and _mode(tmp_path / "s.json") == 0o600
@@ -52,7 +52,7 @@ def test_record_is_journaled_then_commit_folds_it_in(tmp_path: Path) -> None:
     backup = json.loads((tmp_path / "s.json.backup").read_text())
     assert backup["serial"] == 1 and list(backup["keypairs"]) == [at("a")]
     reloaded = _store(tmp_path).load()
-    assert list(reloaded.keypairs) == ["b"] and reloaded.serial == 2
+    assert reloaded.names() == ["b"] and reloaded.serial == 2
 
 
 def test_commit_without_changes_keeps_the_serial(tmp_path: Path) -> None:
@@ -76,11 +76,11 @@ def test_crash_after_rename_before_journal_removal_replays_idempotently(tmp_path
     (tmp_path / "s.json.journal").write_bytes(journal)  # as if the unlink never happened
     again = _store(tmp_path)
     state = again.load()
-    assert state.serial == 2 and list(state.keypairs) == ["b"]
+    assert state.serial == 2 and state.names() == ["b"]
     again.record(entry("c"))  # appended after the stale lines, on the new base
-    assert list(_store(tmp_path).load().keypairs) == ["b", "c"]
+    assert _store(tmp_path).load().names() == ["b", "c"]
     assert again.commit().serial == 3
-    assert list(_store(tmp_path).load().keypairs) == ["b", "c"]
+    assert _store(tmp_path).load().names() == ["b", "c"]
 
 
 def test_torn_last_line_is_ignored_and_cut_by_the_next_append(tmp_path: Path) -> None:
@@ -91,11 +91,11 @@ def test_torn_last_line_is_ignored_and_cut_by_the_next_append(tmp_path: Path) ->
     with journal.open("ab") as fh:
         fh.write(b'{"v":1,"lineage":"x","ba')  # a crash mid-append
     again = _store(tmp_path)
-    assert list(again.load().keypairs) == ["a"]
+    assert again.load().names() == ["a"]
     again.record(entry("b"))
     # The key block's line (every line is authenticated: the first write needs the key), a, b.
     assert journal.read_bytes().count(b"\n") == 3 and journal.read_bytes().endswith(b"\n")
-    assert list(_store(tmp_path).load().keypairs) == ["a", "b"]
+    assert _store(tmp_path).load().names() == ["a", "b"]
 
 
 def test_damaged_journal_line_is_refused_and_nothing_changes(tmp_path: Path) -> None:
@@ -145,11 +145,11 @@ def test_first_run_crash_before_any_commit_keeps_lineage_and_key(tmp_path: Path)
     again = LocalStateStore(tmp_path / "s.json", environ=env)
     state = again.load()
     assert state.lineage == lineage
-    sealed = state.keypairs["a"].private_key
+    sealed = state.entry("a").private_key
     assert sealed is not None and again.unseal("a", sealed).reveal() == "secret-a"
     again.commit()
     final = LocalStateStore(tmp_path / "s.json", environ=env)
-    sealed = final.load().keypairs["a"].private_key
+    sealed = final.load().entry("a").private_key
     assert sealed is not None and final.unseal("a", sealed).reveal() == "secret-a"
 
 
@@ -165,11 +165,11 @@ def test_re_recording_the_same_sealed_key_does_not_repeat_it_in_the_journal(
     lines = (tmp_path / "s.json.journal").read_bytes().splitlines()
     assert [line.count(pending.private_key.envelope.encode()) for line in lines[-2:]] == [1, 0]
     replayed = _store(tmp_path)  # as after a crash: no commit happened
-    kp = replayed.load().keypairs["a"]
+    kp = replayed.load().entry("a")
     assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
     assert replayed.unseal("a", kp.private_key).reveal() == "secret-a"
     replayed.commit()
-    kp = _store(tmp_path).load().keypairs["a"]
+    kp = _store(tmp_path).load().entry("a")
     assert kp.status is EntryStatus.READY and kp.private_key == pending.private_key
 
 
@@ -236,7 +236,7 @@ def test_concurrent_records_from_threads_all_survive(tmp_path: Path) -> None:
     fresh = _store(tmp_path)
     state = fresh.load()
     assert len(state.keypairs) == 400
-    sealed = state.keypairs["k399"].private_key
+    sealed = state.entry("k399").private_key
     assert sealed is not None and fresh.unseal("k399", sealed).reveal() == "s399"
 
 
@@ -292,7 +292,7 @@ def test_push_checks_lineage_and_serial(tmp_path: Path) -> None:
     other_lineage = foreign.export()
 
     assert store.push(newer, source="newer.json").serial == 2
-    assert sorted(_store(tmp_path).load().keypairs) == ["a", "b"]
+    assert sorted(_store(tmp_path).load().names()) == ["a", "b"]
     assert (tmp_path / "s.json.backup").read_bytes() == old
     before = snapshot(tmp_path)
     with pytest.raises(StateError, match=r"serial 1 is not newer than .*--force"):
@@ -302,8 +302,8 @@ def test_push_checks_lineage_and_serial(tmp_path: Path) -> None:
     with pytest.raises(StateCorruptError, match="checksum"):
         store.push(newer.replace(b'keypair.b[', b'keypair.c['), source="bad.json")
     assert snapshot(tmp_path) == before
-    assert list(store.push(other_lineage, source="f.json", force=True).keypairs) == ["z"]
-    assert list(_store(tmp_path).load().keypairs) == ["z"]
+    assert store.push(other_lineage, source="f.json", force=True).names() == ["z"]
+    assert _store(tmp_path).load().names() == ["z"]
 
 
 def test_pull_folds_in_the_journal_without_writing(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def test_stale_commit_is_refused_and_its_changes_kept(tmp_path: Path) -> None:
                        r".*Nothing was overwritten.*\.rejected/"):
         two.commit()
     state = bucket.store(key_env(tmp_path)).load()
-    assert list(state.keypairs) == ["a"] and state.serial == 1
+    assert state.names() == ["a"] and state.serial == 1
     rejected = bucket.listing(f"{KEY}.rejected/")
     assert len(rejected) == 1 and b'keypair.b[' in bucket.read(rejected[0])
     assert bucket.listing(f"{KEY}.journal/") == []
@@ -81,7 +81,7 @@ def test_stale_commit_is_refused_and_its_changes_kept(tmp_path: Path) -> None:
     three.commit()
     with pytest.raises(StaleStateError):
         four.commit()
-    assert sorted(bucket.store(key_env(tmp_path)).load().keypairs) == ["a", "c"]
+    assert sorted(bucket.store(key_env(tmp_path)).load().names()) == ["a", "c"]
 
 
 def test_journal_objects_a_commit_did_not_fold_are_never_skipped(tmp_path: Path) -> None:
@@ -145,10 +145,10 @@ def test_commit_that_died_before_removing_its_journal_replays_idempotently(
         bucket.write(key, data)
     again = bucket.store(key_env(tmp_path))
     state = again.load()
-    assert state.serial == 2 and list(state.keypairs) == ["b"]
+    assert state.serial == 2 and state.names() == ["b"]
     again.record(entry("c"))
     assert again.commit().serial == 3
-    assert sorted(bucket.store(key_env(tmp_path)).load().keypairs) == ["b", "c"]
+    assert sorted(bucket.store(key_env(tmp_path)).load().names()) == ["b", "c"]
     assert bucket.listing(f"{KEY}.journal/") == []  # the old leftovers went too
 
 
@@ -201,7 +201,7 @@ def test_an_object_larger_than_the_cap_is_refused_naming_it(
     store.commit()
     size = len(bucket.read(KEY))
     monkeypatch.setattr(s3io, "MAX_OBJECT_BYTES", size)
-    assert "a" in bucket.store(key_env(tmp_path)).load().keypairs  # exactly the cap: read
+    assert "a" in bucket.store(key_env(tmp_path)).load().names()  # exactly the cap: read
     monkeypatch.setattr(s3io, "MAX_OBJECT_BYTES", size - 1)
     with pytest.raises(StateError) as info:
         bucket.store(key_env(tmp_path)).load()

@@ -47,8 +47,9 @@ def cli(emulator: Emulator, tmp_path: Path) -> Cli:
 def _private_key_digests(path: Path, environ: dict[str, str]) -> dict[str, str]:
     store = LocalStateStore(path, environ=environ)
     state = store.load()
-    return {name: hashlib.sha256(store.unseal(name, kp.private_key).reveal().encode()).hexdigest()
-            for name, kp in sorted(state.keypairs.items()) if kp.private_key is not None}
+    return {a.name: hashlib.sha256(store.unseal(a.name, kp.private_key).reveal().encode())
+            .hexdigest()
+            for a, kp in sorted(state.keypairs.items()) if kp.private_key is not None}
 
 
 def test_the_release_file_is_format_1(cli: Cli) -> None:

@@ -1,5 +1,5 @@
 """Targets through the real CLI and the emulator over HTTP: one target from a targets block
-plans and applies like a provider block; several are refused before anything is touched; and
+plans and applies like a provider block; one reached through an agency uses its credentials; and
 refreshing several targets at once names the one that fails."""
 
 from __future__ import annotations
@@ -45,31 +45,40 @@ def test_one_target_block_plans_and_applies_like_a_provider_block(emulator: Emul
     assert code == 0, text  # converged: no changes
 
 
-def test_several_targets_are_refused_before_state_or_the_cloud_is_touched(
+def test_a_credential_source_name_is_refused_pointing_to_the_object_form(
         emulator: Emulator, tmp_path: Path) -> None:
-    cli = Cli(emulator, tmp_path)
-    body = _one_target(emulator).replace(
-        "keypairs:", "  - {name: prod-ap-southeast-1, region: ap-southeast-1, project_id: p2}\n"
-                     "keypairs:")
-    cli.write(body)
-    before = emulator.counters()
-    for command in (("plan",), ("apply", "--auto-approve"), ("import", "web")):
-        code, text = _run(cli, *command, str(cli.manifests))
-        assert code == 1, text
-        assert "2 targets (prod-cn-north-4, prod-ap-southeast-1" in text, text
-        assert "not supported yet" in text and "Traceback" not in text
-    assert not cli.state.exists()
-    assert emulator.counters() == before
-
-
-def test_a_named_credential_source_is_refused_not_ignored(emulator: Emulator,
-                                                         tmp_path: Path) -> None:
     cli = Cli(emulator, tmp_path)
     cli.write(_one_target(emulator).replace("    api: v2.1\n",
                                             "    api: v2.1\n    credentials: ops-agency\n"))
     code, text = _run(cli, "plan", str(cli.manifests))
     assert code == 1, text
-    assert "'ops-agency'" in text and "not supported yet" in text and "keys.yaml:4:5" in text
+    assert "keys.yaml:8:18: error: targets[0].credentials: expected a mapping, got a " \
+           "string" in text and "credentials: {profile: basic-NAME}" in text, text
+    assert "agency: {name: AGENCY, domain_name: ACCOUNT}" in text
+
+
+FOREIGN = "f0re1gn0pr0ject00000000000000001"
+FOREIGN_DOMAIN = "d0ma1n0f0ther0000000000000001"
+
+
+def test_a_target_reached_through_an_agency_is_planned_and_applied_with_its_credentials(
+        emulator: Emulator, tmp_path: Path) -> None:
+    emulator.add_project(FOREIGN, region="cn-north-4", domain_id=FOREIGN_DOMAIN)
+    emulator.register_agency(name="keys-ops", domain_id=FOREIGN_DOMAIN,
+                             domain_name="acme-prod", projects=[FOREIGN])
+    cli = Cli(emulator, tmp_path)
+    cli.write("targets:\n  - name: partner\n    region: cn-north-4\n"
+              f"    project_id: {FOREIGN}\n    api: kps\n"
+              "    credentials: {agency: {name: keys-ops, domain_name: acme-prod}}\n"
+              "keypairs:\n  - {name: web, generate: ed25519}\n")
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    assert "Credentials: agency keys-ops in account acme-prod (assumed with environment" in text
+    assert emulator.keypair_count(FOREIGN) == 1 and emulator.keypair_count() == 0
+    assert emulator.iam.counts["assume_role"] == 1
+    assert "agency keys-ops" in cli.state.read_text() and emulator.sk not in cli.state.read_text()
+    code, text = _run(cli, "plan", "--detailed-exitcode", str(cli.manifests))
+    assert code == 0, text
 
 
 def _settings(emulator: Emulator, endpoint: str, api: Api = Api.V21) -> ApiSettings:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from reconciler.address import keypair_address
-from reconciler.apply import ApplyResult, apply_plan, apply_refresh
+from reconciler.apply import ApplyResult, Outcome, apply_plan, apply_refresh
 from reconciler.commands.common import LineHooks, Session, refuse_without_lock, session
-from reconciler.commands.plan import compute_with_remote, refreshed_line, show
+from reconciler.commands.plan import (
+    compute_with_remote,
+    refreshed_line,
+    show,
+    unreachable_errors,
+)
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
 from reconciler.model import RemoteSnapshot
-from reconciler.plan import Mode, Plan
+from reconciler.plan import Mode, Plan, tally
 
 APPROVE = """Do you want to perform these actions?
   reconciler will perform the actions described above.
@@ -54,23 +58,58 @@ def summary_of(c: Mapping[str, int], *, destroy: bool = False) -> str:
             f"{c['destroy']} destroyed{tail}.")
 
 
-def report(result: ApplyResult, env: Env, *, destroy: bool = False) -> int:
+def report(result: ApplyResult, env: Env, *, destroy: bool = False,
+           plan: Plan | None = None) -> int:
+    """The end of an apply: the summary line, or each failure and what was done, per target
+    when the run had several (``plan.unreachable``: targets nothing was planned for)."""
     env.out()
-    if not result.failed:
+    unreachable = plan.unreachable if plan is not None else ()
+    if not result.failed and not unreachable:
         env.out(summary(result, destroy=destroy))
         return ExitCode.OK
     from reconciler.redact import scrub
 
     for outcome in result.failed:
-        env.err(scrub(f"Error: {keypair_address(outcome.name)}: {outcome.error}"))
+        env.err(scrub(f"Error: {outcome.address}: {outcome.error}"))
+    for target, why in unreachable:
+        env.err(scrub(f"Error: target {target} could not be read, so nothing was planned or "
+                      f"applied there: {why}"))
     c = result.counts()
     done = len(result.outcomes) - len(result.failed)
     env.err()
+    if plan is not None and (unreachable or _targets_of(result) - {None}):
+        for line in _per_target(result, plan):
+            env.err(line)
     env.err(f"Apply failed: {len(result.failed)} of {len(result.outcomes)} changes failed; "
             f"{done} succeeded ({c['import']} imported, {c['add']} added, {c['change']} changed, "
-            f"{c['destroy']} destroyed) and are recorded in state. Fix the errors above and "
-            "run apply again; it picks up where this one stopped.")
+            f"{c['destroy']} destroyed) and are recorded in state"
+            + (f"; {len(unreachable)} target(s) could not be read" if unreachable else "")
+            + ". Fix the errors above and run apply again; it picks up where this one stopped.")
     return ExitCode.ERROR
+
+
+def _targets_of(result: ApplyResult) -> set[str | None]:
+    return {o.at.target if o.at is not None and o.at.qualified else None
+            for o in result.outcomes}
+
+
+def _per_target(result: ApplyResult, plan: Plan) -> list[str]:
+    """What each target of a run of several saw: done, failed, or not reached."""
+    by_target: dict[str, list[Outcome]] = {}
+    for outcome in result.outcomes:
+        by_target.setdefault(outcome.address.target, []).append(outcome)
+    lines = []
+    for target in sorted(by_target):
+        outcomes = by_target[target]
+        failed = [o for o in outcomes if not o.ok]
+        c = tally(o.action for o in outcomes if o.ok)
+        done = (f"{c['import']} imported, " if c["import"] else "") + (
+            f"{c['add']} added, {c['change']} changed, {c['destroy']} destroyed")
+        state = f"{len(failed)} of {len(outcomes)} changes failed; " if failed else "complete: "
+        lines.append(f"  target {target}: {state}{done}")
+    for target, _ in plan.unreachable:
+        lines.append(f"  target {target}: not reached; nothing was done there")
+    return lines
 
 
 def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
@@ -78,11 +117,11 @@ def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
     hooks = LineHooks(env, colour=env.colour(args.no_color), live=env.stdout_is_tty(),
                       total=len(plan.actionable))
     try:
-        result = apply_plan(plan, api=sess.api, store=sess.store, state=sess.state,
+        result = apply_plan(plan, api=sess.apis, store=sess.store, state=sess.state,
                             hooks=hooks, parallelism=args.parallelism, now=env.clock)
     finally:
         hooks.close()
-    return report(result, env, destroy=destroy)
+    return report(result, env, destroy=destroy, plan=plan)
 
 
 def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: str) -> int:
@@ -93,6 +132,9 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         env.out()
         show(plan, args, env, "text")
         if not plan.has_changes and not plan.state_only:
+            if plan.unreachable:
+                unreachable_errors(plan, env)
+                return ExitCode.ERROR
             return ExitCode.OK
         if plan.has_changes and not args.auto_approve:
             env.out()
@@ -104,13 +146,17 @@ def apply_fresh(args: argparse.Namespace, env: Env, *, mode: Mode, operation: st
         return carry_out(plan, args, env, sess, destroy=destroy)
 
 
-def record_refresh(plan: Plan, env: Env, sess: Session, remote: RemoteSnapshot) -> int:
+def record_refresh(plan: Plan, env: Env, sess: Session,
+                   remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> int:
     """A refresh-only apply: state takes on what the cloud holds; the cloud is not touched."""
     for note in apply_refresh(plan, store=sess.store, remote=remote):
         env.out(note)
     env.out()
     # apply_refresh carries out every change of a refresh-only plan (each a FORGET) or raises
     env.out(summary_of(plan.counts()))
+    if plan.unreachable:
+        unreachable_errors(plan, env)
+        return ExitCode.ERROR
     return ExitCode.OK
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
+from reconciler.commands.reach import Reach
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
 from reconciler.model import (
@@ -59,25 +60,31 @@ def api_settings(args: argparse.Namespace, env: Env,
 
 def run_provider(args: argparse.Namespace, env: Env,
                  manifest: Manifest) -> ProviderConfig | None:
-    """Where this run's one target is: the provider block, or the only entry of targets.
-
-    Several targets are refused here, before state or the cloud is touched: state keeps one
-    target for now (format 3 records it, under the name ``default``), so the key pairs of
-    several cannot be kept apart in it yet."""
+    """The provider block of a run of one target without a credentials block: the provider
+    block, or the only entry of targets (``None`` when the run has several targets, or its
+    one target has its own credentials: those are reached by ``run_settings``)."""
     from reconciler.settings import target_provider
-    from reconciler.targets import target_names
 
-    names = target_names(manifest)
-    if len(names) > 1:
-        first = manifest.targets[0].location
-        raise UsageError(
-            f"the manifests declare {len(names)} targets ({', '.join(names)}; the targets "
-            f"block is at {first}); plan and apply of several targets are not supported yet, "
-            "because the state does not record targets yet. Keep one target per state for "
-            "now: one manifest directory (and state) per target")
+    if len(manifest.targets) > 1:
+        return None
     if manifest.targets:
+        if manifest.targets[0].credentials is not None:
+            return None
         return target_provider(manifest.targets[0], provider_flags(args), env.environ)
     return manifest.provider
+
+
+def run_settings(args: argparse.Namespace, env: Env,
+                 manifest: Manifest) -> dict[str, ApiSettings]:
+    """Each declared target's settings, by name, in manifest order."""
+    from reconciler.commands.reach import declared_settings
+
+    if not manifest.targets:
+        return {DEFAULT_TARGET: api_settings(args, env, manifest.provider)}
+    if len(manifest.targets) == 1 and manifest.targets[0].credentials is None:
+        return {manifest.targets[0].name: api_settings(args, env,
+                                                       run_provider(args, env, manifest))}
+    return declared_settings(provider_flags(args), env.environ, manifest)
 
 
 def open_api(settings: ApiSettings) -> KeyPairApi:
@@ -300,54 +307,91 @@ def announce_credentials(settings: ApiSettings, env: Env) -> None:
 
 
 def connection_of(settings: ApiSettings) -> TargetConnection:
-    """What state records of how this run reaches its target: never a secret (the endpoint
-    holds no userinfo, ``urls`` refuses it; the credentials are named by their source)."""
-    return TargetConnection(region=settings.region, project_id=settings.project_id,
-                            api=settings.api.value, endpoint=settings.endpoint,
-                            credentials=settings.credentials.source)
+    from reconciler.commands.reach import connection_of as of
+
+    return of(settings)
 
 
 @dataclass
 class Session:
-    """One command's hold on the cloud and the (locked, loaded) state."""
+    """One command's hold on the cloud and the (locked, loaded) state: every target it
+    reaches, each with its API, and those it cannot reach (``reach.failed``)."""
 
     manifest: Manifest
-    settings: ApiSettings
     store: StateStore
     state: State
-    api: KeyPairApi
+    reach: Reach
+    apis: dict[str, KeyPairApi]
+
+    @property
+    def settings(self) -> ApiSettings:
+        """The settings of the run's first target (its only one, for most runs)."""
+        return next(iter(self.reach.settings.values()))
+
+    @property
+    def api(self) -> KeyPairApi:
+        return next(iter(self.apis.values()))
+
+    @property
+    def several(self) -> bool:
+        """Whether the run has more than one target (addresses then show the target)."""
+        return len(self.reach.declared) > 1 or bool(self.reach.removed or self.reach.forget)
 
 
 @contextmanager
 def session(args: argparse.Namespace, env: Env, *, operation: str,
             manifest: Manifest | None = None,
-            provider: ProviderConfig | None = None) -> Iterator[Session]:
-    """Load manifests, resolve settings, lock and load state, and open the API."""
+            provider: ProviderConfig | None = None,
+            target: str = DEFAULT_TARGET) -> Iterator[Session]:
+    """Load manifests, resolve each target's settings, lock and load state, and open each
+    target's API. With one target, its credentials failing stops the run (before state is
+    locked); with several, a target whose credentials fail is reported in ``reach.failed``
+    and the others go on."""
+    from reconciler.commands.reach import announce, credential_failures, reach
+
     if operation != "plan":
         refuse_without_lock(args, operation=operation)  # before anything else is looked at
     manifest = manifest if manifest is not None else load(args, env)
-    settings = api_settings(args, env, provider or run_provider(args, env, manifest))
+    declared = ({target: api_settings(args, env, provider)} if provider is not None
+                else run_settings(args, env, manifest))
+    failed: dict[str, str] = {}
     with debug_logging(args, env):
-        announce_credentials(settings, env)
+        if len(declared) == 1:
+            announce_credentials(next(iter(declared.values())), env)
+        else:
+            announce(Reach(settings=declared, declared=tuple(declared)), env)
+            failed = credential_failures(declared)
+            if len(failed) == len(declared):
+                raise UsageError(f"no target could be reached: {'; '.join(failed.values())}")
     with debug_logging(args, env):  # opening the store logs the state backend's proxy
         store = open_state(args, env, manifest.backend, verify=operation != "plan")
     with debug_logging(args, env), state_lock(store, args, operation=operation):
         state = store.load()
-        store.connect(DEFAULT_TARGET, connection_of(settings))
+        reached = reach(args, env, provider_flags(args), manifest, declared, state)
+        for name in reached.removed:
+            failed.update(credential_failures({name: reached.settings[name]}))
+        reached.failed = {n: why for n, why in failed.items() if n in reached.settings}
+        for name, settings in declared.items():
+            if name not in reached.failed:
+                store.connect(name, connection_of(settings))
         notice = integrity_notice(store)
         if notice and operation == "plan":
             env.err(notice)
         if operation != "plan":  # before the cloud is asked anything: never half an apply
             store.require_current_format(doing=operation)
-        api = open_api(settings)
-        if not settings.verify_tls and settings.endpoint.startswith("https://"):
-            env.err(f"Warning: --insecure: the TLS certificate of {settings.endpoint} is not "
-                    "verified.")
+        apis = {name: open_api(s) for name, s in reached.settings.items()
+                if name not in reached.failed}
+        for s in reached.settings.values():
+            if not s.verify_tls and s.endpoint.startswith("https://"):
+                env.err(f"Warning: --insecure: the TLS certificate of {s.endpoint} is not "
+                        "verified.")
+                break
         try:
-            yield Session(manifest=manifest, settings=settings, store=store, state=state,
-                          api=api)
+            yield Session(manifest=manifest, store=store, state=state, reach=reached,
+                          apis=apis)
         finally:
-            api.close()
+            for api in apis.values():
+                api.close()
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -39,13 +39,20 @@ def declared_address(text: str, manifest: Manifest) -> Address:
 def run(args: argparse.Namespace, env: Env) -> int:
     with session(args, env, operation="import") as sess:
         address = declared_address(args.name, sess.manifest)
-        name = address.name
+        name, target = address.name, address.target
         desired = sess.manifest.by_name()[name]
-        if name in sess.state.keypairs:
+        if target in sess.reach.failed:
+            raise UsageError(f"{address}: target {target} cannot be reached: "
+                             f"{sess.reach.failed[target]}")
+        api, settings = sess.apis[target], sess.reach.settings[target]
+        if address in sess.state.keypairs or (
+                target in sess.reach.moves.values()
+                and any(a.name == name and sess.reach.moves.get(a.target) == target
+                        for a in sess.state.keypairs)):
             raise UsageError(f"{address} is already managed; to adopt it again, first "
-                             f"`reconciler state rm {name}`")
+                             f"`reconciler state rm {address.label}`")
         env.out(f"{address}: Importing from ID \"{name}\"...")
-        remote = sess.api.get_keypair(name)
+        remote = api.get_keypair(name)
         if remote is None:
             raise UsageError(f"{address}: no key pair of that name exists in the "
                              "cloud; `reconciler apply` creates it")
@@ -53,19 +60,20 @@ def run(args: argparse.Namespace, env: Env) -> int:
         # that differs is recorded as not applied (no spec digest), so that plan replaces it.
         other_key = desired.source is KeySource.IMPORT and bool(desired.public_key) and \
             not keys.same_key(desired.public_key or "", remote.public_key, key_type=desired.type)
-        private = sess.api.export_private_key(name) if remote.key_protection else None
-        sealed = sess.store.seal(name, private) if private is not None else None
+        private = api.export_private_key(name) if remote.key_protection else None
+        sealed = (sess.store.seal(name, private, target=target) if private is not None
+                  else None)
         sha = (keys.parse_certificate(remote.public_key).fingerprint_sha256
                if remote.type == "x509" else keys.sha256_fingerprint(remote.public_key))
         sess.store.record(StateKeyPair(
-            name=name, api=sess.settings.api, source=desired.source,
+            name=name, api=settings.api, source=desired.source,
             public_key=remote.public_key.strip(), fingerprint_md5=remote.fingerprint,
             fingerprint_sha256=sha, created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
             spec_digest="" if other_key else desired.spec_digest,
             algorithm=desired.algorithm, type=desired.type,
             user_id=desired.user_id, scope=desired.scope, description=remote.description,
             key_protection=desired.key_protection, private_key=sealed,
-            status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy))
+            status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy, target=target))
         sess.store.commit()
     env.out(f"{address}: Import prepared!")
     env.out("  The private key " + ("was exported from the cloud's custody and is in state."

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from reconciler import keys
-from reconciler.address import keypair_address
+from reconciler.address import Address
 from reconciler.commands.common import integrity_notice, open_existing_state
 from reconciler.commands.state import find_entry, private_key_note
 from reconciler.env import Env, ExitCode
@@ -22,28 +22,31 @@ from reconciler.errors import KeyFormatError, StateError, UsageError
 from reconciler.fsutil import explain
 from reconciler.model import SENSITIVE, Secret, StateKeyPair
 from reconciler.state.files import replace_file, write_new_file
+from reconciler.targets import state_addressing
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
     # Revealing a private key needs a verified state (and so the key); the rest does not.
     store = open_existing_state(args, env, verify=bool(args.private_key))
-    entry = find_entry(store.load(), args.name, store=store)
+    state = store.load()
+    entry = find_entry(state, args.name, store=store)
+    address = state_addressing(state).keypair(entry.name, entry.target)
     notice = integrity_notice(store)
     if notice:  # with --private-key only a format 1 state: its envelopes are authenticated
         env.err(notice)
     secret: Secret | None = None
     if args.private_key:
         if entry.private_key is None:
-            raise StateError(f"{keypair_address(entry.name)} has no private key: "
+            raise StateError(f"{address} has no private key: "
                              f"{private_key_note(entry)}.")
         secret = store.unseal(entry.name, entry.private_key, target=entry.target)
-        _check_pair(entry, secret)
+        _check_pair(entry, secret, address)
     if args.out:
         path = env.resolve(args.out)
         text = secret.reveal() if secret is not None else entry.public_key
         write_file(path, text if text.endswith("\n") else text + "\n", force=bool(args.force))
         what = "private key" if secret is not None else "public key"
-        env.err(f"Wrote the {what} of {keypair_address(entry.name)} to {path} (mode 0600).")
+        env.err(f"Wrote the {what} of {address} to {path} (mode 0600).")
         secret = None  # written to the file, not to stdout
     if args.json:
         env.out(json.dumps(_summary(entry, secret), indent=2))
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace, env: Env) -> int:
     return ExitCode.OK
 
 
-def _check_pair(entry: StateKeyPair, secret: Secret) -> None:
+def _check_pair(entry: StateKeyPair, secret: Secret, address: Address) -> None:
     """Never hand out a private key that is not the recorded public key's half (a state file
     edited by hand, or an old ciphertext put back, would otherwise pass)."""
     if entry.type == "x509" or not entry.public_key:
@@ -65,10 +68,10 @@ def _check_pair(entry: StateKeyPair, secret: Secret) -> None:
     except KeyFormatError:
         matches = False
     if not matches:
-        raise StateError(f"the private key stored for {keypair_address(entry.name)} is not "
+        raise StateError(f"the private key stored for {address} is not "
                          "the half of its recorded public key; the state was altered. Restore "
                          "it from its .backup file, or replace the key pair (`reconciler apply "
-                         f"--replace {entry.name}`)")
+                         f"--replace {address}`)")
 
 
 def _summary(entry: StateKeyPair, secret: Secret | None) -> dict[str, object]:

@@ -6,13 +6,15 @@ import argparse
 import json
 from typing import Any
 
+from reconciler.address import DEFAULT_TARGET
 from reconciler.commands.common import Session, api_name, session, write_private_file
 from reconciler.env import Env, ExitCode
-from reconciler.errors import UsageError
+from reconciler.errors import TargetRefreshError, UsageError
 from reconciler.fsutil import explain
 from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
-from reconciler.refresh import refresh
+from reconciler.redact import scrub
+from reconciler.refresh import refresh, refresh_each
 
 
 def plan_options(args: argparse.Namespace, mode: Mode) -> PlanOptions:
@@ -25,17 +27,45 @@ def compute(args: argparse.Namespace, env: Env, sess: Session, mode: Mode) -> Pl
 
 
 def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
-                        mode: Mode) -> tuple[Plan, RemoteSnapshot]:
-    """The plan, and the snapshot of the cloud it was made from (a refresh-only apply records
-    that snapshot in state)."""
-    remote = refresh(sess.api)
-    return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
-                     now=env.clock()), remote
+                        mode: Mode) -> tuple[Plan, dict[str, RemoteSnapshot]]:
+    """The plan, and the snapshot of each target it was made from (a refresh-only apply
+    records them in state). With several targets, a target that cannot be read is left out
+    of the plan and named in ``plan.unreachable``; with one, its error stops the run."""
+    if not sess.several:
+        target, api = next(iter(sess.apis.items()))
+        remote = {target: refresh(api)}
+        unreachable: dict[str, str] = {}
+    else:
+        remote, errors = refresh_each(sess.apis)
+        unreachable = {n: scrub(why) for n, why in
+                       {**sess.reach.failed, **{n: str(e) for n, e in errors.items()}}.items()}
+        if not remote and errors:
+            first = next(iter(errors))
+            raise TargetRefreshError(first, errors[first])
+    plan = make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
+                     now=env.clock(), moves=sess.reach.moves, unreachable=unreachable,
+                     within=sess.reach.within, forget_targets=sess.reach.forget)
+    return plan, remote
 
 
 def refreshed_line(sess: Session, plan: Plan) -> str:
-    return (f"Refreshed {len(sess.state.keypairs)} managed key pairs through "
-            f"{api_name(sess.settings.api)} at {sess.settings.endpoint}.")
+    if not sess.several:
+        return (f"Refreshed {len(sess.state.keypairs)} managed key pairs through "
+                f"{api_name(sess.settings.api)} at {sess.settings.endpoint}.")
+    shown = "; ".join(
+        f"{name} ({api_name(s.api)} at {s.endpoint})" for name, s in sess.reach.settings.items()
+        if name in sess.apis and name not in dict(plan.unreachable))
+    return (f"Refreshed {len(sess.state.keypairs)} managed key pairs in "
+            f"{len(sess.apis) - len(plan.unreachable)} targets: {shown}.")
+
+
+def unreachable_errors(plan: Plan, env: Env) -> None:
+    """One error per target the plan could not read: its key pairs are not in the plan."""
+    from reconciler.redact import scrub
+
+    for target, why in plan.unreachable:
+        env.err(scrub(f"Error: target {target} could not be read, so its key pairs are not "
+                      f"in this plan: {why}"))
 
 
 def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
@@ -46,6 +76,9 @@ def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
     s = sess.settings
     doc["reconciler"]["provider"] = {"api": s.api.value, "endpoint": s.endpoint,
                                      "region": s.region, "project_id": s.project_id}
+    target = next(iter(sess.reach.settings))
+    if target != DEFAULT_TARGET:  # the name its key pairs are recorded under
+        doc["reconciler"]["provider"]["target"] = target
     b = sess.manifest.backend
     doc["reconciler"]["backend"] = (
         {"bucket": b.bucket, "key": b.key, "endpoint": b.endpoint, "region": b.region}
@@ -76,6 +109,17 @@ def run(args: argparse.Namespace, env: Env) -> int:
             env.out(refreshed_line(sess, plan))
             env.out()
         show(plan, args, env, args.format)
+        unreachable_errors(plan, env)
+        if args.out and plan.unreachable:
+            raise UsageError("the plan was not saved: it lacks the key pairs of "
+                             f"{', '.join(t for t, _ in plan.unreachable)}, which could not be "
+                             "read. Plan again when they can be, or restrict the plan to the "
+                             "other targets with --in TARGET")
+        if args.out and sess.several:
+            raise UsageError("saving the plan of several targets is not supported yet: the "
+                             "plan was not saved. Apply it with `reconciler apply` (which "
+                             "shows the plan and asks for approval), or keep one target per "
+                             "manifest directory to use saved plans")
         if args.out:
             path = env.resolve(args.out)
             try:
@@ -90,6 +134,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 env.out()
                 env.out("To perform exactly these actions, run the following command to apply:")
                 env.out(f"    reconciler apply {args.out}")
+    if plan.unreachable:
+        return ExitCode.ERROR
     if args.detailed_exitcode and plan.has_changes:
         return ExitCode.CHANGES
     return ExitCode.OK

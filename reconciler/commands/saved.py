@@ -26,7 +26,7 @@ from reconciler.env import Env
 from reconciler.errors import PlanFileError, UsageError
 from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
 from reconciler.plan import Mode, PlanOptions
-from reconciler.planfile import SavedPlan, read_saved_plan, rederive
+from reconciler.planfile import SavedPlan, read_saved_plan, rederive, saved_target
 from reconciler.refresh import refresh
 from reconciler.settings import own_target
 from reconciler.urls import parse_endpoint
@@ -181,9 +181,10 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
     backend = _pinned_backend(saved, manifest)
     env.out(f"Saved plan state: {_state_line(args, env, backend, saved)}.")
     with session(args, env, operation="apply", manifest=Manifest(keypairs=(), backend=backend),
-                 provider=provider) as sess:
+                 provider=provider, target=saved_target(saved)) as sess:
         remote = refresh(sess.api)
-        plan = rederive(saved, state=sess.state, remote=remote, now=env.clock())
+        plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
+                        moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:
             return record_refresh(plan, env, sess, remote)
         return carry_out(plan, args, env, sess, destroy=plan.mode is Mode.DESTROY)

@@ -21,13 +21,17 @@ May import: everything but ``reconciler.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from reconciler.address import (
+    KEYPAIR,
+    Address,
     AddressSyntaxError,
     AmbiguousAddressError,
-    keypair_address,
+    is_target_name,
+    parse_address,
     resolve_one,
 )
 from reconciler.commands.common import (
@@ -43,29 +47,35 @@ from reconciler.fsutil import explain, read_regular
 from reconciler.model import SENSITIVE, EntryStatus, KeySource, State, StateKeyPair
 from reconciler.state.codec import FORMAT_VERSION, ascii_document, entry_to_dict
 from reconciler.state.protocol import StateStore
+from reconciler.targets import state_addressing
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
     sub = args.state_command
-    if sub in ("rm", "push", "upgrade"):
+    if sub in ("rm", "mv", "push", "upgrade"):
         refuse_without_lock(args, operation=f"state {sub}")
     if sub == "push":  # may create the state: the first push to a new backend
         return _push(args, env, open_state(args, env, discover=True))
     # Reading commands work without the key (unverified, and say so); writing ones need it.
-    store = open_existing_state(args, env, verify=sub in ("rm", "upgrade"))
+    store = open_existing_state(args, env, verify=sub in ("rm", "mv", "upgrade"))
     if sub == "list":
-        names = sorted(store.load().keypairs)
+        state = store.load()
+        run = state_addressing(state)
+        names = sorted(run.keypair(a.name, a.target).label for a in state.keypairs)
         _say_unverified(env, store)
         for name in names:
             env.out(name)
         return ExitCode.OK
     if sub == "show":
-        entry = find_entry(store.load(), args.name, store=store)
+        state = store.load()
+        entry = find_entry(state, args.name, store=store)
         _say_unverified(env, store)
-        env.out(render_entry(entry))
+        env.out(render_entry(entry, state_addressing(state).keypair(entry.name, entry.target)))
         return ExitCode.OK
     if sub == "rm":
         return _rm(args, env, store)
+    if sub == "mv":
+        return _mv(args, env, store)
     if sub == "upgrade":
         return _upgrade(args, env, store)
     if sub == "pull":
@@ -85,7 +95,8 @@ def _say_unverified(env: Env, store: StateStore) -> None:
 
 def find_entry(state: State, name: str, *, store: StateStore) -> StateKeyPair:
     """The entry ``name`` (a bare name or an address) names; one, or a ``StateError``."""
-    by_address = {keypair_address(n): entry for n, entry in state.keypairs.items()}
+    run = state_addressing(state)
+    by_address = {run.keypair(a.name, a.target): entry for a, entry in state.keypairs.items()}
     try:
         found = resolve_one(name, by_address)
     except (AddressSyntaxError, AmbiguousAddressError) as exc:
@@ -116,12 +127,11 @@ def private_key_note(entry: StateKeyPair) -> str:
     return "not in state: adopted from the cloud without its private key"
 
 
-def render_entry(entry: StateKeyPair) -> str:
+def render_entry(entry: StateKeyPair, address: Address) -> str:
     """All readable fields, Terraform's `state show` shape; the private key only as a marker."""
     fields = entry_to_dict(entry)
     del fields["private_key"]  # shown below as a marker, never as its envelope
     width = max(len(k) for k in (*fields, "private_key"))
-    address = keypair_address(entry.name)
     lines = [f"# {address}:", f'resource "{address.kind}" "{entry.name}" {{']
     for key, value in fields.items():
         lines.append(f"    {key:<{width}} = {json.dumps(value)}")
@@ -133,10 +143,11 @@ def render_entry(entry: StateKeyPair) -> str:
 
 def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     with store.lock(operation="state rm", timeout=lock_timeout(args)):
-        entry = find_entry(store.load(), args.name, store=store)
-        store.forget(entry.name)
+        before = store.load()
+        entry = find_entry(before, args.name, store=store)
+        address = state_addressing(before).keypair(entry.name, entry.target)
+        store.forget(entry.name, target=entry.target)
         state = store.commit()
-    address = keypair_address(entry.name)
     env.out(f"Removed {address}")
     env.out("Successfully removed 1 resource instance(s).")
     env.err(
@@ -145,9 +156,51 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     )
     if entry.private_key is not None:
         env.err(
-            f"Warning: state held the private key of {entry.name}; it is gone from state. "
+            f"Warning: state held the private key of {address}; it is gone from state. "
             f"{store.description}.backup keeps the previous version until the next change."
         )
+    return ExitCode.OK
+
+
+def _mv(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    """Move one entry to another address: another name, another target, or both (a target
+    renamed by hand, a key pair adopted under the wrong name). Its private key is sealed
+    again, bound to the new address; the cloud is not asked anything."""
+    try:
+        query = parse_address(args.destination)
+    except AddressSyntaxError as exc:
+        raise UsageError(f"state mv: the destination {exc}") from None
+    with store.lock(operation="state mv", timeout=lock_timeout(args)):
+        before = store.load()
+        entry = find_entry(before, args.source, store=store)
+        run = state_addressing(before)
+        source = run.keypair(entry.name, entry.target)
+        if query.name != entry.name or query.target is None:
+            raise UsageError(
+                f"state mv: a key pair's name is its name in the cloud, so state mv moves it "
+                f"between targets only: give the destination as "
+                f"'{Address('TARGET', KEYPAIR, entry.name).display(qualified=True)}' (the "
+                "target state should record it in)")
+        target = query.target
+        if not is_target_name(target):
+            raise UsageError(f"state mv: {target!r} is not a target name")
+        shown = Address(target, source.kind, query.name, qualified=True)
+        if before.by_name(query.name, target) is not None:
+            raise StateError(f"state mv: {shown} is in state already; nothing was changed. "
+                             "Remove it first with `reconciler state rm` if it is stale")
+        if (query.name, target) == (entry.name, entry.target):
+            raise UsageError(f"state mv: {source} is already at that address")
+        sealed = entry.private_key
+        if sealed is not None:
+            sealed = store.seal(entry.name, store.unseal(entry.name, sealed,
+                                                         target=entry.target), target=target)
+        store.record(dataclasses.replace(entry, target=target, private_key=sealed))
+        store.forget(entry.name, target=entry.target)
+        state = store.commit()
+    env.out(f"Move {source.display(qualified=True)} to {shown}")
+    env.out("Successfully moved 1 object(s).")
+    env.err(f"State serial {state.serial}. The cloud was not changed; the next plan reads it "
+            f"from target {target!r}.")
     return ExitCode.OK
 
 

@@ -95,16 +95,21 @@ def _endpoint(value: str, *, origin: str) -> str:
     return parse_endpoint(value, what=origin).url
 
 
-def _proxies(environ: Mapping[str, str], url: str) -> dict[str, str]:
+def proxies_for(environ: Mapping[str, str], url: str) -> dict[str, str]:
     """The proxy the environment names for ``url`` (never read by requests itself)."""
     return choose_proxy(parse_endpoint(url, what="the endpoint"), environ).proxies()
 
 
-def _verify(environ: Mapping[str, str]) -> bool | str:
+def tls_verify(environ: Mapping[str, str]) -> bool | str:
     for name in CA_BUNDLE_VARS:
         if value_of(environ, name):
             return environ[name].strip()
     return True
+
+
+def iam_endpoint(environ: Mapping[str, str]) -> str:
+    """The run's IAM endpoint: ``HUAWEICLOUD_SDK_IAM_ENDPOINT``, else the SDK's default."""
+    return _endpoint(value_of(environ, IAM_ENDPOINT) or DEFAULT_IAM, origin=IAM_ENDPOINT)
 
 
 def _memoised(key: tuple[str, ...], make: Callable[[], RefreshingProvider]) -> RefreshingProvider:
@@ -147,8 +152,8 @@ def _sts(environ: Mapping[str, str]) -> RefreshingProvider | None:
             duration_seconds=duration, policy=value_of(environ, POLICY) or None,
             policy_ids=ids)
         caller = exchange.Caller(
-            source=f"OIDC via STS agency {request.agency_urn}", verify=_verify(environ),
-            proxies=_proxies(environ, sts),
+            source=f"OIDC via STS agency {request.agency_urn}", verify=tls_verify(environ),
+            proxies=proxies_for(environ, sts),
             hint=(f"that {PROVIDER_URN} names the identity provider, that {AGENCY_URN} names "
                   "an agency that trusts it, that the provider's issuer and client ID match "
                   "the token's iss and aud, that the agency's conditions admit this "
@@ -173,8 +178,8 @@ def _identity_provider(environ: Mapping[str, str], *, idp_id: str, token_file: s
         from reconciler.credentials import exchange
 
         caller = exchange.Caller(
-            source=f"OIDC via IAM identity provider {idp_id}", verify=_verify(environ),
-            proxies=_proxies(environ, iam),
+            source=f"OIDC via IAM identity provider {idp_id}", verify=tls_verify(environ),
+            proxies=proxies_for(environ, iam),
             hint=(f"that {IDP_ID} names an identity provider of the account, that its issuer "
                   "and client ID match the token's iss and aud, that its mapping rule admits "
                   "this repository and branch, and that the token file holds a fresh token"))
@@ -198,12 +203,12 @@ def _environment_idp(environ: Mapping[str, str]) -> RefreshingProvider | None:
         given, missing = (IDP_ID, ID_TOKEN_FILE) if idp_id else (ID_TOKEN_FILE, IDP_ID)
         raise UsageError(f"{given} is set but {missing} is not; set both for OIDC via an IAM "
                          "identity provider")
-    iam = _endpoint(value_of(environ, IAM_ENDPOINT) or DEFAULT_IAM, origin=IAM_ENDPOINT)
+    iam = iam_endpoint(environ)
     return _identity_provider(environ, idp_id=idp_id.strip(), token_file=token_file.strip(),
                               iam=iam, origin=ID_TOKEN_FILE)
 
 
-def _from_profile(environ: Mapping[str, str], profile: Profile) -> CredentialProvider:
+def profile_provider(environ: Mapping[str, str], profile: Profile) -> CredentialProvider:
     idp_id, token_file = profile.get("idp_id"), profile.get("id_token_file")
     if idp_id and token_file:
         iam = _endpoint(profile.get("iam_endpoint") or value_of(environ, IAM_ENDPOINT)
@@ -232,7 +237,7 @@ def resolve(environ: Mapping[str, str]) -> Resolution:
     profile = load_profile(environ)
     if profile is None:
         raise UsageError(NO_CREDENTIALS)
-    return Resolution(_from_profile(environ, profile), profile.get("project_id") or None)
+    return Resolution(profile_provider(environ, profile), profile.get("project_id") or None)
 
 
 def resolve_provider(environ: Mapping[str, str]) -> CredentialProvider:

@@ -9,6 +9,14 @@ SDK asks). STS (``OidcStsAccessor``): ``POST /v5/agencies/assume-with-oidc`` wit
 ``duration_seconds`` answers ``credentials{access_key_id, secret_access_key,
 security_token, expiration}``. Neither request is signed: the ID token is the proof.
 
+IAM agency (``CreateTemporaryAccessKeyByAgency``): ``POST /v3.0/OS-CREDENTIAL/securitytokens``
+with the ``assume_role`` method (``agency_name``, ``domain_name`` or ``domain_id``,
+``duration_seconds``) answers the same ``credential`` shape. It is signed (``SDK-HMAC-SHA256``)
+with the base AK/SK, their security token when they are temporary, and ``X-Domain-Id``: the
+caller's account id, which AK/SK calls of a global service such as IAM carry; when
+``HUAWEICLOUD_SDK_DOMAIN_ID`` does not give it, it is asked of IAM once, as the SDK's
+``GlobalCredentials`` do (``GET /v3/auth/domains``, signed the same way).
+
 The token file is read afresh for every exchange (CI runners rotate it). Tokens, the
 subject token and the temporary secrets are registered for scrubbing as soon as they are
 read; no message carries one. A refusal names the source, the URL, the cloud's own error
@@ -19,7 +27,7 @@ code and message, and what to check. Each exchange (a POST and its retries) ends
 May import: the standard library, ``requests``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.redact``, ``reconciler.textsafe``, ``reconciler.fsutil``, ``reconciler.transport``,
 ``reconciler.urls``,
-``reconciler.api.protocol``, ``reconciler.credentials.temporary``.
+``reconciler.api.protocol``, ``reconciler.api.signer``, ``reconciler.credentials.temporary``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 import requests
 
 from reconciler.api.protocol import Credentials
+from reconciler.api.signer import sign
 from reconciler.credentials.temporary import Temporary
 from reconciler.errors import CredentialError
 from reconciler.fsutil import UnsafeFileError, read_regular
@@ -54,6 +63,8 @@ from reconciler.urls import redirect_note
 
 ID_TOKEN_PATH = "/v3.0/OS-AUTH/id-token/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
+AUTH_DOMAINS_PATH = "/v3/auth/domains"
+DOMAIN_ID_VAR = "HUAWEICLOUD_SDK_DOMAIN_ID"
 ASSUME_WITH_OIDC_PATH = "/v5/agencies/assume-with-oidc"
 IAM_DURATION_SECONDS = 6 * 60 * 60  # FederalAccessor._DEFAULT_DURATION_SECONDS
 MAX_TOKEN_BYTES = 64 * 1024
@@ -118,23 +129,43 @@ class _Answer:
     content: bytes
 
 
-def _post(url: str, *, body: dict[str, object], headers: dict[str, str], caller: Caller,
-          step: str) -> _Answer:
-    """POST with retries, all of it (every attempt, headers and body) within
-    ``caller.deadline`` seconds; a 3xx is refused, never followed."""
-    data = json.dumps(body).encode()
-    sent = {"Content-Type": "application/json;charset=UTF-8", "User-Agent": "reconciler",
-            "Accept": "application/json", **headers}
+def _signed(method: str, url: str, *, data: bytes, headers: dict[str, str],
+            credentials: Credentials) -> dict[str, str]:
+    """``headers`` with an ``SDK-HMAC-SHA256`` signature of ``credentials`` (signing
+    Content-Type and the ``X-*`` headers, as the API client does), dated now."""
+    signable = {k: v for k, v in headers.items()
+                if k.lower() == "content-type" or k.lower().startswith("x-")}
+    if credentials.security_token is not None:
+        signable["X-Security-Token"] = credentials.security_token.reveal()
+    signed = sign(method, url, headers=signable, body=data or None, ak=credentials.ak,
+                  sk=credentials.sk.reveal(), date=datetime.now(UTC))
+    rest = {k: v for k, v in headers.items() if k not in signable}
+    return {**rest, **signed["headers"]}
+
+
+def _post(url: str, *, body: dict[str, object] | None, headers: dict[str, str],
+          caller: Caller, step: str, method: str = "POST",
+          signer: Credentials | None = None) -> _Answer:
+    """POST (or ``method``) with retries, all of it (every attempt, headers and body) within
+    ``caller.deadline`` seconds; a 3xx is refused, never followed. With ``signer``, every
+    attempt is signed afresh with those credentials."""
+    data = b"" if body is None else json.dumps(body).encode()
+    sent = {"User-Agent": "reconciler", "Accept": "application/json", **headers}
+    if body is not None:
+        sent["Content-Type"] = "application/json;charset=UTF-8"
     deadline = time.monotonic() + caller.deadline
     for attempt in range(1, ATTEMPTS + 1):
         started = time.monotonic()
         left = max(1.0, deadline - started)
         timeout = (min(TIMEOUT[0], left), min(TIMEOUT[1], left))
+        wire = sent if signer is None else _signed(method, url, data=data, headers=sent,
+                                                   credentials=signer)
         try:
-            answer = _attempt(url, data=data, headers=sent, caller=caller, timeout=timeout,
-                              seconds=left)
+            answer = _attempt(url, method=method, data=data, headers=wire, caller=caller,
+                              timeout=timeout, seconds=left)
         except requests.RequestException as exc:
-            _log.debug("POST %s (%s) attempt %d: %s", url, step, attempt, type(exc).__name__)
+            _log.debug("%s %s (%s) attempt %d: %s", method, url, step, attempt,
+                       type(exc).__name__)
             if attempt == ATTEMPTS or time.monotonic() + 0.5 * attempt > deadline:
                 raise CredentialError(f"{caller.source}: cannot reach {url} ({step}): "
                                       f"{type(exc).__name__}; check the endpoint and the "
@@ -149,7 +180,7 @@ def _post(url: str, *, body: dict[str, object], headers: dict[str, str], caller:
             raise CredentialError(f"{caller.source}: {url} ({step}) answered more than "
                                   f"{MAX_ANSWER_BYTES} bytes, more than any token answer; "
                                   "check that the endpoint is IAM's or STS's") from None
-        _log.debug("POST %s (%s) attempt %d: %d in %.3fs", url, step, attempt,
+        _log.debug("%s %s (%s) attempt %d: %d in %.3fs", method, url, step, attempt,
                    answer.status_code, time.monotonic() - started)
         if 300 <= answer.status_code < 400:
             note = redirect_note(answer.status_code, answer.headers.get("Location"))
@@ -164,7 +195,7 @@ def _post(url: str, *, body: dict[str, object], headers: dict[str, str], caller:
     raise AssertionError("unreachable")
 
 
-def _attempt(url: str, *, data: bytes, headers: dict[str, str], caller: Caller,
+def _attempt(url: str, *, method: str, data: bytes, headers: dict[str, str], caller: Caller,
              timeout: tuple[float, float], seconds: float) -> _Answer:
     with Watch(seconds).running() as watch, Session() as session:
         session.trust_env = False  # proxies come from the injected environment only
@@ -172,9 +203,10 @@ def _attempt(url: str, *, data: bytes, headers: dict[str, str], caller: Caller,
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         try:
-            answer = session.post(url, data=data, headers=headers, timeout=timeout,
-                                  verify=caller.verify, allow_redirects=False,
-                                  proxies=caller.proxies, stream=True)
+            answer = session.request(method, url, data=data or None, headers=headers,
+                                     timeout=timeout, verify=caller.verify,
+                                     allow_redirects=False, proxies=caller.proxies,
+                                     stream=True)
         except requests.RequestException:
             if watch.expired:
                 raise OutOfTimeError from None
@@ -298,6 +330,57 @@ def via_sts(*, sts_endpoint: str, request: AgencyRequest, id_token: str,
         body["policy_ids"] = list(request.policy_ids)
     step = "assuming the agency with the ID token"
     answer = _post(url, body=body, headers={}, caller=caller, step=step)
+    if answer.status_code not in (200, 201):
+        raise _refusal(answer, url=url, caller=caller, step=step)
+    return _credential(_answer_json(answer, url=url, caller=caller), url=url, caller=caller)
+
+
+@dataclass(frozen=True, slots=True)
+class AssumeRole:
+    """What ``assume_role`` is asked: the agency, its account (by name or by id, exactly
+    one) and how long the grant lasts."""
+
+    agency_name: str
+    domain_name: str | None
+    domain_id: str | None
+    duration_seconds: int
+
+
+def caller_domain_id(*, iam_endpoint: str, base: Credentials, caller: Caller) -> str:
+    """The account id of ``base``, as the SDK's ``GlobalCredentials`` learn it when not
+    given: ``GET /v3/auth/domains`` signed with them, the first domain's id."""
+    url = iam_endpoint + AUTH_DOMAINS_PATH
+    step = "finding the account of the base credentials"
+    answer = _post(url, body=None, headers={}, caller=caller, step=step, method="GET",
+                   signer=base)
+    if answer.status_code != 200:
+        raise _refusal(answer, url=url, caller=caller, step=step)
+    domains = _answer_json(answer, url=url, caller=caller).get("domains")
+    first = domains[0] if isinstance(domains, list) and domains else None
+    domain_id = first.get("id") if isinstance(first, dict) else None
+    if not isinstance(domain_id, str) or _HEADER_SAFE.fullmatch(domain_id) is None:
+        raise CredentialError(f"{caller.source}: {url} answered no account id; set "
+                              f"{DOMAIN_ID_VAR} to the account id of the base credentials")
+    return domain_id
+
+
+def via_assume_role(*, iam_endpoint: str, role: AssumeRole, base: Credentials,
+                    domain_id: str, caller: Caller) -> Temporary:
+    """IAM's agency path (the SDK's ``CreateTemporaryAccessKeyByAgency``): signed with the
+    base AK/SK (and their security token), with the caller's account in ``X-Domain-Id`` as
+    AK/SK calls of a global service need; answers the agency's temporary AK/SK."""
+    url = iam_endpoint + SECURITY_TOKENS_PATH
+    assume: dict[str, object] = {"agency_name": role.agency_name,
+                                 "duration_seconds": role.duration_seconds}
+    if role.domain_name is not None:
+        assume["domain_name"] = role.domain_name
+    if role.domain_id is not None:
+        assume["domain_id"] = role.domain_id
+    body: dict[str, object] = {"auth": {"identity": {"methods": ["assume_role"],
+                                                     "assume_role": assume}}}
+    step = "assuming the agency"
+    answer = _post(url, body=body, headers={"X-Domain-Id": domain_id}, caller=caller,
+                   step=step, signer=base)
     if answer.status_code not in (200, 201):
         raise _refusal(answer, url=url, caller=caller, step=step)
     return _credential(_answer_json(answer, url=url, caller=caller), url=url, caller=caller)

@@ -14,7 +14,10 @@ so that is ``[basic]``::
     id_token_file = ...
 
 Values are taken literally (no ``%`` interpolation). A file named by the variable must
-exist; the default file is only read when it exists.
+exist; the default file is only read when it exists. A target's ``credentials.profile`` names
+another section the SDK's way (its ``ProfileCredentialProvider("basic-partner")`` reads
+``[basic-partner]``: sections whose name starts with ``basic`` hold regional credentials);
+that section, and so a file, must exist.
 
 May import: the standard library, ``reconciler.errors``.
 """
@@ -40,10 +43,11 @@ class Profile:
 
     path: str
     values: Mapping[str, str]
+    section: str = SECTION
 
     @property
     def where(self) -> str:
-        return f"profile file {self.path} [{SECTION}]"
+        return f"profile file {self.path} [{self.section}]"
 
     def get(self, key: str) -> str:
         return self.values.get(key, "").strip()
@@ -58,11 +62,19 @@ def profile_path(environ: Mapping[str, str]) -> tuple[str, bool] | None:
     return (str(Path(home) / ".huaweicloud" / "credentials"), False) if home else None
 
 
-def load_profile(environ: Mapping[str, str]) -> Profile | None:
-    """The profile's ``[basic]`` section, None when there is no file to read."""
+def load_profile(environ: Mapping[str, str], section: str | None = None, *,
+                 origin: str = "") -> Profile | None:
+    """The profile's ``[basic]`` section, None when there is no file to read; or the named
+    ``section``, which must exist (``origin`` says who named it, for the messages)."""
     found = profile_path(environ)
-    if found is None:
-        return None
+    by = f" ({origin})" if origin else ""
+    if found is None or (section is not None and not found[1] and not Path(found[0]).is_file()):
+        if section is None:
+            return None
+        where = found[0] if found else "~/.huaweicloud/credentials"
+        raise UsageError(f"the profile [{section}]{by} needs the SDK's credentials file, and "
+                         f"there is none at {where}; create it with a [{section}] section, or "
+                         f"name it in {FILE_VAR}")
     path, named = found
     if not named and not Path(path).is_file():
         return None
@@ -83,6 +95,13 @@ def load_profile(environ: Mapping[str, str]) -> Profile | None:
         raise UsageError(f"the credentials file {path}{at} is not an INI file the SDK reads "
                          f"({type(exc).__name__}); see the [basic] example in the README"
                          ) from None
+    if section is not None:
+        if not parser.has_section(section):
+            raise UsageError(f"the credentials file {path} has no [{section}] section{by}; "
+                             "add it (ak and sk, or idp_id and id_token_file), or fix the "
+                             "profile's name")
+        values = {k: v for k, v in parser.items(section) if k in KEYS}
+        return Profile(path=path, values=values, section=section)
     if not parser.has_section(SECTION):
         raise UsageError(f"the credentials file {path} has no [{SECTION}] section; key pair "
                          "services read [basic] (as the official SDK does)")

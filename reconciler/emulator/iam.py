@@ -9,7 +9,10 @@ Served on the emulator's own port (``docs/iam.md`` has the shapes):
   or ``X-Auth-Token``) becomes ``credential{access, secret, securitytoken, expires_at}``.
 - The same path, ``assume_role`` method, signed with the caller's AK/SK (the server checks
   the signature and passes the caller in): a registered agency's temporary credentials, in
-  the same ``credential`` shape, good for the agency's projects only.
+  the same ``credential`` shape, good for the agency's projects only. An ``X-Domain-Id``
+  (which the SDK's ``GlobalCredentials`` send) must be the signer's own account.
+- ``GET /v3/auth/domains``, signed: the signer's account (how the SDK learns its
+  ``domain_id`` when not given one).
 - ``POST /v5/agencies/assume-with-oidc``: the ID token, for an agency the provider may
   assume, becomes ``credentials{access_key_id, secret_access_key, security_token,
   expiration}``.
@@ -40,7 +43,9 @@ from reconciler.emulator.jwt import TokenError, verify_id_token
 ID_TOKEN_PATH = "/v3.0/OS-AUTH/id-token/tokens"
 SECURITY_TOKENS_PATH = "/v3.0/OS-CREDENTIAL/securitytokens"
 ASSUME_PATH = "/v5/agencies/assume-with-oidc"
-PATHS = (ID_TOKEN_PATH, SECURITY_TOKENS_PATH, ASSUME_PATH)
+AUTH_DOMAINS_PATH = "/v3/auth/domains"
+PATHS = (ID_TOKEN_PATH, SECURITY_TOKENS_PATH, ASSUME_PATH, AUTH_DOMAINS_PATH)
+GET_PATHS = (AUTH_DOMAINS_PATH,)
 UNSCOPED_TOKEN_SECONDS = 24 * 3600
 IAM_DURATION = (900, 86400)
 STS_DURATION = (900, 43200)
@@ -71,6 +76,7 @@ class TemporaryKey:
     security_token: str
     expires_at: float
     projects: frozenset[str] | None = None  # an agency's: only these; else any of its account
+    domain_id: str | None = None  # the account they act in (an agency's); None: the emulator's
 
 
 class IamProblem(Exception):
@@ -189,9 +195,18 @@ class Iam:
             key = self._keys.get(access)
         return key.projects if key else None
 
+    def account_of(self, access: str) -> str | None:
+        """The account a temporary AK acts in (None: not a temporary AK of this emulator)."""
+        with self._lock:
+            key = self._keys.get(access)
+        return None if key is None else key.domain_id or self.domain_id
+
     @staticmethod
     def needs_caller(path: str, body: Any) -> bool:
-        """Whether this request must be signed: ``assume_role`` acts for the signer."""
+        """Whether this request must be signed: ``assume_role`` acts for the signer, and
+        ``auth/domains`` names the signer's account."""
+        if path == AUTH_DOMAINS_PATH:
+            return True
         methods = _dig(body, "auth", "identity", "methods")
         return path == SECURITY_TOKENS_PATH and isinstance(methods, list) and (
             "assume_role" in methods)
@@ -199,12 +214,16 @@ class Iam:
     # -- the endpoints ------------------------------------------------------------------
 
     def handle(self, path: str, *, headers: dict[str, str], body: Any,
-               caller: str | None = None) -> Reply:
-        """Answer one IAM/STS call; ``caller`` is the verified signer's AK (``assume_role``)."""
+               caller: str | None = None, account: str | None = None) -> Reply:
+        """Answer one IAM/STS call; ``caller`` is the verified signer's AK and ``account`` the
+        account it acts in (``assume_role``, ``auth/domains``)."""
         try:
             if path == ID_TOKEN_PATH:
                 return self._id_token(headers, body)
+            if path == AUTH_DOMAINS_PATH:
+                return self._auth_domains(account)
             if path == SECURITY_TOKENS_PATH and self.needs_caller(path, body):
+                self._check_domain_header(headers, account)
                 return self._assume_role(body, caller)
             if path == SECURITY_TOKENS_PATH:
                 return self._security_tokens(headers, body)
@@ -268,6 +287,24 @@ class Iam:
                                           "securitytoken": key.security_token,
                                           "expires_at": _stamp(key.expires_at)}})
 
+    def _auth_domains(self, account: str | None) -> Reply:
+        if account is None:
+            raise IamProblem(401, "IAM.0005", "the request must be signed with an AK/SK")
+        with self._lock:
+            self._count("auth_domains")
+        return Reply(200, {"domains": [{"id": account, "name": account, "enabled": True,
+                                        "description": "",
+                                        "links": {"self": f"{AUTH_DOMAINS_PATH}/{account}"}}],
+                           "links": {"self": AUTH_DOMAINS_PATH}})
+
+    @staticmethod
+    def _check_domain_header(headers: dict[str, str], account: str | None) -> None:
+        """An ``X-Domain-Id`` must be the signer's account (absent is accepted)."""
+        given = headers.get("x-domain-id")
+        if given is not None and account is not None and given.strip() != account:
+            raise IamProblem(401, "IAM.0005", "X-Domain-Id is not the account of the signing "
+                             "credentials")
+
     def _assume_role(self, body: Any, caller: str | None) -> Reply:
         if caller is None:
             raise IamProblem(401, "IAM.0005", "assume_role must be signed with the caller's "
@@ -284,7 +321,8 @@ class Iam:
             account = role.domain_id or role.domain_name
             raise IamProblem(404, "IAM.0004", f"agency {role.agency_name!r} of account "
                              f"{account!r} does not exist")
-        key = self._grant(role.duration_seconds, projects=frozenset(agency.projects))
+        key = self._grant(role.duration_seconds, projects=frozenset(agency.projects),
+                          domain_id=agency.domain_id)
         with self._lock:
             self._count("assume_role")
         return Reply(201, {"credential": {"access": key.access, "secret": key.secret,
@@ -324,13 +362,14 @@ class Iam:
             "source_identity": subject, "audience": provider.client_id,
             "provider": provider.provider_urn, "subject_from_id_token": subject})
 
-    def _grant(self, duration: int, *,
-               projects: frozenset[str] | None = None) -> TemporaryKey:
+    def _grant(self, duration: int, *, projects: frozenset[str] | None = None,
+               domain_id: str | None = None) -> TemporaryKey:
         lifetime = float(duration) if self.max_lifetime is None else min(duration,
                                                                          self.max_lifetime)
         key = TemporaryKey(access="".join(secrets.choice(_UPPER) for _ in range(20)),
                            secret=secrets.token_hex(20), security_token=secrets.token_urlsafe(
-                               180), expires_at=self.now() + lifetime, projects=projects)
+                               180), expires_at=self.now() + lifetime, projects=projects,
+                           domain_id=domain_id)
         with self._lock:
             self._keys[key.access] = key
         return key

@@ -10,8 +10,9 @@ the injected faults, and carried out on that project's key pairs. Every answer c
 ``X-Request-Id`` and ``Content-Length``; connections are kept alive.
 
 IAM's and STS's federated login (``/v3.0/OS-AUTH/id-token/tokens``,
-``/v3.0/OS-CREDENTIAL/securitytokens``, ``/v5/agencies/assume-with-oidc``) and IAM's agency
-``assume_role`` (signed: this module verifies the signer first) are served on the same port
+``/v3.0/OS-CREDENTIAL/securitytokens``, ``/v5/agencies/assume-with-oidc``), IAM's agency
+``assume_role`` and ``GET /v3/auth/domains`` (signed: this module verifies the signer first
+and passes its account in) are served on the same port
 by ``reconciler.emulator.iam``; the temporary credentials it grants sign key pair requests
 until they expire.
 
@@ -61,6 +62,7 @@ from reconciler.emulator.handlers import (
     route,
     split_path,
 )
+from reconciler.emulator.iam import GET_PATHS as IAM_GET_PATHS
 from reconciler.emulator.iam import PATHS as IAM_PATHS
 from reconciler.emulator.iam import Iam, IamProblem, problem_reply
 from reconciler.emulator.jsonbody import parse_json_body
@@ -352,6 +354,11 @@ class Emulator:
     def secret_for(self, access_key: str) -> str | None:
         return self.sk if access_key == self.ak else self.iam.secret_for(access_key)
 
+    def account_of(self, access_key: str) -> str | None:
+        """The account an access key acts in: the emulator's own for its AK, an agency's for
+        that agency's temporary AK."""
+        return self.domain_id if access_key == self.ak else self.iam.account_of(access_key)
+
     def register_identity_provider(self, **fields: Any) -> dict[str, Any]:
         """Register an identity provider (fields as ``POST /_emulator/iam/providers``)."""
         provider = self.iam.register(fields)
@@ -464,8 +471,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- IAM and STS ---------------------------------------------------------------------
 
     def _iam(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> Reply:
-        if self.command != "POST":
-            return Reply(405, {"error_code": "IAM.0405", "error_msg": "use POST"})
+        wanted = "GET" if raw_path in IAM_GET_PATHS else "POST"
+        if self.command != wanted:
+            return Reply(405, {"error_code": "IAM.0405", "error_msg": f"use {wanted}"})
         try:
             parsed = parse_json_body(body) if body.strip() else None
         except ValueError:
@@ -479,7 +487,9 @@ class _Handler(BaseHTTPRequestHandler):
                 problem = IamProblem(401, "IAM.0005", f"the request is not signed by a "
                                      f"valid AK/SK: {exc}")
                 return problem_reply(raw_path, problem)
-        return emu.iam.handle(raw_path, headers=headers, body=parsed, caller=caller)
+        account = None if caller is None else emu.account_of(caller)
+        return emu.iam.handle(raw_path, headers=headers, body=parsed, caller=caller,
+                              account=account)
 
     def _signer(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> str:
         """The access key that validly signed this request; ``SignatureError`` why not."""

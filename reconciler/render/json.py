@@ -108,9 +108,14 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             # False: the state was read without the key, its integrity MAC unchecked.
             "state_verified": plan.state_verified,
             "targets": list(plan.targets),
-            "forget": list(plan.forget),
-            "lifecycle": [[name, protect] for name, protect in plan.lifecycle],
+            "forget": [a.label for a in plan.forget],
+            "lifecycle": [[a.label, protect] for a, protect in plan.lifecycle],
             "replace": list(plan.replace),
+            **({"moved": [[str(old), str(new)] for old, new in plan.moved]}
+               if plan.moved else {}),
+            **({"unreachable_targets": [{"target": t, "error": why}
+                                        for t, why in plan.unreachable]}
+               if plan.unreachable else {}),
             "planned_at": plan.planned_at,
             # Every desired key pair: apply makes the plan again from these and compares.
             "configuration": {d.name: desired_to_dict(d) for d in plan.configuration},

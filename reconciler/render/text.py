@@ -17,7 +17,6 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.address import keypair_address
 from reconciler.model import SENSITIVE
 from reconciler.plan import (
     REASON_NO_CONFIG,
@@ -287,14 +286,21 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
                              "changes."))
         out.extend(["", RULE, ""])
     if plan.forget:
-        names = printable(", ".join(plan.forget))
+        names = printable(", ".join(a.label for a in plan.forget))
         out.append(_wrap(f"Gone from the cloud and from the manifests, so apply drops them from "
                          f"state (their previous state stays in the backup): {names}"))
         out.append("")
-    for name, protect in plan.lifecycle:
-        out.append(f"{printable(str(keypair_address(name)))}: apply records prevent_destroy = "
+    for address, protect in plan.lifecycle:
+        out.append(f"{printable(str(address))}: apply records prevent_destroy = "
                    f"{'true' if protect else 'false'} in state (no change in the cloud).")
     if plan.lifecycle:
+        out.append("")
+    for old, new in plan.moved:
+        out.append(f"# {printable(str(old))} has moved to {printable(str(new))}")
+    if plan.moved:
+        out.append(_wrap("Their target was renamed in the manifests (the same region and "
+                         "project), so apply records them under the new name: nothing changes "
+                         "in the cloud."))
         out.append("")
     if plan.actionable:
         out.extend(_legend(plan))

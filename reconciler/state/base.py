@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
-from reconciler.address import DEFAULT_TARGET, is_target_name
+from reconciler.address import DEFAULT_TARGET, Address, is_target_name, keypair_address
 from reconciler.errors import (
     StateCorruptError,
     StateError,
@@ -153,7 +153,7 @@ class JournaledStore:
         self._loaded = False
         self._lineage = self._fresh_lineage
         self._serial = 0
-        self._entries: dict[str, StateKeyPair] = {}
+        self._entries: dict[Address, StateKeyPair] = {}
         self._key: KeyBlock | None = None
         self._targets: dict[str, TargetConnection] = {}  # as the document records them
         self._run_targets: dict[str, TargetConnection] = {}  # as this run reaches them
@@ -167,7 +167,7 @@ class JournaledStore:
     def commit(self) -> State:
         raise NotImplementedError
 
-    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+    def _append(self, *, op: str, name: str, target: str, entry: StateKeyPair | None,
                 durable: bool = True) -> None:
         raise NotImplementedError
 
@@ -340,16 +340,16 @@ class JournaledStore:
         elif rec.op == "record" and rec.entry is not None:
             entry = rec.entry
             if rec.keep_private_key:
-                prior = self._entries.get(entry.name)
+                prior = self._entries.get(address_of(entry))
                 if prior is None or prior.private_key is None:
                     raise StateCorruptError(
                         f"{where} keeps a private key that {entry.name!r} does not have; "
                         f"{self._journal_aside()} (keep a copy) or restore the state."
                     )
                 entry = dataclasses.replace(entry, private_key=prior.private_key)
-            self._entries[entry.name] = entry
+            self._entries[address_of(entry)] = entry
         elif rec.op == "forget" and rec.name is not None:
-            self._entries.pop(rec.name, None)
+            self._entries.pop(keypair_address(rec.name, rec.target), None)
 
     def _not_folded(self, records: list[tuple[str, JournalRecord]]) -> list[str]:
         """Of journal records from an older serial, which a commit is believed to have folded
@@ -363,13 +363,13 @@ class JournaledStore:
                     self._apply(rec, where=where)
                 except StateCorruptError:
                     missing.add(rec.name or "?")
-            missing |= {n for n in set(entries) | set(self._entries)
-                        if not self._folded_as(n, entries.get(n), self._entries.get(n))}
+            missing |= {a.name for a in set(entries) | set(self._entries)
+                        if not self._folded_as(a, entries.get(a), self._entries.get(a))}
         finally:
             self._entries, self._key = entries, key
         return sorted(missing)
 
-    def _folded_as(self, name: str, held: StateKeyPair | None,
+    def _folded_as(self, at: Address, held: StateKeyPair | None,
                    logged: StateKeyPair | None) -> bool:
         """Whether the document's entry ``held`` is the journal's ``logged`` folded in: the
         same, or (a migration that died before removing the journal) the same with its
@@ -389,10 +389,11 @@ class JournaledStore:
         if key is None:
             return True
         try:
-            return key.unseal(lineage=self._lineage, name=name,
-                              address=full_address(name, held.target), sealed=held.private_key
-                              ) == key.unseal(lineage=self._lineage, name=name,
-                                              address=full_address(name, logged.target),
+            return key.unseal(lineage=self._lineage, name=at.name,
+                              address=full_address(at.name, held.target),
+                              sealed=held.private_key
+                              ) == key.unseal(lineage=self._lineage, name=at.name,
+                                              address=full_address(at.name, logged.target),
                                               sealed=logged.private_key)
         except StateCorruptError:
             return False
@@ -410,8 +411,9 @@ class JournaledStore:
                 for t in sorted(names)}
 
     def _target_of(self, name: str) -> str:
-        entry = self._entries.get(name)
-        return entry.target if entry is not None else DEFAULT_TARGET
+        """The target of the one entry named ``name`` (``default`` if none or several)."""
+        found = [a.target for a in self._entries if a.name == name]
+        return found[0] if len(found) == 1 else DEFAULT_TARGET
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -449,20 +451,21 @@ class JournaledStore:
             raise StateError(f"cannot record {entry.name!r}: {entry.target!r} is not a valid "
                              "target name.")
         self._prepare_write()
-        self._append(op="record", name=entry.name, entry=entry, durable=durable)
+        self._append(op="record", name=entry.name, target=entry.target, entry=entry,
+                     durable=durable)
 
-    def forget(self, name: str) -> None:
+    def forget(self, name: str, *, target: str = DEFAULT_TARGET) -> None:
         self._prepare_write()
-        self._append(op="forget", name=name, entry=None)
+        self._append(op="forget", name=name, target=target, entry=None)
 
     def _keeps_private_key(self, entry: StateKeyPair | None) -> bool:
         """Whether ``entry`` holds the sealed private key its name already has (under _mutex)."""
         if entry is None or entry.private_key is None:
             return False
-        prior = self._entries.get(entry.name)
+        prior = self._entries.get(address_of(entry))
         return prior is not None and prior.private_key == entry.private_key
 
-    def _journal_lines(self, *, op: str, name: str, entry: StateKeyPair | None,
+    def _journal_lines(self, *, op: str, name: str, target: str, entry: StateKeyPair | None,
                        with_key: bool, previous: str) -> tuple[bytes, str]:
         """The journal line of one change (under _mutex, after ``_prepare_write``), chained on
         ``previous``; the key block's line first if ``with_key``. Returns the last MAC."""
@@ -474,18 +477,17 @@ class JournaledStore:
             line, previous = encode_journal_line(lineage=self._lineage, base=self._serial,
                                                  op="key", key=self._key, mac_key=key,
                                                  previous=previous)
-        target = entry.target if entry is not None else self._target_of(name)
         more, tag = encode_journal_line(lineage=self._lineage, base=self._serial, op=op,
                                         name=name, target=target, entry=entry, mac_key=key,
                                         previous=previous,
                                         keep_private_key=self._keeps_private_key(entry))
         return line + more, tag
 
-    def _change(self, name: str, entry: StateKeyPair | None) -> None:
+    def _change(self, at: Address, entry: StateKeyPair | None) -> None:
         if entry is not None:
-            self._entries[name] = entry
+            self._entries[at] = entry
         else:
-            self._entries.pop(name, None)
+            self._entries.pop(at, None)
 
     # --- commit, export and push -------------------------------------------------------------
 
@@ -613,15 +615,21 @@ class JournaledStore:
         self._lock.force_unlock(lock_id)
 
 
-def _current_envelopes(entries: Mapping[str, StateKeyPair], *, key: StateKey,
-                       lineage: str) -> dict[str, StateKeyPair]:
+def address_of(entry: StateKeyPair) -> Address:
+    """The address an entry is kept under."""
+    return keypair_address(entry.name, entry.target)
+
+
+def _current_envelopes(entries: Mapping[Address, StateKeyPair], *, key: StateKey,
+                       lineage: str) -> dict[Address, StateKeyPair]:
     """``entries`` with every private key in a current envelope, bound to its address (those
     that are already are kept as they are: nothing is decrypted for them)."""
-    out: dict[str, StateKeyPair] = {}
-    for name, e in entries.items():
+    out: dict[Address, StateKeyPair] = {}
+    for at, e in entries.items():
         sealed = e.private_key
         if sealed is not None and envelope_version(sealed) != ENVELOPE_VERSION:
             e = dataclasses.replace(e, private_key=key.reseal(
-                lineage=lineage, name=name, address=full_address(name, e.target), sealed=sealed))
-        out[name] = e
+                lineage=lineage, name=at.name, address=full_address(at.name, e.target),
+                sealed=sealed))
+        out[at] = e
     return out

@@ -503,17 +503,14 @@ def _document_from(obj: Mapping[str, Any]) -> StateDocument:
     if not isinstance(raw_targets, dict):
         raise ValueError("targets: must be an object")
     targets = {t: connection_from_dict(c, where=f"targets.{t}") for t, c in raw_targets.items()}
-    entries: dict[str, StateKeyPair] = {}
+    entries: dict[Address, StateKeyPair] = {}
     for address, value in keypairs.items():
         where = f"keypairs.{address}"
         name, target = parse_full_address(address, where=where)
         if target not in targets:
             raise ValueError(f"{where}: its target {target!r} is not under targets")
-        if name in entries:
-            raise ValueError(
-                f"{where}: key pair {name!r} is also in target {entries[name].target!r}; this "
-                "release keeps one target per state: use the reconciler release that wrote it")
-        entries[name] = entry_from_dict(name, value, where=where, target=target)
+        entries[Address(target, KEYPAIR, name)] = entry_from_dict(name, value, where=where,
+                                                                  target=target)
     state = State(lineage=lineage, serial=serial, keypairs=entries,
                   format_version=FORMAT_VERSION, targets=targets)
     return StateDocument(state=state, key=key_block_from(obj.get("key"), where="key"))

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.address import keypair_address
 from reconciler.errors import StateCorruptError, StateError, StateTamperedError
 from reconciler.fsutil import (
     explain,
@@ -266,18 +267,19 @@ class LocalStateStore(JournaledStore):
 
     # --- the journal -------------------------------------------------------------------------
 
-    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+    def _append(self, *, op: str, name: str, target: str, entry: StateKeyPair | None,
                 durable: bool = True) -> None:
+        at = keypair_address(name, target)
         with self._mutex:
-            if op == "forget" and name not in self._entries:
+            if op == "forget" and at not in self._entries:
                 return
-            lines, tag = self._journal_lines(op=op, name=name, entry=entry,
+            lines, tag = self._journal_lines(op=op, name=name, target=target, entry=entry,
                                              with_key=self._key != self._journal_key,
                                              previous=self._chain)
             self._write_journal(lines)
             self._chain = tag
             self._journal_key = self._key
-            self._change(name, entry)
+            self._change(at, entry)
             self._written += 1
             ticket, generation = self._written, self._journal_gen
         if durable:

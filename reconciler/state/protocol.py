@@ -84,7 +84,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def forget(self, name: str) -> None:
+    def forget(self, name: str, *, target: str = "default") -> None:
         """Remove an entry; durable when this returns."""
         ...
 

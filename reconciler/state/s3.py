@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from reconciler.address import keypair_address
 from reconciler.errors import StaleStateError, StateCorruptError, StateError
 from reconciler.model import State, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
@@ -236,30 +237,31 @@ class S3StateStore(JournaledStore):
 
     # --- the journal -------------------------------------------------------------------------
 
-    def _append(self, *, op: str, name: str, entry: StateKeyPair | None,
+    def _append(self, *, op: str, name: str, target: str, entry: StateKeyPair | None,
                 durable: bool = True) -> None:
+        at = keypair_address(name, target)
         with self._mutex:
-            if op == "forget" and name not in self._entries:
+            if op == "forget" and at not in self._entries:
                 return
             keep = self._keeps_private_key(entry)
             if not durable and entry is not None and (entry.private_key is None or keep):
                 # Folded in by the commit; a crash before it loses only what the next plan
                 # repairs (the caller's promise). A new private key is always written now.
-                self._entries[name] = entry
+                self._entries[at] = entry
                 return
             key = (f"{self.journal_prefix}{self._serial:010d}/{self._next_seq:010d}-"
                    f"{uuid.uuid4().hex[:12]}.jsonl")
             self._next_seq += 1
             # Until a commit stores the key block, every object carries it: objects are
             # written concurrently, and any one of them may be the only one that lands.
-            body, _ = self._journal_lines(op=op, name=name, entry=entry,
+            body, _ = self._journal_lines(op=op, name=name, target=target, entry=entry,
                                           with_key=self._key != self._disk.key,
                                           previous=self._seed(key))
         self._objects.put(key, body)  # durable when this returns; outside the mutex: parallel
         with self._mutex:
             self._folded.append(key)
             self._written.append(key)
-            self._change(name, entry)
+            self._change(at, entry)
 
     # --- commit ------------------------------------------------------------------------------
 

@@ -29,6 +29,15 @@ FORBIDDEN = {
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     # The data model knows only addresses (which import nothing of the package).
     "reconciler.model": ("reconciler.",),
+    # The values plan, apply and the kinds exchange: model and addresses only.
+    "reconciler.changes": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                           "reconciler.apply", "reconciler.render", "reconciler.commands",
+                           "reconciler.emulator", "reconciler.kinds", "reconciler.settings"),
+    # A kind decides and carries out its own changes: it never reaches up to plan, apply,
+    # the renderers or the commands.
+    "reconciler.kinds": ("reconciler.plan", "reconciler.apply", "reconciler.render",
+                         "reconciler.commands", "reconciler.emulator", "reconciler.settings",
+                         "reconciler.manifest"),
     # Addresses are values everything uses: they import nothing of the package.
     "reconciler.address": ("reconciler.",),
     # Fanning key pairs out to targets is pure: records in, addresses out.
@@ -121,6 +130,29 @@ def test_import_directions() -> None:
                              and not any(i == a or i.startswith(a + ".")
                                          for a in ALLOWED.get(name, ()))]
     assert not problems, "\n".join(sorted(problems))
+
+
+# Plan and apply know kinds only through the kind protocol and its registry.
+KIND_SPECIFIC_MODULES = ("reconciler.kinds.keypair", "reconciler.keys", "reconciler.duration")
+KIND_SPECIFIC_NAMES = ("DesiredKeyPair", "RemoteKeyPair", "KeySource", "EntryStatus",
+                       "KeyPairApplier", "KeyPairKind")
+
+
+def test_plan_and_apply_know_kinds_only_through_the_protocol() -> None:
+    modules = _modules()
+    problems = []
+    for name in ("reconciler.plan", "reconciler.apply"):
+        tree = modules[name]
+        imported = _imports(tree)
+        problems += [f"{name} imports {i}" for i in imported
+                     if any(i == m or i.startswith(m + ".") or i.startswith(m + "_")
+                            for m in KIND_SPECIFIC_MODULES)]
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        problems += [f"{name} uses {n}" for n in KIND_SPECIFIC_NAMES
+                     if n in used or any(i.endswith("." + n) for i in imported)]
+        assert "reconciler.kinds.REGISTRY" in imported, f"{name} does not use the registry"
+    assert not problems, "\n".join(problems)
 
 
 def test_the_engine_never_prints() -> None:

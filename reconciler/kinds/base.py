@@ -62,6 +62,8 @@ class Kind(Protocol):
     """One kind of managed object."""
 
     name: str  # the address kind: ``keypair``
+    section: str  # the manifests' list of this kind: ``keypairs``
+    schema_definition: str  # its fragment of the manifest schema (under ``$defs``)
 
     def desired(self, manifest: Manifest, run: Addressing) -> Mapping[Address, Any]:
         """Every object the manifests declare, in each of its targets."""

@@ -289,6 +289,8 @@ class KeyPairKind:
     """Key pairs: declared in ``keypairs:``, listed by each target's key pair API."""
 
     name = KEYPAIR
+    section = "keypairs"
+    schema_definition = "keypair"
 
     def desired(self, manifest: Manifest, run: Addressing) -> Mapping[Address, DesiredKeyPair]:
         return desired_by_address(manifest, run)

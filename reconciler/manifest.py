@@ -32,13 +32,13 @@ from reconciler.keys import check_public_key, looks_like_private_key
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
     Api,
-    BackendConfig,
     DesiredKeyPair,
     Encryption,
     KeyProtection,
     KeySource,
     Manifest,
     ProviderConfig,
+    S3Location,
     SourceLocation,
     TargetConfig,
 )
@@ -532,7 +532,7 @@ def _provider(loader: _Loader) -> ProviderConfig | None:
                           endpoint=text("endpoint"), location=doc.location(("provider",)))
 
 
-def _backend(loader: _Loader) -> BackendConfig | None:
+def _backend(loader: _Loader) -> S3Location | None:
     if loader.backend is None:
         return None
     doc, block = loader.backend
@@ -543,9 +543,9 @@ def _backend(loader: _Loader) -> BackendConfig | None:
         value = s3.get(key)
         return value if isinstance(value, str) else None
 
-    return BackendConfig(kind="s3", bucket=text("bucket") or "", key=text("key") or "",
-                         endpoint=text("endpoint"), region=text("region"),
-                         location=doc.location(("backend",)))
+    return S3Location(bucket=text("bucket") or "", key=text("key") or "",
+                      endpoint=text("endpoint"), region=text("region"),
+                      declared_at=doc.location(("backend",)))
 
 
 def load_manifests(

@@ -8,7 +8,8 @@ entry, each key pair of each target's snapshot. ``--target`` and ``--replace`` t
 (a bare name selects that key pair in every target, as Terraform's ``-target`` does).
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.attributes``,
-``reconciler.duration``, ``reconciler.address``, ``reconciler.targets``.
+``reconciler.duration``, ``reconciler.address``, ``reconciler.targets``,
+``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from reconciler.attributes import (
     remote_attributes,
     replacing_fields,
 )
+from reconciler.capabilities import capabilities
 from reconciler.duration import describe_duration
 from reconciler.errors import Diagnostic, DiagnosticsError
 from reconciler.model import (
@@ -375,7 +377,8 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                       after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
                       notes=notes, desired=d, prior=prior, remote=remote)
     # Descriptions exist only in kps; after a switch of API they are not compared.
-    if ctx.api is Api.KPS and (d.description or None) != (prior.description or None):
+    if capabilities(ctx.api).descriptions and \
+            (d.description or None) != (prior.description or None):
         return Change(d.name, Action.UPDATE, before=before,
                       after={**before, "description": d.description},
                       desired=d, prior=prior, remote=remote)

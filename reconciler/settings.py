@@ -11,7 +11,7 @@ for it chosen from the same environment.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.urls``,
 ``reconciler.proxies``, ``reconciler.api.protocol``, ``reconciler.api.endpoints``,
-``reconciler.credentials``, ``reconciler.address``.
+``reconciler.credentials``, ``reconciler.address``, ``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import default_endpoint
 from reconciler.api.protocol import ApiSettings
+from reconciler.capabilities import DEFAULT_API, capabilities
 from reconciler.credentials.chain import resolve
 from reconciler.errors import UsageError
 from reconciler.model import Api, Manifest, ProviderConfig, TargetConfig
@@ -57,7 +58,7 @@ def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
                   provider: ProviderConfig | None) -> Api:
     raw = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
     try:
-        return Api(raw) if raw else Api.V21
+        return Api(raw) if raw else DEFAULT_API
     except ValueError:
         raise UsageError(f"unknown API {raw!r}; use v2, v2.1 or kps (--api, RECONCILER_API or "
                          "provider.api)") from None
@@ -144,9 +145,9 @@ def target_provider(target: TargetConfig, flags: ProviderFlags,
                          f"{target.credentials!r}; named credential sources are not supported "
                          "yet. Remove `credentials:` to use the environment's credentials")
     api = effective_api(flags, environ, ProviderConfig(api=target.api))
-    service = "kms" if api is Api.KPS else "ecs"
     return ProviderConfig(region=target.region, project_id=target.project_id, api=target.api,
-                          endpoint=target.endpoints.get(service), location=target.location)
+                          endpoint=target.endpoints.get(capabilities(api).service),
+                          location=target.location)
 
 
 def resolve_target_settings(flags: ProviderFlags, environ: Mapping[str, str],

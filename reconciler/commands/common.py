@@ -18,6 +18,7 @@ from pathlib import Path
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
+from reconciler.capabilities import capabilities
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
 from reconciler.model import (
@@ -286,8 +287,7 @@ class LineHooks:
 
 
 def api_name(api: Api) -> str:
-    return {Api.V2: "ECS os-keypairs v2", Api.V21: "ECS os-keypairs v2.1",
-            Api.KPS: "KPS v3"}[api]
+    return capabilities(api).title
 
 
 def announce_credentials(settings: ApiSettings, env: Env) -> None:

@@ -10,7 +10,7 @@ entry, each object of each target's snapshot. ``--target`` and ``--replace`` tak
 
 May import: ``reconciler.changes``, ``reconciler.kinds``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.attributes``, ``reconciler.address``,
-``reconciler.targets``.
+``reconciler.targets``, ``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from reconciler.address import (
     select,
 )
 from reconciler.attributes import field_differences
+from reconciler.capabilities import DEFAULT_API
 from reconciler.changes import (
     REASON_BY_REQUEST,
     REASON_CANNOT_UPDATE,
@@ -49,7 +50,7 @@ from reconciler.changes import (
 from reconciler.errors import Diagnostic, DiagnosticsError
 from reconciler.kinds import REGISTRY
 from reconciler.kinds.base import Context
-from reconciler.model import Api, Manifest, RemoteSnapshot, State, StateKeyPair
+from reconciler.model import Manifest, RemoteSnapshot, State, StateKeyPair
 from reconciler.targets import addressing, recorded_by_address
 
 __all__ = [
@@ -140,7 +141,7 @@ def make_plan(
     replacing = _selected("--replace", options.replace, (*desired, *recorded), problems)
     _check_replace(replacing, desired, recorded, options, problems)
     first = next(iter(snapshots.values()), None)
-    default_api = first.api if first is not None else Api.V21
+    default_api = first.api if first is not None else DEFAULT_API
     ctx = Context(options=options, now=now, api=default_api, problems=problems,
                    replacing=frozenset(replacing))
     changes: list[Change] = []

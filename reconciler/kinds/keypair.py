@@ -4,7 +4,7 @@ changes are carried out (``reconciler.kinds.keypair_apply``).
 May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
 ``reconciler.attributes``, ``reconciler.duration``, ``reconciler.targets``, ``reconciler.keys``,
-``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from reconciler.attributes import (
     remote_attributes,
     replacing_fields,
 )
+from reconciler.capabilities import capabilities
 from reconciler.changes import (
     REASON_BY_REQUEST,
     REASON_CANNOT_UPDATE,
@@ -50,7 +51,6 @@ from reconciler.kinds.keypair_apply import (
     sha256_of,
 )
 from reconciler.model import (
-    Api,
     DesiredKeyPair,
     EntryStatus,
     KeySource,
@@ -188,7 +188,8 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                       after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
                       notes=notes, desired=d, prior=prior, remote=remote)
     # Descriptions exist only in kps; after a switch of API they are not compared.
-    if ctx.api is Api.KPS and (d.description or None) != (prior.description or None):
+    if capabilities(ctx.api).descriptions and \
+            (d.description or None) != (prior.description or None):
         return Change(d.name, Action.UPDATE, before=before,
                       after={**before, "description": d.description},
                       desired=d, prior=prior, remote=remote)

@@ -29,7 +29,6 @@ from reconciler.errors import (
     ReconcilerError,
 )
 from reconciler.model import (
-    Api,
     DesiredKeyPair,
     EntryStatus,
     KeySource,
@@ -216,7 +215,8 @@ class KeyPairApplier:
 
     def _describe(self, d: DesiredKeyPair, entry: StateKeyPair) -> None:
         """kps cannot take a description on create: set it afterwards, then record it."""
-        if d.description and self.api.api is Api.KPS and entry.description != d.description:
+        if d.description and self.api.capabilities.descriptions and \
+                entry.description != d.description:
             self.api.update_description(d.name, d.description)
             self.store.record(replace(entry, description=d.description))
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.figures import Figure, render_scaling, render_table
 from bench.harness import ROOT, Bench, Run, Sample, check
+from bench.p7 import p7
 
 PARALLELISM = 10
 P2_N = 1000
@@ -211,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=str, default=None,
                    help="comma-separated N for the scaling rows (default 100,1000,10000)")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
+    p.add_argument("--only", choices=("P7",), default=None,
+                   help="measure only this figure (P7: many targets at once)")
     return p.parse_args(argv)
 
 
@@ -225,14 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(bench, reps=reps, latency_ms=args.latency_ms)
     try:
         interpreter_baseline(ctx)
-        p4(ctx)
-        for n in sorted(sizes):
-            stage(ctx, n, big=max(sizes))
+        if args.only is None:
+            p4(ctx)
+            for n in sorted(sizes):
+                stage(ctx, n, big=max(sizes))
+        if args.quick:
+            p7(ctx, targets=4, per=250)
+        else:
+            p7(ctx)
     finally:
         bench.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3, "P5": 4, "P6": 5}
+    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3, "P5": 4, "P6": 5, "P7": 6}
     ctx.figures.sort(key=lambda f: order.get(f.id[:2], 9))
     doc = {
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -1,15 +1,15 @@
-"""Apply: carry out a plan's changes, concurrently, making every outcome durable first.
+"""Apply: carry out a plan's changes, concurrently, in dependency waves.
 
-``apply_plan`` never re-diffs: it does what the plan says. Every private key is in the state
-store before anything depends on it: a key generated here is recorded (encrypted) before its
-public half is uploaded; a key the cloud generated is recorded as soon as it arrives. A create
-whose answer was lost is re-read rather than blindly retried. Partial progress is a result:
-the state reached is returned even when some changes failed.
+``apply_plan`` never re-diffs: it does what the plan says. It knows kinds only through the
+kind protocol (``reconciler.kinds``): each kind checks the plan before anything is sent
+(``preflight``), says what each change depends on (a wave runs once the waves before it are
+done), and carries out its changes through the API of the change's target. Partial progress
+is a result: the state reached is returned even when some changes failed.
 
 The engine never prints; progress goes through ``Hooks``.
 
-May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
-``reconciler.address``, ``reconciler.fsutil``, ``reconciler.api.protocol``,
+May import: ``reconciler.changes``, ``reconciler.kinds``, ``reconciler.model``,
+``reconciler.errors``, ``reconciler.address``, ``reconciler.api.protocol``,
 ``reconciler.state.protocol``.
 """
 
@@ -18,372 +18,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any
 
-from reconciler import keys
-from reconciler.address import DEFAULT_TARGET, ORDER, Address, keypair_address
+from reconciler.address import DEFAULT_TARGET, ORDER, Address
 from reconciler.api.protocol import KeyPairApi
-from reconciler.errors import (
-    ApiError,
-    ApplyError,
-    KeyFormatError,
-    OutcomeUnknownError,
-    ReconcilerError,
+from reconciler.changes import (
+    Action,
+    ApplyResult,
+    Change,
+    Hooks,
+    NullHooks,
+    Outcome,
+    Plan,
 )
-from reconciler.model import (
-    Api,
-    DesiredKeyPair,
-    EntryStatus,
-    KeySource,
-    RemoteKeyPair,
-    RemoteSnapshot,
-    SealedSecret,
-    Secret,
-    State,
-    StateKeyPair,
-)
-from reconciler.plan import Action, Change, Mode, Plan, tally
+from reconciler.errors import ApplyError, ReconcilerError
+from reconciler.kinds import REGISTRY
+from reconciler.kinds.base import Applier
+from reconciler.model import RemoteSnapshot, State, StateKeyPair
 from reconciler.state.protocol import StateStore
 
-LOST_RESPONSE_ATTEMPTS = 8  # a lost answer is re-read, then resent; 8 rides out heavy fault rates
-
-
-class Hooks(Protocol):
-    """Progress reporting; called from worker threads."""
-
-    def pre_apply(self, change: Change, phase: str) -> None:
-        """``phase`` is the step under way: create, delete, update, import."""
-        ...
-
-    def post_apply(self, change: Change, outcome: Outcome) -> None: ...
-
-
-class NullHooks:
-    def pre_apply(self, change: Change, phase: str) -> None:
-        pass
-
-    def post_apply(self, change: Change, outcome: Outcome) -> None:
-        pass
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    name: str
-    action: Action
-    ok: bool
-    elapsed: float
-    error: str | None = None
-    destroyed: bool = False  # a failed replacement whose old key pair was deleted
-    at: Address | None = None  # None: the key pair of that name in the run's only target
-
-    @property
-    def address(self) -> Address:
-        return self.at if self.at is not None else keypair_address(self.name)
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    outcomes: tuple[Outcome, ...]
-    state: State
-
-    @property
-    def failed(self) -> tuple[Outcome, ...]:
-        return tuple(o for o in self.outcomes if not o.ok)
-
-    def counts(self) -> dict[str, int]:
-        """What was done: completed changes, and the deletions of failed replacements."""
-        done = tally(o.action for o in self.outcomes if o.ok)
-        done["destroy"] += sum(1 for o in self.outcomes if not o.ok and o.destroyed)
-        return done
-
-
-class _TaintedError(ApplyError):
-    """The cloud generated the pair, but its private key never arrived."""
-
-
-class _AmbiguousError(ApplyError):
-    """A write may or may not have taken effect: what state holds for it must stay."""
-
-
-@dataclass
-class _Applier:
-    """Carries out the changes of one target through that target's API."""
-
-    api: KeyPairApi
-    store: StateStore
-    hooks: Hooks
-    now: Callable[[], datetime]
-    generate: Callable[..., keys.GeneratedKey]
-    target: str = DEFAULT_TARGET
-
-    # -- state entries ---------------------------------------------------------------
-    def _entry(self, d: DesiredKeyPair, remote: RemoteKeyPair, *,
-               sealed: SealedSecret | None, status: EntryStatus = EntryStatus.READY,
-               description: str | None = None) -> StateKeyPair:
-        public = remote.public_key
-        return StateKeyPair(
-            name=d.name, api=self.api.api, source=d.source, public_key=public.strip(),
-            fingerprint_md5=remote.fingerprint, fingerprint_sha256=sha256_of(public, d.type),
-            created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"), spec_digest=d.spec_digest,
-            algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
-            description=description, key_protection=d.key_protection, private_key=sealed,
-            status=status, prevent_destroy=d.prevent_destroy, target=self.target,
-        )
-
-    # -- API calls that survive lost answers ----------------------------------------------
-    def _reread(self, name: str) -> RemoteKeyPair | None:
-        """After a lost answer: did the write take effect?"""
-        try:
-            return self.api.get_keypair(name)
-        except ReconcilerError as exc:
-            raise _AmbiguousError(f"its answer was lost and reading it back failed: {exc}") \
-                from None
-
-    def _import(self, d: DesiredKeyPair, public_key: str,
-                private_key: Secret | None) -> RemoteKeyPair:
-        ours = keys.normalise(public_key, key_type=d.type)
-        lost: OutcomeUnknownError | None = None
-        for _ in range(LOST_RESPONSE_ATTEMPTS):
-            try:
-                return self.api.import_keypair(
-                    name=d.name, public_key=public_key, type=d.type, user_id=d.user_id,
-                    scope=d.scope, key_protection=d.key_protection, private_key=private_key)
-            except OutcomeUnknownError as exc:
-                lost = exc
-            except ApiError as exc:
-                if not exc.conflict:
-                    if lost:
-                        raise _AmbiguousError(str(exc)) from None
-                    raise
-            found = self._reread(d.name)
-            if found is None:
-                continue  # the lost request never took effect: send it again
-            if keys.normalise(found.public_key, key_type=d.type) == ours:
-                return found  # ours: an earlier attempt took effect
-            raise ApplyError("the cloud holds a different key under this name (created by "
-                             "someone else meanwhile); nothing was recorded for it")
-        raise _AmbiguousError(_no_effect("import", lost))
-
-    def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
-        """Recorded before a cloud create is sent: if the process dies before the answer
-        arrives, the next plan knows the name is ours and replaces what the cloud made."""
-        return StateKeyPair(
-            name=d.name, api=self.api.api, source=d.source, public_key="", fingerprint_md5="",
-            fingerprint_sha256="", created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
-            scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
-            status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
-        )
-
-    def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
-        self.store.record(self._pending_cloud_entry(d))
-        lost: OutcomeUnknownError | None = None
-        for _ in range(LOST_RESPONSE_ATTEMPTS):
-            try:
-                created = self.api.create_keypair(
-                    name=d.name, type=d.type, user_id=d.user_id, scope=d.scope,
-                    key_protection=d.key_protection)
-                return created.remote, created.private_key
-            except OutcomeUnknownError as exc:
-                lost = exc
-            except ApiError as exc:
-                if lost:
-                    raise _AmbiguousError(str(exc)) from None
-                raise
-            found = self._reread(d.name)
-            if found is None:
-                continue
-            # It exists, so our create took effect, and its private key is lost in transit.
-            self.store.record(self._entry(d, found, sealed=None, status=EntryStatus.TAINTED))
-            raise _TaintedError("the cloud created it but its answer, with the private key, "
-                                "was lost; recorded as tainted, the next apply replaces it")
-        raise _AmbiguousError(_no_effect("create", lost))
-
-    # -- one change ---------------------------------------------------------------------
-    def _read_custody_key(self, d: DesiredKeyPair) -> Secret | None:
-        """The private key handed to the cloud's custody: the bytes sent are the bytes
-        checked to be the half of the declared public key."""
-        if d.key_protection is None or d.key_protection.private_key_file is None:
-            return None
-        return read_custody_key(d)
-
-    def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
-        assert d.algorithm is not None
-        if (prior is not None and prior.status is EntryStatus.PENDING
-                and prior.private_key is not None and prior.spec_digest == d.spec_digest):
-            public, sealed = prior.public_key, prior.private_key  # resume with the stored key
-            secret = (self.store.unseal(d.name, sealed, target=self.target)
-                      if d.key_protection else None)
-        else:
-            generated = self.generate(d.algorithm, comment=d.name)
-            public = generated.public_key
-            sealed = self.store.seal(d.name, generated.private_key, target=self.target)
-            secret = generated.private_key if d.key_protection else None
-            pending = RemoteKeyPair(name=d.name, public_key=public,
-                                    fingerprint=keys.md5_fingerprint(public), type=d.type)
-            self.store.record(self._entry(d, pending, sealed=sealed, status=EntryStatus.PENDING))
-        remote = self._import(d, public, secret)
-        entry = self._entry(d, remote, sealed=sealed)
-        # The private key is durable already (the pending entry); if this line is lost, the
-        # next plan finds the key pair with our public key and adopts it.
-        self.store.record(entry, durable=False)
-        return entry
-
-    def _create(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> None:
-        try:
-            entry = self._make(d, prior)
-        except (_AmbiguousError, _TaintedError):
-            raise  # what state holds (pending, tainted) is what the next plan must see
-        except (ApiError, ApplyError, KeyFormatError):
-            # Refused for certain (a name taken meanwhile, a bad request): nothing happened in
-            # the cloud, so state goes back to what it was. (A StateError is not one of these:
-            # the cloud may have acted, and the pending entry must stay.)
-            if prior is not None:
-                self.store.record(prior)
-            else:
-                self.store.forget(d.name, target=self.target)
-            raise
-        self._describe(d, entry)
-
-    def _make(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
-        if d.source is KeySource.CLOUD:
-            remote, private = self._create_in_cloud(d)
-            missing = _missing_private_key(private, remote)
-            if missing is not None:
-                # Made in the cloud, but what it sent cannot be used: never "ready".
-                self.store.record(self._entry(d, remote, sealed=None,
-                                              status=EntryStatus.TAINTED))
-                raise _TaintedError(f"the cloud created it but {missing}; recorded as tainted, "
-                                    "the next apply replaces it")
-            assert private is not None
-            entry = self._entry(d, remote, sealed=self.store.seal(d.name, private,
-                                                                  target=self.target))
-            self.store.record(entry)
-            return entry
-        if d.source is KeySource.GENERATE:
-            return self._generate(d, prior)
-        assert d.public_key is not None
-        remote = self._import(d, d.public_key, self._read_custody_key(d))
-        entry = self._entry(d, remote, sealed=None)
-        self.store.record(entry, durable=False)  # no secret; a lost line is re-adopted
-        return entry
-
-    def _describe(self, d: DesiredKeyPair, entry: StateKeyPair) -> None:
-        """kps cannot take a description on create: set it afterwards, then record it."""
-        if d.description and self.api.api is Api.KPS and entry.description != d.description:
-            self.api.update_description(d.name, d.description)
-            self.store.record(replace(entry, description=d.description))
-
-    def run(self, change: Change) -> Outcome:
-        start = time.monotonic()
-        destroyed = False
-        try:
-            if change.action in (Action.DELETE, Action.REPLACE):
-                self.hooks.pre_apply(change, "delete")
-                self.api.delete_keypair(change.name)
-                destroyed = True
-                if change.action is Action.DELETE:
-                    self.store.forget(change.name, target=self.target)
-            if change.action in (Action.CREATE, Action.REPLACE):
-                self.hooks.pre_apply(change, "create")
-                assert change.desired is not None
-                self._create(change.desired,
-                             change.prior if change.action is Action.CREATE else None)
-            elif change.action is Action.IMPORT:
-                self.hooks.pre_apply(change, "import")
-                self._adopt(change)
-            elif change.action is Action.UPDATE:
-                self.hooks.pre_apply(change, "update")
-                self._update(change)
-        except ReconcilerError as exc:
-            error = str(exc)
-            if change.action is Action.REPLACE and destroyed:
-                error = f"the old key pair was deleted, but its replacement failed: {error}"
-            return Outcome(change.name, change.action, False, time.monotonic() - start, error,
-                           destroyed=destroyed, at=change.at)
-        return Outcome(change.name, change.action, True, time.monotonic() - start,
-                       at=change.at)
-
-    def _adopt(self, change: Change) -> None:
-        d, remote, prior = change.desired, change.remote, change.prior
-        assert d is not None and remote is not None
-        sealed = prior.private_key if prior is not None else None
-        entry = self._entry(d, remote, sealed=sealed,
-                            description=prior.description if prior else remote.description)
-        self.store.record(entry)
-        self._describe(d, entry)
-
-    def _update(self, change: Change) -> None:
-        d, prior = change.desired, change.prior
-        assert d is not None and prior is not None
-        self.api.update_description(d.name, d.description or "")
-        self.store.record(replace(prior, description=d.description,
-                                  prevent_destroy=d.prevent_destroy))
-
-
-def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:
-    """Why the private key of a pair the cloud generated is not usable, or None."""
-    if private is None:
-        return "its answer carried no private key"
-    try:
-        ours = keys.public_key_of(private)
-    except KeyFormatError:
-        return "the private key in its answer does not load"
-    if not keys.same_key(ours, remote.public_key):
-        return "the private key in its answer does not match its public key"
-    return None
-
-
-def sha256_of(public_key: str, key_type: str) -> str:
-    """The SHA256 fingerprint for state; empty (never an error) when the cloud's key is odd,
-    so that a private key that arrived with it is still recorded."""
-    try:
-        if key_type == "x509":
-            return keys.parse_certificate(public_key).fingerprint_sha256
-        return keys.sha256_fingerprint(public_key)
-    except KeyFormatError:
-        return ""
-
-
-def read_custody_key(d: DesiredKeyPair) -> Secret:
-    """Read and check ``d``'s ``key_protection.private_key_file`` as the manifest loader did;
-    an ``ApplyError`` naming the file and the key pair (never its content) otherwise."""
-    assert d.key_protection is not None and d.key_protection.private_key_file is not None
-    path = d.key_protection.private_key_file
-    try:
-        return keys.read_custody_key(path, public_key=d.public_key)
-    except KeyFormatError as exc:
-        raise ApplyError(f"{keypair_address(d.name)}: key_protection.private_key_file {path} "
-                         f"{exc}; nothing of it was sent. Restore the file, or fix the manifest "
-                         "and plan again") from None
-
-
-def _check_before_acting(plan: Plan, held: Mapping[Address, StateKeyPair]) -> None:
-    """What must hold before the first request: every key pair deleted is one state holds
-    (never someone else's), and every private key handed to custody is readable and the half
-    of its public key. Raises ``ApplyError``; nothing has been changed then."""
-    for change in plan.actionable:
-        if change.action in (Action.DELETE, Action.REPLACE) and change.address not in held:
-            raise ApplyError(f"refusing to delete {change.address}: state does not hold it, "
-                             "so reconciler does not manage it. Nothing was changed; make a new "
-                             "plan")
-        d = change.desired
-        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
-                and d.key_protection is not None and d.key_protection.private_key_file):
-            read_custody_key(d)
-
-
-def _check_state_key(plan: Plan, store: StateStore) -> None:
-    """Resolve the state key before the cloud acts: with a wrong key, a key pair the cloud
-    generates would be made and its private key could not be stored."""
-    for change in plan.actionable:
-        d = change.desired
-        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
-                and d.source is not KeySource.IMPORT):
-            store.seal(change.name, Secret("state key check"), target=change.address.target)
-            return
+__all__ = ["ApplyResult", "Hooks", "NullHooks", "Outcome", "apply_plan", "apply_refresh"]
 
 
 def apply_plan(
@@ -394,7 +50,7 @@ def apply_plan(
     hooks: Hooks | None = None,
     parallelism: int = 10,
     now: Callable[[], datetime],
-    generate: Callable[..., keys.GeneratedKey] = keys.generate_keypair,
+    generate: Callable[..., Any] | None = None,
     state: State | None = None,
 ) -> ApplyResult:
     """Carry out ``plan`` and return the state reached, even when some changes failed.
@@ -409,7 +65,8 @@ def apply_plan(
     for old, new in plan.moved:
         if old in held:
             held[new] = held[old]
-    _check_before_acting(plan, held)
+    for kind in REGISTRY.values():
+        kind.preflight(plan, held, store)
     hooks = hooks or NullHooks()
     apis = _apis_by_target(plan, api)
 
@@ -425,10 +82,11 @@ def apply_plan(
         return Outcome(change.name, change.action, True, time.monotonic() - start,
                        at=change.at)
 
-    appliers = {target: _Applier(api=a, store=store, hooks=hooks, now=now, generate=generate,
-                                 target=target) for target, a in apis.items()}
+    appliers: dict[tuple[str, str], Applier] = {
+        (kind.name, target): kind.applier(api=a, store=store, hooks=hooks, now=now,
+                                          generate=generate, target=target)
+        for kind in REGISTRY.values() for target, a in apis.items()}
     outcomes: list[Outcome] = []
-    _check_state_key(plan, store)
     priors = {c.address: c.prior for c in plan.changes if c.prior is not None}
     try:
         for old, new in plan.moved:
@@ -436,23 +94,26 @@ def apply_plan(
         for address in plan.forget:
             store.forget(address.name, target=address.target)
         for address, protect in plan.lifecycle:
-            if address in priors:
-                store.record(replace(priors[address], prevent_destroy=protect))
+            prior = priors.get(address)
+            if prior is not None:
+                REGISTRY[address.kind].record_lifecycle(store, prior, protect)
         with ThreadPoolExecutor(max_workers=max(1, parallelism),
                                 thread_name_prefix="apply") as pool:
-            futures: dict[Future[Outcome], Change] = {
-                pool.submit(_forget if change.action is Action.FORGET
-                            else appliers[change.address.target].run, change): change
-                for change in plan.actionable
-            }
-            try:
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    hooks.post_apply(futures[future], outcome)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            for wave in waves(plan.actionable):
+                futures: dict[Future[Outcome], Change] = {
+                    pool.submit(_forget if change.action is Action.FORGET
+                                else appliers[change.address.kind, change.address.target].run,
+                                change): change
+                    for change in wave
+                }
+                try:
+                    for future in as_completed(futures):
+                        outcome = future.result()
+                        outcomes.append(outcome)
+                        hooks.post_apply(futures[future], outcome)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
         state = store.commit()
     outcomes.sort(key=lambda o: ORDER(o.address))
@@ -487,16 +148,31 @@ def _move(store: StateStore, held: Mapping[Address, StateKeyPair], old: Address,
     store.forget(old.name, target=old.target)
 
 
-def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:
-    """Why a create or import gave up, every attempt re-read and found without effect: the
-    cloud answered with an error each time (a failing service), or no answer arrived."""
-    if last is not None and last.answered:
-        return (f"the cloud answered {last.answered} to each of {LOST_RESPONSE_ATTEMPTS} "
-                f"attempts of the {what}, and reading the key pair back showed none took "
-                "effect; nothing was recorded for it. The service is failing: run apply again "
-                "later" + (f" (last request id: {last.request_id})" if last.request_id else ""))
-    return (f"the {what}'s answer was lost {LOST_RESPONSE_ATTEMPTS} times and it does not "
-            "exist; run apply again")
+def waves(changes: tuple[Change, ...]) -> list[list[Change]]:
+    """The changes in dependency order: each wave holds the changes whose dependencies (as
+    their kind says) are in earlier waves. A dependency outside the plan is already met; a
+    cycle is an internal error, never a silent reorder."""
+    planned = {c.address: c for c in changes}
+    level: dict[Address, int] = {}
+
+    def depth(change: Change, seen: frozenset[Address]) -> int:
+        if change.address in level:
+            return level[change.address]
+        if change.address in seen:
+            raise ApplyError(f"internal error: {change.address} depends on itself")
+        before = [planned[a] for a in REGISTRY[change.address.kind].depends_on(change)
+                  if a in planned]
+        found = 1 + max((depth(b, seen | {change.address}) for b in before), default=-1)
+        level[change.address] = found
+        return found
+
+    out: list[list[Change]] = []
+    for change in changes:
+        n = depth(change, frozenset())
+        while len(out) <= n:
+            out.append([])
+        out[n].append(change)
+    return out
 
 
 def apply_refresh(plan: Plan, *, store: StateStore,
@@ -504,6 +180,8 @@ def apply_refresh(plan: Plan, *, store: StateStore,
     """Apply a refresh-only plan: record in state what changed in the cloud. Returns notes.
 
     ``remote`` is the snapshot the plan was made from, or each target's by target name."""
+    from reconciler.changes import Mode
+
     if plan.mode is not Mode.REFRESH_ONLY:
         raise ApplyError("not a refresh-only plan")
     notes = []
@@ -512,23 +190,12 @@ def apply_refresh(plan: Plan, *, store: StateStore,
         for d in plan.drift:
             at = d.address
             prior = state.by_name(at.name, at.target)
-            if prior is None:
-                continue
             snapshot = remote if isinstance(remote, RemoteSnapshot) else remote.get(at.target)
-            if snapshot is None:
+            if prior is None or snapshot is None:
                 continue
-            now_remote = snapshot.keypairs.get(at.name)
-            if now_remote is None:
-                store.forget(at.name, target=at.target)
-                notes.append(f"{at}: deleted outside reconciler; dropped from state")
-            else:
-                store.record(replace(
-                    prior, public_key=now_remote.public_key.strip(),
-                    fingerprint_md5=now_remote.fingerprint,
-                    fingerprint_sha256=sha256_of(now_remote.public_key, prior.type),
-                    private_key=None))
-                notes.append(f"{at}: changed outside reconciler; state now records "
-                             "the cloud's key (the previous private key is kept in the backup)")
+            note = REGISTRY[at.kind].record_drift(store, d, prior, snapshot)
+            if note:
+                notes.append(note)
     finally:
         store.commit()
     return notes

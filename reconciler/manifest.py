@@ -13,7 +13,7 @@ pseudo-file), at most 64 KiB read, and a problem never shows a byte of their con
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``,
 ``reconciler.keys``, ``reconciler.yamlsafe``, ``reconciler.manifest_schema``,
-``reconciler.configuration``.
+``reconciler.configuration``, ``reconciler.capabilities``, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from reconciler import keys
 from reconciler.address import is_target_name, keypair_address
+from reconciler.capabilities import DEFAULT_API, apis_with, capabilities
 from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
 from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
@@ -36,7 +38,6 @@ from reconciler.model import (
     DEFAULT_AGENCY_DURATION_SECONDS,
     AgencyConfig,
     Api,
-    BackendConfig,
     CredentialsConfig,
     DesiredKeyPair,
     Encryption,
@@ -44,6 +45,7 @@ from reconciler.model import (
     KeySource,
     Manifest,
     ProviderConfig,
+    S3Location,
     SourceLocation,
     TargetConfig,
 )
@@ -57,7 +59,6 @@ __all__ = [
     "spec_digest",
 ]
 
-DEFAULT_API = Api.V21
 API_VERSION = "reconciler/v1"
 KIND = "KeyPairs"
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -76,13 +77,17 @@ def _api_problems(*, api: Api, key_protection: bool, description: bool,
                   scope: bool) -> list[tuple[str, str, str]]:
     """(field, summary, detail) for each field the api in use does not support."""
     out = []
-    if key_protection and api is Api.V2:
-        out.append(("key_protection", "key_protection is not supported by api v2",
-                    "remove it, or use api v2.1 or kps (provider.api or --api)"))
-    for name, present in (("description", description), ("scope", scope)):
-        if present and api is not Api.KPS:
-            out.append((name, f"{name} is supported only by api kps (the api in use is {api})",
-                        "remove it, or use api kps (provider.api or --api)"))
+    caps = capabilities(api)
+    if key_protection and not caps.custody:
+        out.append(("key_protection", f"key_protection is not supported by api {api}",
+                    f"remove it, or use api {apis_with(lambda c: c.custody)} "
+                    "(provider.api or --api)"))
+    for name, present, ability in (("description", description, "descriptions"),
+                                   ("scope", scope, "scope")):
+        if present and not getattr(caps, ability):
+            able = apis_with(attrgetter(ability))
+            out.append((name, f"{name} is supported only by api {able} (the api in use is "
+                        f"{api})", f"remove it, or use api {able} (provider.api or --api)"))
     return out
 
 
@@ -604,7 +609,7 @@ def _provider(loader: _Loader) -> ProviderConfig | None:
                           endpoint=text("endpoint"), location=doc.location(("provider",)))
 
 
-def _backend(loader: _Loader) -> BackendConfig | None:
+def _backend(loader: _Loader) -> S3Location | None:
     if loader.backend is None:
         return None
     doc, block = loader.backend
@@ -615,9 +620,9 @@ def _backend(loader: _Loader) -> BackendConfig | None:
         value = s3.get(key)
         return value if isinstance(value, str) else None
 
-    return BackendConfig(kind="s3", bucket=text("bucket") or "", key=text("key") or "",
-                         endpoint=text("endpoint"), region=text("region"),
-                         location=doc.location(("backend",)))
+    return S3Location(bucket=text("bucket") or "", key=text("key") or "",
+                      endpoint=text("endpoint"), region=text("region"),
+                      declared_at=doc.location(("backend",)))
 
 
 def load_manifests(

@@ -5,7 +5,7 @@ messages echo values and speak of schema keywords; here each error becomes one `
 in plain words, at the line and column of the offending node, saying what to do. Values are
 shown only when short and never when they could be key material.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``,
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.keys``, ``reconciler.kinds``,
 ``reconciler.yamlsafe``, jsonschema (lazily).
 """
 
@@ -152,18 +152,30 @@ def schema_diagnostics(doc: YamlDocument) -> list[Diagnostic]:
     the name and public key stood in for by placeholders) is not validated again: thousands of
     ``generate: ed25519`` entries cost one validation.
     """
+    from reconciler.kinds import REGISTRY
+
     value = doc.value
     out = _line_breaks(value, doc, ())
-    items = value.get("keypairs") if isinstance(value, dict) else None
-    if not isinstance(items, list):
+    if not isinstance(value, dict):
         return out + _errors(_validator(), value, doc, ())
-    out += _errors(_validator(), {**value, "keypairs": []}, doc, ())  # type: ignore[dict-item]
+    sections = {k.section: k.schema_definition for k in REGISTRY.values()
+                if isinstance(value.get(k.section), list)}
+    out += _errors(_validator(), {**value, **{s: [] for s in sections}}, doc, ())
+    for section, definition in sections.items():
+        out += _section_errors(value[section], section, definition, doc)
+    return out
+
+
+def _section_errors(items: list[Any], section: str, definition: str,
+                    doc: YamlDocument) -> list[Diagnostic]:
+    """A kind's items, each against its kind's schema fragment (``$defs``)."""
+    out: list[Diagnostic] = []
     valid_shapes: set[str] = set()
     for index, item in enumerate(items):
         shape = _shape(item)
         if shape is not None and shape in valid_shapes:
             continue
-        found = _errors(_validator("keypair"), item, doc, ("keypairs", index))
+        found = _errors(_validator(definition), item, doc, (section, index))
         if not found and shape is not None:
             valid_shapes.add(shape)
         out.extend(found)

@@ -225,15 +225,32 @@ class TargetConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BackendConfig:
-    """The manifest's ``backend`` block: where state lives when not in a local file."""
+class S3Location:
+    """Where state lives in an S3-compatible store (OBS, MinIO, AWS), and how to reach it.
 
-    kind: str  # "s3"
+    The one value for the manifest's ``backend`` block, ``--backend`` / ``RECONCILER_BACKEND``
+    (``s3://BUCKET/KEY``, parsed by ``from_url``), a saved plan's backend and the S3 store.
+    ``endpoint`` is ``Endpoint.url`` once chosen (None: boto3's default, AWS). ``declared_at``
+    is where a manifest declared it, for diagnostics; it takes no part in equality.
+    """
+
     bucket: str
     key: str
     endpoint: str | None = None
     region: str | None = None
-    location: SourceLocation | None = None
+    declared_at: SourceLocation | None = field(default=None, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def from_url(cls, url: str, *, endpoint: str | None = None) -> S3Location | None:
+        """``s3://BUCKET/KEY`` as a location; None when ``url`` is not of that form."""
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        if not url.startswith("s3://") or not bucket or not key or key.endswith("/"):
+            return None
+        return cls(bucket=bucket, key=key, endpoint=endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +259,7 @@ class Manifest:
 
     keypairs: tuple[DesiredKeyPair, ...]
     provider: ProviderConfig | None = None
-    backend: BackendConfig | None = None
+    backend: S3Location | None = None
     files: tuple[str, ...] = ()
     digest: str = ""  # reconciler.configuration.configuration_digest of the key pairs
     # The targets block; () when the manifests have none (one implicit target, from the

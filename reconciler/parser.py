@@ -228,5 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keygen", choices=("rsa-2048", "ed25519"), default="rsa-2048",
                    help="algorithm for cloud-generated pairs (ed25519 is faster, for benchmarks)")
 
-    cmd("demo", "a one-command tour against the built-in emulator")
+    p = cmd("demo", "a one-command tour against the built-in emulator")
+    p.add_argument("--example", choices=("default", "multi-target"), default="default",
+                   help="which bundled example to tour: the default one, or three targets "
+                        "(two regions and a partner account through an agency)")
     return parser

@@ -12,8 +12,12 @@ embedded only the changed key pairs and a digest of another shape; its unchanged
 taken as state records them, its ``--replace`` names from the action reasons, and its clock is
 the apply's.
 
+The format itself (the document ``plan --out`` writes, which ``plan --format json`` also
+shows) is built by ``reconciler.planformat``, which belongs to this module; renderers import
+it, never the reverse.
+
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.configuration``, ``reconciler.address``, ``reconciler.render.json``.
+``reconciler.configuration``, ``reconciler.address``, ``reconciler.planformat``.
 """
 
 from __future__ import annotations
@@ -36,18 +40,18 @@ from reconciler.configuration import (
 from reconciler.errors import DiagnosticsError, PlanFileError, StaleStateError
 from reconciler.model import (
     Api,
-    BackendConfig,
     DesiredKeyPair,
     KeySource,
     Manifest,
     ProviderConfig,
     RemoteSnapshot,
+    S3Location,
     SourceLocation,
     State,
     TargetConfig,
 )
 from reconciler.plan import REASON_BY_REQUEST, Mode, Plan, PlanOptions, make_plan
-from reconciler.render.json import PLAN_KIND, PLAN_VERSION, plan_document
+from reconciler.planformat import PLAN_KIND, PLAN_VERSION, plan_document
 
 MAX_PLAN_BYTES = 256 * 1024 * 1024
 READABLE_VERSIONS = (1, PLAN_VERSION)
@@ -71,7 +75,7 @@ class SavedPlan:
     options: PlanOptions
     planned_at: datetime | None  # None for version 1
     provider: ProviderConfig
-    backend: BackendConfig | None
+    backend: S3Location | None
     assumed: Mapping[str, str | None]  # name -> the fingerprint the plan saw in the cloud
     document: Mapping[str, object]  # the raw document, compared with the plan made again
 
@@ -191,7 +195,7 @@ def _provider(raw: object) -> ProviderConfig:
                           endpoint=_optional_text(raw, "endpoint"))
 
 
-def _backend(raw: object) -> BackendConfig | None:
+def _backend(raw: object) -> S3Location | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -199,9 +203,8 @@ def _backend(raw: object) -> BackendConfig | None:
     bucket, key = raw["bucket"], raw["key"]
     if not isinstance(bucket, str) or not isinstance(key, str):
         raise ValueError("backend")
-    return BackendConfig(kind="s3", bucket=bucket, key=key,
-                         endpoint=_optional_text(raw, "endpoint"),
-                         region=_optional_text(raw, "region"))
+    return S3Location(bucket=bucket, key=key, endpoint=_optional_text(raw, "endpoint"),
+                      region=_optional_text(raw, "region"))
 
 
 def check_fresh(saved: SavedPlan, state: State, remote: RemoteSnapshot) -> None:

@@ -15,7 +15,7 @@ for it chosen from the same environment.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.urls``,
 ``reconciler.proxies``, ``reconciler.api.protocol``, ``reconciler.api.endpoints``,
-``reconciler.credentials``, ``reconciler.address``.
+``reconciler.credentials``, ``reconciler.address``, ``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import default_endpoint
 from reconciler.api.protocol import ApiSettings, CredentialProvider
+from reconciler.capabilities import DEFAULT_API, capabilities
 from reconciler.credentials.chain import iam_endpoint, resolve
 from reconciler.credentials.target import target_credentials
 from reconciler.errors import UsageError
@@ -62,7 +63,7 @@ def effective_api(flags: ProviderFlags, environ: Mapping[str, str],
                   provider: ProviderConfig | None) -> Api:
     raw = flags.api or environ.get("RECONCILER_API") or (provider.api if provider else None)
     try:
-        return Api(raw) if raw else Api.V21
+        return Api(raw) if raw else DEFAULT_API
     except ValueError:
         raise UsageError(f"unknown API {raw!r}; use v2, v2.1 or kps (--api, RECONCILER_API or "
                          "provider.api)") from None
@@ -163,9 +164,9 @@ def target_provider(target: TargetConfig, flags: ProviderFlags,
 def _target_block(target: TargetConfig, flags: ProviderFlags,
                   environ: Mapping[str, str]) -> ProviderConfig:
     api = effective_api(flags, environ, ProviderConfig(api=target.api))
-    service = "kms" if api is Api.KPS else "ecs"
     return ProviderConfig(region=target.region, project_id=target.project_id, api=target.api,
-                          endpoint=target.endpoints.get(service), location=target.location)
+                          endpoint=target.endpoints.get(capabilities(api).service),
+                          location=target.location)
 
 
 def target_iam_endpoint(target: TargetConfig, flags: ProviderFlags,

@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 from reconciler.api.client import Backoff, HttpClient
 from reconciler.api.flavours import KpsApi, NovaV2Api, NovaV21Api, make_api
 from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
+from reconciler.capabilities import capabilities
 from reconciler.emulator.server import Emulator
 from reconciler.errors import ApiError, UsageError
 from reconciler.keys import fingerprints, generate_keypair
@@ -57,6 +58,37 @@ def test_make_api_picks_the_flavour(make: MakeApi) -> None:
     assert isinstance(make(Api.V21), NovaV21Api)
     assert isinstance(make(Api.KPS), KpsApi)
     assert [make(a).api for a in ALL_APIS] == ALL_APIS
+
+
+@pytest.mark.parametrize("api", ALL_APIS)
+def test_each_adapter_does_what_its_capabilities_say(make: MakeApi, api: Api) -> None:
+    client = make(api, page_size=1)
+    caps = client.capabilities
+    assert caps == capabilities(api) and caps.api is api
+    key = generate_keypair("ed25519")
+    if caps.custody:
+        client.import_keypair(name="held", public_key=key.public_key,
+                              key_protection=DEFAULT_PROTECTION, private_key=key.private_key)
+    else:
+        with pytest.raises(UsageError, match="key_protection"):
+            client.import_keypair(name="held", public_key=key.public_key,
+                                  key_protection=DEFAULT_PROTECTION, private_key=key.private_key)
+        client.import_keypair(name="held", public_key=key.public_key)
+    client.import_keypair(name="other", public_key=_public())
+    assert client.list_keypairs().requests == (2 if caps.paginated else 1)
+    assert (client.export_private_key("held") == key.private_key) is caps.export
+    if caps.descriptions:
+        client.update_description("held", "prod web tier")
+        got = client.get_keypair("held")
+        assert got is not None and got.description == "prod web tier"
+    else:
+        with pytest.raises(UsageError, match="descriptions"):
+            client.update_description("held", "prod web tier")
+    if not caps.scope:
+        with pytest.raises(UsageError, match="scope"):
+            client.create_keypair(name="team", scope="domain")
+    else:
+        assert client.create_keypair(name="team", scope="domain").remote.scope == "domain"
 
 
 @pytest.mark.parametrize("api", ALL_APIS)

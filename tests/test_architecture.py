@@ -29,6 +29,15 @@ FORBIDDEN = {
     "reconciler.apply": ("reconciler.commands", "reconciler.render", "reconciler.emulator"),
     # The data model knows only addresses (which import nothing of the package).
     "reconciler.model": ("reconciler.",),
+    # The values plan, apply and the kinds exchange: model and addresses only.
+    "reconciler.changes": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                           "reconciler.apply", "reconciler.render", "reconciler.commands",
+                           "reconciler.emulator", "reconciler.kinds", "reconciler.settings"),
+    # A kind decides and carries out its own changes: it never reaches up to plan, apply,
+    # the renderers or the commands.
+    "reconciler.kinds": ("reconciler.plan", "reconciler.apply", "reconciler.render",
+                         "reconciler.commands", "reconciler.emulator", "reconciler.settings",
+                         "reconciler.manifest"),
     # Addresses are values everything uses: they import nothing of the package.
     "reconciler.address": ("reconciler.",),
     # Fanning key pairs out to targets is pure: records in, addresses out.
@@ -38,8 +47,13 @@ FORBIDDEN = {
     "reconciler.configuration": ("reconciler.api", "reconciler.state", "reconciler.plan",
                                  "reconciler.apply", "reconciler.render", "reconciler.commands",
                                  "reconciler.emulator", "reconciler.manifest"),
+    # planfile owns the saved-plan format (planformat builds the document): renderers show
+    # it, so neither imports a renderer.
     "reconciler.planfile": ("reconciler.api", "reconciler.state", "reconciler.apply",
-                            "reconciler.commands", "reconciler.emulator"),
+                            "reconciler.render", "reconciler.commands", "reconciler.emulator"),
+    "reconciler.planformat": ("reconciler.api", "reconciler.state", "reconciler.apply",
+                              "reconciler.render", "reconciler.commands", "reconciler.emulator",
+                              "reconciler.planfile", "reconciler.settings"),
     # What keeps the terminal and the log safe is imported by everything, so imports nothing.
     "reconciler.textsafe": ("reconciler.",),
     "reconciler.redact": ("reconciler.api", "reconciler.state", "reconciler.plan",
@@ -77,6 +91,12 @@ FORBIDDEN = {
     "reconciler.credentials": ("reconciler.plan", "reconciler.apply", "reconciler.render",
                                "reconciler.state", "reconciler.commands", "reconciler.emulator",
                                "reconciler.settings", "reconciler.manifest"),
+}
+
+# module -> the only modules of the package it may import
+ONLY = {
+    # What a flavour can do is a pure table over model.Api: manifests, plan and apply use it.
+    "reconciler.capabilities": ("reconciler.model",),
 }
 
 
@@ -120,7 +140,67 @@ def test_import_directions() -> None:
                              if any(i.startswith(b) for b in banned)
                              and not any(i == a or i.startswith(a + ".")
                                          for a in ALLOWED.get(name, ()))]
+        allowed = ONLY.get(name)
+        if allowed is not None:
+            problems += [f"{name} imports {i}" for i in imported if i.startswith("reconciler.")
+                         and not any(i == a or i.startswith(a + ".") for a in allowed)]
     assert not problems, "\n".join(sorted(problems))
+
+
+# Plan and apply know kinds only through the kind protocol and its registry.
+KIND_SPECIFIC_MODULES = ("reconciler.kinds.keypair", "reconciler.keys", "reconciler.duration")
+KIND_SPECIFIC_NAMES = ("DesiredKeyPair", "RemoteKeyPair", "KeySource", "EntryStatus",
+                       "KeyPairApplier", "KeyPairKind")
+
+
+def test_plan_and_apply_know_kinds_only_through_the_protocol() -> None:
+    modules = _modules()
+    problems = []
+    for name in ("reconciler.plan", "reconciler.apply"):
+        tree = modules[name]
+        imported = _imports(tree)
+        problems += [f"{name} imports {i}" for i in imported
+                     if any(i == m or i.startswith(m + ".") or i.startswith(m + "_")
+                            for m in KIND_SPECIFIC_MODULES)]
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        problems += [f"{name} uses {n}" for n in KIND_SPECIFIC_NAMES
+                     if n in used or any(i.endswith("." + n) for i in imported)]
+        assert "reconciler.kinds.REGISTRY" in imported, f"{name} does not use the registry"
+    assert not problems, "\n".join(problems)
+
+
+# Only these name an API flavour (``Api.KPS``, ``api == "kps"``): everything else asks
+# ``reconciler.capabilities`` what the flavour can do.
+FLAVOUR_OWNERS = ("reconciler.api", "reconciler.emulator", "reconciler.capabilities")
+_FLAVOURS = {"V2": "v2", "V21": "v2.1", "KPS": "kps"}
+
+
+def _flavour_tests(tree: ast.Module) -> list[int]:
+    """Lines that name a flavour: ``Api.X``, or a comparison with a flavour's string."""
+    lines = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id == "Api" and node.attr in _FLAVOURS):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for o in operands:
+                values = o.elts if isinstance(o, ast.Tuple | ast.List | ast.Set) else [o]
+                if any(isinstance(v, ast.Constant) and v.value in _FLAVOURS.values()
+                       for v in values):
+                    lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_flavours_are_named_only_by_the_adapters_and_capabilities() -> None:
+    modules = _modules()
+    assert _flavour_tests(modules["reconciler.api.flavours"])  # the check sees them
+    problems = [f"{name}:{line} names an API flavour; ask reconciler.capabilities instead"
+                for name, tree in sorted(modules.items())
+                if not name.startswith(FLAVOUR_OWNERS)
+                for line in _flavour_tests(tree)]
+    assert not problems, "\n".join(problems)
 
 
 def test_the_engine_never_prints() -> None:

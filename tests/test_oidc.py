@@ -323,14 +323,15 @@ def test_the_s3_backend_signs_with_the_same_temporary_credentials(emulator: Emul
                                                                   tmp_path: Path) -> None:
     from test_state_s3_support import new_bucket
 
-    from reconciler.state.s3io import Location, make_client
+    from reconciler.model import S3Location
+    from reconciler.state.s3io import make_client
 
     bucket = new_bucket()
     register(emulator, ISSUER_KEY)
     write_token(tmp_path / "id-token", ISSUER_KEY.token())
     environ = iam_environ(emulator, tmp_path / "id-token")
     api_credentials = resolve_provider(environ).current()
-    client = make_client(Location(bucket=bucket.name, key="k", endpoint=bucket.endpoint),
+    client = make_client(S3Location(bucket=bucket.name, key="k", endpoint=bucket.endpoint),
                          environ=environ)
     seen: list[dict[str, str]] = []
     client.meta.events.register("before-send.s3", lambda request, **_: seen.append(

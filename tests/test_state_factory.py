@@ -9,8 +9,8 @@ import pytest
 from reconciler.duration import parse_duration
 from reconciler.env import Env
 from reconciler.errors import UsageError
-from reconciler.model import BackendConfig
-from reconciler.state.factory import LocalBackend, S3Backend, choose_backend, open_store
+from reconciler.model import S3Location
+from reconciler.state.factory import LocalBackend, choose_backend, open_store
 from reconciler.state.local import LocalStateStore
 
 
@@ -36,16 +36,16 @@ def _choose(tmp_path: Path, *, environ: dict[str, str] | None = None, **kw: obje
 
 
 def test_precedence_flag_then_environment_then_manifest_then_default(tmp_path: Path) -> None:
-    manifest = BackendConfig(kind="s3", bucket="b", key="k.json", endpoint="https://obs")
+    manifest = S3Location(bucket="b", key="k.json", endpoint="https://obs")
     env = {"RECONCILER_STATE": "from-env.json"}
     assert _choose(tmp_path) == LocalBackend(tmp_path / "reconciler.state.json")
-    assert _choose(tmp_path, manifest_backend=manifest) == S3Backend("b", "k.json", "https://obs")
+    assert _choose(tmp_path, manifest_backend=manifest) == S3Location("b", "k.json", "https://obs")
     assert _choose(tmp_path, environ=env, manifest_backend=manifest) == LocalBackend(
         tmp_path / "from-env.json")
     assert _choose(tmp_path, environ=env, state_path="/abs/flag.json") == LocalBackend(
         Path("/abs/flag.json"))
     assert _choose(tmp_path, environ=env, backend="s3://bk/a/b.json",
-                   backend_endpoint="http://127.0.0.1:9000") == S3Backend(
+                   backend_endpoint="http://127.0.0.1:9000") == S3Location(
         "bk", "a/b.json", "http://127.0.0.1:9000")
 
 

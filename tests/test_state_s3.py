@@ -22,11 +22,11 @@ from reconciler.errors import (
     StateLockError,
     UsageError,
 )
-from reconciler.model import BackendConfig, Secret
+from reconciler.model import S3Location, Secret
 from reconciler.state import s3io
-from reconciler.state.factory import S3Backend, choose_backend, open_store
+from reconciler.state.factory import choose_backend, open_store
 from reconciler.state.s3 import S3StateStore
-from reconciler.state.s3io import Location, addressing_style, resolve_region
+from reconciler.state.s3io import addressing_style, resolve_region
 
 KEY = "team/state.json"
 
@@ -215,9 +215,9 @@ def test_an_object_larger_than_the_cap_is_refused_naming_it(
 
 HOLDER = r"""
 import sys
+from reconciler.model import S3Location
 from reconciler.state.s3 import S3StateStore
-from reconciler.state.s3io import Location
-store = S3StateStore(Location(sys.argv[1], sys.argv[2], sys.argv[3]),
+store = S3StateStore(S3Location(sys.argv[1], sys.argv[2], sys.argv[3]),
                      environ={"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b",
                               "USER": "alice"})
 with store.lock(operation="apply", timeout=5) as info:
@@ -245,11 +245,11 @@ def test_lock_left_by_a_killed_process_needs_force_unlock(tmp_path: Path) -> Non
 
 def test_missing_bucket_and_credentials_are_clear_errors(tmp_path: Path) -> None:
     bucket = new_bucket()
-    location = Location(bucket="no-such-bucket-here", key=KEY, endpoint=bucket.endpoint)
+    location = S3Location(bucket="no-such-bucket-here", key=KEY, endpoint=bucket.endpoint)
     with pytest.raises(StateError, match=r"NoSuchBucket.*create it first"):
         S3StateStore(location, environ=CREDENTIALS).load()
     obs = {"OBS_ACCESS_KEY_ID": "x", "OBS_SECRET_ACCESS_KEY": "y"}  # OBS's own names work too
-    located = Location(bucket=bucket.name, key=KEY, endpoint=bucket.endpoint)
+    located = S3Location(bucket=bucket.name, key=KEY, endpoint=bucket.endpoint)
     assert S3StateStore(located, environ=obs).load().serial == 0
 
 
@@ -264,7 +264,7 @@ def test_missing_boto3_is_a_usage_error_naming_the_extra(
 
 
 def test_backend_choice_flag_then_environment_then_manifest(tmp_path: Path) -> None:
-    manifest = BackendConfig(kind="s3", bucket="m", key="m.json", endpoint="https://obs")
+    manifest = S3Location(bucket="m", key="m.json", endpoint="https://obs")
 
     def choose(environ: dict[str, str], **kw: object) -> object:
         args: dict[str, object] = {"state_path": None, "backend": None,
@@ -273,11 +273,11 @@ def test_backend_choice_flag_then_environment_then_manifest(tmp_path: Path) -> N
         return choose_backend(env=Env(environ=environ, cwd=tmp_path), **args)  # type: ignore[arg-type]
 
     env = {"RECONCILER_BACKEND": "s3://e/e.json", "RECONCILER_BACKEND_ENDPOINT": "https://env"}
-    assert choose({}) == S3Backend("m", "m.json", "https://obs")
-    assert choose({"RECONCILER_BACKEND_ENDPOINT": "https://env"}) == S3Backend(
+    assert choose({}) == S3Location("m", "m.json", "https://obs")
+    assert choose({"RECONCILER_BACKEND_ENDPOINT": "https://env"}) == S3Location(
         "m", "m.json", "https://env")
-    assert choose(env) == S3Backend("e", "e.json", "https://env")
-    assert choose(env, backend="s3://f/f.json", backend_endpoint="https://flag") == S3Backend(
+    assert choose(env) == S3Location("e", "e.json", "https://env")
+    assert choose(env, backend="s3://f/f.json", backend_endpoint="https://flag") == S3Location(
         "f", "f.json", "https://flag")
     assert choose(env, state_path="local.json").path == tmp_path / "local.json"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="not both"):
@@ -287,13 +287,13 @@ def test_backend_choice_flag_then_environment_then_manifest(tmp_path: Path) -> N
 
 
 def test_region_and_addressing() -> None:
-    obs = Location("b", "k", "https://obs.cn-north-4.myhuaweicloud.com")
-    minio = Location("b", "k", "http://127.0.0.1:9000")
+    obs = S3Location("b", "k", "https://obs.cn-north-4.myhuaweicloud.com")
+    minio = S3Location("b", "k", "http://127.0.0.1:9000")
     assert resolve_region(obs, {}) == "cn-north-4"
     assert resolve_region(minio, {}) == "us-east-1"
     assert resolve_region(minio, {"AWS_DEFAULT_REGION": "eu-west-1"}) == "eu-west-1"
-    assert resolve_region(Location("b", "k", None, "ap-1"), {"AWS_REGION": "x"}) == "ap-1"
+    assert resolve_region(S3Location("b", "k", None, "ap-1"), {"AWS_REGION": "x"}) == "ap-1"
     assert addressing_style(minio, {}) == "path"
     assert addressing_style(obs, {}) == "virtual"
-    assert addressing_style(Location("b", "k"), {}) == "virtual"
+    assert addressing_style(S3Location("b", "k"), {}) == "virtual"
     assert addressing_style(obs, {"RECONCILER_BACKEND_ADDRESSING": "path"}) == "path"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.model import S3Location
 from reconciler.state.s3 import S3StateStore
-from reconciler.state.s3io import Location
 
 SERVER = r"""
 import sys
@@ -93,7 +93,7 @@ class Bucket:
 
     def store(self, environ: dict[str, str], key: str = "team/state.json",
               **kw: Any) -> S3StateStore:
-        location = Location(bucket=self.name, key=key, endpoint=self.endpoint)
+        location = S3Location(bucket=self.name, key=key, endpoint=self.endpoint)
         return S3StateStore(location, environ={**CREDENTIALS, **environ}, **kw)
 
     def listing(self, prefix: str = "") -> list[str]:

@@ -121,14 +121,15 @@ def test_a_credential_with_a_control_character_is_refused_without_showing_it(
 @pytest.mark.parametrize("variable", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                                       "OBS_ACCESS_KEY_ID"])
 def test_s3_backend_credentials_are_checked_too(variable: str) -> None:
-    from reconciler.state.s3io import Location, make_client
+    from reconciler.model import S3Location
+    from reconciler.state.s3io import make_client
 
     prefix = variable.split("_")[0]
     environ = {f"{prefix}_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE",
                f"{prefix}_SECRET_ACCESS_KEY": "secretsecretsecret0123",
                variable: "token0123456789abcdef\n"}
     with pytest.raises(UsageError) as info:
-        make_client(Location(bucket="b", key="k", endpoint="http://127.0.0.1:1"),
+        make_client(S3Location(bucket="b", key="k", endpoint="http://127.0.0.1:1"),
                     environ=environ)
     assert variable in str(info.value) and "0123456789abcdef" not in str(info.value)
 

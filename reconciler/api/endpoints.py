@@ -1,22 +1,18 @@
 """Default endpoints by region (checking an endpoint is ``reconciler.urls``'s job).
 
-May import: the standard library, ``reconciler.model``, ``reconciler.errors``.
+May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.capabilities``.
 """
 
 from __future__ import annotations
 
 import re
 
+from reconciler.capabilities import capabilities
 from reconciler.errors import UsageError
 from reconciler.model import Api
 
 _REGION = re.compile(r"^[a-z]{2,}(?:-[a-z0-9]+)+$")
-
-_HOSTS = {
-    Api.V2: "ecs",
-    Api.V21: "ecs",
-    Api.KPS: "kms",  # the Key Pair Service is served from the DEW/KMS host, not kps.<region>
-}
 
 
 def default_endpoint(api: Api, region: str) -> str:
@@ -26,4 +22,4 @@ def default_endpoint(api: Api, region: str) -> str:
             f"region {region!r} does not look like a Huawei Cloud region id (e.g. cn-north-4); "
             "check --region or the provider block"
         )
-    return f"https://{_HOSTS[Api(api)]}.{region}.myhuaweicloud.com"
+    return f"https://{capabilities(api).service}.{region}.myhuaweicloud.com"

@@ -14,8 +14,11 @@ Paths, bodies, status codes, pagination and error shapes differ here and nowhere
 Every success answer is checked against its documented shape (``shapes``) before anything
 is read from it.
 
+What each flavour can do is ``reconciler.capabilities``'s to say; the adapters follow it and
+expose it as ``capabilities``.
+
 May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.api.*``.
+``reconciler.capabilities``, ``reconciler.api.*``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from reconciler.api.parse import (
     private_key_of,
 )
 from reconciler.api.protocol import ApiSettings, KeyPairApi
+from reconciler.capabilities import Capabilities, capabilities
 from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
 from reconciler.model import (
     Api,
@@ -72,6 +76,10 @@ class _Adapter:
     def __init__(self, http: HttpClient, *, project_id: str) -> None:
         self.http = http
         self.project_id = project_id
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return capabilities(self.api)
 
     @property
     def requests_sent(self) -> int:
@@ -136,7 +144,6 @@ class _NovaAdapter(_Adapter):
     """Nova os-keypairs, parameterised by path prefix and capabilities."""
 
     prefix: str
-    supports_protection: bool
 
     @property
     def _base(self) -> str:
@@ -176,7 +183,7 @@ class _NovaAdapter(_Adapter):
     ) -> tuple[RemoteKeyPair, Secret | None]:
         if scope is not None:
             raise UsageError(f"{operation}: scope is supported only by api kps")
-        if protection is not None and not self.supports_protection:
+        if protection is not None and not self.capabilities.custody:
             raise UsageError(
                 f"{operation}: key_protection is not supported by api {self.api}; "
                 "use api v2.1 or kps"
@@ -235,7 +242,6 @@ class NovaV2Api(_NovaAdapter):
 
     api = Api.V2
     prefix = "v2"
-    supports_protection = False
 
 
 class NovaV21Api(_NovaAdapter):
@@ -243,7 +249,6 @@ class NovaV21Api(_NovaAdapter):
 
     api = Api.V21
     prefix = "v2.1"
-    supports_protection = True
 
 
 class KpsApi(_Adapter):

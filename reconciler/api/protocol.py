@@ -1,9 +1,12 @@
 """The one small protocol the engine uses to talk to any of the three API flavours.
 
 The differences between ``v2``, ``v2.1`` and ``kps`` (paths, bodies, status codes, error
-shapes, pagination) live in the adapters behind it, nowhere else.
+shapes, pagination) live in the adapters behind it, nowhere else; what a flavour can do
+(descriptions, scope, custody, pagination) each adapter tells as ``capabilities``
+(``reconciler.capabilities``), so callers never compare flavours.
 
-May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.proxies``.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.proxies``,
+``reconciler.capabilities``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from reconciler.capabilities import Capabilities
 from reconciler.model import (
     Api,
     CreatedKeyPair,
@@ -89,6 +93,11 @@ class KeyPairApi(Protocol):
     """
 
     api: Api
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this flavour can do: ask this, never compare ``api``."""
+        ...
 
     def list_keypairs(self) -> RemoteSnapshot:
         """Every key pair visible in the project, following pagination to the end."""

@@ -18,14 +18,15 @@ from pathlib import Path
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
+from reconciler.capabilities import capabilities
 from reconciler.commands.reach import Reach
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
 from reconciler.model import (
     Api,
-    BackendConfig,
     Manifest,
     ProviderConfig,
+    S3Location,
     State,
     TargetConnection,
 )
@@ -94,7 +95,7 @@ def open_api(settings: ApiSettings) -> KeyPairApi:
 
 
 def open_state(args: argparse.Namespace, env: Env,
-               backend: BackendConfig | None = None, *, discover: bool = False,
+               backend: S3Location | None = None, *, discover: bool = False,
                verify: bool = True) -> StateStore:
     """The state store. ``discover``: for commands that take no manifests to plan (state,
     output, force-unlock), the ``backend`` block of the manifests given as PATH (default: the
@@ -156,7 +157,7 @@ def _chosen(args: argparse.Namespace, env: Env) -> str:
             f"RECONCILER_BACKEND, and no backend block in the manifests of {where}")
 
 
-def _discovered_backend(args: argparse.Namespace, env: Env) -> BackendConfig | None:
+def _discovered_backend(args: argparse.Namespace, env: Env) -> S3Location | None:
     if args.state or args.backend or env.environ.get("RECONCILER_STATE") or \
             env.environ.get("RECONCILER_BACKEND"):
         return None  # chosen explicitly
@@ -293,8 +294,7 @@ class LineHooks:
 
 
 def api_name(api: Api) -> str:
-    return {Api.V2: "ECS os-keypairs v2", Api.V21: "ECS os-keypairs v2.1",
-            Api.KPS: "KPS v3"}[api]
+    return capabilities(api).title
 
 
 def announce_credentials(settings: ApiSettings, env: Env) -> None:

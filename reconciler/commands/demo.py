@@ -3,6 +3,10 @@
 Starts the emulator in-process on a free port, plans and applies the bundled ``examples/``
 into a temporary directory, writes one private key out and checks its fingerprint against
 the cloud's, shows that a second plan has no changes, and leaves nothing behind.
+
+``--example multi-target`` tours ``examples/multi-target/`` instead: the emulator serves its
+three projects (two regions of our account, and a partner's account with the agency it
+delegates to us), and the tour plans, applies, lists state and plans again.
 """
 
 from __future__ import annotations
@@ -77,7 +81,52 @@ def _tour(env: Env, examples: Path, tmp: Path) -> int:
     return ExitCode.OK if code == 0 else ExitCode.ERROR
 
 
+# The projects and the agency of examples/multi-target/keys.yaml.
+NORTH, SOUTH, PARTNER = ("0123456789abcdef0123456789abcdef", "1123456789abcdef0123456789abcdef",
+                         "2123456789abcdef0123456789abcdef")
+PARTNER_DOMAIN = "9a7e5e9d0c0000000000000000000001"
+
+
+def _tour_targets(env: Env, example: Path, tmp: Path) -> int:
+    from reconciler.emulator.server import Emulator
+
+    key_file = tmp / "state.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(os.urandom(32))
+    with Emulator(host="127.0.0.1", port=0, project_id=NORTH, region="cn-north-4",
+                  projects={SOUTH: "cn-south-1"}, keygen="ed25519") as emu:
+        emu.add_project(PARTNER, region="cn-north-4", domain_id=PARTNER_DOMAIN)
+        emu.register_agency(name="reconciler-deploy", domain_id=PARTNER_DOMAIN,
+                            domain_name="partner-corp", projects=[PARTNER])
+        environ = {k: v for k, v in env.environ.items() if k not in _CLEARED}
+        environ.update(HUAWEICLOUD_SDK_AK=emu.ak, HUAWEICLOUD_SDK_SK=emu.sk,
+                       RECONCILER_KEY_FILE=str(key_file))
+        denv = replace(env, environ=environ, cwd=tmp)
+        common = ["--state", str(tmp / "reconciler.state.json"), "--endpoint", emu.endpoint]
+        env.out(f"Emulator listening on {emu.endpoint}: projects {NORTH} (cn-north-4) and "
+                f"{SOUTH} (cn-south-1) of our account, and {PARTNER} of the partner's, "
+                "reached through its agency reconciler-deploy; state in {tmp}.".replace(
+                    "{tmp}", str(tmp)))
+        _step(env, 1, f"reconciler plan {example}")
+        if _call(["plan", str(example), *common], denv) != 0:
+            return ExitCode.ERROR
+        _step(env, 2, f"reconciler apply --auto-approve {example}")
+        if _call(["apply", "--auto-approve", str(example), *common], denv) != 0:
+            return ExitCode.ERROR
+        _step(env, 3, "reconciler state list")
+        if _call(["state", "list", *common[:2]], denv) != 0:
+            return ExitCode.ERROR
+        _step(env, 4, f"reconciler plan --detailed-exitcode {example}   (again)")
+        code = _call(["plan", "--detailed-exitcode", str(example), *common], denv)
+    env.out()
+    env.out("The demo's state, keys and emulator lived in a temporary directory, now removed.")
+    return ExitCode.OK if code == 0 else ExitCode.ERROR
+
+
 def run(args: argparse.Namespace, env: Env) -> int:
     with as_file(files("reconciler") / "examples") as examples, \
             tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp:
+        if getattr(args, "example", "default") == "multi-target":
+            return _tour_targets(env, Path(examples) / "multi-target", Path(tmp))
         return _tour(env, Path(examples), Path(tmp))

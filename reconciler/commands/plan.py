@@ -70,19 +70,14 @@ def unreachable_errors(plan: Plan, env: Env) -> None:
 
 def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
     """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``."""
-    from reconciler.render.json import plan_document
+    from reconciler.planformat import saved_plan_document
 
-    doc = plan_document(plan)
     s = sess.settings
-    doc["reconciler"]["provider"] = {"api": s.api.value, "endpoint": s.endpoint,
-                                     "region": s.region, "project_id": s.project_id}
+    doc = saved_plan_document(plan, api=s.api, endpoint=s.endpoint, region=s.region,
+                              project_id=s.project_id, backend=sess.manifest.backend)
     target = next(iter(sess.reach.settings))
     if target != DEFAULT_TARGET:  # the name its key pairs are recorded under
         doc["reconciler"]["provider"]["target"] = target
-    b = sess.manifest.backend
-    doc["reconciler"]["backend"] = (
-        {"bucket": b.bucket, "key": b.key, "endpoint": b.endpoint, "region": b.region}
-        if b else None)
     return doc
 
 

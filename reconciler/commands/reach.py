@@ -190,4 +190,5 @@ def announce(reach_: Reach, env: Env) -> None:
         if list(reach_.settings) == [DEFAULT_TARGET] or len(reach_.settings) == 1:
             env.err(f"Credentials: {printable(source)}.")
         else:
-            env.err(f"Credentials: {printable(source)} (targets {', '.join(names)}).")
+            which = "target" if len(names) == 1 else "targets"
+            env.err(f"Credentials: {printable(source)} ({which} {', '.join(names)}).")

@@ -24,7 +24,7 @@ from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import api_settings, load, provider_flags, session
 from reconciler.env import Env
 from reconciler.errors import PlanFileError, UsageError
-from reconciler.model import Api, BackendConfig, Manifest, ProviderConfig
+from reconciler.model import Api, Manifest, ProviderConfig, S3Location
 from reconciler.plan import Mode, PlanOptions
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive, saved_target
 from reconciler.refresh import refresh
@@ -136,11 +136,11 @@ def _pinned_provider(args: argparse.Namespace, env: Env, saved: SavedPlan,
     return planned
 
 
-def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> BackendConfig | None:
+def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> S3Location | None:
     if manifest is None:
         return saved.backend
 
-    def where(b: BackendConfig | None) -> tuple[str, str, str | None] | None:
+    def where(b: S3Location | None) -> tuple[str, str, str | None] | None:
         return (b.bucket, b.key, b.endpoint) if b else None
 
     if where(manifest.backend) != where(saved.backend):
@@ -150,7 +150,7 @@ def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> BackendConfi
     return saved.backend
 
 
-def _state_line(args: argparse.Namespace, env: Env, backend: BackendConfig | None,
+def _state_line(args: argparse.Namespace, env: Env, backend: S3Location | None,
                 saved: SavedPlan) -> str:
     """Where this apply will read and write state (and send the state credentials), said
     before anything is sent: the endpoint is parsed as it will be connected to."""
@@ -161,7 +161,7 @@ def _state_line(args: argparse.Namespace, env: Env, backend: BackendConfig | Non
                            env=env)
     if isinstance(where, LocalBackend):
         return f"the local file {where.path}"
-    text = f"s3://{where.bucket}/{where.key} at {where.endpoint or 'the AWS default endpoint'}"
+    text = f"{where.url} at {where.endpoint or 'the AWS default endpoint'}"
     if backend is saved.backend and backend is not None and (
             where.bucket, where.key) == (backend.bucket, backend.key):
         text += " (as the saved plan says)"

@@ -16,12 +16,12 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.env``,
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.env import Env
 from reconciler.errors import UsageError
-from reconciler.model import BackendConfig
+from reconciler.model import S3Location
 from reconciler.state.local import LocalStateStore
 from reconciler.state.protocol import StateStore
 from reconciler.urls import parse_endpoint
@@ -37,15 +37,7 @@ class LocalBackend:
     path: Path
 
 
-@dataclass(frozen=True, slots=True)
-class S3Backend:
-    bucket: str
-    key: str
-    endpoint: str | None = None
-    region: str | None = None
-
-
-Backend = LocalBackend | S3Backend
+Backend = LocalBackend | S3Location
 
 
 def choose_backend(
@@ -53,7 +45,7 @@ def choose_backend(
     state_path: str | None,
     backend: str | None,
     backend_endpoint: str | None,
-    manifest_backend: BackendConfig | None,
+    manifest_backend: S3Location | None,
     env: Env,
 ) -> Backend:
     """Where the state lives; ``UsageError`` for contradictory or malformed choices."""
@@ -74,19 +66,12 @@ def choose_backend(
     if from_env:
         return LocalBackend(env.resolve(from_env))
     if manifest_backend is not None:
-        if manifest_backend.kind != "s3":
-            raise UsageError(f"unknown state backend {manifest_backend.kind!r}; use s3.")
         chosen = _given_endpoint(backend_endpoint, env)
         if chosen is None and manifest_backend.endpoint:
-            where = (f"backend.s3.endpoint in {manifest_backend.location}"
-                     if manifest_backend.location else "the saved plan's backend endpoint")
+            where = (f"backend.s3.endpoint in {manifest_backend.declared_at}"
+                     if manifest_backend.declared_at else "the saved plan's backend endpoint")
             chosen = parse_endpoint(manifest_backend.endpoint, what=where).url
-        return S3Backend(
-            bucket=manifest_backend.bucket,
-            key=manifest_backend.key,
-            endpoint=chosen,
-            region=manifest_backend.region,
-        )
+        return replace(manifest_backend, endpoint=chosen)
     return LocalBackend(env.resolve(DEFAULT_STATE))
 
 
@@ -101,12 +86,12 @@ def _given_endpoint(flag: str | None, env: Env) -> str | None:
     return None
 
 
-def _parse_s3_url(url: str, *, endpoint: str | None, origin: str) -> S3Backend:
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    if not url.startswith("s3://") or not bucket or not key or key.endswith("/"):
+def _parse_s3_url(url: str, *, endpoint: str | None, origin: str) -> S3Location:
+    location = S3Location.from_url(url, endpoint=endpoint)
+    if location is None:
         raise UsageError(f"{origin} {url!r}: use s3://BUCKET/KEY, e.g. "
                          "s3://team-state/keypairs/prod.json.")
-    return S3Backend(bucket=bucket, key=key, endpoint=endpoint)
+    return location
 
 
 def open_store(
@@ -114,7 +99,7 @@ def open_store(
     state_path: str | None,
     backend: str | None,
     backend_endpoint: str | None,
-    manifest_backend: BackendConfig | None,
+    manifest_backend: S3Location | None,
     env: Env,
     notice: Callable[[str], None],
     insecure: bool = False,
@@ -130,13 +115,10 @@ def open_store(
         manifest_backend=manifest_backend,
         env=env,
     )
-    if isinstance(chosen, S3Backend):
+    if isinstance(chosen, S3Location):
         from reconciler.state.s3 import S3StateStore
-        from reconciler.state.s3io import Location
 
-        location = Location(bucket=chosen.bucket, key=chosen.key, endpoint=chosen.endpoint,
-                            region=chosen.region)
-        return S3StateStore(location, environ=env.environ, notice=notice, clock=env.clock,
+        return S3StateStore(chosen, environ=env.environ, notice=notice, clock=env.clock,
                             insecure=insecure, verify=verify)
     return LocalStateStore(chosen.path, environ=env.environ, notice=notice, clock=env.clock,
                            verify=verify)

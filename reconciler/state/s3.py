@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 
 from reconciler.address import keypair_address
 from reconciler.errors import StaleStateError, StateCorruptError, StateError
-from reconciler.model import State, StateKeyPair
+from reconciler.model import S3Location, State, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
     JournalRecord,
@@ -51,7 +51,7 @@ from reconciler.state.codec import (
 )
 from reconciler.state.crypto import KeyBlock
 from reconciler.state.lockinfo import who
-from reconciler.state.s3io import ConditionFailed, Location, Objects, make_client
+from reconciler.state.s3io import ConditionFailed, Objects, make_client
 from reconciler.state.s3lock import S3Lock
 
 _JOURNAL_NAME = re.compile(r"(\d{10})/(\d{10})-[0-9a-f]{12}\.jsonl")
@@ -75,7 +75,7 @@ class S3StateStore(JournaledStore):
 
     def __init__(
         self,
-        location: Location,
+        location: S3Location,
         *,
         environ: Mapping[str, str],
         notice: Callable[[str], None] = no_notice,

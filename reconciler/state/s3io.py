@@ -17,8 +17,9 @@ environment and handed to botocore explicitly (so it does not read ``os.environ`
 and ``--debug`` names it (``reconciler.proxy``). An object is read in chunks up to
 ``MAX_OBJECT_BYTES`` and refused past it (a ``StateError`` naming the bucket and key).
 
-May import: ``reconciler.errors``, ``reconciler.credcheck``, ``reconciler.credentials``,
-``reconciler.urls``, ``reconciler.proxies``, the stdlib; boto3/botocore lazily.
+May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.credcheck``,
+``reconciler.credentials``, ``reconciler.urls``, ``reconciler.proxies``, the stdlib;
+boto3/botocore lazily.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 from reconciler.credcheck import header_credential
 from reconciler.errors import StateError, UsageError
+from reconciler.model import S3Location
 from reconciler.proxies import choose_proxy
 from reconciler.urls import Endpoint, parse_endpoint
 
@@ -56,27 +57,14 @@ class ConditionFailed(Exception):
     """A conditional request was refused (412/409): someone else wrote first."""
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where the state object lives, and how to reach its store."""
-
-    bucket: str
-    key: str
-    endpoint: str | None = None
-    region: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    def parsed_endpoint(self) -> Endpoint | None:
-        """The endpoint as ``reconciler.urls`` reads it; None: boto3's default (AWS)."""
-        if self.endpoint is None:
-            return None
-        return parse_endpoint(self.endpoint, what=f"the endpoint of {self.url}")
+def parsed_endpoint(location: S3Location) -> Endpoint | None:
+    """The endpoint as ``reconciler.urls`` reads it; None: boto3's default (AWS)."""
+    if location.endpoint is None:
+        return None
+    return parse_endpoint(location.endpoint, what=f"the endpoint of {location.url}")
 
 
-def resolve_region(location: Location, environ: Mapping[str, str]) -> str:
+def resolve_region(location: S3Location, environ: Mapping[str, str]) -> str:
     """The backend block's region, else AWS_REGION/AWS_DEFAULT_REGION, else an OBS
     endpoint's own region (obs.REGION.myhuaweicloud.com), else us-east-1."""
     if location.region:
@@ -84,12 +72,12 @@ def resolve_region(location: Location, environ: Mapping[str, str]) -> str:
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         if environ.get(name):
             return environ[name]
-    endpoint = location.parsed_endpoint()
+    endpoint = parsed_endpoint(location)
     match = _OBS_HOST.search(endpoint.host if endpoint else "")
     return match.group(1) if match else DEFAULT_REGION
 
 
-def addressing_style(location: Location, environ: Mapping[str, str]) -> str:
+def addressing_style(location: S3Location, environ: Mapping[str, str]) -> str:
     """Path-style for custom endpoints (MinIO, Ceph, moto need it); virtual-hosted for AWS and
     OBS, which address buckets by host name. ``RECONCILER_BACKEND_ADDRESSING`` overrides."""
     chosen = environ.get(ADDRESSING_ENV, "").strip().lower()
@@ -97,7 +85,7 @@ def addressing_style(location: Location, environ: Mapping[str, str]) -> str:
         return chosen
     if chosen:
         raise UsageError(f"{ADDRESSING_ENV}={chosen!r}: use path or virtual.")
-    endpoint = location.parsed_endpoint()
+    endpoint = parsed_endpoint(location)
     if endpoint is None:
         return "virtual"
     return "virtual" if endpoint.host.removesuffix(".").endswith(_VIRTUAL_HOSTS) else "path"
@@ -117,7 +105,7 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, str]:
     return {}
 
 
-def make_client(location: Location, *, environ: Mapping[str, str], insecure: bool = False) -> Any:
+def make_client(location: S3Location, *, environ: Mapping[str, str], insecure: bool = False) -> Any:
     """A boto3 S3 client for ``location`` (thread-safe; one per store)."""
     try:
         import boto3
@@ -127,7 +115,7 @@ def make_client(location: Location, *, environ: Mapping[str, str], insecure: boo
             "the s3 state backend needs boto3: install the s3 extra "
             "(pip install 'keypair-reconciler[s3]', or pip install boto3)."
         ) from None
-    endpoint = location.parsed_endpoint()
+    endpoint = parsed_endpoint(location)
     region = resolve_region(location, environ)
     # boto3's default endpoint is AWS's; the proxy is chosen for its regional host.
     choice = choose_proxy(endpoint or Endpoint("https", f"s3.{region}.amazonaws.com"), environ)

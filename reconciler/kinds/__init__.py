@@ -1,0 +1,16 @@
+"""The kinds of managed object, by address kind: the one registry plan and apply consult.
+
+May import: ``reconciler.kinds.*``.
+"""
+
+from __future__ import annotations
+
+from reconciler.kinds.base import Kind
+from reconciler.kinds.keypair import KIND as KEYPAIR_KIND
+
+REGISTRY: dict[str, Kind] = {KEYPAIR_KIND.name: KEYPAIR_KIND}
+
+
+def kind_of(name: str) -> Kind:
+    """The kind of addresses of kind ``name``."""
+    return REGISTRY[name]

@@ -1,0 +1,111 @@
+"""The kind protocol: what each kind of managed object implements, so that plan and apply
+know kinds only through it (``tests/test_architecture.py`` holds that).
+
+A kind says which objects the manifests declare (by address), decides one address's change
+from what is desired, recorded and remote, says what a change depends on (apply runs in waves:
+a change after those it depends on), checks a plan before anything is sent, and carries out
+its changes through a target's API.
+
+May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``,
+``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from reconciler.address import Address, Addressing, keypair_address
+from reconciler.api.protocol import KeyPairApi
+from reconciler.changes import Change, Drift, Hooks, Outcome, Plan, PlanOptions
+from reconciler.errors import Diagnostic
+from reconciler.model import Api, DesiredKeyPair, Manifest, RemoteSnapshot, StateKeyPair
+from reconciler.state.protocol import StateStore
+
+
+@dataclass
+class Context:
+    """What every decision needs besides the key pair itself."""
+
+    options: PlanOptions
+    now: datetime
+    api: Api
+    problems: list[Diagnostic]
+    here: Address = field(default_factory=lambda: keypair_address(""))  # being decided
+    replacing: frozenset[Address] = frozenset()
+
+    def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None) -> None:
+        self.problems.append(Diagnostic(summary=summary, detail=detail,
+                                        location=d.location if d else None))
+
+
+@dataclass
+class Decided:
+    """What one address contributes to the plan."""
+
+    changes: list[Change] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+    forget: list[Address] = field(default_factory=list)
+    lifecycle: list[tuple[Address, bool]] = field(default_factory=list)
+
+
+
+class Applier(Protocol):
+    """Carries out one kind's changes in one target."""
+
+    def run(self, change: Change) -> Outcome: ...
+
+
+class Kind(Protocol):
+    """One kind of managed object."""
+
+    name: str  # the address kind: ``keypair``
+    section: str  # the manifests' list of this kind: ``keypairs``
+    schema_definition: str  # its fragment of the manifest schema (under ``$defs``)
+
+    def desired(self, manifest: Manifest, run: Addressing) -> Mapping[Address, Any]:
+        """Every object the manifests declare, in each of its targets."""
+        ...
+
+    def recorded(self, entries: Mapping[Address, StateKeyPair]) -> Mapping[Address, Any]:
+        """Of state's entries (by address in this run), those of this kind."""
+        ...
+
+    def remote(self, snapshots: Mapping[str, RemoteSnapshot],
+               run: Addressing) -> Mapping[Address, Any]:
+        """What each target holds of this kind, by address."""
+        ...
+
+    def decide(self, addr: Address, desired: Any, recorded: Any, remote: Any,
+               ctx: Context) -> Decided:
+        """Every row of this kind's plan table for one address."""
+        ...
+
+    def forget_target(self, recorded: Any, addr: Address) -> Change:
+        """``--forget-target``: the entry leaves state, the cloud is not asked."""
+        ...
+
+    def depends_on(self, change: Change) -> tuple[Address, ...]:
+        """The addresses whose changes must be done before this one."""
+        ...
+
+    def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
+                  store: StateStore) -> None:
+        """What must hold before the first request; raises ``ApplyError`` otherwise."""
+        ...
+
+    def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
+                now: Callable[[], datetime], generate: Callable[..., Any] | None,
+                target: str) -> Applier:
+        """``generate``: how to make a key pair here (None: the kind's own way)."""
+        ...
+
+    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
+        ...
+
+    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
+                     remote: RemoteSnapshot) -> str | None:
+        """A refresh-only apply: state takes on what the cloud holds; the note to print."""
+        ...

@@ -1,0 +1,347 @@
+"""The key pair kind: its planning rules (every row of DESIGN §4's plan table) and how its
+changes are carried out (``reconciler.kinds.keypair_apply``).
+
+May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
+``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
+``reconciler.attributes``, ``reconciler.duration``, ``reconciler.targets``, ``reconciler.keys``,
+``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from reconciler import keys
+from reconciler.address import KEYPAIR, Address, Addressing
+from reconciler.api.protocol import KeyPairApi
+from reconciler.attributes import (
+    desired_attributes,
+    import_fingerprint,
+    recorded_attributes,
+    remote_attributes,
+    replacing_fields,
+)
+from reconciler.capabilities import capabilities
+from reconciler.changes import (
+    REASON_BY_REQUEST,
+    REASON_CANNOT_UPDATE,
+    REASON_GONE,
+    REASON_NO_CONFIG,
+    REASON_REKEYED,
+    REASON_ROTATION,
+    REASON_TAINTED,
+    REASON_TARGET_FORGOTTEN,
+    Action,
+    Change,
+    Drift,
+    DriftKind,
+    Hooks,
+    Mode,
+    Plan,
+)
+from reconciler.duration import describe_duration
+from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.keypair_apply import (
+    KeyPairApplier,
+    check_before_acting,
+    check_state_key,
+    sha256_of,
+)
+from reconciler.model import (
+    DesiredKeyPair,
+    EntryStatus,
+    KeySource,
+    Manifest,
+    RemoteKeyPair,
+    RemoteSnapshot,
+    StateKeyPair,
+)
+from reconciler.state.protocol import StateStore
+from reconciler.targets import desired_by_address, remote_by_address
+
+
+def _age_seconds(created: str, now: datetime) -> float | None:
+    try:
+        then = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (now - then).total_seconds()
+
+
+def _drift_for(prior: StateKeyPair, remote: RemoteKeyPair | None) -> Drift | None:
+    if prior.status is EntryStatus.PENDING:
+        return None  # never confirmed in the cloud: not drift, an interrupted apply
+    if remote is None:
+        return Drift(prior.name, DriftKind.DELETED, recorded_attributes(prior), None)
+    if remote.fingerprint != prior.fingerprint_md5:
+        return Drift(prior.name, DriftKind.CHANGED, recorded_attributes(prior),
+                     remote_attributes(remote))
+    return None
+
+
+def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context) -> Change:
+    """Desired, not in state."""
+    after = desired_attributes(d)
+    unknown = _unknown(after)
+    if remote is None:
+        return Change(d.name, Action.CREATE, after=after, after_unknown=unknown, desired=d)
+    if d.source is KeySource.IMPORT and import_fingerprint(d) == remote.fingerprint:
+        return Change(d.name, Action.IMPORT, before=remote_attributes(remote), after=after,
+                      notes=("already in the cloud with the same public key",),
+                      desired=d, remote=remote)
+    ctx.problem(*_unmanaged_advice(d), d)
+    return Change(d.name, Action.NOOP, desired=d, remote=remote)
+
+
+def _unmanaged_advice(d: DesiredKeyPair) -> tuple[str, str]:
+    """A key pair of that name exists, unmanaged, with another (or an unknowable) key: the
+    ways out, each of which works as written."""
+    elsewhere = ("or delete it in the cloud yourself (console or API) if nothing uses it, and "
+                 "plan again: apply then creates it")
+    if d.source is KeySource.IMPORT:
+        return (f"key pair {d.name!r} already exists in the cloud and is not managed by "
+                "reconciler; the cloud holds a different public key than the manifest declares",
+                f"choose one: rename it in the manifest (the cloud's key pair is left alone); or "
+                f"adopt it with `reconciler import {d.name}`, after which the plan replaces it "
+                "with the declared key (delete, then import: whatever uses the cloud's key "
+                f"loses it); {elsewhere}")
+    return (f"key pair {d.name!r} already exists in the cloud and is not managed by "
+            "reconciler",
+            f"choose one: adopt it as it is with `reconciler import {d.name}` (its private key "
+            f"stays out of state; `reconciler apply --replace {d.name}` afterwards makes a new "
+            f"one that state holds); or rename it in the manifest; {elsewhere}")
+
+
+def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
+             ctx: Context) -> Change:
+    """Desired, and recorded by an apply that was interrupted before the cloud confirmed it."""
+    after = desired_attributes(d)
+    if (remote is None and prior.source is KeySource.GENERATE and prior.public_key
+            and prior.private_key is not None and prior.spec_digest == d.spec_digest):
+        # apply resumes with the key generated and stored before: its public half is known
+        recorded = recorded_attributes(prior)
+        after = {**after, "public_key": recorded["public_key"],
+                 "fingerprint": recorded["fingerprint"]}
+    common: dict[str, Any] = {"after": after, "after_unknown": _unknown(after), "desired": d,
+                              "prior": prior, "remote": remote}
+    if remote is None:
+        kept = "" if prior.source is KeySource.CLOUD else " with the key already in state"
+        return Change(d.name, Action.CREATE, notes=(f"resuming an interrupted apply{kept}",),
+                      **common)
+    before = recorded_attributes(prior)
+    if prior.source is KeySource.CLOUD:  # its create was sent; the answer never arrived
+        return Change(d.name, Action.REPLACE, before=before, reason=REASON_TAINTED,
+                      notes=("an interrupted apply: the cloud created it but its private key "
+                             "never arrived",), **common)
+    if remote.fingerprint == prior.fingerprint_md5:
+        return Change(d.name, Action.IMPORT, before=before, after=after, desired=d, prior=prior,
+                      remote=remote, notes=("completing an interrupted apply",))
+    ctx.problem(f"key pair {d.name!r} exists in the cloud with a key reconciler did not upload",
+                f"run `reconciler state rm {d.name}` and then `reconciler import {d.name}`, or "
+                "delete it in the cloud", d)
+    return Change(d.name, Action.NOOP, desired=d, prior=prior, remote=remote)
+
+
+def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
+                 ctx: Context) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+    """Why a managed key pair must be replaced: (reason, forcing fields, notes), or None."""
+    if remote.fingerprint != prior.fingerprint_md5:
+        return REASON_CANNOT_UPDATE, ("public_key",), ("its key was changed outside reconciler",)
+    if prior.status is EntryStatus.TAINTED:
+        return REASON_TAINTED, (), ("tainted: the cloud generated it but its private key never "
+                                    "arrived",)
+    if ctx.here in ctx.replacing:
+        return REASON_BY_REQUEST, (), ("requested with --replace",)
+    forcing = () if d.spec_digest == prior.spec_digest else replacing_fields(d, prior)
+    if forcing:
+        return REASON_CANNOT_UPDATE, forcing, ()
+    if d.rotate_after_seconds is not None:
+        age = _age_seconds(prior.created, ctx.now)
+        if age is not None and age >= d.rotate_after_seconds:
+            return REASON_ROTATION, (), (f"rotation due: created {describe_duration(age)} "
+                                         "ago, rotate_after is "
+                                         f"{describe_duration(d.rotate_after_seconds)}",)
+    return None
+
+
+def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
+             ctx: Context) -> Change:
+    """Desired, and recorded as in the cloud."""
+    before = recorded_attributes(prior)
+    after = desired_attributes(d)
+    if remote is None:
+        return Change(d.name, Action.CREATE, before=before, after=after,
+                      after_unknown=_unknown(after), desired=d, prior=prior,
+                      notes=("deleted outside reconciler; it will be created again",))
+    why = _replacement(d, prior, remote, ctx)
+    if why is not None:
+        reason, forcing, notes = why
+        if d.prevent_destroy:
+            ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it to "
+                        f"be replaced ({'; '.join(notes) or 'changed: ' + ', '.join(forcing)})",
+                        "to replace it, first set `prevent_destroy: false`; otherwise undo the "
+                        "change that forces the replacement", d)
+        return Change(d.name, Action.REPLACE, before=before, after=after,
+                      after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
+                      notes=notes, desired=d, prior=prior, remote=remote)
+    # Descriptions exist only in kps; after a switch of API they are not compared.
+    if capabilities(ctx.api).descriptions and \
+            (d.description or None) != (prior.description or None):
+        return Change(d.name, Action.UPDATE, before=before,
+                      after={**before, "description": d.description},
+                      desired=d, prior=prior, remote=remote)
+    return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
+                  remote=remote)
+
+
+def _unknown(after: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(k for k in ("public_key", "fingerprint", "private_key") if k not in after)
+
+
+def _undesired(prior: StateKeyPair, remote: RemoteKeyPair | None, *, protected: bool,
+               mode: Mode, ctx: Context) -> Change | None:
+    """In state, not desired (or destroying): delete it, or only forget it if already gone."""
+    if remote is None:
+        return None
+    if protected:
+        ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it "
+                    "to be destroyed",
+                    "to delete it, first set `prevent_destroy: false` in its manifest and "
+                    "apply; or keep it in the manifests")
+    reason = REASON_NO_CONFIG if mode is Mode.NORMAL else None
+    return Change(prior.name, Action.DELETE, before=recorded_attributes(prior), reason=reason,
+                  prior=prior, remote=remote)
+
+
+def _forgotten(prior: StateKeyPair) -> Change:
+    """Gone from the cloud, and state holds its private key: dropping the entry loses the key,
+    so it is a change of its own, never quiet state-only work."""
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_GONE, prior=prior,
+                  notes=("gone from the cloud; state holds its private key, which apply "
+                         "forgets",
+                         f"to keep it, first: reconciler output {prior.name} --private-key "
+                         "--out FILE"))
+
+
+def _rekeyed(prior: StateKeyPair) -> Change:
+    """Refresh-only, re-keyed in the cloud, and state holds the old private key: recording the
+    cloud's key drops it (servers may still trust it), so that too is a counted change."""
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_REKEYED, prior=prior,
+                  notes=("changed outside reconciler; state will record the cloud's public "
+                         "key and forget the private key it holds",
+                         f"to keep it, first: reconciler output {prior.name} --private-key "
+                         "--out FILE"))
+
+
+def _target_forgotten(prior: StateKeyPair, at: Address) -> Change:
+    """``--forget-target``: the entry leaves state; the cloud is not asked anything."""
+    notes: tuple[str, ...] = ("its target is forgotten with --forget-target: it stays in the "
+                              "cloud, unmanaged",)
+    if prior.private_key is not None:
+        notes += ("state holds its private key, which apply forgets; to keep it, first: "
+                  f"reconciler output {at.display(qualified=True)} --private-key --out FILE",)
+    return Change(prior.name, Action.FORGET, before=recorded_attributes(prior),
+                  reason=REASON_TARGET_FORGOTTEN, prior=prior, at=at, notes=notes)
+
+
+def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
+            now_remote: RemoteKeyPair | None, ctx: Context) -> Decided:
+    """Every row of the plan table for one address."""
+    out = Decided()
+    mode = ctx.options.mode
+    dr = _drift_for(prior, now_remote) if prior is not None else None
+    if dr is not None:
+        out.drift.append(dr)
+    if mode is Mode.REFRESH_ONLY:
+        if prior is not None and prior.private_key is not None and dr is not None:
+            # apply_refresh drops the entry, or records the cloud's key without the old one
+            out.changes.append(_forgotten(prior) if dr.kind is DriftKind.DELETED
+                               else _rekeyed(prior))
+        return out
+    if d is not None and mode is Mode.NORMAL:
+        if prior is None:
+            out.changes.append(_new(d, now_remote, ctx))
+        elif prior.status is EntryStatus.PENDING:
+            out.changes.append(_pending(d, prior, now_remote, ctx))
+        else:
+            change = _managed(d, prior, now_remote, ctx)
+            out.changes.append(change)
+            if change.action is Action.NOOP and d.prevent_destroy != prior.prevent_destroy:
+                out.lifecycle.append((addr, d.prevent_destroy))
+    elif prior is not None:
+        protected = prior.prevent_destroy or (d is not None and d.prevent_destroy)
+        gone = _undesired(prior, now_remote, protected=protected, mode=mode, ctx=ctx)
+        if gone is not None:
+            out.changes.append(gone)
+        elif prior.private_key is not None:
+            out.changes.append(_forgotten(prior))
+        else:
+            out.forget.append(addr)
+    return out
+
+
+
+class KeyPairKind:
+    """Key pairs: declared in ``keypairs:``, listed by each target's key pair API."""
+
+    name = KEYPAIR
+    section = "keypairs"
+    schema_definition = "keypair"
+
+    def desired(self, manifest: Manifest, run: Addressing) -> Mapping[Address, DesiredKeyPair]:
+        return desired_by_address(manifest, run)
+
+    def recorded(self, entries: Mapping[Address, StateKeyPair]
+                 ) -> Mapping[Address, StateKeyPair]:
+        return {a: e for a, e in entries.items() if a.kind == KEYPAIR}
+
+    def remote(self, snapshots: Mapping[str, RemoteSnapshot],
+               run: Addressing) -> Mapping[Address, RemoteKeyPair]:
+        return remote_by_address(snapshots, run)
+
+    def decide(self, addr: Address, desired: Any, recorded: Any, remote: Any,
+               ctx: Context) -> Decided:
+        return _decide(addr, desired, recorded, remote, ctx)
+
+    def forget_target(self, recorded: Any, addr: Address) -> Change:
+        return _target_forgotten(recorded, addr)
+
+    def depends_on(self, change: Change) -> tuple[Address, ...]:
+        return ()  # key pairs depend on nothing
+
+    def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
+                  store: StateStore) -> None:
+        check_before_acting(plan, held)
+        check_state_key(plan, store)
+
+    def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
+                now: Callable[[], datetime], generate: Callable[..., Any] | None,
+                target: str) -> KeyPairApplier:
+        return KeyPairApplier(api=api, store=store, hooks=hooks, now=now,
+                              generate=generate or keys.generate_keypair, target=target)
+
+    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
+        store.record(replace(prior, prevent_destroy=protect))
+
+    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
+                     remote: RemoteSnapshot) -> str | None:
+        at = drift.address
+        now_remote = remote.keypairs.get(at.name)
+        if now_remote is None:
+            store.forget(at.name, target=at.target)
+            return f"{at}: deleted outside reconciler; dropped from state"
+        store.record(replace(
+            prior, public_key=now_remote.public_key.strip(),
+            fingerprint_md5=now_remote.fingerprint,
+            fingerprint_sha256=sha256_of(now_remote.public_key, prior.type),
+            private_key=None))
+        return (f"{at}: changed outside reconciler; state now records the cloud's key (the "
+                "previous private key is kept in the backup)")
+
+
+KIND = KeyPairKind()

@@ -1,0 +1,344 @@
+"""Carrying out key pair changes through one target's API, making every outcome durable
+first.
+
+Every private key is in the state store before anything depends on it: a key generated here is
+recorded (encrypted) before its public half is uploaded; a key the cloud generated is recorded
+as soon as it arrives. A create whose answer was lost is re-read rather than blindly retried.
+
+May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
+``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
+``reconciler.state.protocol``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from reconciler import keys
+from reconciler.address import DEFAULT_TARGET, Address, keypair_address
+from reconciler.api.protocol import KeyPairApi
+from reconciler.changes import Action, Change, Hooks, Outcome, Plan
+from reconciler.errors import (
+    ApiError,
+    ApplyError,
+    KeyFormatError,
+    OutcomeUnknownError,
+    ReconcilerError,
+)
+from reconciler.model import (
+    DesiredKeyPair,
+    EntryStatus,
+    KeySource,
+    RemoteKeyPair,
+    SealedSecret,
+    Secret,
+    StateKeyPair,
+)
+from reconciler.state.protocol import StateStore
+
+LOST_RESPONSE_ATTEMPTS = 8  # a lost answer is re-read, then resent; 8 rides out heavy fault rates
+
+
+class _TaintedError(ApplyError):
+    """The cloud generated the pair, but its private key never arrived."""
+
+
+class _AmbiguousError(ApplyError):
+    """A write may or may not have taken effect: what state holds for it must stay."""
+
+
+@dataclass
+class KeyPairApplier:
+    """Carries out the changes of one target through that target's API."""
+
+    api: KeyPairApi
+    store: StateStore
+    hooks: Hooks
+    now: Callable[[], datetime]
+    generate: Callable[..., keys.GeneratedKey]
+    target: str = DEFAULT_TARGET
+
+    # -- state entries ---------------------------------------------------------------
+    def _entry(self, d: DesiredKeyPair, remote: RemoteKeyPair, *,
+               sealed: SealedSecret | None, status: EntryStatus = EntryStatus.READY,
+               description: str | None = None) -> StateKeyPair:
+        public = remote.public_key
+        return StateKeyPair(
+            name=d.name, api=self.api.api, source=d.source, public_key=public.strip(),
+            fingerprint_md5=remote.fingerprint, fingerprint_sha256=sha256_of(public, d.type),
+            created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"), spec_digest=d.spec_digest,
+            algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
+            description=description, key_protection=d.key_protection, private_key=sealed,
+            status=status, prevent_destroy=d.prevent_destroy, target=self.target,
+        )
+
+    # -- API calls that survive lost answers ----------------------------------------------
+    def _reread(self, name: str) -> RemoteKeyPair | None:
+        """After a lost answer: did the write take effect?"""
+        try:
+            return self.api.get_keypair(name)
+        except ReconcilerError as exc:
+            raise _AmbiguousError(f"its answer was lost and reading it back failed: {exc}") \
+                from None
+
+    def _import(self, d: DesiredKeyPair, public_key: str,
+                private_key: Secret | None) -> RemoteKeyPair:
+        ours = keys.normalise(public_key, key_type=d.type)
+        lost: OutcomeUnknownError | None = None
+        for _ in range(LOST_RESPONSE_ATTEMPTS):
+            try:
+                return self.api.import_keypair(
+                    name=d.name, public_key=public_key, type=d.type, user_id=d.user_id,
+                    scope=d.scope, key_protection=d.key_protection, private_key=private_key)
+            except OutcomeUnknownError as exc:
+                lost = exc
+            except ApiError as exc:
+                if not exc.conflict:
+                    if lost:
+                        raise _AmbiguousError(str(exc)) from None
+                    raise
+            found = self._reread(d.name)
+            if found is None:
+                continue  # the lost request never took effect: send it again
+            if keys.normalise(found.public_key, key_type=d.type) == ours:
+                return found  # ours: an earlier attempt took effect
+            raise ApplyError("the cloud holds a different key under this name (created by "
+                             "someone else meanwhile); nothing was recorded for it")
+        raise _AmbiguousError(_no_effect("import", lost))
+
+    def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
+        """Recorded before a cloud create is sent: if the process dies before the answer
+        arrives, the next plan knows the name is ours and replaces what the cloud made."""
+        return StateKeyPair(
+            name=d.name, api=self.api.api, source=d.source, public_key="", fingerprint_md5="",
+            fingerprint_sha256="", created=self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
+            scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
+            status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
+        )
+
+    def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
+        self.store.record(self._pending_cloud_entry(d))
+        lost: OutcomeUnknownError | None = None
+        for _ in range(LOST_RESPONSE_ATTEMPTS):
+            try:
+                created = self.api.create_keypair(
+                    name=d.name, type=d.type, user_id=d.user_id, scope=d.scope,
+                    key_protection=d.key_protection)
+                return created.remote, created.private_key
+            except OutcomeUnknownError as exc:
+                lost = exc
+            except ApiError as exc:
+                if lost:
+                    raise _AmbiguousError(str(exc)) from None
+                raise
+            found = self._reread(d.name)
+            if found is None:
+                continue
+            # It exists, so our create took effect, and its private key is lost in transit.
+            self.store.record(self._entry(d, found, sealed=None, status=EntryStatus.TAINTED))
+            raise _TaintedError("the cloud created it but its answer, with the private key, "
+                                "was lost; recorded as tainted, the next apply replaces it")
+        raise _AmbiguousError(_no_effect("create", lost))
+
+    # -- one change ---------------------------------------------------------------------
+    def _read_custody_key(self, d: DesiredKeyPair) -> Secret | None:
+        """The private key handed to the cloud's custody: the bytes sent are the bytes
+        checked to be the half of the declared public key."""
+        if d.key_protection is None or d.key_protection.private_key_file is None:
+            return None
+        return read_custody_key(d)
+
+    def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
+        assert d.algorithm is not None
+        if (prior is not None and prior.status is EntryStatus.PENDING
+                and prior.private_key is not None and prior.spec_digest == d.spec_digest):
+            public, sealed = prior.public_key, prior.private_key  # resume with the stored key
+            secret = (self.store.unseal(d.name, sealed, target=self.target)
+                      if d.key_protection else None)
+        else:
+            generated = self.generate(d.algorithm, comment=d.name)
+            public = generated.public_key
+            sealed = self.store.seal(d.name, generated.private_key, target=self.target)
+            secret = generated.private_key if d.key_protection else None
+            pending = RemoteKeyPair(name=d.name, public_key=public,
+                                    fingerprint=keys.md5_fingerprint(public), type=d.type)
+            self.store.record(self._entry(d, pending, sealed=sealed, status=EntryStatus.PENDING))
+        remote = self._import(d, public, secret)
+        entry = self._entry(d, remote, sealed=sealed)
+        # The private key is durable already (the pending entry); if this line is lost, the
+        # next plan finds the key pair with our public key and adopts it.
+        self.store.record(entry, durable=False)
+        return entry
+
+    def _create(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> None:
+        try:
+            entry = self._make(d, prior)
+        except (_AmbiguousError, _TaintedError):
+            raise  # what state holds (pending, tainted) is what the next plan must see
+        except (ApiError, ApplyError, KeyFormatError):
+            # Refused for certain (a name taken meanwhile, a bad request): nothing happened in
+            # the cloud, so state goes back to what it was. (A StateError is not one of these:
+            # the cloud may have acted, and the pending entry must stay.)
+            if prior is not None:
+                self.store.record(prior)
+            else:
+                self.store.forget(d.name, target=self.target)
+            raise
+        self._describe(d, entry)
+
+    def _make(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
+        if d.source is KeySource.CLOUD:
+            remote, private = self._create_in_cloud(d)
+            missing = _missing_private_key(private, remote)
+            if missing is not None:
+                # Made in the cloud, but what it sent cannot be used: never "ready".
+                self.store.record(self._entry(d, remote, sealed=None,
+                                              status=EntryStatus.TAINTED))
+                raise _TaintedError(f"the cloud created it but {missing}; recorded as tainted, "
+                                    "the next apply replaces it")
+            assert private is not None
+            entry = self._entry(d, remote, sealed=self.store.seal(d.name, private,
+                                                                  target=self.target))
+            self.store.record(entry)
+            return entry
+        if d.source is KeySource.GENERATE:
+            return self._generate(d, prior)
+        assert d.public_key is not None
+        remote = self._import(d, d.public_key, self._read_custody_key(d))
+        entry = self._entry(d, remote, sealed=None)
+        self.store.record(entry, durable=False)  # no secret; a lost line is re-adopted
+        return entry
+
+    def _describe(self, d: DesiredKeyPair, entry: StateKeyPair) -> None:
+        """kps cannot take a description on create: set it afterwards, then record it."""
+        if d.description and self.api.capabilities.descriptions and \
+                entry.description != d.description:
+            self.api.update_description(d.name, d.description)
+            self.store.record(replace(entry, description=d.description))
+
+    def run(self, change: Change) -> Outcome:
+        start = time.monotonic()
+        destroyed = False
+        try:
+            if change.action in (Action.DELETE, Action.REPLACE):
+                self.hooks.pre_apply(change, "delete")
+                self.api.delete_keypair(change.name)
+                destroyed = True
+                if change.action is Action.DELETE:
+                    self.store.forget(change.name, target=self.target)
+            if change.action in (Action.CREATE, Action.REPLACE):
+                self.hooks.pre_apply(change, "create")
+                assert change.desired is not None
+                self._create(change.desired,
+                             change.prior if change.action is Action.CREATE else None)
+            elif change.action is Action.IMPORT:
+                self.hooks.pre_apply(change, "import")
+                self._adopt(change)
+            elif change.action is Action.UPDATE:
+                self.hooks.pre_apply(change, "update")
+                self._update(change)
+        except ReconcilerError as exc:
+            error = str(exc)
+            if change.action is Action.REPLACE and destroyed:
+                error = f"the old key pair was deleted, but its replacement failed: {error}"
+            return Outcome(change.name, change.action, False, time.monotonic() - start, error,
+                           destroyed=destroyed, at=change.at)
+        return Outcome(change.name, change.action, True, time.monotonic() - start,
+                       at=change.at)
+
+    def _adopt(self, change: Change) -> None:
+        d, remote, prior = change.desired, change.remote, change.prior
+        assert d is not None and remote is not None
+        sealed = prior.private_key if prior is not None else None
+        entry = self._entry(d, remote, sealed=sealed,
+                            description=prior.description if prior else remote.description)
+        self.store.record(entry)
+        self._describe(d, entry)
+
+    def _update(self, change: Change) -> None:
+        d, prior = change.desired, change.prior
+        assert d is not None and prior is not None
+        self.api.update_description(d.name, d.description or "")
+        self.store.record(replace(prior, description=d.description,
+                                  prevent_destroy=d.prevent_destroy))
+
+
+def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:
+    """Why the private key of a pair the cloud generated is not usable, or None."""
+    if private is None:
+        return "its answer carried no private key"
+    try:
+        ours = keys.public_key_of(private)
+    except KeyFormatError:
+        return "the private key in its answer does not load"
+    if not keys.same_key(ours, remote.public_key):
+        return "the private key in its answer does not match its public key"
+    return None
+
+
+def sha256_of(public_key: str, key_type: str) -> str:
+    """The SHA256 fingerprint for state; empty (never an error) when the cloud's key is odd,
+    so that a private key that arrived with it is still recorded."""
+    try:
+        if key_type == "x509":
+            return keys.parse_certificate(public_key).fingerprint_sha256
+        return keys.sha256_fingerprint(public_key)
+    except KeyFormatError:
+        return ""
+
+
+def read_custody_key(d: DesiredKeyPair) -> Secret:
+    """Read and check ``d``'s ``key_protection.private_key_file`` as the manifest loader did;
+    an ``ApplyError`` naming the file and the key pair (never its content) otherwise."""
+    assert d.key_protection is not None and d.key_protection.private_key_file is not None
+    path = d.key_protection.private_key_file
+    try:
+        return keys.read_custody_key(path, public_key=d.public_key)
+    except KeyFormatError as exc:
+        raise ApplyError(f"{keypair_address(d.name)}: key_protection.private_key_file {path} "
+                         f"{exc}; nothing of it was sent. Restore the file, or fix the manifest "
+                         "and plan again") from None
+
+
+def check_before_acting(plan: Plan, held: Mapping[Address, StateKeyPair]) -> None:
+    """What must hold before the first request: every key pair deleted is one state holds
+    (never someone else's), and every private key handed to custody is readable and the half
+    of its public key. Raises ``ApplyError``; nothing has been changed then."""
+    for change in plan.actionable:
+        if change.action in (Action.DELETE, Action.REPLACE) and change.address not in held:
+            raise ApplyError(f"refusing to delete {change.address}: state does not hold it, "
+                             "so reconciler does not manage it. Nothing was changed; make a new "
+                             "plan")
+        d = change.desired
+        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
+                and d.key_protection is not None and d.key_protection.private_key_file):
+            read_custody_key(d)
+
+
+def check_state_key(plan: Plan, store: StateStore) -> None:
+    """Resolve the state key before the cloud acts: with a wrong key, a key pair the cloud
+    generates would be made and its private key could not be stored."""
+    for change in plan.actionable:
+        d = change.desired
+        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
+                and d.source is not KeySource.IMPORT):
+            store.seal(change.name, Secret("state key check"), target=change.address.target)
+            return
+
+
+def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:
+    """Why a create or import gave up, every attempt re-read and found without effect: the
+    cloud answered with an error each time (a failing service), or no answer arrived."""
+    if last is not None and last.answered:
+        return (f"the cloud answered {last.answered} to each of {LOST_RESPONSE_ATTEMPTS} "
+                f"attempts of the {what}, and reading the key pair back showed none took "
+                "effect; nothing was recorded for it. The service is failing: run apply again "
+                "later" + (f" (last request id: {last.request_id})" if last.request_id else ""))
+    return (f"the {what}'s answer was lost {LOST_RESPONSE_ATTEMPTS} times and it does not "
+            "exist; run apply again")
+
+

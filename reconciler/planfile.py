@@ -58,7 +58,7 @@ READABLE_VERSIONS = (1, PLAN_VERSION)
 CLOCK_SKEW = timedelta(minutes=5)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AGAIN = "make a new one with `reconciler plan --out FILE`"
-_PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id")
+_PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id", "target")
 
 
 @dataclass(frozen=True, slots=True)

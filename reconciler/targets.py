@@ -78,12 +78,12 @@ def remote_by_address(remote: Mapping[str, RemoteSnapshot],
             for target, snapshot in remote.items() for name, kp in snapshot.keypairs.items()}
 
 
-def identity(connection: TargetConnection) -> tuple[str, str] | None:
-    """What a target is (region, project), when known: two names for one identity are one
-    target."""
-    if not connection.project_id:
-        return None
-    return (connection.region or "", connection.project_id)
+def same_target(a: TargetConnection, b: TargetConnection) -> bool:
+    """Whether two connections reach one target: the same project (a project lives in one
+    region, so its id names it; regions, where both are known, must agree too)."""
+    if not a.project_id or a.project_id != b.project_id:
+        return False
+    return not (a.region and b.region and a.region != b.region)
 
 
 def renamed_targets(state: State, declared: Mapping[str, TargetConnection],
@@ -93,18 +93,14 @@ def renamed_targets(state: State, declared: Mapping[str, TargetConnection],
     ``declared`` is each declared target's connection as this run reaches it; ``keep``
     names recorded targets never to move (``--forget-target``)."""
     keep = set(keep)
-    by_identity: dict[tuple[str, str], str] = {}
-    for name, connection in declared.items():
-        found = identity(connection)
-        if found is not None:
-            by_identity.setdefault(found, name)
     out: dict[str, str] = {}
     for target in recorded_targets(state):
         if target in declared or target in keep:
             continue
-        found = identity(state.targets.get(target) or TargetConnection())
-        if found is not None and found in by_identity:
-            out[target] = by_identity[found]
+        recorded = state.targets.get(target) or TargetConnection()
+        found = [name for name, c in declared.items() if same_target(recorded, c)]
+        if found:
+            out[target] = found[0]  # declared targets are distinct (``reach`` checks)
     return out
 
 

@@ -245,3 +245,67 @@ def test_a_move_interrupted_after_its_new_entry_is_finished_by_the_next_apply(
     r = cli("output", 'keypair.web["prod-north"]', "--private-key", globals_=False,
             extra=["--state", str(cli.state)])
     assert r.code == 0 and "PRIVATE KEY" in r.out, r.text
+
+
+def test_a_state_of_a_provider_run_becomes_its_named_target_and_nothing_is_deleted(
+        emulator: Emulator, tmp_path: Path) -> None:
+    # recorded without a region (--endpoint and --project-id only), then a targets block
+    # names the same project with a region: the same target, renamed, never a removed one
+    cli = _cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - {name: web, generate: ed25519}\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.write(f"targets:\n  - {{name: north, region: cn-north-4, project_id: "
+              f"{emulator.project_id}, api: v2.1}}\nkeypairs:\n  - {{name: web, "
+              "generate: ed25519}\n")
+    code, text = _run(cli, "import", "web", str(cli.manifests))
+    assert code == 1 and "already managed" in text, text
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    assert "has moved to" in text and "Destruction" not in text, text
+    assert _names(emulator, emulator.project_id) == ["web"]
+    r = cli("output", "web", "--private-key", globals_=False, extra=["--state", str(cli.state)])
+    assert r.code == 0 and "PRIVATE KEY" in r.out, r.text
+
+
+def test_two_declared_targets_of_one_project_are_refused(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    p = emulator.project_id
+    cli.write(f"targets:\n  - {{name: a, region: cn-north-4, project_id: {p}, api: kps}}\n"
+              f"  - {{name: b, region: cn-north-4, project_id: {p}, api: kps}}\n"
+              "keypairs:\n  - {name: web}\n")
+    before = emulator.counters()
+    code, text = _run(cli, "plan", str(cli.manifests))
+    assert code == 1 and "targets 'a' (at " in text and "are the same project" in text, text
+    assert emulator.counters() == before and not cli.state.exists()
+
+
+def test_a_plan_saved_with_one_named_target_applies(emulator: Emulator,
+                                                    tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    cli.write(_manifest(emulator, south=False))
+    plan = tmp_path / "plan.json"
+    code, text = _run(cli, "plan", "--out", str(plan), str(cli.manifests))
+    assert code == 0, text
+    code, text = _run(cli, "apply", str(plan), str(cli.manifests))
+    assert code == 0, text
+    assert "Apply complete! Resources: 2 added" in text
+    assert sorted(_state(cli)["keypairs"]) == [  # type: ignore[arg-type]
+        'keypair.ci["north"]', 'keypair.web["north"]']
+    code, text = _run(cli, "plan", "--detailed-exitcode", str(cli.manifests))
+    assert code == 0, text
+
+
+def test_an_unrecorded_target_beside_several_declared_ones_points_to_state_mv(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import shutil
+
+    cli = _cli(emulator, tmp_path)
+    data = Path(__file__).parent / "data" / "state-format-2"
+    shutil.copy(data / "reconciler.state.json", cli.state)
+    cli.environ["RECONCILER_KEY_FILE"] = str(data / "state.key")
+    cli.write(_manifest(emulator))
+    for extra in ((), ("--in", "north")):
+        code, text = _run(cli, "plan", *extra, str(cli.manifests))
+        assert code == 1, text
+        assert "does not record where that target is" in text and "state mv" in text, text

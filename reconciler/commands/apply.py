@@ -80,6 +80,12 @@ def report(result: ApplyResult, env: Env, *, destroy: bool = False,
     if plan is not None and (unreachable or _targets_of(result) - {None}):
         for line in _per_target(result, plan):
             env.err(line)
+    if not result.failed:
+        env.err(f"Apply incomplete: {len(unreachable)} target(s) could not be read, so nothing "
+                f"was planned or applied there; the {len(result.outcomes)} changes in the "
+                "others succeeded and are recorded in state. Fix the errors above and run "
+                "apply again.")
+        return ExitCode.ERROR
     env.err(f"Apply failed: {len(result.failed)} of {len(result.outcomes)} changes failed; "
             f"{done} succeeded ({c['import']} imported, {c['add']} added, {c['change']} changed, "
             f"{c['destroy']} destroyed) and are recorded in state"

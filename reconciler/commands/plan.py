@@ -55,8 +55,12 @@ def refreshed_line(sess: Session, plan: Plan) -> str:
     shown = "; ".join(
         f"{name} ({api_name(s.api)} at {s.endpoint})" for name, s in sess.reach.settings.items()
         if name in sess.apis and name not in dict(plan.unreachable))
-    return (f"Refreshed {len(sess.state.keypairs)} managed key pairs in "
-            f"{len(sess.apis) - len(plan.unreachable)} targets: {shown}.")
+    unread = {t for t, _ in plan.unreachable}
+    read = [t for t in sess.apis if t not in unread]
+    count = sum(1 for a in sess.state.keypairs
+                if sess.reach.moves.get(a.target, a.target) in read)
+    return (f"Refreshed {count} managed key pairs in {len(read)} "
+            f"target{'s' if len(read) != 1 else ''}: {shown}.")
 
 
 def unreachable_errors(plan: Plan, env: Env) -> None:

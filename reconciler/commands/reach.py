@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.address import DEFAULT_TARGET
+from reconciler.address import DEFAULT_TARGET, Address
 from reconciler.api.protocol import ApiSettings
 from reconciler.env import Env
 from reconciler.errors import ReconcilerError, UsageError
@@ -32,7 +32,7 @@ from reconciler.settings import (
     resolve_api_settings,
     target_settings,
 )
-from reconciler.targets import recorded_targets, renamed_targets, target_names
+from reconciler.targets import recorded_targets, renamed_targets, same_target, target_names
 from reconciler.textsafe import printable
 
 
@@ -89,6 +89,7 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
           declared: dict[str, ApiSettings], state: State) -> Reach:
     """The run's targets, once state is loaded: declared, renamed, removed, forgotten."""
     names = tuple(declared) or target_names(manifest)
+    _check_distinct(manifest, declared)
     within = tuple(dict.fromkeys(getattr(args, "within", []) or ()))
     forget = tuple(dict.fromkeys(getattr(args, "forget_target", []) or ()))
     moves = renamed_targets(state, {n: connection_of(s) for n, s in declared.items()},
@@ -111,13 +112,32 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
                 "(the plan then deletes its key pairs), or keep managing it")
     _check_names("--forget-target", forget, held)
     _check_moves(state, moves)
-    removed = tuple(t for t in held if t not in names and t not in forget
-                    and (not within or t in within))
+    leftover = [t for t in held if t not in names and t not in forget]
+    recorded = {t: _recorded_settings(t, state, flags, env) for t in leftover}  # all checked
+    removed = tuple(t for t in leftover if not within or t in within)
     settings = {n: s for n, s in declared.items() if not within or n in within}
     for target in removed:
-        settings[target] = _recorded_settings(target, state, flags, env)
+        settings[target] = recorded[target]
     return Reach(settings=settings, declared=names, moves=moves, removed=removed,
                  forget=forget, within=within)
+
+
+def _check_distinct(manifest: Manifest, declared: Mapping[str, ApiSettings]) -> None:
+    """Two declared targets must not be one project: each would manage the other's key pairs
+    (a create in one is a name taken in the other)."""
+    seen: dict[str, str] = {}
+    for name, s in declared.items():
+        other = next((o for o, c in seen.items()
+                      if same_target(connection_of(s), TargetConnection(
+                          project_id=c, region=declared[o].region))), None)
+        if other is not None:
+            where = {t.name: t.location for t in manifest.targets}
+            raise UsageError(
+                f"targets {other!r} (at {where.get(other)}) and {name!r} (at {where.get(name)}) "
+                f"are the same project ({s.project_id}): one target can have one name only. "
+                "Nothing was changed; remove one of them, and list both targets' key pairs "
+                "under the other")
+        seen[name] = s.project_id
 
 
 def _check_moves(state: State, moves: Mapping[str, str]) -> None:
@@ -151,11 +171,17 @@ def _recorded_settings(target: str, state: State, flags: ProviderFlags,
     c = state.targets.get(target) or TargetConnection()
     count = sum(1 for a in state.keypairs if a.target == target)
     if not (c.project_id and c.api and (c.endpoint or c.region or flags.endpoint)):
+        shown = next((a for a in state.keypairs if a.target == target), None)
+        example = (f"`reconciler state mv '{shown.display(qualified=True)}' "
+                   f"'{Address('TARGET', shown.kind, shown.name).display(qualified=True)}'`"
+                   if shown is not None else "`reconciler state mv`")
         raise UsageError(
-            f"state holds {count} key pair(s) in target {target!r}, which the manifests no "
-            "longer declare, and does not record how to reach it (its project, region or "
-            "API). Nothing was changed. Declare the target again to keep managing them, or "
-            f"drop them from state without touching the cloud with --forget-target {target}")
+            f"state holds {count} key pair(s) in target {target!r}, which the manifests do "
+            "not declare, and does not record where that target is (its project or API: the "
+            "state was written before targets were recorded). Nothing was changed. Move each "
+            f"into the declared target it lives in, e.g. {example}; or drop them from state "
+            f"without touching the cloud with --forget-target {target} (state then forgets "
+            "the private keys it holds)")
     try:
         api = Api(c.api)
     except ValueError:

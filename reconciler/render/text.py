@@ -298,9 +298,10 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     for old, new in plan.moved:
         out.append(f"# {printable(str(old))} has moved to {printable(str(new))}")
     if plan.moved:
-        out.append(_wrap("Their target was renamed in the manifests (the same region and "
-                         "project), so apply records them under the new name: nothing changes "
-                         "in the cloud."))
+        out.append(_wrap("They are in a declared target under another name (the same "
+                         "project; or a state written before targets were recorded, whose one "
+                         "target is the manifests' only one), so apply records them under that "
+                         "name: nothing changes in the cloud."))
         out.append("")
     if plan.actionable:
         out.extend(_legend(plan))
@@ -312,7 +313,12 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
             out.append("")
     summary = summary_line(plan)
     out.append(paint(summary, "1") if plan.actionable else summary)
-    if not plan.actionable and plan.mode is not Mode.REFRESH_ONLY:
+    if plan.unreachable and not plan.actionable:
+        out.append("")
+        out.append(_wrap(f"{len(plan.unreachable)} target(s) could not be read (see the errors "
+                         "below), so their key pairs are not in this plan: there may be "
+                         "changes there."))
+    elif not plan.actionable and plan.mode is not Mode.REFRESH_ONLY:
         out.append("")
         out.append(_wrap("reconciler has compared your real infrastructure against your "
                          "manifests and found no differences, so no changes are needed."))

@@ -19,7 +19,7 @@ from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
 from reconciler.capabilities import capabilities
-from reconciler.commands.reach import Reach
+from reconciler.commands.reach import Reach, connection_of
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
 from reconciler.model import (
@@ -28,7 +28,6 @@ from reconciler.model import (
     ProviderConfig,
     S3Location,
     State,
-    TargetConnection,
 )
 from reconciler.plan import Action, Change
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
@@ -304,12 +303,6 @@ def announce_credentials(settings: ApiSettings, env: Env) -> None:
 
     env.err(f"Credentials: {printable(settings.credentials.source)}.")
     settings.credentials.current()
-
-
-def connection_of(settings: ApiSettings) -> TargetConnection:
-    from reconciler.commands.reach import connection_of as of
-
-    return of(settings)
 
 
 @dataclass

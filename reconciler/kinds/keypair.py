@@ -106,10 +106,13 @@ def _listed_import(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context
     it (no write to the cloud), as ``reconciler import`` adopts it. Never a create: an entry
     for a key pair the cloud does not hold is a mistake the plan reports."""
     if remote is None:
-        ctx.problem(f"{ctx.here} is listed for import at {listed}, but the cloud holds no key "
-                    f"pair {d.name!r} in target {ctx.here.target}",
-                    "check the name and the target; to have apply create it instead, drop "
-                    "the import entry", at=listed)
+        where = f" in target {ctx.here.target}" if ctx.here.qualified else ""
+        ctx.problem(f"{ctx.here} is listed for import, but the cloud holds no key pair "
+                    f"{d.name!r}{where}",
+                    "check the name" + (" and the target (an address such as "
+                                        f"keypair.{d.name}[\"TARGET\"] names one)"
+                                        if where else "")
+                    + "; to have apply create it instead, drop the import entry", at=listed)
         return Change(d.name, Action.NOOP, desired=d)
     if d.source is KeySource.IMPORT and import_fingerprint(d) != remote.fingerprint:
         ctx.problem(f"{ctx.here} is listed for import at {listed}, but the cloud holds a "

@@ -15,8 +15,8 @@ that needs one: the list lacks description and user id):
   and needs a decision (none of them is adopted).
 
 What a declaration carries: the public key as the cloud lists it (so that nothing will be
-replaced), its type, owner (user id), and, where the target's API has them, scope,
-description and whether the cloud holds the private key (``key_protection``; the API does not
+replaced), its type, owner (user id), and, where the target's API has them, scope (``domain``
+only: ``user`` is what a key pair made without one has), description and whether the cloud holds the private key (``key_protection``; the API does not
 say how the key is encrypted, so the declaration says ``default`` and the file says to check).
 
 May import: ``reconciler.model``, ``reconciler.address``, ``reconciler.keys``,
@@ -50,6 +50,9 @@ from reconciler.model import (
 _NAME = re.compile(NAME_PATTERN)
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the manifest schema's user_id pattern
 MAX_DESCRIPTION = 255  # the manifest schema's bound
+# A key pair made without a scope is the user's: a declaration says only the other one, so
+# that a key pair shared with a target whose API has no scope is still one declaration.
+DEFAULT_SCOPE = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +278,8 @@ def _declaration(addr: Address, remote: RemoteKeyPair,
     user_id = remote.user_id if remote.user_id and _USER_ID.match(remote.user_id) else None
     return Declaration(
         name=remote.name, public_key=remote.public_key.strip(), type=remote.type,
-        user_id=user_id, scope=remote.scope if caps.scope else None, description=description,
+        user_id=user_id, scope=remote.scope if caps.scope and remote.scope != DEFAULT_SCOPE
+        else None, description=description,
         custody=bool(remote.key_protection) and caps.custody)
 
 

@@ -139,6 +139,7 @@ def test_import_all_onboards_500_key_pairs_and_the_next_plan_has_no_changes(
     assert by_name["shared-07"]["targets"] == ["north", "south"]
     assert by_name["north-gen-000"]["key_protection"] == {"encryption": {"type": "default"}}
     assert by_name["north-gen-003"]["scope"] == "domain"
+    assert "scope" not in by_name["north-gen-001"]  # user: what a key pair without one has
     assert by_name["south-imp-004"]["description"] == 'imported 4 "quoted" # x'
     assert by_name["north-cert-1"]["type"] == "x509"
     assert by_name["south-extra-3"]["targets"] == ["south"]
@@ -190,6 +191,26 @@ def test_frozen_key_pairs_and_names_clashing_across_targets_need_a_decision(
              yaml.safe_load((cli.manifests / "imported.yaml").read_text())["keypairs"]]
     assert names == ["fine"]
     assert sorted(json.loads(cli.state.read_text())["keypairs"]) == ['keypair.fine["north"]']
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_a_key_shared_by_a_kps_and_a_v21_target_is_one_declaration(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path, south_api="v2.1")
+    north, south = _client(emulator, emulator.project_id), _client(emulator, SOUTH, "v2.1")
+    public = keys.generate_keypair("ed25519", comment="ops").public_key
+    north.import_keypair(name="ops", public_key=public)
+    south.import_keypair(name="ops", public_key=public)
+    north.import_keypair(name="said", public_key=public)
+    north.update_description("said", "kps only")
+    south.import_keypair(name="said", public_key=public)
+    result = _run(cli, "import", "--all", "--generate-config-out",
+                  str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert result.code == 0, result.text
+    doc = yaml.safe_load((cli.manifests / "imported.yaml").read_text())
+    assert [(kp["name"], kp["targets"]) for kp in doc["keypairs"]] == [
+        ("ops", ["north", "south"])]
+    assert "with different descriptions: one declaration cannot describe them all" in result.out
     assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
 
 

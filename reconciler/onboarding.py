@@ -16,8 +16,9 @@ that needs one: the list lacks description and user id):
 
 What a declaration carries: the public key as the cloud lists it (so that nothing will be
 replaced), its type, owner (user id), and, where the target's API has them, scope (``domain``
-only: ``user`` is what a key pair made without one has), description and whether the cloud holds the private key (``key_protection``; the API does not
-say how the key is encrypted, so the declaration says ``default`` and the file says to check).
+only: ``user`` is what a key pair made without one has), description and whether the cloud
+holds the private key (``key_protection``; the API does not say how the key is encrypted, so
+the declaration says ``default`` and the file says to check).
 
 May import: ``reconciler.model``, ``reconciler.address``, ``reconciler.keys``,
 ``reconciler.capabilities``, ``reconciler.attributes``, ``reconciler.errors``.

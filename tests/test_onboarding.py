@@ -365,3 +365,51 @@ def test_generated_text_is_stable_and_reads_back_as_written() -> None:
         assert yaml.safe_load(f"k: {word(given)}") == {"k": given}, given
     assert text.splitlines()[0].startswith("# yaml-language-server: $schema=")
     assert HEADER.splitlines()[0] in text
+
+
+def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path)
+    _client(emulator, emulator.project_id).create_keypair(name="n1")
+    _client(emulator, SOUTH).create_keypair(name="s1")
+    only = _run(cli, "import", "--all", "--in", "south", "--generate-config-out",
+                str(cli.manifests / "south.yaml"), str(cli.manifests))
+    assert only.code == 0, only.text
+    assert sorted(json.loads(cli.state.read_text())["keypairs"]) == ['keypair.s1["south"]']
+    emulator.set_unreachable(SOUTH, status=503)
+    _client(emulator, emulator.project_id).create_keypair(name="n2")
+    cut = _run(cli, "import", "--all", "--generate-config-out",
+               str(cli.manifests / "north.yaml"), str(cli.manifests))
+    assert cut.code == 1, cut.text
+    assert "Error: target south could not be read, so none of its key pairs were adopted" \
+        in cut.err
+    assert sorted(json.loads(cli.state.read_text())["keypairs"]) == [
+        'keypair.n1["north"]', 'keypair.n2["north"]', 'keypair.s1["south"]']
+    emulator.set_reachable(SOUTH)
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_import_all_needs_no_manifest_of_key_pairs(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")  # an empty directory; flags say where
+    cli.client().create_keypair(name="web")
+    result = cli("import", "--all", "--generate-config-out", str(cli.manifests / "all.yaml"),
+                 str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "keypair.web: Import complete" in result.out
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_a_saved_plan_with_an_edited_import_list_is_refused(emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.client().create_keypair(name="web")
+    cli.client().create_keypair(name="db")
+    cli.write("keypairs:\n  - name: web\n  - name: db\nimport:\n  - to: web\n  - to: db\n")
+    saved = tmp_path / "plan.json"
+    assert cli("plan", "--out", str(saved), str(cli.manifests)).code == 0
+    doc = json.loads(saved.read_text())
+    doc["reconciler"]["imports"] = doc["reconciler"]["imports"][:1]
+    saved.write_text(json.dumps(doc))
+    refused = cli("apply", str(saved))
+    assert refused.code == 1 and "the file was edited" in refused.err, refused.text
+    assert not cli.state.exists()

@@ -15,6 +15,7 @@ from reconciler.address import Address, keypair_address
 from reconciler.model import (
     Api,
     DesiredKeyPair,
+    ImportRequest,
     RemoteKeyPair,
     State,
     StateKeyPair,
@@ -148,6 +149,7 @@ class Plan:
     # What the plan was made from, so that a saved plan can be made again and compared:
     # every desired key pair (not only the changed ones), --replace, and the clock.
     configuration: tuple[DesiredKeyPair, ...] = ()
+    imports: tuple[ImportRequest, ...] = ()  # the manifests' import: lists
     replace: tuple[str, ...] = ()
     planned_at: str = ""  # ISO 8601, the ``now`` rotate_after was measured against
     state_verified: bool = True  # False: made from a state read without checking its MAC

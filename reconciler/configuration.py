@@ -7,9 +7,12 @@ given, it compares the digest of the manifests with the plan's.
 
 The digest is sha256 over the canonical JSON (sorted keys, no spaces) of the records sorted by
 name, without ``location`` (where a manifest sits on disk is not configuration) and without
-``spec_digest`` (derived from the rest, and recomputed here).
+``spec_digest`` (derived from the rest, and recomputed here). The ``import:`` list, when there
+is one, is configuration too: its addresses, sorted, join the rows (a configuration without
+one keeps the digest it always had).
 
-May import: ``reconciler.model``, ``reconciler.keys``, ``reconciler.errors``.
+May import: ``reconciler.model``, ``reconciler.keys``, ``reconciler.errors``,
+``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler import keys
+from reconciler.address import parse_address
 from reconciler.errors import KeyFormatError
 from reconciler.model import (
     GENERATE_ALGORITHMS,
     DesiredKeyPair,
     Encryption,
+    ImportRequest,
     KeyProtection,
     KeySource,
     SourceLocation,
@@ -68,15 +73,34 @@ def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
     }
 
 
-def configuration_digest(keypairs: Iterable[DesiredKeyPair]) -> str:
+def configuration_digest(keypairs: Iterable[DesiredKeyPair],
+                         imports: Iterable[ImportRequest] = ()) -> str:
     """The digest of a whole configuration (see the module docstring)."""
-    rows = []
+    rows: list[object] = []
     for d in sorted(keypairs, key=lambda k: k.name):
         row = desired_to_dict(d)
         del row["location"], row["spec_digest"]
         rows.append(row)
+    addresses = sorted(i.to for i in imports)
+    if addresses:
+        rows.append({"import": addresses})
     canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def import_to_dict(request: ImportRequest) -> dict[str, Any]:
+    """An ``import:`` entry, for saved plans."""
+    loc = request.location
+    return {"to": request.to, "location": [loc.file, loc.line, loc.column]}
+
+
+def import_from_dict(raw: object) -> ImportRequest:
+    """An ``import:`` entry from its saved-plan record; ``ValueError`` when malformed."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("to"), str):
+        raise ValueError("not an import record")
+    if str(parse_address(raw["to"])) != raw["to"]:  # AddressSyntaxError is a ValueError
+        raise ValueError("an import record of another form than the loader writes")
+    return ImportRequest(to=raw["to"], location=_location(raw.get("location")))
 
 
 def legacy_digest(keypairs: Iterable[DesiredKeyPair]) -> str:

@@ -26,7 +26,13 @@ from operator import attrgetter
 from pathlib import Path
 
 from reconciler import keys
-from reconciler.address import is_target_name, keypair_address
+from reconciler.address import (
+    KEYPAIR,
+    AddressSyntaxError,
+    is_target_name,
+    keypair_address,
+    parse_address,
+)
 from reconciler.capabilities import DEFAULT_API, apis_with, capabilities
 from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
@@ -41,6 +47,7 @@ from reconciler.model import (
     CredentialsConfig,
     DesiredKeyPair,
     Encryption,
+    ImportRequest,
     KeyProtection,
     KeySource,
     Manifest,
@@ -164,6 +171,7 @@ class _Loader:
     target_configs: dict[str, TargetConfig] = field(default_factory=dict)
     names: dict[str, SourceLocation] = field(default_factory=dict)
     keypairs: list[DesiredKeyPair] = field(default_factory=list)
+    imports: list[ImportRequest] = field(default_factory=list)
 
     def add(self, doc: YamlDocument, path: NodePath, summary: str, *, key: bool = False,
             detail: str = "") -> None:
@@ -274,6 +282,58 @@ class _Loader:
                     kp = _KeyPairCheck(self, doc, ("keypairs", index), item, api).run()
                     if kp is not None:
                         self.keypairs.append(kp)
+
+    def check_imports(self) -> None:
+        """Every ``import:`` entry names a declared key pair (in the target it names), once.
+        Whether it exists in the cloud is the plan's to say."""
+        declared = {kp.name: kp for kp in self.keypairs}
+        seen: dict[tuple[str, str | None], SourceLocation] = {}
+        for doc in self.docs:
+            items = doc.value.get("import") if isinstance(doc.value, dict) else None
+            if not isinstance(items, list):
+                continue
+            for index, item in enumerate(items):
+                to = item.get("to") if isinstance(item, dict) else None
+                if isinstance(to, str):
+                    self._import_entry(doc, ("import", index, "to"), to, declared, seen)
+
+    def _import_entry(self, doc: YamlDocument, path: NodePath, to: str,
+                      declared: dict[str, DesiredKeyPair],
+                      seen: dict[tuple[str, str | None], SourceLocation]) -> None:
+        try:
+            query = parse_address(to)
+        except AddressSyntaxError:
+            return  # the schema's pattern says so, with the forms an address takes
+        if query.kind != KEYPAIR:
+            return
+        here = doc.location(path)
+        clash = seen.get((query.name, query.target)) or seen.get((query.name, None)) or (
+            next((at for (n, _), at in seen.items() if n == query.name), None)
+            if query.target is None else None)
+        if clash is not None:
+            self.add(doc, path, f"{query} is already listed for import at {clash}",
+                     detail="list each key pair to import once")
+            return
+        seen[(query.name, query.target)] = here
+        kp = declared.get(query.name)
+        if kp is None:
+            self.add(doc, path, f"{query} is not declared in keypairs",
+                     detail=f"an import adopts a declared key pair: declare {show(query.name)} "
+                            "under keypairs (with the public key the cloud holds, to keep it "
+                            "as it is), or drop this entry; `reconciler import --all "
+                            "--generate-config-out FILE` writes the declarations of every key "
+                            "pair the cloud holds")
+            return
+        if query.target is not None:
+            targets = kp.targets or tuple(self.target_configs)
+            if query.target not in targets:
+                where = (f"targets: {', '.join(targets)}" if targets else "no targets block")
+                self.add(doc, path, f"key pair {show(query.name)} is not declared in target "
+                         f"{show(query.target)} ({where})",
+                         detail=f"add the target to its targets list (at {kp.location}), or "
+                                "name one of its targets here")
+                return
+        self.imports.append(ImportRequest(to=str(query), location=here))
 
 
 @dataclass
@@ -641,12 +701,14 @@ def load_manifests(
         loader.read(path)
     loader.check_targets()
     loader.check_keypairs()
+    loader.check_imports()
     if loader.diags:
         raise DiagnosticsError(loader.diags)
-    keypairs = tuple(loader.keypairs)
+    keypairs, imports = tuple(loader.keypairs), tuple(loader.imports)
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
-        files=tuple(_display(f, cwd) for f in files), digest=configuration_digest(keypairs),
-        targets=tuple(loader.target_configs.values()),
+        files=tuple(_display(f, cwd) for f in files),
+        digest=configuration_digest(keypairs, imports),
+        targets=tuple(loader.target_configs.values()), imports=imports,
     )
 

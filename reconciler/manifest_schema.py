@@ -42,6 +42,8 @@ _PATTERN_HINTS = {
     "project_id": 'is not a valid project id: use 1-64 letters, digits, "_" or "-"',
     "region": "is not a valid region: use lower-case words joined by -, e.g. cn-north-4",
     "endpoint": "is not a valid endpoint: use a URL such as https://ecs.cn-north-4.myhuaweicloud.com",
+    "to": 'is not a key pair address: give a name (web), an address (keypair.web), or an '
+          'address in one target (keypair.web["prod-cn-north-4"])',
 }
 
 _TARGET_HINTS = {

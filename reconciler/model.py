@@ -254,6 +254,16 @@ class S3Location:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportRequest:
+    """One entry of a manifest's ``import:`` list: adopt the key pair at ``to`` (a name, or
+    an address, as ``reconciler.address.parse_address`` reads it; the name is its id in the
+    cloud) into state, with no write to the cloud. Terraform's ``import {to, id}`` block."""
+
+    to: str  # normalised: ``keypair.NAME`` or ``keypair.NAME["TARGET"]``
+    location: SourceLocation = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """Every key pair the manifests ask for, in file order, names unique."""
 
@@ -265,6 +275,8 @@ class Manifest:
     # The targets block; () when the manifests have none (one implicit target, from the
     # provider block if there is one). reconciler.targets fans key pairs out to them.
     targets: tuple[TargetConfig, ...] = ()
+    # The ``import:`` lists of every document, in file order, each address once.
+    imports: tuple[ImportRequest, ...] = ()
 
     def by_name(self) -> dict[str, DesiredKeyPair]:
         return {kp.name: kp for kp in self.keypairs}
@@ -286,6 +298,9 @@ class RemoteKeyPair:
     scope: str | None = None
     description: str | None = None
     key_protection: bool | None = None
+    # kps: 0 normal; anything else frozen (by the provider, the police, a violation, a missing
+    # real-name check): such a key pair needs a person's decision before it is adopted.
+    frozen_state: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,9 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=_positive, default=10, metavar="N")
     _targets(p)
 
-    p = cmd("import", "adopt a key pair that already exists in the cloud into state")
-    p.add_argument("name", metavar="NAME")
+    p = cmd("import", "adopt key pairs that already exist in the cloud into state")
+    p.add_argument("name", metavar="NAME", nargs="?",
+                   help="the declared key pair to adopt (a name or an address); with --all, "
+                        "the first PATH")
     p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--all", action="store_true",
+                   help="adopt every key pair of each target that no manifest declares, "
+                        "writing their declarations to --generate-config-out FILE")
+    p.add_argument("--in", action="append", default=[], metavar="TARGET", dest="within",
+                   help="only the key pairs of this target (repeatable)")
+    p.add_argument("--generate-config-out", metavar="FILE",
+                   help="with --all: write the declarations of the key pairs adopted to FILE "
+                        "(never overwritten)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --all: write FILE and the report, but no state")
+    p.add_argument("--export-private-keys", action="store_true",
+                   help="copy into state the private keys the cloud holds (kps); without it "
+                        "they stay only in the cloud's custody")
 
     p = cmd("state", "inspect or change state")
     ssub = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND", required=True)

@@ -50,7 +50,14 @@ from reconciler.changes import (
 from reconciler.errors import Diagnostic, DiagnosticsError
 from reconciler.kinds import REGISTRY
 from reconciler.kinds.base import Context
-from reconciler.model import Manifest, RemoteSnapshot, State, StateKeyPair
+from reconciler.model import (
+    ImportRequest,
+    Manifest,
+    RemoteSnapshot,
+    SourceLocation,
+    State,
+    StateKeyPair,
+)
 from reconciler.targets import addressing, recorded_by_address
 
 __all__ = [
@@ -97,6 +104,27 @@ def _check_replace(chosen: set[Address], desired: Mapping[Address, object],
                                   detail="drop --replace; the plan creates it"))
 
 
+def _importing(requests: Iterable[ImportRequest], desired: Iterable[Address],
+               out: list[Diagnostic]) -> dict[Address, SourceLocation]:
+    """The addresses the ``import:`` lists name, with where each is listed; a problem for an
+    entry that names no declared object (the loader says so first, with its reason)."""
+    addresses = sorted(set(desired), key=ORDER)
+    found: dict[Address, SourceLocation] = {}
+    for request in requests:
+        try:
+            chosen = select(parse_address(request.to), addresses)
+        except AddressSyntaxError as exc:
+            out.append(Diagnostic(summary=f"import: {exc}", location=request.location))
+            continue
+        if not chosen:
+            out.append(Diagnostic(summary=f"import: {request.to} is not declared",
+                                  location=request.location,
+                                  detail="declare it under keypairs, or drop the entry"))
+        for addr in chosen:
+            found.setdefault(addr, request.location)
+    return found
+
+
 def make_plan(
     manifest: Manifest,
     state: State,
@@ -140,10 +168,11 @@ def make_plan(
     targets = _selected("--target", options.targets, (*desired, *recorded), problems)
     replacing = _selected("--replace", options.replace, (*desired, *recorded), problems)
     _check_replace(replacing, desired, recorded, options, problems)
+    importing = _importing(manifest.imports, desired, problems)
     first = next(iter(snapshots.values()), None)
     default_api = first.api if first is not None else DEFAULT_API
     ctx = Context(options=options, now=now, api=default_api, problems=problems,
-                   replacing=frozenset(replacing))
+                  replacing=frozenset(replacing), importing=importing)
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[Address] = []
@@ -178,7 +207,8 @@ def make_plan(
         manifest_digest=manifest.digest, mode=options.mode, drift=tuple(drift),
         forget=tuple(forget), lifecycle=tuple(lifecycle),
         targets=tuple(sorted(set(options.targets))),
-        configuration=manifest.keypairs, replace=tuple(sorted(set(options.replace))),
+        configuration=manifest.keypairs, imports=manifest.imports,
+        replace=tuple(sorted(set(options.replace))),
         planned_at=now.isoformat(),
         state_verified=state.verified,
         moved=moved, unreachable=tuple(sorted(unreachable.items())),

@@ -35,12 +35,14 @@ from reconciler.configuration import (
     SAVED_PLAN_LOCATION,
     configuration_digest,
     desired_from_dict,
+    import_from_dict,
     legacy_digest,
 )
 from reconciler.errors import DiagnosticsError, PlanFileError, StaleStateError
 from reconciler.model import (
     Api,
     DesiredKeyPair,
+    ImportRequest,
     KeySource,
     Manifest,
     ProviderConfig,
@@ -72,6 +74,7 @@ class SavedPlan:
     manifest_digest: str
     # Version 2: every desired key pair. Version 1: only those it changed.
     configuration: tuple[DesiredKeyPair, ...]
+    imports: tuple[ImportRequest, ...]  # the import: lists it was made with
     options: PlanOptions
     planned_at: datetime | None  # None for version 1
     provider: ProviderConfig
@@ -128,7 +131,8 @@ def read_saved_plan(path: Path) -> SavedPlan:
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         raise PlanFileError(f"{path}: the saved plan is damaged or was edited; {_AGAIN}") \
             from None
-    if saved.complete and configuration_digest(saved.configuration) != saved.manifest_digest:
+    if saved.complete and configuration_digest(saved.configuration, saved.imports) \
+            != saved.manifest_digest:
         raise PlanFileError(
             f"{path}: the configuration embedded in the saved plan does not match its "
             f"manifest_digest {saved.manifest_digest}: the file was edited. Nothing was "
@@ -162,6 +166,10 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
     if not isinstance(configuration, dict):
         raise ValueError("configuration")
     desired = tuple(desired_from_dict(name, raw) for name, raw in sorted(configuration.items()))
+    raw_imports = rec.get("imports", [])
+    if not isinstance(raw_imports, list):
+        raise ValueError("imports")
+    imports = tuple(import_from_dict(item) for item in raw_imports)
     mode = Mode(rec.get("mode", "normal"))
     if version >= 2:
         replace = _strings(rec["replace"])
@@ -179,7 +187,7 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
         raise ValueError("remote")
     return SavedPlan(
         path=path, version=version, lineage=lineage, serial=serial, manifest_digest=digest,
-        configuration=desired, options=options, planned_at=planned_at,
+        configuration=desired, imports=imports, options=options, planned_at=planned_at,
         provider=_provider(rec["provider"]), backend=_backend(rec.get("backend")),
         assumed=dict(assumed), document=doc,
     )
@@ -283,7 +291,7 @@ def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: dat
             name=target, region=saved.provider.region or "",
             project_id=saved.provider.project_id or ""),)
         manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest,
-                            targets=targets)
+                            targets=targets, imports=saved.imports)
         plan = make_plan(manifest, state, remote, options=saved.options,
                          now=saved.planned_at or now, moves=moves)
     except DiagnosticsError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.address import Address
-from reconciler.configuration import desired_to_dict
+from reconciler.configuration import desired_to_dict, import_to_dict
 from reconciler.model import Api, S3Location
 from reconciler.plan import Action, Change, Drift, DriftKind, Plan
 
@@ -124,6 +124,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             "planned_at": plan.planned_at,
             # Every desired key pair: apply makes the plan again from these and compares.
             "configuration": {d.name: desired_to_dict(d) for d in plan.configuration},
+            # The import: lists (only when there are any), made again with the configuration.
+            **({"imports": [import_to_dict(i) for i in plan.imports]} if plan.imports else {}),
             # What the plan assumed of the cloud, so a saved plan can tell it is stale.
             "remote": {
                 **{d.name: (d.after or {}).get("fingerprint") for d in plan.drift},

@@ -87,6 +87,14 @@ FORBIDDEN = {
                             "reconciler.emulator"),
     # CI programs (python -m reconciler.gitops.X): standard library only, nothing of the engine
     "reconciler.gitops": ("reconciler.",),
+    # Onboarding sorts what the cloud lists, and writes declarations: values in, values out.
+    "reconciler.onboarding": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                              "reconciler.apply", "reconciler.render", "reconciler.commands",
+                              "reconciler.emulator", "reconciler.settings",
+                              "reconciler.manifest"),
+    "reconciler.configgen": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                             "reconciler.apply", "reconciler.render", "reconciler.commands",
+                             "reconciler.emulator", "reconciler.settings"),
     # Credential providers know the environment, IAM and STS; nothing of plans or state.
     "reconciler.credentials": ("reconciler.plan", "reconciler.apply", "reconciler.render",
                                "reconciler.state", "reconciler.commands", "reconciler.emulator",

@@ -24,7 +24,7 @@ DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
                *(ROOT / "examples").rglob("README.md")])
 FENCE = re.compile(r"^```(yaml|sh)\n(.*?)^```$", re.M | re.S)
 K1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kezk2t2iqOT16iKzSCu"
-MANIFEST_KEYS = {"apiVersion", "kind", "provider", "backend", "keypairs", "targets"}
+MANIFEST_KEYS = {"apiVersion", "kind", "provider", "backend", "keypairs", "targets", "import"}
 # sh blocks that are safe to run as they stand (offline, inside a temporary directory)
 RUN = {"mkdir -p schemas && reconciler schema > schemas/manifest.schema.json"}
 

@@ -55,6 +55,7 @@ def remote_keypair(data: Mapping[str, object]) -> RemoteKeyPair:
     """One checked ``keypair`` object."""
     public_key = _text(data, "public_key") or ""
     flag = data.get("is_key_protection")
+    frozen = data.get("frozen_state")
     return RemoteKeyPair(
         name=_text(data, "name") or "",
         public_key=public_key,
@@ -64,7 +65,22 @@ def remote_keypair(data: Mapping[str, object]) -> RemoteKeyPair:
         scope=_text(data, "scope"),
         description=_text(data, "description"),
         key_protection=flag if isinstance(flag, bool) else None,
+        frozen_state=_frozen(frozen),
     )
+
+
+UNREADABLE_FROZEN_STATE = -1  # present but neither a number nor digits: never "not frozen"
+
+
+def _frozen(value: object) -> int | None:
+    """kps ``frozen_state``: a number (detail) or digits (list); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
+        return int(value)
+    return UNREADABLE_FROZEN_STATE
 
 
 def keypair_of(data: Mapping[str, object]) -> RemoteKeyPair:

@@ -5,8 +5,9 @@ Each operation's answer is a small declarative description (``Obj``, ``Arr``, ``
 which may be null, what type each holds, and the key pair name rule. ``check`` walks an
 answer against its shape and raises ``AnswerShapeError`` naming the request and the JSON path
 of the first bad field (``keypairs[3].keypair.fingerprint: expected a string, got null``).
-Only fields reconciler reads are constrained; others (``frozen_state``, ``id``, times) pass
-untouched, as do keys the API may add later.
+Only fields reconciler reads are constrained; others (``id``, times) pass untouched, as do
+keys the API may add later. ``frozen_state`` (a string in the kps list, a number in its
+detail) is read by onboarding only, leniently (``parse``): a refresh never fails on it.
 
 Messages never echo a value of a field marked ``sensitive`` (private keys), and escape control
 characters in anything they do echo.
@@ -80,6 +81,7 @@ _KEYPAIR_FIELDS: dict[str, Key] = {
     "scope": _optional(Str()),
     "description": _optional(Str()),
     "is_key_protection": _optional(Bool()),
+    "frozen_state": _optional(Anything()),
 }
 KEYPAIR = Obj(_KEYPAIR_FIELDS)
 

@@ -1,7 +1,9 @@
 """``reconciler import NAME``: adopt a key pair that already exists in the cloud into state.
 
-The key pair must be declared in a manifest (so reconciler knows what it should be). No
-private key is recorded, unless the cloud keeps one and the API can export it (kps).
+The key pair must be declared in a manifest (so reconciler knows what it should be). Adoption
+never moves a private key out of the cloud's custody on its own: a private key the cloud keeps
+is copied into state only with ``--export-private-keys`` (and an API that can export it, kps),
+the one rule ``import --all`` (``reconciler.commands.onboard``) follows too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from reconciler.address import (
 from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
 from reconciler.errors import UsageError
-from reconciler.model import EntryStatus, KeySource, Manifest, StateKeyPair
+from reconciler.model import KeySource, Manifest
 from reconciler.targets import desired_by_address
 
 
@@ -36,7 +38,36 @@ def declared_address(text: str, manifest: Manifest) -> Address:
     return found
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """NAME, or --all with --generate-config-out; the onboarding flags only with --all."""
+    if args.all:
+        if not args.generate_config_out:
+            raise UsageError("import --all needs --generate-config-out FILE: the key pairs it "
+                             "adopts must be declared, or the next plan would delete them")
+        return
+    if args.name is None:
+        raise UsageError("give the NAME of the key pair to adopt, or --all with "
+                         "--generate-config-out FILE to adopt every key pair no manifest "
+                         "declares")
+    for flag, given in (("--generate-config-out", args.generate_config_out),
+                        ("--dry-run", args.dry_run)):
+        if given:
+            raise UsageError(f"{flag} goes with --all (import NAME adopts one declared key "
+                             "pair)")
+
+
 def run(args: argparse.Namespace, env: Env) -> int:
+    check_arguments(args)
+    if args.all:
+        from reconciler.commands.onboard import run_all
+
+        return run_all(args, env)
+    return _run_one(args, env)
+
+
+def _run_one(args: argparse.Namespace, env: Env) -> int:
+    from reconciler.onboarding import adopted_entry
+
     with session(args, env, operation="import") as sess:
         address = declared_address(args.name, sess.manifest)
         name, target = address.name, address.target
@@ -60,25 +91,20 @@ def run(args: argparse.Namespace, env: Env) -> int:
         # that differs is recorded as not applied (no spec digest), so that plan replaces it.
         other_key = desired.source is KeySource.IMPORT and bool(desired.public_key) and \
             not keys.same_key(desired.public_key or "", remote.public_key, key_type=desired.type)
-        private = api.export_private_key(name) if remote.key_protection else None
+        custody = bool(remote.key_protection)
+        private = api.export_private_key(name) \
+            if custody and args.export_private_keys else None
         sealed = (sess.store.seal(name, private, target=target) if private is not None
                   else None)
-        sha = (keys.parse_certificate(remote.public_key).fingerprint_sha256
-               if remote.type == "x509" else keys.sha256_fingerprint(remote.public_key))
-        sess.store.record(StateKeyPair(
-            name=name, api=settings.api, source=desired.source,
-            public_key=remote.public_key.strip(), fingerprint_md5=remote.fingerprint,
-            fingerprint_sha256=sha, created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            spec_digest="" if other_key else desired.spec_digest,
-            algorithm=desired.algorithm, type=desired.type,
-            user_id=desired.user_id, scope=desired.scope, description=remote.description,
-            key_protection=desired.key_protection, private_key=sealed,
-            status=EntryStatus.READY, prevent_destroy=desired.prevent_destroy, target=target))
+        sess.store.record(adopted_entry(
+            desired, remote, api=settings.api, target=target,
+            created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), sealed=sealed,
+            applied=not other_key))
         sess.store.commit()
     env.out(f"{address}: Import prepared!")
-    env.out("  The private key " + ("was exported from the cloud's custody and is in state."
-                                    if sealed else "is not in state (the cloud does not give "
-                                    "it out); keep it where it is."))
+    env.out("  " + _custody_line(address.label, custody=custody, exported=sealed is not None,
+                                 asked=bool(args.export_private_keys),
+                                 can_export=api.capabilities.export))
     env.out()
     env.out("Import successful!")
     env.out()
@@ -89,3 +115,20 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 "declared key (delete, then import): review it before applying, or put the "
                 "cloud's public key in the manifest to keep it.")
     return ExitCode.OK
+
+
+def _custody_line(label: str, *, custody: bool, exported: bool, asked: bool,
+                  can_export: bool) -> str:
+    """What became of the private key: one rule for ``import NAME`` and ``import --all``."""
+    if exported:
+        return ("The private key was exported from the cloud's custody, as "
+                "--export-private-keys asked, and is in state (it stays in the cloud too).")
+    if custody and asked and not can_export:
+        return ("The private key is held only by the cloud, and this API cannot export it; "
+                "state does not hold it.")
+    if custody:
+        return ("The private key is held only by the cloud (key_protection); it was not copied "
+                "into state. To copy it: `reconciler state rm "
+                f"{label}`, then `reconciler import {label} --export-private-keys`.")
+    return ("The private key is not in state (the cloud does not give it out); keep it where "
+            "it is.")

@@ -312,6 +312,14 @@ class Emulator:
         )
         self.faults.configure(config, seed=seed)
 
+    def freeze(self, name: str, frozen_state: int = 1, *, project_id: str | None = None) -> None:
+        """Set a key pair's kps ``frozen_state`` (0 thaws it): the cloud freezes key pairs
+        (a violation, a police order, no real-name check) and lists them all the same."""
+        if isinstance(frozen_state, bool) or not isinstance(frozen_state, int) \
+                or not 0 <= frozen_state <= 10:
+            raise ValueError("frozen_state must be a whole number from 0 to 10")
+        self._project(project_id).store.update(name, frozen_state=frozen_state)
+
     def keypair_count(self, project_id: str | None = None) -> int:
         return self._project(project_id).store.count()
 

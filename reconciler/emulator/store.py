@@ -35,6 +35,7 @@ class Record:
     key_protection: bool = False
     encryption: dict[str, str] = field(default_factory=dict)
     private_key: str | None = None
+    frozen_state: int = 0  # kps: 0 normal; set by tests (``Emulator.freeze``)
 
 
 class StoreError(Exception):

@@ -113,7 +113,7 @@ def kps_item(r: Record) -> dict[str, Any]:
         "public_key": r.public_key,
         "fingerprint": r.fingerprint,
         "is_key_protection": r.key_protection,
-        "frozen_state": "0",
+        "frozen_state": str(r.frozen_state),  # a string in the list, as the SDK models it
     }
 
 
@@ -146,6 +146,6 @@ def kps_detail(r: Record) -> dict[str, Any]:
             "create_time": r.created_ms,
             "update_time": r.updated_ms,
             "delete_time": 0,
-            "frozen_state": 0,
+            "frozen_state": r.frozen_state,
         }
     }

@@ -21,7 +21,14 @@ from reconciler.address import Address, Addressing, keypair_address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.changes import Change, Drift, Hooks, Outcome, Plan, PlanOptions
 from reconciler.errors import Diagnostic
-from reconciler.model import Api, DesiredKeyPair, Manifest, RemoteSnapshot, StateKeyPair
+from reconciler.model import (
+    Api,
+    DesiredKeyPair,
+    Manifest,
+    RemoteSnapshot,
+    SourceLocation,
+    StateKeyPair,
+)
 from reconciler.state.protocol import StateStore
 
 
@@ -35,10 +42,13 @@ class Context:
     problems: list[Diagnostic]
     here: Address = field(default_factory=lambda: keypair_address(""))  # being decided
     replacing: frozenset[Address] = frozenset()
+    # The addresses the manifests' import: lists name, with where each is listed.
+    importing: Mapping[Address, SourceLocation] = field(default_factory=dict)
 
-    def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None) -> None:
+    def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None, *,
+                at: SourceLocation | None = None) -> None:
         self.problems.append(Diagnostic(summary=summary, detail=detail,
-                                        location=d.location if d else None))
+                                        location=at or (d.location if d else None)))
 
 
 @dataclass

@@ -57,6 +57,7 @@ from reconciler.model import (
     Manifest,
     RemoteKeyPair,
     RemoteSnapshot,
+    SourceLocation,
     StateKeyPair,
 )
 from reconciler.state.protocol import StateStore
@@ -86,6 +87,9 @@ def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context) -> Chang
     """Desired, not in state."""
     after = desired_attributes(d)
     unknown = _unknown(after)
+    listed = ctx.importing.get(ctx.here)
+    if listed is not None:
+        return _listed_import(d, remote, ctx, listed=listed)
     if remote is None:
         return Change(d.name, Action.CREATE, after=after, after_unknown=unknown, desired=d)
     if d.source is KeySource.IMPORT and import_fingerprint(d) == remote.fingerprint:
@@ -94,6 +98,36 @@ def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context) -> Chang
                       desired=d, remote=remote)
     ctx.problem(*_unmanaged_advice(d), d)
     return Change(d.name, Action.NOOP, desired=d, remote=remote)
+
+
+def _listed_import(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context, *,
+                   listed: SourceLocation) -> Change:
+    """Desired, not in state, and named by an ``import:`` list: adopted as the cloud holds
+    it (no write to the cloud), as ``reconciler import`` adopts it. Never a create: an entry
+    for a key pair the cloud does not hold is a mistake the plan reports."""
+    if remote is None:
+        where = f" in target {ctx.here.target}" if ctx.here.qualified else ""
+        ctx.problem(f"{ctx.here} is listed for import, but the cloud holds no key pair "
+                    f"{d.name!r}{where}",
+                    "check the name" + (" and the target (an address such as "
+                                        f"keypair.{d.name}[\"TARGET\"] names one)"
+                                        if where else "")
+                    + "; to have apply create it instead, drop the import entry", at=listed)
+        return Change(d.name, Action.NOOP, desired=d)
+    if d.source is KeySource.IMPORT and import_fingerprint(d) != remote.fingerprint:
+        ctx.problem(f"{ctx.here} is listed for import at {listed}, but the cloud holds a "
+                    "different public key than the manifest declares",
+                    "an import adopts the key pair the manifest describes: put the cloud's "
+                    "public key in the manifest (`reconciler import --all --dry-run "
+                    "--generate-config-out FILE` writes it), or drop the import entry and "
+                    "rename the key pair", d)
+        return Change(d.name, Action.NOOP, desired=d, remote=remote)
+    notes = [f"listed for import at {listed}"]
+    if d.source is not KeySource.IMPORT:
+        notes.append("its private key is not in state: reconciler adopts the key pair as the "
+                     "cloud holds it")
+    return Change(d.name, Action.IMPORT, before=remote_attributes(remote),
+                  after=desired_attributes(d), notes=tuple(notes), desired=d, remote=remote)
 
 
 def _unmanaged_advice(d: DesiredKeyPair) -> tuple[str, str]:

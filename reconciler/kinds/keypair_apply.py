@@ -254,8 +254,12 @@ class KeyPairApplier:
         d, remote, prior = change.desired, change.remote, change.prior
         assert d is not None and remote is not None
         sealed = prior.private_key if prior is not None else None
-        entry = self._entry(d, remote, sealed=sealed,
-                            description=prior.description if prior else remote.description)
+        description = prior.description if prior else remote.description
+        if description is None and d.description and self.api.capabilities.descriptions:
+            # A list carries no description: read it, rather than write the one it may have.
+            shown = self.api.get_keypair(d.name)
+            description = shown.description if shown is not None else None
+        entry = self._entry(d, remote, sealed=sealed, description=description)
         self.store.record(entry)
         self._describe(d, entry)
 

@@ -1,0 +1,415 @@
+"""Onboarding an existing estate, through the real CLI and the emulator over HTTP:
+``import --all --generate-config-out``, the custody rule shared with ``import NAME``, and the
+``import:`` list of a manifest (planned as imports, applied with no write to the cloud)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import yaml
+
+from reconciler import keys
+from reconciler.api.flavours import make_api
+from reconciler.api.protocol import ApiSettings, Credentials, KeyPairApi
+from reconciler.configgen import quote, render_manifest, word
+from reconciler.emulator.server import Emulator
+from reconciler.model import Api, Encryption, KeyProtection, Secret
+from reconciler.onboarding import Declaration
+from tests.clihelp import HEADER, Cli, Result
+
+SOUTH = "0b1e5outh0000000000000000000000b"
+CUSTODY = KeyProtection(encryption=Encryption(type="default"))
+WRITES = ("create", "import", "delete", "update", "export", "import_private_key",
+          "clear_private_key")
+
+
+def _targets(emulator: Emulator, *, south_api: str = "kps") -> str:
+    return ("targets:\n"
+            f"  - {{name: north, region: cn-north-4, project_id: {emulator.project_id}, "
+            "api: kps}\n"
+            f"  - {{name: south, region: cn-south-1, project_id: {SOUTH}, api: {south_api}}}\n")
+
+
+def _two(emulator: Emulator, tmp_path: Path, *, south_api: str = "kps") -> Cli:
+    emulator.add_project(SOUTH, region="cn-south-1")
+    cli = Cli(emulator, tmp_path)
+    cli.write(_targets(emulator, south_api=south_api), name="targets.yaml")
+    return cli
+
+
+def _run(cli: Cli, *argv: str) -> Result:
+    return cli(*argv, globals_=False,
+               extra=["--state", str(cli.state), "--endpoint", cli.emulator.endpoint])
+
+
+def _client(emulator: Emulator, project: str, api: str = "kps") -> KeyPairApi:
+    return make_api(ApiSettings(api=Api(api), endpoint=emulator.endpoint, project_id=project,
+                                credentials=Credentials(ak=emulator.ak, sk=Secret(emulator.sk))))
+
+
+def _writes(emulator: Emulator) -> int:
+    c = emulator.counters()
+    return sum(c.get(op, 0) for op in WRITES)
+
+
+def _certificate(cn: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _estate(emulator: Emulator) -> dict[str, int]:
+    """500 key pairs made directly through the emulator's API, in two kps projects: cloud
+    generated (some in custody), imported ed25519/ECDSA/RSA keys, x509 certificates, both
+    scopes, descriptions, and 40 names present in both targets with the same key."""
+    north, south = _client(emulator, emulator.project_id), _client(emulator, SOUTH)
+    rsa = keys.generate_keypair("rsa-2048").public_key
+    made = {"north": 0, "south": 0}
+    for side, api in (("north", north), ("south", south)):
+        for i in range(150):  # cloud generated; every fifth in custody, every third account-wide
+            api.create_keypair(name=f"{side}-gen-{i:03d}", key_protection=CUSTODY if i % 5 == 0
+                               else None, scope="domain" if i % 3 == 0 else None)
+        for i in range(50):
+            algorithm = "ecdsa-p256" if i % 10 == 0 else "ed25519"
+            public = keys.generate_keypair(algorithm, comment=f"{side}{i}@host").public_key
+            api.import_keypair(name=f"{side}-imp-{i:03d}", public_key=public)
+            if i % 4 == 0:
+                api.update_description(f"{side}-imp-{i:03d}", f"imported {i} \"quoted\" # x")
+        api.import_keypair(name=f"{side}-rsa", public_key=rsa)
+        for i in range(4):
+            api.import_keypair(name=f"{side}-cert-{i}", public_key=_certificate(f"{side}{i}"),
+                               type="x509")
+        made[side] = 150 + 50 + 1 + 4
+    for i in range(40):  # one key, the same name, in both targets
+        public = keys.generate_keypair("ed25519", comment=f"shared{i}").public_key
+        for api in (north, south):
+            api.import_keypair(name=f"shared-{i:02d}", public_key=public, scope="domain")
+        made["north"] += 1
+        made["south"] += 1
+    assert sum(made.values()) == 490
+    for i in range(10):  # and ten more, only in the south
+        south.create_keypair(name=f"south-extra-{i}")
+    made["south"] += 10
+    return made
+
+
+def test_import_all_onboards_500_key_pairs_and_the_next_plan_has_no_changes(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path)
+    made = _estate(emulator)
+    assert sum(made.values()) == 500
+    before = _writes(emulator)
+    # a dry run, twice, outside the manifests: the same bytes, and no state
+    for name in ("a.yaml", "b.yaml"):
+        dry = _run(cli, "import", "--all", "--dry-run", "--generate-config-out",
+                   str(tmp_path / name), str(cli.manifests))
+        assert dry.code == 0, dry.text
+        assert "Dry run: state was not changed." in dry.out
+        assert "is not where the manifests given are read from" in dry.err
+    assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
+    assert not cli.state.exists()
+    out = cli.manifests / "imported.yaml"
+    first = _run(cli, "import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert first.code == 0, first.text
+    assert out.read_bytes() == (tmp_path / "a.yaml").read_bytes()
+    assert "Adopted: 500 (500 declared in" in first.out
+    assert "Skipped (already managed): 0." in first.out
+    assert "Needs a decision: 0." in first.out
+    assert "Requests: 2 to list, and 500 detail reads" in first.out
+    assert "Private keys only the cloud holds: 60 (not copied into state" in first.out
+    assert _writes(emulator) == before  # nothing written to the cloud, nothing exported
+    text = out.read_text()
+    assert text.startswith("# yaml-language-server: $schema=https://reconciler.dev/schemas/")
+    assert "PRIVATE KEY" not in text and emulator.sk not in first.text
+    doc = yaml.safe_load(text)
+    by_name = {kp["name"]: kp for kp in doc["keypairs"]}
+    assert len(by_name) == 460  # the 40 shared names are one declaration each
+    assert by_name["shared-07"]["targets"] == ["north", "south"]
+    assert by_name["north-gen-000"]["key_protection"] == {"encryption": {"type": "default"}}
+    assert by_name["north-gen-003"]["scope"] == "domain"
+    assert "scope" not in by_name["north-gen-001"]  # user: what a key pair without one has
+    assert by_name["south-imp-004"]["description"] == 'imported 4 "quoted" # x'
+    assert by_name["north-cert-1"]["type"] == "x509"
+    assert by_name["south-extra-3"]["targets"] == ["south"]
+    assert _run(cli, "validate", str(cli.manifests)).code == 0
+    state = json.loads(cli.state.read_text())
+    assert len(state["keypairs"]) == 500
+    plan = _run(cli, "plan", "--detailed-exitcode", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "No changes. Your infrastructure matches the configuration." in plan.out
+    # a second run adds only what is new: here nothing, so no file and no state write
+    state_bytes = cli.state.read_bytes()
+    again = _run(cli, "import", "--all", "--generate-config-out",
+                 str(cli.manifests / "imported-2.yaml"), str(cli.manifests))
+    assert again.code == 0, again.text
+    assert "Skipped (already managed): 500." in again.out and "Nothing new to adopt." in again.out
+    assert "and 0 detail reads" in again.out
+    assert not (cli.manifests / "imported-2.yaml").exists()
+    assert cli.state.read_bytes() == state_bytes
+    assert _writes(emulator) == before
+    # ... and when something is new, only that, into a new file
+    _client(emulator, SOUTH).create_keypair(name="late")
+    third = _run(cli, "import", "--all", "--generate-config-out",
+                 str(cli.manifests / "imported-2.yaml"), str(cli.manifests))
+    assert third.code == 0, third.text
+    assert "Adopted: 1 (1 declared in" in third.out
+    assert [kp["name"] for kp in yaml.safe_load(
+        (cli.manifests / "imported-2.yaml").read_text())["keypairs"]] == ["late"]
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_frozen_key_pairs_and_names_clashing_across_targets_need_a_decision(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path)
+    north, south = _client(emulator, emulator.project_id), _client(emulator, SOUTH)
+    north.import_keypair(name="dup", public_key=keys.generate_keypair("ed25519").public_key)
+    south.import_keypair(name="dup", public_key=keys.generate_keypair("ed25519").public_key)
+    north.create_keypair(name="cold")
+    emulator.freeze("cold", 4)
+    north.create_keypair(name="fine")
+    result = _run(cli, "import", "--all", "--generate-config-out",
+                  str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "Needs a decision: 3." in result.out
+    assert 'keypair.cold["north"]: the cloud has frozen it (frozen_state 4)' in result.out
+    assert ('keypair.dup["north"]: \'dup\' is unmanaged in targets north, south with '
+            "different public keys") in result.out
+    assert 'keypair.dup["south"]:' in result.out
+    names = [kp["name"] for kp in
+             yaml.safe_load((cli.manifests / "imported.yaml").read_text())["keypairs"]]
+    assert names == ["fine"]
+    assert sorted(json.loads(cli.state.read_text())["keypairs"]) == ['keypair.fine["north"]']
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_a_key_shared_by_a_kps_and_a_v21_target_is_one_declaration(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path, south_api="v2.1")
+    north, south = _client(emulator, emulator.project_id), _client(emulator, SOUTH, "v2.1")
+    public = keys.generate_keypair("ed25519", comment="ops").public_key
+    north.import_keypair(name="ops", public_key=public)
+    south.import_keypair(name="ops", public_key=public)
+    north.import_keypair(name="said", public_key=public)
+    north.update_description("said", "kps only")
+    south.import_keypair(name="said", public_key=public)
+    result = _run(cli, "import", "--all", "--generate-config-out",
+                  str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert result.code == 0, result.text
+    doc = yaml.safe_load((cli.manifests / "imported.yaml").read_text())
+    assert [(kp["name"], kp["targets"]) for kp in doc["keypairs"]] == [
+        ("ops", ["north", "south"])]
+    assert "with different descriptions: one declaration cannot describe them all" in result.out
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_import_all_refuses_to_overwrite_the_file_and_changes_nothing(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    existing = tmp_path / "taken.yaml"
+    existing.write_text("# mine\n")
+    before = emulator.counters()
+    result = cli("import", "--all", "--generate-config-out", str(existing), str(cli.manifests))
+    assert result.code == 1
+    assert "reconciler never overwrites it. Nothing was done." in result.err
+    assert existing.read_text() == "# mine\n" and not cli.state.exists()
+    assert all(emulator.counters()[op] == before[op] for op in WRITES)
+    assert "Traceback" not in result.text
+    missing = cli("import", "--all", str(cli.manifests))
+    assert missing.code == 1 and "needs --generate-config-out FILE" in missing.err
+
+
+def test_a_dry_run_file_is_adopted_by_plan_and_apply_with_no_write_to_the_cloud(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    api = cli.client()
+    api.create_keypair(name="web", scope="domain")
+    api.update_description("web", "front end")
+    api.create_keypair(name="vault", key_protection=CUSTODY)
+    dry = cli("import", "--all", "--dry-run", "--generate-config-out",
+              str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert dry.code == 0, dry.text
+    assert not cli.state.exists()
+    plan = cli("plan", str(cli.manifests))
+    assert "# keypair.web will be imported" in plan.out, plan.text
+    assert "Plan: 2 to import, 0 to add, 0 to change, 0 to destroy." in plan.out
+    before = _writes(emulator)
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert _writes(emulator) == before  # the description was read, not written again
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+    shown = cli("output", "vault", "--private-key")
+    assert shown.code == 1  # the cloud keeps it; adoption did not export it
+
+
+def test_custody_one_rule_for_import_name_and_import_all(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    api = cli.client()
+    api.create_keypair(name="vault", key_protection=CUSTODY)
+    cli.write("keypairs:\n  - name: vault\n    key_protection: {encryption: {type: default}}\n")
+    one = cli("import", "vault", str(cli.manifests))
+    assert one.code == 0, one.text
+    assert "held only by the cloud (key_protection); it was not copied" in one.out
+    assert emulator.counters()["export"] == 0
+    assert cli("output", "vault", "--private-key").code == 1
+    assert cli("state", "rm", "vault").code == 0
+    asked = cli("import", "vault", str(cli.manifests), "--export-private-keys")
+    assert asked.code == 0, asked.text
+    assert emulator.counters()["export"] == 1
+    assert "PRIVATE KEY" in cli("output", "vault", "--private-key").out
+    # import --all: not exported unless asked, and listed
+    api.create_keypair(name="safe", key_protection=CUSTODY)
+    listed = cli("import", "--all", "--generate-config-out",
+                 str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert listed.code == 0, listed.text
+    assert "Private keys only the cloud holds: 1 (not copied" in listed.out
+    assert "  keypair.safe" in listed.out and emulator.counters()["export"] == 1
+    api.create_keypair(name="kept", key_protection=CUSTODY)
+    exported = cli("import", "--all", "--export-private-keys", "--generate-config-out",
+                   str(cli.manifests / "imported-2.yaml"), str(cli.manifests))
+    assert exported.code == 0, exported.text
+    assert "Private keys exported into state (--export-private-keys): 1." in exported.out
+    assert "PRIVATE KEY" in cli("output", "kept", "--private-key").out
+    assert "PRIVATE KEY" not in exported.text
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_an_import_list_is_planned_as_imports_and_applied_with_no_write(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.client().create_keypair(name="web")
+    cli.write("keypairs:\n  - name: web\n  - name: ci\n    generate: ed25519\n"
+              "import:\n  - to: keypair.web\n")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "# keypair.web will be imported" in plan.out
+    assert "listed for import at manifests/keys.yaml:8" in plan.out
+    assert "Plan: 1 to import, 1 to add, 0 to change, 0 to destroy." in plan.out
+    doc = json.loads(cli("plan", "--format", "json", str(cli.manifests)).out)
+    web = next(rc for rc in doc["resource_changes"] if rc["name"] == "web")
+    assert web["change"]["actions"] == ["no-op"] and web["change"]["importing"] == {"id": "web"}
+    assert doc["reconciler"]["imports"] == [
+        {"to": "keypair.web", "location": ["manifests/keys.yaml", 8, 9]}]
+    md = cli("plan", "--format", "markdown", str(cli.manifests)).out
+    assert "import" in md and "web" in md
+    saved = tmp_path / "plan.json"
+    assert cli("plan", "--out", str(saved), str(cli.manifests)).code == 0
+    before = emulator.counters()
+    applied = cli("apply", str(saved))
+    assert applied.code == 0, applied.text
+    assert "keypair.web: Import complete" in applied.out
+    after = emulator.counters()
+    assert after["create"] == before["create"] and after["import"] == before["import"] + 1
+    assert after["delete"] == before["delete"] and after["update"] == before["update"]
+    # (the one import is ci's generated public key; web was adopted with no request)
+    again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert again.code == 0, again.text  # the entry stays; a managed key pair is a no-op
+
+
+def test_an_import_of_a_key_pair_the_cloud_lacks_is_a_plan_error_at_its_line(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: ghost\n\nimport:\n  - to: ghost\n")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 1
+    assert ("manifests/keys.yaml:7:9: error: keypair.ghost is listed for import, but the "
+            "cloud holds no key pair 'ghost'\n") in plan.err
+    assert "Traceback" not in plan.text
+    assert not cli.state.exists()
+
+
+def test_import_entries_are_checked_offline(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: web\n  - name: db\nimport:\n  - to: keypair.nope\n"
+              "  - to: web\n  - to: keypair.web\n  - {to: 'keypair.db[\"prod\"]'}\n"
+              "  - to: bad.web\n  - {to: db, id: x}\n")
+    result = cli("validate", str(cli.manifests), globals_=False)
+    assert result.code == 1
+    err = result.err
+    assert "keys.yaml:7:9: error: import[0].to: keypair.nope is not declared in keypairs" in err
+    assert "keys.yaml:9:9: error: import[2].to: keypair.web is already listed for import at " \
+           "manifests/keys.yaml:8:9" in err
+    assert 'import[3].to: key pair "db" is not declared in target "prod" (no targets ' in err
+    assert 'import[4].to: "bad.web" is not a key pair address: give a name' in err
+    assert err.count("bad.web") == 1
+    assert 'import[5].id: unknown key "id"' in err
+
+
+def test_generated_text_is_stable_and_reads_back_as_written() -> None:
+    odd = 'line\u2028sep\x85nel "q" \\ \t tab\x07 \U0001f511 é'
+    d = Declaration(name="web", public_key="ssh-ed25519 AAAA x", description=odd,
+                    targets=("a", "b"), custody=True, user_id="u1", scope="domain")
+    text = render_manifest([d, Declaration(name="alpha", public_key="ssh-ed25519 BBBB")])
+    assert text == render_manifest([Declaration(name="alpha", public_key="ssh-ed25519 BBBB"),
+                                    d])
+    loaded = yaml.safe_load(text)
+    assert [kp["name"] for kp in loaded["keypairs"]] == ["alpha", "web"]
+    assert loaded["keypairs"][1]["description"] == odd
+    assert yaml.safe_load(quote(odd)) == odd
+    for given in ("web", "yes", "No", "null", "123", "1e3", "-x", "a:b", "ON", "_x", "x-1"):
+        assert yaml.safe_load(f"k: {word(given)}") == {"k": given}, given
+    assert text.splitlines()[0].startswith("# yaml-language-server: $schema=")
+    assert HEADER.splitlines()[0] in text
+
+
+def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _two(emulator, tmp_path)
+    _client(emulator, emulator.project_id).create_keypair(name="n1")
+    _client(emulator, SOUTH).create_keypair(name="s1")
+    only = _run(cli, "import", "--all", "--in", "south", "--generate-config-out",
+                str(cli.manifests / "south.yaml"), str(cli.manifests))
+    assert only.code == 0, only.text
+    assert sorted(json.loads(cli.state.read_text())["keypairs"]) == ['keypair.s1["south"]']
+    emulator.set_unreachable(SOUTH, status=503)
+    _client(emulator, emulator.project_id).create_keypair(name="n2")
+    cut = _run(cli, "import", "--all", "--generate-config-out",
+               str(cli.manifests / "north.yaml"), str(cli.manifests))
+    assert cut.code == 1, cut.text
+    assert "Error: target south could not be read, so none of its key pairs were adopted" \
+        in cut.err
+    assert sorted(json.loads(cli.state.read_text())["keypairs"]) == [
+        'keypair.n1["north"]', 'keypair.n2["north"]', 'keypair.s1["south"]']
+    emulator.set_reachable(SOUTH)
+    assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_import_all_needs_no_manifest_of_key_pairs(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")  # an empty directory; flags say where
+    cli.client().create_keypair(name="web")
+    result = cli("import", "--all", "--generate-config-out", str(cli.manifests / "all.yaml"),
+                 str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "keypair.web: Import complete" in result.out
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_a_saved_plan_with_an_edited_import_list_is_refused(emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.client().create_keypair(name="web")
+    cli.client().create_keypair(name="db")
+    cli.write("keypairs:\n  - name: web\n  - name: db\nimport:\n  - to: web\n  - to: db\n")
+    saved = tmp_path / "plan.json"
+    assert cli("plan", "--out", str(saved), str(cli.manifests)).code == 0
+    doc = json.loads(saved.read_text())
+    doc["reconciler"]["imports"] = doc["reconciler"]["imports"][:1]
+    saved.write_text(json.dumps(doc))
+    refused = cli("apply", str(saved))
+    assert refused.code == 1 and "the file was edited" in refused.err, refused.text
+    assert not cli.state.exists()

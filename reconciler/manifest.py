@@ -644,9 +644,11 @@ def load_manifests(
     if loader.diags:
         raise DiagnosticsError(loader.diags)
     keypairs = tuple(loader.keypairs)
+    targets = tuple(loader.target_configs.values())
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
-        files=tuple(_display(f, cwd) for f in files), digest=configuration_digest(keypairs),
-        targets=tuple(loader.target_configs.values()),
+        files=tuple(_display(f, cwd) for f in files),
+        digest=configuration_digest(keypairs, tuple(t.name for t in targets)),
+        targets=targets,
     )
 

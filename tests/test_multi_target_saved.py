@@ -107,7 +107,7 @@ def test_a_plan_of_several_targets_is_saved_with_every_connection_and_applies(
     assert done.code == 0, done.text
     lines = done.out.splitlines()
     assert lines[0].startswith("Configuration verified: the manifests match the saved plan")
-    assert lines[1] == "Saved plan targets 3 targets:"
+    assert lines[1] == "Saved plan reaches 3 targets:"
     assert lines[2] == (f"  north: {emulator.endpoint} (project {emulator.project_id}, region "
                         f"cn-north-4, api kps; credentials {ENV_SOURCE})")
     assert lines[3].startswith(f"  south: {emulator.endpoint} (project {SOUTH}, region "
@@ -417,7 +417,7 @@ def test_an_edited_connection_is_refused_naming_the_target_and_the_field(
     refused = _run(world.cli, "apply", world.write(doc), str(world.cli.manifests))
     world.assert_untouched(refused)
     assert "target north:" in refused.err and f"(the plan: '{OTHER}')" in refused.err
-    assert not refused.out.startswith("Saved plan targets")  # refused before it is printed
+    assert "Saved plan reaches" not in refused.out  # refused before the lines are printed
     ok = _run(world.cli, "apply", "plan.json", str(world.cli.manifests))
     assert ok.code == 0, ok.text
     assert _names(world.cli.emulator, SOUTH) == ["ci", "web"]

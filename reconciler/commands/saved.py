@@ -8,7 +8,10 @@ manifests given (the first line says so when none were, and gives the plan's mod
 options), the endpoint, project, region and API the plan targets, and where its state is read and
 written. An endpoint, project, region
 or API that this run's own flags, environment or manifests name differently is refused. What
-is then carried out is the plan made again by ``reconciler.planfile.rederive``.
+is then carried out is the plan made again by ``reconciler.planfile.rederive``. A plan of
+several targets (version 3) must also be applied with the ``--in`` and ``--forget-target`` it
+was made with, and is carried out by ``reconciler.commands.saved_targets`` once its options
+and configuration are checked here.
 
 May import: everything but ``reconciler.cli``.
 """

@@ -148,7 +148,7 @@ def _check_reachability(saved: SavedPlan, left_out: set[str], failed: Mapping[st
 def apply_saved_targets(args: argparse.Namespace, env: Env, saved: SavedPlan,
                         manifest: Manifest | None) -> int:
     settings = _declared_settings(args, env, saved, manifest)
-    env.out(f"Saved plan targets {len(saved.pinned)} targets:")
+    env.out(f"Saved plan reaches {len(saved.pinned)} targets:")
     for pin in saved.pinned:
         env.out(_line(pin))
     backend = pinned_backend(saved, manifest)

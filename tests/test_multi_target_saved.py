@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.configuration import configuration_digest, desired_from_dict
 from reconciler.emulator.server import Emulator
@@ -68,6 +70,13 @@ def _names(emulator: Emulator, project: str) -> list[str]:
     found = emulator.projects.get(project)
     assert found is not None
     return sorted(k.name for k in found.store.all())
+
+
+def _delete(emulator: Emulator, project: str, name: str) -> None:
+    """A key pair deleted outside reconciler."""
+    found = emulator.projects.get(project)
+    assert found is not None
+    found.store.delete(name)
 
 
 def _doc(path: Path) -> Doc:
@@ -422,3 +431,76 @@ def test_an_edited_connection_is_refused_naming_the_target_and_the_field(
     assert ok.code == 0, ok.text
     assert _names(world.cli.emulator, SOUTH) == ["ci", "web"]
     assert _names(world.cli.emulator, world.cli.emulator.project_id) == ["web"]
+
+
+def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=5)
+                    | st.sampled_from(["north", "south", "removed", "declared", "kps",
+                                       'keypair.ci["north"]', SOUTH, OTHER]),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=4)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_edits_of_a_plan_of_several_targets_never_crash_nor_reach_beyond_it(
+        world: World, data: st.DataObject) -> None:
+    doc = world.doc()
+    path = data.draw(st.sampled_from([p for p in _paths(doc) if p]))
+    parent: Any = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON)
+    result = _run(world.cli, "apply", world.write(doc))
+    assert result.code in (0, 1), result.text
+    assert "internal error" not in result.text and "Traceback" not in result.text
+    assert world.listener.connections == 0
+    if result.code == 1:
+        assert world.cli.state.read_bytes() == world.state
+        assert world.listing() == world.cloud
+        return
+    # It applied: then it did what the original plan shows (ci in south), nothing more.
+    emu = world.cli.emulator
+    assert world.listing() == {**world.cloud, SOUTH: ["ci", "web"]}
+    _delete(emu, SOUTH, "ci")  # undo, for the next example
+    world.cli.state.write_bytes(world.state)
+    world.cli.state.with_name(world.cli.state.name + ".backup").unlink()
+
+
+def test_destroy_and_refresh_only_plans_of_several_targets(emulator: Emulator,
+                                                           tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    cli.write(_targets(emulator) + "keypairs:\n  - {name: web}\n  - {name: ci}\n")
+    assert _run(cli, "apply", "--auto-approve", str(cli.manifests)).code == 0
+    _delete(emulator, SOUTH, "ci")  # drift in one target
+    made = _run(cli, "plan", "--refresh-only", "--out", "r.json", str(cli.manifests))
+    assert made.code == 0, made.text
+    assert _run(cli, "apply", "r.json", str(cli.manifests)).code == 1
+    done = _run(cli, "apply", "--refresh-only", "r.json", str(cli.manifests))
+    assert done.code == 0, done.text
+    assert _keys(cli) == ['keypair.ci["north"]', 'keypair.web["north"]',
+                          'keypair.web["south"]']
+    made = _run(cli, "plan", "--destroy", "--target", 'keypair.web["south"]', "--out",
+                "d.json", str(cli.manifests))
+    assert made.code == 0, made.text
+    refused = _run(cli, "apply", "--destroy", "d.json", str(cli.manifests))
+    assert refused.code == 1 and "--target: the plan has keypair.web[\"south\"]" in refused.err
+    done = _run(cli, "apply", "--destroy", "--target", 'keypair.web["south"]', "d.json",
+                str(cli.manifests))
+    assert done.code == 0 and "Destroy complete! Resources: 1 destroyed." in done.out, done.text
+    assert _names(emulator, SOUTH) == [] and _names(emulator, emulator.project_id) == [
+        "ci", "web"]

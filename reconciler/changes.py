@@ -153,6 +153,9 @@ class Plan:
     replace: tuple[str, ...] = ()
     planned_at: str = ""  # ISO 8601, the ``now`` rotate_after was measured against
     state_verified: bool = True  # False: made from a state read without checking its MAC
+    # Every target in play (declared, then those only state holds); several: addresses show
+    # the target, and a saved plan records each target's connection.
+    run_targets: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -167,6 +170,11 @@ class Plan:
         if self.mode is Mode.REFRESH_ONLY:
             return bool(self.drift)
         return bool(self.actionable)
+
+    @property
+    def several(self) -> bool:
+        """Whether the plan is of more than one target (its addresses show the target)."""
+        return len(self.run_targets) > 1
 
     @property
     def state_only(self) -> bool:

@@ -7,9 +7,12 @@ given, it compares the digest of the manifests with the plan's.
 
 The digest is sha256 over the canonical JSON (sorted keys, no spaces) of the records sorted by
 name, without ``location`` (where a manifest sits on disk is not configuration) and without
-``spec_digest`` (derived from the rest, and recomputed here). The ``import:`` list, when there
-is one, is configuration too: its addresses, sorted, join the rows (a configuration without
-one keeps the digest it always had).
+``spec_digest`` (derived from the rest, and recomputed here). When the manifests declare
+several targets, where each key pair lives is configuration too: its records carry their
+``targets`` and the digest covers them and the declared target names, in order (with one
+target or none, the records and the digest are as they always were). The ``import:`` list,
+when there is one, is configuration too: its addresses, sorted, join the rows (a configuration
+without one keeps the digest it always had).
 
 May import: ``reconciler.model``, ``reconciler.keys``, ``reconciler.errors``,
 ``reconciler.address``.
@@ -19,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler import keys
-from reconciler.address import parse_address
+from reconciler.address import is_target_name, parse_address
 from reconciler.errors import KeyFormatError
 from reconciler.model import (
     GENERATE_ALGORITHMS,
@@ -57,8 +60,9 @@ def spec_digest(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
-    """A desired key pair in full (public material and paths only), for saved plans."""
+def desired_to_dict(d: DesiredKeyPair, *, placement: bool = False) -> dict[str, Any]:
+    """A desired key pair in full (public material and paths only), for saved plans;
+    ``placement``: with the targets it lists (a plan of several targets)."""
     kp = None
     if d.key_protection is not None:
         kp = {"encryption": d.key_protection.encryption.as_dict(),
@@ -70,21 +74,27 @@ def desired_to_dict(d: DesiredKeyPair) -> dict[str, Any]:
         "public_key_file": d.public_key_file, "type": d.type, "user_id": d.user_id,
         "description": d.description, "scope": d.scope, "key_protection": kp,
         "prevent_destroy": d.prevent_destroy, "rotate_after_seconds": d.rotate_after_seconds,
+        **({"targets": list(d.targets)} if placement else {}),
     }
 
 
 def configuration_digest(keypairs: Iterable[DesiredKeyPair],
+                         targets: Sequence[str] = (),
                          imports: Iterable[ImportRequest] = ()) -> str:
-    """The digest of a whole configuration (see the module docstring)."""
+    """The digest of a whole configuration (see the module docstring); ``targets``: the
+    declared targets, in order, when there are several (then where each key pair lives is
+    covered too); ``imports``: the import: lists."""
     rows: list[object] = []
     for d in sorted(keypairs, key=lambda k: k.name):
-        row = desired_to_dict(d)
+        row = desired_to_dict(d, placement=len(targets) > 1)
         del row["location"], row["spec_digest"]
         rows.append(row)
     addresses = sorted(i.to for i in imports)
     if addresses:
         rows.append({"import": addresses})
-    canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    shape: object = (rows if len(targets) <= 1
+                     else {"targets": list(targets), "keypairs": rows})
+    canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -188,7 +198,16 @@ def desired_from_dict(name: str, raw: object) -> DesiredKeyPair:
         public_key_file=_text(raw, "public_key_file"), type=key_type, user_id=user_id,
         description=_text(raw, "description"), scope=scope, key_protection=protection,
         prevent_destroy=prevent, rotate_after_seconds=rotate,
+        targets=_targets(raw.get("targets", [])),
     )
+
+
+def _targets(raw: object) -> tuple[str, ...]:
+    """The targets a key pair lists (a plan of several targets records them)."""
+    if not isinstance(raw, list) or not all(
+            isinstance(t, str) and is_target_name(t) for t in raw) or len(set(raw)) != len(raw):
+        raise ValueError("targets is not a list of distinct target names")
+    return tuple(raw)
 
 
 def _location(raw: object) -> SourceLocation:

@@ -705,10 +705,11 @@ def load_manifests(
     if loader.diags:
         raise DiagnosticsError(loader.diags)
     keypairs, imports = tuple(loader.keypairs), tuple(loader.imports)
+    targets = tuple(loader.target_configs.values())
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
         files=tuple(_display(f, cwd) for f in files),
-        digest=configuration_digest(keypairs, imports),
-        targets=tuple(loader.target_configs.values()), imports=imports,
+        digest=configuration_digest(keypairs, tuple(t.name for t in targets), imports),
+        targets=targets, imports=imports,
     )
 

@@ -213,6 +213,7 @@ def make_plan(
         state_verified=state.verified,
         moved=moved, unreachable=tuple(sorted(unreachable.items())),
         within=tuple(sorted(within_set)), forget_targets=tuple(sorted(forgotten)),
+        run_targets=run.targets,
     )
 
 

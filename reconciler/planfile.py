@@ -10,7 +10,10 @@ file shows. What apply then carries out is the plan made again, identical by con
 Versions: 2 embeds every desired key pair, ``--replace`` and the clock. 1 (release 0.1.0)
 embedded only the changed key pairs and a digest of another shape; its unchanged key pairs are
 taken as state records them, its ``--replace`` names from the action reasons, and its clock is
-the apply's.
+the apply's. 3 is a plan of several targets: every target's connection (``PinnedTarget``),
+the targets each key pair lists, ``--in``, ``--forget-target``, the targets it could not read
+(made again without them: nothing is planned there), and what it assumed of the cloud by
+address; it is made again from every target's snapshot at once.
 
 The format itself (the document ``plan --out`` writes, which ``plan --format json`` also
 shows) is built by ``reconciler.planformat``, which belongs to this module; renderers import
@@ -30,7 +33,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from reconciler.address import DEFAULT_TARGET, is_target_name, keypair_address
+from reconciler.address import (
+    DEFAULT_TARGET,
+    AddressSyntaxError,
+    is_target_name,
+    keypair_address,
+    parse_address,
+)
 from reconciler.configuration import (
     SAVED_PLAN_LOCATION,
     configuration_digest,
@@ -51,16 +60,37 @@ from reconciler.model import (
     SourceLocation,
     State,
     TargetConfig,
+    TargetConnection,
 )
 from reconciler.plan import REASON_BY_REQUEST, Mode, Plan, PlanOptions, make_plan
-from reconciler.planformat import PLAN_KIND, PLAN_VERSION, plan_document
+from reconciler.planformat import (
+    PLAN_KIND,
+    PLAN_VERSION,
+    ROLES,
+    TARGETS_PLAN_VERSION,
+    plan_document,
+)
 
 MAX_PLAN_BYTES = 256 * 1024 * 1024
-READABLE_VERSIONS = (1, PLAN_VERSION)
+READABLE_VERSIONS = (1, PLAN_VERSION, TARGETS_PLAN_VERSION)
 CLOCK_SKEW = timedelta(minutes=5)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AGAIN = "make a new one with `reconciler plan --out FILE`"
 _PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id", "target")
+_CONNECTION_FIELDS = ("target", "role", "api", "endpoint", "region", "project_id",
+                      "credentials")
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedTarget:
+    """One target of a saved plan of several: where the plan reached it (``role``
+    ``declared``: a target of the manifests; ``removed``: one only state held, reached by its
+    recorded connection), and whether it could be read (``unreachable``: why not)."""
+
+    name: str
+    role: str
+    connection: TargetConnection
+    unreachable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +111,20 @@ class SavedPlan:
     backend: S3Location | None
     assumed: Mapping[str, str | None]  # name -> the fingerprint the plan saw in the cloud
     document: Mapping[str, object]  # the raw document, compared with the plan made again
+    # Version 3 (several targets): each target, --in and --forget-target.
+    pinned: tuple[PinnedTarget, ...] = ()
+    within: tuple[str, ...] = ()
+    forget_targets: tuple[str, ...] = ()
+
+    @property
+    def several(self) -> bool:
+        """True for a plan of several targets (version 3)."""
+        return self.version >= TARGETS_PLAN_VERSION
+
+    @property
+    def declared(self) -> tuple[str, ...]:
+        """The targets the manifests declared, in their order (version 3)."""
+        return tuple(t.name for t in self.pinned if t.role == "declared")
 
     @property
     def complete(self) -> bool:
@@ -131,8 +175,8 @@ def read_saved_plan(path: Path) -> SavedPlan:
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         raise PlanFileError(f"{path}: the saved plan is damaged or was edited; {_AGAIN}") \
             from None
-    if saved.complete and configuration_digest(saved.configuration, saved.imports) \
-            != saved.manifest_digest:
+    digest = configuration_digest(saved.configuration, saved.declared, saved.imports)
+    if saved.complete and digest != saved.manifest_digest:
         raise PlanFileError(
             f"{path}: the configuration embedded in the saved plan does not match its "
             f"manifest_digest {saved.manifest_digest}: the file was edited. Nothing was "
@@ -185,12 +229,57 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
     if not isinstance(assumed, dict) or not all(
             v is None or isinstance(v, str) for v in assumed.values()):
         raise ValueError("remote")
+    several = version >= TARGETS_PLAN_VERSION
+    pinned = _pinned(rec["connections"], rec.get("unreachable_targets", [])) if several else ()
+    within, forget = ((_names(rec["in"]), _names(rec["forget_targets"])) if several
+                      else ((), ()))
+    known = {t.name for t in pinned}
+    if several and not (set(within) <= known and not set(forget) & known):
+        raise ValueError("--in names a target the plan has no connection for")
     return SavedPlan(
         path=path, version=version, lineage=lineage, serial=serial, manifest_digest=digest,
         configuration=desired, imports=imports, options=options, planned_at=planned_at,
-        provider=_provider(rec["provider"]), backend=_backend(rec.get("backend")),
-        assumed=dict(assumed), document=doc,
+        provider=ProviderConfig() if several else _provider(rec["provider"]),
+        backend=_backend(rec.get("backend")), assumed=dict(assumed), document=doc,
+        pinned=pinned, within=within, forget_targets=forget,
     )
+
+
+def _names(raw: object) -> tuple[str, ...]:
+    names = _strings(raw)
+    if not all(is_target_name(n) for n in names) or len(set(names)) != len(names):
+        raise ValueError("not a list of distinct target names")
+    return names
+
+
+def _pinned(raw: object, unreachable: object) -> tuple[PinnedTarget, ...]:
+    """The connections of a plan of several targets: each complete, named once."""
+    if not isinstance(raw, list) or not raw or not isinstance(unreachable, list):
+        raise ValueError("connections")
+    why: dict[str, str] = {}
+    for item in unreachable:
+        if not isinstance(item, dict) or set(item) != {"target", "error"} \
+                or not isinstance(item["error"], str) or item["target"] in why:
+            raise ValueError("unreachable_targets")
+        why[str(item["target"])] = item["error"]
+    out: list[PinnedTarget] = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != set(_CONNECTION_FIELDS):
+            raise ValueError("a connection")
+        name, role = item["target"], item["role"]
+        if not isinstance(name, str) or not is_target_name(name) or role not in ROLES \
+                or any(t.name == name for t in out):
+            raise ValueError("a connection's target")
+        c = TargetConnection(**{k: _optional_text(item, k) for k in
+                                ("region", "project_id", "api", "endpoint", "credentials")})
+        if not (c.project_id and c.endpoint and c.api):
+            raise ValueError("a connection without project, endpoint or API")
+        Api(c.api)
+        out.append(PinnedTarget(name=name, role=str(role), connection=c,
+                                unreachable=why.pop(name, None)))
+    if why or not any(t.role == "declared" for t in out):
+        raise ValueError("unreachable_targets")
+    return tuple(out)
 
 
 def _provider(raw: object) -> ProviderConfig:
@@ -215,7 +304,8 @@ def _backend(raw: object) -> S3Location | None:
                       region=_optional_text(raw, "region"))
 
 
-def check_fresh(saved: SavedPlan, state: State, remote: RemoteSnapshot) -> None:
+def check_fresh(saved: SavedPlan, state: State,
+                remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> None:
     """Refuse a saved plan that no longer matches state or cloud."""
     never_written = saved.serial == 0 and state.serial == 0 and not state.keypairs
     if not never_written and (saved.lineage != state.lineage or saved.serial != state.serial):
@@ -226,15 +316,42 @@ def check_fresh(saved: SavedPlan, state: State, remote: RemoteSnapshot) -> None:
             "Nothing was changed; run `reconciler plan --out FILE` again."
         )
     moved = []
-    for name, fingerprint in sorted(saved.assumed.items()):
-        now = remote.keypairs.get(name)
-        if (now.fingerprint if now else None) != fingerprint:
-            moved.append(name)
+    for label, fingerprint in sorted(saved.assumed.items()):
+        now = _assumed_now(saved, label, remote)
+        if now is _UNREAD:
+            continue  # --forget-target: the plan read nothing there, and apply reads nothing
+        if now is _UNKNOWN or now != fingerprint:
+            moved.append(label)
     if moved:
         raise StaleStateError(
             "Saved plan is stale: these key pairs changed in the cloud since the plan was made: "
             f"{', '.join(moved)}. Nothing was changed; run `reconciler plan --out FILE` again."
         )
+
+
+_UNKNOWN, _UNREAD = object(), object()
+
+
+def _assumed_now(saved: SavedPlan, label: str,
+                 remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> object:
+    """The fingerprint the cloud holds now for what the plan assumed under ``label`` (a name
+    with one target, an address with several); ``_UNKNOWN`` when no snapshot has it."""
+    if isinstance(remote, RemoteSnapshot):
+        if saved.several:
+            return _UNKNOWN
+        now = remote.keypairs.get(label)
+        return now.fingerprint if now else None
+    try:
+        query = parse_address(label)
+    except AddressSyntaxError:
+        return _UNKNOWN
+    snapshot = remote.get(query.target) if query.target is not None else None
+    if snapshot is None and query.target in saved.forget_targets:
+        return _UNREAD
+    if snapshot is None:
+        return _UNKNOWN  # a target the plan could not read, or not in it: edited
+    found = snapshot.keypairs.get(query.name)
+    return found.fingerprint if found else None
 
 
 def _legacy_configuration(saved: SavedPlan, state: State) -> tuple[DesiredKeyPair, ...]:
@@ -273,10 +390,12 @@ def saved_target(saved: SavedPlan) -> str:
     return target
 
 
-def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: datetime,
+def rederive(saved: SavedPlan, *, state: State,
+             remote: RemoteSnapshot | Mapping[str, RemoteSnapshot], now: datetime,
              moves: Mapping[str, str] | None = None) -> Plan:
     """Make the plan again from what ``saved`` pins, and return it when it is exactly the
-    plan the file shows. Raises ``StaleStateError`` (state or cloud moved) or
+    plan the file shows. ``remote``: the one target's snapshot, or (a plan of several) every
+    target's the plan read, by name. Raises ``StaleStateError`` (state or cloud moved) or
     ``PlanFileError`` (the file shows something its inputs do not give)."""
     check_fresh(saved, state, remote)
     if saved.planned_at is not None and saved.planned_at > now + CLOCK_SKEW:
@@ -286,14 +405,17 @@ def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: dat
     try:
         configuration = (saved.configuration if saved.complete
                          else _legacy_configuration(saved, state))
-        target = saved_target(saved)
-        targets = () if target == DEFAULT_TARGET else (TargetConfig(
-            name=target, region=saved.provider.region or "",
-            project_id=saved.provider.project_id or ""),)
-        manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest,
-                            targets=targets, imports=saved.imports)
-        plan = make_plan(manifest, state, remote, options=saved.options,
-                         now=saved.planned_at or now, moves=moves)
+        if saved.several:
+            plan = _several_again(saved, configuration, state, remote, now, moves)
+        else:
+            target = saved_target(saved)
+            targets = () if target == DEFAULT_TARGET else (TargetConfig(
+                name=target, region=saved.provider.region or "",
+                project_id=saved.provider.project_id or ""),)
+            manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest,
+                                targets=targets, imports=saved.imports)
+            plan = make_plan(manifest, state, remote, options=saved.options,
+                             now=saved.planned_at or now, moves=moves)
     except DiagnosticsError as exc:
         raise PlanFileError(
             f"Saved plan does not match what it pins: planned again from its configuration, "
@@ -312,10 +434,28 @@ def rederive(saved: SavedPlan, *, state: State, remote: RemoteSnapshot, now: dat
     return plan
 
 
-def _by_name(items: object) -> list[tuple[str, object]]:
+def _several_again(saved: SavedPlan, configuration: tuple[DesiredKeyPair, ...], state: State,
+                   remote: RemoteSnapshot | Mapping[str, RemoteSnapshot], now: datetime,
+                   moves: Mapping[str, str] | None) -> Plan:
+    """A plan of several targets, made again: its declared targets, the snapshot of each it
+    read, and none for those it could not read (nothing is planned there, as then)."""
+    if isinstance(remote, RemoteSnapshot):
+        raise TypeError("a plan of several targets is made from each target's snapshot")
+    unreachable = {t.name: t.unreachable for t in saved.pinned if t.unreachable is not None}
+    targets = tuple(TargetConfig(name=t.name, region=t.connection.region or "",
+                                 project_id=t.connection.project_id or "")
+                    for t in saved.pinned if t.role == "declared")
+    manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest, targets=targets,
+                        imports=saved.imports)
+    return make_plan(manifest, state, remote, options=saved.options,
+                     now=saved.planned_at or now, moves=moves, unreachable=unreachable,
+                     within=saved.within, forget_targets=saved.forget_targets)
+
+
+def _by_name(items: object, key: str = "name") -> list[tuple[str, object]]:
     if not isinstance(items, list):
         return [("?", items)]
-    return [(str(i.get("name")) if isinstance(i, dict) else f"#{n}", i)
+    return [(str(i.get(key)) if isinstance(i, dict) else f"#{n}", i)
             for n, i in enumerate(items)]
 
 
@@ -338,29 +478,36 @@ def _field(shown: object, again: object) -> str:
     return "the entry"
 
 
-def _differing(what: str, shown: object, again: object) -> str | None:
-    """Where two lists of changes keyed by name first differ, for a person to read."""
+def _differing(what: str, shown: object, again: object, *,
+               several: bool = False) -> str | None:
+    """Where two lists of changes keyed by name (by address, with several targets) first
+    differ, for a person to read."""
     if shown == again:
         return None
-    file_items, derived = _by_name(shown), dict(_by_name(again))
+    key = "address" if several else "name"
+    file_items, derived = _by_name(shown, key), dict(_by_name(again, key))
+
+    def shown_as(name: str) -> str:
+        return name if several else str(keypair_address(name))
+
     seen = set()
     for name, item in file_items:
         if name in seen:
-            return f"{keypair_address(name)} is listed twice in {what}"
+            return f"{shown_as(name)} is listed twice in {what}"
         seen.add(name)
         if name not in derived:
-            return (f"{what} lists {keypair_address(name)} ({_actions(item)}), which the plan made "
+            return (f"{what} lists {shown_as(name)} ({_actions(item)}), which the plan made "
                     "again does not change")
         if item != derived[name]:
             shown_actions, again_actions = _actions(item), _actions(derived[name])
             if shown_actions != again_actions:
-                return (f"{keypair_address(name)}: the file shows {shown_actions}, the plan "
+                return (f"{shown_as(name)}: the file shows {shown_actions}, the plan "
                         f"made again gives {again_actions}")
-            return (f"{keypair_address(name)}: {_field(item, derived[name])} differs from the "
+            return (f"{shown_as(name)}: {_field(item, derived[name])} differs from the "
                     "plan made again")
     for name in derived:
         if name not in seen:
-            return (f"{keypair_address(name)} ({_actions(derived[name])}) is missing from the "
+            return (f"{shown_as(name)} ({_actions(derived[name])}) is missing from the "
                     f"file's {what}")
     return f"the order of {what} differs"
 
@@ -370,7 +517,7 @@ def _first_difference(saved: SavedPlan, plan: Plan) -> str | None:
     doc = saved.document
     again = json.loads(json.dumps(plan_document(plan)))
     for key in ("resource_changes", "resource_drift"):
-        found = _differing(key, doc.get(key), again[key])
+        found = _differing(key, doc.get(key), again[key], several=saved.several)
         if found:
             return found
     summary = doc.get("summary")
@@ -381,8 +528,11 @@ def _first_difference(saved: SavedPlan, plan: Plan) -> str | None:
             return f"its {key} is {doc.get(key)!r}, the plan made again gives {again[key]!r}"
     rec = _rec(saved)
     keys = ["mode", "targets", "forget", "lifecycle", "remote"] + (
-        ["replace"] if saved.complete else [])
+        ["replace"] if saved.complete else []) + (
+        ["moved", "unreachable_targets", "in", "forget_targets"] if saved.several else [])
     for key in keys:
-        if rec.get(key) != again["reconciler"][key]:
+        if rec.get(key) != again["reconciler"].get(key):
             return f"its reconciler.{key} differs from the plan made again"
+    if saved.several and doc.get("plan_version") != again["plan_version"]:
+        return "its plan_version is not that of a plan of several targets"
     return None

@@ -8,23 +8,33 @@ plan made again, and ``plan --format json`` shows the same document
 is under ``reconciler`` (the configuration, the options, the clock, what the plan assumed of
 the cloud). It never holds a private key, not even encrypted.
 
+A plan of several targets (``Plan.several``) is version 3: its configuration records say
+which targets each key pair lists, what it assumed of the cloud is keyed by address, it
+records ``--in`` and ``--forget-target``, and saved (``saved_targets_document``) it holds
+every target's connection (``connections``: name, role, API, endpoint, region, project and
+the name of its credential source, never a secret) instead of one ``provider`` block. A plan
+of one target is version 2, as it always was.
+
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.configuration``,
 ``reconciler.address``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from reconciler import __version__
 from reconciler.address import Address
 from reconciler.configuration import desired_to_dict, import_to_dict
-from reconciler.model import Api, S3Location
+from reconciler.model import Api, S3Location, TargetConnection
 from reconciler.plan import Action, Change, Drift, DriftKind, Plan
 
 FORMAT_VERSION = "1.2"
 PLAN_KIND = "reconciler-plan"
 PLAN_VERSION = 2  # 2: the whole configuration, --replace and the clock; see planfile
+TARGETS_PLAN_VERSION = 3  # 3: a plan of several targets, each target's connection
+ROLES = ("declared", "removed")  # a target of the manifests, or one only state holds
 
 _ACTIONS = {
     Action.CREATE: ["create"],
@@ -94,10 +104,11 @@ def _drift(d: Drift) -> dict[str, Any]:
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan as a JSON-able document (Terraform JSON plan shape, plus reconciler's own)."""
     c = plan.counts()
+    several = plan.several
     return {
         "format_version": FORMAT_VERSION,
         "kind": PLAN_KIND,
-        "plan_version": PLAN_VERSION,
+        "plan_version": TARGETS_PLAN_VERSION if several else PLAN_VERSION,
         "reconciler_version": __version__,
         "applyable": plan.has_changes,
         "errored": False,
@@ -121,15 +132,19 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             **({"unreachable_targets": [{"target": t, "error": why}
                                         for t, why in plan.unreachable]}
                if plan.unreachable else {}),
+            **({"in": list(plan.within), "forget_targets": list(plan.forget_targets)}
+               if several else {}),
             "planned_at": plan.planned_at,
             # Every desired key pair: apply makes the plan again from these and compares.
-            "configuration": {d.name: desired_to_dict(d) for d in plan.configuration},
+            "configuration": {d.name: desired_to_dict(d, placement=several)
+                              for d in plan.configuration},
             # The import: lists (only when there are any), made again with the configuration.
             **({"imports": [import_to_dict(i) for i in plan.imports]} if plan.imports else {}),
-            # What the plan assumed of the cloud, so a saved plan can tell it is stale.
+            # What the plan assumed of the cloud, so a saved plan can tell it is stale (by
+            # name with one target, by address with several).
             "remote": {
-                **{d.name: (d.after or {}).get("fingerprint") for d in plan.drift},
-                **{ch.name: (ch.remote.fingerprint if ch.remote else None)
+                **{d.address.label: (d.after or {}).get("fingerprint") for d in plan.drift},
+                **{ch.address.label: (ch.remote.fingerprint if ch.remote else None)
                    for ch in plan.changes if ch.action is not Action.NOOP},
             },
         },
@@ -151,5 +166,24 @@ def saved_plan_document(plan: Plan, *, api: Api, endpoint: str, region: str | No
     doc = plan_document(plan)
     doc["reconciler"]["provider"] = {"api": api.value, "endpoint": endpoint, "region": region,
                                      "project_id": project_id}
+    doc["reconciler"]["backend"] = backend_document(backend)
+    return doc
+
+
+def connection_document(target: str, role: str, c: TargetConnection) -> dict[str, Any]:
+    """One target's entry of a saved plan's ``connections`` (never a secret)."""
+    return {"target": target, "role": role, "api": c.api, "endpoint": c.endpoint,
+            "region": c.region, "project_id": c.project_id, "credentials": c.credentials}
+
+
+def saved_targets_document(plan: Plan, *,
+                           connections: Sequence[tuple[str, str, TargetConnection]],
+                           backend: S3Location | None) -> dict[str, Any]:
+    """The document ``plan --out FILE`` saves for a plan of several targets: the JSON plan,
+    every target's connection (``(target, role, connection)``, role one of ``ROLES``, in the
+    run's order) and the state backend."""
+    doc = plan_document(plan)
+    doc["reconciler"]["connections"] = [connection_document(t, role, c)
+                                        for t, role, c in connections]
     doc["reconciler"]["backend"] = backend_document(backend)
     return doc

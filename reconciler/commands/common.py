@@ -335,17 +335,22 @@ class Session:
 def session(args: argparse.Namespace, env: Env, *, operation: str,
             manifest: Manifest | None = None,
             provider: ProviderConfig | None = None,
-            target: str = DEFAULT_TARGET) -> Iterator[Session]:
+            target: str = DEFAULT_TARGET,
+            settings: dict[str, ApiSettings] | None = None) -> Iterator[Session]:
     """Load manifests, resolve each target's settings, lock and load state, and open each
     target's API. With one target, its credentials failing stops the run (before state is
     locked); with several, a target whose credentials fail is reported in ``reach.failed``
-    and the others go on."""
+    and the others go on.
+
+    ``settings`` (a saved plan of several targets): each declared target's settings, as the
+    plan pins them."""
     from reconciler.commands.reach import announce, credential_failures, reach
 
     if operation != "plan":
         refuse_without_lock(args, operation=operation)  # before anything else is looked at
     manifest = manifest if manifest is not None else load(args, env)
-    declared = ({target: api_settings(args, env, provider)} if provider is not None
+    declared = (settings if settings is not None
+                else {target: api_settings(args, env, provider)} if provider is not None
                 else run_settings(args, env, manifest))
     failed: dict[str, str] = {}
     with debug_logging(args, env):
@@ -364,9 +369,9 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
         for name in reached.removed:
             failed.update(credential_failures({name: reached.settings[name]}))
         reached.failed = {n: why for n, why in failed.items() if n in reached.settings}
-        for name, settings in declared.items():
+        for name, chosen in declared.items():
             if name not in reached.failed:
-                store.connect(name, connection_of(settings))
+                store.connect(name, connection_of(chosen))
         notice = integrity_notice(store)
         if notice and operation == "plan":
             env.err(notice)

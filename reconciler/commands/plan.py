@@ -73,9 +73,15 @@ def unreachable_errors(plan: Plan, env: Env) -> None:
 
 
 def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
-    """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``."""
-    from reconciler.planformat import saved_plan_document
+    """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``: one
+    provider block, or with several targets every target's connection."""
+    from reconciler.commands.reach import connection_of
+    from reconciler.planformat import saved_plan_document, saved_targets_document
 
+    if plan.several:
+        return saved_targets_document(plan, backend=sess.manifest.backend, connections=[
+            (name, "declared" if name in sess.reach.declared else "removed", connection_of(s))
+            for name, s in sess.reach.every.items()])
     s = sess.settings
     doc = saved_plan_document(plan, api=s.api, endpoint=s.endpoint, region=s.region,
                               project_id=s.project_id, backend=sess.manifest.backend)
@@ -109,16 +115,6 @@ def run(args: argparse.Namespace, env: Env) -> int:
             env.out()
         show(plan, args, env, args.format)
         unreachable_errors(plan, env)
-        if args.out and plan.unreachable:
-            raise UsageError("the plan was not saved: it lacks the key pairs of "
-                             f"{', '.join(t for t, _ in plan.unreachable)}, which could not be "
-                             "read. Plan again when they can be, or restrict the plan to the "
-                             "other targets with --in TARGET")
-        if args.out and sess.several:
-            raise UsageError("saving the plan of several targets is not supported yet: the "
-                             "plan was not saved. Apply it with `reconciler apply` (which "
-                             "shows the plan and asks for approval), or keep one target per "
-                             "manifest directory to use saved plans")
         if args.out:
             path = env.resolve(args.out)
             try:
@@ -133,6 +129,12 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 env.out()
                 env.out("To perform exactly these actions, run the following command to apply:")
                 env.out(f"    reconciler apply {args.out}")
+            if plan.unreachable:
+                left = ", ".join(t for t, _ in plan.unreachable)
+                env.err(f"Note: the saved plan leaves out target(s) {left}, which could not be "
+                        "read: applying it changes nothing there and ends with an error saying "
+                        "so. Plan again when they can be read, or with --in TARGET for the "
+                        "others.")
     if plan.unreachable:
         return ExitCode.ERROR
     if args.detailed_exitcode and plan.has_changes:

@@ -47,6 +47,9 @@ class Reach:
     removed: tuple[str, ...] = ()  # only in state, reached by their recorded connection
     forget: tuple[str, ...] = ()  # --forget-target
     within: tuple[str, ...] = ()  # --in
+    # Every declared target's settings (--in does not narrow them), then each removed one's:
+    # the connections a saved plan of several targets records.
+    every: dict[str, ApiSettings] = field(default_factory=dict)
 
 
 def several(manifest: Manifest) -> bool:
@@ -118,8 +121,9 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
     settings = {n: s for n, s in declared.items() if not within or n in within}
     for target in removed:
         settings[target] = recorded[target]
+    every = {**declared, **{t: recorded[t] for t in removed}}
     return Reach(settings=settings, declared=names, moves=moves, removed=removed,
-                 forget=forget, within=within)
+                 forget=forget, within=within, every=every)
 
 
 def _check_distinct(manifest: Manifest, declared: Mapping[str, ApiSettings]) -> None:

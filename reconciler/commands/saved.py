@@ -8,7 +8,10 @@ manifests given (the first line says so when none were, and gives the plan's mod
 options), the endpoint, project, region and API the plan targets, and where its state is read and
 written. An endpoint, project, region
 or API that this run's own flags, environment or manifests name differently is refused. What
-is then carried out is the plan made again by ``reconciler.planfile.rederive``.
+is then carried out is the plan made again by ``reconciler.planfile.rederive``. A plan of
+several targets (version 3) must also be applied with the ``--in`` and ``--forget-target`` it
+was made with, and is carried out by ``reconciler.commands.saved_targets`` once its options
+and configuration are checked here.
 
 May import: everything but ``reconciler.cli``.
 """
@@ -32,17 +35,25 @@ from reconciler.settings import own_target
 from reconciler.urls import parse_endpoint
 
 
-def _option_words(options: PlanOptions) -> list[str]:
-    """``options`` as the command-line flags that give them."""
+def _option_words(saved: SavedPlan) -> list[str]:
+    """The plan's options as the command-line flags that give them."""
+    options = saved.options
     words = [f"--{options.mode.value}"] if options.mode is not Mode.NORMAL else []
+    words += [f"--in {name}" for name in sorted(saved.within)]
+    words += [f"--forget-target {name}" for name in sorted(saved.forget_targets)]
     words += [f"--target {name}" for name in sorted(set(options.targets))]
     words += [f"--replace {name}" for name in sorted(set(options.replace))]
     return words
 
 
-def _options_line(options: PlanOptions) -> str:
+def _options_line(saved: SavedPlan) -> str:
     """The plan's mode and options, for the first line: "mode destroy, targets keep"."""
+    options = saved.options
     text = f"mode {options.mode.value}"
+    if saved.within:
+        text += f", in {', '.join(sorted(saved.within))}"
+    if saved.forget_targets:
+        text += f", forget-target {', '.join(sorted(saved.forget_targets))}"
     if options.targets:
         text += f", targets {', '.join(sorted(set(options.targets)))}"
     if options.replace:
@@ -69,30 +80,35 @@ def _verify_options(args: argparse.Namespace, saved: SavedPlan, shown: str,
     if given.mode is not planned.mode:
         differ.append(f"mode: the plan is {planned.mode.value}, this command asks for "
                       f"{given.mode.value}")
-    for flag, mine, theirs in (("--target", given.targets, planned.targets),
-                               ("--replace", given.replace, planned.replace)):
+    pairs = [("--target", given.targets, planned.targets),
+             ("--replace", given.replace, planned.replace)]
+    if saved.several:  # a plan of one target never recorded them
+        pairs[:0] = [("--in", tuple(args.within or ()), saved.within),
+                     ("--forget-target", tuple(args.forget_target or ()), saved.forget_targets)]
+    for flag, mine, theirs in pairs:
         if set(mine) != set(theirs):
             differ.append(f"{flag}: the plan has {', '.join(sorted(set(theirs))) or 'none'}, "
                           f"this command gives {', '.join(sorted(set(mine))) or 'none'}")
     if not differ:
         return
-    wanted = " ".join(["reconciler apply", *_option_words(planned), shown, *manifests])
+    wanted = " ".join(["reconciler apply", *_option_words(saved), shown, *manifests])
     if not manifests:
         wanted += " PATH…"
     raise PlanFileError(
         f"the saved plan {shown} was made with other options than this apply command gives "
         f"({'; '.join(differ)}). Nothing was sent. A saved plan made with --destroy, "
-        "--refresh-only, --target or --replace is applied only by a command that repeats "
-        "them, so that the command reviewed with it decides what may run. If this plan is "
+        "--refresh-only, --target, --replace, --in or --forget-target is applied only by a "
+        "command that repeats them, so that the command reviewed with it decides what may "
+        "run. If this plan is "
         f"the one that was reviewed, run `{wanted}`; otherwise plan again "
         "(`reconciler plan --out FILE PATH…`)")
 
 
-def _verify_configuration(args: argparse.Namespace, env: Env, saved: SavedPlan,
+def verify_configuration(args: argparse.Namespace, env: Env, saved: SavedPlan,
                           paths: Sequence[str], shown: str) -> Manifest | None:
     """The manifests given, when their digest is the plan's; None (said on the first line)
     when none were given."""
-    options = _options_line(saved.options)
+    options = _options_line(saved)
     if not paths:
         env.out(f"Note: the configuration comes from the saved plan {shown}, unverified. "
                 f"The plan: {options}. To check it against the manifests it was made from, run "
@@ -136,7 +152,7 @@ def _pinned_provider(args: argparse.Namespace, env: Env, saved: SavedPlan,
     return planned
 
 
-def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> S3Location | None:
+def pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> S3Location | None:
     if manifest is None:
         return saved.backend
 
@@ -150,7 +166,7 @@ def _pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> S3Location |
     return saved.backend
 
 
-def _state_line(args: argparse.Namespace, env: Env, backend: S3Location | None,
+def state_line(args: argparse.Namespace, env: Env, backend: S3Location | None,
                 saved: SavedPlan) -> str:
     """Where this apply will read and write state (and send the state credentials), said
     before anything is sent: the endpoint is parsed as it will be connected to."""
@@ -173,13 +189,17 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
     shown = args.paths[0] if args.paths else str(path)
     saved = read_saved_plan(path)
     _verify_options(args, saved, shown, manifests)
-    manifest = _verify_configuration(args, env, saved, manifests, shown)
+    manifest = verify_configuration(args, env, saved, manifests, shown)
+    if saved.several:
+        from reconciler.commands.saved_targets import apply_saved_targets
+
+        return apply_saved_targets(args, env, saved, manifest)
     provider = _pinned_provider(args, env, saved, manifest)
     settings = api_settings(args, env, provider)
     env.out(f"Saved plan targets {settings.endpoint} (project {settings.project_id}, region "
             f"{settings.region or 'not set'}, api {Api(settings.api).value}).")
-    backend = _pinned_backend(saved, manifest)
-    env.out(f"Saved plan state: {_state_line(args, env, backend, saved)}.")
+    backend = pinned_backend(saved, manifest)
+    env.out(f"Saved plan state: {state_line(args, env, backend, saved)}.")
     with session(args, env, operation="apply", manifest=Manifest(keypairs=(), backend=backend),
                  provider=provider, target=saved_target(saved)) as sess:
         remote = refresh(sess.api)

@@ -32,6 +32,8 @@ OPERATIONS = ("csms_create_secret", "csms_list_secrets", "csms_show_secret",
               "csms_delete_secret", "csms_create_version", "csms_list_versions",
               "csms_show_version", "csms_show_stage", "csms_update_stage",
               "csms_schedule_deletion", "csms_restore")
+WRITE_OPERATIONS = frozenset({"csms_create_secret", "csms_delete_secret", "csms_create_version",
+                              "csms_update_stage", "csms_schedule_deletion", "csms_restore"})
 
 
 def route(method: str, rest: list[str]) -> tuple[str, tuple[str, ...]] | None:

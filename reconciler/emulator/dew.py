@@ -27,6 +27,8 @@ from reconciler.emulator.kmsapi import Where
 
 KMS_PREFIX, CSMS_PREFIX = "v1.0", "v1"
 OPERATIONS = (*kmsapi.OPERATIONS, *csmsapi.OPERATIONS)
+# the operations that change something: an injected lost answer may hit these
+WRITE_OPERATIONS = frozenset({*kmsapi.WRITE_OPERATIONS, *csmsapi.WRITE_OPERATIONS})
 
 
 @dataclass(frozen=True, slots=True)

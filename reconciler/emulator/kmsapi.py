@@ -46,6 +46,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "decrypt-datakey"): "kms_decrypt_datakey",
 }
 OPERATIONS = tuple(sorted(set(ROUTES.values())))
+WRITE_OPERATIONS = frozenset({"kms_create_key", "kms_enable_key", "kms_disable_key",
+                              "kms_schedule_key_deletion", "kms_cancel_key_deletion",
+                              "kms_create_alias"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from reconciler.emulator import views
 from reconciler.emulator.admin import handle_admin
 from reconciler.emulator.datafile import DataFile
 from reconciler.emulator.dew import OPERATIONS as DEW_OPERATIONS
+from reconciler.emulator.dew import WRITE_OPERATIONS as DEW_WRITE_OPERATIONS
 from reconciler.emulator.dew import Dew, DewCall, serves, service_of, status_error
 from reconciler.emulator.dew import project_of as dew_project_of
 from reconciler.emulator.faults import (
@@ -585,7 +586,8 @@ class _Handler(BaseHTTPRequestHandler):
             return routed
         call = routed
         count(call.operation)
-        fault = emu.faults.decide(call.operation)
+        fault = emu.faults.decide(call.operation,
+                                  write=call.operation in DEW_WRITE_OPERATIONS)
         if fault is not None:
             count("faults_injected")
             if fault.kind == "drop":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -208,3 +209,27 @@ def test_the_debug_log_never_holds_a_data_key(emulator: Emulator, kms: KmsClient
     assert made.plaintext.reveal() not in text
     assert made.plaintext.reveal().upper() not in text
     assert text.count("(sensitive value)") >= 2
+
+
+def test_kms_and_csms_paths_need_a_valid_signature_and_project(emulator: Emulator) -> None:
+    key_id = make_key(emulator, "state")
+    body = json.dumps({"key_id": key_id}).encode()
+    for path, headers in (
+            (f"/v1.0/{emulator.project_id}/kms/create-datakey", {}),
+            (f"/v1/{emulator.project_id}/secrets", {"X-Project-Id": emulator.project_id})):
+        request = urllib.request.Request(f"{emulator.endpoint}{path}", data=body,
+                                         method="POST", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert json.load(refused.value)["errorCode"] == "APIGW.0301"
+    emulator.add_project("c" * 32, region="cn-north-4")
+    wrong = KmsClient(settings(emulator, project="c" * 32))
+    try:
+        with pytest.raises(ApiError) as elsewhere:
+            wrong.create_datakey(key_id, aad="a")  # the key is in another project
+    finally:
+        wrong.close()
+    assert elsewhere.value.status == 404
+    assert emulator.counters().get("kms_create_datakey") == 1
+    assert emulator.counters()["rejected_auth"] == 2

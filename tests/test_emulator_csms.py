@@ -163,3 +163,9 @@ def test_values_stay_out_of_the_admin_path_and_the_debug_log(
     for text in (caplog.text, json.dumps(summary), json.dumps(keys)):
         assert VALUE.reveal() not in text and "second-value-31f" not in text
     assert "secret_string" in caplog.text and "(sensitive value)" in caplog.text
+
+
+def test_a_key_already_named_csms_default_is_the_default(emulator: Emulator,
+                                                        csms: CsmsClient) -> None:
+    key_id = make_key(emulator, "csms/default")
+    assert csms.create_secret("db", VALUE).kms_key_id == key_id

@@ -89,8 +89,7 @@ class KeyRing:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def create(self, *, key_alias: object, description: object = "",
-               default: bool = False) -> KmsKey:
+    def create(self, *, key_alias: object, description: object = "") -> KmsKey:
         if not isinstance(key_alias, str) or KEY_ALIAS_RE.fullmatch(key_alias) is None:
             raise KmsProblem(400, "KMS.1101", "Invalid key_alias: use 1 to 255 letters, "
                              "digits, ':', '/', '_' or '-'")
@@ -98,8 +97,7 @@ class KeyRing:
             raise KmsProblem(400, "KMS.0202", "key_description must be a string of at most "
                              "255 characters")
         key = KmsKey(key_id=str(uuid.uuid4()), key_alias=key_alias, created_ms=now_ms(),
-                     secret=secrets.token_bytes(32), description=description,
-                     default=default)
+                     secret=secrets.token_bytes(32), description=description)
         with self._lock:
             if any(k.key_alias == key_alias for k in self._keys.values()):
                 raise KmsProblem(400, "KMS.1104", f"a key named {key_alias} already exists")
@@ -110,12 +108,12 @@ class KeyRing:
         """The project's ``csms/default`` key, made on first use as CSMS does."""
         with self._lock:
             for key in self._keys.values():
-                if key.default:
+                if key.default or key.key_alias == DEFAULT_KEY_ALIAS:
                     return key
-        try:
-            return self.create(key_alias=DEFAULT_KEY_ALIAS, default=True)
-        except KmsProblem:  # made meanwhile by another thread
-            return self.default_key()
+            key = KmsKey(key_id=str(uuid.uuid4()), key_alias=DEFAULT_KEY_ALIAS,
+                         created_ms=now_ms(), secret=secrets.token_bytes(32), default=True)
+            self._keys[key.key_id] = key
+            return key
 
     def get(self, key_id: object) -> KmsKey:
         """The key, or the KMS error for an ill-formed or unknown id."""

@@ -69,6 +69,16 @@ FORBIDDEN = {
     "reconciler.emulator.agency": ("reconciler.",),
     "reconciler.emulator.projects": (*_EMULATOR_UPPER, "reconciler.emulator.datafile"),
     "reconciler.emulator.datafile": _EMULATOR_UPPER,
+    # KMS and CSMS in the emulator: the key ring is cryptography and the stdlib; the vault
+    # knows the key ring only; each service's operations know their data layer, never the
+    # HTTP side.
+    "reconciler.emulator.kms": ("reconciler.",),
+    "reconciler.emulator.csms": (*_EMULATOR_UPPER, "reconciler.emulator.dew",
+                                 "reconciler.emulator.kmsapi", "reconciler.emulator.csmsapi",
+                                 "reconciler.emulator.store", "reconciler.emulator.projects"),
+    "reconciler.emulator.kmsapi": (*_EMULATOR_UPPER, "reconciler.emulator.dew",
+                                   "reconciler.emulator.csms"),
+    "reconciler.emulator.csmsapi": (*_EMULATOR_UPPER, "reconciler.emulator.dew"),
     # The path policy is used by manifests, state and commands alike: the stdlib only.
     "reconciler.fsutil": ("reconciler.",),
     # the URL parser and the proxy choice sit under api, state and settings: they know none

@@ -34,6 +34,7 @@ class Str:
     pattern: re.Pattern[str] | None = None
     sensitive: bool = False  # never echoed
     nonempty: bool = False
+    rule: str = "key pair name"  # what the pattern is, for the message
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ def _string(value: object, node: Str, path: str) -> None:
         raise _Mismatch(path, f"expected a non-empty string, got {describe(value)}")
     if node.pattern is not None and not node.pattern.fullmatch(value):
         shown = "a string" if node.sensitive else repr(escape(value))
-        raise _Mismatch(path, f"{shown} is not a valid key pair name")
+        raise _Mismatch(path, f"{shown} is not a valid {node.rule}")
 
 
 def _want(node: Node) -> str:

@@ -2,10 +2,11 @@
 
 Counters (in total and per project), reset, faults, key pair names and fingerprints, the
 projects (add one, make one unreachable and reachable again), identity providers, agencies
-and the IAM clock. Nothing here shows private keys, tokens or temporary secrets.
+and the IAM clock; a project's KMS keys and CSMS secrets (``dewadmin``). Nothing here shows
+private keys, tokens, temporary secrets, secret values or KMS key material.
 
-May import: ``reconciler.emulator.{handlers,jsonbody,projects}``, the standard library;
-the ``Emulator`` type for checking only.
+May import: ``reconciler.emulator.{handlers,jsonbody,projects,dewadmin,kmsapi}``, the
+standard library; the ``Emulator`` type for checking only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reconciler.emulator.dewadmin import handle_dew_admin
 from reconciler.emulator.handlers import Reply
 from reconciler.emulator.jsonbody import parse_json_body
+from reconciler.emulator.kmsapi import Where
 from reconciler.emulator.projects import DEFAULT_REGION
 
 if TYPE_CHECKING:
@@ -121,6 +124,11 @@ def _projects(emu: Emulator, method: str, rest: list[str], body: bytes) -> Reply
             emu.set_unreachable(pid, status=doc.get("status"))
             return Reply(200, emu.project_summary(pid))
         return _with_object(body, cut)
+    if rest[1:2] in (["kms"], ["csms"]):
+        project = emu.projects.get(pid)
+        assert project is not None
+        where = Where(domain_id=project.domain_id or emu.domain_id, region=project.region)
+        return handle_dew_admin(emu.dew, method, pid, rest[1:], body, where=where)
     if rest[1:] == ["unreachable"] and method == "DELETE":
         emu.set_reachable(pid)
         return Reply(200, emu.project_summary(pid))

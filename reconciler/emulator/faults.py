@@ -104,8 +104,9 @@ class Faults:
             if seed is not None:
                 self._random.seed(seed)
 
-    def decide(self, operation: str) -> Fault | None:
-        """The fault to inject into one request of ``operation``, if any."""
+    def decide(self, operation: str, *, write: bool | None = None) -> Fault | None:
+        """The fault to inject into one request of ``operation``, if any; ``write`` says
+        whether its answer may be lost (by default: a key pair write)."""
         with self._lock:
             cfg = self._config
             if cfg.operations is not None and operation not in cfg.operations:
@@ -117,7 +118,7 @@ class Faults:
                 return Fault("error", status=status, retry_after=cfg.retry_after)
             if (
                 cfg.lost_response_rate
-                and operation in WRITE_OPERATIONS
+                and (operation in WRITE_OPERATIONS if write is None else write)
                 and self._random.random() < cfg.lost_response_rate
             ):
                 return Fault("lost")

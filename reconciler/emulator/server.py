@@ -6,7 +6,9 @@ checked for a valid ``SDK-HMAC-SHA256`` signature and matching project ids of a 
 project (gateway errors 401/403 otherwise) that the credentials may use (403 in the API's
 shape otherwise: an agency's credentials reach its projects only, the emulator's own keys its
 own account's), routed, counted by operation (in total and for the project), subjected to
-the injected faults, and carried out on that project's key pairs. Every answer carries
+the injected faults, and carried out on that project's key pairs. KMS (``/v1.0/{project_id}/kms/…``)
+and CSMS (``/v1/{project_id}/secrets…``) are served the same way, on that project's keys and
+secrets (``reconciler.emulator.dew``). Every answer carries
 ``X-Request-Id`` and ``Content-Length``; connections are kept alive.
 
 IAM's and STS's federated login (``/v3.0/OS-AUTH/id-token/tokens``,
@@ -42,6 +44,10 @@ from urllib.parse import unquote
 from reconciler.emulator import views
 from reconciler.emulator.admin import handle_admin
 from reconciler.emulator.datafile import DataFile
+from reconciler.emulator.dew import OPERATIONS as DEW_OPERATIONS
+from reconciler.emulator.dew import WRITE_OPERATIONS as DEW_WRITE_OPERATIONS
+from reconciler.emulator.dew import Dew, DewCall, serves, service_of, status_error
+from reconciler.emulator.dew import project_of as dew_project_of
 from reconciler.emulator.faults import (
     DEFAULT_STATUSES,
     Counters,
@@ -67,6 +73,7 @@ from reconciler.emulator.iam import PATHS as IAM_PATHS
 from reconciler.emulator.iam import Iam, IamProblem, problem_reply
 from reconciler.emulator.jsonbody import parse_json_body
 from reconciler.emulator.keywork import KEYGEN_ALGORITHMS
+from reconciler.emulator.kmsapi import Where
 from reconciler.emulator.projects import DEFAULT_REGION, Outage, Project, Projects
 from reconciler.emulator.signing import SignatureError, SignedRequest, verify
 from reconciler.emulator.store import Store
@@ -156,6 +163,7 @@ class Emulator:
             self.datafile.start(self.projects)
         self.projects.seal()
         self.backend = Backend(projects=self.projects, user_id=self.user_id, keygen=keygen)
+        self.dew = Dew()  # every project's KMS keys and CSMS secrets
         self.domain_id = secrets.token_hex(16)
         self.iam = Iam(domain_id=self.domain_id)
         self._server: _Server | None = None
@@ -231,6 +239,7 @@ class Emulator:
         self.counters_.clear()
         self.faults.configure(self._initial)
         self.iam.reset()
+        self.dew.reset()
 
     def counters(self, project_id: str | None = None) -> dict[str, int]:
         """The totals over every project, or one project's counts."""
@@ -298,7 +307,7 @@ class Emulator:
     ) -> None:
         """Replace the fault configuration (``latency_ms=None`` keeps the current latency)."""
         if operations is not None:
-            unknown = set(operations) - set(OPERATIONS)
+            unknown = set(operations) - set(OPERATIONS) - set(DEW_OPERATIONS)
             if unknown:
                 raise ValueError(f"unknown operations: {', '.join(sorted(unknown))}")
         config = make_config(
@@ -519,7 +528,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, emu: Emulator, *, raw_path: str, raw_query: str, body: bytes) -> Reply:
         request_id = self.request_id
         segments = split_path(raw_path)
-        project = emu.projects.get(project_of(segments))
+        project = emu.projects.get(_project_id(segments))
 
         def count(name: str) -> None:
             emu.counters_.add(name)
@@ -543,6 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
         if denied is not None:
             count("rejected_auth")
             return denied
+        if serves(segments):
+            return self._dew(emu, segments, raw_query=raw_query, body=body, count=count)
         api = api_of(segments)
         try:
             call = route(self.command, segments)
@@ -576,6 +587,29 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Close()
         return reply
 
+    def _dew(self, emu: Emulator, segments: list[str], *, raw_query: str, body: bytes,
+             count: Callable[[str], None]) -> Reply:
+        routed = emu.dew.route(self.command, segments, request_id=self.request_id)
+        if not isinstance(routed, DewCall):
+            return routed
+        call = routed
+        count(call.operation)
+        fault = emu.faults.decide(call.operation,
+                                  write=call.operation in DEW_WRITE_OPERATIONS)
+        if fault is not None:
+            count("faults_injected")
+            if fault.kind == "drop":
+                raise _Close()
+            if fault.kind == "error":
+                return _fault_reply(call.service, fault, self.request_id)
+        project = emu.projects.get(call.project_id)
+        assert project is not None  # the gateway checks refused any other
+        where = Where(domain_id=project.domain_id or emu.domain_id, region=project.region)
+        reply = emu.dew.handle(call, body=body, query=_query_dict(raw_query), where=where)
+        if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
+            raise _Close()
+        return reply
+
     def _authenticate(
         self, emu: Emulator, project: Project | None, *, raw_path: str, raw_query: str,
         body: bytes
@@ -587,7 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"Incorrect IAM authentication information: {exc}"
             return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
         header_project = self.headers.get("X-Project-Id")
-        path_project = project_of(split_path(raw_path))
+        path_project = _project_id(split_path(raw_path))
         if header_project is None:
             message = "Incorrect IAM authentication information: the X-Project-Id header is missing"
             return Reply(401, views.gateway_error("APIGW.0301", message, request_id))
@@ -597,7 +631,10 @@ class _Handler(BaseHTTPRequestHandler):
             return Reply(403, views.gateway_error("APIGW.0302", message, request_id))
         refused = emu.access_refusal(access_key, project)
         if refused is not None:
-            return Reply(403, views.error_body(api_of(split_path(raw_path)), 403, refused))
+            segments = split_path(raw_path)
+            if serves(segments):
+                return status_error(service_of(segments), 403, refused)
+            return Reply(403, views.error_body(api_of(segments), 403, refused))
         return None
 
     # -- the admin path ------------------------------------------------------------------
@@ -606,6 +643,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not _is_loopback(self.client_address[0]):
             return Reply(403, {"error": "the admin path is served to loopback clients only"})
         return handle_admin(self.server.emulator, self.command, what, body)
+
+
+def _project_id(segments: list[str]) -> str | None:
+    """The project of a key pair, KMS or CSMS path."""
+    return project_of(segments) or dew_project_of(segments)
 
 
 def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:
@@ -619,6 +661,8 @@ def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:
     if fault.status in (502, 504):
         body = views.gateway_error("APIGW.0202", "The backend is unavailable", request_id)
         return Reply(fault.status, body)
+    if api in ("kms", "csms"):
+        return status_error(api, fault.status, "injected fault: try again")
     return Reply(fault.status, views.error_body(api, fault.status, "injected fault: try again"))
 
 

@@ -79,10 +79,13 @@ def custody_work(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair |
     if want == recorded(prior) and want == have:
         return CustodyWork(None, have, want)
     step = IMPORT if want is not None else CLEAR
+    # What differs from the manifest: the cloud, or (the cloud as wanted, state not yet: an
+    # interrupted apply) state; the call is made again either way.
+    before = have if have != want else recorded(prior)
     blocked = _blocked(step, d, prior, api, shown or str(keypair_address(d.name)))
     if blocked is not None:
-        return CustodyWork(step, have, want, blocked=blocked)
-    return CustodyWork(step, have, want, note=_note(step, d, have))
+        return CustodyWork(step, before, want, blocked=blocked)
+    return CustodyWork(step, before, want, note=_note(step, d, before))
 
 
 def _blocked(step: str, d: DesiredKeyPair, prior: StateKeyPair, api: Api,

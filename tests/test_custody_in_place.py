@@ -148,6 +148,24 @@ def test_custody_changed_in_the_console_shows_as_drift_and_is_restored(
     _converged(cli)
 
 
+def test_refresh_only_records_custody_cleared_and_keeps_the_private_key(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs:\n  - name: vault\n" + DEFAULT)
+    _apply(cli)
+    held = _state_key(cli, "vault")
+    cli.client().clear_private_key("vault")
+    done = cli("apply", "--refresh-only", "--auto-approve", str(cli.manifests))
+    assert done.code == 0, done.text
+    assert "state now records no custody" in done.text
+    assert _state_key(cli, "vault") == held  # not forgotten: only custody moved
+    again = cli("plan", "--refresh-only", "--detailed-exitcode", str(cli.manifests))
+    assert again.code == 0, again.text
+    plan = cli("plan", str(cli.manifests))  # the manifest still asks for custody
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in plan.out, plan.text
+    assert "from state) to the cloud's custody" in plan.out
+
+
 def test_an_apply_killed_after_the_call_converges(emulator: Emulator, tmp_path: Path) -> None:
     """kill -9 between the cloud's answer and the state write leaves the cloud changed and
     state as before: the next plan makes the call again, and the private key stays."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class SavedPlan:
     backend: S3Location | None
     assumed: Mapping[str, str | None]  # name -> the fingerprint the plan saw in the cloud
     document: Mapping[str, object]  # the raw document, compared with the plan made again
+    # name -> whether the cloud kept its private key, for custody the plan changes or saw drift
+    custody: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -177,11 +179,14 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
     if not isinstance(assumed, dict) or not all(
             v is None or isinstance(v, str) for v in assumed.values()):
         raise ValueError("remote")
+    custody = rec.get("custody", {})
+    if not isinstance(custody, dict) or not all(isinstance(v, bool) for v in custody.values()):
+        raise ValueError("custody")
     return SavedPlan(
         path=path, version=version, lineage=lineage, serial=serial, manifest_digest=digest,
         configuration=desired, options=options, planned_at=planned_at,
         provider=_provider(rec["provider"]), backend=_backend(rec.get("backend")),
-        assumed=dict(assumed), document=doc,
+        assumed=dict(assumed), document=doc, custody=dict(custody),
     )
 
 
@@ -221,6 +226,11 @@ def check_fresh(saved: SavedPlan, state: State, remote: RemoteSnapshot) -> None:
     for name, fingerprint in sorted(saved.assumed.items()):
         now = remote.keypairs.get(name)
         if (now.fingerprint if now else None) != fingerprint:
+            moved.append(name)
+    for name, kept in sorted(saved.custody.items()):
+        now = remote.keypairs.get(name)
+        if now is not None and now.key_protection is not None and now.key_protection != kept \
+                and name not in moved:
             moved.append(name)
     if moved:
         raise StaleStateError(

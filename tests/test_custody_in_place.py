@@ -241,3 +241,24 @@ def test_break_glass_export_of_a_key_the_cloud_keeps(emulator: Emulator, tmp_pat
                                      .public_key)
     none = cli("output", "plain", str(cli.manifests), "--private-key", "--from-cloud")
     assert none.code == 1 and "Traceback" not in none.text, none.text
+
+
+def test_a_saved_custody_plan_applies_and_a_stale_one_is_refused(emulator: Emulator,
+                                                                 tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n")
+    _apply(cli)
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n" + DEFAULT)
+    saved = cli("plan", "--out", "custody.plan", str(cli.manifests))
+    assert saved.code == 0, saved.text
+    done = cli("apply", "custody.plan", str(cli.manifests))
+    assert done.code == 0 and "1 changed" in done.out, done.text
+    assert emulator.store.get("vault").key_protection
+    _converged(cli)
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n")
+    stale = cli("plan", "--out", "clear.plan", str(cli.manifests))
+    assert stale.code == 0, stale.text
+    cli.client().clear_private_key("vault")  # in the console, after the plan was made
+    refused = cli("apply", "clear.plan", str(cli.manifests))
+    assert refused.code == 1 and "changed in the cloud since" in refused.text, refused.text
+    assert "vault" in refused.text and not emulator.store.get("vault").key_protection

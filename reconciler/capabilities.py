@@ -31,19 +31,23 @@ class Capabilities:
     scope: bool  # a key pair is of a user or of the whole domain
     custody: bool  # key_protection: the cloud keeps the private key too
     export: bool  # the private key the cloud keeps can be read back
+    # The service whose endpoint takes custody calls (import, export and clear of the private
+    # key the cloud keeps): KPS's, for v2.1 too, which has no such calls of its own.
+    custody_service: str | None
     paginated: bool  # the list comes in pages, by marker; else in one answer
 
 
 _BY_API = {
     Api.V2: Capabilities(api=Api.V2, title="ECS os-keypairs v2", service="ecs",
                          descriptions=False, scope=False, custody=False, export=False,
-                         paginated=False),
+                         custody_service=None, paginated=False),
     Api.V21: Capabilities(api=Api.V21, title="ECS os-keypairs v2.1", service="ecs",
-                          descriptions=False, scope=False, custody=True, export=False,
-                          paginated=False),
+                          descriptions=False, scope=False, custody=True, export=True,
+                          custody_service="kms", paginated=False),
     # The Key Pair Service is served from the DEW/KMS host, not kps.<region>.
     Api.KPS: Capabilities(api=Api.KPS, title="KPS v3", service="kms", descriptions=True,
-                          scope=True, custody=True, export=True, paginated=True),
+                          scope=True, custody=True, export=True, custody_service="kms",
+                          paginated=True),
 }
 
 

@@ -42,7 +42,8 @@ class Mode(StrEnum):
 
 class DriftKind(StrEnum):
     DELETED = "deleted"
-    CHANGED = "changed"
+    CHANGED = "changed"  # another key under the name
+    CUSTODY = "custody"  # the same key; the cloud's custody of its private key added or cleared
 
 
 # Terraform's action_reason values, for tools that read the JSON plan.

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the working directory)")
     p.add_argument("--private-key", action="store_true",
                    help="the private key (to --out or stdout)")
+    p.add_argument("--from-cloud", action="store_true",
+                   help="with --private-key: export the private key the cloud keeps, for a "
+                        "key pair whose private key state does not hold")
     p.add_argument("--out", metavar="FILE", help="write to FILE, created 0600")
     p.add_argument("--force", action="store_true", help="overwrite FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")

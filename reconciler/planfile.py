@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from reconciler.model import (
     KeySource,
     Manifest,
     ProviderConfig,
+    RemoteKeyPair,
     RemoteSnapshot,
     S3Location,
     SourceLocation,
@@ -125,6 +126,9 @@ class SavedPlan:
     def declared(self) -> tuple[str, ...]:
         """The targets the manifests declared, in their order (version 3)."""
         return tuple(t.name for t in self.pinned if t.role == "declared")
+    # label -> whether the cloud kept its private key, for custody the plan changes or saw
+    # drift (a name with one target, an address with several)
+    custody: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -236,12 +240,15 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
     known = {t.name for t in pinned}
     if several and not (set(within) <= known and not set(forget) & known):
         raise ValueError("--in names a target the plan has no connection for")
+    custody = rec.get("custody", {})
+    if not isinstance(custody, dict) or not all(isinstance(v, bool) for v in custody.values()):
+        raise ValueError("custody")
     return SavedPlan(
         path=path, version=version, lineage=lineage, serial=serial, manifest_digest=digest,
         configuration=desired, imports=imports, options=options, planned_at=planned_at,
         provider=ProviderConfig() if several else _provider(rec["provider"]),
         backend=_backend(rec.get("backend")), assumed=dict(assumed), document=doc,
-        pinned=pinned, within=within, forget_targets=forget,
+        pinned=pinned, within=within, forget_targets=forget, custody=dict(custody),
     )
 
 
@@ -317,10 +324,18 @@ def check_fresh(saved: SavedPlan, state: State,
         )
     moved = []
     for label, fingerprint in sorted(saved.assumed.items()):
-        now = _assumed_now(saved, label, remote)
+        now = _remote_now(saved, label, remote)
         if now is _UNREAD:
             continue  # --forget-target: the plan read nothing there, and apply reads nothing
-        if now is _UNKNOWN or now != fingerprint:
+        if now is _UNKNOWN or (now.fingerprint if isinstance(now, RemoteKeyPair)
+                               else None) != fingerprint:
+            moved.append(label)
+    for label, kept in sorted(saved.custody.items()):
+        now = _remote_now(saved, label, remote)
+        if now is _UNREAD or label in moved:
+            continue
+        if now is _UNKNOWN or (isinstance(now, RemoteKeyPair) and now.key_protection is not None
+                               and now.key_protection != kept):
             moved.append(label)
     if moved:
         raise StaleStateError(
@@ -332,15 +347,15 @@ def check_fresh(saved: SavedPlan, state: State,
 _UNKNOWN, _UNREAD = object(), object()
 
 
-def _assumed_now(saved: SavedPlan, label: str,
-                 remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> object:
-    """The fingerprint the cloud holds now for what the plan assumed under ``label`` (a name
-    with one target, an address with several); ``_UNKNOWN`` when no snapshot has it."""
+def _remote_now(saved: SavedPlan, label: str,
+                remote: RemoteSnapshot | Mapping[str, RemoteSnapshot]) -> object:
+    """What the cloud holds now under ``label`` (a name with one target, an address with
+    several): the ``RemoteKeyPair``, None when absent; ``_UNKNOWN`` when no snapshot has it,
+    ``_UNREAD`` for a target forgotten with --forget-target."""
     if isinstance(remote, RemoteSnapshot):
         if saved.several:
             return _UNKNOWN
-        now = remote.keypairs.get(label)
-        return now.fingerprint if now else None
+        return remote.keypairs.get(label)
     try:
         query = parse_address(label)
     except AddressSyntaxError:
@@ -350,8 +365,7 @@ def _assumed_now(saved: SavedPlan, label: str,
         return _UNREAD
     if snapshot is None:
         return _UNKNOWN  # a target the plan could not read, or not in it: edited
-    found = snapshot.keypairs.get(query.name)
-    return found.fingerprint if found else None
+    return snapshot.keypairs.get(query.name)
 
 
 def _legacy_configuration(saved: SavedPlan, state: State) -> tuple[DesiredKeyPair, ...]:

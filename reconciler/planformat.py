@@ -101,6 +101,19 @@ def _drift(d: Drift) -> dict[str, Any]:
     }
 
 
+def _custody_seen(plan: Plan) -> dict[str, bool]:
+    """Whether the cloud kept the private key, as the plan saw it, of each key pair whose
+    drift or in-place change is about custody (and whose list said): a saved plan is stale
+    when that moved."""
+    seen = {ch.address.label: ch.remote.key_protection for ch in plan.changes
+            if ch.action is Action.UPDATE and ch.remote is not None
+            and ch.remote.key_protection is not None
+            and (ch.after or {}).get("key_protection") != (ch.before or {}).get("key_protection")}
+    seen.update({d.address.label: (d.after or {}).get("key_protection") is not None
+                 for d in plan.drift if d.kind is DriftKind.CUSTODY})
+    return {name: bool(flag) for name, flag in seen.items()}
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan as a JSON-able document (Terraform JSON plan shape, plus reconciler's own)."""
     c = plan.counts()
@@ -147,6 +160,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
                 **{ch.address.label: (ch.remote.fingerprint if ch.remote else None)
                    for ch in plan.changes if ch.action is not Action.NOOP},
             },
+            **({"custody": custody} if (custody := _custody_seen(plan)) else {}),
         },
     }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import default_endpoint
@@ -121,10 +121,13 @@ def resolve_api_settings(
     if credentials is None:
         credentials = (resolution or resolve(environ)).provider
     ca_bundle = _first(environ, CA_BUNDLE_VARS)
+    # --endpoint alone means every service at that URL: custody calls (KPS's) too.
+    everything_at = flags.endpoint or environ.get("RECONCILER_ENDPOINT")
     return ApiSettings(api=api, endpoint=endpoint.url, project_id=project_id,
                        credentials=credentials, region=region,
                        verify_tls=not flags.insecure, ca_bundle=ca_bundle,
-                       proxy=choose_proxy(endpoint, environ))
+                       proxy=choose_proxy(endpoint, environ),
+                       custody_endpoint=endpoint.url if everything_at else None)
 
 
 def _endpoint(flags: ProviderFlags, environ: Mapping[str, str], provider: ProviderConfig | None,
@@ -192,8 +195,21 @@ def target_settings(target: TargetConfig, flags: ProviderFlags,
     credentials = target_credentials(
         target.name, target.credentials, environ,
         iam_endpoint=target_iam_endpoint(target, flags, environ))
-    return resolve_api_settings(flags, environ, _target_block(target, flags, environ),
-                                credentials=credentials)
+    settings = resolve_api_settings(flags, environ, _target_block(target, flags, environ),
+                                    credentials=credentials)
+    return _with_custody_endpoint(settings, target)
+
+
+def _with_custody_endpoint(settings: ApiSettings, target: TargetConfig) -> ApiSettings:
+    """A target's ``endpoints`` entry for the service that takes custody calls (``kms``, for
+    v2.1 too), unless ``--endpoint`` put every service at one URL already."""
+    service = capabilities(settings.api).custody_service
+    given = target.endpoints.get(service) if service else None
+    if settings.custody_endpoint is not None or not given:
+        return settings
+    where = f" in {target.location}" if target.location else ""
+    url = parse_endpoint(given, what=f"endpoints.{service} of target {target.name!r}{where}").url
+    return replace(settings, custody_endpoint=url)
 
 
 def resolve_target_settings(flags: ProviderFlags, environ: Mapping[str, str],

@@ -187,8 +187,57 @@ def test_nova_refuses_kps_only_features(make: MakeApi, api: Api) -> None:
         client.create_keypair(name="x", scope="domain")
     with pytest.raises(UsageError, match="kps"):
         client.update_description("x", "text")
-    assert client.export_private_key("x") is None
     assert client.requests_sent == 0  # type: ignore[attr-defined]
+    # custody calls are KPS's: v2.1 sends them there (absent: None), v2 has none
+    assert client.export_private_key("x") is None
+    assert client.requests_sent == (1 if client.capabilities.export else 0)  # type: ignore[attr-defined]
+
+
+def test_v2_refuses_custody_calls_without_a_request(make: MakeApi) -> None:
+    client = make(Api.V2)
+    key = generate_keypair("ed25519")
+    with pytest.raises(UsageError, match=r"v2\.1 or kps"):
+        client.import_private_key("x", key_protection=DEFAULT_PROTECTION,
+                                  private_key=key.private_key)
+    with pytest.raises(UsageError, match=r"v2\.1 or kps"):
+        client.clear_private_key("x")
+    assert client.requests_sent == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("api", PROTECTING_APIS)
+def test_private_key_import_and_clear_through_kps(make: MakeApi, emulator: Emulator,
+                                                  api: Api) -> None:
+    client = make(api)
+    key = generate_keypair("ed25519")
+    client.import_keypair(name="later", public_key=key.public_key)
+    kms = KeyProtection(encryption=Encryption(type="kms", kms_key_name="ops-kms"))
+    before = emulator.counters()
+    client.import_private_key("later", key_protection=kms, private_key=key.private_key)
+    client.import_private_key("later", key_protection=kms, private_key=key.private_key)  # twice
+    record = emulator.store.get("later")
+    assert record.key_protection and record.encryption == {"type": "kms",
+                                                          "kms_key_name": "ops-kms"}
+    assert client.export_private_key("later") == key.private_key
+    client.clear_private_key("later")
+    client.clear_private_key("later")  # twice: still done
+    assert not emulator.store.get("later").key_protection
+    after = emulator.counters()
+    assert after["import_private_key"] - before["import_private_key"] == 2
+    assert after["clear_private_key"] - before["clear_private_key"] == 2
+    other = generate_keypair("ed25519")
+    with pytest.raises(ApiError):  # not the half of its public key: the cloud refuses
+        client.import_private_key("later", key_protection=kms, private_key=other.private_key)
+
+
+def test_custody_endpoint_of_v21_is_the_kps_host() -> None:
+    from reconciler.api.endpoints import custody_endpoint
+
+    ecs = "https://ecs.cn-north-4.myhuaweicloud.com"
+    assert custody_endpoint(ecs, Api.V21) == "https://kms.cn-north-4.myhuaweicloud.com"
+    assert custody_endpoint(ecs, Api.V21, "https://kms.example") == "https://kms.example"
+    assert custody_endpoint("http://127.0.0.1:8080", Api.V21) == "http://127.0.0.1:8080"
+    kms = "https://kms.cn-north-4.myhuaweicloud.com"
+    assert custody_endpoint(kms, Api.KPS) == kms
 
 
 @pytest.mark.parametrize("api", PROTECTING_APIS)

@@ -21,7 +21,9 @@ from reconciler.errors import DiagnosticsError
 from reconciler.manifest import load_manifests
 from reconciler.model import (
     Api,
+    Encryption,
     EntryStatus,
+    KeyProtection,
     KeySource,
     RemoteKeyPair,
     RemoteSnapshot,
@@ -50,8 +52,14 @@ def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKey
             private_key=SealedSecret("x") if e.get("private_key") else None,
             status=EntryStatus(e.get("status", "ready")),
             prevent_destroy=bool(e.get("prevent_destroy")),
+            key_protection=_protection(e.get("key_protection")),
         )
     return entries
+
+
+def _protection(raw: dict[str, Any] | None) -> KeyProtection | None:
+    """A state entry's ``key_protection``: ``{"encryption": {"type": ..., ...}}``."""
+    return KeyProtection(encryption=Encryption(**raw["encryption"])) if raw else None
 
 
 def _state(raw: dict[str, Any], digests: dict[str, str]) -> State:
@@ -85,7 +93,8 @@ def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
     for r in raw["keypairs"]:
         pairs[r["name"]] = RemoteKeyPair(name=r["name"], public_key=r["public_key"],
                                          fingerprint=keys.fingerprints(r["public_key"])[0],
-                                         description=r.get("description"))
+                                         description=r.get("description"),
+                                         key_protection=r.get("is_key_protection"))
     return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]))
 
 

@@ -19,7 +19,10 @@ from tests.test_plan_cases import CASES, _run
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_CASES = ["create_import", "replace_public_key_changed", "update_description_kps",
                 "drift_key_changed_outside", "delete_not_desired", "in_sync_noop",
-                "adopt_same_key", "refresh_only", "rotation_due"]
+                "adopt_same_key", "refresh_only", "rotation_due",
+                "custody_added_in_place", "custody_removed_in_place", "custody_kms_key_changed",
+                "custody_added_not_held_replaces", "custody_drift_added_outside",
+                "custody_drift_cleared_outside"]
 
 
 @pytest.mark.parametrize("name", GOLDEN_CASES)
@@ -34,7 +37,8 @@ def test_text_plan_golden(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["create_import", "replace_public_key_changed",
-                                  "update_description_kps", "delete_not_desired"])
+                                  "update_description_kps", "delete_not_desired",
+                                  "custody_added_in_place"])
 def test_markdown_plan_golden(name: str) -> None:
     """The comment's ```diff block has each sign at column 0, so GitHub and GitLab colour it."""
     plan, error, _ = _run(CASES / name)

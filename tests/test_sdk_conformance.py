@@ -2,10 +2,11 @@
 endpoint the emulator serves, driven by the client its users already have.
 
 KPS v3: create (cloud-generated, imported, with custody), list (limit, marker), detail,
-update description, export, import and clear of the private key, delete, and a 404 as the
-SDK's own exception. ECS (Nova v2.1): create (generated and imported), list (plain and the 2.35
-microversion's limit/marker), show, delete. Each answer is also checked against what
-reconciler's own client reads, so both clients see one cloud.
+update description, export, import and clear of the private key (the list's
+``is_key_protection`` following them, reconciler's own import and clear seen by the SDK),
+delete, and a 404 as the SDK's own exception. ECS (Nova v2.1): create (generated and
+imported), list (plain and the 2.35 microversion's limit/marker), show, delete. Each answer
+is also checked against what reconciler's own client reads, so both clients see one cloud.
 
 Needs huaweicloudsdkcore, huaweicloudsdkkps and huaweicloudsdkecs 3.1.219 (the test extra);
 skipped, saying so, where they are not installed.
@@ -19,7 +20,7 @@ from reconciler.api.flavours import make_api
 from reconciler.api.protocol import ApiSettings, Credentials
 from reconciler.emulator.server import Emulator
 from reconciler.keys import generate_keypair, public_key_of
-from reconciler.model import Api, Secret
+from reconciler.model import Api, Encryption, KeyProtection, Secret
 
 MISSING = ("the SDK conformance tests need huaweicloudsdkcore, huaweicloudsdkkps and "
            "huaweicloudsdkecs 3.1.219 (the test extra installs them)")
@@ -117,6 +118,44 @@ def test_kps_custody_export_import_and_clear(emulator: Emulator) -> None:
         body=kps.ExportPrivateKeyRequestBody(
             keypair=kps.ExportPrivateKeyKeypairBean(name="sdk-custody"))))
     assert back.keypair.private_key == private
+
+
+def _custody_flags(client: object) -> dict[str, bool]:
+    listed = client.list_keypairs(kps.ListKeypairsRequest(limit="10"))  # type: ignore[attr-defined]
+    return {k.keypair.name: k.keypair.is_key_protection for k in listed.keypairs}
+
+
+def test_kps_custody_in_the_list_and_reconcilers_calls_seen_by_the_sdk(
+        emulator: Emulator) -> None:
+    """The list's is_key_protection, as the SDK's model reads it, follows custody given and
+    cleared by reconciler's own client (v2.1 too, through the KPS endpoints); a private key
+    reconciler imported is the one the SDK exports."""
+    client = _kps(emulator)
+    pair = generate_keypair("ed25519")
+    _create(client, name="sdk-plain", public_key=pair.public_key)
+    assert _custody_flags(client) == {"sdk-plain": False}
+    protection = KeyProtection(encryption=Encryption(type="kms", kms_key_name="ops-kms"))
+    for api in ("kps", "v2.1"):
+        ours = _ours(emulator, api)
+        ours.import_private_key("sdk-plain", key_protection=protection,  # type: ignore[attr-defined]
+                                private_key=pair.private_key)
+        assert _custody_flags(client) == {"sdk-plain": True}
+        assert ours.list_keypairs().keypairs["sdk-plain"].key_protection is (  # type: ignore[attr-defined]
+            True if api == "kps" else None)  # Nova's list says nothing of custody
+        exported = client.export_private_key(kps.ExportPrivateKeyRequest(
+            body=kps.ExportPrivateKeyRequestBody(
+                keypair=kps.ExportPrivateKeyKeypairBean(name="sdk-plain"))))
+        assert exported.keypair.private_key == pair.private_key.reveal()
+        assert ours.export_private_key("sdk-plain") == pair.private_key  # type: ignore[attr-defined]
+        ours.clear_private_key("sdk-plain")  # type: ignore[attr-defined]
+        assert _custody_flags(client) == {"sdk-plain": False}
+    client.import_private_key(kps.ImportPrivateKeyRequest(body=kps.ImportPrivateKeyRequestBody(
+        keypair=kps.ImportPrivateKeyKeypairBean(name="sdk-plain",
+                                                key_protection=kps.ImportPrivateKeyProtection(
+                                                    private_key=pair.private_key.reveal(),
+                                                    encryption=kps.Encryption(type="default"))))))
+    assert _ours(emulator, "kps").list_keypairs().keypairs[  # type: ignore[attr-defined]
+        "sdk-plain"].key_protection is True
 
 
 def test_ecs_nova_create_list_show_delete(emulator: Emulator) -> None:

@@ -34,3 +34,22 @@ def test_flag_beats_environment_beats_manifest() -> None:
     s = resolve_api_settings(ProviderFlags(), {"HUAWEICLOUD_SDK_AK": "a",
                                                "HUAWEICLOUD_SDK_SK": "s"}, manifest)
     assert (s.api, s.region, s.project_id) == (Api.V2, "cn-east-3", "m" * 32)
+
+
+def test_where_v21_sends_custody_calls() -> None:
+    """KPS's endpoint: derived from the ECS one (None here), a target's endpoints.kms, or
+    --endpoint's URL, which puts every service there."""
+    from reconciler.model import TargetConfig
+    from reconciler.settings import target_settings
+
+    env = {**BASE, "HUAWEICLOUD_SDK_AK": "a", "HUAWEICLOUD_SDK_SK": "s"}
+    s = resolve_api_settings(ProviderFlags(api="v2.1"), env, None)
+    assert s.custody_endpoint is None  # api.endpoints.custody_endpoint swaps ecs. for kms.
+    s = resolve_api_settings(ProviderFlags(api="v2.1", endpoint="https://gw.example"), env, None)
+    assert s.custody_endpoint == "https://gw.example"
+    target = TargetConfig(name="prod", region="cn-north-4", project_id="p" * 32, api=Api.V21,
+                          endpoints={"ecs": "https://ecs.internal.example",
+                                     "kms": "https://kms.internal.example"})
+    s = target_settings(target, ProviderFlags(), env)
+    assert (s.endpoint, s.custody_endpoint) == ("https://ecs.internal.example",
+                                                "https://kms.internal.example")

@@ -23,3 +23,20 @@ def default_endpoint(api: Api, region: str) -> str:
             "check --region or the provider block"
         )
     return f"https://{capabilities(api).service}.{region}.myhuaweicloud.com"
+
+
+def custody_endpoint(endpoint: str, api: Api, given: str | None = None) -> str:
+    """Where ``api``'s custody calls (private key import, export, clear) go: ``given`` (a
+    target's ``endpoints.kms``); the flavour's own endpoint when its service takes them; else
+    (v2.1) the same host with its service's label swapped, as the cloud serves KPS at
+    ``kms.{region}`` beside ``ecs.{region}``; any other host (a gateway, the emulator) serves
+    every service at one URL, and is used as it is."""
+    caps = capabilities(api)
+    if given:
+        return given
+    if caps.custody_service is None or caps.custody_service == caps.service:
+        return endpoint
+    scheme, sep, rest = endpoint.partition("://")
+    if sep and rest.startswith(f"{caps.service}."):
+        return f"{scheme}://{caps.custody_service}.{rest[len(caps.service) + 1:]}"
+    return endpoint

@@ -9,7 +9,10 @@ Paths, bodies, status codes, pagination and error shapes differ here and nowhere
   v2.1 sends ``type`` only for x509, with microversion ``compute 2.2`` (Nova rejects the
   field below 2.2); v2 (no microversions) always sends it.
 - KPS: ``limit``/``marker`` pagination following ``page_info.next_marker``, bounded (see
-  ``KpsApi.list_keypairs``); description updates; private-key export; ``scope``.
+  ``KpsApi.list_keypairs``); description updates; private-key import, export and clear;
+  ``scope``.
+- v2.1 has no custody calls of its own: it sends private-key import, export and clear to the
+  KPS endpoints (``endpoints.custody_endpoint``), as the three APIs see the same key pairs.
 
 Every success answer is checked against its documented shape (``shapes``) before anything
 is read from it.
@@ -29,6 +32,7 @@ from urllib.parse import quote
 
 from reconciler.api import shapes
 from reconciler.api.client import HttpClient, HttpResult, Kind
+from reconciler.api.endpoints import custody_endpoint
 from reconciler.api.parse import (
     answer,
     fail,
@@ -39,7 +43,7 @@ from reconciler.api.parse import (
     private_key_of,
 )
 from reconciler.api.protocol import ApiSettings, KeyPairApi
-from reconciler.capabilities import Capabilities, capabilities
+from reconciler.capabilities import Capabilities, apis_with, capabilities
 from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
 from reconciler.model import (
     Api,
@@ -233,8 +237,40 @@ class _NovaAdapter(_Adapter):
             f"not {self.api}"
         )
 
+    # -- custody: KPS's calls, at its endpoint (v2.1); v2 has none --------------------------
+
+    custody: KpsApi | None = None  # set by make_api for a flavour with custody
+
+    def _custody(self, operation: str) -> KpsApi:
+        if self.custody is None:
+            raise UsageError(f"{operation}: api {self.api} cannot hand a private key to the "
+                             f"cloud's custody; use api {apis_with(lambda c: c.custody)}")
+        return self.custody
+
     def export_private_key(self, name: str) -> Secret | None:
-        return None
+        if self.custody is None:
+            return None
+        return self.custody.export_private_key(name)
+
+    def import_private_key(self, name: str, *, key_protection: KeyProtection,
+                           private_key: Secret, user_id: str | None = None) -> None:
+        self._custody(f"import the private key of {name}").import_private_key(
+            name, key_protection=key_protection, private_key=private_key, user_id=user_id)
+
+    def clear_private_key(self, name: str) -> None:
+        self._custody(f"clear the private key of {name}").clear_private_key(name)
+
+    @property
+    def requests_sent(self) -> int:
+        own = self.http.requests_sent
+        if self.custody is not None and self.custody.http is not self.http:
+            own += self.custody.http.requests_sent
+        return own
+
+    def close(self) -> None:
+        if self.custody is not None and self.custody.http is not self.http:
+            self.custody.close()
+        self.http.close()
 
 
 class NovaV2Api(_NovaAdapter):
@@ -386,6 +422,34 @@ class KpsApi(_Adapter):
             return None
         return private_key_of(answer(result, shapes.EXPORTED, operation=operation))
 
+    def import_private_key(self, name: str, *, key_protection: KeyProtection,
+                           private_key: Secret, user_id: str | None = None) -> None:
+        """``POST …/keypairs/private-key/import``: the same key sent again (a resend after a
+        lost answer, a re-run after an interrupted apply) leaves the same custody."""
+        operation = f"import the private key of {name}"
+        keypair: dict[str, object] = {"name": name}
+        if user_id is not None:
+            keypair["user_id"] = user_id
+        keypair["key_protection"] = _protection_body(key_protection, private_key)
+        result = self.http.request(
+            method="POST", path=f"{self._base}/private-key/import", operation=operation,
+            body={"keypair": keypair},
+        )
+        body = answer(result, shapes.PRIVATE_KEY_IMPORTED, operation=operation)
+        echoed = body.get("keypair")
+        if isinstance(echoed, dict) and echoed.get("name") not in (None, name):
+            raise fail(result, operation=operation, path="keypair.name",
+                       problem="the answer is for another key pair than the one asked for")
+
+    def clear_private_key(self, name: str) -> None:
+        """``DELETE …/keypairs/{name}/private-key``: the key pair stays, without custody."""
+        operation = f"clear the private key of {name}"
+        result = self.http.request(
+            method="DELETE", path=f"{self._base}/{_seg(name)}/private-key",
+            operation=operation,
+        )
+        answer(result, shapes.NO_BODY, operation=operation)
+
 
 def _collect(pairs: dict[str, RemoteKeyPair], page: list[RemoteKeyPair], *,
              result: HttpResult, operation: str) -> None:
@@ -427,7 +491,12 @@ def make_api(
         return KpsApi(client, project_id=settings.project_id, page_size=page_size)
     if api is Api.V2:
         return NovaV2Api(client, project_id=settings.project_id)
-    return NovaV21Api(client, project_id=settings.project_id)
+    adapter = NovaV21Api(client, project_id=settings.project_id)
+    where = custody_endpoint(settings.endpoint, api, settings.custody_endpoint)
+    custody_http = client if where == settings.endpoint else HttpClient(
+        dataclasses.replace(settings, api=Api.KPS, endpoint=where, custody_endpoint=None))
+    adapter.custody = KpsApi(custody_http, project_id=settings.project_id)
+    return adapter
 
 
 __all__ = ["KpsApi", "NovaV2Api", "NovaV21Api", "make_api"]

@@ -82,6 +82,9 @@ class ApiSettings:
     pool_size: int = 32
     max_answer_bytes: int = 64 * 1024 * 1024  # a larger answer is an error, never read whole
     proxy: ProxyChoice | None = None  # None: connect directly (the environment is not read)
+    # Where custody calls go when another service takes them (v2.1: KPS's, ``endpoints.kms`` of
+    # a target); None: derived from ``endpoint`` (``api.endpoints.custody_endpoint``).
+    custody_endpoint: str | None = None
 
 
 class KeyPairApi(Protocol):
@@ -142,7 +145,21 @@ class KeyPairApi(Protocol):
         ...
 
     def export_private_key(self, name: str) -> Secret | None:
-        """The private key the cloud keeps (kps); None when the flavour cannot export."""
+        """The private key the cloud keeps (v2.1 and kps, through KPS); None when the key
+        pair does not exist or the flavour cannot export."""
+        ...
+
+    def import_private_key(self, name: str, *, key_protection: KeyProtection,
+                           private_key: Secret, user_id: str | None = None) -> None:
+        """Hand ``private_key`` (the half of the key pair's public key) to the cloud's
+        custody, encrypted as ``key_protection`` says; the same call changes the encryption
+        of a private key the cloud keeps already. Safe to send twice. v2 raises
+        ``UsageError``."""
+        ...
+
+    def clear_private_key(self, name: str) -> None:
+        """Delete the cloud's copy of the private key (the key pair stays). Safe to send
+        twice. v2 raises ``UsageError``."""
         ...
 
     def close(self) -> None: ...

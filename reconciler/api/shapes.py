@@ -111,6 +111,11 @@ EXPORTED = Obj({"keypair": Key(Obj({
     "name": _optional(Str(pattern=NAME)),
     "private_key": Key(Str(sensitive=True, nonempty=True)),
 }))})
+PRIVATE_KEY_IMPORTED = Obj({"keypair": _optional(Obj({
+    "name": _optional(Str(pattern=NAME)),
+    "user_id": _optional(Str()),
+    "key_protection": _optional(Anything()),  # an echo; may hold the key sent, never read
+}))})
 NO_BODY = Obj()  # delete, update: nothing is read; an empty body or any JSON object
 
 

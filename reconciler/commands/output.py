@@ -1,8 +1,9 @@
-"""`reconciler output NAME [--private-key] [--out FILE] [--force] [--json]`.
+"""`reconciler output NAME [--private-key [--from-cloud]] [--out FILE] [--force] [--json]`.
 
 Shows a key pair's public key, fingerprints, source and status. The private key is shown only
 with ``--private-key``: to FILE (created 0600 with O_EXCL; ``--force`` replaces it atomically)
-or to stdout. Without ``--private-key``, ``--out`` writes the public key line.
+or to stdout. Without ``--private-key``, ``--out`` writes the public key line. With
+``--from-cloud``, the private key the cloud keeps (``reconciler.commands.output_cloud``).
 
 May import: everything but ``reconciler.cli``.
 """
@@ -26,6 +27,10 @@ from reconciler.targets import state_addressing
 
 
 def run(args: argparse.Namespace, env: Env) -> int:
+    if getattr(args, "from_cloud", False):
+        from reconciler.commands import output_cloud
+
+        return output_cloud.run(args, env)
     # Revealing a private key needs a verified state (and so the key); the rest does not.
     store = open_existing_state(args, env, verify=bool(args.private_key))
     state = store.load()

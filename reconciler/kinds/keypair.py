@@ -4,7 +4,8 @@ changes are carried out (``reconciler.kinds.keypair_apply``).
 May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
 ``reconciler.attributes``, ``reconciler.duration``, ``reconciler.targets``, ``reconciler.keys``,
-``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``.
+``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``,
+``reconciler.kinds.keypair_custody``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from reconciler.changes import (
     Plan,
 )
 from reconciler.duration import describe_duration
+from reconciler.kinds import keypair_custody as custody
 from reconciler.kinds.base import Context, Decided
 from reconciler.kinds.keypair_apply import (
     KeyPairApplier,
@@ -80,6 +82,10 @@ def _drift_for(prior: StateKeyPair, remote: RemoteKeyPair | None) -> Drift | Non
     if remote.fingerprint != prior.fingerprint_md5:
         return Drift(prior.name, DriftKind.CHANGED, recorded_attributes(prior),
                      remote_attributes(remote))
+    if custody.drifted(prior, remote):
+        return Drift(prior.name, DriftKind.CUSTODY, recorded_attributes(prior),
+                     {**remote_attributes(remote),
+                      "key_protection": custody.actual(prior, remote)})
     return None
 
 
@@ -181,7 +187,10 @@ def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
 
 def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
                  ctx: Context) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
-    """Why a managed key pair must be replaced: (reason, forcing fields, notes), or None."""
+    """Why a managed key pair must be replaced: (reason, forcing fields, notes), or None.
+
+    A change of custody alone is made in place when reconciler holds the private key
+    (``keypair_custody``); otherwise it forces the replacement, saying why."""
     if remote.fingerprint != prior.fingerprint_md5:
         return REASON_CANNOT_UPDATE, ("public_key",), ("its key was changed outside reconciler",)
     if prior.status is EntryStatus.TAINTED:
@@ -190,6 +199,11 @@ def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
     if ctx.here in ctx.replacing:
         return REASON_BY_REQUEST, (), ("requested with --replace",)
     forcing = () if d.spec_digest == prior.spec_digest else replacing_fields(d, prior)
+    if not forcing or forcing == ("key_protection",):
+        work = _custody(d, prior, remote, ctx)
+        if work.step is not None and work.blocked is not None:
+            return REASON_CANNOT_UPDATE, ("key_protection",), work.blocked
+        forcing = ()
     if forcing:
         return REASON_CANNOT_UPDATE, forcing, ()
     if d.rotate_after_seconds is not None:
@@ -221,14 +235,27 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
         return Change(d.name, Action.REPLACE, before=before, after=after,
                       after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
                       notes=notes, desired=d, prior=prior, remote=remote)
+    changed: dict[str, Any] = {}
+    said: tuple[str, ...] = ()
+    work = _custody(d, prior, remote, ctx)
+    if work.step is not None:  # not blocked: that would have replaced it
+        before = {**before, "key_protection": work.before}
+        changed["key_protection"] = work.after
+        said = (work.note,)
     # Descriptions exist only in kps; after a switch of API they are not compared.
     if capabilities(ctx.api).descriptions and \
             (d.description or None) != (prior.description or None):
-        return Change(d.name, Action.UPDATE, before=before,
-                      after={**before, "description": d.description},
-                      desired=d, prior=prior, remote=remote)
+        changed["description"] = d.description
+    if changed:
+        return Change(d.name, Action.UPDATE, before=before, after={**before, **changed},
+                      notes=said, desired=d, prior=prior, remote=remote)
     return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
                   remote=remote)
+
+
+def _custody(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
+             ctx: Context) -> custody.CustodyWork:
+    return custody.custody_work(d, prior, remote, api=ctx.api, shown=ctx.here.label)
 
 
 def _unknown(after: Mapping[str, Any]) -> tuple[str, ...]:
@@ -292,7 +319,8 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
     if dr is not None:
         out.drift.append(dr)
     if mode is Mode.REFRESH_ONLY:
-        if prior is not None and prior.private_key is not None and dr is not None:
+        if prior is not None and prior.private_key is not None and dr is not None \
+                and dr.kind is not DriftKind.CUSTODY:
             # apply_refresh drops the entry, or records the cloud's key without the old one
             out.changes.append(_forgotten(prior) if dr.kind is DriftKind.DELETED
                                else _rekeyed(prior))
@@ -318,6 +346,17 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
             out.forget.append(addr)
     return out
 
+
+def _record_custody(store: StateStore, prior: StateKeyPair, remote: RemoteKeyPair,
+                    at: Address) -> str:
+    """Refresh-only: custody cleared in the cloud is recorded; custody added there is not (no
+    answer says how it is encrypted, and state records only what it knows)."""
+    if remote.key_protection:
+        return (f"{at}: the cloud keeps its private key now (added outside reconciler); state "
+                "cannot record how it is encrypted: declare key_protection in the manifest "
+                "and apply")
+    store.record(replace(prior, key_protection=None))
+    return f"{at}: the cloud no longer keeps its private key; state now records no custody"
 
 
 class KeyPairKind:
@@ -366,6 +405,8 @@ class KeyPairKind:
                      remote: RemoteSnapshot) -> str | None:
         at = drift.address
         now_remote = remote.keypairs.get(at.name)
+        if drift.kind is DriftKind.CUSTODY and now_remote is not None:
+            return _record_custody(store, prior, now_remote, at)
         if now_remote is None:
             store.forget(at.name, target=at.target)
             return f"{at}: deleted outside reconciler; dropped from state"

@@ -4,6 +4,8 @@ first.
 Every private key is in the state store before anything depends on it: a key generated here is
 recorded (encrypted) before its public half is uploaded; a key the cloud generated is recorded
 as soon as it arrives. A create whose answer was lost is re-read rather than blindly retried.
+Custody changed in place is recorded once the cloud confirmed it; the cloud's copy is cleared
+only while state holds a private key checked to be the half of the recorded public key.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
@@ -264,11 +266,70 @@ class KeyPairApplier:
         self._describe(d, entry)
 
     def _update(self, change: Change) -> None:
+        """In place: custody first (each step recorded once the cloud confirmed it, so an
+        interrupted apply leaves state at the last confirmed value and the next plan makes
+        the call again), then the description."""
         d, prior = change.desired, change.prior
         assert d is not None and prior is not None
-        self.api.update_description(d.name, d.description or "")
-        self.store.record(replace(prior, description=d.description,
-                                  prevent_destroy=d.prevent_destroy))
+        before, after = change.before or {}, change.after or {}
+        entry = prior
+        if "key_protection" in after and after["key_protection"] != before.get("key_protection"):
+            entry = self._custody(d, prior, clear=after["key_protection"] is None)
+        if after.get("description") != before.get("description"):
+            self.api.update_description(d.name, d.description or "")
+            entry = replace(entry, description=d.description)
+        self.store.record(replace(entry, prevent_destroy=d.prevent_destroy))
+
+    def _custody(self, d: DesiredKeyPair, prior: StateKeyPair, *, clear: bool) -> StateKeyPair:
+        """Hand the private key to the cloud's custody (or its new encryption), or clear the
+        cloud's copy; then record it. State's private key is checked to be the half of the
+        recorded public key before either: a clear never leaves only an unusable copy."""
+        address = keypair_address(d.name, self.target)
+        held = self._held_key(prior, address)
+        if clear:
+            if held is None:
+                raise ApplyError(f"refusing to clear the cloud's copy of the private key of "
+                                 f"{address}: state does not hold it. Nothing was changed; "
+                                 "make a new plan")
+            self._clear(d.name)
+            entry = replace(prior, key_protection=None, spec_digest=d.spec_digest)
+        else:
+            assert d.key_protection is not None
+            secret = read_custody_key(d) if d.key_protection.private_key_file else held
+            if secret is None:
+                raise ApplyError(f"{address}: reconciler does not hold its private key, so it "
+                                 "cannot hand it to the cloud's custody. Nothing was changed; "
+                                 "make a new plan")
+            self.api.import_private_key(d.name, key_protection=d.key_protection,
+                                        private_key=secret, user_id=d.user_id)
+            entry = replace(prior, key_protection=d.key_protection, spec_digest=d.spec_digest)
+        self.store.record(entry)
+        return entry
+
+    def _held_key(self, prior: StateKeyPair, address: Address) -> Secret | None:
+        if prior.private_key is None:
+            return None
+        secret = self.store.unseal(prior.name, prior.private_key, target=self.target)
+        try:
+            ours = prior.type == "x509" or keys.same_key(keys.public_key_of(secret),
+                                                         prior.public_key)
+        except KeyFormatError:
+            ours = False
+        if not ours:
+            raise ApplyError(f"the private key state holds for {address} is not the half of "
+                             "its recorded public key (the state was altered); nothing was "
+                             "sent. Restore the state from its .backup file")
+        return secret
+
+    def _clear(self, name: str) -> None:
+        """Clear; an error answer from a cloud that keeps no copy (a clear sent twice) is
+        the clear done."""
+        try:
+            self.api.clear_private_key(name)
+        except ApiError:
+            now = self._reread(name)
+            if now is None or now.key_protection is not False:
+                raise
 
 
 def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:
@@ -318,7 +379,7 @@ def check_before_acting(plan: Plan, held: Mapping[Address, StateKeyPair]) -> Non
                              "so reconciler does not manage it. Nothing was changed; make a new "
                              "plan")
         d = change.desired
-        if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
+        if (change.action in (Action.CREATE, Action.REPLACE, Action.UPDATE) and d is not None
                 and d.key_protection is not None and d.key_protection.private_key_file):
             read_custody_key(d)
 
@@ -329,9 +390,17 @@ def check_state_key(plan: Plan, store: StateStore) -> None:
     for change in plan.actionable:
         d = change.desired
         if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
-                and d.source is not KeySource.IMPORT):
+                and d.source is not KeySource.IMPORT) or _unseals(change):
             store.seal(change.name, Secret("state key check"), target=change.address.target)
             return
+
+
+def _unseals(change: Change) -> bool:
+    """An in-place custody change that reads the private key state holds."""
+    before, after = change.before or {}, change.after or {}
+    return (change.action is Action.UPDATE and change.prior is not None
+            and change.prior.private_key is not None
+            and after.get("key_protection") != before.get("key_protection"))
 
 
 def _no_effect(what: str, last: OutcomeUnknownError | None) -> str:

@@ -225,7 +225,9 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
         else:
             after = d.after or {}
             lines = [(" ", f"name = {_value(d.name)}")]
-            for k in ("public_key", "fingerprint"):
+            shown = ("key_protection",) if d.kind is DriftKind.CUSTODY else ("public_key",
+                                                                             "fingerprint")
+            for k in shown:
                 if d.before.get(k) != after.get(k):
                     lines.append(("~", f"{k} = {_shown(k, d.before.get(k))} -> "
                                        f"{_shown(k, after.get(k))}"))

@@ -100,17 +100,15 @@ def apply_plan(
         with ThreadPoolExecutor(max_workers=max(1, parallelism),
                                 thread_name_prefix="apply") as pool:
             for wave in waves(plan.actionable):
-                futures: dict[Future[Outcome], Change] = {
-                    pool.submit(_forget if change.action is Action.FORGET
-                                else appliers[change.address.kind, change.address.target].run,
-                                change): change
-                    for change in wave
-                }
+                futures: dict[Future[list[Outcome]], tuple[Change, ...]] = {}
+                for runner, unit in _units(wave, appliers, forget=_forget):
+                    futures[pool.submit(runner, unit)] = unit
                 try:
                     for future in as_completed(futures):
-                        outcome = future.result()
-                        outcomes.append(outcome)
-                        hooks.post_apply(futures[future], outcome)
+                        for change, outcome in zip(futures[future], future.result(),
+                                                   strict=True):
+                            outcomes.append(outcome)
+                            hooks.post_apply(change, outcome)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -118,6 +116,30 @@ def apply_plan(
         state = store.commit()
     outcomes.sort(key=lambda o: ORDER(o.address))
     return ApplyResult(outcomes=tuple(outcomes), state=state)
+
+
+_Runner = Callable[[tuple[Change, ...]], list[Outcome]]
+
+
+def _units(wave: list[Change], appliers: Mapping[tuple[str, str], Applier], *,
+           forget: Callable[[Change], Outcome]) -> list[tuple[_Runner, tuple[Change, ...]]]:
+    """The tasks of one wave, in its order (a unit where its first change is): each applier
+    groups its own changes (of its kind and target) into units; a change of state only is a
+    unit of its own."""
+    position = {id(change): i for i, change in enumerate(wave)}
+    by_applier: dict[tuple[str, str], list[Change]] = {}
+    tasks: list[tuple[_Runner, tuple[Change, ...]]] = []
+    for change in wave:
+        if change.action is Action.FORGET:
+            tasks.append((lambda unit: [forget(c) for c in unit], (change,)))
+        else:
+            by_applier.setdefault((change.address.kind, change.address.target),
+                                  []).append(change)
+    for key, changes in by_applier.items():
+        applier = appliers[key]
+        tasks += [(applier.run_unit, unit) for unit in applier.units(changes)]
+    tasks.sort(key=lambda task: position[id(task[1][0])])
+    return tasks
 
 
 def _apis_by_target(plan: Plan, api: KeyPairApi | Mapping[str, KeyPairApi]

@@ -1,10 +1,11 @@
 """What each key pair API flavour can do, decided here and nowhere else.
 
 Code that must know whether a flavour takes a description, a scope or ``key_protection``, how
-it lists, which service serves it or what it is called asks ``capabilities(api)`` (the
-adapters expose the same value as ``KeyPairApi.capabilities``) instead of comparing the
-``Api`` value itself: the architecture test holds that only the adapters, the emulator and
-this module name a flavour. Pure values: manifests, the planner and apply all use it.
+it lists, how many public keys one request imports, which service serves it or what it is
+called asks ``capabilities(api)`` (the adapters expose the same value as
+``KeyPairApi.capabilities``) instead of comparing the ``Api`` value itself: the architecture
+test holds that only the adapters, the emulator and this module name a flavour. Pure values:
+manifests, the planner and apply all use it.
 
 May import: ``reconciler.model``.
 """
@@ -32,6 +33,7 @@ class Capabilities:
     custody: bool  # key_protection: the cloud keeps the private key too
     export: bool  # the private key the cloud keeps can be read back
     paginated: bool  # the list comes in pages, by marker; else in one answer
+    batch_import: int = 0  # the most public keys one request imports; 0: one at a time
 
 
 _BY_API = {
@@ -43,7 +45,8 @@ _BY_API = {
                           paginated=False),
     # The Key Pair Service is served from the DEW/KMS host, not kps.<region>.
     Api.KPS: Capabilities(api=Api.KPS, title="KPS v3", service="kms", descriptions=True,
-                          scope=True, custody=True, export=True, paginated=True),
+                          scope=True, custody=True, export=True, paginated=True,
+                          batch_import=10),
 }
 
 

@@ -302,7 +302,7 @@ class KeyPairApplier:
         grouped = [c for c in changes if size > 1 and _batchable(c)]
         units: list[tuple[Change, ...]] = [(c,) for c in changes
                                            if not (size > 1 and _batchable(c))]
-        units += [tuple(grouped[i:i + size]) for i in range(0, len(grouped), size)]
+        units += [tuple(grouped[i:i + size]) for i in range(0, len(grouped), max(1, size))]
         return units
 
     def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:

@@ -338,26 +338,33 @@ class KeyPairApplier:
             errors.update(dict.fromkeys((i.change.address for i in ready), str(exc)))
             ready = []
         answers = self._import_group(ready) if ready else {}
+        made: list[tuple[_Import, StateKeyPair]] = []
         for item in ready:
+            answer = answers[item.d.name]
+            if isinstance(answer, RemoteKeyPair):
+                made.append((item, self._entry(item.d, answer, sealed=item.sealed)))
+                continue
             try:
-                self._finish(item, answers[item.d.name])
+                if not isinstance(answer, _AmbiguousError):
+                    self._undo(item.d, item.change.prior)
+            except ReconcilerError as exc:
+                answer = exc
+            errors[item.change.address] = str(answer)
+        try:
+            # As for one create: each private key was durable before the request (its pending
+            # entry); a lost ready line is repaired by the next plan, which adopts the pair.
+            self.store.record_all([entry for _, entry in made], durable=False)
+        except ReconcilerError as exc:
+            errors.update(dict.fromkeys((i.change.address for i, _ in made), str(exc)))
+            made = []
+        for item, entry in made:
+            try:
+                self._describe(item.d, entry)
             except ReconcilerError as exc:
                 errors[item.change.address] = str(exc)
         elapsed = time.monotonic() - start
         return [Outcome(c.name, c.action, c.address not in errors, elapsed,
                         errors.get(c.address), at=c.at) for c in unit]
-
-    def _finish(self, item: _Import, answer: RemoteKeyPair | ReconcilerError) -> None:
-        """Record one key pair of a group as the cloud answered it, or raise its error."""
-        if isinstance(answer, ReconcilerError):
-            if not isinstance(answer, _AmbiguousError):
-                self._undo(item.d, item.change.prior)
-            raise answer
-        entry = self._entry(item.d, answer, sealed=item.sealed)
-        # As for one create: the private key was durable before the request (the pending
-        # entry); a lost ready line is repaired by the next plan, which adopts the key pair.
-        self.store.record(entry, durable=False)
-        self._describe(item.d, entry)
 
     def _import_group(self, group: list[_Import]
                       ) -> dict[str, RemoteKeyPair | ReconcilerError]:

@@ -450,18 +450,19 @@ class JournaledStore:
         self._append(op="record", name=entry.name, target=entry.target, entry=entry,
                      durable=durable)
 
-    def record_all(self, entries: Sequence[StateKeyPair]) -> None:
-        """Each ``record``ed, durable before the next; a store whose lines can share one
-        sync overrides ``_append_all``."""
+    def record_all(self, entries: Sequence[StateKeyPair], *, durable: bool = True) -> None:
+        """Each ``record``ed (one ``_prepare_write`` for all); a store whose lines can share
+        one sync overrides ``_append_all``."""
         for entry in entries:
             _check_entry(entry)
         if entries:
             self._prepare_write()
-            self._append_all(entries)
+            self._append_all(entries, durable=durable)
 
-    def _append_all(self, entries: Sequence[StateKeyPair]) -> None:
+    def _append_all(self, entries: Sequence[StateKeyPair], *, durable: bool) -> None:
         for entry in entries:
-            self._append(op="record", name=entry.name, target=entry.target, entry=entry)
+            self._append(op="record", name=entry.name, target=entry.target, entry=entry,
+                         durable=durable)
 
     def forget(self, name: str, *, target: str = DEFAULT_TARGET) -> None:
         self._prepare_write()

@@ -285,14 +285,13 @@ class LocalStateStore(JournaledStore):
         if durable:
             self._sync_journal(ticket=ticket, generation=generation)
 
-    def _append_all(self, entries: Sequence[StateKeyPair]) -> None:
-        """Every line written, then one fsync for all (the group commit of ``_append``): a
-        kill -9 after it loses none; one before it may lose lines no request depended on."""
-        for entry in entries[:-1]:
+    def _append_all(self, entries: Sequence[StateKeyPair], *, durable: bool) -> None:
+        """Every line written, then (``durable``) one fsync for all, the group commit of
+        ``_append``: a kill -9 after it loses none; one before it may lose lines that nothing
+        sent depended on yet."""
+        for i, entry in enumerate(entries, start=1):
             self._append(op="record", name=entry.name, target=entry.target, entry=entry,
-                         durable=False)
-        last = entries[-1]
-        self._append(op="record", name=last.name, target=last.target, entry=last)
+                         durable=durable and i == len(entries))
 
     def _write_journal(self, line: bytes) -> None:
         with self._io(self.journal_path):

@@ -85,10 +85,10 @@ class StateStore(Protocol):
         """
         ...
 
-    def record_all(self, entries: Sequence[StateKeyPair]) -> None:
+    def record_all(self, entries: Sequence[StateKeyPair], *, durable: bool = True) -> None:
         """``record`` each of ``entries``, in order; all durable when this returns (the local
-        store writes their lines, then fsyncs once). Raises at the first that cannot be
-        recorded: those before it may be recorded."""
+        store writes their lines, then fsyncs once). ``durable=False`` as for ``record``.
+        Raises at the first that cannot be recorded: those before it may be recorded."""
         ...
 
     def forget(self, name: str, *, target: str = "default") -> None:

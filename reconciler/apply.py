@@ -3,8 +3,10 @@
 ``apply_plan`` never re-diffs: it does what the plan says. It knows kinds only through the
 kind protocol (``reconciler.kinds``): each kind checks the plan before anything is sent
 (``preflight``), says what each change depends on (a wave runs once the waves before it are
-done), and carries out its changes through the API of the change's target. Partial progress
-is a result: the state reached is returned even when some changes failed.
+done), and carries out its changes through the API of the change's target, in the units its
+applier groups a wave's changes into (one task on the pool each; a kps batch import of up to
+ten creates is one unit). Partial progress is a result: the state reached is returned even
+when some changes failed.
 
 The engine never prints; progress goes through ``Hooks``.
 

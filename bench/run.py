@@ -7,6 +7,8 @@ alone (wall, CPU, peak RSS via ``os.wait4``; bytes written to the state director
 scaling rows, and writes both as JSON (default ``bench/results/latest.json``).
 
 ``--quick`` is a smoke run (N up to 1,000, one repetition, well under a minute).
+``--only P2b`` measures the kps batch-import apply at N = 10,000 beside P2's way (one create a
+request, v2.1) at the same N.
 
 May import: the standard library, ``reconciler``, ``bench.*``.
 """
@@ -31,6 +33,8 @@ from bench.p7 import p7
 
 PARALLELISM = 10
 P2_N = 1000
+P2B_N = 10000
+BATCH = 10  # KPS batch import: key pairs a request
 P6_SIZES = (1000, 10000)
 KPS_PAGE = 1000
 
@@ -82,17 +86,17 @@ def p4(ctx: Context) -> None:
 
 # -- applies and plans at each N --------------------------------------------------------------
 
-def fresh_apply(ctx: Context, n: int) -> tuple[Run, int]:
+def fresh_apply(ctx: Context, n: int, *, api: str = "v2.1") -> tuple[Run, int]:
     """An empty cloud and state, then ``apply`` creating ``n`` key pairs (generate: ed25519)."""
     b = ctx.bench
     b.reset_cloud()
     b.set_latency(ctx.latency * 1000)
-    state_dir = b.state_dir(f"n{n}")
+    state_dir = b.state_dir(f"n{n}" if api == "v2.1" else f"n{n}-{api}")
     shutil.rmtree(state_dir)
     state_dir.mkdir()
     manifests = b.write_manifest(f"n{n}", n)
     run = check(b.cli("apply", "--auto-approve", "--parallelism", str(PARALLELISM),
-                      str(manifests), state_dir=state_dir))
+                      str(manifests), state_dir=state_dir, api=api))
     if b.emulator.keypair_count() != n:
         raise RuntimeError(f"apply of {n} left {b.emulator.keypair_count()} in the cloud")
     size = (state_dir / "reconciler.state.json").stat().st_size
@@ -128,6 +132,41 @@ def stage(ctx: Context, n: int, *, big: int) -> None:
         p6(ctx, n)
     if n == big:
         p1_p3_p5(ctx, n, plans=plans, apply_run=applies[-1][0], state_size=state_size)
+        p2b(ctx, n, apply_sample)  # last: it leaves the cloud as kps made it
+
+
+def p2b(ctx: Context, n: int, one_by_one: Sample) -> None:
+    """Apply creating ``n`` key pairs through kps batch import (10 a request), beside
+    ``one_by_one`` (P2's way, one create a request, measured in the same run at this N)."""
+    ctx.log(f"P2b: apply creating {n:,} key pairs through kps batch import ({ctx.reps}x)")
+    sample = Sample(tuple(fresh_apply(ctx, n, api="kps")[0] for _ in range(ctx.reps)))
+    batches = math.ceil(n / BATCH)
+    pages = max(r.requests.get("list", 0) for r in sample.runs)
+    requests = max(r.total_requests for r in sample.runs)
+    floor = batches * ctx.latency / PARALLELISM + pages * ctx.latency
+    wall, cpu = sample.median("wall"), sample.median("cpu")
+    old_wall, old_cpu = one_by_one.median("wall"), one_by_one.median("cpu")
+    old_floor = n * ctx.latency / PARALLELISM + ctx.latency
+    ctx.figures.append(Figure(
+        "P2b", f"apply creating {n:,} key pairs (generate: ed25519) through kps batch import, "
+        f"parallelism {PARALLELISM}; {requests} requests (≤ {batches} + {pages} pages); "
+        f"CPU {cpu / n * 1000:.3f} ms a key pair; one create a request (P2's way, v2.1): "
+        f"{old_wall:.2f} s, {old_wall / wall:.1f}x the wall, CPU "
+        f"{old_cpu / n * 1000:.3f} ms a key pair",
+        wall, "s", floor, "≤ 1.5 x floor, requests ≤ ⌈N/10⌉ + pages",
+        wall <= 1.5 * floor and requests <= batches + pages,
+        {"cpu": cpu, "cpu_per_keypair_ms": cpu / n * 1000, "rss_mb": sample.median("rss_mb"),
+         "requests": requests, "batches": batches, "pages": pages,
+         "walls": [r.wall for r in sample.runs], "cpus": [r.cpu for r in sample.runs],
+         "one_by_one": {"wall": old_wall, "cpu": old_cpu, "floor": old_floor,
+                        "cpu_per_keypair_ms": old_cpu / n * 1000,
+                        "requests": one_by_one.first.total_requests},
+         "wall_ratio": old_wall / wall, "cpu_ratio": old_cpu / cpu}))
+
+
+def p2b_only(ctx: Context, n: int) -> None:
+    ctx.log(f"P2's way at {n:,} (one create a request), for P2b's ratio")
+    p2b(ctx, n, Sample((fresh_apply(ctx, n)[0],)))
 
 
 def p2(ctx: Context, sample: Sample, n: int) -> None:
@@ -212,8 +251,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=str, default=None,
                    help="comma-separated N for the scaling rows (default 100,1000,10000)")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
-    p.add_argument("--only", choices=("P7",), default=None,
-                   help="measure only this figure (P7: many targets at once)")
+    p.add_argument("--only", choices=("P2b", "P7"), default=None,
+                   help="measure only this figure (P2b: kps batch import beside P2's way at "
+                   "N = 10,000; P7: many targets at once)")
     return p.parse_args(argv)
 
 
@@ -232,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             p4(ctx)
             for n in sorted(sizes):
                 stage(ctx, n, big=max(sizes))
-        if args.quick:
+        if args.only == "P2b":
+            p2b_only(ctx, max(sizes) if args.sizes else P2B_N)
+        elif args.quick:
             p7(ctx, targets=4, per=250)
         else:
             p7(ctx)

@@ -3,8 +3,10 @@
 ``apply_plan`` never re-diffs: it does what the plan says. It knows kinds only through the
 kind protocol (``reconciler.kinds``): each kind checks the plan before anything is sent
 (``preflight``), says what each change depends on (a wave runs once the waves before it are
-done), and carries out its changes through the API of the change's target. Partial progress
-is a result: the state reached is returned even when some changes failed.
+done), and carries out its changes through the API of the change's target, in the units its
+applier groups a wave's changes into (one task on the pool each; a kps batch import of up to
+ten creates is one unit). Partial progress is a result: the state reached is returned even
+when some changes failed.
 
 The engine never prints; progress goes through ``Hooks``.
 
@@ -100,17 +102,15 @@ def apply_plan(
         with ThreadPoolExecutor(max_workers=max(1, parallelism),
                                 thread_name_prefix="apply") as pool:
             for wave in waves(plan.actionable):
-                futures: dict[Future[Outcome], Change] = {
-                    pool.submit(_forget if change.action is Action.FORGET
-                                else appliers[change.address.kind, change.address.target].run,
-                                change): change
-                    for change in wave
-                }
+                futures: dict[Future[list[Outcome]], tuple[Change, ...]] = {}
+                for runner, unit in _units(wave, appliers, forget=_forget):
+                    futures[pool.submit(runner, unit)] = unit
                 try:
                     for future in as_completed(futures):
-                        outcome = future.result()
-                        outcomes.append(outcome)
-                        hooks.post_apply(futures[future], outcome)
+                        for change, outcome in zip(futures[future], future.result(),
+                                                   strict=True):
+                            outcomes.append(outcome)
+                            hooks.post_apply(change, outcome)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
@@ -118,6 +118,30 @@ def apply_plan(
         state = store.commit()
     outcomes.sort(key=lambda o: ORDER(o.address))
     return ApplyResult(outcomes=tuple(outcomes), state=state)
+
+
+_Runner = Callable[[tuple[Change, ...]], list[Outcome]]
+
+
+def _units(wave: list[Change], appliers: Mapping[tuple[str, str], Applier], *,
+           forget: Callable[[Change], Outcome]) -> list[tuple[_Runner, tuple[Change, ...]]]:
+    """The tasks of one wave, in its order (a unit where its first change is): each applier
+    groups its own changes (of its kind and target) into units; a change of state only is a
+    unit of its own."""
+    position = {id(change): i for i, change in enumerate(wave)}
+    by_applier: dict[tuple[str, str], list[Change]] = {}
+    tasks: list[tuple[_Runner, tuple[Change, ...]]] = []
+    for change in wave:
+        if change.action is Action.FORGET:
+            tasks.append((lambda unit: [forget(c) for c in unit], (change,)))
+        else:
+            by_applier.setdefault((change.address.kind, change.address.target),
+                                  []).append(change)
+    for key, changes in by_applier.items():
+        applier = appliers[key]
+        tasks += [(applier.run_unit, unit) for unit in applier.units(changes)]
+    tasks.sort(key=lambda task: position[id(task[1][0])])
+    return tasks
 
 
 def _apis_by_target(plan: Plan, api: KeyPairApi | Mapping[str, KeyPairApi]

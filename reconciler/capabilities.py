@@ -1,10 +1,11 @@
 """What each key pair API flavour can do, decided here and nowhere else.
 
 Code that must know whether a flavour takes a description, a scope or ``key_protection``, how
-it lists, which service serves it or what it is called asks ``capabilities(api)`` (the
-adapters expose the same value as ``KeyPairApi.capabilities``) instead of comparing the
-``Api`` value itself: the architecture test holds that only the adapters, the emulator and
-this module name a flavour. Pure values: manifests, the planner and apply all use it.
+it lists, how many public keys one request imports, which service serves it or what it is
+called asks ``capabilities(api)`` (the adapters expose the same value as
+``KeyPairApi.capabilities``) instead of comparing the ``Api`` value itself: the architecture
+test holds that only the adapters, the emulator and this module name a flavour. Pure values:
+manifests, the planner and apply all use it.
 
 May import: ``reconciler.model``.
 """
@@ -35,6 +36,7 @@ class Capabilities:
     # key the cloud keeps): KPS's, for v2.1 too, which has no such calls of its own.
     custody_service: str | None
     paginated: bool  # the list comes in pages, by marker; else in one answer
+    batch_import: int = 0  # the most public keys one request imports; 0: one at a time
 
 
 _BY_API = {
@@ -47,7 +49,7 @@ _BY_API = {
     # The Key Pair Service is served from the DEW/KMS host, not kps.<region>.
     Api.KPS: Capabilities(api=Api.KPS, title="KPS v3", service="kms", descriptions=True,
                           scope=True, custody=True, export=True, custody_service="kms",
-                          paginated=True),
+                          paginated=True, batch_import=10),
 }
 
 

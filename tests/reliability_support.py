@@ -58,12 +58,16 @@ class Tally:
         self.done: Counter[tuple[str, str]] = Counter()  # (operation, name) with a 2xx
         self.statuses: Counter[tuple[str, int]] = Counter()
 
-    def note(self, call: ApiCall, body: Any, status: int) -> None:
-        name = call.name or _name_in(body) or "?"
+    def note(self, call: ApiCall, body: Any, status: int, answer: Any = None) -> None:
         with self._lock:
             self.statuses[(call.operation, status)] += 1
-            if 200 <= status < 300:
-                self.done[(call.operation, name)] += 1
+            if not 200 <= status < 300:
+                return
+            if call.operation == "batch_import":  # each name the cloud made, as "import"
+                for name in _batch_made(answer):
+                    self.done[("import", name)] += 1
+                return
+            self.done[(call.operation, call.name or _name_in(body) or "?")] += 1
 
     def made(self) -> Counter[str]:
         """How many times each name was created or imported successfully."""
@@ -75,6 +79,11 @@ class Tally:
 
     def conflicts(self) -> int:
         return sum(n for (_, status), n in self.statuses.items() if status == 409)
+
+
+def _batch_made(answer: Any) -> list[str]:
+    items = answer.get("succeeded_keypairs") if isinstance(answer, dict) else None
+    return [str(n) for n in (_name_in(item) for item in items or []) if n is not None]
 
 
 def _name_in(body: Any) -> str | None:
@@ -98,7 +107,7 @@ class _TallyingBackend(Backend):
         except ApiProblem as exc:
             self._tally.note(call, body, exc.status)
             raise
-        self._tally.note(call, body, reply.status)
+        self._tally.note(call, body, reply.status, reply.body)
         return reply
 
 

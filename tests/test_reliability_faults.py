@@ -3,13 +3,17 @@ connections, and answers lost after the cloud acted. Each key pair is made exact
 are recorded with their private keys, and the next plan is empty.
 
 The emulator is tallied where it acts (``tests.reliability_support.Tally``), so "made once"
-counts what the cloud did, not what the client saw.
+counts what the cloud did, not what the client saw. Each runs through v2.1 (one create a
+request) and through kps, where the key pairs generated here go ten at a time through batch
+import: a lost batch answer is re-read by list, and nothing is made twice.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pytest
 
 from reconciler.emulator.server import Emulator
 from tests.clihelp import Cli
@@ -22,15 +26,22 @@ from tests.reliability_support import (
 )
 
 NO_CHANGES = "No changes. Your infrastructure matches the configuration."
+APIS = pytest.mark.parametrize("api", ["v2.1", "kps"])
 
 
 def _names(count: int) -> list[str]:
     return [f"k{i:03d}" for i in range(count)]
 
 
+def _batched(counters: dict[str, int], api: str) -> None:
+    """Through kps, the key pairs generated here went in batches, never one by one."""
+    if api == "kps":
+        assert counters["batch_import"] > 0 and counters["import"] == 0, counters
+
+
 def _converges_under_faults(emulator: Emulator, tmp_path: Path, *, count: int, rate: float,
-                            seed: int) -> float:
-    cli = Cli(emulator, tmp_path)
+                            seed: int, api: str = "v2.1") -> float:
+    cli = Cli(emulator, tmp_path, api=api)
     cli.write(keypairs_body(count))
     m = str(cli.manifests)
     emulator.set_faults(error_rate=rate * 0.75, drop_rate=rate * 0.25, retry_after=0.05,
@@ -52,6 +63,7 @@ def _converges_under_faults(emulator: Emulator, tmp_path: Path, *, count: int, r
     assert applied.code == 0, applied.text
     assert "Apply complete! Resources: " in applied.out
     assert counters["faults_injected"] >= rate * counters["total"] * 0.6, counters  # it was hit
+    _batched(counters, api)
     made = tally.made()
     assert sorted(made) == _names(count), "some key pair was never made"
     assert set(made.values()) == {1}, {k: v for k, v in made.items() if v != 1}
@@ -66,9 +78,11 @@ def _converges_under_faults(emulator: Emulator, tmp_path: Path, *, count: int, r
     return elapsed
 
 
-def test_apply_of_200_converges_with_20_percent_faults(emulator: Emulator,
-                                                       tmp_path: Path) -> None:
-    elapsed = _converges_under_faults(emulator, tmp_path, count=200, rate=0.2, seed=20261123)
+@APIS
+def test_apply_of_200_converges_with_20_percent_faults(emulator: Emulator, tmp_path: Path,
+                                                       api: str) -> None:
+    elapsed = _converges_under_faults(emulator, tmp_path, count=200, rate=0.2, seed=20261123,
+                                      api=api)
     assert elapsed < 30
 
 
@@ -76,13 +90,15 @@ def test_apply_of_200_converges_with_20_percent_faults(emulator: Emulator,
 def test_soak_apply_converges_under_faults_for_many_seeds(emulator: Emulator,
                                                          tmp_path: Path) -> None:
     for seed in range(20):
-        emulator.reset()
-        _converges_under_faults(emulator, tmp_path / str(seed), count=200, rate=0.2, seed=seed)
+        for api in ("v2.1", "kps"):
+            emulator.reset()
+            _converges_under_faults(emulator, tmp_path / api / str(seed), count=200, rate=0.2,
+                                    seed=seed, api=api)
 
 
 def _lost_answers(emulator: Emulator, tmp_path: Path, *, count: int, rate: float,
-                  seed: int) -> None:
-    cli = Cli(emulator, tmp_path)
+                  seed: int, api: str = "v2.1") -> None:
+    cli = Cli(emulator, tmp_path, api=api)
     cli.write(keypairs_body(count))
     m = str(cli.manifests)
     names = _names(count)
@@ -92,6 +108,7 @@ def _lost_answers(emulator: Emulator, tmp_path: Path, *, count: int, rate: float
         first = cli("apply", "--auto-approve", m)
         assert_clean(first.text)
         lost = emulator.counters()["faults_injected"]
+        _batched(emulator.counters(), api)
         tainted = [n for n in names if f"keypair.{n}: the cloud created it but" in first.err]
         # cloud-generated ones whose answer was lost are reported, not hidden
         assert tainted, first.text
@@ -130,13 +147,16 @@ def _lost_answers(emulator: Emulator, tmp_path: Path, *, count: int, rate: float
     assert_private_keys_match_cloud(cli, names)
 
 
+@APIS
 def test_lost_answers_taint_cloud_keys_and_the_next_apply_replaces_them(
-        emulator: Emulator, tmp_path: Path) -> None:
-    _lost_answers(emulator, tmp_path, count=200, rate=0.2, seed=7)
+        emulator: Emulator, tmp_path: Path, api: str) -> None:
+    _lost_answers(emulator, tmp_path, count=200, rate=0.2, seed=7, api=api)
 
 
 @soak
 def test_soak_lost_answers_many_seeds(emulator: Emulator, tmp_path: Path) -> None:
     for seed in range(15):
-        emulator.reset()
-        _lost_answers(emulator, tmp_path / str(seed), count=200, rate=0.2, seed=seed)
+        for api in ("v2.1", "kps"):
+            emulator.reset()
+            _lost_answers(emulator, tmp_path / api / str(seed), count=200, rate=0.2, seed=seed,
+                          api=api)

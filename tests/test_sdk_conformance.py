@@ -4,6 +4,7 @@ endpoint the emulator serves, driven by the client its users already have.
 KPS v3: create (cloud-generated, imported, with custody), list (limit, marker), detail,
 update description, export, import and clear of the private key (the list's
 ``is_key_protection`` following them, reconciler's own import and clear seen by the SDK),
+batch import (successes, refusals by name, the limit of 10, custody flags in the list),
 delete, and a 404 as the SDK's own exception. ECS (Nova v2.1): create (generated and
 imported), list (plain and the 2.35 microversion's limit/marker), show, delete. Each answer
 is also checked against what reconciler's own client reads, so both clients see one cloud.
@@ -156,6 +157,46 @@ def test_kps_custody_in_the_list_and_reconcilers_calls_seen_by_the_sdk(
                                                     encryption=kps.Encryption(type="default"))))))
     assert _ours(emulator, "kps").list_keypairs().keypairs[  # type: ignore[attr-defined]
         "sdk-plain"].key_protection is True
+
+
+def test_kps_batch_import(emulator: Emulator) -> None:
+    client = _kps(emulator)
+    _create(client, name="sdk-taken", public_key=generate_keypair("ed25519").public_key)
+    pairs = [generate_keypair("ed25519") for _ in range(3)]
+    kept = generate_keypair("ed25519")
+
+    def item(**action: object) -> object:
+        return kps.CreateKeypairRequestBody(keypair=kps.CreateKeypairAction(**action))
+
+    answer = client.batch_import_keypair(kps.BatchImportKeypairRequest(body=[
+        item(name="sdk-batch-0", public_key=pairs[0].public_key, type="ssh"),
+        item(name="sdk-batch-1", public_key=pairs[1].public_key, scope="domain"),
+        item(name="sdk-taken", public_key=pairs[2].public_key),
+        item(name="sdk-bad", public_key="ssh-ed25519 AAAAnotakey"),
+        item(name="sdk-kept", public_key=kept.public_key, key_protection=kps.KeyProtection(
+            private_key=kept.private_key.reveal(), encryption=kps.Encryption(type="default"))),
+    ]))
+    made = {k.keypair.name: k.keypair for k in answer.succeeded_keypairs}
+    assert sorted(made) == ["sdk-batch-0", "sdk-batch-1", "sdk-kept"]
+    assert made["sdk-batch-0"].fingerprint and made["sdk-batch-0"].private_key in (None, "")
+    refused = {f.keypair_name: f.failed_reason for f in answer.failed_keypairs}
+    assert sorted(refused) == ["sdk-bad", "sdk-taken"]
+    assert "already exists" in refused["sdk-taken"] and "invalid key" in refused["sdk-bad"]
+    page = client.list_keypairs(kps.ListKeypairsRequest(limit="10"))
+    flags = {k.keypair.name: k.keypair.is_key_protection for k in page.keypairs}
+    assert flags == {"sdk-taken": False, "sdk-batch-0": False, "sdk-batch-1": False,
+                     "sdk-kept": True}
+    exported = client.export_private_key(kps.ExportPrivateKeyRequest(
+        body=kps.ExportPrivateKeyRequestBody(
+            keypair=kps.ExportPrivateKeyKeypairBean(name="sdk-kept"))))
+    assert exported.keypair.private_key == kept.private_key.reveal()
+    ours = _ours(emulator, "kps").list_keypairs().keypairs  # type: ignore[attr-defined]
+    assert ours["sdk-batch-1"].scope == "domain" and ours["sdk-kept"].key_protection is True
+    eleven = [item(name=f"sdk-many-{i}", public_key=pairs[0].public_key) for i in range(11)]
+    with pytest.raises(core_exceptions.ClientRequestException) as refused_all:
+        client.batch_import_keypair(kps.BatchImportKeypairRequest(body=eleven))
+    assert refused_all.value.status_code == 400 and "1 to 10" in refused_all.value.error_msg
+    assert "sdk-many-0" not in _ours(emulator, "kps").list_keypairs().keypairs  # type: ignore[attr-defined]
 
 
 def test_ecs_nova_create_list_show_delete(emulator: Emulator) -> None:

@@ -213,11 +213,12 @@ class HttpClient:
         operation: str,
         kind: Kind = Kind.SAFE,
         query: Sequence[tuple[str, str]] = (),
-        body: Mapping[str, object] | None = None,
+        body: Mapping[str, object] | Sequence[object] | None = None,
         headers: Mapping[str, str] | None = None,
         accept: frozenset[int] = frozenset(),
     ) -> HttpResult:
-        """Send with retries; statuses in ``accept`` are returned rather than raised."""
+        """Send with retries; statuses in ``accept`` are returned rather than raised.
+        ``body`` is sent as JSON: an object, or an array (KPS batch import)."""
         payload = None
         all_headers = {"Content-Type": JSON, **(headers or {})}
         if body is not None:

@@ -10,7 +10,8 @@ Paths, bodies, status codes, pagination and error shapes differ here and nowhere
   field below 2.2); v2 (no microversions) always sends it.
 - KPS: ``limit``/``marker`` pagination following ``page_info.next_marker``, bounded (see
   ``KpsApi.list_keypairs``); description updates; private-key import, export and clear;
-  ``scope``.
+  ``scope``; batch import of up to 10 public keys (``KpsApi.import_keypairs``), each made or
+  refused alone.
 - v2.1 has no custody calls of its own: it sends private-key import, export and clear to the
   KPS endpoints (``endpoints.custody_endpoint``), as the three APIs see the same key pairs.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from reconciler.api import shapes
@@ -42,7 +44,7 @@ from reconciler.api.parse import (
     next_marker,
     private_key_of,
 )
-from reconciler.api.protocol import ApiSettings, KeyPairApi
+from reconciler.api.protocol import ApiSettings, BatchImported, ImportRequest, KeyPairApi
 from reconciler.capabilities import Capabilities, apis_with, capabilities
 from reconciler.errors import ApiError, OutcomeUnknownError, UsageError
 from reconciler.model import (
@@ -231,6 +233,10 @@ class _NovaAdapter(_Adapter):
         )
         return remote
 
+    def import_keypairs(self, requests: Sequence[ImportRequest]) -> BatchImported:
+        raise UsageError(f"api {self.api} imports one key pair a request; use api kps for "
+                         "batch import")
+
     def update_description(self, name: str, description: str) -> None:
         raise UsageError(
             f"update key pair {name}: descriptions are supported only by api kps, "
@@ -403,6 +409,41 @@ class KpsApi(_Adapter):
         )
         return remote
 
+    def import_keypairs(self, requests: Sequence[ImportRequest]) -> BatchImported:
+        """``POST .../keypairs/batch-import``: a JSON array of ``{"keypair": ...}``, each as
+        ``import_keypair`` sends it. The answer must account for the names asked and no
+        other, each once; an answer that cannot be read after a 2xx is an
+        ``OutcomeUnknownError`` (some may have been made)."""
+        limit = self.capabilities.batch_import
+        names = [r.name for r in requests]
+        if not 1 <= len(requests) <= limit or len(set(names)) != len(names):
+            raise ValueError(f"a batch import takes 1 to {limit} distinct names")
+        body: list[object] = []
+        asked: dict[str, dict[str, object]] = {}
+        for r in requests:
+            keypair = self._fields(name=r.name, key_type=r.type, user_id=r.user_id,
+                                   scope=r.scope)
+            keypair["public_key"] = r.public_key
+            if r.key_protection is not None:
+                keypair["key_protection"] = _protection_body(r.key_protection, r.private_key)
+            body.append({"keypair": keypair})
+            asked[r.name] = {"type": r.type, "user_id": r.user_id, "scope": r.scope,
+                             "key_protection": r.key_protection is not None}
+        operation = _batch_operation(names)
+        result = self.http.request(
+            method="POST", path=f"{self._base}/batch-import", operation=operation,
+            kind=Kind.CREATE, body=body,
+        )
+        try:
+            return _batch_imported(answer(result, shapes.BATCH_IMPORTED, operation=operation),
+                                   asked, result=result, operation=operation)
+        except ApiError as exc:  # done (2xx), but what came back is unusable
+            raise OutcomeUnknownError(
+                f"{exc} The cloud accepted the request (HTTP {result.status}); re-read the "
+                "key pairs to find out what it holds.",
+                status=result.status, request_id=result.request_id, operation=operation,
+            ) from None
+
     def update_description(self, name: str, description: str) -> None:
         operation = f"update key pair {name}"
         result = self.http.request(
@@ -449,6 +490,45 @@ class KpsApi(_Adapter):
             operation=operation,
         )
         answer(result, shapes.NO_BODY, operation=operation)
+
+
+def _batch_operation(names: Sequence[str]) -> str:
+    if len(names) == 1:
+        return f"import key pair {names[0]}"
+    return f"batch import of {len(names)} key pairs ({names[0]} ... {names[-1]})"
+
+
+def _batch_imported(body: Mapping[str, object], asked: Mapping[str, Mapping[str, object]], *,
+                    result: HttpResult, operation: str) -> BatchImported:
+    """The checked answer of a batch import, by name; ``AnswerShapeError`` for a name not
+    asked or named twice."""
+    imported: dict[str, RemoteKeyPair] = {}
+    refused: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def account(name: str, path: str) -> None:
+        problem = ("the answer is for a key pair not asked for" if name not in asked else
+                   "the answer names this key pair twice" if name in seen else None)
+        if problem is not None:
+            raise fail(result, operation=operation, path=path, problem=problem)
+        seen.add(name)
+
+    succeeded = body.get("succeeded_keypairs")
+    for index, item in enumerate(succeeded if isinstance(succeeded, list) else []):
+        remote = keypair_of(item if isinstance(item, Mapping) else {})
+        account(remote.name, f"succeeded_keypairs[{index}].keypair.name")
+        filled = {k: v for k, v in asked[remote.name].items() if getattr(remote, k) is None}
+        imported[remote.name] = dataclasses.replace(remote, **filled)  # type: ignore[arg-type]
+    failed = body.get("failed_keypairs")
+    for index, item in enumerate(failed if isinstance(failed, list) else []):
+        entry = item if isinstance(item, Mapping) else {}
+        name = str(entry.get("keypair_name") or "")
+        account(name, f"failed_keypairs[{index}].keypair_name")
+        reason = entry.get("failed_reason")
+        refused[name] = shapes.escape(reason, 300) if isinstance(reason, str) and \
+            reason.strip() else "no reason given"
+    return BatchImported(imported=imported, refused=refused,
+                         unanswered=tuple(n for n in asked if n not in seen))
 
 
 def _collect(pairs: dict[str, RemoteKeyPair], page: list[RemoteKeyPair], *,

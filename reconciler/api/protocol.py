@@ -11,7 +11,8 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.proxies``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.capabilities import Capabilities
@@ -87,6 +88,30 @@ class ApiSettings:
     custody_endpoint: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ImportRequest:
+    """One public key to import, as ``KeyPairApi.import_keypair`` takes it."""
+
+    name: str
+    public_key: str
+    type: str = "ssh"
+    user_id: str | None = None
+    scope: str | None = None
+    key_protection: KeyProtection | None = None
+    private_key: Secret | None = field(default=None, repr=False)  # custody only
+
+
+@dataclass(frozen=True, slots=True)
+class BatchImported:
+    """What one batch import answered, by name: every name asked is in exactly one of
+    ``imported`` (the key pair as the cloud made it), ``refused`` (the cloud's reason, safe
+    to print) or ``unanswered`` (the answer did not mention it: it may or may not exist)."""
+
+    imported: Mapping[str, RemoteKeyPair]
+    refused: Mapping[str, str]
+    unanswered: tuple[str, ...] = ()
+
+
 class KeyPairApi(Protocol):
     """What the engine needs of a key pair API.
 
@@ -134,6 +159,13 @@ class KeyPairApi(Protocol):
         private_key: Secret | None = None,
     ) -> RemoteKeyPair:
         """Import a public key; with ``key_protection`` and ``private_key``, the cloud keeps it."""
+        ...
+
+    def import_keypairs(self, requests: Sequence[ImportRequest]) -> BatchImported:
+        """Import up to ``capabilities.batch_import`` public keys in one request, each made or
+        refused on its own. ``OutcomeUnknownError`` when the answer was lost or cannot be
+        read (the caller re-reads by list); ``ApiError`` when the whole request was refused
+        for certain. A flavour without batch import raises ``UsageError``."""
         ...
 
     def delete_keypair(self, name: str) -> bool:

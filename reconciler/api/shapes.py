@@ -107,6 +107,16 @@ IMPORTED = Obj({"keypair": Key(Obj({
     **_KEYPAIR_FIELDS,
     "private_key": _optional(Anything()),  # never read for an import; never echoed
 }))})
+# Batch import (reference 3.8): each success as a single import answers it; each refusal by
+# name and reason. Either list may be absent (the SDK's models make both optional); that
+# every name asked is accounted for is the adapter's check.
+BATCH_IMPORTED = Obj({
+    "succeeded_keypairs": _optional(Arr(IMPORTED)),
+    "failed_keypairs": _optional(Arr(Obj({
+        "keypair_name": Key(Str(pattern=NAME)),
+        "failed_reason": _optional(Str()),
+    }))),
+})
 EXPORTED = Obj({"keypair": Key(Obj({
     "name": _optional(Str(pattern=NAME)),
     "private_key": Key(Str(sensitive=True, nonempty=True)),

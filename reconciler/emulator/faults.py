@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 WRITE_OPERATIONS = frozenset(
-    {"create", "import", "delete", "update", "import_private_key", "clear_private_key"}
+    {"create", "import", "delete", "update", "import_private_key", "clear_private_key",
+     "batch_import"}
 )
 DEFAULT_STATUSES: tuple[int, ...] = (500, 502, 503, 429)
 

@@ -7,7 +7,8 @@ Signatures, faults and latency are the server's business, not this module's.
 
 Operation names (also the counter names): ``list``, ``get``, ``create`` (the cloud generates),
 ``import`` (a public key given), ``delete``, ``update`` (description), ``export``,
-``import_private_key``, ``clear_private_key``.
+``import_private_key``, ``clear_private_key``, ``batch_import`` (kps: up to 10 public keys
+in one request, each one made or refused on its own).
 
 May import: ``reconciler.emulator.{store,projects,views,keywork,jsonbody}``,
 ``reconciler.model``, the standard library.
@@ -35,6 +36,7 @@ KPS_DEFAULT_LIMIT = 50
 NOVA_MAX_LIMIT = 1000
 PAGINATION_MICROVERSION = (2, 35)
 MAX_DESCRIPTION = 255
+KPS_BATCH_LIMIT = 10  # "单次批量导入不得超过10条记录" (the SDK's batch_import_keypair)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ def _kps_route(method: str, pid: str, rest: list[str]) -> ApiCall | None:
     name: str | None = None
     if not tail:
         ops = {"GET": "list", "POST": "create"}
+    elif tail == ("batch-import",) and method == "POST":
+        ops = {"POST": "batch_import"}  # GET, PUT, DELETE: a key pair named batch-import
     elif tail in _KPS_FIXED:
         ops = {"POST": _KPS_FIXED[tail]}
     elif len(tail) == 1:
@@ -391,6 +395,8 @@ class ProjectApi:
             return self._kps_export(body)
         if op == "import_private_key":
             return self._kps_import_private(body)
+        if op == "batch_import":
+            return self._kps_batch_import(body)
         self._require(call.name)
         self.store.update(call.name or "", key_protection=False, private_key=None, encryption={})
         return Reply(204)
@@ -434,3 +440,34 @@ class ProjectApi:
         user_id = _string(kp, "user_id") or record.user_id
         answer = {"name": record.name, "user_id": user_id, "key_protection": {"encryption": enc}}
         return Reply(200, {"keypair": answer})
+
+    def _kps_batch_import(self, body: Any) -> Reply:
+        """A JSON array of 1 to 10 ``{"keypair": CreateKeypairAction}``, each with its public
+        key: each is imported or refused on its own (``failed_keypairs``: its name and why),
+        in the order given; the request as a whole is refused only when it is malformed."""
+        if not isinstance(body, list) or not 1 <= len(body) <= KPS_BATCH_LIMIT:
+            raise ApiProblem(400, "the request body must be a JSON array of 1 to "
+                             f"{KPS_BATCH_LIMIT} {{\"keypair\": {{...}}}} objects")
+        succeeded: list[dict[str, Any]] = []
+        failed: list[dict[str, str]] = []
+        for item in body:
+            kp = item.get("keypair") if isinstance(item, dict) else None
+            name = kp.get("name") if isinstance(kp, dict) else None
+            try:
+                if not isinstance(kp, dict) or not kp.get("public_key"):
+                    raise ApiProblem(400, "a batch import needs each key pair's public_key")
+                record, _ = self._create("kps", item)
+            except ApiProblem as exc:
+                failed.append(_refusal(name, exc.message))
+            except StoreError as exc:
+                failed.append(_refusal(name, f"key pair '{exc.name}' already exists"
+                                       if exc.kind == "exists" else str(exc)))
+            except KeyProblem as exc:
+                failed.append(_refusal(name, f"invalid key: {exc}"))
+            else:
+                succeeded.append(views.kps_created(record, None))
+        return Reply(200, {"succeeded_keypairs": succeeded, "failed_keypairs": failed})
+
+
+def _refusal(name: Any, reason: str) -> dict[str, str]:
+    return {"keypair_name": name if isinstance(name, str) else "", "failed_reason": reason}

@@ -90,6 +90,7 @@ OPERATIONS = (
     "export",
     "import_private_key",
     "clear_private_key",
+    "batch_import",
 )
 COUNTER_NAMES = (*OPERATIONS, "total", "rejected_auth", "faults_injected", "internal_errors",
                  "unreachable")

@@ -12,7 +12,7 @@ May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -63,9 +63,22 @@ class Decided:
 
 
 class Applier(Protocol):
-    """Carries out one kind's changes in one target."""
+    """Carries out one kind's changes in one target.
+
+    Apply hands it a wave's changes of its kind and target (``units``) and runs each unit it
+    returns as one task on the pool (``run_unit``): a unit of one change is ``run``; a unit
+    of several is done together where the API allows it (KPS batch import), each change
+    still with its own outcome."""
 
     def run(self, change: Change) -> Outcome: ...
+
+    def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
+        """``changes`` in the units they are carried out in, in order; every change once."""
+        ...
+
+    def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:
+        """One outcome per change of ``unit``, in its order; never raises for a change."""
+        ...
 
 
 class Kind(Protocol):

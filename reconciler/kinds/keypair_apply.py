@@ -7,6 +7,13 @@ as soon as it arrives. A create whose answer was lost is re-read rather than bli
 Custody changed in place is recorded once the cloud confirmed it; the cloud's copy is cleared
 only while state holds a private key checked to be the half of the recorded public key.
 
+Where the API imports several public keys in one request (``capabilities.batch_import``: KPS,
+10), the creates of key pairs whose public key is known here (generated here, or given) go in
+groups (``units``): every generated private key of a group is durable (one fsync for the
+group) before the group is sent; each key pair of the answer is recorded or reported on its
+own; a lost answer is re-read by one list, and only the names still absent are sent again.
+Key pairs the cloud generates, and replacements, are created one at a time.
+
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
 ``reconciler.state.protocol``.
@@ -15,13 +22,13 @@ May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler import keys
 from reconciler.address import DEFAULT_TARGET, Address, keypair_address
-from reconciler.api.protocol import KeyPairApi
+from reconciler.api.protocol import ImportRequest, KeyPairApi
 from reconciler.changes import Action, Change, Hooks, Outcome, Plan
 from reconciler.errors import (
     ApiError,
@@ -50,6 +57,32 @@ class _TaintedError(ApplyError):
 
 class _AmbiguousError(ApplyError):
     """A write may or may not have taken effect: what state holds for it must stay."""
+
+
+_DIFFERENT_KEY = ("the cloud holds a different key under this name (created by someone else "
+                  "meanwhile); nothing was recorded for it")
+
+
+@dataclass(frozen=True)
+class _Import:
+    """One create of a key pair whose public key is known here, ready to send."""
+
+    change: Change
+    d: DesiredKeyPair
+    public_key: str
+    sealed: SealedSecret | None  # generated here: the private key, sealed for state
+    secret: Secret | None  # custody: the private key handed to the cloud
+    pending: StateKeyPair | None  # recorded (durable) before it is sent
+
+    def request(self) -> ImportRequest:
+        d = self.d
+        return ImportRequest(name=d.name, public_key=self.public_key, type=d.type,
+                             user_id=d.user_id, scope=d.scope, key_protection=d.key_protection,
+                             private_key=self.secret)
+
+    def ours(self, remote: RemoteKeyPair) -> bool:
+        return keys.normalise(remote.public_key, key_type=self.d.type) == \
+            keys.normalise(self.public_key, key_type=self.d.type)
 
 
 @dataclass
@@ -107,8 +140,7 @@ class KeyPairApplier:
                 continue  # the lost request never took effect: send it again
             if keys.normalise(found.public_key, key_type=d.type) == ours:
                 return found  # ours: an earlier attempt took effect
-            raise ApplyError("the cloud holds a different key under this name (created by "
-                             "someone else meanwhile); nothing was recorded for it")
+            raise ApplyError(_DIFFERENT_KEY)
         raise _AmbiguousError(_no_effect("import", lost))
 
     def _pending_cloud_entry(self, d: DesiredKeyPair) -> StateKeyPair:
@@ -154,21 +186,31 @@ class KeyPairApplier:
             return None
         return read_custody_key(d)
 
-    def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
+    def _key_to_import(self, d: DesiredKeyPair, prior: StateKeyPair | None
+                       ) -> tuple[str, SealedSecret, Secret | None, StateKeyPair | None]:
+        """The public key to import for ``d`` (generated here), its sealed private key, the
+        private key for custody, and the pending entry to record before sending (None when
+        resuming with the key a pending entry already holds)."""
         assert d.algorithm is not None
         if (prior is not None and prior.status is EntryStatus.PENDING
                 and prior.private_key is not None and prior.spec_digest == d.spec_digest):
             public, sealed = prior.public_key, prior.private_key  # resume with the stored key
             secret = (self.store.unseal(d.name, sealed, target=self.target)
                       if d.key_protection else None)
-        else:
-            generated = self.generate(d.algorithm, comment=d.name)
-            public = generated.public_key
-            sealed = self.store.seal(d.name, generated.private_key, target=self.target)
-            secret = generated.private_key if d.key_protection else None
-            pending = RemoteKeyPair(name=d.name, public_key=public,
-                                    fingerprint=keys.md5_fingerprint(public), type=d.type)
-            self.store.record(self._entry(d, pending, sealed=sealed, status=EntryStatus.PENDING))
+            return public, sealed, secret, None
+        generated = self.generate(d.algorithm, comment=d.name)
+        public = generated.public_key
+        sealed = self.store.seal(d.name, generated.private_key, target=self.target)
+        secret = generated.private_key if d.key_protection else None
+        pending = RemoteKeyPair(name=d.name, public_key=public,
+                                fingerprint=keys.md5_fingerprint(public), type=d.type)
+        return public, sealed, secret, self._entry(d, pending, sealed=sealed,
+                                                   status=EntryStatus.PENDING)
+
+    def _generate(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
+        public, sealed, secret, pending = self._key_to_import(d, prior)
+        if pending is not None:
+            self.store.record(pending)
         remote = self._import(d, public, secret)
         entry = self._entry(d, remote, sealed=sealed)
         # The private key is durable already (the pending entry); if this line is lost, the
@@ -185,12 +227,16 @@ class KeyPairApplier:
             # Refused for certain (a name taken meanwhile, a bad request): nothing happened in
             # the cloud, so state goes back to what it was. (A StateError is not one of these:
             # the cloud may have acted, and the pending entry must stay.)
-            if prior is not None:
-                self.store.record(prior)
-            else:
-                self.store.forget(d.name, target=self.target)
+            self._undo(d, prior)
             raise
         self._describe(d, entry)
+
+    def _undo(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> None:
+        """State as it was before a create the cloud refused for certain."""
+        if prior is not None:
+            self.store.record(prior)
+        else:
+            self.store.forget(d.name, target=self.target)
 
     def _make(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> StateKeyPair:
         if d.source is KeySource.CLOUD:
@@ -251,6 +297,135 @@ class KeyPairApplier:
                            destroyed=destroyed, at=change.at)
         return Outcome(change.name, change.action, True, time.monotonic() - start,
                        at=change.at)
+
+    # -- creates in groups (batch import) ------------------------------------------------
+    def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
+        size = self.api.capabilities.batch_import
+        grouped = [c for c in changes if size > 1 and _batchable(c)]
+        units: list[tuple[Change, ...]] = [(c,) for c in changes
+                                           if not (size > 1 and _batchable(c))]
+        units += [tuple(grouped[i:i + size]) for i in range(0, len(grouped), max(1, size))]
+        return units
+
+    def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:
+        if len(unit) == 1:
+            return [self.run(unit[0])]
+        return self._run_group(unit)
+
+    def _prepare(self, change: Change) -> _Import:
+        d = change.desired
+        assert d is not None
+        if d.source is KeySource.GENERATE:
+            public, sealed, secret, pending = self._key_to_import(d, change.prior)
+            return _Import(change, d, public, sealed, secret, pending)
+        assert d.public_key is not None
+        return _Import(change, d, d.public_key, None, self._read_custody_key(d), None)
+
+    def _run_group(self, unit: tuple[Change, ...]) -> list[Outcome]:
+        """Create ``unit``'s key pairs in one batch import: their pending entries durable
+        first (one sync), then one request; each outcome on its own."""
+        start = time.monotonic()
+        errors: dict[Address, str] = {}
+        ready: list[_Import] = []
+        for change in unit:
+            self.hooks.pre_apply(change, "create")
+        for change in unit:
+            try:
+                ready.append(self._prepare(change))
+            except ReconcilerError as exc:  # nothing of it was recorded or sent
+                errors[change.address] = str(exc)
+        try:
+            self.store.record_all([i.pending for i in ready if i.pending is not None])
+        except ReconcilerError as exc:  # nothing was sent; what was recorded is resumed later
+            errors.update(dict.fromkeys((i.change.address for i in ready), str(exc)))
+            ready = []
+        answers = self._import_group(ready) if ready else {}
+        made: list[tuple[_Import, StateKeyPair]] = []
+        for item in ready:
+            answer = answers[item.d.name]
+            if isinstance(answer, RemoteKeyPair):
+                made.append((item, self._entry(item.d, answer, sealed=item.sealed)))
+                continue
+            try:
+                if not isinstance(answer, _AmbiguousError):
+                    self._undo(item.d, item.change.prior)
+            except ReconcilerError as exc:
+                answer = exc
+            errors[item.change.address] = str(answer)
+        try:
+            # As for one create: each private key was durable before the request (its pending
+            # entry); a lost ready line is repaired by the next plan, which adopts the pair.
+            self.store.record_all([entry for _, entry in made], durable=False)
+        except ReconcilerError as exc:
+            errors.update(dict.fromkeys((i.change.address for i, _ in made), str(exc)))
+            made = []
+        for item, entry in made:
+            try:
+                self._describe(item.d, entry)
+            except ReconcilerError as exc:
+                errors[item.change.address] = str(exc)
+        elapsed = time.monotonic() - start
+        return [Outcome(c.name, c.action, c.address not in errors, elapsed,
+                        errors.get(c.address), at=c.at) for c in unit]
+
+    def _import_group(self, group: list[_Import]
+                      ) -> dict[str, RemoteKeyPair | ReconcilerError]:
+        """Send ``group`` until every name is made or refused: after a lost answer, one list
+        says which took effect (ours: done; another key: refused), and only the names still
+        absent are sent again, never one that exists."""
+        waiting = {item.d.name: item for item in group}
+        done: dict[str, RemoteKeyPair | ReconcilerError] = {}
+        lost: OutcomeUnknownError | None = None
+        for _ in range(LOST_RESPONSE_ATTEMPTS):
+            try:
+                answer = self.api.import_keypairs([i.request() for i in waiting.values()])
+            except OutcomeUnknownError as exc:
+                lost = exc
+            except ApiError as exc:  # the whole request refused for certain
+                refused = _AmbiguousError(str(exc)) if lost else exc
+                done.update(dict.fromkeys(waiting, refused))
+                return done
+            else:
+                for name, remote in answer.imported.items():
+                    done[name] = remote
+                    del waiting[name]
+                for name, reason in answer.refused.items():
+                    done[name] = self._refused(waiting.pop(name), reason)
+                if not waiting:
+                    return done
+                lost = OutcomeUnknownError(
+                    "the batch import's answer did not mention "
+                    f"{', '.join(sorted(waiting))}")
+            try:
+                listed = self.api.list_keypairs().keypairs
+            except ReconcilerError as exc:
+                unknown = _AmbiguousError(f"its answer was lost and reading the key pairs "
+                                          f"back failed: {exc}")
+                done.update(dict.fromkeys(waiting, unknown))
+                return done
+            for name in [n for n in waiting if n in listed]:
+                item = waiting.pop(name)
+                done[name] = listed[name] if item.ours(listed[name]) else \
+                    ApplyError(_DIFFERENT_KEY)
+            if not waiting:
+                return done
+        done.update(dict.fromkeys(waiting, _AmbiguousError(_no_effect("batch import", lost))))
+        return done
+
+    def _refused(self, item: _Import, reason: str) -> RemoteKeyPair | ReconcilerError:
+        """A name the cloud refused in a batch: the key pair may still be ours (an earlier
+        attempt whose answer was lost, an interrupted run), so it is read back."""
+        try:
+            found = self._reread(item.d.name)
+        except _AmbiguousError as exc:
+            return exc
+        if found is not None and item.ours(found):
+            return found
+        if found is not None:
+            return ApplyError(f"the cloud refused it in a batch import ({reason}): "
+                              f"{_DIFFERENT_KEY}")
+        return ApplyError(f"the cloud refused it in a batch import: {reason}. Nothing was "
+                          "recorded for it; fix the cause and run apply again")
 
     def _adopt(self, change: Change) -> None:
         d, remote, prior = change.desired, change.remote, change.prior
@@ -330,6 +505,13 @@ class KeyPairApplier:
             now = self._reread(name)
             if now is None or now.key_protection is not False:
                 raise
+
+
+def _batchable(change: Change) -> bool:
+    """A create whose public key is known here (generated here, or given): a batch import
+    can carry it. A replacement deletes first, one at a time; the cloud generates alone."""
+    d = change.desired
+    return change.action is Action.CREATE and d is not None and d.source is not KeySource.CLOUD
 
 
 def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:

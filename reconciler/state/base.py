@@ -42,7 +42,7 @@ import dataclasses
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from reconciler.address import DEFAULT_TARGET, Address, is_target_name, keypair_address
@@ -445,14 +445,24 @@ class JournaledStore:
     # --- changes -----------------------------------------------------------------------------
 
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
-        if not _NAME_RE.fullmatch(entry.name):
-            raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
-        if not is_target_name(entry.target):
-            raise StateError(f"cannot record {entry.name!r}: {entry.target!r} is not a valid "
-                             "target name.")
+        _check_entry(entry)
         self._prepare_write()
         self._append(op="record", name=entry.name, target=entry.target, entry=entry,
                      durable=durable)
+
+    def record_all(self, entries: Sequence[StateKeyPair], *, durable: bool = True) -> None:
+        """Each ``record``ed (one ``_prepare_write`` for all); a store whose lines can share
+        one sync overrides ``_append_all``."""
+        for entry in entries:
+            _check_entry(entry)
+        if entries:
+            self._prepare_write()
+            self._append_all(entries, durable=durable)
+
+    def _append_all(self, entries: Sequence[StateKeyPair], *, durable: bool) -> None:
+        for entry in entries:
+            self._append(op="record", name=entry.name, target=entry.target, entry=entry,
+                         durable=durable)
 
     def forget(self, name: str, *, target: str = DEFAULT_TARGET) -> None:
         self._prepare_write()
@@ -613,6 +623,14 @@ class JournaledStore:
 
     def force_unlock(self, lock_id: str) -> None:
         self._lock.force_unlock(lock_id)
+
+
+def _check_entry(entry: StateKeyPair) -> None:
+    if not _NAME_RE.fullmatch(entry.name):
+        raise StateError(f"cannot record {entry.name!r}: not a valid key pair name.")
+    if not is_target_name(entry.target):
+        raise StateError(f"cannot record {entry.name!r}: {entry.target!r} is not a valid "
+                         "target name.")
 
 
 def address_of(entry: StateKeyPair) -> Address:

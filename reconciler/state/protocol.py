@@ -5,6 +5,7 @@ May import: ``reconciler.model``, ``reconciler.errors``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from typing import Protocol
@@ -82,6 +83,12 @@ class StateStore(Protocol):
         entries whose loss the next plan repairs on its own (it adopts a key pair it finds in
         the cloud with the public key it expects). Never for a private key seen only here.
         """
+        ...
+
+    def record_all(self, entries: Sequence[StateKeyPair], *, durable: bool = True) -> None:
+        """``record`` each of ``entries``, in order; all durable when this returns (the local
+        store writes their lines, then fsyncs once). ``durable=False`` as for ``record``.
+        Raises at the first that cannot be recorded: those before it may be recorded."""
         ...
 
     def forget(self, name: str, *, target: str = "default") -> None:

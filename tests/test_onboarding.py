@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from reconciler import keys
@@ -413,3 +414,74 @@ def test_a_saved_plan_with_an_edited_import_list_is_refused(emulator: Emulator,
     refused = cli("apply", str(saved))
     assert refused.code == 1 and "the file was edited" in refused.err, refused.text
     assert not cli.state.exists()
+
+
+def _put(emulator: Emulator, name: str, public_key: str | None = None, **fields: object) -> None:
+    """A key pair as a hostile or newer cloud may hold it, put straight into the emulator's
+    store (its API refuses what the cloud may still answer with): served over HTTP as is."""
+    from reconciler.emulator.store import Record, now_ms
+
+    public_key = public_key or keys.generate_keypair("ed25519").public_key
+    made = dict(type="ssh", user_id="u1", scope="user", description="")
+    made.update(fields)
+    emulator.store.add(lambda i: Record(
+        name=name, public_key=public_key, fingerprint=keys.md5_fingerprint(public_key), id=i,
+        created_ms=now_ms(), updated_ms=now_ms(), **made))  # type: ignore[arg-type]
+
+
+def test_answers_a_manifest_cannot_hold_need_a_decision_and_the_rest_is_adopted(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    odd = 'a: b # c &a *a !!python/object:os.system ["x"] {x: 1}\n\x00\x1b\u2028 é 🔑'
+    _put(emulator, "fine", description=odd)
+    _put(emulator, "yes", keys.generate_keypair("ed25519").public_key + " x: y #z &q !!str")
+    _put(emulator, "x" * 64)
+    _put(emulator, "upper-type", type="SSH")
+    _put(emulator, "new-scope", scope="project")
+    _put(emulator, "lone-desc", description="half \ud800 a pair")
+    _put(emulator, "lone-key", keys.generate_keypair("ed25519").public_key + " c\udc80mment")
+    for name in ("a: b", "#x", "&a", "!!python/object:os.system", " lead", "ünï", "y" * 65):
+        _put(emulator, name)
+    out = cli.manifests / "imported.yaml"
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "Traceback" not in result.text and "internal error" not in result.text
+    assert "Adopted: 3 (3 declared in" in result.out
+    assert "Needs a decision: 11." in result.out
+    assert "keypair.upper-type: its type \"SSH\" is not one a manifest can declare" in result.out
+    assert "keypair.new-scope: its scope \"project\" is not one a manifest can declare" \
+        in result.out
+    assert "keypair.lone-desc: its description is not text" in result.out
+    assert "keypair.lone-key: its public key is not text" in result.out
+    doc = yaml.safe_load(out.read_text())
+    by_name = {kp["name"]: kp for kp in doc["keypairs"]}
+    assert sorted(by_name) == sorted(["fine", "yes", "x" * 64])
+    assert by_name["fine"]["description"] == odd
+    assert by_name["yes"]["public_key"].endswith(" x: y #z &q !!str")
+    plan = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert plan.code == 0, plan.text
+
+
+def test_a_key_changed_between_the_list_and_its_detail_is_not_called_deleted(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.emulator import views
+
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    other = keys.generate_keypair("ed25519").public_key
+    shown = views.kps_detail
+
+    def changed(r: object) -> dict[str, object]:  # the detail GET sees a key of its own
+        doc = shown(r)  # type: ignore[arg-type]
+        doc["keypair"].update(public_key=other, fingerprint=keys.md5_fingerprint(other))
+        return doc
+
+    monkeypatch.setattr(views, "kps_detail", changed)
+    result = cli("import", "--all", "--generate-config-out",
+                 str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "keypair.web: its public key changed in the cloud while it was being read" \
+        in result.out
+    assert "deleted" not in result.out and not (cli.manifests / "imported.yaml").exists()

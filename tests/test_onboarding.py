@@ -485,3 +485,61 @@ def test_a_key_changed_between_the_list_and_its_detail_is_not_called_deleted(
     assert "keypair.web: its public key changed in the cloud while it was being read" \
         in result.out
     assert "deleted" not in result.out and not (cli.manifests / "imported.yaml").exists()
+
+
+def test_a_file_name_the_next_plan_skips_is_warned_about(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    for i, name in enumerate((".hidden.yaml", "imported.txt", "imported.YAML")):
+        cli.client().create_keypair(name=f"k{i}")
+        result = cli("import", "--all", "--dry-run", "--generate-config-out",
+                     str(cli.manifests / name), str(cli.manifests))
+        assert result.code == 0, result.text
+        assert "is not where the manifests given are read from" in result.err, name
+        (cli.manifests / name).unlink()
+    cli.client().create_keypair(name="seen")
+    read = cli("import", "--all", "--dry-run", "--generate-config-out",
+               str(cli.manifests / "imported.yml"), str(cli.manifests))
+    assert read.code == 0 and "is not where" not in read.err, read.text
+
+
+def test_the_file_is_never_written_through_a_link_planted_beside_it(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import os
+
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = cli.manifests / "imported.yaml"
+    for suffix in ("part", "check.yaml"):  # the names the run writes beside FILE
+        os.symlink(victim, cli.manifests / f".{out.name}.{os.getpid()}.{suffix}")
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert victim.read_text() == "precious\n"
+    assert not out.is_symlink() and "keypair" in out.read_text()
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+    # FILE itself a dangling link: named as one, nothing written
+    cli.client().create_keypair(name="db")
+    dangling = cli.manifests / "more.yaml"
+    os.symlink(tmp_path / "nowhere.yaml", dangling)
+    state = cli.state.read_bytes()
+    refused = cli("import", "--all", "--generate-config-out", str(dangling),
+                  str(cli.manifests))
+    assert refused.code == 1, refused.text
+    assert "is a symbolic link" in refused.err and "appeared" not in refused.err
+    assert not (tmp_path / "nowhere.yaml").exists() and cli.state.read_bytes() == state
+
+
+def test_a_file_under_a_file_is_a_clear_error(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    keys_yaml = cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    result = cli("import", "--all", "--generate-config-out", str(keys_yaml / "x.yaml"),
+                 str(cli.manifests))
+    assert result.code == 1
+    assert "internal error" not in result.text and "Traceback" not in result.text
+    assert "Not a directory" in result.err and "Nothing was written" in result.err
+    assert not cli.state.exists()

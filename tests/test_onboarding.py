@@ -388,6 +388,13 @@ def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
         'keypair.n1["north"]', 'keypair.n2["north"]', 'keypair.s1["south"]']
     emulator.set_reachable(SOUTH)
     assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+    emulator.set_unreachable(emulator.project_id, status=503)
+    emulator.set_unreachable(SOUTH, status=503)
+    none = _run(cli, "import", "--all", "--generate-config-out",
+                str(cli.manifests / "none.yaml"), str(cli.manifests))
+    assert none.code == 1, none.text
+    assert "Read 0 key pairs in 0 targets.\n" in none.out
+    assert "Nothing adopted." in none.out and "Nothing new" not in none.out
 
 
 def test_import_all_needs_no_manifest_of_key_pairs(emulator: Emulator, tmp_path: Path) -> None:

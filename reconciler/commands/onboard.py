@@ -236,7 +236,7 @@ def _report(env: Env, *, sess: Session, onboarding: Onboarding, found: Survey,
     shown = "; ".join(f"{t} ({api_name(sess.reach.settings[t].api)} at "
                       f"{sess.reach.settings[t].endpoint})" for t in read)
     env.out(f"Read {len(found.listed)} key pairs in {len(read)} target"
-            f"{'s' if len(read) != 1 else ''}: {shown}.")
+            f"{'s' if len(read) != 1 else ''}" + (f": {shown}." if read else "."))
     env.out(f"Requests: {snapshots_requests} to list, and {details} detail reads (one per key "
             "pair that may be adopted: the list lacks description and user id; a one-time "
             "cost).")
@@ -276,7 +276,7 @@ def _report(env: Env, *, sess: Session, onboarding: Onboarding, found: Survey,
                 "file shows the key pairs to import; `reconciler import --all` (or apply) "
                 "adopts them.")
     elif not onboarding.adopted:
-        env.out("Nothing new to adopt." if not onboarding.decisions else
+        env.out("Nothing new to adopt." if not onboarding.decisions and not failed else
                 "Nothing adopted.")
     else:
         env.out("The key pairs are now in state and will henceforth be managed by reconciler; "

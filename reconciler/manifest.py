@@ -119,6 +119,12 @@ def _display(path: Path, cwd: Path) -> str:
         return str(path)
 
 
+def listed_in_directory(path: Path) -> bool:
+    """Whether a directory given as a PATH lists the file at ``path`` as a manifest: the rule
+    of ``_collect_files``, for a command that writes one (``import --all``)."""
+    return path.suffix in (".yaml", ".yml") and not path.name.startswith(".")
+
+
 def _collect_files(
     paths: Sequence[str | Path], cwd: Path, *, allow_empty: bool
 ) -> tuple[list[Path], list[Diagnostic]]:
@@ -130,9 +136,7 @@ def _collect_files(
         if path.is_dir():
             try:
                 found = sorted(
-                    p for p in path.iterdir()
-                    if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
-                    and p.is_file()
+                    p for p in path.iterdir() if listed_in_directory(p) and p.is_file()
                 )
             except OSError as exc:
                 diags.append(Diagnostic(

@@ -51,6 +51,8 @@ from reconciler.model import (
 _NAME = re.compile(NAME_PATTERN)
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the manifest schema's user_id pattern
 MAX_DESCRIPTION = 255  # the manifest schema's bound
+TYPES = ("ssh", "x509")  # the manifest schema's enums
+SCOPES = ("user", "domain")
 # A key pair made without a scope is the user's: a declaration says only the other one, so
 # that a key pair shared with a target whose API has no scope is still one declaration.
 DEFAULT_SCOPE = "user"
@@ -197,14 +199,14 @@ def settle(found: Survey, *, details: Mapping[Address, RemoteKeyPair | None],
     for addr, d in found.declared.items():
         shown = _described(found.listed[addr], details.get(addr))
         if shown is None:
-            decisions.append(_gone(addr))
+            decisions.append(_gone(addr, details.get(addr)))
         else:
             adopted[addr], declared[addr] = shown, d
     groups: dict[str, list[tuple[Address, RemoteKeyPair, Declaration]]] = {}
     for addr in sorted(found.undeclared):
         shown = _described(found.undeclared[addr], details.get(addr))
         if shown is None:
-            decisions.append(_gone(addr))
+            decisions.append(_gone(addr, details.get(addr)))
             continue
         if shown.frozen_state not in (None, 0):  # the detail may say more than the list
             why = _refused(addr.name, shown)
@@ -242,7 +244,11 @@ def settle(found: Survey, *, details: Mapping[Address, RemoteKeyPair | None],
                       decisions=tuple(sorted(decisions, key=lambda x: x.address)))
 
 
-def _gone(addr: Address) -> Decision:
+def _gone(addr: Address, detail: RemoteKeyPair | None) -> Decision:
+    if detail is not None:  # there, with another key than the list showed
+        return Decision(addr, "its public key changed in the cloud while it was being read",
+                        "nothing adopted; run `reconciler import --all` again once it is "
+                        "settled")
     return Decision(addr, "it was deleted in the cloud while it was being read",
                     "nothing to adopt; run `reconciler import --all` again if it comes back")
 
@@ -264,7 +270,22 @@ def _described(listed: RemoteKeyPair, detail: RemoteKeyPair | None) -> RemoteKey
 
 def _declaration(addr: Address, remote: RemoteKeyPair,
                  caps: Capabilities) -> Declaration | Decision:
-    """What the manifest says of one key pair; a decision when a manifest cannot say it."""
+    """What the manifest says of one key pair; a decision when a manifest cannot say it
+    (checked here one by one, so that one odd answer never stops the others' onboarding)."""
+    for what, value in (("public key", remote.public_key), ("description", remote.description),
+                        ("type", remote.type), ("scope", remote.scope)):
+        if value is not None and not _is_text(value):
+            return Decision(addr, f"its {what} is not text (it holds a lone UTF-16 surrogate, "
+                                  "which no file can carry)",
+                            f"fix its {what} in the cloud, or leave it unmanaged")
+    if remote.type not in TYPES:
+        return Decision(addr, f"its type {_shown(remote.type)} is not one a manifest can "
+                              f"declare ({', '.join(TYPES)})",
+                        "leave it unmanaged (a newer API may have made it), or report it")
+    if caps.scope and remote.scope is not None and remote.scope not in SCOPES:
+        return Decision(addr, f"its scope {_shown(remote.scope)} is not one a manifest can "
+                              f"declare ({', '.join(SCOPES)})",
+                        "leave it unmanaged (a newer API may have made it), or report it")
     try:
         keys.check_public_key(remote.public_key, key_type=remote.type)
     except KeyFormatError as exc:
@@ -282,6 +303,23 @@ def _declaration(addr: Address, remote: RemoteKeyPair,
         user_id=user_id, scope=remote.scope if caps.scope and remote.scope != DEFAULT_SCOPE
         else None, description=description,
         custody=bool(remote.key_protection) and caps.custody)
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (a JSON answer may hold a lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    """A value from the cloud in a message: quoted, every unprintable character escaped."""
+    out = []
+    for ch in value[:40]:
+        out.append('\\"' if ch == '"' else ch if ch.isprintable() else ascii(ch)[1:-1])
+    return '"' + "".join(out) + '"'
 
 
 def _differences(first: Declaration, others: list[Declaration]) -> str:

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from reconciler import keys
@@ -387,6 +388,13 @@ def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
         'keypair.n1["north"]', 'keypair.n2["north"]', 'keypair.s1["south"]']
     emulator.set_reachable(SOUTH)
     assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+    emulator.set_unreachable(emulator.project_id, status=503)
+    emulator.set_unreachable(SOUTH, status=503)
+    none = _run(cli, "import", "--all", "--generate-config-out",
+                str(cli.manifests / "none.yaml"), str(cli.manifests))
+    assert none.code == 1, none.text
+    assert "Read 0 key pairs in 0 targets.\n" in none.out
+    assert "Nothing adopted." in none.out and "Nothing new" not in none.out
 
 
 def test_import_all_needs_no_manifest_of_key_pairs(emulator: Emulator, tmp_path: Path) -> None:
@@ -412,4 +420,133 @@ def test_a_saved_plan_with_an_edited_import_list_is_refused(emulator: Emulator,
     saved.write_text(json.dumps(doc))
     refused = cli("apply", str(saved))
     assert refused.code == 1 and "the file was edited" in refused.err, refused.text
+    assert not cli.state.exists()
+
+
+def _put(emulator: Emulator, name: str, public_key: str | None = None, **fields: object) -> None:
+    """A key pair as a hostile or newer cloud may hold it, put straight into the emulator's
+    store (its API refuses what the cloud may still answer with): served over HTTP as is."""
+    from reconciler.emulator.store import Record, now_ms
+
+    public_key = public_key or keys.generate_keypair("ed25519").public_key
+    made = dict(type="ssh", user_id="u1", scope="user", description="")
+    made.update(fields)
+    emulator.store.add(lambda i: Record(
+        name=name, public_key=public_key, fingerprint=keys.md5_fingerprint(public_key), id=i,
+        created_ms=now_ms(), updated_ms=now_ms(), **made))  # type: ignore[arg-type]
+
+
+def test_answers_a_manifest_cannot_hold_need_a_decision_and_the_rest_is_adopted(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    odd = 'a: b # c &a *a !!python/object:os.system ["x"] {x: 1}\n\x00\x1b\u2028 é 🔑'
+    _put(emulator, "fine", description=odd)
+    _put(emulator, "yes", keys.generate_keypair("ed25519").public_key + " x: y #z &q !!str")
+    _put(emulator, "x" * 64)
+    _put(emulator, "upper-type", type="SSH")
+    _put(emulator, "new-scope", scope="project")
+    _put(emulator, "lone-desc", description="half \ud800 a pair")
+    _put(emulator, "lone-key", keys.generate_keypair("ed25519").public_key + " c\udc80mment")
+    for name in ("a: b", "#x", "&a", "!!python/object:os.system", " lead", "ünï", "y" * 65):
+        _put(emulator, name)
+    out = cli.manifests / "imported.yaml"
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "Traceback" not in result.text and "internal error" not in result.text
+    assert "Adopted: 3 (3 declared in" in result.out
+    assert "Needs a decision: 11." in result.out
+    assert "keypair.upper-type: its type \"SSH\" is not one a manifest can declare" in result.out
+    assert "keypair.new-scope: its scope \"project\" is not one a manifest can declare" \
+        in result.out
+    assert "keypair.lone-desc: its description is not text" in result.out
+    assert "keypair.lone-key: its public key is not text" in result.out
+    doc = yaml.safe_load(out.read_text())
+    by_name = {kp["name"]: kp for kp in doc["keypairs"]}
+    assert sorted(by_name) == sorted(["fine", "yes", "x" * 64])
+    assert by_name["fine"]["description"] == odd
+    assert by_name["yes"]["public_key"].endswith(" x: y #z &q !!str")
+    plan = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert plan.code == 0, plan.text
+
+
+def test_a_key_changed_between_the_list_and_its_detail_is_not_called_deleted(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.emulator import views
+
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    other = keys.generate_keypair("ed25519").public_key
+    shown = views.kps_detail
+
+    def changed(r: object) -> dict[str, object]:  # the detail GET sees a key of its own
+        doc = shown(r)  # type: ignore[arg-type]
+        doc["keypair"].update(public_key=other, fingerprint=keys.md5_fingerprint(other))
+        return doc
+
+    monkeypatch.setattr(views, "kps_detail", changed)
+    result = cli("import", "--all", "--generate-config-out",
+                 str(cli.manifests / "imported.yaml"), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "keypair.web: its public key changed in the cloud while it was being read" \
+        in result.out
+    assert "deleted" not in result.out and not (cli.manifests / "imported.yaml").exists()
+
+
+def test_a_file_name_the_next_plan_skips_is_warned_about(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    for i, name in enumerate((".hidden.yaml", "imported.txt", "imported.YAML")):
+        cli.client().create_keypair(name=f"k{i}")
+        result = cli("import", "--all", "--dry-run", "--generate-config-out",
+                     str(cli.manifests / name), str(cli.manifests))
+        assert result.code == 0, result.text
+        assert "is not where the manifests given are read from" in result.err, name
+        (cli.manifests / name).unlink()
+    cli.client().create_keypair(name="seen")
+    read = cli("import", "--all", "--dry-run", "--generate-config-out",
+               str(cli.manifests / "imported.yml"), str(cli.manifests))
+    assert read.code == 0 and "is not where" not in read.err, read.text
+
+
+def test_the_file_is_never_written_through_a_link_planted_beside_it(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import os
+
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = cli.manifests / "imported.yaml"
+    for suffix in ("part", "check.yaml"):  # the names the run writes beside FILE
+        os.symlink(victim, cli.manifests / f".{out.name}.{os.getpid()}.{suffix}")
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert victim.read_text() == "precious\n"
+    assert not out.is_symlink() and "keypair" in out.read_text()
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+    # FILE itself a dangling link: named as one, nothing written
+    cli.client().create_keypair(name="db")
+    dangling = cli.manifests / "more.yaml"
+    os.symlink(tmp_path / "nowhere.yaml", dangling)
+    state = cli.state.read_bytes()
+    refused = cli("import", "--all", "--generate-config-out", str(dangling),
+                  str(cli.manifests))
+    assert refused.code == 1, refused.text
+    assert "is a symbolic link" in refused.err and "appeared" not in refused.err
+    assert not (tmp_path / "nowhere.yaml").exists() and cli.state.read_bytes() == state
+
+
+def test_a_file_under_a_file_is_a_clear_error(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    keys_yaml = cli.write("keypairs: []\n")
+    cli.client().create_keypair(name="web")
+    result = cli("import", "--all", "--generate-config-out", str(keys_yaml / "x.yaml"),
+                 str(cli.manifests))
+    assert result.code == 1
+    assert "internal error" not in result.text and "Traceback" not in result.text
+    assert "Not a directory" in result.err and "Nothing was written" in result.err
     assert not cli.state.exists()

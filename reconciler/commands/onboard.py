@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,8 +35,8 @@ from reconciler.commands.common import Session, api_name, provider_flags, sessio
 from reconciler.configgen import render_manifest
 from reconciler.env import Env, ExitCode
 from reconciler.errors import DiagnosticsError, UsageError
-from reconciler.fsutil import explain
-from reconciler.manifest import load_manifests
+from reconciler.fsutil import SAFE_FLAGS, explain, lstat_or_none, refuse_odd_target, remove_quietly
+from reconciler.manifest import listed_in_directory, load_manifests
 from reconciler.model import DesiredKeyPair, Manifest, RemoteKeyPair, SealedSecret
 from reconciler.onboarding import Onboarding, Survey, adopted_entry, settle, survey
 from reconciler.redact import scrub
@@ -75,7 +76,9 @@ def run_all(args: argparse.Namespace, env: Env) -> int:
         onboarding = settle(found, details=details,
                             capabilities={t: a.capabilities for t, a in apis.items()},
                             targeted=bool(manifest.targets), order=tuple(apis))
-        if onboarding.declarations and out.exists():
+        if onboarding.declarations:
+            _check_target(out)
+        if onboarding.declarations and lstat_or_none(out) is not None:
             raise UsageError(
                 f"{args.generate_config_out} exists, and {len(onboarding.declarations)} key "
                 "pair(s) are new: reconciler never overwrites it. Nothing was done. Give a "
@@ -101,11 +104,41 @@ def run_all(args: argparse.Namespace, env: Env) -> int:
 
 
 def _read_with(out: Path, args: argparse.Namespace, env: Env) -> bool:
-    """Whether the next plan over the same PATHs reads FILE (a directory among them holds it;
-    no PATH is the working directory)."""
+    """Whether the next plan over the same PATHs reads FILE: a directory among them holds it
+    under a name the directory lists (``*.yaml``/``*.yml``, not hidden), or it is one of
+    them; no PATH is the working directory."""
     given = [env.resolve(p) for p in _paths(args)] or [env.cwd]
-    return any(p.is_dir() and p.resolve() == out.resolve().parent for p in given) or any(
-        p.resolve() == out.resolve() for p in given)
+    where = out.parent.resolve() / out.name
+    return any(p.is_dir() and p.resolve() == where.parent and listed_in_directory(where)
+               for p in given) or any(p.resolve() == where for p in given)
+
+
+def _check_target(out: Path) -> None:
+    """FILE may be missing or a regular file (refused later, as existing): never a link, a
+    directory or a FIFO, named as such."""
+    try:
+        refuse_odd_target(out)
+    except OSError as exc:
+        raise UsageError(f"{explain(exc, out, doing='write')}. Nothing was done") from None
+
+
+def _beside(out: Path, suffix: str, text: str) -> Path:
+    """A new hidden file beside FILE holding ``text``: a name of its own, created exclusively
+    and never through a link (a name planted there is never written through)."""
+    for _ in range(8):
+        path = out.with_name(f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.{suffix}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except BaseException:
+            remove_quietly(path)
+            raise
+        return path
+    raise FileExistsError(f"no free name beside {out}")
 
 
 def _describe(found: Survey, apis: Mapping[str, KeyPairApi]
@@ -128,18 +161,19 @@ def _generated(args: argparse.Namespace, env: Env, out: Path,
     if not onboarding.declarations:
         return {}
     text = render_manifest(onboarding.declarations)
-    probe = out.with_name(f".{out.name}.{os.getpid()}.check.yaml")
+    probe: Path | None = None
     try:
-        probe.write_text(text, encoding="utf-8")
+        probe = _beside(out, "check.yaml", text)
         loaded = _load(args, env, [probe]).by_name()
     except DiagnosticsError as exc:
         raise UsageError("the generated declarations do not load with the manifests, so "
                          f"nothing was written (please report this):\n{exc}") from None
     except OSError as exc:
-        raise UsageError(f"{explain(exc, probe, doing='write')}. Nothing was written; choose "
-                         "another place for --generate-config-out") from None
+        raise UsageError(f"{explain(exc, out, doing='write')}. Nothing was "
+                         "written; choose another place for --generate-config-out") from None
     finally:
-        probe.unlink(missing_ok=True)
+        if probe is not None:
+            remove_quietly(probe)
     for d in onboarding.declarations:
         got = loaded.get(d.name)
         if got is None or got.public_key != d.public_key or got.description != d.description:
@@ -166,9 +200,9 @@ def _exports(args: argparse.Namespace, sess: Session, onboarding: Onboarding,
 def _write(out: Path, text: str, shown: str) -> None:
     """FILE, created exclusively (never over a file that appeared meanwhile), whole or not at
     all: written beside it, then linked into place."""
-    part = out.with_name(f".{out.name}.{os.getpid()}.part")
+    part: Path | None = None
     try:
-        part.write_text(text, encoding="utf-8")
+        part = _beside(out, "part", text)
         os.link(part, out)
     except FileExistsError:
         raise UsageError(f"{shown} appeared while the estate was being read; nothing was "
@@ -176,7 +210,8 @@ def _write(out: Path, text: str, shown: str) -> None:
     except OSError as exc:
         raise UsageError(f"{explain(exc, out, doing='write')}. Nothing was written") from None
     finally:
-        part.unlink(missing_ok=True)
+        if part is not None:
+            remove_quietly(part)
 
 
 def _adopt(sess: Session, env: Env, onboarding: Onboarding,
@@ -201,7 +236,7 @@ def _report(env: Env, *, sess: Session, onboarding: Onboarding, found: Survey,
     shown = "; ".join(f"{t} ({api_name(sess.reach.settings[t].api)} at "
                       f"{sess.reach.settings[t].endpoint})" for t in read)
     env.out(f"Read {len(found.listed)} key pairs in {len(read)} target"
-            f"{'s' if len(read) != 1 else ''}: {shown}.")
+            f"{'s' if len(read) != 1 else ''}" + (f": {shown}." if read else "."))
     env.out(f"Requests: {snapshots_requests} to list, and {details} detail reads (one per key "
             "pair that may be adopted: the list lacks description and user id; a one-time "
             "cost).")
@@ -241,7 +276,7 @@ def _report(env: Env, *, sess: Session, onboarding: Onboarding, found: Survey,
                 "file shows the key pairs to import; `reconciler import --all` (or apply) "
                 "adopts them.")
     elif not onboarding.adopted:
-        env.out("Nothing new to adopt." if not onboarding.decisions else
+        env.out("Nothing new to adopt." if not onboarding.decisions and not failed else
                 "Nothing adopted.")
     else:
         env.out("The key pairs are now in state and will henceforth be managed by reconciler; "

@@ -116,7 +116,7 @@ def _listed_import(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context
         ctx.problem(f"{ctx.here} is listed for import, but the cloud holds no key pair "
                     f"{d.name!r}{where}",
                     "check the name" + (" and the target (an address such as "
-                                        f"keypair.{d.name}[\"TARGET\"] names one)"
+                                        f"{ctx.here.display(qualified=True)} names one)"
                                         if where else "")
                     + "; to have apply create it instead, drop the import entry", at=listed)
         return Change(d.name, Action.NOOP, desired=d)

@@ -359,3 +359,20 @@ def test_the_debug_log_never_shows_the_private_key(emulator: Emulator, kps: KpsT
     assert sent and '"auth":"(sensitive value)"' in sent[-1]
     body = old.reveal().splitlines()[1]
     assert body not in caplog.text and "BEGIN OPENSSH" not in caplog.text
+
+
+def test_the_new_paths_refuse_unsigned_requests(emulator: Emulator) -> None:
+    import urllib.error
+    import urllib.request
+
+    for method, path in (("GET", "v1/{p}/cloudservers/detail"), ("GET", "v3/{p}/running-tasks"),
+                         ("POST", "v3/{p}/keypairs/associate")):
+        url = f"{emulator.endpoint}/{path.format(p=emulator.project_id)}"
+        request = urllib.request.Request(url, data=b"{}" if method == "POST" else None,
+                                         method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert json.loads(refused.value.read())["errorCode"] == "APIGW.0301"
+    assert emulator.counters()["rejected_auth"] == 3
+    assert emulator.counters().get("kps_associate", 0) == 0

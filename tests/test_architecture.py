@@ -115,6 +115,22 @@ FORBIDDEN = {
 ONLY = {
     # What a flavour can do is a pure table over model.Api: manifests, plan and apply use it.
     "reconciler.capabilities": ("reconciler.model",),
+    # ECS servers and KPS binding tasks in the emulator: the servers know nothing; the tasks
+    # know the servers; each service's operations know their data layers, never the HTTP side.
+    "reconciler.emulator.fleet": (),
+    "reconciler.emulator.bindtasks": ("reconciler.emulator.fleet",),
+    "reconciler.emulator.ecsapi": ("reconciler.emulator.fleet",),
+    "reconciler.emulator.kpsbind": ("reconciler.emulator.fleet", "reconciler.emulator.bindtasks",
+                                    "reconciler.emulator.keywork", "reconciler.emulator.store"),
+    "reconciler.emulator.compute": ("reconciler.emulator.fleet", "reconciler.emulator.bindtasks",
+                                    "reconciler.emulator.ecsapi", "reconciler.emulator.kpsbind",
+                                    "reconciler.emulator.store", "reconciler.emulator.handlers",
+                                    "reconciler.emulator.jsonbody"),
+    "reconciler.emulator.computeadmin": ("reconciler.emulator.compute",
+                                         "reconciler.emulator.fleet",
+                                         "reconciler.emulator.store",
+                                         "reconciler.emulator.handlers",
+                                         "reconciler.emulator.jsonbody"),
 }
 
 

@@ -4,9 +4,9 @@ Headers are shown by name, with the value of everything that authenticates (Auth
 X-Security-Token, X-Auth-Token, X-Subject-Token, Cookie, Set-Cookie, and any name that
 speaks of a token, secret, password, credential, signature or key) replaced by
 ``(sensitive value)``. JSON bodies are shown with the value of every field that could hold
-a secret (``private_key`` first of all; a KMS data key, a CSMS secret value) replaced the
-same way, and cut to a readable length; other bodies by their size only. Control
-characters are left for the log's own formatter to escape
+a secret (``private_key`` first of all; a KMS data key, a CSMS secret value, a KPS
+binding task's ``auth``) replaced the same way, and cut to a readable length; other bodies
+by their size only. Control characters are left for the log's own formatter to escape
 (``commands.common.debug_logging``).
 
 May import: the standard library, ``reconciler.model``.
@@ -30,9 +30,10 @@ _PUBLIC_HEADERS = frozenset({"content-type", "accept", "x-sdk-date", "x-project-
                              "accept-encoding", "retry-after", "date", "openstack-api-version",
                              "x-openstack-nova-api-version", "x-sdk-content-sha256"})
 # KMS answers a data key in clear as ``plain_text`` (create-datakey) and ``data_key``
-# (decrypt-datakey); CSMS a value as ``secret_string`` / ``secret_binary``.
+# (decrypt-datakey); CSMS a value as ``secret_string`` / ``secret_binary``; a KPS binding
+# task is authorised by ``server.auth`` (``{type, key}``: a private key or a password).
 _SECRET_FIELDS = re.compile(r"private|secret|passw|token|credential|^sk$|^ak$|plain_?text|"
-                            r"^data_?key$", re.I)
+                            r"^data_?key$|^auth$", re.I)
 
 
 def secret_header(name: str) -> bool:

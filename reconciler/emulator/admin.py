@@ -2,11 +2,12 @@
 
 Counters (in total and per project), reset, faults, key pair names and fingerprints, the
 projects (add one, make one unreachable and reachable again), identity providers, agencies
-and the IAM clock; a project's KMS keys and CSMS secrets (``dewadmin``). Nothing here shows
-private keys, tokens, temporary secrets, secret values or KMS key material.
+and the IAM clock; a project's KMS keys and CSMS secrets (``dewadmin``); a project's ECS
+servers and the binding task settings (``computeadmin``). Nothing here shows private keys,
+tokens, temporary secrets, secret values or KMS key material.
 
-May import: ``reconciler.emulator.{handlers,jsonbody,projects,dewadmin,kmsapi}``, the
-standard library; the ``Emulator`` type for checking only.
+May import: ``reconciler.emulator.{handlers,jsonbody,projects,dewadmin,computeadmin,kmsapi}``,
+the standard library; the ``Emulator`` type for checking only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reconciler.emulator.computeadmin import handle_binding_admin, handle_compute_admin
 from reconciler.emulator.dewadmin import handle_dew_admin
 from reconciler.emulator.handlers import Reply
 from reconciler.emulator.jsonbody import parse_json_body
@@ -62,6 +64,8 @@ def handle_admin(emu: Emulator, method: str, what: str, body: bytes) -> Reply:
         return _with_object(body, lambda doc: Reply(200, emu.iam.configure(doc)))
     if key == ("POST", "iam/agencies"):
         return _with_object(body, lambda doc: Reply(201, emu.register_agency(**doc)))
+    if path == "binding":
+        return handle_binding_admin(emu.compute, method, body)
     if path == "projects" or path.startswith("projects/"):
         return _projects(emu, method, path.split("/")[1:], body)
     return Reply(404, {"error": f"no admin operation {method} /_emulator/{what}"})
@@ -124,6 +128,11 @@ def _projects(emu: Emulator, method: str, rest: list[str], body: bytes) -> Reply
             emu.set_unreachable(pid, status=doc.get("status"))
             return Reply(200, emu.project_summary(pid))
         return _with_object(body, cut)
+    if rest[1:2] == ["servers"]:
+        project = emu.projects.get(pid)
+        assert project is not None
+        return handle_compute_admin(emu.compute, method, pid, rest[1:], body,
+                                    store=project.store)
     if rest[1:2] in (["kms"], ["csms"]):
         project = emu.projects.get(pid)
         assert project is not None

@@ -8,7 +8,10 @@ shape otherwise: an agency's credentials reach its projects only, the emulator's
 own account's), routed, counted by operation (in total and for the project), subjected to
 the injected faults, and carried out on that project's key pairs. KMS (``/v1.0/{project_id}/kms/…``)
 and CSMS (``/v1/{project_id}/secrets…``) are served the same way, on that project's keys and
-secrets (``reconciler.emulator.dew``). Every answer carries
+secrets (``reconciler.emulator.dew``). ECS's server list (``/v1/{project_id}/cloudservers/detail``)
+and KPS's binding tasks (``/v3/{project_id}/keypairs/associate``, ``tasks/…``,
+``running-tasks``, ``failed-tasks``…) are served on that project's servers and tasks
+(``reconciler.emulator.compute``). Every answer carries
 ``X-Request-Id`` and ``Content-Length``; connections are kept alive.
 
 IAM's and STS's federated login (``/v3.0/OS-AUTH/id-token/tokens``,
@@ -43,11 +46,18 @@ from urllib.parse import unquote
 
 from reconciler.emulator import views
 from reconciler.emulator.admin import handle_admin
+from reconciler.emulator.compute import OPERATIONS as COMPUTE_OPERATIONS
+from reconciler.emulator.compute import WRITE_OPERATIONS as COMPUTE_WRITE_OPERATIONS
+from reconciler.emulator.compute import Compute, ComputeCall
+from reconciler.emulator.compute import serves as compute_serves
+from reconciler.emulator.compute import service_of as compute_service_of
+from reconciler.emulator.compute import status_error as compute_status_error
 from reconciler.emulator.datafile import DataFile
 from reconciler.emulator.dew import OPERATIONS as DEW_OPERATIONS
 from reconciler.emulator.dew import WRITE_OPERATIONS as DEW_WRITE_OPERATIONS
 from reconciler.emulator.dew import Dew, DewCall, serves, service_of, status_error
 from reconciler.emulator.dew import project_of as dew_project_of
+from reconciler.emulator.ecsapi import Where as EcsWhere
 from reconciler.emulator.faults import (
     DEFAULT_STATUSES,
     Counters,
@@ -165,6 +175,7 @@ class Emulator:
         self.projects.seal()
         self.backend = Backend(projects=self.projects, user_id=self.user_id, keygen=keygen)
         self.dew = Dew()  # every project's KMS keys and CSMS secrets
+        self.compute = Compute(seed=seed)  # every project's ECS servers and binding tasks
         self.domain_id = secrets.token_hex(16)
         self.iam = Iam(domain_id=self.domain_id)
         self._server: _Server | None = None
@@ -241,6 +252,7 @@ class Emulator:
         self.faults.configure(self._initial)
         self.iam.reset()
         self.dew.reset()
+        self.compute.reset()
 
     def counters(self, project_id: str | None = None) -> dict[str, int]:
         """The totals over every project, or one project's counts."""
@@ -308,7 +320,8 @@ class Emulator:
     ) -> None:
         """Replace the fault configuration (``latency_ms=None`` keeps the current latency)."""
         if operations is not None:
-            unknown = set(operations) - set(OPERATIONS) - set(DEW_OPERATIONS)
+            unknown = (set(operations) - set(OPERATIONS) - set(DEW_OPERATIONS)
+                       - set(COMPUTE_OPERATIONS))
             if unknown:
                 raise ValueError(f"unknown operations: {', '.join(sorted(unknown))}")
         config = make_config(
@@ -553,6 +566,8 @@ class _Handler(BaseHTTPRequestHandler):
         if denied is not None:
             count("rejected_auth")
             return denied
+        if compute_serves(self.command, segments):
+            return self._compute(emu, segments, raw_query=raw_query, body=body, count=count)
         if serves(segments):
             return self._dew(emu, segments, raw_query=raw_query, body=body, count=count)
         api = api_of(segments)
@@ -611,6 +626,30 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Close()
         return reply
 
+    def _compute(self, emu: Emulator, segments: list[str], *, raw_query: str, body: bytes,
+                 count: Callable[[str], None]) -> Reply:
+        routed = emu.compute.route(self.command, segments, request_id=self.request_id)
+        if not isinstance(routed, ComputeCall):
+            return routed
+        call = routed
+        count(call.operation)
+        fault = emu.faults.decide(call.operation,
+                                  write=call.operation in COMPUTE_WRITE_OPERATIONS)
+        if fault is not None:
+            count("faults_injected")
+            if fault.kind == "drop":
+                raise _Close()
+            if fault.kind == "error":
+                return _fault_reply(call.service, fault, self.request_id)
+        project = emu.projects.get(call.project_id)
+        assert project is not None  # the gateway checks refused any other
+        where = EcsWhere(project_id=project.id, region=project.region, user_id=emu.user_id)
+        reply = emu.compute.handle(call, body=body, query=_query_dict(raw_query), where=where,
+                                   store=project.store)
+        if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
+            raise _Close()
+        return reply
+
     def _authenticate(
         self, emu: Emulator, project: Project | None, *, raw_path: str, raw_query: str,
         body: bytes
@@ -633,6 +672,8 @@ class _Handler(BaseHTTPRequestHandler):
         refused = emu.access_refusal(access_key, project)
         if refused is not None:
             segments = split_path(raw_path)
+            if compute_serves(self.command, segments):
+                return compute_status_error(compute_service_of(segments), 403, refused)
             if serves(segments):
                 return status_error(service_of(segments), 403, refused)
             return Reply(403, views.error_body(api_of(segments), 403, refused))
@@ -664,6 +705,8 @@ def _fault_reply(api: str, fault: Fault, request_id: str) -> Reply:
         return Reply(fault.status, body)
     if api in ("kms", "csms"):
         return status_error(api, fault.status, "injected fault: try again")
+    if api == "ecs":
+        return compute_status_error(api, fault.status, "injected fault: try again")
     return Reply(fault.status, views.error_body(api, fault.status, "injected fault: try again"))
 
 

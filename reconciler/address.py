@@ -21,7 +21,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import attrgetter
 
 KEYPAIR = "keypair"
 KINDS = (KEYPAIR,)
@@ -94,9 +93,17 @@ def _keypair(target: str, name: str, qualified: bool) -> Address:
 
 
 SINGLE = Addressing()
-# The sort key of an address (``sorted(addresses, key=ORDER)`` compares tuples in C, where
-# ``__lt__`` would run Python per comparison: it matters at 10,000 key pairs).
-ORDER = attrgetter("kind", "name", "target")
+
+
+def ORDER(address: Address) -> str:
+    """The sort key of an address: kind, name, then target, as one string.
+
+    ``sorted(addresses, key=ORDER)`` then compares strings in C, where ``__lt__`` would run
+    Python per comparison, and tuples compare element by element (it matters at 20,000
+    addresses). The NUL separator sorts before every character a kind, name or target may
+    hold (none holds a NUL: each is checked against its pattern, and a cloud's names
+    exclude control characters), so this is the order of (kind, name, target)."""
+    return f"{address.kind}\x00{address.name}\x00{address.target}"
 
 
 def keypair_address(name: str, target: str = DEFAULT_TARGET) -> Address:

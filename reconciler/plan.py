@@ -71,6 +71,8 @@ __all__ = [
 def _selected(flag: str, given: Iterable[str], known: Iterable[Address],
               out: list[Diagnostic]) -> set[Address]:
     """The addresses ``--target``/``--replace`` name; a problem for each that names none."""
+    if not given:
+        return set()
     addresses = sorted(set(known), key=ORDER)
     chosen: set[Address] = set()
     for text in given:
@@ -165,8 +167,9 @@ def make_plan(
         actual.update(kind.remote(snapshots, run))
     recorded = recorded_
     problems: list[Diagnostic] = []
-    targets = _selected("--target", options.targets, (*desired, *recorded), problems)
-    replacing = _selected("--replace", options.replace, (*desired, *recorded), problems)
+    known = (*desired, *recorded) if options.targets or options.replace else ()
+    targets = _selected("--target", options.targets, known, problems)
+    replacing = _selected("--replace", options.replace, known, problems)
     _check_replace(replacing, desired, recorded, options, problems)
     importing = _importing(manifest.imports, desired, problems)
     first = next(iter(snapshots.values()), None)
@@ -177,9 +180,12 @@ def make_plan(
     drift: list[Drift] = []
     forget: list[Address] = []
     lifecycle: list[tuple[Address, bool]] = []
-    for addr in sorted(set(desired) | set(recorded), key=ORDER):
-        if (targets and addr not in targets) or addr.target in unreachable \
-                or (within_set and addr.target not in within_set):
+    apis = {t: s.api for t, s in snapshots.items()}
+    skipped = set(unreachable)
+    if within_set:
+        skipped |= {a.target for a in (*desired, *recorded)} - within_set
+    for addr in sorted(desired.keys() | recorded.keys(), key=ORDER):
+        if (targets and addr not in targets) or addr.target in skipped:
             continue
         ctx.here = addr
         prior = recorded.get(addr)
@@ -187,12 +193,13 @@ def make_plan(
             if prior is not None:
                 changes.append(REGISTRY[addr.kind].forget_target(prior, addr))
             continue
-        snapshot = snapshots.get(addr.target)
-        ctx.api = snapshot.api if snapshot is not None else default_api
+        ctx.api = apis.get(addr.target, default_api)
         decided = REGISTRY[addr.kind].decide(addr, desired.get(addr), prior, actual.get(addr),
                                              ctx)
-        changes.extend(replace(c, at=addr) for c in decided.changes)
-        drift.extend(replace(d, at=addr) for d in decided.drift)
+        # a kind may make its changes at ``ctx.here`` already (no copy of each no-op)
+        changes.extend(c if c.at is addr else replace(c, at=addr) for c in decided.changes)
+        if decided.drift:
+            drift.extend(replace(d, at=addr) for d in decided.drift)
         forget.extend(decided.forget)
         lifecycle.extend(decided.lifecycle)
     if ctx.problems:

@@ -91,3 +91,15 @@ def test_no_formatted_address_strings_outside_the_address_module() -> None:
              if p.name != "address.py"
              for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+def test_the_sort_key_orders_as_kind_name_target_do() -> None:
+    from itertools import product
+
+    from reconciler.address import ORDER
+
+    parts = ["a", "ab", "a-b", "a_b", "a0", "A", "b", "-", "_", "9"]
+    addresses = [Address(t, "keypair", n) for n, t in product(parts, [p.lower() for p in parts])]
+    addresses += [Address("t", "keypair_x", "a"), Address("t", "key", "zz")]
+    assert sorted(addresses, key=ORDER) == sorted(
+        addresses, key=lambda a: (a.kind, a.name, a.target))

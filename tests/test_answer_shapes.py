@@ -227,3 +227,36 @@ def test_a_body_that_is_not_json_is_the_one_error(kind: str, raw: bytes) -> None
     except AnswerShapeError:
         return
     ref_read(kind, data)  # accepted: it must be a documented answer
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_the_compiled_check_passes_exactly_what_the_walk_passes(
+        case: tuple[str, Any, tuple[Any, ...]]) -> None:
+    from reconciler.api import shapes
+
+    kind, doc, _ = case
+    try:
+        shapes._walk(doc, SHAPES[kind], "")
+        walked = True
+    except shapes._Mismatch:
+        walked = False
+    assert shapes._fits(SHAPES[kind])(doc) is walked
+
+
+def test_the_compiled_check_passes_exactly_what_the_walk_passes_for_every_one_field_edit(
+        ) -> None:
+    from reconciler.api import shapes
+
+    pool: list[Any] = [None, "", " ", "x", "a\x01b", "x" * 300, 1, 1.5, True, [], {}, [{}],
+                       {"keypair": {}}]
+    for kind, valid in VALID.items():
+        for path in _paths(copy.deepcopy(valid)):
+            for value, delete in [(v, False) for v in pool] + [(None, True)]:
+                doc = _put(copy.deepcopy(valid), path, copy.deepcopy(value), delete=delete)
+                try:
+                    shapes._walk(doc, SHAPES[kind], "")
+                    walked = True
+                except shapes._Mismatch:
+                    walked = False
+                assert shapes._fits(SHAPES[kind])(doc) is walked, (kind, path, value, delete)

@@ -23,6 +23,7 @@ from reconciler.model import (
     State,
     StateKeyPair,
 )
+from reconciler.state import codec
 from reconciler.state.codec import (
     FORMAT_VERSION,
     MIGRATIONS,
@@ -245,3 +246,68 @@ def test_journal_torn_last_line_is_ignored_other_damage_is_refused() -> None:
         verify_journal(records, key=KEY, seed="elsewhere", source="j")
     with pytest.raises(StateCorruptError, match="line 2 is damaged"):
         decode_journal(lines[0] + b"garbage\n" + lines[2], source="j")
+
+
+# --- the fast reading of entries and addresses agrees with the field-by-field one -----------
+
+_VALUES = st.sampled_from([
+    None, True, False, 0, 1.5, "", " ", "ssh", "x509", "kps", "v2.1", "v2", "generate",
+    "import", "cloud", "ready", "pending", "tainted", "READY", [], {}, ["ssh"],
+    {"encryption": {"type": "kms", "kms_key_name": "k"}},
+    {"encryption": {"type": "kms"}, "private_key_file": "/k"},
+    {"encryption": {"type": 1}}, {"encryption": None}, {"other": 1},
+])
+_FIELDS = st.sampled_from(sorted(codec._ENTRY_FIELDS | {"bogus", "name"}))
+
+
+def _outcome(read: object) -> object:
+    try:
+        return read()  # type: ignore[operator]
+    except ValueError as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_FIELDS, _VALUES, st.booleans()), max_size=3),
+       st.sampled_from(["web", "a" * 64, "a" * 65, "bad name", "", "web\n"]))
+def test_an_entry_reads_the_same_as_the_field_by_field_check_reads_it(
+        edits: list[tuple[str, object, bool]], name: str) -> None:
+    obj: dict[str, object] = entry_to_dict(entry("web", SealedSecret("v3:abc")))
+    for fld, value, delete in edits:
+        if delete:
+            obj.pop(fld, None)
+        else:
+            obj[fld] = value
+    fast = _outcome(lambda: codec.entry_from_dict(name, dict(obj), where="w", target="t"))
+    slow = _outcome(lambda: codec._checked_entry(name, dict(obj), where="w", target="t"))
+    assert fast == slow
+
+
+@pytest.mark.parametrize("text", [
+    'keypair.web["default"]', 'keypair.web["t-1"]', 'keypair.a_b-C9["x"]',
+    ' keypair.web["t"]', 'keypair.web["t"] ', 'keypair.web["T"]', 'keypair.web["t\n"]',
+    'keypair.web["-t"]', 'keypair.web', 'web["t"]', 'keypair.web[""]', 'other.web["t"]',
+    'keypair.' + "a" * 65 + '["t"]', 'keypair.web["' + "t" * 64 + '"]',
+    'keypair.web["a\\"b"]', 'keypair.web["t"]["u"]',
+])
+def test_a_full_address_reads_as_the_general_parser_reads_it(text: str) -> None:
+    def general() -> tuple[str, str]:
+        from reconciler.address import parse_address
+
+        try:
+            query = parse_address(text)
+        except ValueError:
+            query = None
+        if query is None or query.target is None \
+                or codec.full_address(query.name, query.target) != text:
+            raise ValueError(f"w: {text[:80]!r} is not a key pair address with its target "
+                             '(keypair.NAME["TARGET"])')
+        return query.name, query.target
+
+    assert _outcome(lambda: codec.parse_full_address(text, where="w")) == _outcome(general)
+
+
+def test_a_duplicate_key_is_named_however_many_keys_the_object_has() -> None:
+    doc = b'{"a": 1, "b": 2, "a": 3, "b": 4}'
+    with pytest.raises(StateCorruptError, match="duplicate key 'a'"):
+        decode_document(doc, source="s.json")

@@ -12,7 +12,8 @@ May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from reconciler import keys
 from reconciler.api import shapes
@@ -41,31 +42,28 @@ def fail(result: HttpResult, *, operation: str, path: str, problem: str) -> Answ
                               status=result.status)
 
 
-def _text(data: Mapping[str, object], key: str) -> str | None:
-    value = data.get(key)
-    return value if isinstance(value, str) else None
-
-
 def _member(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
 
 
 def remote_keypair(data: Mapping[str, object]) -> RemoteKeyPair:
-    """One checked ``keypair`` object."""
-    public_key = _text(data, "public_key") or ""
-    flag = data.get("is_key_protection")
-    frozen = data.get("frozen_state")
+    """One checked ``keypair`` object: ``shapes.KEYPAIR`` holds its ``name`` and
+    ``public_key`` to strings, its other fields to their type or null (or absent), so each is
+    read as it is (a list page holds a thousand)."""
+    get: Callable[[str], Any] = data.get
+    public_key = get("public_key") or ""
+    flag = get("is_key_protection")
     return RemoteKeyPair(
-        name=_text(data, "name") or "",
+        name=get("name") or "",
         public_key=public_key,
-        fingerprint=_fingerprint(_text(data, "fingerprint"), public_key),
-        type=_text(data, "type") or "ssh",
-        user_id=_text(data, "user_id"),
-        scope=_text(data, "scope"),
-        description=_text(data, "description"),
+        fingerprint=_fingerprint(get("fingerprint"), public_key),
+        type=get("type") or "ssh",
+        user_id=get("user_id"),
+        scope=get("scope"),
+        description=get("description"),
         key_protection=flag if isinstance(flag, bool) else None,
-        frozen_state=_frozen(frozen),
+        frozen_state=_frozen(get("frozen_state")),
     )
 
 

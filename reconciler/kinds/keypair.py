@@ -219,13 +219,14 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
              ctx: Context) -> Change:
     """Desired, and recorded as in the cloud."""
     before = recorded_attributes(prior)
-    after = desired_attributes(d)
     if remote is None:
+        after = desired_attributes(d)
         return Change(d.name, Action.CREATE, before=before, after=after,
                       after_unknown=_unknown(after), desired=d, prior=prior,
                       notes=("deleted outside reconciler; it will be created again",))
     why = _replacement(d, prior, remote, ctx)
     if why is not None:
+        after = desired_attributes(d)
         reason, forcing, notes = why
         if d.prevent_destroy:
             ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it to "
@@ -250,7 +251,7 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
         return Change(d.name, Action.UPDATE, before=before, after={**before, **changed},
                       notes=said, desired=d, prior=prior, remote=remote)
     return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
-                  remote=remote)
+                  remote=remote, at=ctx.here)  # made at its address: plan keeps it as is
 
 
 def _custody(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,

@@ -266,10 +266,13 @@ class JournaledStore:
         """A document (or journal line) holding an envelope sealed by a newer format than its
         own was made from a newer state by rewriting it in an older format (for format 1: by
         removing its MAC): refused, as any tampering is."""
+        # (no envelope is newer than the newest format: a document in it holds none)
         entries = [(disk.format_version, e) for e in disk.state.keypairs.values()] \
-            if disk is not None else []
+            if disk is not None and disk.format_version < ENVELOPE_VERSION else []
         entries += [(r.version, r.entry) for _, r in lines if r.entry is not None]
         for version, entry in entries:
+            if version >= ENVELOPE_VERSION:
+                continue
             sealed = entry.private_key
             by = envelope_version(sealed) if sealed is not None else 0
             if by <= version:
@@ -355,6 +358,8 @@ class JournaledStore:
         """Of journal records from an older serial, which a commit is believed to have folded
         in: the key pairs whose change the state does not hold (normally none). A change it
         lacks would be lost if the records were skipped and removed."""
+        if not records:
+            return []  # nothing to fold: the document is as it is
         entries, key = dict(self._entries), self._key
         missing: set[str] = set()
         try:

@@ -120,6 +120,17 @@ MIGRATIONS: Mapping[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 _E = TypeVar("_E", Api, KeySource, EntryStatus)
 _NAME_RE = re.compile(NAME_PATTERN)
+# A full address exactly as ``full_address`` writes it, name and target within their
+# patterns: ``parse_address`` reads every such text to the same (name, target), and is asked
+# only about other texts (which it may refuse, or read otherwise).
+_FULL_ADDRESS = re.compile(r'keypair\.([A-Za-z0-9_-]{1,64})\["([a-z0-9][a-z0-9-]{0,62})"\]')
+# Enum members by value: a dict lookup, where ``Enum(value)`` runs Python per entry.
+_APIS: Mapping[str, Api] = {m.value: m for m in Api}
+_SOURCES: Mapping[str, KeySource] = {m.value: m for m in KeySource}
+_STATUSES: Mapping[str, EntryStatus] = {m.value: m for m in EntryStatus}
+_REQUIRED_STR = ("public_key", "fingerprint_md5", "fingerprint_sha256", "created",
+                 "spec_digest")
+_OPTIONAL_STR = ("private_key", "algorithm", "type", "user_id", "scope", "description")
 _DOC_FIELDS = ("format_version", "lineage", "serial", "key", "targets", "keypairs", "checksum",
                "mac")
 _CONNECTION_FIELDS = ("region", "project_id", "api", "endpoint", "credentials")
@@ -196,6 +207,9 @@ def full_address(name: str, target: str) -> str:
 
 def parse_full_address(text: str, *, where: str) -> tuple[str, str]:
     """(name, target) of a full key pair address; ``ValueError`` for anything else."""
+    strict = _FULL_ADDRESS.fullmatch(text)
+    if strict is not None:  # what every writer writes; anything else takes the long way
+        return strict[1], strict[2]
     try:
         query = parse_address(text)
     except ValueError:
@@ -254,6 +268,56 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
 def entry_from_dict(name: str, obj: object, *, where: str,
                     target: str = DEFAULT_TARGET) -> StateKeyPair:
     """Typed entry from JSON; ``ValueError`` with the field at fault (the caller wraps it)."""
+    entry = _sound_entry(name, obj, target)
+    if entry is not None:
+        return entry
+    return _checked_entry(name, obj, where=where, target=target)
+
+
+def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
+    """The entry when every field passes every check of ``_checked_entry``; None when one
+    does not (``_checked_entry`` then says which). The same checks, made without building a
+    message or a frame per field: a state holds tens of thousands of entries."""
+    if type(obj) is not dict or not obj.keys() <= _ENTRY_FIELDS \
+            or not _NAME_RE.fullmatch(name):
+        return None
+    get = obj.get
+    for key in _REQUIRED_STR:
+        if type(get(key)) is not str:
+            return None
+    for key in _OPTIONAL_STR:
+        value = get(key)
+        if value is not None and type(value) is not str:
+            return None
+    prevent = get("prevent_destroy", False)
+    api, source, status = get("api"), get("source"), get("status")
+    if type(prevent) is not bool or type(api) is not str or type(source) is not str \
+            or (status is not None and type(status) is not str):
+        return None
+    api, source = _APIS.get(api), _SOURCES.get(source)
+    status = EntryStatus.READY if status is None else _STATUSES.get(status)
+    if api is None or source is None or status is None:
+        return None
+    protection = get("key_protection")
+    if protection is not None:
+        try:
+            protection = _protection(protection, where="")
+        except ValueError:
+            return None
+    private_key = get("private_key")
+    return StateKeyPair(
+        name=name, api=api, source=source, public_key=obj["public_key"],
+        fingerprint_md5=obj["fingerprint_md5"], fingerprint_sha256=obj["fingerprint_sha256"],
+        created=obj["created"], spec_digest=obj["spec_digest"], algorithm=get("algorithm"),
+        type=get("type") or "ssh", user_id=get("user_id"), scope=get("scope"),
+        description=get("description"), key_protection=protection,
+        private_key=SealedSecret(private_key) if private_key is not None else None,
+        status=status, prevent_destroy=prevent, target=target,
+    )
+
+
+def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateKeyPair:
+    """``entry_from_dict`` field by field, each problem said with its field."""
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"{where}: invalid key pair name {name!r}")
     if not isinstance(obj, dict):
@@ -461,11 +525,13 @@ def _parse_object(data: bytes, *, source: str) -> dict[str, Any]:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a key given twice: name the first one repeated
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -505,12 +571,17 @@ def _document_from(obj: Mapping[str, Any]) -> StateDocument:
     targets = {t: connection_from_dict(c, where=f"targets.{t}") for t, c in raw_targets.items()}
     entries: dict[Address, StateKeyPair] = {}
     for address, value in keypairs.items():
-        where = f"keypairs.{address}"
-        name, target = parse_full_address(address, where=where)
+        strict = _FULL_ADDRESS.fullmatch(address)
+        if strict is not None:
+            name, target = strict[1], strict[2]
+        else:
+            name, target = parse_full_address(address, where=f"keypairs.{address}")
         if target not in targets:
-            raise ValueError(f"{where}: its target {target!r} is not under targets")
-        entries[Address(target, KEYPAIR, name)] = entry_from_dict(name, value, where=where,
-                                                                  target=target)
+            raise ValueError(f"keypairs.{address}: its target {target!r} is not under targets")
+        entry = _sound_entry(name, value, target)
+        if entry is None:
+            entry = _checked_entry(name, value, where=f"keypairs.{address}", target=target)
+        entries[Address(target, KEYPAIR, name)] = entry
     state = State(lineage=lineage, serial=serial, keypairs=entries,
                   format_version=FORMAT_VERSION, targets=targets)
     return StateDocument(state=state, key=key_block_from(obj.get("key"), where="key"))

@@ -5,7 +5,8 @@ Every private key is in the state store before anything depends on it: a key gen
 recorded (encrypted) before its public half is uploaded; a key the cloud generated is recorded
 as soon as it arrives. A create whose answer was lost is re-read rather than blindly retried.
 Custody changed in place is recorded once the cloud confirmed it; the cloud's copy is cleared
-only while state holds a private key checked to be the half of the recorded public key.
+only while state holds a private key checked to be the half of the recorded public key, and
+of the public key the cloud holds, read again right before the clear.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
@@ -291,6 +292,7 @@ class KeyPairApplier:
                 raise ApplyError(f"refusing to clear the cloud's copy of the private key of "
                                  f"{address}: state does not hold it. Nothing was changed; "
                                  "make a new plan")
+            self._check_still_ours(prior, held, address)
             self._clear(d.name)
             entry = replace(prior, key_protection=None, spec_digest=d.spec_digest)
         else:
@@ -320,6 +322,26 @@ class KeyPairApplier:
                              "its recorded public key (the state was altered); nothing was "
                              "sent. Restore the state from its .backup file")
         return secret
+
+    def _check_still_ours(self, prior: StateKeyPair, held: Secret, address: Address) -> None:
+        """Read the key pair again right before its cloud copy is cleared: re-keyed in the
+        console since the refresh, the copy there is another key's, maybe its only one."""
+        now = self.api.get_keypair(prior.name)
+        if now is None:
+            raise ApplyError(f"{address} was deleted in the cloud since the plan was made; "
+                             "nothing was cleared. Make a new plan")
+        try:
+            ours = (now.fingerprint == prior.fingerprint_md5 and (
+                prior.type == "x509" or keys.same_key(keys.public_key_of(held),
+                                                      now.public_key)))
+        except KeyFormatError:
+            ours = False
+        if not ours:
+            raise ApplyError(f"{address} was changed in the cloud since the plan was made (its "
+                             f"fingerprint is {now.fingerprint}, state records "
+                             f"{prior.fingerprint_md5}): the private key the cloud keeps is "
+                             "not the one state holds, and it was not cleared. Nothing was "
+                             "changed; make a new plan")
 
     def _clear(self, name: str) -> None:
         """Clear; an error answer from a cloud that keeps no copy (a clear sent twice) is

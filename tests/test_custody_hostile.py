@@ -8,6 +8,9 @@ one the emulator never gives (an error quoting the request body).
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from reconciler.keys import public_key_of, same_key
 from reconciler.model import Encryption, KeyProtection, Secret
 from tests.clihelp import Cli
 from tests.mutating_proxy import Answer, Rule, mutating_proxy
+from tests.reliability_support import assert_clean, cli_argv, subprocess_env
 
 KEPT = KeyProtection(encryption=Encryption(type="default"))
 
@@ -140,3 +144,99 @@ def test_a_clear_never_reaches_a_key_pair_rekeyed_after_the_refresh(
     assert record.key_protection and record.private_key == copies[0]  # the only copy stays
     assert not same_key(public_key_of(Secret(held)), record.public_key)
     assert emulator.counters()["clear_private_key"] == 0
+
+
+def _killed_when(cli: Cli, requests: int) -> None:
+    """Run ``apply`` as a child process and ``kill -9`` it as its ``requests``-th request
+    reaches the cloud: the emulator's latency holds that request, then carries it out, with
+    the process that sent it gone before the answer (and the state write) could follow."""
+    start = cli.emulator.counters()["total"]
+    proc = subprocess.Popen(cli_argv(cli, "apply", "--auto-approve", str(cli.manifests)),
+                            env=subprocess_env(cli), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while cli.emulator.counters()["total"] - start < requests:
+            assert proc.poll() is None, "the apply ended before the call was sent"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _settled(cli: Cli, name: str, operation: str, before: int) -> None:
+    deadline = time.monotonic() + 10
+    while cli.emulator.counters()[operation] == before:
+        assert time.monotonic() < deadline, f"the {operation} never reached the cloud"
+        time.sleep(0.01)
+    time.sleep(0.05)  # counted just before it is carried out
+
+
+def _converges_keeping(cli: Cli, held: str, *, kept: bool) -> None:
+    plan = cli("plan", str(cli.manifests))
+    assert_clean(plan.text)
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in plan.out, plan.text
+    _apply(cli)
+    again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert again.code == 0, again.text
+    assert cli("output", "vault", "--private-key").out == held  # never lost
+    record = cli.emulator.store.get("vault")
+    assert bool(record.key_protection) is kept
+    assert record.private_key == (held if kept else None)
+
+
+@pytest.mark.parametrize("api", ["kps", "v2.1"])
+def test_kill_9_between_the_custody_call_and_the_state_write_converges(
+        emulator: Emulator, tmp_path: Path, api: str) -> None:
+    cli = Cli(emulator, tmp_path, api=api)
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n")
+    _apply(cli)
+    held = cli("output", "vault", "--private-key").out
+    emulator.set_faults(latency_ms=400)
+    # custody added: the list, then the import, killed while the cloud carries it out
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n" + DEFAULT)
+    before = emulator.counters()["import_private_key"]
+    _killed_when(cli, 2)
+    _settled(cli, "vault", "import_private_key", before)
+    assert emulator.store.get("vault").key_protection  # done in the cloud ...
+    shown = cli("state", "show", "vault")
+    assert shown.code == 0 and "key_protection     = null" in shown.out, shown.text  # not yet
+    emulator.set_faults(latency_ms=0)
+    _converges_keeping(cli, held, kept=True)
+    # custody removed: the list, the read before the clear, then the clear
+    emulator.set_faults(latency_ms=400)
+    cli.write("keypairs:\n  - name: vault\n    generate: ed25519\n")
+    before = emulator.counters()["clear_private_key"]
+    _killed_when(cli, 3)
+    _settled(cli, "vault", "clear_private_key", before)
+    assert not emulator.store.get("vault").key_protection
+    shown = cli("state", "show", "vault")
+    assert '"type": "default"' in shown.out, shown.text  # state still records custody
+    emulator.set_faults(latency_ms=0)
+    _converges_keeping(cli, held, kept=False)
+
+
+@pytest.mark.parametrize("api", ["kps", "v2.1"])
+def test_a_clear_refused_because_the_cloud_keeps_no_copy_is_the_clear_done(
+        emulator: Emulator, tmp_path: Path, api: str) -> None:
+    """After an apply killed between the clear and the state write, the clear is sent again;
+    a cloud that answers it with an error because it keeps no copy any more has done it (v2.1
+    too, whose own list and show say nothing of custody: KPS is asked)."""
+    cli = Cli(emulator, tmp_path, api=api)
+    cli.write(GENERATED + DEFAULT)
+    _apply(cli)
+    held = cli("output", "vault", "--private-key").out
+    cli.client("kps").clear_private_key("vault")  # what the killed apply had done
+    cli.write(GENERATED)
+    refusal = json.dumps({"error_code": "KPS.0004",
+                          "error_msg": "the private key of 'vault' is not kept"}).encode()
+    rule = Rule("DELETE", r"/keypairs/vault/private-key",
+                answer_body=lambda _path, _body: (400, refusal))
+    with mutating_proxy(emulator.endpoint, [rule]) as proxy:
+        done = cli("apply", "--auto-approve", str(cli.manifests),
+                   extra=["--endpoint", proxy.endpoint])
+    assert rule.hits == 1 and done.code == 0, done.text
+    again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert again.code == 0, again.text
+    assert cli("output", "vault", "--private-key").out == held

@@ -240,3 +240,29 @@ def test_a_clear_refused_because_the_cloud_keeps_no_copy_is_the_clear_done(
     again = cli("plan", "--detailed-exitcode", str(cli.manifests))
     assert again.code == 0, again.text
     assert cli("output", "vault", "--private-key").out == held
+
+
+@pytest.mark.parametrize("edit", ["pin removed", "pin renamed"])
+def test_a_saved_plan_whose_custody_pin_was_edited_is_refused(
+        emulator: Emulator, tmp_path: Path, edit: str) -> None:
+    """The custody pin is part of what the plan made again must give: an edit that drops it
+    (and with it the check that custody did not move in the console) is refused."""
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(GENERATED + DEFAULT)
+    _apply(cli)
+    cli.write(GENERATED)
+    made = cli("plan", "--out", "clear.plan", str(cli.manifests))
+    assert made.code == 0, made.text
+    doc = json.loads((tmp_path / "clear.plan").read_text())
+    assert doc["reconciler"]["custody"] == {"vault": True}
+    if edit == "pin removed":
+        del doc["reconciler"]["custody"]
+    else:
+        doc["reconciler"]["custody"] = {"elsewhere": True}
+    (tmp_path / "edited.plan").write_text(json.dumps(doc, indent=2))
+    cli.client().clear_private_key("vault")  # custody moved in the console meanwhile
+    state = cli.state.read_bytes()
+    refused = cli("apply", "edited.plan", str(cli.manifests))
+    assert refused.code == 1, refused.text
+    assert "Nothing was changed" in refused.err, refused.text
+    assert cli.state.read_bytes() == state

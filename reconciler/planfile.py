@@ -10,7 +10,8 @@ file shows. What apply then carries out is the plan made again, identical by con
 Versions: 2 embeds every desired key pair, ``--replace`` and the clock. 1 (release 0.1.0)
 embedded only the changed key pairs and a digest of another shape; its unchanged key pairs are
 taken as state records them, its ``--replace`` names from the action reasons, and its clock is
-the apply's. 3 is a plan of several targets: every target's connection (``PinnedTarget``),
+the apply's. 3 is a plan of several targets: every target's connection (``PinnedTarget``, with
+where its custody calls go when that is not its endpoint),
 the targets each key pair lists, ``--in``, ``--forget-target``, the targets it could not read
 (made again without them: nothing is planned there), and what it assumed of the cloud by
 address; it is made again from every target's snapshot at once.
@@ -92,6 +93,7 @@ class PinnedTarget:
     role: str
     connection: TargetConnection
     unreachable: str | None = None
+    custody_endpoint: str | None = None  # where its custody calls go, when not its endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +273,12 @@ def _pinned(raw: object, unreachable: object) -> tuple[PinnedTarget, ...]:
         why[str(item["target"])] = item["error"]
     out: list[PinnedTarget] = []
     for item in raw:
-        if not isinstance(item, dict) or set(item) != set(_CONNECTION_FIELDS):
+        if not isinstance(item, dict) or set(item) - {"custody_endpoint"} != set(
+                _CONNECTION_FIELDS):
             raise ValueError("a connection")
+        custody = _optional_text(item, "custody_endpoint")
+        if "custody_endpoint" in item and not custody:
+            raise ValueError("a connection's custody endpoint")
         name, role = item["target"], item["role"]
         if not isinstance(name, str) or not is_target_name(name) or role not in ROLES \
                 or any(t.name == name for t in out):
@@ -283,7 +289,7 @@ def _pinned(raw: object, unreachable: object) -> tuple[PinnedTarget, ...]:
             raise ValueError("a connection without project, endpoint or API")
         Api(c.api)
         out.append(PinnedTarget(name=name, role=str(role), connection=c,
-                                unreachable=why.pop(name, None)))
+                                unreachable=why.pop(name, None), custody_endpoint=custody))
     if why or not any(t.role == "declared" for t in out):
         raise ValueError("unreachable_targets")
     return tuple(out)

@@ -184,20 +184,23 @@ def saved_plan_document(plan: Plan, *, api: Api, endpoint: str, region: str | No
     return doc
 
 
-def connection_document(target: str, role: str, c: TargetConnection) -> dict[str, Any]:
-    """One target's entry of a saved plan's ``connections`` (never a secret)."""
+def connection_document(target: str, role: str, c: TargetConnection,
+                        custody: str | None = None) -> dict[str, Any]:
+    """One target's entry of a saved plan's ``connections`` (never a secret); with
+    ``custody_endpoint`` when its custody calls go elsewhere than its endpoint (v2.1)."""
     return {"target": target, "role": role, "api": c.api, "endpoint": c.endpoint,
-            "region": c.region, "project_id": c.project_id, "credentials": c.credentials}
+            "region": c.region, "project_id": c.project_id, "credentials": c.credentials,
+            **({"custody_endpoint": custody} if custody is not None else {})}
 
 
 def saved_targets_document(plan: Plan, *,
-                           connections: Sequence[tuple[str, str, TargetConnection]],
+                           connections: Sequence[tuple[str, str, TargetConnection, str | None]],
                            backend: S3Location | None) -> dict[str, Any]:
     """The document ``plan --out FILE`` saves for a plan of several targets: the JSON plan,
-    every target's connection (``(target, role, connection)``, role one of ``ROLES``, in the
-    run's order) and the state backend."""
+    every target's connection (``(target, role, connection, custody endpoint)``, role one of
+    ``ROLES``, in the run's order) and the state backend."""
     doc = plan_document(plan)
-    doc["reconciler"]["connections"] = [connection_document(t, role, c)
-                                        for t, role, c in connections]
+    doc["reconciler"]["connections"] = [connection_document(t, role, c, custody)
+                                        for t, role, c, custody in connections]
     doc["reconciler"]["backend"] = backend_document(backend)
     return doc

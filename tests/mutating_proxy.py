@@ -4,7 +4,8 @@ Requests are forwarded unchanged (method, path, headers including ``Host``, body
 signatures still verify at the emulator. An answer whose request matches ``Rule.method`` and
 ``Rule.path`` (a regular expression over path and query) is handed to ``Rule.mutate``, which
 returns the status and body to send instead; every other answer passes through untouched.
-``Rule.respond`` answers without asking the emulator at all (endless pages, huge bodies).
+``Rule.respond`` answers without asking the emulator at all (endless pages, huge bodies);
+``Rule.answer_body`` likewise, from the request's body too (an error that echoes it).
 
 May import: the standard library.
 """
@@ -39,6 +40,7 @@ class Rule:
     path: str  # regular expression, searched in "path?query"
     mutate: Mutate | None = None
     respond: Callable[[str], Answer | Chunked] | None = None
+    answer_body: Callable[[str, bytes], Answer] | None = None
     hits: int = 0
 
     def matches(self, method: str, target: str) -> bool:
@@ -87,6 +89,9 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
             if rule is not None and rule.respond is not None:
                 rule.hits += 1
                 answer = rule.respond(self.path)
+            elif rule is not None and rule.answer_body is not None:
+                rule.hits += 1
+                answer = rule.answer_body(self.path, body)
             else:
                 status, raw = _forward(proxy, self, body)
                 if rule is not None and rule.mutate is not None and status < 400:

@@ -504,3 +504,48 @@ def test_destroy_and_refresh_only_plans_of_several_targets(emulator: Emulator,
     assert done.code == 0 and "Destroy complete! Resources: 1 destroyed." in done.out, done.text
     assert _names(emulator, SOUTH) == [] and _names(emulator, emulator.project_id) == [
         "ci", "web"]
+
+
+def _custody_targets(emulator: Emulator, kms: str) -> str:
+    """Two targets reached without --endpoint: south (v2.1) sends its custody calls to its
+    own ``endpoints.kms``."""
+    at = emulator.endpoint
+    return ("targets:\n"
+            f"  - {{name: north, region: cn-north-4, project_id: {emulator.project_id}, "
+            f"api: kps, endpoints: {{kms: '{at}'}}}}\n"
+            f"  - {{name: south, region: cn-south-1, project_id: {SOUTH}, api: v2.1, "
+            f"endpoints: {{ecs: '{at}', kms: '{kms}'}}}}\n")
+
+
+def test_the_custody_endpoint_a_saved_plan_sends_private_keys_to_is_pinned(
+        emulator: Emulator, tmp_path: Path, listener: Listener) -> None:
+    """A v2.1 target's custody calls (the private key itself, on import) go to its
+    ``endpoints.kms``: the saved plan records where, prints it, and refuses an apply that
+    would send them elsewhere (the digest does not cover endpoints)."""
+    cli = _cli(emulator, tmp_path)
+    kms = emulator.endpoint.replace("127.0.0.1", "localhost")  # the same emulator
+    keys = "keypairs:\n  - {name: web, generate: ed25519, targets: [south]}\n"
+    custody = ("keypairs:\n  - name: web\n    generate: ed25519\n    targets: [south]\n"
+               "    key_protection: {encryption: {type: default}}\n")
+    cli.write(_custody_targets(emulator, kms) + keys)
+    assert _run(cli, "apply", "--auto-approve", str(cli.manifests), endpoint=False).code == 0
+    cli.write(_custody_targets(emulator, kms) + custody)
+    made = _run(cli, "plan", "--out", "c.json", str(cli.manifests), endpoint=False)
+    assert made.code == 0 and "1 to change" in made.out, made.text
+    doc = _doc(cli.root / "c.json")
+    assert _connection(doc, "south")["custody_endpoint"] == kms
+    assert "custody_endpoint" not in _connection(doc, "north")  # kps: at its endpoint
+    state = cli.state.read_bytes()
+    for elsewhere in (listener.endpoint, emulator.endpoint):  # edited after the review
+        cli.write(_custody_targets(emulator, elsewhere) + custody)
+        refused = _run(cli, "apply", "c.json", str(cli.manifests), endpoint=False)
+        assert refused.code == 1, refused.text
+        assert "target south: this saved plan was made for another connection" in refused.err
+        assert f"custody endpoint '{elsewhere}' (the plan: '{kms}')" in refused.err, refused.err
+        assert listener.connections == 0 and cli.state.read_bytes() == state
+    cli.write(_custody_targets(emulator, kms) + custody)
+    done = _run(cli, "apply", "c.json", str(cli.manifests), endpoint=False)
+    assert done.code == 0, done.text
+    assert f"; custody calls at {kms})" in done.out
+    found = emulator.projects.get(SOUTH)
+    assert found is not None and found.store.get("web").key_protection

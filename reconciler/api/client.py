@@ -28,7 +28,8 @@ off: the injected environment decided).
 Debug logging: the proxy in use, never its password (``reconciler.proxy``); method, path,
 status, duration, request id, attempt and retry reason (``reconciler.http``); the headers sent
 and received by name, with every authenticating value redacted, and the bodies with every
-secret field redacted (``api.httplog``).
+secret field redacted (``api.httplog``); an answer quoting a secret the request carried (a
+private key sent to custody) is logged by its size, and its error message withheld.
 
 May import: the standard library, ``requests``, ``urllib3``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.urls``, ``reconciler.api.protocol``,
@@ -60,7 +61,7 @@ from reconciler.api.errormap import (
     retry_after_seconds,
     transport_error,
 )
-from reconciler.api.httplog import describe_body, describe_headers
+from reconciler.api.httplog import ECHO_WITHHELD, Echo, describe_body, describe_headers
 from reconciler.api.protocol import ApiSettings
 from reconciler.api.shapes import escape
 from reconciler.api.signer import SdkHmacSigner, canonical_query
@@ -285,6 +286,7 @@ class _Call:
         self.max_attempts = max(1, settings.max_retries + 1)
         self.deadline = client._monotonic() + settings.total_timeout
         self.resent_after_loss = False
+        self.echo = Echo.of_body(body)  # secrets sent, never to be quoted back
 
     def _context(self, retries: int) -> ErrorContext:
         return ErrorContext(
@@ -428,7 +430,7 @@ class _Call:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s answered headers {%s} body %s", self.method, self.path,
                       describe_headers(response.headers.items()),
-                      describe_body(content))
+                      describe_body(content, echo=self.echo))
         if 300 <= status < 400 and status not in self.accept:
             raise self._redirected(response, attempt=attempt)
         if status < 400:
@@ -439,6 +441,8 @@ class _Call:
                 request=self.request, body_problem=problem,
             )
         code, message = parse_error_body(_text_of(content, response), status)
+        if self.echo.found_in(code) or self.echo.found_in(message):
+            code, message = str(status), ECHO_WITHHELD
         if status in self.accept:
             return HttpResult(
                 status=status, data=None, request_id=rid, attempts=attempt,

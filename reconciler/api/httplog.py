@@ -9,6 +9,11 @@ binding task's ``auth``) replaced the same way, and cut to a readable length; ot
 by their size only. Control characters are left for the log's own formatter to escape
 (``commands.common.debug_logging``).
 
+An answer may quote the request it was sent (an error saying "bad value near ..."), and so
+a secret the request carried, cut anywhere, its armour gone: ``Echo`` holds the secret values
+a request body sends, and finds any 16-character piece of one in an answer's text. Such an
+answer is logged by its size only, and its error message is withheld (``api.client``).
+
 May import: the standard library, ``reconciler.model``.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from reconciler.model import SENSITIVE
 
@@ -49,6 +55,61 @@ def describe_headers(headers: Iterable[tuple[str, str]]) -> str:
                      for name, value in headers)
 
 
+ECHO_PIECE = 16  # a run this long of a secret's characters, quoted, is a leak
+_RUNS = re.compile(rf"[A-Za-z0-9+/=_-]{{{ECHO_PIECE},}}")
+ECHO_WITHHELD = ("(the message was withheld: it quoted secret material the request "
+                 "carried)")
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The secret values one request sends, as pieces to look for in its answer."""
+
+    pieces: frozenset[str] = frozenset()
+    whole: tuple[str, ...] = ()  # values too short to cut into pieces, looked for whole
+
+    def __bool__(self) -> bool:
+        return bool(self.pieces or self.whole)
+
+    @classmethod
+    def of_body(cls, body: bytes | None) -> Echo:
+        """The secret fields' values in a JSON request body (none for another body)."""
+        if not body:
+            return cls()
+        try:
+            data: object = json.loads(body)
+        except (ValueError, RecursionError):
+            return cls()
+        values: list[str] = []
+        _secret_values(data, values)
+        pieces = {run[i:i + ECHO_PIECE] for v in values for run in _RUNS.findall(v)
+                  for i in range(len(run) - ECHO_PIECE + 1)}
+        whole = tuple(v.strip() for v in values
+                      if not _RUNS.search(v) and len(v.strip()) >= 6)
+        return cls(frozenset(pieces), whole)
+
+    def found_in(self, text: str | None) -> bool:
+        """True when ``text`` quotes a piece of a secret sent (or a short one whole)."""
+        if not text or not self:
+            return False
+        if any(w in text for w in self.whole):
+            return True
+        return any(run[i:i + ECHO_PIECE] in self.pieces for run in _RUNS.findall(text)
+                   for i in range(len(run) - ECHO_PIECE + 1))
+
+
+def _secret_values(data: object, out: list[str]) -> None:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and _SECRET_FIELDS.search(k) and isinstance(v, str):
+                out.append(v)
+            else:
+                _secret_values(v, out)
+    elif isinstance(data, list):
+        for v in data:
+            _secret_values(v, out)
+
+
 def _redacted(data: object) -> object:
     if isinstance(data, dict):
         return {k: SENSITIVE if isinstance(k, str) and _SECRET_FIELDS.search(k)
@@ -58,10 +119,13 @@ def _redacted(data: object) -> object:
     return data
 
 
-def describe_body(body: bytes | None) -> str:
-    """The body for the log: redacted JSON, cut short; or its size."""
+def describe_body(body: bytes | None, *, echo: Echo | None = None) -> str:
+    """The body for the log: redacted JSON, cut short; or its size (also when it quotes a
+    secret of ``echo``, the request's)."""
     if not body:
         return "(no body)"
+    if echo and echo.found_in(body.decode("utf-8", errors="replace")):
+        return f"({len(body)} bytes, withheld: it quotes secret material the request carried)"
     try:
         data: object = json.loads(body)
     except (ValueError, RecursionError):

@@ -7,7 +7,9 @@ PATH (or the working directory) and, for a managed key pair, from state. The key
 to be the half of the cloud's public key, then written as ``output --private-key`` writes
 it: to FILE created 0600 (``--force`` replaces it), or to stdout; never to a log or a
 message. State is read only (no lock, nothing written): where state holds the private key
-already, the plain ``output --private-key`` is the way, and this refuses.
+of the key pair the cloud holds (the same fingerprint), the plain ``output --private-key`` is
+the way, and this refuses; a key pair re-keyed outside reconciler is exported (state's key is
+another key's).
 
 May import: everything but ``reconciler.cli``.
 """
@@ -54,13 +56,12 @@ def run(args: argparse.Namespace, env: Env) -> int:
     address = _address(args.name, manifest_addresses=_known(manifest, state),
                        targets=tuple(declared))
     entry = state.by_name(address.name, address.target) if state is not None else None
-    if entry is not None and entry.private_key is not None:
-        raise UsageError(f"state holds the private key of {address}: `reconciler output "
-                         f"{address.label} --private-key` reads it without asking the cloud")
     settings = declared[address.target]
     if not capabilities(settings.api).export:
         raise UsageError(f"{address}: api {settings.api} cannot export a private key; use "
                          f"--api {apis_with(lambda c: c.export)} (they see the same key pairs)")
+    # the fingerprint of the key pair whose private key state holds
+    held = entry.fingerprint_md5 if entry is not None and entry.private_key is not None else None
     with debug_logging(args, env):
         announce_credentials(settings, env)
         api = open_api(settings)
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
             remote = api.get_keypair(address.name)
             if remote is None:
                 raise UsageError(f"{address}: no key pair of that name exists in the cloud")
+            if held is not None and remote.fingerprint == held:
+                raise UsageError(f"state holds the private key of {address}: `reconciler "
+                                 f"output {address.label} --private-key` reads it without "
+                                 "exporting it from the cloud")
             secret = api.export_private_key(address.name)
         finally:
             api.close()
@@ -82,6 +87,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 f"{path} (mode 0600). State was not changed.")
     else:
         env.stdout.write(text)
+    if held is not None:
+        env.err(f"State holds the private key of another key for {address}: the key pair was "
+                "re-keyed outside reconciler since state recorded it.")
     return ExitCode.OK
 
 

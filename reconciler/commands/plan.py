@@ -75,12 +75,13 @@ def unreachable_errors(plan: Plan, env: Env) -> None:
 def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
     """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``: one
     provider block, or with several targets every target's connection."""
-    from reconciler.commands.reach import connection_of
+    from reconciler.commands.reach import connection_of, custody_elsewhere
     from reconciler.planformat import saved_plan_document, saved_targets_document
 
     if plan.several:
         return saved_targets_document(plan, backend=sess.manifest.backend, connections=[
-            (name, "declared" if name in sess.reach.declared else "removed", connection_of(s))
+            (name, "declared" if name in sess.reach.declared else "removed", connection_of(s),
+             custody_elsewhere(s))
             for name, s in sess.reach.every.items()])
     s = sess.settings
     doc = saved_plan_document(plan, api=s.api, endpoint=s.endpoint, region=s.region,

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reconciler.address import DEFAULT_TARGET, Address
+from reconciler.api.endpoints import custody_endpoint
 from reconciler.api.protocol import ApiSettings
 from reconciler.env import Env
 from reconciler.errors import ReconcilerError, UsageError
@@ -78,6 +79,13 @@ def connection_of(settings: ApiSettings) -> TargetConnection:
     return TargetConnection(region=settings.region, project_id=settings.project_id,
                             api=settings.api.value, endpoint=settings.endpoint,
                             credentials=settings.credentials.source)
+
+
+def custody_elsewhere(settings: ApiSettings) -> str | None:
+    """Where this run sends a target's custody calls (the private key itself, on import)
+    when that is not its endpoint (v2.1: KPS's endpoint); None when it is."""
+    where = custody_endpoint(settings.endpoint, settings.api, settings.custody_endpoint)
+    return where if where != settings.endpoint else None
 
 
 def _check_names(flag: str, given: Sequence[str], known: Sequence[str]) -> None:

@@ -2,7 +2,8 @@
 
 The options and the configuration are checked first, as for one target
 (``reconciler.commands.saved``). Then every target the plan pins is reached with the
-connection the plan recorded for it (its API, endpoint, region and project) and this run's
+connection the plan recorded for it (its API, endpoint, region and project, and where its
+custody calls go when not there) and this run's
 credentials for it (the manifests' ``credentials`` block when the manifests are given, else
 the run's provider chain): a target whose connection this run names differently, field by
 field and credential source included, is refused, naming the target and the field, before
@@ -23,13 +24,14 @@ May import: everything but ``reconciler.cli``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Mapping
 
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings
 from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import Session, provider_flags, run_settings, session
-from reconciler.commands.reach import connection_of
+from reconciler.commands.reach import connection_of, custody_elsewhere
 from reconciler.commands.saved import pinned_backend, state_line
 from reconciler.env import Env
 from reconciler.errors import PlanFileError
@@ -40,6 +42,7 @@ from reconciler.redact import scrub
 from reconciler.refresh import refresh_each
 from reconciler.settings import PROJECT_VARS, REGION_VARS, ProviderFlags, resolve_api_settings
 from reconciler.textsafe import printable
+from reconciler.urls import parse_endpoint
 
 _FIELDS = (("api", "API"), ("endpoint", "endpoint"), ("project_id", "project"),
            ("region", "region"), ("credentials", "credential source"))
@@ -51,6 +54,17 @@ def differences(pinned: TargetConnection, run: TargetConnection) -> list[str]:
     return [f"{label} {printable(str(getattr(run, name)))!r} (the plan: "
             f"{printable(str(getattr(pinned, name)))!r})"
             for name, label in _FIELDS if getattr(run, name) != getattr(pinned, name)]
+
+
+def _pin_differences(pin: PinnedTarget, settings: ApiSettings) -> list[str]:
+    """``differences``, and where the custody calls (the private key itself) would go."""
+    differ = differences(pin.connection, connection_of(settings))
+    custody = custody_elsewhere(settings)
+    if custody != pin.custody_endpoint:
+        planned = pin.custody_endpoint or pin.connection.endpoint
+        differ.append(f"custody endpoint {printable(str(custody or settings.endpoint))!r} "
+                      f"(the plan: {printable(str(planned))!r})")
+    return differ
 
 
 def _refuse(target: str, differ: list[str], hint: str = "") -> PlanFileError:
@@ -78,7 +92,7 @@ def _declared_settings(args: argparse.Namespace, env: Env, saved: SavedPlan,
         settings = {t.name: _from_plan(args, env, t, several=len(declared) > 1)
                     for t in declared}
     for pin in declared:
-        differ = differences(pin.connection, connection_of(settings[pin.name]))
+        differ = _pin_differences(pin, settings[pin.name])
         if differ:
             hint = ("; to reach it with the credentials block of its manifests, give them: "
                     f"`reconciler apply {saved.path} PATH…`" if manifest is None else "")
@@ -99,13 +113,20 @@ def _from_plan(args: argparse.Namespace, env: Env, pin: PinnedTarget, *,
                               api=Api(c.api) if c.api else None, endpoint=c.endpoint)
     chosen = ProviderFlags(api=flags.api, endpoint=flags.endpoint, region=flags.region,
                            project_id=flags.project_id, insecure=flags.insecure)
-    return resolve_api_settings(chosen, environ, provider)
+    settings = resolve_api_settings(chosen, environ, provider)
+    if settings.custody_endpoint is None and pin.custody_endpoint is not None:
+        where = parse_endpoint(pin.custody_endpoint,
+                               what=f"the saved plan's custody endpoint of target {pin.name}")
+        settings = dataclasses.replace(settings, custody_endpoint=where.url)
+    return settings
 
 
 def _line(pin: PinnedTarget) -> str:
     c = pin.connection
     text = (f"  {pin.name}: {c.endpoint} (project {c.project_id}, region "
-            f"{c.region or 'not set'}, api {c.api}; credentials {c.credentials or 'not recorded'})")
+            f"{c.region or 'not set'}, api {c.api}; credentials {c.credentials or 'not recorded'}"
+            + (f"; custody calls at {pin.custody_endpoint}" if pin.custody_endpoint else "")
+            + ")")
     if pin.role == "removed":
         text += "; removed from the manifests, reached as state recorded it"
     if pin.unreachable is not None:
@@ -124,7 +145,7 @@ def _check_removed(saved: SavedPlan, sess: Session) -> None:
             f"{', '.join(sorted(now)) or 'none'}: the file was edited. Nothing was sent; make "
             "a new one with `reconciler plan --out FILE`")
     for name, pin in pinned.items():
-        differ = differences(pin.connection, connection_of(sess.reach.settings[name]))
+        differ = _pin_differences(pin, sess.reach.settings[name])
         if differ:
             raise _refuse(name, differ)
 

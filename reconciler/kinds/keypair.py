@@ -233,6 +233,8 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                         f"be replaced ({'; '.join(notes) or 'changed: ' + ', '.join(forcing)})",
                         "to replace it, first set `prevent_destroy: false`; otherwise undo the "
                         "change that forces the replacement", d)
+        if not any("--from-cloud" in n for n in notes):
+            notes += _cloud_copy(prior, remote, ctx, what="the replacement")
         return Change(d.name, Action.REPLACE, before=before, after=after,
                       after_unknown=_unknown(after), replace_paths=forcing, reason=reason,
                       notes=notes, desired=d, prior=prior, remote=remote)
@@ -252,6 +254,22 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                       notes=said, desired=d, prior=prior, remote=remote)
     return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
                   remote=remote, at=ctx.here)  # made at its address: plan keeps it as is
+
+
+def _cloud_copy(prior: StateKeyPair, remote: RemoteKeyPair, ctx: Context, *,
+                what: str) -> tuple[str, ...]:
+    """The cloud keeps a private key state does not hold (adopted without it, or re-keyed
+    outside reconciler): the notes saying that ``what`` deletes it, and how to keep it."""
+    if not remote.key_protection:
+        return ()
+    rekeyed = remote.fingerprint != prior.fingerprint_md5
+    if prior.private_key is not None and not rekeyed:
+        return ()
+    whose = ("the private key of the key pair it holds now" if prior.private_key is not None
+             else "its private key")
+    return (f"the cloud keeps {whose}, which state does not hold: {what} deletes it",
+            f"to keep it, first: reconciler output {ctx.here.label} --private-key "
+            "--from-cloud --out FILE")
 
 
 def _custody(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
@@ -275,7 +293,8 @@ def _undesired(prior: StateKeyPair, remote: RemoteKeyPair | None, *, protected: 
                     "apply; or keep it in the manifests")
     reason = REASON_NO_CONFIG if mode is Mode.NORMAL else None
     return Change(prior.name, Action.DELETE, before=recorded_attributes(prior), reason=reason,
-                  prior=prior, remote=remote)
+                  notes=_cloud_copy(prior, remote, ctx, what="the delete"), prior=prior,
+                  remote=remote)
 
 
 def _forgotten(prior: StateKeyPair) -> Change:

@@ -5,7 +5,8 @@ Every private key is in the state store before anything depends on it: a key gen
 recorded (encrypted) before its public half is uploaded; a key the cloud generated is recorded
 as soon as it arrives. A create whose answer was lost is re-read rather than blindly retried.
 Custody changed in place is recorded once the cloud confirmed it; the cloud's copy is cleared
-only while state holds a private key checked to be the half of the recorded public key.
+only while state holds a private key checked to be the half of the recorded public key, and
+of the public key the cloud holds, read again right before the clear.
 
 Where the API imports several public keys in one request (``capabilities.batch_import``: KPS,
 10), the creates of key pairs whose public key is known here (generated here, or given) go in
@@ -466,7 +467,8 @@ class KeyPairApplier:
                 raise ApplyError(f"refusing to clear the cloud's copy of the private key of "
                                  f"{address}: state does not hold it. Nothing was changed; "
                                  "make a new plan")
-            self._clear(d.name)
+            self._check_still_ours(prior, held, address)
+            self.api.clear_private_key(d.name)  # a clear already done counts as done
             entry = replace(prior, key_protection=None, spec_digest=d.spec_digest)
         else:
             assert d.key_protection is not None
@@ -496,15 +498,25 @@ class KeyPairApplier:
                              "sent. Restore the state from its .backup file")
         return secret
 
-    def _clear(self, name: str) -> None:
-        """Clear; an error answer from a cloud that keeps no copy (a clear sent twice) is
-        the clear done."""
+    def _check_still_ours(self, prior: StateKeyPair, held: Secret, address: Address) -> None:
+        """Read the key pair again right before its cloud copy is cleared: re-keyed in the
+        console since the refresh, the copy there is another key's, maybe its only one."""
+        now = self.api.get_keypair(prior.name)
+        if now is None:
+            raise ApplyError(f"{address} was deleted in the cloud since the plan was made; "
+                             "nothing was cleared. Make a new plan")
         try:
-            self.api.clear_private_key(name)
-        except ApiError:
-            now = self._reread(name)
-            if now is None or now.key_protection is not False:
-                raise
+            ours = (now.fingerprint == prior.fingerprint_md5 and (
+                prior.type == "x509" or keys.same_key(keys.public_key_of(held),
+                                                      now.public_key)))
+        except KeyFormatError:
+            ours = False
+        if not ours:
+            raise ApplyError(f"{address} was changed in the cloud since the plan was made (its "
+                             f"fingerprint is {now.fingerprint}, state records "
+                             f"{prior.fingerprint_md5}): the private key the cloud keeps is "
+                             "not the one state holds, and it was not cleared. Nothing was "
+                             "changed; make a new plan")
 
 
 def _batchable(change: Change) -> bool:

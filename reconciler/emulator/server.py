@@ -587,21 +587,30 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiProblem as exc:
             return Reply(exc.status, views.error_body(api, exc.status, exc.message, exc.code))
 
-    def _carry_out(self, emu: Emulator, call: ApiCall, parsed: Any, *, raw_query: str,
-                   count: Callable[[str], None]) -> Reply:
-        fault = emu.faults.decide(call.operation)
+    def _faulted(self, emu: Emulator, operation: str, service: str, *, write: bool | None,
+                 count: Callable[[str], None], handle: Callable[[], Reply]) -> Reply:
+        """``handle()`` under the fault injected for ``operation``, if any: a dropped
+        connection, an error in ``service``'s shape, or an answer lost after the work is done
+        (``write``: whether the operation changes something; None: the injector decides)."""
+        fault = emu.faults.decide(operation, write=write)
         if fault is not None:
             count("faults_injected")
             if fault.kind == "drop":
                 raise _Close()
             if fault.kind == "error":
-                return _fault_reply(call.api, fault, self.request_id)
-        query = _query_dict(raw_query)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = emu.backend.handle(call, body=parsed, query=query, headers=headers)
+                return _fault_reply(service, fault, self.request_id)
+        reply = handle()
         if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
             raise _Close()
         return reply
+
+    def _carry_out(self, emu: Emulator, call: ApiCall, parsed: Any, *, raw_query: str,
+                   count: Callable[[str], None]) -> Reply:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        return self._faulted(
+            emu, call.operation, call.api, write=None, count=count,
+            handle=lambda: emu.backend.handle(call, body=parsed, query=_query_dict(raw_query),
+                                              headers=headers))
 
     def _dew(self, emu: Emulator, segments: list[str], *, raw_query: str, body: bytes,
              count: Callable[[str], None]) -> Reply:
@@ -610,21 +619,14 @@ class _Handler(BaseHTTPRequestHandler):
             return routed
         call = routed
         count(call.operation)
-        fault = emu.faults.decide(call.operation,
-                                  write=call.operation in DEW_WRITE_OPERATIONS)
-        if fault is not None:
-            count("faults_injected")
-            if fault.kind == "drop":
-                raise _Close()
-            if fault.kind == "error":
-                return _fault_reply(call.service, fault, self.request_id)
         project = emu.projects.get(call.project_id)
         assert project is not None  # the gateway checks refused any other
         where = Where(domain_id=project.domain_id or emu.domain_id, region=project.region)
-        reply = emu.dew.handle(call, body=body, query=_query_dict(raw_query), where=where)
-        if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
-            raise _Close()
-        return reply
+        return self._faulted(
+            emu, call.operation, call.service, count=count,
+            write=call.operation in DEW_WRITE_OPERATIONS,
+            handle=lambda: emu.dew.handle(call, body=body, query=_query_dict(raw_query),
+                                          where=where))
 
     def _compute(self, emu: Emulator, segments: list[str], *, raw_query: str, body: bytes,
                  count: Callable[[str], None]) -> Reply:
@@ -633,22 +635,14 @@ class _Handler(BaseHTTPRequestHandler):
             return routed
         call = routed
         count(call.operation)
-        fault = emu.faults.decide(call.operation,
-                                  write=call.operation in COMPUTE_WRITE_OPERATIONS)
-        if fault is not None:
-            count("faults_injected")
-            if fault.kind == "drop":
-                raise _Close()
-            if fault.kind == "error":
-                return _fault_reply(call.service, fault, self.request_id)
         project = emu.projects.get(call.project_id)
         assert project is not None  # the gateway checks refused any other
         where = EcsWhere(project_id=project.id, region=project.region, user_id=emu.user_id)
-        reply = emu.compute.handle(call, body=body, query=_query_dict(raw_query), where=where,
-                                   store=project.store)
-        if fault is not None and fault.kind == "lost" and 200 <= reply.status < 300:
-            raise _Close()
-        return reply
+        return self._faulted(
+            emu, call.operation, call.service, count=count,
+            write=call.operation in COMPUTE_WRITE_OPERATIONS,
+            handle=lambda: emu.compute.handle(call, body=body, query=_query_dict(raw_query),
+                                              where=where, store=project.store))
 
     def _authenticate(
         self, emu: Emulator, project: Project | None, *, raw_path: str, raw_query: str,

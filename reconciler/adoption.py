@@ -11,7 +11,8 @@ cloud does not have, or every later plan would say "No changes" while the cloud 
   reconciler holds the private key to change it in place: a declared
   ``key_protection.private_key_file`` (custody to add), or a private key state will hold
   (``holds_private_key``: ``import NAME --export-private-keys``; custody to clear);
-- ``recorded_protection`` is the custody state records on adoption: the cloud's.
+- ``recorded_scope`` and ``recorded_protection`` are what state records on adoption: the
+  cloud's (a key pair adopted with another key than declared is recorded so, and replaced).
 
 No answer of any API says how a kept private key is encrypted, so the encryption is taken from
 the declaration (``{type: default}`` when the cloud keeps a key the manifest does not declare,
@@ -92,6 +93,14 @@ def refusals(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, shown: str,
             "declare what the cloud has (`key_protection: {encryption: {type: default}}`; the "
             f"cloud does not say how it is encrypted: check it) to adopt it as it is; {first}"))
     return tuple(out)
+
+
+def recorded_scope(d: DesiredKeyPair, remote: RemoteKeyPair) -> str | None:
+    """The scope state records on adopting ``remote`` under ``d``: the declared one when it is
+    the cloud's (or the cloud does not say), else the cloud's."""
+    if remote.scope is None or _scope(d.scope) == _scope(remote.scope):
+        return d.scope
+    return remote.scope
 
 
 def recorded_protection(d: DesiredKeyPair, remote: RemoteKeyPair) -> KeyProtection | None:

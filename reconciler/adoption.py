@@ -50,11 +50,11 @@ def _scope(value: str | None) -> str:
     return value or DEFAULT_SCOPE
 
 
-def refusals(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, shown: str,
-             holds_private_key: bool = False, how: str = "") -> tuple[Refusal, ...]:
+def refusals(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, shown: str, how: str,
+             holds_private_key: bool = False) -> tuple[Refusal, ...]:
     """What refuses adopting ``remote`` under ``d`` through ``api`` (empty: it may be adopted).
-    ``shown``: the key pair as messages name it; ``how``: the command a person runs to adopt
-    it with its private key (``import NAME --export-private-keys``), "" where none can."""
+    ``shown``: the key pair as messages name it; ``how``: the command that adopts it with its
+    private key copied into state (``reconciler import NAME --export-private-keys``)."""
     out: list[Refusal] = []
     if remote.scope is not None and _scope(d.scope) != _scope(remote.scope):
         out.append(Refusal(
@@ -80,11 +80,7 @@ def refusals(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, shown: str,
             "place"))
     if d.key_protection is None and remote.key_protection and not holds_private_key:
         first = (f"or take the key into custody first: `{how}` copies the cloud's private key "
-                 "into state, after which the plan clears the cloud's copy in place"
-                 if how else
-                 "or take the key into custody first: `reconciler import NAME "
-                 "--export-private-keys` (instead of this import) copies the cloud's private "
-                 "key into state, after which the plan clears the cloud's copy in place")
+                 "into state, after which the plan clears the cloud's copy in place")
         out.append(Refusal(
             "key_protection",
             f"{shown} declares no key_protection, but the cloud keeps a copy of its private "

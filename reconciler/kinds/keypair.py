@@ -139,7 +139,8 @@ def _adoption(d: DesiredKeyPair, remote: RemoteKeyPair, ctx: Context, notes: tup
     problem at the declaration) where the cloud's scope or custody differs and cannot be
     changed in place; an import with an update in place (``importing``) where apply will
     write its description or hand its private key over; a plain import otherwise."""
-    refused = adoption.refusals(d, remote, api=ctx.api, shown=str(ctx.here))
+    refused = adoption.refusals(d, remote, api=ctx.api, shown=str(ctx.here),
+                                how=f"reconciler import {ctx.here.label} --export-private-keys")
     for r in refused:
         via = f" (listed for import at {listed})" if listed is not None else ""
         ctx.problem(r.summary + via, r.detail, d)

@@ -27,7 +27,7 @@ class Action(StrEnum):
 
     CREATE = "create"
     IMPORT = "import"  # adopt into state; no API write
-    UPDATE = "update"  # in place (kps description)
+    UPDATE = "update"  # in place (kps description, custody); with ``importing``: adopt first
     REPLACE = "replace"  # delete, then create
     DELETE = "delete"
     FORGET = "forget"  # drop from state, no API call: counted, because a private key goes
@@ -57,9 +57,10 @@ REASON_REKEYED = "forget_because_changed_outside"
 REASON_TARGET_FORGOTTEN = "forget_because_target_forgotten"
 
 
-def tally(actions: Iterable[Action]) -> dict[str, int]:
-    """Terraform's counts: a replacement is one add and one destroy."""
-    out = {"import": 0, "add": 0, "change": 0, "destroy": 0, "forget": 0}
+def tally(actions: Iterable[Action], *, imported: int = 0) -> dict[str, int]:
+    """Terraform's counts: a replacement is one add and one destroy; an adoption updated in
+    place (``Change.importing``, counted in ``imported``) is one import and one change."""
+    out = {"import": imported, "add": 0, "change": 0, "destroy": 0, "forget": 0}
     for action in actions:
         if action is Action.IMPORT:
             out["import"] += 1
@@ -112,6 +113,9 @@ class Change:
     prior: StateKeyPair | None = None
     remote: RemoteKeyPair | None = None
     at: Address | None = None  # None: the key pair of that name in the run's only target
+    # An UPDATE of a key pair adopted by this change (Terraform's import with an in-place
+    # update): apply records it as the cloud holds it (``before``), then makes the update.
+    importing: bool = False
 
     @property
     def address(self) -> Address:
@@ -163,7 +167,8 @@ class Plan:
         return tuple(c for c in self.changes if c.action is not Action.NOOP)
 
     def counts(self) -> dict[str, int]:
-        return tally(c.action for c in self.changes)
+        return tally((c.action for c in self.changes),
+                     imported=sum(1 for c in self.changes if c.importing))
 
     @property
     def has_changes(self) -> bool:
@@ -210,6 +215,7 @@ class Outcome:
     error: str | None = None
     destroyed: bool = False  # a failed replacement whose old key pair was deleted
     at: Address | None = None  # None: the key pair of that name in the run's only target
+    importing: bool = False  # an UPDATE that adopted the key pair first (Change.importing)
 
     @property
     def address(self) -> Address:
@@ -227,7 +233,8 @@ class ApplyResult:
 
     def counts(self) -> dict[str, int]:
         """What was done: completed changes, and the deletions of failed replacements."""
-        done = tally(o.action for o in self.outcomes if o.ok)
+        done = tally((o.action for o in self.outcomes if o.ok),
+                     imported=sum(1 for o in self.outcomes if o.ok and o.importing))
         done["destroy"] += sum(1 for o in self.outcomes if not o.ok and o.destroyed)
         return done
 

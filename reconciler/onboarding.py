@@ -6,9 +6,10 @@ that needs one: the list lacks description and user id):
 
 - ``survey``: every key pair each target lists, by address. Managed ones (in state) are
   skipped; a name no manifest may carry, a frozen key pair (kps ``frozen_state`` not 0), or a
-  name declared in the manifests in a way that does not match what the cloud holds need a
-  decision; a declared one that matches (its public key) is adopted with its declaration; the
-  rest are to be described (read in detail) and declared.
+  name declared in the manifests in a way that does not match what the cloud holds (another
+  public key, or a scope or custody the cloud has otherwise) need a decision; a declared
+  one that matches is adopted with its declaration; the rest are to be described (read in
+  detail) and declared.
 - ``settle``: the described key pairs become declarations, one per name. A name unmanaged in
   several targets with the same key and the same attributes is one declaration listing its
   targets; a name whose key or attributes differ between targets cannot be one declaration,
@@ -21,7 +22,8 @@ holds the private key (``key_protection``; the API does not say how the key is e
 the declaration says ``default`` and the file says to check).
 
 May import: ``reconciler.model``, ``reconciler.address``, ``reconciler.keys``,
-``reconciler.capabilities``, ``reconciler.attributes``, ``reconciler.errors``.
+``reconciler.capabilities``, ``reconciler.attributes``, ``reconciler.errors``,
+``reconciler.adoption``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 from reconciler import keys
 from reconciler.address import Address, Addressing
+from reconciler.adoption import recorded_protection, recorded_scope, refusals
 from reconciler.attributes import import_fingerprint
 from reconciler.capabilities import Capabilities
 from reconciler.errors import KeyFormatError
@@ -116,10 +119,12 @@ class Onboarding:
 
 def survey(manifest: Manifest, run: Addressing, *, snapshots: Mapping[str, RemoteSnapshot],
            recorded: Mapping[Address, StateKeyPair],
-           declared: Mapping[Address, DesiredKeyPair]) -> Survey:
+           declared: Mapping[Address, DesiredKeyPair], export: bool = False) -> Survey:
     """Sort every key pair the targets list (``snapshots``, by target). ``declared`` is the
     manifests' key pairs by address (``targets.desired_by_address``); ``recorded``, state's
-    entries by address in this run."""
+    entries by address in this run. A declared key pair whose scope or custody the cloud has
+    otherwise needs a decision (``reconciler.adoption``); ``export``: private keys the cloud
+    keeps are copied into state (``--export-private-keys``), so its custody may differ."""
     skipped: list[Address] = []
     decisions: list[Decision] = []
     adopt: dict[Address, DesiredKeyPair] = {}
@@ -139,7 +144,15 @@ def survey(manifest: Manifest, run: Addressing, *, snapshots: Mapping[str, Remot
             elif name in by_name:
                 d = declared.get(addr)
                 if d is not None and _matches(d, remote):
-                    adopt[addr] = d
+                    refused = refusals(d, remote, api=snapshot.api,
+                                       shown=f"{addr} (declared at {d.location})",
+                                       holds_private_key=export,
+                                       how="reconciler import --all --export-private-keys")
+                    if refused:
+                        decisions.append(Decision(addr, "; ".join(r.summary for r in refused),
+                                                  "; ".join(r.detail for r in refused)))
+                    else:
+                        adopt[addr] = d
                 else:
                     decisions.append(_declared_otherwise(addr, by_name[name], d is None))
             else:
@@ -335,7 +348,8 @@ def _differences(first: Declaration, others: list[Declaration]) -> str:
 def adopted_entry(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, target: str,
                   created: str, sealed: SealedSecret | None = None,
                   applied: bool = True) -> StateKeyPair:
-    """The state entry of a key pair adopted as the cloud holds it, under declaration ``d``.
+    """The state entry of a key pair adopted as the cloud holds it, under declaration ``d``
+    (its scope and custody the cloud's: ``reconciler.adoption``).
     ``applied=False`` records it as not what the manifest asks for (no spec digest), so that
     the next plan replaces it; ``sealed``: its private key, exported on request only."""
     return StateKeyPair(
@@ -343,8 +357,10 @@ def adopted_entry(d: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, target:
         fingerprint_md5=remote.fingerprint,
         fingerprint_sha256=_sha256(remote.public_key, remote.type), created=created,
         spec_digest=d.spec_digest if applied else "", algorithm=d.algorithm, type=d.type,
-        user_id=d.user_id, scope=d.scope, description=remote.description or None,
-        key_protection=d.key_protection, private_key=sealed, status=EntryStatus.READY,
+        user_id=d.user_id, scope=recorded_scope(d, remote),
+        description=remote.description or None,
+        key_protection=recorded_protection(d, remote), private_key=sealed,
+        status=EntryStatus.READY,
         prevent_destroy=d.prevent_destroy, target=target)
 
 

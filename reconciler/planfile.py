@@ -423,17 +423,10 @@ def rederive(saved: SavedPlan, *, state: State,
                             f"{saved.planned_at.isoformat()}, which is in the future; it was "
                             f"edited. Nothing was changed; {_AGAIN}")
     try:
-        configuration = (saved.configuration if saved.complete
-                         else _legacy_configuration(saved, state))
+        manifest = pinned_manifest(saved, state)
         if saved.several:
-            plan = _several_again(saved, configuration, state, remote, now, moves)
+            plan = _several_again(saved, manifest, state, remote, now, moves)
         else:
-            target = saved_target(saved)
-            targets = () if target == DEFAULT_TARGET else (TargetConfig(
-                name=target, region=saved.provider.region or "",
-                project_id=saved.provider.project_id or ""),)
-            manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest,
-                                targets=targets, imports=saved.imports)
             plan = make_plan(manifest, state, remote, options=saved.options,
                              now=saved.planned_at or now, moves=moves)
     except DiagnosticsError as exc:
@@ -454,7 +447,26 @@ def rederive(saved: SavedPlan, *, state: State,
     return plan
 
 
-def _several_again(saved: SavedPlan, configuration: tuple[DesiredKeyPair, ...], state: State,
+def pinned_manifest(saved: SavedPlan, state: State) -> Manifest:
+    """The manifests a saved plan was made from, as it embeds them: its configuration, its
+    import lists and its declared targets. Raises ``PlanFileError`` (or ``KeyError``,
+    ``ValueError`` and the like: a damaged file) when they cannot be read back."""
+    configuration = (saved.configuration if saved.complete
+                     else _legacy_configuration(saved, state))
+    if saved.several:
+        targets = tuple(TargetConfig(name=t.name, region=t.connection.region or "",
+                                     project_id=t.connection.project_id or "")
+                        for t in saved.pinned if t.role == "declared")
+    else:
+        target = saved_target(saved)
+        targets = () if target == DEFAULT_TARGET else (TargetConfig(
+            name=target, region=saved.provider.region or "",
+            project_id=saved.provider.project_id or ""),)
+    return Manifest(keypairs=configuration, digest=saved.manifest_digest, targets=targets,
+                    imports=saved.imports)
+
+
+def _several_again(saved: SavedPlan, manifest: Manifest, state: State,
                    remote: RemoteSnapshot | Mapping[str, RemoteSnapshot], now: datetime,
                    moves: Mapping[str, str] | None) -> Plan:
     """A plan of several targets, made again: its declared targets, the snapshot of each it
@@ -462,11 +474,6 @@ def _several_again(saved: SavedPlan, configuration: tuple[DesiredKeyPair, ...], 
     if isinstance(remote, RemoteSnapshot):
         raise TypeError("a plan of several targets is made from each target's snapshot")
     unreachable = {t.name: t.unreachable for t in saved.pinned if t.unreachable is not None}
-    targets = tuple(TargetConfig(name=t.name, region=t.connection.region or "",
-                                 project_id=t.connection.project_id or "")
-                    for t in saved.pinned if t.role == "declared")
-    manifest = Manifest(keypairs=configuration, digest=saved.manifest_digest, targets=targets,
-                        imports=saved.imports)
     return make_plan(manifest, state, remote, options=saved.options,
                      now=saved.planned_at or now, moves=moves, unreachable=unreachable,
                      within=saved.within, forget_targets=saved.forget_targets)

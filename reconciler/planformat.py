@@ -65,7 +65,7 @@ def _resource_change(change: Change) -> dict[str, Any]:
     }
     if change.replace_paths:
         body["replace_paths"] = [[p] for p in change.replace_paths]
-    if change.action is Action.IMPORT:
+    if change.action is Action.IMPORT or change.importing:  # Terraform's import (1.5+)
         body["importing"] = {"id": change.name}
     out: dict[str, Any] = {
         "address": str(change.address),

@@ -3,21 +3,24 @@
 ``refresh`` lists one target; ``refresh_each`` lists every target of a run at once, on a
 bounded thread pool, and returns the snapshots of those it could list with the reason for
 each it could not; ``refresh_targets`` fails as a whole instead, naming the first target (in
-the run's order) that could not be listed.
+the run's order) that could not be listed. ``describe_adoptions`` reads in detail the few key
+pairs a plan may adopt (their kps description is not in the list).
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from reconciler.api.protocol import KeyPairApi
 from reconciler.errors import ReconcilerError, TargetRefreshError
 from reconciler.model import RemoteSnapshot
 
 MAX_PARALLEL_TARGETS = 8
+DETAIL_PARALLELISM = 10
 
 
 def refresh(api: KeyPairApi) -> RemoteSnapshot:
@@ -56,4 +59,31 @@ def refresh_targets(apis: Mapping[str, KeyPairApi], *,
     for name in apis:
         if name in failed:
             raise TargetRefreshError(name, failed[name])
+    return out
+
+
+def describe_adoptions(apis: Mapping[str, KeyPairApi], snapshots: Mapping[str, RemoteSnapshot],
+                       wanted: Mapping[str, Iterable[str]]) -> dict[str, RemoteSnapshot]:
+    """``snapshots`` with the description of each key pair ``wanted`` (names by target: those
+    declared and not in state, which the plan may adopt) read in detail, one GET each, where
+    the target lists it and its API has descriptions (kps, whose list carries none): the plan
+    then shows an adoption's description as the cloud holds it, and apply writes it only when
+    the plan showed that. A key pair gone or re-keyed since the list is left as listed."""
+    reads = [(target, name) for target, names in wanted.items() for name in sorted(set(names))
+             if target in snapshots and target in apis and name in snapshots[target].keypairs
+             and apis[target].capabilities.descriptions]
+    if not reads:
+        return dict(snapshots)
+    with ThreadPoolExecutor(max_workers=min(DETAIL_PARALLELISM, len(reads)),
+                            thread_name_prefix="detail") as pool:
+        futures = {(t, n): pool.submit(apis[t].get_keypair, n) for t, n in reads}
+        details = {key: future.result() for key, future in futures.items()}
+    out = dict(snapshots)
+    for (target, name), detail in details.items():
+        listed = out[target].keypairs[name]
+        if detail is None or detail.fingerprint != listed.fingerprint:
+            continue
+        pairs = {**out[target].keypairs,
+                 name: replace(listed, description=detail.description or None)}
+        out[target] = replace(out[target], keypairs=pairs)
     return out

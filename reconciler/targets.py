@@ -71,6 +71,18 @@ def recorded_by_address(state: State, run: Addressing,
             for a, entry in state.keypairs.items()}
 
 
+def adoptable(manifest: Manifest, state: State,
+              moves: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """The names, by target, that a plan may adopt: declared there and not in state."""
+    run = addressing(manifest, state, moves)
+    held = recorded_by_address(state, run, moves)
+    out: dict[str, list[str]] = {}
+    for addr in desired_by_address(manifest, run):
+        if addr not in held:
+            out.setdefault(addr.target, []).append(addr.name)
+    return {target: tuple(names) for target, names in out.items()}
+
+
 def remote_by_address(remote: Mapping[str, RemoteSnapshot],
                       run: Addressing) -> dict[Address, RemoteKeyPair]:
     """Every target's key pairs, by address."""

@@ -38,6 +38,13 @@ FORBIDDEN = {
     "reconciler.kinds": ("reconciler.plan", "reconciler.apply", "reconciler.render",
                          "reconciler.commands", "reconciler.emulator", "reconciler.settings",
                          "reconciler.manifest"),
+    # What an adoption takes from the cloud is one rule for the plan, import NAME and
+    # import --all: pure, over the data model and the APIs' abilities.
+    "reconciler.adoption": ("reconciler.api", "reconciler.state", "reconciler.plan",
+                            "reconciler.apply", "reconciler.render", "reconciler.commands",
+                            "reconciler.emulator", "reconciler.kinds", "reconciler.settings",
+                            "reconciler.manifest", "reconciler.onboarding",
+                            "reconciler.attributes", "reconciler.changes"),
     # Addresses are values everything uses: they import nothing of the package.
     "reconciler.address": ("reconciler.",),
     # Fanning key pairs out to targets is pure: records in, addresses out.

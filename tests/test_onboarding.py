@@ -550,3 +550,154 @@ def test_a_file_under_a_file_is_a_clear_error(emulator: Emulator, tmp_path: Path
     assert "internal error" not in result.text and "Traceback" not in result.text
     assert "Not a directory" in result.err and "Nothing was written" in result.err
     assert not cli.state.exists()
+
+
+def _deltas(emulator: Emulator, before: dict[str, int]) -> dict[str, int]:
+    """The requests of each kind since ``before``, those that were sent only."""
+    after = emulator.counters()
+    return {op: after[op] - before.get(op, 0) for op in after
+            if after[op] != before.get(op, 0) and op != "total"}
+
+
+def test_an_import_with_another_description_shows_the_update_and_makes_only_it(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    api = cli.client()
+    api.create_keypair(name="web")
+    api.update_description("web", "cloud text")
+    cli.write("keypairs:\n  - name: web\n    description: declared text\n"
+              "import:\n  - to: keypair.web\n")
+    before = emulator.counters()
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "# keypair.web will be updated in-place\n  # (imported from \"web\")\n" in plan.out
+    assert '~ description = "cloud text" -> "declared text"' in plan.out
+    assert "Plan: 1 to import, 0 to add, 1 to change, 0 to destroy." in plan.out
+    assert _deltas(emulator, before) == {"list": 1, "get": 1}  # the adoption read in detail
+    doc = json.loads(cli("plan", "--format", "json", str(cli.manifests)).out)
+    (web,) = doc["resource_changes"]
+    assert web["change"]["actions"] == ["update"]
+    assert web["change"]["importing"] == {"id": "web"}
+    assert (web["change"]["before"]["description"], web["change"]["after"]["description"]) == \
+        ("cloud text", "declared text")
+    assert doc["summary"] == {"import": 1, "add": 0, "change": 1, "destroy": 0, "forget": 0}
+    assert "`<=` import, `~` update" in cli("plan", "--format", "markdown",
+                                            str(cli.manifests)).out
+    saved = tmp_path / "plan.json"
+    assert cli("plan", "--out", str(saved), str(cli.manifests)).code == 0
+    before = emulator.counters()
+    applied = cli("apply", str(saved))
+    assert applied.code == 0, applied.text
+    assert "keypair.web: Importing..." in applied.out and "Modifying..." in applied.out
+    assert "Resources: 1 imported, 0 added, 1 changed, 0 destroyed." in applied.out
+    # the plan made again (list, detail), and the one write the plan showed
+    assert _deltas(emulator, before) == {"list": 1, "get": 1, "update": 1}
+    assert emulator.store.get("web").description == "declared text"
+    assert '"declared text"' in cli("state", "show", "web").out
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_an_import_whose_description_is_the_clouds_writes_nothing(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    api = cli.client()
+    api.create_keypair(name="web")
+    api.update_description("web", "same text")
+    api.create_keypair(name="db")
+    api.update_description("db", "set in the console")
+    cli.write("keypairs:\n  - name: web\n    description: same text\n  - name: db\n"
+              "import:\n  - to: keypair.web\n  - to: keypair.db\n")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "# keypair.web will be imported" in plan.out
+    # db declares no description: the cloud's is cleared, and the plan says so
+    assert '~ description = "set in the console" -> null' in plan.out
+    assert "Plan: 2 to import, 0 to add, 1 to change, 0 to destroy." in plan.out
+    before = emulator.counters()
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert _deltas(emulator, before) == {"list": 1, "get": 2, "update": 1}
+    assert emulator.store.get("web").description == "same text"
+    assert emulator.store.get("db").description == ""
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_an_adoption_with_another_scope_is_refused_by_every_path(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.client().create_keypair(name="web", scope="domain")
+    cli.write("keypairs:\n  - name: web\n    public_key_file: web.pub\nimport:\n"
+              "  - to: keypair.web\n")
+    (cli.manifests / "web.pub").write_text(emulator.store.get("web").public_key + "\n")
+    before = emulator.counters()
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 1
+    assert ("manifests/keys.yaml:4:5: error: keypair.web declares scope 'user', but the cloud "
+            "holds it with scope 'domain'; a scope cannot change in place") in plan.err
+    assert "declare what the cloud has (`scope: domain`)" in plan.err
+    assert "Traceback" not in plan.text
+    one = cli("import", "web", str(cli.manifests))
+    assert one.code == 1 and "scope 'domain'" in one.err and "nothing was recorded" in one.err
+    assert "manifests/keys.yaml:4:5" in one.err
+    every = cli("import", "--all", "--generate-config-out", str(tmp_path / "more.yaml"),
+                str(cli.manifests))
+    assert every.code == 0, every.text
+    assert "declared at manifests/keys.yaml:4:5" in every.out and "scope" in every.out
+    assert not (tmp_path / "more.yaml").exists()
+    assert _writes(emulator) == sum(before.get(op, 0) for op in WRITES)
+    assert "web" not in cli("state", "list").out
+    # declaring what the cloud has adopts it, and state says so
+    cli.write("keypairs:\n  - name: web\n    public_key_file: web.pub\n    scope: domain\n"
+              "import:\n  - to: keypair.web\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    assert '"domain"' in cli("state", "show", "web").out
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_an_adoption_with_other_custody_is_refused_unless_reconciler_holds_the_key(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    api = cli.client()
+    pair = keys.generate_keypair("ed25519")
+    api.import_keypair(name="plain", public_key=pair.public_key)
+    api.create_keypair(name="kept", key_protection=CUSTODY)
+    (cli.manifests / "plain.pub").write_text(pair.public_key + "\n")
+    cli.write("keypairs:\n  - name: plain\n    public_key_file: plain.pub\n"
+              "    key_protection: {encryption: {type: default}}\n  - name: kept\n"
+              "import:\n  - to: plain\n  - to: kept\n")
+    before = emulator.counters()
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 1
+    assert ("manifests/keys.yaml:4:5: error: keypair.plain declares key_protection "
+            '{"encryption": {"type": "default"}}, but the cloud keeps no copy of its private '
+            "key") in plan.err
+    assert ("manifests/keys.yaml:7:5: error: keypair.kept declares no key_protection, but "
+            "the cloud keeps a copy of its private key") in plan.err
+    assert "reconciler import kept --export-private-keys" in plan.err
+    refused = cli("import", "kept", str(cli.manifests))
+    assert refused.code == 1 and "nothing was recorded" in refused.err, refused.text
+    assert _writes(emulator) == sum(before.get(op, 0) for op in WRITES)
+    # with the private key in state, the cloud's copy is cleared in place by the next plan
+    taken = cli("import", "kept", str(cli.manifests), "--export-private-keys")
+    assert taken.code == 0, taken.text
+    # with the private key's file, the adoption hands it to the cloud's custody in place
+    (cli.manifests / "plain.key").write_text(pair.private_key.reveal())
+    cli.write("keypairs:\n  - name: plain\n    public_key_file: plain.pub\n"
+              "    key_protection:\n      encryption: {type: default}\n"
+              "      private_key_file: plain.key\n  - name: kept\n"
+              "import:\n  - to: plain\n  - to: kept\n")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 0, plan.text
+    assert "# keypair.plain will be updated in-place\n  # (imported from \"plain\")" in plan.out
+    assert "~ key_protection" in plan.out
+    assert "# keypair.kept will be updated in-place" in plan.out
+    assert "Plan: 1 to import, 0 to add, 2 to change, 0 to destroy." in plan.out
+    before = emulator.counters()
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    # the list, plain's detail read, and the two custody calls the plan showed
+    assert _deltas(emulator, before) == {"list": 1, "get": 1, "import_private_key": 1,
+                                         "clear_private_key": 1}
+    assert emulator.store.get("plain").key_protection
+    assert not emulator.store.get("kept").key_protection
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0

@@ -94,6 +94,7 @@ def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
         pairs[r["name"]] = RemoteKeyPair(name=r["name"], public_key=r["public_key"],
                                          fingerprint=keys.fingerprints(r["public_key"])[0],
                                          description=r.get("description"),
+                                         scope=r.get("scope"),
                                          key_protection=r.get("is_key_protection"))
     return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]))
 

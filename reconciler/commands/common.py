@@ -269,7 +269,9 @@ class LineHooks:
     def pre_apply(self, change: Change, phase: str) -> None:
         verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
                 "import": "Importing...", "forget": "Removing from state..."}[phase]
-        second_half = phase == "create" and change.action is Action.REPLACE
+        # a replacement, and an import with an update, are one change of two steps
+        second_half = (phase == "create" and change.action is Action.REPLACE) or (
+            phase == "update" and change.importing)
         with self._lock:
             self._running += 0 if second_half else 1  # a replacement is one change
         self._say(f"{change.address}: {verb}")

@@ -18,10 +18,11 @@ from reconciler.address import (
     parse_address,
     resolve_one,
 )
+from reconciler.adoption import refusals
 from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
-from reconciler.errors import UsageError
-from reconciler.model import KeySource, Manifest
+from reconciler.errors import Diagnostic, DiagnosticsError, UsageError
+from reconciler.model import Api, DesiredKeyPair, KeySource, Manifest, RemoteKeyPair
 from reconciler.targets import desired_by_address
 
 
@@ -92,10 +93,16 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
         other_key = desired.source is KeySource.IMPORT and bool(desired.public_key) and \
             not keys.same_key(desired.public_key or "", remote.public_key, key_type=desired.type)
         custody = bool(remote.key_protection)
-        private = api.export_private_key(name) \
-            if custody and args.export_private_keys else None
+        asked = bool(args.export_private_keys)
+        if not other_key:  # another key is replaced by the next plan, scope and custody too
+            _refuse(desired, remote, api=settings.api, shown=str(address), label=address.label,
+                    holds=asked and api.capabilities.export)
+        private = api.export_private_key(name) if custody and asked else None
         sealed = (sess.store.seal(name, private, target=target) if private is not None
                   else None)
+        if not other_key and sealed is None:
+            _refuse(desired, remote, api=settings.api, shown=str(address), label=address.label,
+                    holds=False)
         sess.store.record(adopted_entry(
             desired, remote, api=settings.api, target=target,
             created=env.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), sealed=sealed,
@@ -115,6 +122,18 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
                 "declared key (delete, then import): review it before applying, or put the "
                 "cloud's public key in the manifest to keep it.")
     return ExitCode.OK
+
+
+def _refuse(desired: DesiredKeyPair, remote: RemoteKeyPair, *, api: Api, shown: str,
+            label: str, holds: bool) -> None:
+    """Stop, nothing recorded, when the cloud's scope or custody is not what the manifest
+    declares and cannot be made so in place (``reconciler.adoption``): at the declaration."""
+    refused = refusals(desired, remote, api=api, shown=shown, holds_private_key=holds,
+                       how=f"reconciler import {label} --export-private-keys")
+    if refused:
+        raise DiagnosticsError([Diagnostic(summary=r.summary, detail=r.detail + "; nothing "
+                                           "was recorded", location=desired.location)
+                                for r in refused])
 
 
 def _custody_line(label: str, *, custody: bool, exported: bool, asked: bool,

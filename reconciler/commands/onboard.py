@@ -71,7 +71,8 @@ def run_all(args: argparse.Namespace, env: Env) -> int:
         run = addressing(manifest, sess.state, sess.reach.moves)
         found = survey(manifest, run, snapshots=snapshots,
                        recorded=recorded_by_address(sess.state, run, sess.reach.moves),
-                       declared=desired_by_address(manifest, run))
+                       declared=desired_by_address(manifest, run),
+                       export=bool(args.export_private_keys))
         details = _describe(found, apis)
         onboarding = settle(found, details=details,
                             capabilities={t: a.capabilities for t, a in apis.items()},

@@ -9,12 +9,14 @@ from typing import Any
 from reconciler.address import DEFAULT_TARGET
 from reconciler.commands.common import Session, api_name, session, write_private_file
 from reconciler.env import Env, ExitCode
-from reconciler.errors import TargetRefreshError, UsageError
+from reconciler.errors import ReconcilerError, TargetRefreshError, UsageError
 from reconciler.fsutil import explain
 from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
+from reconciler.planfile import SavedPlan
 from reconciler.redact import scrub
-from reconciler.refresh import refresh, refresh_each
+from reconciler.refresh import describe_adoptions, refresh, refresh_each
+from reconciler.targets import adoptable
 
 
 def plan_options(args: argparse.Namespace, mode: Mode) -> PlanOptions:
@@ -29,7 +31,8 @@ def compute(args: argparse.Namespace, env: Env, sess: Session, mode: Mode) -> Pl
 def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
                         mode: Mode) -> tuple[Plan, dict[str, RemoteSnapshot]]:
     """The plan, and the snapshot of each target it was made from (a refresh-only apply
-    records them in state). With several targets, a target that cannot be read is left out
+    records them in state), with the key pairs it may adopt read in detail
+    (``describe_adoptions``). With several targets, a target that cannot be read is left out
     of the plan and named in ``plan.unreachable``; with one, its error stops the run."""
     if not sess.several:
         target, api = next(iter(sess.apis.items()))
@@ -42,6 +45,9 @@ def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
         if not remote and errors:
             first = next(iter(errors))
             raise TargetRefreshError(first, errors[first])
+    if mode is Mode.NORMAL:
+        remote = describe_adoptions(sess.apis, remote,
+                                    adoptable(sess.manifest, sess.state, sess.reach.moves))
     plan = make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
                      now=env.clock(), moves=sess.reach.moves, unreachable=unreachable,
                      within=sess.reach.within, forget_targets=sess.reach.forget)
@@ -141,3 +147,19 @@ def run(args: argparse.Namespace, env: Env) -> int:
     if args.detailed_exitcode and plan.has_changes:
         return ExitCode.CHANGES
     return ExitCode.OK
+
+
+def saved_adoptions(saved: SavedPlan, sess: Session,
+                    remote: dict[str, RemoteSnapshot]) -> dict[str, RemoteSnapshot]:
+    """A saved plan's snapshots with what it may adopt read in detail, as ``plan`` read them
+    (a file that cannot give its manifests is left to ``rederive`` to refuse)."""
+    from reconciler.planfile import pinned_manifest
+
+    if saved.options.mode is not Mode.NORMAL:
+        return remote
+    try:
+        manifest = pinned_manifest(saved, sess.state)
+    except (ReconcilerError, KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return remote
+    return describe_adoptions(sess.apis, remote,
+                              adoptable(manifest, sess.state, sess.reach.moves))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import api_settings, load, provider_flags, session
+from reconciler.commands.plan import saved_adoptions
 from reconciler.env import Env
 from reconciler.errors import PlanFileError, UsageError
 from reconciler.model import Api, Manifest, ProviderConfig, S3Location
@@ -202,7 +203,8 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
     env.out(f"Saved plan state: {state_line(args, env, backend, saved)}.")
     with session(args, env, operation="apply", manifest=Manifest(keypairs=(), backend=backend),
                  provider=provider, target=saved_target(saved)) as sess:
-        remote = refresh(sess.api)
+        target = next(iter(sess.apis))
+        remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

@@ -31,6 +31,7 @@ from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings
 from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import Session, provider_flags, run_settings, session
+from reconciler.commands.plan import saved_adoptions
 from reconciler.commands.reach import connection_of, custody_elsewhere
 from reconciler.commands.saved import pinned_backend, state_line
 from reconciler.env import Env
@@ -184,6 +185,7 @@ def apply_saved_targets(args: argparse.Namespace, env: Env, saved: SavedPlan,
         remote, errors = refresh_each(sess.apis)
         failed = {**sess.reach.failed, **{n: str(e) for n, e in errors.items()}}
         _check_reachability(saved, left_out, failed, remote)
+        remote = saved_adoptions(saved, sess, remote)
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

@@ -5,7 +5,7 @@ May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
 ``reconciler.attributes``, ``reconciler.duration``, ``reconciler.targets``, ``reconciler.keys``,
 ``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``,
-``reconciler.kinds.keypair_custody``.
+``reconciler.kinds.keypair_custody``, ``reconciler.adoption``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from reconciler import keys
+from reconciler import adoption, keys
 from reconciler.address import KEYPAIR, Address, Addressing
 from reconciler.api.protocol import KeyPairApi
 from reconciler.attributes import (
@@ -99,9 +99,7 @@ def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context) -> Chang
     if remote is None:
         return Change(d.name, Action.CREATE, after=after, after_unknown=unknown, desired=d)
     if d.source is KeySource.IMPORT and import_fingerprint(d) == remote.fingerprint:
-        return Change(d.name, Action.IMPORT, before=remote_attributes(remote), after=after,
-                      notes=("already in the cloud with the same public key",),
-                      desired=d, remote=remote)
+        return _adoption(d, remote, ctx, ("already in the cloud with the same public key",))
     ctx.problem(*_unmanaged_advice(d), d)
     return Change(d.name, Action.NOOP, desired=d, remote=remote)
 
@@ -132,8 +130,38 @@ def _listed_import(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context
     if d.source is not KeySource.IMPORT:
         notes.append("its private key is not in state: reconciler adopts the key pair as the "
                      "cloud holds it")
-    return Change(d.name, Action.IMPORT, before=remote_attributes(remote),
-                  after=desired_attributes(d), notes=tuple(notes), desired=d, remote=remote)
+    return _adoption(d, remote, ctx, tuple(notes), listed=listed)
+
+
+def _adoption(d: DesiredKeyPair, remote: RemoteKeyPair, ctx: Context, notes: tuple[str, ...],
+              *, listed: SourceLocation | None = None) -> Change:
+    """An unmanaged key pair the cloud holds, adopted under its declaration: refused (a
+    problem at the declaration) where the cloud's scope or custody differs and cannot be
+    changed in place; an import with an update in place (``importing``) where apply will
+    write its description or hand its private key over; a plain import otherwise."""
+    refused = adoption.refusals(d, remote, api=ctx.api, shown=str(ctx.here),
+                                how=f"reconciler import {ctx.here.label} --export-private-keys")
+    for r in refused:
+        via = f" (listed for import at {listed})" if listed is not None else ""
+        ctx.problem(r.summary + via, r.detail, d)
+    if refused:
+        return Change(d.name, Action.NOOP, desired=d, remote=remote)
+    updates = adoption.in_place(d, remote, api=ctx.api)
+    if not updates:
+        return Change(d.name, Action.IMPORT, before=remote_attributes(remote),
+                      after=desired_attributes(d), notes=notes, desired=d, remote=remote)
+    # before: the key pair as apply first records it (the cloud's); after: once updated.
+    cloud = remote_attributes(remote)
+    after = {**desired_attributes(d), "public_key": cloud["public_key"],
+             "fingerprint": cloud["fingerprint"], "private_key": None}
+    kept = adoption.recorded_protection(d, remote)
+    before = {**after, "description": remote.description or None,
+              "key_protection": kept.as_dict() if kept is not None else None}
+    if "key_protection" in updates:
+        notes += ("apply hands its private key (from key_protection.private_key_file) to the "
+                  "cloud's custody",)
+    return Change(d.name, Action.UPDATE, before=before, after=after, notes=notes, desired=d,
+                  remote=remote, importing=True)
 
 
 def _unmanaged_advice(d: DesiredKeyPair) -> tuple[str, str]:

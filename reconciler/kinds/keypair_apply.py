@@ -17,7 +17,7 @@ Key pairs the cloud generates, and replacements, are created one at a time.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
-``reconciler.state.protocol``.
+``reconciler.state.protocol``, ``reconciler.adoption``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from datetime import datetime
 
 from reconciler import keys
 from reconciler.address import DEFAULT_TARGET, Address, keypair_address
+from reconciler.adoption import recorded_protection
 from reconciler.api.protocol import ImportRequest, KeyPairApi
 from reconciler.changes import Action, Change, Hooks, Outcome, Plan
 from reconciler.errors import (
@@ -288,16 +289,20 @@ class KeyPairApplier:
                 self.hooks.pre_apply(change, "import")
                 self._adopt(change)
             elif change.action is Action.UPDATE:
+                adopted = None
+                if change.importing:  # recorded as the cloud holds it, then updated
+                    self.hooks.pre_apply(change, "import")
+                    adopted = self._adopt(change)
                 self.hooks.pre_apply(change, "update")
-                self._update(change)
+                self._update(change, adopted)
         except ReconcilerError as exc:
             error = str(exc)
             if change.action is Action.REPLACE and destroyed:
                 error = f"the old key pair was deleted, but its replacement failed: {error}"
             return Outcome(change.name, change.action, False, time.monotonic() - start, error,
-                           destroyed=destroyed, at=change.at)
+                           destroyed=destroyed, at=change.at, importing=change.importing)
         return Outcome(change.name, change.action, True, time.monotonic() - start,
-                       at=change.at)
+                       at=change.at, importing=change.importing)
 
     # -- creates in groups (batch import) ------------------------------------------------
     def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
@@ -428,24 +433,39 @@ class KeyPairApplier:
         return ApplyError(f"the cloud refused it in a batch import: {reason}. Nothing was "
                           "recorded for it; fix the cause and run apply again")
 
-    def _adopt(self, change: Change) -> None:
+    def _adopt(self, change: Change) -> StateKeyPair:
+        """Record a key pair the cloud holds as it holds it: what the plan read of it (its
+        description included), nothing written to the cloud."""
         d, remote, prior = change.desired, change.remote, change.prior
         assert d is not None and remote is not None
-        sealed = prior.private_key if prior is not None else None
-        description = prior.description if prior else remote.description
+        if prior is not None:  # completing an interrupted apply of ours
+            return self._complete(d, remote, prior)
+        entry = replace(self._entry(d, remote, sealed=None,
+                                    description=remote.description or None),
+                        key_protection=recorded_protection(d, remote))
+        self.store.record(entry)
+        return entry
+
+    def _complete(self, d: DesiredKeyPair, remote: RemoteKeyPair,
+                  prior: StateKeyPair) -> StateKeyPair:
+        """An interrupted create that took effect: recorded ready, then described as its
+        create would have been (kps takes no description on create)."""
+        description = prior.description
         if description is None and d.description and self.api.capabilities.descriptions:
             # A list carries no description: read it, rather than write the one it may have.
             shown = self.api.get_keypair(d.name)
             description = shown.description if shown is not None else None
-        entry = self._entry(d, remote, sealed=sealed, description=description)
+        entry = self._entry(d, remote, sealed=prior.private_key, description=description)
         self.store.record(entry)
         self._describe(d, entry)
+        return entry
 
-    def _update(self, change: Change) -> None:
+    def _update(self, change: Change, prior: StateKeyPair | None = None) -> None:
         """In place: custody first (each step recorded once the cloud confirmed it, so an
         interrupted apply leaves state at the last confirmed value and the next plan makes
-        the call again), then the description."""
-        d, prior = change.desired, change.prior
+        the call again), then the description. ``prior``: the entry just adopted (an import
+        with an update), else the change's."""
+        d, prior = change.desired, prior or change.prior
         assert d is not None and prior is not None
         before, after = change.before or {}, change.after or {}
         entry = prior

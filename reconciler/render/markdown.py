@@ -54,8 +54,14 @@ def _who(change: Change) -> str:
     return str(change.address) if change.address.qualified else change.name
 
 
+def _action_cell(change: Change) -> str:
+    if change.importing:  # adopted, then updated in place
+        return f"{_ACTION_CELL[Action.IMPORT]}, {_ACTION_CELL[change.action]}"
+    return _ACTION_CELL[change.action]
+
+
 def _row(change: Change) -> str:
-    return (f"| {_ACTION_CELL[change.action]} | {markdown_code(_who(change))} | "
+    return (f"| {_action_cell(change)} | {markdown_code(_who(change))} | "
             f"{_source(change)} | {_fingerprint(change)} |")
 
 

@@ -199,6 +199,9 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
         body = _update_body(change)
     lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint))
     insert_at = 1
+    if change.importing:  # Terraform 1.5+: "# (imported from "id")" under the header
+        lines.insert(insert_at, f"  # (imported from {_value(change.name)})")
+        insert_at += 1
     if change.action is Action.DELETE and change.reason == REASON_NO_CONFIG:
         lines.insert(insert_at,
                      f"  # (because {printable(str(change.address))} is not in the manifests)")

@@ -312,3 +312,35 @@ def test_a_wrapped_key_copied_from_another_state_does_not_open(
     result = cli("output", "web", str(cli.manifests), "--private-key")
     assert result.code == 1, result.text
     assert "KMS" in result.err and "Traceback" not in result.text
+
+
+def _kms_document(tmp_path: Path, emulator: Emulator) -> dict[str, Any]:
+    key = make_key(emulator, "state")
+    cli = Cli(emulator, tmp_path)
+    cli.write(encryption(key) + "keypairs:\n  - name: solo\n    generate: ed25519\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    return doc(cli)
+
+
+def test_format_4_holds_a_kms_key_block_and_only_it_does(emulator: Emulator,
+                                                          tmp_path: Path) -> None:
+    from reconciler.errors import StateCorruptError
+    from reconciler.state.codec import decode_document
+
+    document = _kms_document(tmp_path, emulator)
+    decoded = decode_document(json.dumps(document).encode(), source="s.json")
+    assert decoded.format_version == 4 and decoded.key is not None
+    assert decoded.key.kms is not None and decoded.key.provider == "kms"
+    as_3 = {**document, "format_version": 3}
+    as_3["checksum"] = checksum(as_3)
+    with pytest.raises(StateCorruptError, match="holds a KMS data key, which only format 4"):
+        decode_document(json.dumps(as_3).encode(), source="s.json")
+    bare = {**document, "key": {k: v for k, v in document["key"].items() if k != "kms"}}
+    bare["checksum"] = checksum(bare)
+    with pytest.raises(StateCorruptError, match="its key block names none"):
+        decode_document(json.dumps(bare).encode(), source="s.json")
+    bad = json.loads(json.dumps(document))
+    bad["key"]["kms"]["cipher_text"] = "not hex"
+    bad["checksum"] = checksum(bad)
+    with pytest.raises(StateCorruptError, match="cipher_text: must be hex"):
+        decode_document(json.dumps(bad).encode(), source="s.json")

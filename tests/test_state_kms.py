@@ -344,3 +344,26 @@ def test_format_4_holds_a_kms_key_block_and_only_it_does(emulator: Emulator,
     bad["checksum"] = checksum(bad)
     with pytest.raises(StateCorruptError, match="cipher_text: must be hex"):
         decode_document(json.dumps(bad).encode(), source="s.json")
+
+
+def test_state_rekey_of_a_key_file_state_says_the_key_stays(emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write(KEYS)
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    before = doc(cli)
+    result = cli("state", "rekey")
+    assert result.code == 0 and "The key itself is the same" in result.out, result.text
+    after = doc(cli)
+    assert after["key"] == before["key"]
+    # the same key: the serial moves on, so the backup is not taken for a rollback
+    assert without_secrets(after) == {**without_secrets(before), "serial": before["serial"] + 1}
+    assert all(sealed(after)[a] != sealed(before)[a] for a in sealed(before))
+    upgrade = cli("state", "upgrade")
+    assert upgrade.code == 0 and "already in state format 3" in upgrade.out, upgrade.text
+
+
+def test_state_upgrade_of_a_kms_state_names_format_4(kms_state: tuple[Cli, str]) -> None:
+    cli, _ = kms_state
+    result = cli("state", "upgrade", str(cli.manifests))
+    assert result.code == 0 and "already in state format 4" in result.out, result.text

@@ -215,7 +215,7 @@ def _upgrade(args: argparse.Namespace, env: Env, store: StateStore) -> int:
         old = store.format_version
         done = store.upgrade()
     if done is None:
-        env.out(f"{store.description} is already in state format {FORMAT_VERSION}: nothing to "
+        env.out(f"{store.description} is already in state format {old}: nothing to "
                 "upgrade.")
         return ExitCode.OK
     state, key_id = done
@@ -234,13 +234,15 @@ def _rekey(args: argparse.Namespace, env: Env, store: StateStore) -> int:
     with store.lock(operation="state rekey", timeout=lock_timeout(args)):
         state, old, new = store.rekey()
     held = sum(1 for e in state.keypairs.values() if e.private_key is not None)
-    env.out(f"Rekeyed {store.description}: {held} private key(s) sealed again under "
-            f"{new.describe()} (was {old.describe()}); the state is authenticated with it. "
-            f"Lineage {state.lineage}, serial {state.serial} and every entry are unchanged.")
     if new.id == old.id:
-        env.out("The key itself is the same (a key file is one fixed key): every value has a "
-                "new nonce. To change the key, move the state to another provider with "
-                "encryption mode fallback.")
+        env.out(f"Rekeyed {store.description}: {held} private key(s) sealed again with new "
+                f"nonces under the same key ({new.describe()}), serial {state.serial}. The key "
+                "itself is the same (a key file is one fixed key); to change it, move the state "
+                "to another provider with encryption mode fallback.")
+    else:
+        env.out(f"Rekeyed {store.description}: {held} private key(s) sealed again under "
+                f"{new.describe()} (was {old.describe()}); the state is authenticated with it. "
+                f"Lineage {state.lineage}, serial {state.serial} and every entry are unchanged.")
     env.out(f"{store.description}.backup keeps the previous version (sealed under the old key): "
             "remove it once the new one is known good if the old key is to be retired.")
     return ExitCode.OK

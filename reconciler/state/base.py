@@ -575,7 +575,8 @@ class JournaledStore:
         new nonce). Pending journal changes are committed first, under the old key; then one
         new document, written as every commit is (a complete file renamed over the old one;
         the backup keeps the previous one), at the same serial: the same state under another
-        key. Returns the state and the old and new key blocks."""
+        key (a key file's rekey, under the same key, takes the next serial, so that its backup
+        is not taken for a rollback). Returns the state and the old and new key blocks."""
         self._ensure_loaded()
         with self._migrate_mutex:
             self._rekeying = True

@@ -317,7 +317,8 @@ class JournaledStore:
             with self._migrate_mutex:
                 if self._disk.format_version < FORMAT_VERSION and not self._upgrading:
                     self.upgrade()
-        if migrate and not (self._upgrading or self._rekeying):
+        if migrate and not (self._upgrading or self._rekeying) \
+                and self._keys.needs_rekey(self._key):
             with self._migrate_mutex:
                 if not (self._upgrading or self._rekeying) and self._keys.needs_rekey(self._key):
                     self.rekey()  # fallback: sealed by another provider, written by the chosen

@@ -2,10 +2,10 @@
 
 ``load_manifests(paths, cwd=...)`` reads files and directories (``*.yaml``/``*.yml`` directly
 inside, in name order), checks each document against the JSON Schema and the rules a schema
-cannot express (unique names across files, one provider and one backend block, per-API
-restrictions, readable and valid public keys, no private key where a public one belongs), and
-builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are raised together as
-one ``DiagnosticsError``, sorted by file, line and column.
+cannot express (unique names across files, one provider, one backend and one encryption
+block, per-API restrictions, readable and valid public keys, no private key where a public one
+belongs), and builds frozen ``DesiredKeyPair`` records. It never calls an API. Problems are
+raised together as one ``DiagnosticsError``, sorted by file, line and column.
 
 Key files the manifest names (``public_key_file``, ``key_protection.private_key_file``) are
 read by ``reconciler.fsutil``'s policy: regular files only (no FIFO, device or ``/proc``
@@ -54,6 +54,7 @@ from reconciler.model import (
     ProviderConfig,
     S3Location,
     SourceLocation,
+    StateEncryption,
     TargetConfig,
 )
 from reconciler.yamlsafe import NodePath, YamlDocument, read_yaml_documents
@@ -171,6 +172,7 @@ class _Loader:
     docs: list[YamlDocument] = field(default_factory=list)
     provider: tuple[YamlDocument, dict[str, object]] | None = None
     backend: tuple[YamlDocument, dict[str, object]] | None = None
+    encryption: tuple[YamlDocument, dict[str, object]] | None = None
     targets: tuple[YamlDocument, list[object]] | None = None
     target_configs: dict[str, TargetConfig] = field(default_factory=dict)
     names: dict[str, SourceLocation] = field(default_factory=dict)
@@ -217,7 +219,7 @@ class _Loader:
 
     def _blocks(self, doc: YamlDocument) -> None:
         assert isinstance(doc.value, dict)
-        for name in ("provider", "backend"):
+        for name in ("provider", "backend", "encryption"):
             block = doc.value.get(name)
             if not isinstance(block, dict):
                 continue
@@ -689,6 +691,36 @@ def _backend(loader: _Loader) -> S3Location | None:
                       declared_at=doc.location(("backend",)))
 
 
+def _encryption(loader: _Loader) -> StateEncryption | None:
+    """The encryption block; a kms block exactly with provider kms, its target declared."""
+    if loader.encryption is None:
+        return None
+    doc, block = loader.encryption
+    provider, mode, kms = block.get("provider"), block.get("mode"), block.get("kms")
+    kms = kms if isinstance(kms, dict) else None
+    if provider == "kms" and kms is None:
+        loader.add(doc, ("encryption", "provider"), "provider kms needs a kms block",
+                   detail="name the KMS key: encryption: {provider: kms, kms: {key_id: UUID "
+                          "or alias/NAME}}")
+    elif provider != "kms" and kms is not None:
+        loader.add(doc, ("encryption", "kms"), f"a kms block with provider {show(provider)}",
+                   key=True, detail="the kms block is for provider kms: drop it, or set "
+                                    "provider: kms")
+    key_id = kms.get("key_id") if kms else None
+    target = kms.get("target") if kms else None
+    if isinstance(target, str) and loader.target_configs and \
+            target not in loader.target_configs:
+        loader.add(doc, ("encryption", "kms", "target"), f"target {show(target)} is not "
+                   "declared", detail="name one of the targets block's targets: "
+                   + ", ".join(loader.target_configs))
+    return StateEncryption(provider=str(provider) if isinstance(provider, str) else None,
+                           kms_key=key_id if isinstance(key_id, str) else None,
+                           kms_target=target if isinstance(target, str) else None,
+                           mode=str(mode) if isinstance(mode, str) else "enforced",
+                           declared_at=doc.location(("encryption",)),
+                           origin=f"the encryption block at {doc.location(('encryption',))}")
+
+
 def load_manifests(
     paths: Sequence[str | Path], *, cwd: Path, api: Api | str | None = None,
     allow_empty: bool = False,
@@ -706,12 +738,14 @@ def load_manifests(
     loader.check_targets()
     loader.check_keypairs()
     loader.check_imports()
+    encryption = _encryption(loader)
     if loader.diags:
         raise DiagnosticsError(loader.diags)
     keypairs, imports = tuple(loader.keypairs), tuple(loader.imports)
     targets = tuple(loader.target_configs.values())
     return Manifest(
         keypairs=keypairs, provider=_provider(loader), backend=_backend(loader),
+        encryption=encryption,
         files=tuple(_display(f, cwd) for f in files),
         digest=configuration_digest(keypairs, tuple(t.name for t in targets), imports),
         targets=targets, imports=imports,

@@ -309,6 +309,10 @@ def _unknown_keys(error: Any, doc: YamlDocument, path: NodePath) -> list[Diagnos
         if lowered in _CREDENTIAL_KEYS:
             detail = ("credentials never belong in a manifest: export HUAWEICLOUD_SDK_AK and "
                       "HUAWEICLOUD_SDK_SK (or HW_ACCESS_KEY and HW_SECRET_KEY) instead")
+        elif lowered in ("passphrase", "key", "key_file", "data_key", "plain_text"):
+            detail = ("no secret belongs in a manifest: the state's passphrase comes from "
+                      "RECONCILER_PASSPHRASE, its key file from RECONCILER_KEY_FILE; a KMS key "
+                      "is named by kms.key_id")
         elif "private" in lowered:
             detail = ("private keys never appear in a manifest; to hand one to the cloud, "
                       "use key_protection.private_key_file")

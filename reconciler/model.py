@@ -253,6 +253,31 @@ class S3Location:
         return cls(bucket=bucket, key=key, endpoint=endpoint)
 
 
+STATE_KEY_PROVIDERS = ("passphrase", "key_file", "kms")
+STATE_KEY_MODES = ("fallback", "enforced")
+
+
+@dataclass(frozen=True, slots=True)
+class StateEncryption:
+    """Which key seals the state: the manifests' ``encryption`` block, ``--encryption`` /
+    ``RECONCILER_ENCRYPTION`` and their companions, field by field (``reconciler.state.keychoice``).
+
+    ``provider`` is one of ``STATE_KEY_PROVIDERS`` (None: not chosen, today's rules: the
+    passphrase or key file the environment gives, or what the state's key block says);
+    ``kms_key`` a KMS key id or ``alias/NAME``; ``kms_target`` the target whose KMS holds it
+    (None: the run's only or first target). ``mode``: ``fallback`` reads a state sealed by
+    another provider with that one and writes it with this one; ``enforced`` reads and writes
+    only with this one. Never a secret. ``declared_at`` takes no part in equality.
+    """
+
+    provider: str | None = None
+    kms_key: str | None = None
+    kms_target: str | None = None
+    mode: str = "enforced"
+    declared_at: SourceLocation | None = field(default=None, compare=False)
+    origin: str = field(default="", compare=False)  # for messages: where it was chosen
+
+
 @dataclass(frozen=True, slots=True)
 class ImportRequest:
     """One entry of a manifest's ``import:`` list: adopt the key pair at ``to`` (a name, or
@@ -270,6 +295,7 @@ class Manifest:
     keypairs: tuple[DesiredKeyPair, ...]
     provider: ProviderConfig | None = None
     backend: S3Location | None = None
+    encryption: StateEncryption | None = None  # the manifests' encryption block
     files: tuple[str, ...] = ()
     digest: str = ""  # reconciler.configuration.configuration_digest of the key pairs
     # The targets block; () when the manifests have none (one implicit target, from the

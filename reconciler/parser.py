@@ -49,6 +49,20 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     g.add_argument("--backend-endpoint", metavar="URL", default=d(None),
                    help="endpoint of the remote state's object storage "
                         "(env RECONCILER_BACKEND_ENDPOINT); http:// only for loopback")
+    g.add_argument("--encryption", choices=("passphrase", "key_file", "kms"), default=d(None),
+                   help="state key provider (env RECONCILER_ENCRYPTION; else the manifests' "
+                        "encryption block, else the passphrase or key file the environment "
+                        "gives)")
+    g.add_argument("--encryption-mode", choices=("fallback", "enforced"), default=d(None),
+                   help="enforced (default): read and write state only with that provider; "
+                        "fallback: read a state sealed by another, write with that one (env "
+                        "RECONCILER_ENCRYPTION_MODE)")
+    g.add_argument("--kms-key-id", metavar="KEY", default=d(None),
+                   help="the KMS key of --encryption kms: its UUID or alias/NAME (env "
+                        "RECONCILER_KMS_KEY_ID)")
+    g.add_argument("--kms-target", metavar="TARGET", default=d(None),
+                   help="the target whose KMS holds the state key (env RECONCILER_KMS_TARGET; "
+                        "default: the only or first target)")
     g.add_argument("--endpoint", metavar="URL", default=d(None),
                    help="API endpoint (env RECONCILER_ENDPOINT); http:// only for loopback")
     g.add_argument("--region", default=d(None), help="region, e.g. cn-north-4 (env HW_REGION_NAME)")
@@ -195,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("push", "upload a local state file to the configured backend"),
                        ("pull", "print the state document (secrets stay encrypted)"),
                        ("upgrade", "rewrite a format 1 state (reconciler 0.1.0) as format 2, "
-                                   "once; needs the state key")):
+                                   "once; needs the state key"),
+                       ("rekey", "seal every private key again under a fresh state key (a new "
+                                 "KMS data key, or a new passphrase salt); nothing else "
+                                 "changes")):
         sp = ssub.add_parser(name, help=text, description=text)
         _add_global_options(sp, top=False)
         if name in ("show", "rm"):

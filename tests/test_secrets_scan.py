@@ -3,12 +3,17 @@ every file holding a secret is 0600."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import stat
 from pathlib import Path
 
+from reconciler.api.kms import KmsClient
 from reconciler.emulator.server import Emulator
+from reconciler.state.kmskey import aad
 from tests.clihelp import Cli
+from tests.test_emulator_kms import make_key, settings
 
 TOKEN = "session-token-3f9a1c77e2"
 MANIFEST = """keypairs:
@@ -32,9 +37,41 @@ def _chunks(private_pem: str, public_key: str) -> set[str]:
 
 
 def test_full_run_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
+    _full_run(emulator, tmp_path, header="")
+
+
+def test_full_run_with_the_state_key_from_kms_leaks_no_secret(emulator: Emulator,
+                                                              tmp_path: Path) -> None:
+    """The same run with the state sealed by a KMS data key (and rekeyed once): neither the
+    data key nor anything it seals appears anywhere."""
+    key = make_key(emulator, "state")
+    _full_run(emulator, tmp_path, kms_key=key,
+              header=f"encryption: {{provider: kms, kms: {{key_id: {key}}}}}\n")
+
+
+def _data_keys(emulator: Emulator, state: Path) -> set[str]:
+    """The clear data keys of the state and its backup (a test may ask KMS; reconciler never
+    shows them), hex and base64."""
+    client = KmsClient(settings(emulator))
+    found = set()
+    for path in (state, state.with_name(state.name + ".backup")):
+        doc = json.loads(path.read_text())
+        wrap = doc["key"]["kms"]
+        plain = client.decrypt_datakey(wrap["key_id"], wrap["cipher_text"],
+                                       aad=aad(doc["lineage"]))
+        raw = bytes.fromhex(plain.reveal())
+        found |= {raw.hex(), raw.hex().upper(), base64.b64encode(raw).decode()}
+    client.close()
+    return found
+
+
+def _full_run(emulator: Emulator, tmp_path: Path, *, header: str,
+              kms_key: str | None = None) -> None:
     cli = Cli(emulator, tmp_path, api="kps",
               extra_env={"HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
-    cli.write(MANIFEST)
+    if kms_key is not None:
+        del cli.environ["RECONCILER_KEY_FILE"]
+    cli.write(header + MANIFEST)
     m = str(cli.manifests)
     printed = [
         cli("--debug", "plan", "--out", "plan.json", m),
@@ -48,8 +85,13 @@ def test_full_run_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
         cli("state", "pull"),
         cli("output", "web"),
         cli("output", "ci", "--json"),
+        *([cli("--debug", "state", "rekey", m)] if kms_key is not None else []),
     ]
     assert all(r.code == 0 for r in printed), [r.text for r in printed if r.code]
+    # the first data key (now in the backup) and the one state rekey made
+    data_keys = _data_keys(emulator, cli.state) if kms_key is not None else set()
+    assert kms_key is None or len(data_keys) == 6
+    assert kms_key is None or "kms/create-datakey" in printed[1].err  # logged, redacted
     assert "Retry" in printed[1].err or "GET" in printed[1].err  # the debug log is there
     private = {name: cli("output", name, "--private-key") for name in ("web", "ci", "vault")}
     secrets = {emulator.sk, TOKEN}
@@ -59,8 +101,12 @@ def test_full_run_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
         public = cli.client().get_keypair(name)
         assert public is not None
         secrets |= _chunks(result.out, public.public_key)
-    cli.write(MANIFEST.replace("  - name: web\n", ""))
+    cli.write(header + MANIFEST.replace("  - name: web\n", ""))
     assert cli("--debug", "apply", "--auto-approve", m).code == 0  # a delete, with backup
+    secrets |= data_keys
+    if kms_key is not None:
+        secrets |= _data_keys(emulator, cli.state)
+        assert json.loads(cli.state.read_text())["format_version"] == 4
     haystacks = {f"output {i}": r.text for i, r in enumerate(printed)}
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.name != "state.key":
@@ -74,6 +120,6 @@ def test_full_run_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
                              text), where
         assert "SDK-HMAC-SHA256 Access" not in text, where
     for path in [cli.state, cli.state.with_name(cli.state.name + ".backup"),
-                 tmp_path / "plan.json", tmp_path / "state.key"]:
+                 tmp_path / "plan.json", *([tmp_path / "state.key"] if kms_key is None else [])]:
         assert path.exists(), path
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -26,6 +26,7 @@ from reconciler.model import (
 from reconciler.state import codec
 from reconciler.state.codec import (
     FORMAT_VERSION,
+    KMS_FORMAT_VERSION,
     MIGRATIONS,
     StateDocument,
     checksum,
@@ -176,7 +177,7 @@ def test_format_2_without_a_mac_is_refused() -> None:
 
 def test_newer_format_version_says_upgrade() -> None:
     doc = json.loads(_doc())
-    doc["format_version"] = FORMAT_VERSION + 1
+    doc["format_version"] = KMS_FORMAT_VERSION + 1  # format 4 is format 3 under a KMS key
     doc["checksum"] = checksum(doc)
     with pytest.raises(StateCorruptError, match=r"newer than this reconciler.*upgrade"):
         decode_document(json.dumps(doc).encode(), source="s.json")

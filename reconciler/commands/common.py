@@ -95,26 +95,38 @@ def open_api(settings: ApiSettings) -> KeyPairApi:
 
 def open_state(args: argparse.Namespace, env: Env,
                backend: S3Location | None = None, *, discover: bool = False,
-               verify: bool = True) -> StateStore:
+               verify: bool = True, manifest: Manifest | None = None,
+               settings: dict[str, ApiSettings] | None = None) -> StateStore:
     """The state store. ``discover``: for commands that take no manifests to plan (state,
-    output, force-unlock), the ``backend`` block of the manifests given as PATH (default: the
-    working directory) counts, as Terraform reads its backend from the working directory.
-    ``verify=False`` only for commands that neither write state nor reveal a secret (they may
-    read it unverified)."""
+    output, force-unlock), the ``backend`` and ``encryption`` blocks of the manifests given as
+    PATH (default: the working directory) count, as Terraform reads its backend from the
+    working directory. ``verify=False`` only for commands that neither write state nor reveal
+    a secret (they may read it unverified). ``manifest`` and ``settings``: the run's, for the
+    state key provider and the KMS target (``statekey``)."""
+    from reconciler.commands.statekey import choose_encryption, kms_access
     from reconciler.state.factory import open_store
 
-    if discover and backend is None:
-        backend = _discovered_backend(args, env)
+    if discover and manifest is None:
+        manifest = _discovered_manifest(args, env)
+        if backend is None and manifest is not None and not _explicit_state(args, env):
+            backend = manifest.backend
+    choice = choose_encryption(args, env, manifest)
     return open_store(state_path=args.state, backend=args.backend,
                       backend_endpoint=args.backend_endpoint, manifest_backend=backend,
                       env=env, notice=env.err, insecure=bool(getattr(args, "insecure", False)),
-                      verify=verify)
+                      verify=verify, encryption=choice,
+                      data_keys=kms_access(args, env, manifest, choice, settings))
 
 
 def integrity_notice(store: StateStore) -> str | None:
     """The one line a read-only command prints when the state was read unverified."""
     from reconciler.state.protocol import Integrity
 
+    if store.integrity is Integrity.UNVERIFIED and store.key_provider == "kms":
+        return (f"Note: the state {store.description} is sealed with a KMS data key, which "
+                "this command does not unwrap (it reveals no secret, so it needs no KMS "
+                "access): it was read unverified, checked by its checksum only. apply checks "
+                "it.")
     if store.integrity is Integrity.UNVERIFIED:
         return (f"Note: the state {store.description} was read unverified: no state key is "
                 "available (RECONCILER_PASSPHRASE, RECONCILER_KEY_FILE or "
@@ -156,20 +168,35 @@ def _chosen(args: argparse.Namespace, env: Env) -> str:
             f"RECONCILER_BACKEND, and no backend block in the manifests of {where}")
 
 
+def _explicit_state(args: argparse.Namespace, env: Env) -> bool:
+    return bool(args.state or args.backend or env.environ.get("RECONCILER_STATE")
+                or env.environ.get("RECONCILER_BACKEND"))
+
+
 def _discovered_backend(args: argparse.Namespace, env: Env) -> S3Location | None:
-    if args.state or args.backend or env.environ.get("RECONCILER_STATE") or \
-            env.environ.get("RECONCILER_BACKEND"):
+    if _explicit_state(args, env):
         return None  # chosen explicitly
+    manifest = _discovered_manifest(args, env, blocks="backend")
+    return manifest.backend if manifest is not None else None
+
+
+def _discovered_manifest(args: argparse.Namespace, env: Env, *,
+                         blocks: str = "backend|encryption") -> Manifest | None:
+    """The manifests named as PATH (checked as plan checks them), else those of the working
+    directory when one declares one of ``blocks`` (with the state chosen explicitly, only
+    ``encryption`` counts); None without any."""
+    explicit = _explicit_state(args, env)
     if getattr(args, "paths", None):
-        return load(args, env).backend  # the manifests named, checked as plan checks them
+        return load(args, env)
+    wanted = "encryption" if explicit else blocks
     try:
         files = [p for p in env.cwd.iterdir()
                  if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()]
-        declares = any(re.search(r"^backend:", p.read_text(errors="replace")[:1 << 20], re.M)
-                       for p in files)
+        declares = any(re.search(rf"^(?:{wanted}):", p.read_text(errors="replace")[:1 << 20],
+                                 re.M) for p in files)
     except OSError:
         return None
-    return load(args, env).backend if declares else None
+    return load(args, env) if declares else None
 
 
 def refuse_without_lock(args: argparse.Namespace, *, operation: str) -> None:
@@ -364,7 +391,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
             if len(failed) == len(declared):
                 raise UsageError(f"no target could be reached: {'; '.join(failed.values())}")
     with debug_logging(args, env):  # opening the store logs the state backend's proxy
-        store = open_state(args, env, manifest.backend, verify=operation != "plan")
+        store = open_state(args, env, manifest.backend, verify=operation != "plan",
+                           manifest=manifest, settings=declared)
     with debug_logging(args, env), state_lock(store, args, operation=operation):
         state = store.load()
         reached = reach(args, env, provider_flags(args), manifest, declared, state)
@@ -379,6 +407,13 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
             env.err(notice)
         if operation != "plan":  # before the cloud is asked anything: never half an apply
             store.require_current_format(doing=operation)
+            moved = store.prepare_key()  # KMS failing stops the run here, nothing written
+            if moved is not None:
+                state = store.load()
+                env.err(f"State {store.description} moved to {moved[1].describe()} (it was "
+                        f"sealed with {moved[0].describe()}): every private key sealed again, "
+                        f"serial {state.serial} kept; {store.description}.backup keeps the "
+                        "previous version.")
         apis = {name: open_api(s) for name, s in reached.settings.items()
                 if name not in reached.failed}
         for s in reached.settings.values():

@@ -201,7 +201,9 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
             f"{settings.region or 'not set'}, api {Api(settings.api).value}).")
     backend = pinned_backend(saved, manifest)
     env.out(f"Saved plan state: {state_line(args, env, backend, saved)}.")
-    with session(args, env, operation="apply", manifest=Manifest(keypairs=(), backend=backend),
+    encryption = manifest.encryption if manifest is not None else None
+    with session(args, env, operation="apply",
+                 manifest=Manifest(keypairs=(), backend=backend, encryption=encryption),
                  provider=provider, target=saved_target(saved)) as sess:
         target = next(iter(sess.apis))
         remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]

@@ -1,5 +1,5 @@
-"""`reconciler state list|show|rm|pull|push|upgrade`: inspect or change state; never touches the
-cloud.
+"""`reconciler state list|show|rm|mv|pull|push|upgrade|rekey`: inspect or change state; never
+touches the cloud's key pairs (a state sealed with a KMS data key asks KMS for it, only).
 
 No output here ever holds private key material: a held key shows as ``(sensitive value)``
 and ``pull`` prints the document with its secrets still sealed, ASCII only (every other
@@ -14,6 +14,10 @@ interrupted run) is pushed with its journal folded in.
 format 3: every other write refuses it, because nothing in a format 1 file tells a real old one
 from an authenticated state stripped of its MAC. Run once, by someone who checked the file. It
 also migrates a format 2 state now (the first write would otherwise do it).
+
+``rekey`` seals every private key again under a fresh state key now (a new KMS data key, a
+passphrase with a new salt), the state's integrity key with it; lineage, serial and entries
+stay as they are.
 
 May import: everything but ``reconciler.cli``.
 """
@@ -52,12 +56,12 @@ from reconciler.targets import state_addressing
 
 def run(args: argparse.Namespace, env: Env) -> int:
     sub = args.state_command
-    if sub in ("rm", "mv", "push", "upgrade"):
+    if sub in ("rm", "mv", "push", "upgrade", "rekey"):
         refuse_without_lock(args, operation=f"state {sub}")
     if sub == "push":  # may create the state: the first push to a new backend
         return _push(args, env, open_state(args, env, discover=True))
     # Reading commands work without the key (unverified, and say so); writing ones need it.
-    store = open_existing_state(args, env, verify=sub in ("rm", "mv", "upgrade"))
+    store = open_existing_state(args, env, verify=sub in ("rm", "mv", "upgrade", "rekey"))
     if sub == "list":
         state = store.load()
         run = state_addressing(state)
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace, env: Env) -> int:
         return _mv(args, env, store)
     if sub == "upgrade":
         return _upgrade(args, env, store)
+    if sub == "rekey":
+        return _rekey(args, env, store)
     if sub == "pull":
         # ASCII only: no raw control or bidi text reaches the terminal
         data = ascii_document(store.export(), source=store.description)
@@ -209,7 +215,7 @@ def _upgrade(args: argparse.Namespace, env: Env, store: StateStore) -> int:
         old = store.format_version
         done = store.upgrade()
     if done is None:
-        env.out(f"{store.description} is already in state format {FORMAT_VERSION}: nothing to "
+        env.out(f"{store.description} is already in state format {old}: nothing to "
                 "upgrade.")
         return ExitCode.OK
     state, key_id = done
@@ -219,6 +225,26 @@ def _upgrade(args: argparse.Namespace, env: Env, store: StateStore) -> int:
             f"({len(state.keypairs)} key pairs).")
     env.out(f"{store.description}.backup keeps the format {old} version. This is needed only "
             "once: from now on every write checks the state's integrity.")
+    return ExitCode.OK
+
+
+def _rekey(args: argparse.Namespace, env: Env, store: StateStore) -> int:
+    """Every private key sealed again under a fresh key, now, even when nothing else changes
+    (one atomic document, as every commit; the backup keeps the previous one)."""
+    with store.lock(operation="state rekey", timeout=lock_timeout(args)):
+        state, old, new = store.rekey()
+    held = sum(1 for e in state.keypairs.values() if e.private_key is not None)
+    if new.id == old.id:
+        env.out(f"Rekeyed {store.description}: {held} private key(s) sealed again with new "
+                f"nonces under the same key ({new.describe()}), serial {state.serial}. The key "
+                "itself is the same (a key file is one fixed key); to change it, move the state "
+                "to another provider with encryption mode fallback.")
+    else:
+        env.out(f"Rekeyed {store.description}: {held} private key(s) sealed again under "
+                f"{new.describe()} (was {old.describe()}); the state is authenticated with it. "
+                f"Lineage {state.lineage}, serial {state.serial} and every entry are unchanged.")
+    env.out(f"{store.description}.backup keeps the previous version (sealed under the old key): "
+            "remove it once the new one is known good if the old key is to be retired.")
     return ExitCode.OK
 
 

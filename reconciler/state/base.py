@@ -58,6 +58,7 @@ from reconciler.model import (
     SealedSecret,
     Secret,
     State,
+    StateEncryption,
     StateKeyPair,
     TargetConnection,
 )
@@ -81,6 +82,7 @@ from reconciler.state.crypto import (
     StateKey,
     envelope_version,
 )
+from reconciler.state.kmskey import DataKeys
 from reconciler.state.protocol import Integrity
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -138,11 +140,14 @@ class JournaledStore:
     _backup_kind = "file"  # in messages: "restore the state from its .backup file"
 
     def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None],
-                 verify: bool = True) -> None:
-        self._keys = KeySource(environ=environ, notice=notice)
+                 verify: bool = True, encryption: StateEncryption | None = None,
+                 data_keys: Callable[[], DataKeys] | None = None) -> None:
+        self._keys = KeySource(environ=environ, notice=notice, choice=encryption,
+                               data_keys=data_keys)
         self._say = notice
         self._verify = verify  # the key is required, and a valid MAC
         self._upgrading = False  # only ``upgrade`` writes a format 1 or 2 state (as format 3)
+        self._rekeying = False  # ``rekey`` is sealing everything again under a new key
         # held by a migration (re-entered by its own commit): other writers wait for it
         self._migrate_mutex = threading.RLock()
         self._integrity = Integrity.VERIFIED
@@ -249,10 +254,11 @@ class JournaledStore:
                     "private keys).")
             self._integrity = Integrity.FORMAT_1 if legacy else Integrity.VERIFIED
             return chain
-        if not (self._verify or self._keys.available()):
+        if not (self._verify or self._keys.available(block)):
             self._integrity = Integrity.UNVERIFIED
             return chain
-        key = self._keys.resolve(block)  # StateKeyError: no key, or another one
+        # StateKeyError: no key, another one, or (a KMS data key) KMS refused or unreachable
+        key = self._keys.resolve(block, lineage=self._lineage)
         if disk is not None:
             verify_document(disk, key=key, source=self.description)
         for source, seed, records in journals:
@@ -314,8 +320,13 @@ class JournaledStore:
             with self._migrate_mutex:
                 if self._disk.format_version < FORMAT_VERSION and not self._upgrading:
                     self.upgrade()
+        if migrate and not (self._upgrading or self._rekeying) \
+                and self._keys.needs_rekey(self._key):
+            with self._migrate_mutex:
+                if not (self._upgrading or self._rekeying) and self._keys.needs_rekey(self._key):
+                    self.rekey()  # fallback: sealed by another provider, written by the chosen
         with self._key_mutex:
-            key = self._state_key or self._keys.resolve(self._key)
+            key = self._state_key or self._keys.resolve(self._key, lineage=self._lineage)
             with self._mutex:
                 if self._key is None:
                     self._key = key.block
@@ -441,7 +452,7 @@ class JournaledStore:
                 f"which key sealed it; restore the state from its .backup {self._backup_kind}."
             )
         with self._key_mutex:
-            key = self._keys.resolve(self._key)
+            key = self._keys.resolve(self._key, lineage=self._lineage)
         with self._mutex:
             target = target or self._target_of(name)
         return key.unseal(lineage=self._lineage, name=name,
@@ -513,10 +524,14 @@ class JournaledStore:
         # private key), not a change of the state
         changed = self._entries != self._disk.state.keypairs or (
             self._key != self._disk.key and not (upgrade and self._disk.key is None))
+        # a rekey seals the same entries under another key (its changes are committed first)
+        rekey = self._rekeying and self._key != self._disk.key
         if not (changed or upgrade):
             return None
-        # an upgrade alone keeps the serial: the same state in another format
-        state = State(lineage=self._lineage, serial=self._serial + 1 if changed else self._serial,
+        # an upgrade or a rekey alone keeps the serial: the same state, in another format or
+        # under another key
+        bump = changed and not rekey
+        state = State(lineage=self._lineage, serial=self._serial + 1 if bump else self._serial,
                       keypairs=dict(self._entries), targets=self._targets_now())
         return StateDocument(state, self._key)
 
@@ -563,10 +578,60 @@ class JournaledStore:
             try:
                 key = self._prepare_write()
                 with self._key_mutex:
-                    self._keys.resolve(self._key)  # the key the block names, or StateKeyError
+                    # the key the block names, or StateKeyError
+                    self._keys.resolve(self._key, lineage=self._lineage)
                 return self.commit(), key.id
             finally:
                 self._upgrading = False
+
+    def rekey(self) -> tuple[State, KeyBlock, KeyBlock]:
+        """Seal every private key again under a fresh key (hold the lock around this): of the
+        chosen provider, else of the one that sealed the state (a new KMS data key, a new
+        salt for a passphrase; a key file's key stays what the file holds, every value gets a
+        new nonce). Pending journal changes are committed first, under the old key; then one
+        new document, written as every commit is (a complete file renamed over the old one;
+        the backup keeps the previous one), at the same serial: the same state under another
+        key (a key file's rekey, under the same key, takes the next serial, so that its backup
+        is not taken for a rollback). Returns the state and the old and new key blocks."""
+        self._ensure_loaded()
+        with self._migrate_mutex:
+            self._rekeying = True
+            try:
+                old = self._prepare_write()  # a format 2 state is migrated first
+                self.commit()  # what the journal holds, folded in under the old key
+                with self._key_mutex:
+                    new = self._keys.fresh(self._key, lineage=self._lineage)
+                with self._mutex:
+                    before = self._key
+                    assert before is not None
+                    self._entries = {at: _resealed(e, old=old, new=new, lineage=self._lineage)
+                                     for at, e in self._entries.items()}
+                    self._key, self._state_key = new.block, new
+                return self.commit(), before, new.block
+            finally:
+                self._rekeying = False
+
+    def prepare_key(self) -> tuple[KeyBlock, KeyBlock] | None:
+        """With a provider chosen: make sure this run can write before anything is asked of
+        the cloud (a new state's KMS data key is made now; KMS failing stops the run here,
+        with nothing written), and move a state sealed by another provider (``fallback``)
+        to the chosen one now, as ``rekey`` does. Returns the old and new key blocks when it
+        moved; nothing chosen: does nothing."""
+        if self._keys.choice is None:
+            return None
+        self._ensure_loaded()
+        before = self._disk.key
+        self._prepare_write()
+        after = self._key
+        return (before, after) if before is not None and after is not None \
+            and before != after else None
+
+    @property
+    def key_provider(self) -> str | None:
+        """Who holds the state's key (``kms``, ``passphrase``, ``key_file``); None without a
+        key block."""
+        self._ensure_loaded()
+        return self._key.provider if self._key is not None else None
 
     def export(self) -> bytes:
         """The document a commit would write now (secrets stay sealed): the bytes as read if
@@ -603,7 +668,8 @@ class JournaledStore:
                           f"serial {state.serial}, above the state it replaces; saved plans "
                           "made from either are stale.")
         with self._key_mutex:
-            key = self._keys.resolve(doc.key)  # a key that cannot open it: refuse before writing
+            # a key that cannot open it: refuse before writing
+            key = self._keys.resolve(doc.key, lineage=doc.state.lineage)
         verify_document(doc, key=key, source=source)
         self._refuse_downgrade(doc, [])
         # a format 2 document is written as format 3: its secrets bound to their addresses
@@ -641,6 +707,18 @@ def _check_entry(entry: StateKeyPair) -> None:
 def address_of(entry: StateKeyPair) -> Address:
     """The address an entry is kept under."""
     return keypair_address(entry.name, entry.target)
+
+
+def _resealed(entry: StateKeyPair, *, old: StateKey, new: StateKey,
+              lineage: str) -> StateKeyPair:
+    """``entry`` with its private key (if any) unsealed with ``old`` and sealed with ``new``."""
+    if entry.private_key is None:
+        return entry
+    address = full_address(entry.name, entry.target)
+    secret = old.unseal(lineage=lineage, name=entry.name, address=address,
+                        sealed=entry.private_key)
+    return dataclasses.replace(entry, private_key=new.seal(lineage=lineage, address=address,
+                                                           secret=secret))
 
 
 def _current_envelopes(entries: Mapping[Address, StateKeyPair], *, key: StateKey,

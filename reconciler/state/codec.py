@@ -17,6 +17,12 @@ secret; ``credentials`` names a credential source; a field is null when not know
 Format 2 keyed entries by bare name and had no ``targets``; its secrets were bound to the
 name. A state of this release holds one target (``StateCorruptError`` for a name in two).
 
+Format 4 is format 3 sealed with a KMS data key: its key block also holds ``"kms": {"key_id",
+"cipher_text"}`` (the wrapped data key, see ``kmskey``), and only it does. It is a format of
+its own so that a release that cannot reach KMS says "upgrade reconciler" instead of taking
+the file for a damaged one; a state sealed with a passphrase or a key file is still written as
+format 3, which the previous release reads.
+
 Both are computed over the same bytes, the canonical JSON (sorted keys, no spaces, ASCII) of
 everything but ``checksum`` and ``mac`` (lineage and serial included):
 
@@ -57,7 +63,7 @@ key pair in the default target) are read as before; format 1 lines (``"v":1`` wi
 unkeyed ``sum``) only on top of a format 1 document.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.address``,
-``reconciler.state.crypto``.
+``reconciler.state.crypto``, ``reconciler.state.kmskey``.
 """
 
 from __future__ import annotations
@@ -85,8 +91,10 @@ from reconciler.model import (
     TargetConnection,
 )
 from reconciler.state.crypto import KeyBlock, StateKey
+from reconciler.state.kmskey import KmsWrap
 
 FORMAT_VERSION = 3
+KMS_FORMAT_VERSION = 4  # format 3 with a KMS data key in its key block
 JOURNAL_VERSION = 3
 MAC_PREFIX = "hmac-sha256:"
 _DOC_LABEL = b"reconciler state\x00"
@@ -401,8 +409,8 @@ def _protection(obj: object, *, where: str) -> KeyProtection | None:
 def key_block_from(obj: object, *, where: str) -> KeyBlock | None:
     if obj is None:
         return None
-    if not isinstance(obj, dict) or set(obj) - {"id", "kdf", "salt"}:
-        raise ValueError(f"{where}: must be {{id, kdf, salt}} or null")
+    if not isinstance(obj, dict) or set(obj) - {"id", "kdf", "salt", "kms"}:
+        raise ValueError(f"{where}: must be {{id, kdf, salt, kms?}} or null")
     kid, kdf, salt = obj.get("id"), obj.get("kdf"), obj.get("salt")
     if not isinstance(kid, str) or not re.fullmatch(r"[0-9a-f]{16}", kid):
         raise ValueError(f"{where}.id: must be 16 hex digits")
@@ -410,7 +418,10 @@ def key_block_from(obj: object, *, where: str) -> KeyBlock | None:
         raise ValueError(f"{where}.kdf: must be null or a scrypt parameter object")
     if salt is not None and not isinstance(salt, str):
         raise ValueError(f"{where}.salt: must be a string or null")
-    return KeyBlock(id=kid, kdf=kdf, salt=salt)
+    kms = KmsWrap.from_dict(obj["kms"], where=f"{where}.kms") if "kms" in obj else None
+    if kms is not None and (kdf is not None or salt is not None):
+        raise ValueError(f"{where}: a KMS data key has no kdf and no salt")
+    return KeyBlock(id=kid, kdf=kdf, salt=salt, kms=kms)
 
 
 # --- documents -------------------------------------------------------------------------------
@@ -428,7 +439,7 @@ def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
     for e in state.keypairs.values():
         targets.setdefault(e.target, TargetConnection())
     out: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": KMS_FORMAT_VERSION if doc.key.kms is not None else FORMAT_VERSION,
         "lineage": state.lineage,
         "serial": state.serial,
         "key": doc.key.as_dict(),
@@ -485,10 +496,10 @@ def decode_document(
     version = obj.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise _corrupt(source, "it has no integer format_version")
-    if version > FORMAT_VERSION:
+    if version > KMS_FORMAT_VERSION:
         raise StateCorruptError(
             f"{source} has format_version {version}, newer than this reconciler reads "
-            f"(up to {FORMAT_VERSION}): upgrade reconciler. The file was not changed."
+            f"(up to {KMS_FORMAT_VERSION}): upgrade reconciler. The file was not changed."
         )
     body = _body(obj)
     if obj.get("checksum") != _sha256(body):
@@ -508,6 +519,11 @@ def decode_document(
         doc = _document_from(obj)
     except ValueError as exc:
         raise _corrupt(source, str(exc)) from None
+    if (version == KMS_FORMAT_VERSION) != (doc.key is not None and doc.key.kms is not None):
+        raise _corrupt(source, f"format_version {version} " + (
+            "is sealed with a KMS data key, but its key block names none"
+            if version == KMS_FORMAT_VERSION else "holds a KMS data key, which only format 4 "
+            "has"))
     return StateDocument(doc.state, doc.key, format_version=version,
                          mac=mac if isinstance(mac, str) else None, signed=body, raw=data)
 

@@ -7,11 +7,23 @@ Where the key comes from, in order:
 2. ``RECONCILER_KEY_FILE``: 32 raw bytes or 64 hex characters;
 3. otherwise ``$HOME/.config/reconciler/key`` (HOME read from the injected environment),
    created 0600 in a 0700 directory the first time a secret must be sealed into a state
-   that has no key yet, with a one-line notice.
+   that has no key yet, with a one-line notice;
+4. a KMS data key (``kmskey``), when the run's encryption choice (``StateEncryption``: the
+   manifests' ``encryption`` block, ``--encryption``, ``RECONCILER_ENCRYPTION``) says
+   ``kms``, or the state's own key block names one and nothing else was chosen.
 
-A state records ``{"id", "kdf", "salt"}`` (``KeyBlock``) so that a wrong key is caught by its id
-before anything is decrypted or written. The key id is the first 16 hex digits of
-HMAC-SHA256(key, "reconciler key id"): it names a key without revealing it.
+A state records ``{"id", "kdf", "salt"}`` (``KeyBlock``), plus ``"kms": {"key_id",
+"cipher_text"}`` for a KMS data key, so that a wrong key is caught by its id before anything
+is decrypted or written.
+
+With a provider chosen, ``enforced`` (the default) opens only a state sealed by that provider
+(and, for KMS, that key); ``fallback`` opens a state sealed by another one with that one (its
+passphrase, key file or KMS key must be at hand) and ``needs_rekey`` says the next write moves
+it: ``fresh`` makes the key it moves to (a new data key, or a passphrase with a new salt).
+Nothing chosen keeps the rules above, and a KMS block opens with its own KMS key.
+
+The key id is the first 16 hex digits of HMAC-SHA256(key, "reconciler key id"): it names a key
+without revealing it.
 
 An envelope is ``"v3:" + base64(nonce || ciphertext || tag)``; the associated data is
 ``"reconciler state v3\\x00" + lineage + "\\x00" + address``, where ``address`` is the entry's
@@ -33,7 +45,8 @@ HMAC, and the MAC key never encrypts. It is derived once per key (scrypt runs on
 per journal line costs one HMAC.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.credcheck``,
-``reconciler.fsutil``, ``reconciler.state.files``, ``cryptography``.
+``reconciler.fsutil``, ``reconciler.state.files``, ``reconciler.state.kmskey``,
+``cryptography``.
 """
 
 from __future__ import annotations
@@ -56,10 +69,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from reconciler.credcheck import passphrase as checked_passphrase
-from reconciler.errors import StateCorruptError, StateKeyError, UsageError
+from reconciler.errors import StateCorruptError, StateKeyError, StateTamperedError, UsageError
 from reconciler.fsutil import explain, read_regular, remove_quietly
-from reconciler.model import SealedSecret, Secret
+from reconciler.model import SealedSecret, Secret, StateEncryption
 from reconciler.state.files import fsync_dir, write_new_file
+from reconciler.state.kmskey import DataKeys, KmsWrap, new_data_key, open_data_key
 
 PASSPHRASE_ENV = "RECONCILER_PASSPHRASE"
 KEY_FILE_ENV = "RECONCILER_KEY_FILE"
@@ -80,6 +94,9 @@ _KEY_ID_LABEL = b"reconciler key id"
 _MAC_INFO = b"reconciler state integrity v2"
 _AAD_LABELS = {3: b"reconciler state v3\x00", 2: b"reconciler state v2\x00", 1: b""}
 _PREFIXES = {3: ENVELOPE_PREFIX, 2: V2_ENVELOPE_PREFIX, 1: LEGACY_ENVELOPE_PREFIX}
+PROVIDER_WORDS = {"passphrase": f"a passphrase ({PASSPHRASE_ENV})",
+                  "key_file": f"a key file ({KEY_FILE_ENV} or ~/.config/reconciler/key)",
+                  "kms": "a KMS data key"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +104,30 @@ class KeyBlock:
     """The state's ``key`` block: which key sealed its secrets, and how to derive it.
 
     ``kdf`` is ``None`` for a key file, else the scrypt parameters (``name``, ``n``, ``r``,
-    ``p``); ``salt`` is base64, present with a KDF. Holds no secret.
+    ``p``); ``salt`` is base64, present with a KDF. ``kms``: the wrapped data key, for a KMS
+    one. Holds no secret.
     """
 
     id: str
     kdf: Mapping[str, Any] | None = None
     salt: str | None = None
+    kms: KmsWrap | None = None
+
+    @property
+    def provider(self) -> str:
+        """``kms``, ``passphrase`` or ``key_file``: who holds the key."""
+        return "kms" if self.kms is not None else "passphrase" if self.kdf else "key_file"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kdf": dict(self.kdf) if self.kdf else None, "salt": self.salt}
+        out: dict[str, Any] = {"id": self.id, "kdf": dict(self.kdf) if self.kdf else None,
+                               "salt": self.salt}
+        if self.kms is not None:
+            out["kms"] = self.kms.as_dict()
+        return out
 
     def describe(self) -> str:
+        if self.kms is not None:
+            return f"key id {self.id}, a data key under KMS key {self.kms.key_id}"
         how = "a passphrase (RECONCILER_PASSPHRASE)" if self.kdf else "a key file"
         return f"key id {self.id}, from {how}"
 
@@ -268,42 +298,187 @@ def create_key_file(path: Path) -> bytes:
 
 
 class KeySource:
-    """Finds the state key from the environment, lazily and at most once per block.
+    """Finds the state key, lazily and at most once per block.
 
     ``resolve(block)`` checks the key against a state's block (``StateKeyError`` naming both
-    ids on a mismatch); ``resolve(None)`` makes the key for a state that has none yet.
+    ids on a mismatch, or the provider an ``enforced`` choice refuses); ``resolve(None)``
+    makes the key for a state that has none yet. ``choice``: the run's ``StateEncryption``
+    (None or no provider: the environment's passphrase or key file, as before);
+    ``data_keys``: how to reach KMS, called only when a KMS key is needed.
     """
 
-    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None]) -> None:
+    def __init__(self, *, environ: Mapping[str, str], notice: Callable[[str], None],
+                 choice: StateEncryption | None = None,
+                 data_keys: Callable[[], DataKeys] | None = None) -> None:
         self._environ = environ
         self._notice = notice
+        self._choice = choice if choice is not None and choice.provider else None
+        self._data_keys = data_keys
+        self._service: DataKeys | None = None
+        self._kms_key_id: str | None = None  # the chosen KMS key, resolved
         self._cache: dict[object, StateKey] = {}
+        self._fresh: dict[object, StateKey] = {}  # (block, lineage) -> the key it moves to
 
-    def available(self) -> bool:
+    @property
+    def choice(self) -> StateEncryption | None:
+        return self._choice
+
+    def available(self, block: KeyBlock | None = None) -> bool:
         """Whether a key was given: a passphrase, a key file, or the default key file exists.
-        Without one a state can be read (unverified), never written."""
+        Without one a state can be read (unverified), never written. A KMS data key is never
+        "available" to a read that need not unseal: such a read (``plan``) never asks KMS."""
+        if block is not None and block.kms is not None:
+            return False
         if self._environ.get(PASSPHRASE_ENV) is not None or self._environ.get(KEY_FILE_ENV):
             return True
         path = default_key_path(self._environ)
         return path is not None and path.exists()
 
-    def resolve(self, block: KeyBlock | None) -> StateKey:
-        cache_key = _hashable(block)
+    def resolve(self, block: KeyBlock | None, *, lineage: str = "") -> StateKey:
+        cache_key = ("new", lineage) if block is None else _hashable(block)
         if cache_key not in self._cache:
-            key = self._derive(block)
+            if block is not None:
+                self._check_policy(block)
+            key = self._derive(block, lineage)
             if block is not None and key.id != block.id:
                 raise self._mismatch(block, key)
             self._cache[cache_key] = key
             self._cache[_hashable(key.block)] = key
         return self._cache[cache_key]
 
-    def _derive(self, block: KeyBlock | None) -> StateKey:
+    def needs_rekey(self, block: KeyBlock | None) -> bool:
+        """Whether a state sealed under ``block`` is written under another key: a chosen
+        provider (or KMS key) other than the one that sealed it (``fallback``)."""
+        choice = self._choice
+        if choice is None or block is None:
+            return False
+        if block.provider != choice.provider:
+            return True
+        return choice.provider == "kms" and block.kms is not None \
+            and block.kms.key_id != self._chosen_kms_key()
+
+    def fresh(self, block: KeyBlock | None, *, lineage: str) -> StateKey:
+        """The new key a state sealed under ``block`` moves to (``state rekey``, or a
+        ``fallback`` write): of the chosen provider (none chosen: of ``block``'s own), a new
+        data key or a new salt; a key file's key stays what the file holds. Made once per
+        block and lineage."""
+        cache_key = (_hashable(block), lineage)
+        if cache_key not in self._fresh:
+            provider = self._choice.provider if self._choice is not None else (
+                block.provider if block is not None else None)
+            if provider == "kms":
+                kms_key = self._chosen_kms_key() if self._choice is not None else (
+                    block.kms.key_id if block is not None and block.kms else None)
+                assert kms_key is not None
+                key = self._new_kms_key(kms_key, lineage)
+            elif provider == "passphrase":
+                key = self._from_passphrase(self._passphrase(None), None)
+            elif provider == "key_file":
+                key = self._from_key_file(None)
+            else:
+                key = self._legacy(None)
+            self._fresh[cache_key] = key
+            self._cache[_hashable(key.block)] = key
+        return self._fresh[cache_key]
+
+    def _derive(self, block: KeyBlock | None, lineage: str) -> StateKey:
+        if self._choice is None:
+            if block is not None and block.kms is not None:
+                return self._open_kms(block, lineage)
+            return self._legacy(block)
+        provider = self._choice.provider if block is None else block.provider
+        if provider == "kms":
+            if block is None:
+                return self._new_kms_key(self._chosen_kms_key(), lineage)
+            return self._open_kms(block, lineage)
+        if provider == "passphrase":
+            return self._from_passphrase(self._passphrase(block), block)
+        return self._from_key_file(block)
+
+    def _check_policy(self, block: KeyBlock) -> None:
+        """``enforced``: the state must be sealed by the chosen provider (and KMS key)."""
+        choice = self._choice
+        if choice is None or choice.mode != "enforced":
+            return
+        assert choice.provider is not None
+        origin = choice.origin or "the encryption choice"
+        move = ("To move it, run one apply with encryption mode fallback (--encryption-mode "
+                "fallback, or mode: fallback in the encryption block) and the key it is sealed "
+                "with at hand; then go back to enforced. Nothing was decrypted or written.")
+        if block.provider != choice.provider:
+            raise StateKeyError(
+                f"the state's secrets are sealed with {block.describe()}, but {origin} "
+                f"enforces {PROVIDER_WORDS[choice.provider]}: the state is not read with "
+                f"another provider. {move}")
+        if block.kms is not None and block.kms.key_id != self._chosen_kms_key():
+            raise StateKeyError(
+                f"the state's secrets are sealed with {block.describe()}, but {origin} "
+                f"enforces KMS key {self._chosen_kms_key()}. {move}")
+
+    # --- KMS ---------------------------------------------------------------------------------
+
+    def _kms(self) -> DataKeys:
+        if self._service is None:
+            if self._data_keys is None:
+                raise StateKeyError(
+                    "this state's key is a KMS data key, and this command has no way to reach "
+                    "KMS; run it through the reconciler command line, with the target's "
+                    "credentials. Nothing was decrypted or written.")
+            self._service = self._data_keys()
+        return self._service
+
+    def _chosen_kms_key(self) -> str:
+        choice = self._choice
+        assert choice is not None
+        if self._kms_key_id is None:
+            if not choice.kms_key:
+                raise UsageError(
+                    f"{choice.origin or 'the encryption choice'} chooses provider kms but no "
+                    "KMS key: give kms.key_id in the encryption block, --kms-key-id or "
+                    "RECONCILER_KMS_KEY_ID (the key's UUID, or alias/NAME).")
+            self._kms_key_id = self._kms().key_id(choice.kms_key)
+        return self._kms_key_id
+
+    def _new_kms_key(self, kms_key: str, lineage: str) -> StateKey:
+        raw, wrap = new_data_key(self._kms(), kms_key, lineage=lineage)
+        return StateKey(KeyBlock(id=key_id(raw), kms=wrap), raw)
+
+    def _open_kms(self, block: KeyBlock, lineage: str) -> StateKey:
+        assert block.kms is not None
+        raw = open_data_key(self._kms(), block.kms, lineage=lineage)
+        if key_id(raw) != block.id:
+            raise StateTamperedError(
+                f"the data key KMS unwrapped from the state's key block is not the key its id "
+                f"names ({block.id}): the key block was altered. Nothing was decrypted or "
+                "written. Restore the state from its backup or from version control.")
+        return StateKey(block, raw)
+
+    # --- a passphrase, a key file ------------------------------------------------------------
+
+    def _legacy(self, block: KeyBlock | None) -> StateKey:
+        """Nothing chosen: the passphrase or the key file the environment gives."""
         passphrase = self._environ.get(PASSPHRASE_ENV)
         key_file = self._environ.get(KEY_FILE_ENV)
         if passphrase is not None and key_file:
             raise UsageError(f"set only one of {PASSPHRASE_ENV} and {KEY_FILE_ENV}, not both.")
         if passphrase is not None:
             return self._from_passphrase(checked_passphrase(PASSPHRASE_ENV, passphrase), block)
+        if key_file:
+            self._warn_if_exposed(Path(key_file))
+            return _raw_key(read_key_file(Path(key_file)))
+        return self._from_default_file(block)
+
+    def _passphrase(self, block: KeyBlock | None) -> str:
+        passphrase = self._environ.get(PASSPHRASE_ENV)
+        if passphrase is None:
+            what = (f"this state's secrets are sealed with {block.describe()}"
+                    if block is not None else "the state key provider chosen is passphrase")
+            raise StateKeyError(f"{what}: set {PASSPHRASE_ENV} to the passphrase. Nothing was "
+                                "decrypted or written.")
+        return checked_passphrase(PASSPHRASE_ENV, passphrase)
+
+    def _from_key_file(self, block: KeyBlock | None) -> StateKey:
+        key_file = self._environ.get(KEY_FILE_ENV)
         if key_file:
             self._warn_if_exposed(Path(key_file))
             return _raw_key(read_key_file(Path(key_file)))
@@ -396,4 +571,4 @@ def _hashable(block: KeyBlock | None) -> object:
     if block is None:
         return None
     kdf = tuple(sorted(block.kdf.items())) if block.kdf else None
-    return (block.id, kdf, block.salt)
+    return (block.id, kdf, block.salt, block.kms)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from reconciler.env import Env
 from reconciler.errors import UsageError
-from reconciler.model import S3Location
+from reconciler.model import S3Location, StateEncryption
+from reconciler.state.kmskey import DataKeys
 from reconciler.state.local import LocalStateStore
 from reconciler.state.protocol import StateStore
 from reconciler.urls import parse_endpoint
@@ -104,10 +105,14 @@ def open_store(
     notice: Callable[[str], None],
     insecure: bool = False,
     verify: bool = True,
+    encryption: StateEncryption | None = None,
+    data_keys: Callable[[], DataKeys] | None = None,
 ) -> StateStore:
     """The configured state store, not yet loaded or locked. ``verify``: loading requires the
     key and a valid MAC (every command that writes state or reveals a secret); else the MAC
-    is checked when a key is available and the state read unverified when none is."""
+    is checked when a key is available and the state read unverified when none is.
+    ``encryption`` and ``data_keys``: the run's choice of state key provider and how to reach
+    KMS (see ``crypto.KeySource``)."""
     chosen = choose_backend(
         state_path=state_path,
         backend=backend,
@@ -119,6 +124,7 @@ def open_store(
         from reconciler.state.s3 import S3StateStore
 
         return S3StateStore(chosen, environ=env.environ, notice=notice, clock=env.clock,
-                            insecure=insecure, verify=verify)
+                            insecure=insecure, verify=verify, encryption=encryption,
+                            data_keys=data_keys)
     return LocalStateStore(chosen.path, environ=env.environ, notice=notice, clock=env.clock,
-                           verify=verify)
+                           verify=verify, encryption=encryption, data_keys=data_keys)

@@ -54,7 +54,7 @@ from reconciler.fsutil import (
     refuse_odd_target,
     remove_quietly,
 )
-from reconciler.model import State, StateKeyPair
+from reconciler.model import State, StateEncryption, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
     JournalRecord,
@@ -65,6 +65,7 @@ from reconciler.state.codec import (
 from reconciler.state.crypto import KeyBlock
 from reconciler.state.files import fsync_dir, write_all, write_new_file
 from reconciler.state.flock import FileLock
+from reconciler.state.kmskey import DataKeys
 from reconciler.state.paths import state_paths
 
 _NO_LIMIT = 1 << 40  # the state and its journal are ours: their size is not bounded here
@@ -81,8 +82,11 @@ class LocalStateStore(JournaledStore):
         notice: Callable[[str], None] = no_notice,
         clock: Callable[[], datetime] | None = None,
         verify: bool = True,
+        encryption: StateEncryption | None = None,
+        data_keys: Callable[[], DataKeys] | None = None,
     ) -> None:
-        super().__init__(environ=environ, notice=notice, verify=verify)
+        super().__init__(environ=environ, notice=notice, verify=verify, encryption=encryption,
+                         data_keys=data_keys)
         self.paths = state_paths(Path(path))
         self.path = self.paths.state
         self.description = str(self.path)
@@ -206,7 +210,8 @@ class LocalStateStore(JournaledStore):
 
         Authenticated files only (format 2 and later): format 1 has no MAC to trust. The
         backup of a migration is the same state in an older format at the same serial, not a
-        rollback; nor is the same inode (the crash window of a commit: the backup linked, the
+        rollback, nor is that of a rekey (the same serial under another key); nor is the same
+        inode (the crash window of a commit: the backup linked, the
         state not yet replaced)."""
         try:
             data = read_regular(self.backup_path, limit=_NO_LIMIT, follow=False, growing=True)
@@ -216,7 +221,9 @@ class LocalStateStore(JournaledStore):
             return  # no backup, or one that cannot tell anything
         migrated = (backup.format_version < disk.format_version
                     and backup.state.serial == disk.state.serial)
-        if (disk.format_version < 2 or backup.format_version < 2 or migrated
+        # a rekey seals the same state (same serial) under another key: not a rollback
+        rekeyed = backup.key != disk.key and backup.state.serial == disk.state.serial
+        if (disk.format_version < 2 or backup.format_version < 2 or migrated or rekeyed
                 or backup.state.lineage != disk.state.lineage
                 or backup.state.serial < disk.state.serial or same):
             return

@@ -1,6 +1,7 @@
 """The state store protocol: what plan, apply and the state commands need of any backend.
 
-May import: ``reconciler.model``, ``reconciler.errors``.
+May import: ``reconciler.model``, ``reconciler.errors``; ``reconciler.state.crypto`` for
+types only.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from reconciler.model import SealedSecret, Secret, State, StateKeyPair, TargetConnection
+
+if TYPE_CHECKING:
+    from reconciler.state.crypto import KeyBlock
 
 
 class Integrity(StrEnum):
@@ -119,6 +123,23 @@ class StateStore(Protocol):
         """Rewrite a format 1 or 2 state as format 3 with the state key (the caller holds the
         lock), keeping its serial; the backup keeps the older document. Returns the state and
         the key id, or ``None`` when it is format 3 already."""
+        ...
+
+    def rekey(self) -> tuple[State, KeyBlock, KeyBlock]:
+        """Seal every private key again under a fresh key of the chosen provider (the caller
+        holds the lock), keeping the serial; pending changes are committed first. Returns the
+        state and the old and new key blocks (``crypto.KeyBlock``)."""
+        ...
+
+    def prepare_key(self) -> tuple[KeyBlock, KeyBlock] | None:
+        """With a state key provider chosen, make sure this run can write (a new state's KMS
+        data key made now) and move a state sealed by another provider (``fallback``) to it
+        now. Returns the old and new key blocks when it moved."""
+        ...
+
+    @property
+    def key_provider(self) -> str | None:
+        """Who holds the state's key: ``kms``, ``passphrase``, ``key_file``; None for none."""
         ...
 
     def export(self) -> bytes:

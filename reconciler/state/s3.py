@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 
 from reconciler.address import keypair_address
 from reconciler.errors import StaleStateError, StateCorruptError, StateError
-from reconciler.model import S3Location, State, StateKeyPair
+from reconciler.model import S3Location, State, StateEncryption, StateKeyPair
 from reconciler.state.base import JournaledStore, no_notice
 from reconciler.state.codec import (
     JournalRecord,
@@ -50,6 +50,7 @@ from reconciler.state.codec import (
     decode_journal,
 )
 from reconciler.state.crypto import KeyBlock
+from reconciler.state.kmskey import DataKeys
 from reconciler.state.lockinfo import who
 from reconciler.state.s3io import ConditionFailed, Objects, make_client
 from reconciler.state.s3lock import S3Lock
@@ -83,8 +84,11 @@ class S3StateStore(JournaledStore):
         insecure: bool = False,
         conditional_writes: bool | None = None,
         verify: bool = True,
+        encryption: StateEncryption | None = None,
+        data_keys: Callable[[], DataKeys] | None = None,
     ) -> None:
-        super().__init__(environ=environ, notice=notice, verify=verify)
+        super().__init__(environ=environ, notice=notice, verify=verify, encryption=encryption,
+                         data_keys=data_keys)
         self.location = location
         self.description = location.url
         self.object_key = location.key

@@ -695,8 +695,9 @@ def test_an_adoption_with_other_custody_is_refused_unless_reconciler_holds_the_k
     before = emulator.counters()
     applied = cli("apply", "--auto-approve", str(cli.manifests))
     assert applied.code == 0, applied.text
-    # the list, plain's detail read, and the two custody calls the plan showed
-    assert _deltas(emulator, before) == {"list": 1, "get": 1, "import_private_key": 1,
+    # the list, plain's detail read, kept's read just before its clear (the cloud must still
+    # hold the key state holds), and the two custody calls the plan showed
+    assert _deltas(emulator, before) == {"list": 1, "get": 2, "import_private_key": 1,
                                          "clear_private_key": 1}
     assert emulator.store.get("plain").key_protection
     assert not emulator.store.get("kept").key_protection

@@ -172,7 +172,8 @@ def make_plan(
     first = next(iter(snapshots.values()), None)
     default_api = first.api if first is not None else DEFAULT_API
     ctx = Context(options=options, now=now, api=default_api, problems=problems,
-                  replacing=frozenset(replacing), importing=importing)
+                  replacing=frozenset(replacing), importing=importing, snapshots=snapshots,
+                  entries=entries)
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[Address] = []
@@ -191,10 +192,12 @@ def make_plan(
         ctx.api = snapshot.api if snapshot is not None else default_api
         decided = REGISTRY[addr.kind].decide(addr, desired.get(addr), prior, actual.get(addr),
                                              ctx)
-        changes.extend(replace(c, at=addr) for c in decided.changes)
-        drift.extend(replace(d, at=addr) for d in decided.drift)
+        changes.extend(replace(c, at=c.at or addr) for c in decided.changes)
+        drift.extend(replace(d, at=d.at or addr) for d in decided.drift)
         forget.extend(decided.forget)
         lifecycle.extend(decided.lifecycle)
+    for kind in REGISTRY.values():
+        changes = kind.review(changes, ctx)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
     moved = tuple(sorted(((Address(a.target, a.kind, a.name, qualified=True),
@@ -213,7 +216,7 @@ def make_plan(
         state_verified=state.verified,
         moved=moved, unreachable=tuple(sorted(unreachable.items())),
         within=tuple(sorted(within_set)), forget_targets=tuple(sorted(forgotten)),
-        run_targets=run.targets,
+        run_targets=run.targets, warnings=tuple(ctx.warnings),
     )
 
 

@@ -10,12 +10,13 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protoc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from reconciler.api.protocol import KeyPairApi
 from reconciler.errors import ReconcilerError, TargetRefreshError
-from reconciler.model import RemoteSnapshot
+from reconciler.model import RemoteServer, RemoteSnapshot
 
 MAX_PARALLEL_TARGETS = 8
 
@@ -57,3 +58,18 @@ def refresh_targets(apis: Mapping[str, KeyPairApi], *,
         if name in failed:
             raise TargetRefreshError(name, failed[name])
     return out
+
+
+def with_servers(snapshots: Mapping[str, RemoteSnapshot],
+                 listers: Mapping[str, Callable[[], tuple[RemoteServer, ...]]], *,
+                 parallelism: int = MAX_PARALLEL_TARGETS) -> dict[str, RemoteSnapshot]:
+    """Each snapshot with its target's ECS server list (one listing per target, read
+    concurrently): read only when a plan has bindings, or a key pair to delete or replace
+    whose dependents it must name. An error of a listing is raised as it is."""
+    if not snapshots:
+        return {}
+    workers = max(1, min(parallelism, len(snapshots)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="servers") as pool:
+        futures = {name: pool.submit(listers[name]) for name in snapshots}
+        return {name: dataclasses.replace(snapshot, servers=futures[name].result())
+                for name, snapshot in snapshots.items()}

@@ -395,8 +395,9 @@ class KeyPairKind:
 
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:
-        check_before_acting(plan, held)
-        check_state_key(plan, store)
+        own = replace(plan, changes=tuple(c for c in plan.changes if c.address.kind == KEYPAIR))
+        check_before_acting(own, held)
+        check_state_key(own, store)
 
     def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
                 now: Callable[[], datetime], generate: Callable[..., Any] | None,

@@ -138,3 +138,39 @@ def test_names_resolve_exactly(cli: Cli, emulator: Emulator) -> None:
     assert "server name 'dup' is ambiguous: 2 servers have it" in plan.err
     assert "no server has that id or name" in plan.err  # web-1 is not web-10
     assert "keys.yaml:6:" in plan.err
+
+
+def test_a_task_left_running_is_followed_not_submitted_again(cli: Cli,
+                                                            emulator: Emulator) -> None:
+    """As after a kill -9 between the submission and its end: the next apply finds the task
+    in running-tasks and follows it."""
+    from reconciler.api.kps_tasks import KpsTasksClient
+    from tests.test_emulator_kms import settings
+
+    sid = server(emulator, "web-1")
+    cli.write("keypairs:\n  - name: web\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    admin(emulator, "POST", "binding", {"task_seconds": 1.0})
+    kps = KpsTasksClient(settings(emulator))
+    try:
+        assert kps.associate("web", sid).accepted
+    finally:
+        kps.close()
+    cli.write(manifest("[web-1]").replace("    generate: ed25519\n", ""))
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert counted(emulator, "kps_associate") == 1  # the first submission only
+    assert counted(emulator, "kps_list_running_tasks") == 1
+    assert key_names(emulator) == {"web-1": "web"}
+    assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def test_a_refused_bind_is_reported_by_address_with_the_cloud_reason(cli: Cli,
+                                                                    emulator: Emulator) -> None:
+    sid = server(emulator, "img", image="private")
+    cli.write(manifest("[img]"))
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 1, applied.text
+    assert f"Error: binding.web.{sid}: KPS refused the task for server 'img'" in applied.err
+    assert "KPS.0102: server" in applied.err and "runs a private" in applied.out
+    assert "1 of 2 changes failed" in applied.err

@@ -54,11 +54,13 @@ def apply_plan(
     now: Callable[[], datetime],
     generate: Callable[..., Any] | None = None,
     state: State | None = None,
+    bindings: Mapping[str, Any] | None = None,
 ) -> ApplyResult:
     """Carry out ``plan`` and return the state reached, even when some changes failed.
 
     ``api`` is the run's one API, or each target's by target name: every change goes through
-    the API of its address's target, all of them on one pool of ``parallelism`` workers.
+    the API of its address's target, all of them on one pool of ``parallelism`` workers;
+    ``bindings``: each target's ECS and KPS binding clients, for plans that bind servers.
     The caller holds the state lock and has loaded the store (``state``: what it loaded;
     loaded again when not given). Raises ``ApplyError`` before any change when the plan
     deletes a key pair state does not hold or a custody private key does not check out.
@@ -86,7 +88,8 @@ def apply_plan(
 
     appliers: dict[tuple[str, str], Applier] = {
         (kind.name, target): kind.applier(api=a, store=store, hooks=hooks, now=now,
-                                          generate=generate, target=target)
+                                          generate=generate, target=target,
+                                          bindings=(bindings or {}).get(target))
         for kind in REGISTRY.values() for target, a in apis.items()}
     outcomes: list[Outcome] = []
     priors = {c.address: c.prior for c in plan.changes if c.prior is not None}
@@ -178,14 +181,19 @@ def waves(changes: tuple[Change, ...]) -> list[list[Change]]:
     cycle is an internal error, never a silent reorder."""
     planned = {c.address: c for c in changes}
     level: dict[Address, int] = {}
+    waiting: dict[Address, list[Address]] = {}  # what must wait for whom (``precedes``)
+    for change in changes:
+        for later in REGISTRY[change.address.kind].precedes(change):
+            if later in planned and later != change.address:
+                waiting.setdefault(later, []).append(change.address)
 
     def depth(change: Change, seen: frozenset[Address]) -> int:
         if change.address in level:
             return level[change.address]
         if change.address in seen:
             raise ApplyError(f"internal error: {change.address} depends on itself")
-        before = [planned[a] for a in REGISTRY[change.address.kind].depends_on(change)
-                  if a in planned]
+        before = [planned[a] for a in (*REGISTRY[change.address.kind].depends_on(change),
+                                       *waiting.get(change.address, ())) if a in planned]
         found = 1 + max((depth(b, seen | {change.address}) for b in before), default=-1)
         level[change.address] = found
         return found

@@ -80,6 +80,8 @@ class PlanOptions:
     mode: Mode = Mode.NORMAL
     targets: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
+    # --allow-bound-delete: delete a key pair that servers still use (the plan warns).
+    allow_bound_delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,9 @@ class Plan:
     # Every target in play (declared, then those only state holds); several: addresses show
     # the target, and a saved plan records each target's connection.
     run_targets: tuple[str, ...] = ()
+    # What the plan warns of before apply (what the cloud will refuse, servers that lose a
+    # key pair): shown in the text plan and the Markdown comment.
+    warnings: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> tuple[Change, ...]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from pathlib import Path
 
 from reconciler import keys
 from reconciler.address import (
+    DEFAULT_TARGET,
     KEYPAIR,
     AddressSyntaxError,
     is_target_name,
@@ -53,6 +54,7 @@ from reconciler.model import (
     Manifest,
     ProviderConfig,
     S3Location,
+    ServerRef,
     SourceLocation,
     StateEncryption,
     TargetConfig,
@@ -365,9 +367,49 @@ class _KeyPairCheck:
         self._check_rotation()
         targets = self._targets()
         self._check_apis(targets)
+        servers = self._servers(targets)
         if not self.ok or name is None:
             return None  # the load fails anyway; records are built only for sound items
-        return self._record(name, public_key, protection, targets)
+        return replace(self._record(name, public_key, protection, targets), servers=servers)
+
+    def _servers(self, targets: tuple[str, ...]) -> tuple[tuple[str, tuple[ServerRef, ...]], ...]:
+        """``servers:``: a list for a key pair in one target, a map from each of its targets
+        to a list when it is in several (the schema has checked each list's entries)."""
+        given = self.item.get("servers")
+        if given is None:
+            return ()
+        placed = targets or tuple(self.loader.target_configs) or (DEFAULT_TARGET,)
+
+        def refs(items: object, path: NodePath) -> tuple[ServerRef, ...]:
+            if not isinstance(items, list):
+                return ()
+            return tuple(ServerRef(ref=v, location=self.doc.location((*path, i)))
+                         for i, v in enumerate(items) if isinstance(v, str))
+
+        if isinstance(given, list):
+            if len(placed) > 1:
+                self.add("servers", f"servers is a list, but {self._whose()[:-2] or 'the key pair'}"
+                         f" is in {len(placed)} targets ({', '.join(placed)})", key=True,
+                         detail="give a map from each target to its servers, e.g. "
+                                f"`servers: {{{placed[0]}: [web-1]}}`")
+                return ()
+            return ((placed[0], refs(given, (*self.path, "servers"))),)
+        if not isinstance(given, dict):
+            return ()
+        out = []
+        for target, items in given.items():
+            if target not in placed:
+                self.ok = False
+                self.loader.add(self.doc, (*self.path, "servers", target),
+                                f"servers names target {show(target)}, which "
+                                f"{self._whose()[:-2] or 'the key pair'} is not in",
+                                key=True, detail=(
+                                    f"its targets: {', '.join(placed)}; bind servers only in a "
+                                    "target the key pair is in" if self.loader.targets is not None
+                                    else "without a targets block, give servers as a list"))
+                continue
+            out.append((str(target), refs(items, (*self.path, "servers", target))))
+        return tuple(out)
 
     def _targets(self) -> tuple[str, ...]:
         """The key pair's own list of targets, each declared in the targets block."""

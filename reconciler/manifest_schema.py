@@ -277,6 +277,11 @@ def _translate(error: Any, doc: YamlDocument, prefix: NodePath) -> list[Diagnost
     if validator == "anyOf" and path and path[-1] == "encryption":
         return [_diag(doc, path, "encryption type kms needs kms_key_name or kms_key_id",
                       detail="name the KMS key, e.g. kms_key_name: ops-kms")]
+    if validator == "anyOf" and path and path[-1] == "servers":
+        return [_diag(doc, path, "servers must be a list of ECS server ids or names (1-64 "
+                      "printable characters each, each once), or a map from target name to "
+                      "such a list", detail="e.g. `servers: [web-1, web-2]`, or `servers: "
+                      "{prod: [web-1]}` for a key pair in several targets")]
     if validator == "anyOf" and "then" in error.schema_path:  # type: x509, no certificate
         return [_x509_source(instance, doc, path)]
     return [_diag(doc, path, f"does not satisfy the schema rule {validator!r}",

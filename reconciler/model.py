@@ -135,6 +135,15 @@ class KeyProtection:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerRef:
+    """One entry of a key pair's ``servers:`` list: an ECS server id, or a server name the
+    plan resolves to an id (an exact compare against the target's server list)."""
+
+    ref: str
+    location: SourceLocation = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredKeyPair:
     """One key pair as a manifest asks for it, normalised.
 
@@ -158,6 +167,9 @@ class DesiredKeyPair:
     rotate_after_seconds: int | None = None
     # The target names it belongs to, as the manifest lists them; () means every target.
     targets: tuple[str, ...] = ()
+    # The servers it is bound to, per target: (target, servers) in manifest order; () for a
+    # key pair without ``servers:`` (the binding kind plans nothing for it).
+    servers: tuple[tuple[str, tuple[ServerRef, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,12 +342,35 @@ class RemoteKeyPair:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteServer:
+    """An ECS server as its list reports it: which key pair it holds (None: none)."""
+
+    id: str
+    name: str
+    status: str  # ACTIVE (running), SHUTOFF (stopped), ...
+    key_name: str | None = None
+    image_type: str | None = None  # metering.imagetype: gold (public), private, ...
+
+    @property
+    def running(self) -> bool:
+        return self.status == "ACTIVE"
+
+    @property
+    def public_image(self) -> bool:
+        return self.image_type in (None, "gold")
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteSnapshot:
-    """What exists in the cloud, from one (paginated) list."""
+    """What exists in the cloud, from one (paginated) list.
+
+    ``servers`` is the target's ECS server list, read only when the plan needs it (it has
+    bindings, or a key pair to delete or replace); None when it was not read."""
 
     keypairs: Mapping[str, RemoteKeyPair]
     api: Api
     requests: int = 0
+    servers: tuple[RemoteServer, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +429,8 @@ class StateKeyPair:
     # The target it lives in (``address.DEFAULT_TARGET`` for a run without a targets block);
     # with ``name``, its address, which its sealed private key is bound to.
     target: str = "default"
+    # The ECS servers reconciler bound it to (ids, sorted): the binding kind's record.
+    servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _targets(p)
     p.add_argument("--replace", action="append", default=[], metavar="NAME",
                    help="plan to replace this key pair (repeatable)")
+    p.add_argument("--allow-bound-delete", action="store_true",
+                   help="delete key pairs that servers still use (the plan warns)")
     p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
     p.add_argument("--refresh-only", action="store_true",
                    help="only show how the cloud drifted from state")
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="changes carried out at once (default 10)")
     _targets(p)
     p.add_argument("--replace", action="append", default=[], metavar="NAME")
+    p.add_argument("--allow-bound-delete", action="store_true",
+                   help="delete key pairs that servers still use (the plan warns)")
     p.add_argument("--refresh-only", action="store_true",
                    help="record in state how the cloud drifted; change nothing in the cloud")
     p.add_argument("--destroy", action="store_true",

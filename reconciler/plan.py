@@ -175,7 +175,8 @@ def make_plan(
     first = next(iter(snapshots.values()), None)
     default_api = first.api if first is not None else DEFAULT_API
     ctx = Context(options=options, now=now, api=default_api, problems=problems,
-                  replacing=frozenset(replacing), importing=importing)
+                  replacing=frozenset(replacing), importing=importing, snapshots=snapshots,
+                  entries=entries)
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[Address] = []
@@ -196,12 +197,14 @@ def make_plan(
         ctx.api = apis.get(addr.target, default_api)
         decided = REGISTRY[addr.kind].decide(addr, desired.get(addr), prior, actual.get(addr),
                                              ctx)
-        # a kind may make its changes at ``ctx.here`` already (no copy of each no-op)
-        changes.extend(c if c.at is addr else replace(c, at=addr) for c in decided.changes)
+        # a kind may make its changes at their address already (no copy of each no-op)
+        changes.extend(c if c.at is not None else replace(c, at=addr) for c in decided.changes)
         if decided.drift:
-            drift.extend(replace(d, at=addr) for d in decided.drift)
+            drift.extend(d if d.at is not None else replace(d, at=addr) for d in decided.drift)
         forget.extend(decided.forget)
         lifecycle.extend(decided.lifecycle)
+    for kind in REGISTRY.values():
+        changes = kind.review(changes, ctx)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
     moved = tuple(sorted(((Address(a.target, a.kind, a.name, qualified=True),
@@ -220,7 +223,7 @@ def make_plan(
         state_verified=state.verified,
         moved=moved, unreachable=tuple(sorted(unreachable.items())),
         within=tuple(sorted(within_set)), forget_targets=tuple(sorted(forgotten)),
-        run_targets=run.targets,
+        run_targets=run.targets, warnings=tuple(ctx.warnings),
     )
 
 

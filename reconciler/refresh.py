@@ -11,13 +11,13 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protoc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.api.protocol import KeyPairApi
 from reconciler.errors import ReconcilerError, TargetRefreshError
-from reconciler.model import RemoteSnapshot
+from reconciler.model import RemoteServer, RemoteSnapshot
 
 MAX_PARALLEL_TARGETS = 8
 DETAIL_PARALLELISM = 10
@@ -87,3 +87,18 @@ def describe_adoptions(apis: Mapping[str, KeyPairApi], snapshots: Mapping[str, R
                  name: replace(listed, description=detail.description or None)}
         out[target] = replace(out[target], keypairs=pairs)
     return out
+
+
+def with_servers(snapshots: Mapping[str, RemoteSnapshot],
+                 listers: Mapping[str, Callable[[], tuple[RemoteServer, ...]]], *,
+                 parallelism: int = MAX_PARALLEL_TARGETS) -> dict[str, RemoteSnapshot]:
+    """Each snapshot with its target's ECS server list (one listing per target, read
+    concurrently): read only when a plan has bindings, or a key pair to delete or replace
+    whose dependents it must name. An error of a listing is raised as it is."""
+    if not snapshots:
+        return {}
+    workers = max(1, min(parallelism, len(snapshots)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="servers") as pool:
+        futures = {name: pool.submit(listers[name]) for name in snapshots}
+        return {name: replace(snapshot, servers=futures[name].result())
+                for name, snapshot in snapshots.items()}

@@ -26,6 +26,7 @@ from reconciler.model import (
     KeyProtection,
     KeySource,
     RemoteKeyPair,
+    RemoteServer,
     RemoteSnapshot,
     SealedSecret,
     State,
@@ -53,6 +54,7 @@ def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKey
             status=EntryStatus(e.get("status", "ready")),
             prevent_destroy=bool(e.get("prevent_destroy")),
             key_protection=_protection(e.get("key_protection")),
+            servers=tuple(sorted(e.get("servers", ()))),
         )
     return entries
 
@@ -96,7 +98,8 @@ def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
                                          description=r.get("description"),
                                          scope=r.get("scope"),
                                          key_protection=r.get("is_key_protection"))
-    return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]))
+    servers = tuple(RemoteServer(**s) for s in raw["servers"]) if "servers" in raw else None
+    return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]), servers=servers)
 
 
 def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
@@ -110,7 +113,8 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
     opts = expected.get("options", {})
     options = PlanOptions(mode=Mode(opts.get("mode", "normal")),
                           targets=tuple(opts.get("targets", ())),
-                          replace=tuple(opts.get("replace", ())))
+                          replace=tuple(opts.get("replace", ())),
+                          allow_bound_delete=bool(opts.get("allow_bound_delete")))
     now = datetime.fromisoformat(expected.get("now", "2026-11-23T00:00:00+00:00")
                                  .replace("Z", "+00:00")).astimezone(UTC)
     try:
@@ -145,6 +149,7 @@ def test_plan_case(name: str) -> None:
                           if c.replace_paths},
         "reason": {_key(c): c.reason for c in plan.changes if c.reason},
         "summary": summary_line(plan),
+        "warnings": len(plan.warnings),
     }
     want = {k: expected[k] for k in got if k in expected}
     assert {k: got[k] for k in want} == want, (

@@ -22,7 +22,9 @@ GOLDEN_CASES = ["create_import", "replace_public_key_changed", "update_descripti
                 "adopt_same_key", "refresh_only", "rotation_due",
                 "custody_added_in_place", "custody_removed_in_place", "custody_kms_key_changed",
                 "custody_added_not_held_replaces", "custody_drift_added_outside",
-                "custody_drift_cleared_outside", "import_with_description_update"]
+                "custody_drift_cleared_outside", "import_with_description_update",
+                "binding_bind", "binding_unbind", "binding_rebind", "binding_drift",
+                "binding_delete_used_allowed"]
 
 
 @pytest.mark.parametrize("name", GOLDEN_CASES)
@@ -38,7 +40,8 @@ def test_text_plan_golden(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["create_import", "replace_public_key_changed",
                                   "update_description_kps", "delete_not_desired",
-                                  "custody_added_in_place", "import_with_description_update"])
+                                  "custody_added_in_place", "import_with_description_update",
+                                  "binding_delete_used_allowed"])
 def test_markdown_plan_golden(name: str) -> None:
     """The comment's ```diff block has each sign at column 0, so GitHub and GitLab colour it."""
     plan, error, _ = _run(CASES / name)

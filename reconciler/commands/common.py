@@ -12,8 +12,9 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
@@ -32,6 +33,9 @@ from reconciler.model import (
 from reconciler.plan import Action, Change
 from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
 from reconciler.state.protocol import StateStore
+
+if TYPE_CHECKING:
+    from reconciler.api.bindings import BindingClients
 
 
 def provider_flags(args: argparse.Namespace) -> ProviderFlags:
@@ -344,6 +348,18 @@ class Session:
     state: State
     reach: Reach
     apis: dict[str, KeyPairApi]
+    # Each target's ECS and KPS binding clients, opened when a plan first needs them.
+    bindings: dict[str, BindingClients] = field(default_factory=dict)
+
+    def binding_clients(self) -> dict[str, BindingClients]:
+        """The binding clients of every target with an API (opened once, closed with the
+        session)."""
+        from reconciler.api.bindings import BindingClients
+
+        for name in self.apis:
+            if name not in self.bindings:
+                self.bindings[name] = BindingClients(self.reach.settings[name])
+        return self.bindings
 
     @property
     def settings(self) -> ApiSettings:
@@ -421,12 +437,14 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
                 env.err(f"Warning: --insecure: the TLS certificate of {s.endpoint} is not "
                         "verified.")
                 break
+        held = Session(manifest=manifest, store=store, state=state, reach=reached, apis=apis)
         try:
-            yield Session(manifest=manifest, store=store, state=state, reach=reached,
-                          apis=apis)
+            yield held
         finally:
             for api in apis.values():
                 api.close()
+            for clients in held.bindings.values():
+                clients.close()
 
 
 def write_private_file(path: Path, text: str) -> None:

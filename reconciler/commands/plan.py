@@ -11,17 +11,19 @@ from reconciler.commands.common import Session, api_name, session, write_private
 from reconciler.env import Env, ExitCode
 from reconciler.errors import ReconcilerError, TargetRefreshError, UsageError
 from reconciler.fsutil import explain
+from reconciler.kinds.binding import has_bindings, removes_keypairs
 from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
 from reconciler.planfile import SavedPlan
 from reconciler.redact import scrub
-from reconciler.refresh import describe_adoptions, refresh, refresh_each
+from reconciler.refresh import describe_adoptions, refresh, refresh_each, with_servers
 from reconciler.targets import adoptable
 
 
 def plan_options(args: argparse.Namespace, mode: Mode) -> PlanOptions:
     return PlanOptions(mode=mode, targets=tuple(getattr(args, "target", []) or ()),
-                       replace=tuple(getattr(args, "replace", []) or ()))
+                       replace=tuple(getattr(args, "replace", []) or ()),
+                       allow_bound_delete=bool(getattr(args, "allow_bound_delete", False)))
 
 
 def compute(args: argparse.Namespace, env: Env, sess: Session, mode: Mode) -> Plan:
@@ -48,10 +50,28 @@ def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
     if mode is Mode.NORMAL:
         remote = describe_adoptions(sess.apis, remote,
                                     adoptable(sess.manifest, sess.state, sess.reach.moves))
-    plan = make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
-                     now=env.clock(), moves=sess.reach.moves, unreachable=unreachable,
-                     within=sess.reach.within, forget_targets=sess.reach.forget)
+
+    def planned(remote: dict[str, RemoteSnapshot]) -> Plan:
+        return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),
+                         now=env.clock(), moves=sess.reach.moves, unreachable=unreachable,
+                         within=sess.reach.within, forget_targets=sess.reach.forget)
+
+    # The servers are read only when the plan has bindings, or a key pair to delete or
+    # replace whose dependents it names: an in-sync plan without bindings sends its lists only.
+    bound = has_bindings(sess.manifest, sess.state)
+    if bound:
+        remote = read_servers(sess, remote)
+    plan = planned(remote)
+    if not bound and removes_keypairs(plan):
+        remote = read_servers(sess, remote)
+        plan = planned(remote)
     return plan, remote
+
+
+def read_servers(sess: Session, remote: dict[str, RemoteSnapshot]) -> dict[str, RemoteSnapshot]:
+    """Each snapshot with its target's ECS server list."""
+    clients = sess.binding_clients()
+    return with_servers(remote, {n: clients[n].list_servers for n in remote})
 
 
 def refreshed_line(sess: Session, plan: Plan) -> str:
@@ -122,6 +142,11 @@ def run(args: argparse.Namespace, env: Env) -> int:
             env.out()
         show(plan, args, env, args.format)
         unreachable_errors(plan, env)
+        if args.out and (has_bindings(sess.manifest, sess.state) or plan.warnings
+                         or getattr(args, "allow_bound_delete", False)):
+            raise UsageError("plan --out: a saved plan does not carry server bindings or "
+                             "--allow-bound-delete yet, so this plan was not saved; run "
+                             "`reconciler apply` (it shows the plan and asks) instead")
         if args.out:
             path = env.resolve(args.out)
             try:

@@ -6,9 +6,10 @@ May import: ``reconciler.kinds.*``.
 from __future__ import annotations
 
 from reconciler.kinds.base import Kind
+from reconciler.kinds.binding import KIND as BINDING_KIND
 from reconciler.kinds.keypair import KIND as KEYPAIR_KIND
 
-REGISTRY: dict[str, Kind] = {KEYPAIR_KIND.name: KEYPAIR_KIND}
+REGISTRY: dict[str, Kind] = {KEYPAIR_KIND.name: KEYPAIR_KIND, BINDING_KIND.name: BINDING_KIND}
 
 
 def kind_of(name: str) -> Kind:

@@ -44,6 +44,12 @@ class Context:
     replacing: frozenset[Address] = frozenset()
     # The addresses the manifests' import: lists name, with where each is listed.
     importing: Mapping[Address, SourceLocation] = field(default_factory=dict)
+    # Every target's snapshot, and state's entries by address: what a kind that looks
+    # beyond its own objects (a binding: the servers, another key pair's entry) reads.
+    snapshots: Mapping[str, RemoteSnapshot] = field(default_factory=dict)
+    entries: Mapping[Address, StateKeyPair] = field(default_factory=dict)
+    # What the plan warns of (``Plan.warnings``), in the order found.
+    warnings: list[str] = field(default_factory=list)
 
     def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None, *,
                 at: SourceLocation | None = None) -> None:
@@ -114,6 +120,16 @@ class Kind(Protocol):
         """The addresses whose changes must be done before this one."""
         ...
 
+    def precedes(self, change: Change) -> tuple[Address, ...]:
+        """The addresses whose changes must wait for this one (an unbind before the delete
+        of its key pair)."""
+        ...
+
+    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
+        """Once every address is decided: the plan's changes, as this kind amends them (a
+        note, a problem, a warning about other kinds' changes)."""
+        ...
+
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:
         """What must hold before the first request; raises ``ApplyError`` otherwise."""
@@ -121,8 +137,9 @@ class Kind(Protocol):
 
     def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
                 now: Callable[[], datetime], generate: Callable[..., Any] | None,
-                target: str) -> Applier:
-        """``generate``: how to make a key pair here (None: the kind's own way)."""
+                target: str, bindings: Any = None) -> Applier:
+        """``generate``: how to make a key pair here (None: the kind's own way);
+        ``bindings``: the target's ECS and KPS binding clients (None: not opened)."""
         ...
 
     def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:

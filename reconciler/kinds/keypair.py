@@ -10,7 +10,7 @@ May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -435,14 +435,21 @@ class KeyPairKind:
     def depends_on(self, change: Change) -> tuple[Address, ...]:
         return ()  # key pairs depend on nothing
 
+    def precedes(self, change: Change) -> tuple[Address, ...]:
+        return ()
+
+    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
+        return list(changes)
+
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:
-        check_before_acting(plan, held)
-        check_state_key(plan, store)
+        own = replace(plan, changes=tuple(c for c in plan.changes if c.address.kind == KEYPAIR))
+        check_before_acting(own, held)
+        check_state_key(own, store)
 
     def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
                 now: Callable[[], datetime], generate: Callable[..., Any] | None,
-                target: str) -> KeyPairApplier:
+                target: str, bindings: Any = None) -> KeyPairApplier:
         return KeyPairApplier(api=api, store=store, hooks=hooks, now=now,
                               generate=generate or keys.generate_keypair, target=target)
 

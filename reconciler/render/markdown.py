@@ -69,9 +69,11 @@ def _warning(plan: Plan) -> list[str]:
     destroyed = [_who(c) for c in plan.actionable if c.action is Action.DELETE]
     replaced = [_who(c) for c in plan.actionable if c.action is Action.REPLACE]
     forgotten = [_who(c) for c in plan.actionable if c.action is Action.FORGET]
-    if not destroyed and not replaced and not forgotten:
+    if not destroyed and not replaced and not forgotten and not plan.warnings:
         return []
     lines = ["> [!WARNING]"]
+    for warning in plan.warnings:
+        lines += [f"> {markdown_text(warning)}", ">"]
     if forgotten:
         lines.append(f"> **{len(forgotten)} key pair(s) gone from the cloud will be removed "
                      "from state with their private keys:** "
@@ -90,6 +92,8 @@ def _warning(plan: Plan) -> list[str]:
                      "with a new key; servers using the old key lose access): "
                      + ", ".join(markdown_code(n) for n in replaced[:50])
                      + (f" and {len(replaced) - 50} more" if len(replaced) > 50 else ""))
+    if lines[-1] == ">":
+        lines.pop()
     lines.append("")
     return lines
 

@@ -34,6 +34,8 @@ from reconciler.textsafe import printable
 KNOWN_AFTER = "(known after apply)"
 ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
                    "user_id", "scope", "description", "key_protection", "private_key")
+# Other kinds' attributes, in the order shown (a key pair's are ATTRIBUTE_ORDER).
+KIND_ATTRIBUTES = {"binding": ("key_pair", "server", "server_id", "status", "key_name")}
 RULE = "─" * 77
 
 _HEADERS = {
@@ -96,10 +98,14 @@ def _width(keys: list[str]) -> int:
     return max((len(k) for k in keys), default=0)
 
 
+def _order(change: Change) -> tuple[str, ...]:
+    return KIND_ATTRIBUTES.get(change.address.kind, ATTRIBUTE_ORDER)
+
+
 def _create_body(change: Change) -> list[tuple[str, str]]:
     after = change.after or {}
     lines: list[tuple[str, str]] = []
-    for key in ATTRIBUTE_ORDER:
+    for key in _order(change):
         if key == "private_key":
             if "private_key" in change.after_unknown:
                 lines.append(("+", f"{key} = {SENSITIVE}"))
@@ -114,7 +120,7 @@ def _create_body(change: Change) -> list[tuple[str, str]]:
 def _delete_body(change: Change) -> list[tuple[str, str]]:
     before = change.before or {}
     lines: list[tuple[str, str]] = []
-    for key in ATTRIBUTE_ORDER:
+    for key in _order(change):
         if key == "private_key":
             if change.prior is not None and change.prior.private_key is not None:
                 lines.append(("-", f"{key} = {SENSITIVE} -> null"))
@@ -130,7 +136,7 @@ def _update_body(change: Change) -> list[tuple[str, str]]:
     diffs = field_changes(change)
     lines: list[tuple[str, str]] = [(" ", f"name = {_value(change.name)}")]
     hidden = 0
-    for key in ATTRIBUTE_ORDER:
+    for key in _order(change):
         if key == "name":
             continue
         forces = "  # forces replacement" if key in change.replace_paths else ""
@@ -174,10 +180,10 @@ def _align(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _block(header: str, glyph: str, lines: list[tuple[str, str]], name: str,
-           paint: _Painter) -> list[str]:
+           paint: _Painter, kind: str = "keypair") -> list[str]:
     out = [paint(f"  # {printable(header)}", "1")]
     out.append(f"{paint(glyph, _COLOURS.get(glyph.strip(), '0')) if glyph.strip() else glyph}"
-               f" resource \"keypair\" \"{printable(name)}\" {{")
+               f" resource \"{kind}\" \"{printable(name)}\" {{")
     for sign, text in _align(lines):
         mark = paint(sign, _COLOURS[sign]) if sign in _COLOURS else sign
         out.append(f"      {mark} {text}")
@@ -197,7 +203,8 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
         body = _import_body(change)
     else:
         body = _update_body(change)
-    lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint))
+    lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint,
+                        change.address.kind))
     insert_at = 1
     if change.importing:  # Terraform 1.5+: "# (imported from "id")" under the header
         lines.insert(insert_at, f"  # (imported from {_value(change.name)})")
@@ -221,7 +228,15 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
         "",
     ]
     for d in drift:
-        if d.kind is DriftKind.DELETED:
+        if d.address.kind in KIND_ATTRIBUTES:
+            after = d.after or {}
+            lines = [(" ", f"name = {_value(d.name)}")] + [
+                ("~", f"{k} = {_value(d.before.get(k))} -> {_value(after.get(k))}")
+                for k in KIND_ATTRIBUTES[d.address.kind] if d.before.get(k) != after.get(k)]
+            gone = "has been deleted" if d.kind is DriftKind.DELETED else "has changed"
+            out.extend(_block(f"{d.address} {gone}", "  ~", lines, d.name, paint,
+                              d.address.kind))
+        elif d.kind is DriftKind.DELETED:
             lines = [("-", f"{k} = {_shown(k, d.before[k])} -> null")
                      for k in ("name", "public_key", "fingerprint") if d.before.get(k)]
             out.extend(_block(f"{d.address} has been deleted", "  -", lines, d.name, paint))
@@ -316,6 +331,9 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         for change in plan.actionable:
             out.extend(render_change(change, paint=paint))
             out.append("")
+    for warning in plan.warnings:
+        out.append(paint("Warning:", "1") + " " + _wrap(printable(warning)))
+        out.append("")
     summary = summary_line(plan)
     out.append(paint(summary, "1") if plan.actionable else summary)
     if plan.unreachable and not plan.actionable:

@@ -480,6 +480,11 @@ class JournaledStore:
             self._append(op="record", name=entry.name, target=entry.target, entry=entry,
                          durable=durable)
 
+    def current(self, name: str, *, target: str = DEFAULT_TARGET) -> StateKeyPair | None:
+        self._ensure_loaded()
+        with self._mutex:
+            return self._entries.get(keypair_address(name, target))
+
     def forget(self, name: str, *, target: str = DEFAULT_TARGET) -> None:
         self._prepare_write()
         self._append(op="forget", name=name, target=target, entry=None)

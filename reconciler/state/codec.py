@@ -145,7 +145,7 @@ _CONNECTION_FIELDS = ("region", "project_id", "api", "endpoint", "credentials")
 _ENTRY_FIELDS = frozenset((
     "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
     "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
-    "spec_digest", "status", "private_key",
+    "spec_digest", "status", "private_key", "servers",
 ))
 
 
@@ -253,7 +253,7 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
         protection = {"encryption": kp.encryption.as_dict()}
         if kp.private_key_file is not None:
             protection["private_key_file"] = kp.private_key_file
-    return {
+    out: dict[str, Any] = {
         "api": entry.api.value,
         "source": entry.source.value,
         "algorithm": entry.algorithm,
@@ -271,6 +271,9 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
         "status": entry.status.value,
         "private_key": entry.private_key.envelope if entry.private_key else None,
     }
+    if entry.servers:  # written only when bound: an entry without bindings is as before
+        out["servers"] = list(entry.servers)
+    return out
 
 
 def entry_from_dict(name: str, obj: object, *, where: str,
@@ -356,7 +359,16 @@ def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateK
         status=_enum(EntryStatus, obj, "status", where=where, default=EntryStatus.READY),
         prevent_destroy=prevent,
         target=target,
+        servers=_servers(obj.get("servers", []), where=f"{where}.servers"),
     )
+
+
+def _servers(value: object, *, where: str) -> tuple[str, ...]:
+    """The ECS server ids an entry is bound to (absent in entries without bindings)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) \
+            or len(set(value)) != len(value):
+        raise ValueError(f"{where}: must be a list of distinct server ids")
+    return tuple(sorted(value))
 
 
 def _str(obj: Mapping[str, Any], key: str, *, where: str) -> str:

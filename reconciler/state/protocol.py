@@ -95,6 +95,11 @@ class StateStore(Protocol):
         Raises at the first that cannot be recorded: those before it may be recorded."""
         ...
 
+    def current(self, name: str, *, target: str = "default") -> StateKeyPair | None:
+        """The entry as recorded so far (what was loaded, and every ``record`` since): what a
+        change that depends on an earlier one of this apply builds on."""
+        ...
+
     def forget(self, name: str, *, target: str = "default") -> None:
         """Remove an entry; durable when this returns."""
         ...

@@ -1,11 +1,11 @@
 """``kill -9`` of a real ``reconciler apply`` process at random moments (DESIGN section 9).
 
-The emulator runs in the test process (127.0.0.1, port 0, 5 ms per request) so that kills land
-mid-apply; the apply is ``python -m reconciler apply --auto-approve`` in a child process. After
-each kill: the state loads; every key generated here whose public half reached the cloud has
-its private key in state; the next apply converges to "No changes." Through v2.1 (one create
-a request) and kps (the key pairs generated here ten at a time through batch import, whose
-pending entries are fsynced together before the request).
+The emulator runs in the test process (127.0.0.1, port 0, 5 ms per request, 40 through kps) so
+that kills land mid-apply; the apply is ``python -m reconciler apply --auto-approve`` in a
+child process. After each kill: the state loads; every key generated here whose public half
+reached the cloud has its private key in state; the next apply converges to "No changes."
+Through v2.1 (one create a request) and kps (the key pairs generated here ten at a time through
+batch import, whose pending entries are fsynced together before the request).
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ from tests.reliability_support import (
 COUNT = 20
 TRIALS = 24
 NO_CHANGES = "No changes. Your infrastructure matches the configuration."
-# Once the refresh is done, how long after it the kill lands: through kps the plan takes
-# longer to print and the creates, fewer, last a shorter time, so the window starts later.
-AFTER_REFRESH = {"v2.1": (0.0, 0.08), "kps": (0.04, 0.2)}
+# Once the apply is under way, how long after it the kill lands: after the refresh line
+# (v2.1, twenty creates), or after the first ``Creating...`` line (kps: the ten generated
+# here go in one batch import, so the creates are few; each request is slower there, so that
+# the apply lasts long enough, on a quiet machine or a loaded one, for kills to land in it).
+AFTER_START = {"v2.1": (0.0, 0.08), "kps": (0.0, 0.15)}
+START_LINE = {"v2.1": "", "kps": "Creating..."}
+LATENCY_MS = {"v2.1": 5, "kps": 40}
 
 
 @dataclass
@@ -47,15 +51,19 @@ class Landing:
     finished: bool
 
 
-def _kill_apply(cli: Cli, *, delay: float, after_first_line: bool) -> Landing:
+def _kill_apply(cli: Cli, *, delay: float, after: str | None) -> Landing:
+    """Kill the apply ``delay`` seconds after its start, or, with ``after``, after the refresh
+    line and then the first line containing ``after``."""
     proc = subprocess.Popen(
         cli_argv(cli, "apply", "--auto-approve", "--parallelism", "4", str(cli.manifests)),
         env=subprocess_env(cli), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert proc.stdout is not None
     try:
-        if after_first_line:
-            proc.stdout.readline()  # the refresh is done: the apply is about to start
+        if after is not None:
+            line = proc.stdout.readline()  # the refresh is done: the apply is about to start
+            while after not in line and line:
+                line = proc.stdout.readline()
         time.sleep(delay)
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
@@ -101,14 +109,15 @@ def _trials(emulator: Emulator, tmp_path: Path, *, trials: int, seed: int,
     landings = []
     for trial in range(trials):
         emulator.reset()
-        emulator.set_faults(latency_ms=5)
+        emulator.set_faults(latency_ms=LATENCY_MS[api])
         cli = Cli(emulator, tmp_path / f"t{trial}", api=api)
         cli.write(keypairs_body(COUNT))
         with tallied(emulator) as tally:
             # half the kills anywhere in the process's life, half once the apply is under way
             after_first = trial % 2 == 1
-            delay = rng.uniform(*AFTER_REFRESH[api]) if after_first else rng.uniform(0.0, 0.3)
-            landings.append(_kill_apply(cli, delay=delay, after_first_line=after_first))
+            delay = rng.uniform(*AFTER_START[api]) if after_first else rng.uniform(0.0, 0.3)
+            landings.append(_kill_apply(cli, delay=delay,
+                                        after=START_LINE[api] if after_first else None))
             _check_after_kill(cli, names)
             _converge(cli, names)
         if api == "kps":

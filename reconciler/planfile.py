@@ -10,7 +10,9 @@ file shows. What apply then carries out is the plan made again, identical by con
 Versions: 2 embeds every desired key pair, ``--replace`` and the clock. 1 (release 0.1.0)
 embedded only the changed key pairs and a digest of another shape; its unchanged key pairs are
 taken as state records them, its ``--replace`` names from the action reasons, and its clock is
-the apply's. 3 is a plan of several targets: every target's connection (``PinnedTarget``, with
+the apply's (a version 2 plan's provider block may name ``custody_endpoint``, where its
+custody calls go when the run named a place its endpoint does not give). 3 is a plan of
+several targets: every target's connection (``PinnedTarget``, with
 where its custody calls go when that is not its endpoint),
 the targets each key pair lists, ``--in``, ``--forget-target``, the targets it could not read
 (made again without them: nothing is planned there), and what it assumed of the cloud by
@@ -78,7 +80,7 @@ READABLE_VERSIONS = (1, PLAN_VERSION, TARGETS_PLAN_VERSION)
 CLOCK_SKEW = timedelta(minutes=5)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _AGAIN = "make a new one with `reconciler plan --out FILE`"
-_PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id", "target")
+_PROVIDER_FIELDS = ("api", "endpoint", "region", "project_id", "target", "custody_endpoint")
 _CONNECTION_FIELDS = ("target", "role", "api", "endpoint", "region", "project_id",
                       "credentials")
 
@@ -118,6 +120,9 @@ class SavedPlan:
     pinned: tuple[PinnedTarget, ...] = ()
     within: tuple[str, ...] = ()
     forget_targets: tuple[str, ...] = ()
+    # Version 2: where its custody calls go, when the run that made it named another place
+    # than its endpoint gives (a target's endpoints.kms); None: derived from the endpoint.
+    custody_endpoint: str | None = None
 
     @property
     def several(self) -> bool:
@@ -251,6 +256,7 @@ def _parse(path: Path, doc: dict[str, Any]) -> SavedPlan:
         provider=ProviderConfig() if several else _provider(rec["provider"]),
         backend=_backend(rec.get("backend")), assumed=dict(assumed), document=doc,
         pinned=pinned, within=within, forget_targets=forget, custody=dict(custody),
+        custody_endpoint=None if several else _custody_endpoint(rec["provider"]),
     )
 
 
@@ -303,6 +309,14 @@ def _provider(raw: object) -> ProviderConfig:
                           project_id=_optional_text(raw, "project_id"),
                           api=Api(api) if api else None,
                           endpoint=_optional_text(raw, "endpoint"))
+
+
+def _custody_endpoint(raw: Mapping[str, object]) -> str | None:
+    """The provider block's ``custody_endpoint``: absent, or a URL (checked where used)."""
+    custody = _optional_text(raw, "custody_endpoint")
+    if "custody_endpoint" in raw and not custody:
+        raise ValueError("the provider's custody endpoint")
+    return custody
 
 
 def _backend(raw: object) -> S3Location | None:

@@ -13,7 +13,8 @@ which targets each key pair lists, what it assumed of the cloud is keyed by addr
 records ``--in`` and ``--forget-target``, and saved (``saved_targets_document``) it holds
 every target's connection (``connections``: name, role, API, endpoint, region, project and
 the name of its credential source, never a secret) instead of one ``provider`` block. A plan
-of one target is version 2, as it always was.
+of one target is version 2, as it always was (its provider block names a
+``custody_endpoint`` only when the run's was not the one derived from its endpoint).
 
 May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.configuration``,
 ``reconciler.address``.
@@ -174,12 +175,16 @@ def backend_document(backend: S3Location | None) -> dict[str, Any] | None:
 
 
 def saved_plan_document(plan: Plan, *, api: Api, endpoint: str, region: str | None,
-                        project_id: str, backend: S3Location | None) -> dict[str, Any]:
+                        project_id: str, backend: S3Location | None,
+                        custody: str | None = None) -> dict[str, Any]:
     """The document ``plan --out FILE`` saves: the JSON plan, plus where it applies (the
-    cloud and the state backend; never a credential)."""
+    cloud and the state backend; never a credential); with ``custody_endpoint`` only when
+    the run named where custody calls go and that is not where they would go from
+    ``endpoint`` alone (a target's ``endpoints.kms``)."""
     doc = plan_document(plan)
     doc["reconciler"]["provider"] = {"api": api.value, "endpoint": endpoint, "region": region,
-                                     "project_id": project_id}
+                                     "project_id": project_id,
+                                     **({"custody_endpoint": custody} if custody else {})}
     doc["reconciler"]["backend"] = backend_document(backend)
     return doc
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.address import DEFAULT_TARGET
-from reconciler.api.endpoints import default_endpoint
+from reconciler.api.endpoints import custody_endpoint, default_endpoint
 from reconciler.api.protocol import ApiSettings, CredentialProvider
 from reconciler.capabilities import DEFAULT_API, capabilities
 from reconciler.credentials.chain import iam_endpoint, resolve
@@ -197,10 +197,10 @@ def target_settings(target: TargetConfig, flags: ProviderFlags,
         iam_endpoint=target_iam_endpoint(target, flags, environ))
     settings = resolve_api_settings(flags, environ, _target_block(target, flags, environ),
                                     credentials=credentials)
-    return _with_custody_endpoint(settings, target)
+    return with_custody_endpoint(settings, target)
 
 
-def _with_custody_endpoint(settings: ApiSettings, target: TargetConfig) -> ApiSettings:
+def with_custody_endpoint(settings: ApiSettings, target: TargetConfig) -> ApiSettings:
     """A target's ``endpoints`` entry for the service that takes custody calls (``kms``, for
     v2.1 too), unless ``--endpoint`` put every service at one URL already."""
     service = capabilities(settings.api).custody_service
@@ -210,6 +210,29 @@ def _with_custody_endpoint(settings: ApiSettings, target: TargetConfig) -> ApiSe
     where = f" in {target.location}" if target.location else ""
     url = parse_endpoint(given, what=f"endpoints.{service} of target {target.name!r}{where}").url
     return replace(settings, custody_endpoint=url)
+
+
+def own_custody_endpoint(flags: ProviderFlags, environ: Mapping[str, str],
+                         target: TargetConfig | None, *, api: Api,
+                         endpoint: str) -> tuple[str, str]:
+    """Where this run by itself sends custody calls to a target reached at ``endpoint``, and
+    what says so: ``--endpoint`` or ``RECONCILER_ENDPOINT`` (every service at that URL), else
+    the target's ``endpoints`` entry for the custody service, else the URL derived from
+    ``endpoint`` (``reconciler.api.endpoints.custody_endpoint``)."""
+    if flags.endpoint:
+        return parse_endpoint(flags.endpoint, what="--endpoint").url, "--endpoint"
+    if environ.get("RECONCILER_ENDPOINT"):
+        return (parse_endpoint(environ["RECONCILER_ENDPOINT"], what="RECONCILER_ENDPOINT").url,
+                "RECONCILER_ENDPOINT")
+    service = capabilities(api).custody_service
+    given = target.endpoints.get(service) if target is not None and service else None
+    if target is not None and given:
+        where = f" in {target.location}" if target.location else ""
+        said = f"endpoints.{service} of target {target.name!r}{where}"
+        return parse_endpoint(given, what=said).url, said
+    said = (f"target {target.name!r} names no endpoints.{service}" if target is not None
+            and service else "the manifests name no custody endpoint")
+    return custody_endpoint(endpoint, api), f"derived from its endpoint: {said}"
 
 
 def resolve_target_settings(flags: ProviderFlags, environ: Mapping[str, str],

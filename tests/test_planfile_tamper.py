@@ -356,6 +356,31 @@ def test_the_endpoint_is_printed_first_and_another_one_is_refused(
                         "region not set, api v2.1).")
 
 
+CUSTODY_MUTATIONS: dict[str, object] = {
+    "custody endpoint pointed at the listener": "LISTENER",
+    "custody endpoint empty": "",
+    "custody endpoint a number": 8080,
+    "custody endpoint not a URL": "kms.example.test:443/path?x",
+    "custody endpoint with userinfo": "http://user:pw@127.0.0.1:1",
+}
+
+
+@pytest.mark.parametrize("mutation", CUSTODY_MUTATIONS, ids=str)
+def test_an_edited_custody_endpoint_is_refused(world: World, listener: Listener,
+                                               mutation: str) -> None:
+    """The plan's custody calls carry the private key (vault's import): a custody_endpoint
+    added to the provider block is checked like its endpoint, against the manifests (which
+    name none: derived from the endpoint) or the flags (--endpoint: every service there)."""
+    doc = world.doc()
+    value = CUSTODY_MUTATIONS[mutation]
+    doc["reconciler"]["provider"]["custody_endpoint"] = (
+        listener.endpoint if value == "LISTENER" else value)
+    for result in (world.apply_with_manifests(doc), world.apply_with_flags(doc)):
+        world.assert_untouched(result, listener)
+        assert "custody" in result.err, result.err
+        assert "pw" not in result.err
+
+
 def test_another_private_key_file_is_never_sent(world: World) -> None:
     doc = world.doc()
     doc["reconciler"]["configuration"]["vault"]["key_protection"]["private_key_file"] = str(

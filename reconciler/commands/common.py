@@ -31,7 +31,12 @@ from reconciler.model import (
     State,
 )
 from reconciler.plan import Action, Change
-from reconciler.settings import ProviderFlags, effective_api, resolve_api_settings
+from reconciler.settings import (
+    ProviderFlags,
+    effective_api,
+    resolve_api_settings,
+    with_custody_endpoint,
+)
 from reconciler.state.protocol import StateStore
 
 if TYPE_CHECKING:
@@ -86,8 +91,9 @@ def run_settings(args: argparse.Namespace, env: Env,
     if not manifest.targets:
         return {DEFAULT_TARGET: api_settings(args, env, manifest.provider)}
     if len(manifest.targets) == 1 and manifest.targets[0].credentials is None:
-        return {manifest.targets[0].name: api_settings(args, env,
-                                                       run_provider(args, env, manifest))}
+        only = manifest.targets[0]  # its custody calls go to its endpoints.kms, when given
+        return {only.name: with_custody_endpoint(
+            api_settings(args, env, run_provider(args, env, manifest)), only)}
     return declared_settings(provider_flags(args), env.environ, manifest)
 
 

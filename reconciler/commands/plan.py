@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from reconciler.address import DEFAULT_TARGET
+from reconciler.api.endpoints import custody_endpoint
+from reconciler.api.protocol import ApiSettings
 from reconciler.commands.common import Session, api_name, session, write_private_file
 from reconciler.env import Env, ExitCode
 from reconciler.errors import ReconcilerError, TargetRefreshError, UsageError
@@ -98,6 +100,14 @@ def unreachable_errors(plan: Plan, env: Env) -> None:
                       f"in this plan: {why}"))
 
 
+def named_custody(settings: ApiSettings) -> str | None:
+    """Where this run sends custody calls (the private key itself, on import), when it named
+    that and it is not where ``settings.endpoint`` alone would send them; None otherwise (so
+    a plan of one target without ``endpoints.kms`` is saved byte for byte as before)."""
+    where = custody_endpoint(settings.endpoint, settings.api, settings.custody_endpoint)
+    return where if where != custody_endpoint(settings.endpoint, settings.api) else None
+
+
 def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
     """The JSON plan plus where it applies (no credentials), for ``apply PLANFILE``: one
     provider block, or with several targets every target's connection."""
@@ -111,7 +121,8 @@ def saved_document(plan: Plan, sess: Session) -> dict[str, Any]:
             for name, s in sess.reach.every.items()])
     s = sess.settings
     doc = saved_plan_document(plan, api=s.api, endpoint=s.endpoint, region=s.region,
-                              project_id=s.project_id, backend=sess.manifest.backend)
+                              project_id=s.project_id, backend=sess.manifest.backend,
+                              custody=named_custody(s))
     target = next(iter(sess.reach.settings))
     if target != DEFAULT_TARGET:  # the name its key pairs are recorded under
         doc["reconciler"]["provider"]["target"] = target

@@ -7,7 +7,10 @@ state backend), this prints three lines: whether the configuration was verified 
 manifests given (the first line says so when none were, and gives the plan's mode and
 options), the endpoint, project, region and API the plan targets, and where its state is read and
 written. An endpoint, project, region
-or API that this run's own flags, environment or manifests name differently is refused. What
+or API that this run's own flags, environment or manifests name differently is refused, and so
+is a place for its custody calls (the private key itself, on import) other than the plan's
+(``custody_endpoint``, recorded when the plan's run named one, e.g. a target's
+``endpoints.kms``; else derived from the endpoint). What
 is then carried out is the plan made again by ``reconciler.planfile.rederive``. A plan of
 several targets (version 3) must also be applied with the ``--in`` and ``--forget-target`` it
 was made with, and is carried out by ``reconciler.commands.saved_targets`` once its options
@@ -23,6 +26,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from reconciler.api.endpoints import custody_endpoint
 from reconciler.commands.apply import carry_out, record_refresh
 from reconciler.commands.common import api_settings, load, provider_flags, session
 from reconciler.commands.plan import saved_adoptions
@@ -32,7 +36,8 @@ from reconciler.model import Api, Manifest, ProviderConfig, S3Location
 from reconciler.plan import Mode, PlanOptions
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive, saved_target
 from reconciler.refresh import refresh
-from reconciler.settings import own_target
+from reconciler.settings import own_custody_endpoint, own_target
+from reconciler.textsafe import printable
 from reconciler.urls import parse_endpoint
 
 
@@ -153,6 +158,34 @@ def _pinned_provider(args: argparse.Namespace, env: Env, saved: SavedPlan,
     return planned
 
 
+def _pinned_custody(args: argparse.Namespace, env: Env, saved: SavedPlan,
+                    manifest: Manifest | None, *, api: Api, endpoint: str) -> str | None:
+    """Where the plan's custody calls (the private key itself, on import) go, when it
+    recorded a place (``custody_endpoint``); refused, nothing sent, when this run's flags,
+    environment or manifests would send them elsewhere (the digest does not cover
+    endpoints: a target's ``endpoints.kms`` edited after the review)."""
+    recorded = saved.custody_endpoint
+    url = (parse_endpoint(recorded, what="the saved plan's provider custody_endpoint").url
+           if recorded else None)
+    flags = provider_flags(args)
+    if manifest is None and not flags.endpoint and not env.environ.get("RECONCILER_ENDPOINT"):
+        return url  # the run names none: the plan's, as printed
+    target = manifest.targets[0] if manifest is not None and len(manifest.targets) == 1 \
+        else None
+    mine, said = own_custody_endpoint(flags, env.environ, target, api=api, endpoint=endpoint)
+    theirs = custody_endpoint(endpoint, api, url)
+    if mine == theirs:
+        return url
+    shown = ("provider.custody_endpoint" if url else
+             "no custody_endpoint: derived from its endpoint")
+    raise PlanFileError(
+        f"this saved plan sends its custody calls (the private key itself, on import) to "
+        f"{printable(theirs)!r} ({shown}); this run's flags, environment or manifests send "
+        f"them to {printable(mine)!r} ({printable(said)}). Nothing was sent. Apply it where "
+        "it was made (the manifests, --endpoint and RECONCILER_ENDPOINT it was made with), or "
+        "make a new plan")
+
+
 def pinned_backend(saved: SavedPlan, manifest: Manifest | None) -> S3Location | None:
     if manifest is None:
         return saved.backend
@@ -197,14 +230,19 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
         return apply_saved_targets(args, env, saved, manifest)
     provider = _pinned_provider(args, env, saved, manifest)
     settings = api_settings(args, env, provider)
+    custody = _pinned_custody(args, env, saved, manifest, api=settings.api,
+                              endpoint=settings.endpoint)
+    if custody is not None and settings.custody_endpoint is None:
+        settings = dataclasses.replace(settings, custody_endpoint=custody)
     env.out(f"Saved plan targets {settings.endpoint} (project {settings.project_id}, region "
-            f"{settings.region or 'not set'}, api {Api(settings.api).value}).")
+            f"{settings.region or 'not set'}, api {Api(settings.api).value}"
+            + (f"; custody calls at {printable(custody)}" if custody else "") + ").")
     backend = pinned_backend(saved, manifest)
     env.out(f"Saved plan state: {state_line(args, env, backend, saved)}.")
     encryption = manifest.encryption if manifest is not None else None
     with session(args, env, operation="apply",
                  manifest=Manifest(keypairs=(), backend=backend, encryption=encryption),
-                 provider=provider, target=saved_target(saved)) as sess:
+                 settings={saved_target(saved): settings}) as sess:
         target = next(iter(sess.apis))
         remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),

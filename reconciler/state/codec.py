@@ -290,8 +290,8 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
     does not (``_checked_entry`` then says which). The same checks, made without building a
     message or a frame per field: a state holds tens of thousands of entries."""
     if type(obj) is not dict or not obj.keys() <= _ENTRY_FIELDS \
-            or not _NAME_RE.fullmatch(name):
-        return None
+            or not _NAME_RE.fullmatch(name) or "servers" in obj:
+        return None  # an entry with bindings (few) is read field by field
     get = obj.get
     for key in _REQUIRED_STR:
         if type(get(key)) is not str:

@@ -197,7 +197,10 @@ def _rewrite(cli: Cli, change: Callable[[dict[str, object]], None]) -> None:
 
 
 def _newer(doc: dict[str, object]) -> None:
-    doc["format_version"] = int(str(doc["format_version"])) + 1
+    """A format newer than any this release reads (format 4, KMS-sealed, is one it reads)."""
+    from reconciler.state.codec import FORMAT_VERSION, KMS_FORMAT_VERSION
+
+    doc["format_version"] = max(FORMAT_VERSION, KMS_FORMAT_VERSION) + 1
 
 
 def _foreign_lineage(doc: dict[str, object]) -> None:

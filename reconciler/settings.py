@@ -161,11 +161,12 @@ def target_provider(target: TargetConfig, flags: ProviderFlags,
                          "command does not use yet (it would reach the target with the "
                          "environment's credentials instead). Remove `credentials:` to use "
                          "the environment's credentials")
-    return _target_block(target, flags, environ)
+    return target_block(target, flags, environ)
 
 
-def _target_block(target: TargetConfig, flags: ProviderFlags,
-                  environ: Mapping[str, str]) -> ProviderConfig:
+def target_block(target: TargetConfig, flags: ProviderFlags,
+                 environ: Mapping[str, str]) -> ProviderConfig:
+    """What one entry of a ``targets`` block names, as a provider block does."""
     api = effective_api(flags, environ, ProviderConfig(api=target.api))
     return ProviderConfig(region=target.region, project_id=target.project_id, api=target.api,
                           endpoint=target.endpoints.get(capabilities(api).service),
@@ -195,7 +196,7 @@ def target_settings(target: TargetConfig, flags: ProviderFlags,
     credentials = target_credentials(
         target.name, target.credentials, environ,
         iam_endpoint=target_iam_endpoint(target, flags, environ))
-    settings = resolve_api_settings(flags, environ, _target_block(target, flags, environ),
+    settings = resolve_api_settings(flags, environ, target_block(target, flags, environ),
                                     credentials=credentials)
     return with_custody_endpoint(settings, target)
 

@@ -194,3 +194,19 @@ def test_a_plan_edited_to_another_custody_host_is_refused(
     if edit == "another host":
         refused = world.cli("apply", shown)  # with the flags: --endpoint, every service there
         world.assert_refused(refused, imports, listener)
+
+
+def test_manifests_edited_to_another_ecs_host_are_refused(
+        world: World, imports: Rule, listener: Listener) -> None:
+    """A targets block of one target is compared with the plan as a provider block is: its
+    endpoints.ecs edited after the review (the digest does not cover endpoints) is refused."""
+    body = (_target(world.cli.emulator, world.proxy.endpoint)
+            .replace(f"ecs: '{world.cli.emulator.endpoint}'", f"ecs: '{listener.endpoint}'"))
+    world.cli.write(body + CUSTODY)
+    refused = world.run("apply", "c.json", str(world.cli.manifests))
+    assert refused.code == 1, refused.text
+    assert "another cloud" in refused.err and listener.endpoint in refused.err, refused.err
+    assert "Nothing was sent" in refused.err
+    assert imports.hits == 0 and listener.connections == 0
+    assert world.cli.emulator.counters()["total"] == world.requests
+    assert world.cli.state.read_bytes() == world.state

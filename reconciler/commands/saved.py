@@ -36,7 +36,7 @@ from reconciler.model import Api, Manifest, ProviderConfig, S3Location
 from reconciler.plan import Mode, PlanOptions
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive, saved_target
 from reconciler.refresh import refresh
-from reconciler.settings import own_custody_endpoint, own_target
+from reconciler.settings import own_custody_endpoint, own_target, target_block
 from reconciler.textsafe import printable
 from reconciler.urls import parse_endpoint
 
@@ -145,8 +145,11 @@ def _pinned_provider(args: argparse.Namespace, env: Env, saved: SavedPlan,
     # parsed like every URL, so what is compared (and shown) is what would be connected to
     planned = dataclasses.replace(planned, endpoint=parse_endpoint(
         planned.endpoint, what="the saved plan's provider endpoint").url)
-    own = own_target(provider_flags(args), env.environ,
-                     manifest.provider if manifest else None, default_api=api)
+    named = manifest.provider if manifest else None
+    if manifest is not None and named is None and len(manifest.targets) == 1:
+        # a targets block of one: its region, project, api and endpoints.ecs are compared too
+        named = target_block(manifest.targets[0], provider_flags(args), env.environ)
+    own = own_target(provider_flags(args), env.environ, named, default_api=api)
     differ = [f"{what} {mine!r} (the plan: {theirs!r})" for what, mine, theirs in (
         ("API", own.api, planned.api), ("endpoint", own.endpoint, planned.endpoint),
         ("project", own.project_id, planned.project_id), ("region", own.region, planned.region),

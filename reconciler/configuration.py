@@ -29,7 +29,10 @@ from reconciler import keys
 from reconciler.address import is_target_name, parse_address
 from reconciler.errors import KeyFormatError
 from reconciler.model import (
+    AGE_FILE_SINK,
+    CSMS_SINK,
     GENERATE_ALGORITHMS,
+    DeliverySink,
     DesiredKeyPair,
     Encryption,
     ImportRequest,
@@ -75,7 +78,43 @@ def desired_to_dict(d: DesiredKeyPair, *, placement: bool = False) -> dict[str, 
         "description": d.description, "scope": d.scope, "key_protection": kp,
         "prevent_destroy": d.prevent_destroy, "rotate_after_seconds": d.rotate_after_seconds,
         **({"targets": list(d.targets)} if placement else {}),
+        # only when there are some: a configuration without deliver: keeps its digest
+        **({"deliver": [sink_to_dict(s) for s in d.deliver]} if d.deliver else {}),
     }
+
+
+def sink_to_dict(sink: DeliverySink) -> dict[str, Any]:
+    """One ``deliver:`` entry, for saved plans (paths and public keys only)."""
+    loc = sink.location
+    body: dict[str, Any] = ({"secret": sink.key, "kms_key_id": sink.kms_key_id,
+                             "target": sink.target} if sink.kind == CSMS_SINK else
+                            {"path": sink.key, "resolved": sink.path,
+                             "recipients": list(sink.recipients)})
+    return {sink.kind: body, "location": [loc.file, loc.line, loc.column]}
+
+
+def sink_from_dict(raw: object) -> DeliverySink:
+    """A ``deliver:`` entry from its saved-plan record; ``ValueError`` when malformed."""
+    if not isinstance(raw, dict) or set(raw) - {CSMS_SINK, AGE_FILE_SINK, "location"}:
+        raise ValueError("not a delivery record")
+    location = _location(raw.get("location"))
+    csms, age = raw.get(CSMS_SINK), raw.get(AGE_FILE_SINK)
+    if isinstance(csms, dict) and age is None:
+        target = _text(csms, "target")
+        if target is not None and not is_target_name(target):
+            raise ValueError("a delivery's target is not a target name")
+        return DeliverySink(kind=CSMS_SINK, key=str(_text(csms, "secret", required=True)),
+                            location=location, kms_key_id=_text(csms, "kms_key_id"),
+                            target=target)
+    if isinstance(age, dict) and csms is None:
+        recipients = age.get("recipients")
+        if not isinstance(recipients, list) or not recipients or \
+                not all(isinstance(r, str) and r.startswith("age1") for r in recipients):
+            raise ValueError("a delivery's recipients are not age recipients")
+        return DeliverySink(kind=AGE_FILE_SINK, key=str(_text(age, "path", required=True)),
+                            location=location, path=_text(age, "resolved", required=True),
+                            recipients=tuple(recipients))
+    raise ValueError("a delivery record is neither csms nor age_file")
 
 
 def configuration_digest(keypairs: Iterable[DesiredKeyPair],
@@ -199,7 +238,14 @@ def desired_from_dict(name: str, raw: object) -> DesiredKeyPair:
         description=_text(raw, "description"), scope=scope, key_protection=protection,
         prevent_destroy=prevent, rotate_after_seconds=rotate,
         targets=_targets(raw.get("targets", [])),
+        deliver=tuple(sink_from_dict(s) for s in _list(raw.get("deliver", []))),
     )
+
+
+def _list(raw: object) -> list[object]:
+    if not isinstance(raw, list):
+        raise ValueError("deliver is not a list")
+    return raw
 
 
 def _targets(raw: object) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from reconciler.configuration import configuration_digest, spec_digest
 from reconciler.errors import Diagnostic, DiagnosticsError, KeyFormatError
 from reconciler.fsutil import MAX_KEY_FILE_BYTES, read_key_text
 from reconciler.keys import check_public_key, looks_like_private_key
+from reconciler.manifest_deliver import clashes, sinks_of
 from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
     AGENCY_DURATION_SECONDS,
@@ -46,6 +47,7 @@ from reconciler.model import (
     AgencyConfig,
     Api,
     CredentialsConfig,
+    DeliverySink,
     DesiredKeyPair,
     Encryption,
     ImportRequest,
@@ -368,9 +370,11 @@ class _KeyPairCheck:
         targets = self._targets()
         self._check_apis(targets)
         servers = self._servers(targets)
+        deliver = self._deliver(public_key)
         if not self.ok or name is None:
             return None  # the load fails anyway; records are built only for sound items
-        return replace(self._record(name, public_key, protection, targets), servers=servers)
+        return replace(self._record(name, public_key, protection, targets), servers=servers,
+                       deliver=deliver)
 
     def _servers(self, targets: tuple[str, ...]) -> tuple[tuple[str, tuple[ServerRef, ...]], ...]:
         """``servers:``: a list for a key pair in one target, a map from each of its targets
@@ -410,6 +414,22 @@ class _KeyPairCheck:
                 continue
             out.append((str(target), refs(items, (*self.path, "servers", target))))
         return tuple(out)
+
+    def _deliver(self, public_key: str | None) -> tuple[DeliverySink, ...]:
+        if "deliver" not in self.item:
+            return ()
+
+        def report(sub: NodePath, summary: str, detail: str) -> None:
+            self.ok = False
+            self.loader.add(self.doc, (*self.path, *sub), f"{self._whose()}{summary}",
+                            detail=detail)
+
+        source = KeySource.IMPORT if public_key is not None or any(
+            k in self.item for k in ("public_key", "public_key_file")) else None
+        return sinks_of(self.item, doc=self.doc, path=self.path,
+                        base=(self.loader.cwd / self.doc.file).parent, source=source,
+                        declared=self.loader.target_configs if self.loader.targets is not None
+                        else None, report=report)
 
     def _targets(self) -> tuple[str, ...]:
         """The key pair's own list of targets, each declared in the targets block."""
@@ -779,6 +799,8 @@ def load_manifests(
         loader.read(path)
     loader.check_targets()
     loader.check_keypairs()
+    for where, summary, detail in clashes(loader.keypairs, loader.target_configs):
+        loader.diags.append(Diagnostic(summary, where, detail=detail))
     loader.check_imports()
     encryption = _encryption(loader)
     if loader.diags:

@@ -170,6 +170,8 @@ class DesiredKeyPair:
     # The servers it is bound to, per target: (target, servers) in manifest order; () for a
     # key pair without ``servers:`` (the binding kind plans nothing for it).
     servers: tuple[tuple[str, tuple[ServerRef, ...]], ...] = ()
+    # Where its private key is delivered after apply (``deliver:``); () for none.
+    deliver: tuple[DeliverySink, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +373,9 @@ class RemoteSnapshot:
     api: Api
     requests: int = 0
     servers: tuple[RemoteServer, ...] | None = None
+    # What each delivery sink of this target holds now, by the delivery's name (read after
+    # the list, for the deliveries the manifests declare or state records).
+    sinks: Mapping[str, SinkReading] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +436,8 @@ class StateKeyPair:
     target: str = "default"
     # The ECS servers reconciler bound it to (ids, sorted): the binding kind's record.
     servers: tuple[str, ...] = ()
+    # What was delivered of its private key, per sink (never the key itself).
+    deliveries: tuple[DeliveryRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,3 +492,53 @@ class State:
     def names(self) -> list[str]:
         """The names of the entries, in the state's order (a name in two targets twice)."""
         return [a.name for a in self.keypairs]
+
+
+# --- delivery of private keys to where they are used ----------------------------------------
+
+CSMS_SINK, AGE_FILE_SINK = "csms", "age_file"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySink:
+    """One ``deliver:`` entry of a key pair: a CSMS secret, or a file encrypted with age.
+
+    ``key`` is what names it within its kind: the secret's name, or the age file's path as the
+    manifest writes it (``path`` is that path resolved against the manifest's directory)."""
+
+    kind: str  # CSMS_SINK | AGE_FILE_SINK
+    key: str
+    location: SourceLocation = field(compare=False)
+    kms_key_id: str | None = None  # csms: the KMS key the secret is encrypted under
+    target: str | None = None  # csms: the target whose CSMS holds it (None: the key pair's)
+    path: str | None = None  # age_file: absolute
+    recipients: tuple[str, ...] = ()  # age_file: age1... recipients
+
+    @property
+    def id(self) -> str:
+        """``csms:NAME`` or ``age_file:PATH``: the index of its delivery's address."""
+        return f"{self.kind}:{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """What state records of one delivery: where, which key, when; never the secret."""
+
+    sink: str  # DeliverySink.id
+    target: str  # the target of the delivery's address (the sink's)
+    fingerprint: str  # SHA256 fingerprint of the public half of the key delivered
+    delivered: str  # RFC 3339, UTC
+    version_id: str | None = None  # csms: the version that holds it
+    digest: str | None = None  # age_file: sha256 of the file written
+    path: str | None = None  # age_file: the file written (absolute)
+    recipients: tuple[str, ...] = ()  # age_file: whom it was encrypted to
+
+
+@dataclass(frozen=True, slots=True)
+class SinkReading:
+    """What a sink holds now: its current version (csms), or the file's digest (age_file);
+    ``exists`` False when the secret or the file is gone."""
+
+    exists: bool
+    version_id: str | None = None
+    digest: str | None = None

@@ -207,6 +207,8 @@ def make_plan(
         changes = kind.review(changes, ctx)
     if ctx.problems:
         raise DiagnosticsError(ctx.problems)
+    for kind in REGISTRY.values():
+        changes = kind.follow(changes)
     moved = tuple(sorted(((Address(a.target, a.kind, a.name, qualified=True),
                            run.keypair(a.name, moves[a.target]))
                           for a in state.keypairs if a.target in moves

@@ -21,6 +21,7 @@ from reconciler.errors import DiagnosticsError
 from reconciler.manifest import load_manifests
 from reconciler.model import (
     Api,
+    DeliveryRecord,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -29,6 +30,7 @@ from reconciler.model import (
     RemoteServer,
     RemoteSnapshot,
     SealedSecret,
+    SinkReading,
     State,
     StateKeyPair,
     TargetConnection,
@@ -55,8 +57,18 @@ def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKey
             prevent_destroy=bool(e.get("prevent_destroy")),
             key_protection=_protection(e.get("key_protection")),
             servers=tuple(sorted(e.get("servers", ()))),
+            deliveries=tuple(_delivery(d, sha) for d in e.get("deliveries", ())),
         )
     return entries
+
+
+def _delivery(raw: dict[str, Any], sha: str) -> DeliveryRecord:
+    """A recorded delivery: ``fingerprint`` "auto" is the entry's own key."""
+    fingerprint = sha if raw.get("fingerprint", "auto") == "auto" else raw["fingerprint"]
+    return DeliveryRecord(sink=raw["sink"], target=raw.get("target", "default"),
+                          fingerprint=fingerprint, delivered=raw["delivered"],
+                          version_id=raw.get("version_id"), digest=raw.get("digest"),
+                          path=raw.get("path"), recipients=tuple(raw.get("recipients", ())))
 
 
 def _protection(raw: dict[str, Any] | None) -> KeyProtection | None:
@@ -99,7 +111,10 @@ def _remote(raw: dict[str, Any]) -> RemoteSnapshot:
                                          scope=r.get("scope"),
                                          key_protection=r.get("is_key_protection"))
     servers = tuple(RemoteServer(**s) for s in raw["servers"]) if "servers" in raw else None
-    return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]), servers=servers)
+    sinks = {name: SinkReading(exists=r["exists"], version_id=r.get("version_id"),
+                               digest=r.get("digest"))
+             for name, r in raw.get("sinks", {}).items()}
+    return RemoteSnapshot(keypairs=pairs, api=Api(raw["api"]), servers=servers, sinks=sinks)
 
 
 def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:

@@ -24,7 +24,8 @@ GOLDEN_CASES = ["create_import", "replace_public_key_changed", "update_descripti
                 "custody_added_not_held_replaces", "custody_drift_added_outside",
                 "custody_drift_cleared_outside", "import_with_description_update",
                 "binding_bind", "binding_unbind", "binding_rebind", "binding_drift",
-                "binding_delete_used_allowed"]
+                "binding_delete_used_allowed",
+                "delivery_create", "delivery_drift_repaired", "delivery_rotation_new_version"]
 
 
 @pytest.mark.parametrize("name", GOLDEN_CASES)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from reconciler.api.kms import KmsClient
 from reconciler.emulator.server import Emulator
@@ -123,3 +127,50 @@ def _full_run(emulator: Emulator, tmp_path: Path, *, header: str,
                  tmp_path / "plan.json", *([tmp_path / "state.key"] if kms_key is None else [])]:
         assert path.exists(), path
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_full_run_with_sinks_leaks_no_secret(emulator: Emulator, tmp_path: Path) -> None:
+    """Deliveries to CSMS and to an age file, with the debug log (every request to CSMS in it):
+    the private keys are in the sinks, nowhere else."""
+    if shutil.which("age-keygen") is None:
+        pytest.skip("the age tool (Debian package age; .ci/run installs it)")
+    identity = tmp_path / "identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    recipient = next(line.split(": ", 1)[1] for line in identity.read_text().splitlines()
+                     if line.startswith("# public key:"))
+    cli = Cli(emulator, tmp_path, api="kps",
+              extra_env={"HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
+    manifest = ("keypairs:\n  - name: ci\n    generate: ed25519\n    deliver:\n"
+                "      - csms: {secret: ci-key}\n"
+                f"      - age_file: {{path: keys/ci.age, recipients: [{recipient}]}}\n"
+                "  - name: web\n    deliver:\n      - csms: {secret: web-key}\n")
+    cli.write(manifest)
+    m = str(cli.manifests)
+    printed = [
+        cli("--debug", "plan", "--out", "plan.json", m),
+        cli("--debug", "apply", "--auto-approve", m),
+        cli("--debug", "plan", "--format", "json", m),
+        cli("--debug", "apply", "--auto-approve", "--replace", "ci", m),
+        cli("plan", "--format", "markdown", m),
+        cli("state", "show", "ci"),
+        cli("state", "pull"),
+    ]
+    assert all(r.code == 0 for r in printed), [r.text for r in printed if r.code]
+    assert "/secrets" in printed[1].err  # the debug log shows the requests to CSMS
+    secrets = {emulator.sk, TOKEN}
+    for name in ("ci", "web"):
+        result = cli("output", name, "--private-key")
+        assert result.code == 0 and "PRIVATE KEY-----" in result.out, result.text
+        public = cli.client().get_keypair(name)
+        assert public is not None
+        secrets |= _chunks(result.out, public.public_key)
+    haystacks = {f"output {i}": r.text for i, r in enumerate(printed)}
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.name not in ("state.key", "identity.txt"):
+            haystacks[str(path)] = path.read_text(errors="replace")
+    assert any(where.endswith("ci.age") for where in haystacks)
+    for where, text in haystacks.items():
+        assert "PRIVATE KEY-----" not in text, where
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in {where}"
+        assert "SDK-HMAC-SHA256 Access" not in text, where

@@ -15,6 +15,7 @@ from reconciler.address import keypair_address
 from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     Api,
+    DeliveryRecord,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -56,6 +57,12 @@ protection = st.none() | st.builds(
 sealed = st.none() | st.builds(SealedSecret, envelope=st.text(string.printable, max_size=80))
 
 
+deliveries = st.builds(
+    DeliveryRecord, sink=text, target=text, fingerprint=text, delivered=text,
+    version_id=opt_text, digest=opt_text, path=opt_text,
+    recipients=st.lists(text, max_size=2).map(tuple))
+
+
 @st.composite
 def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
     return StateKeyPair(
@@ -76,6 +83,7 @@ def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
         private_key=draw(sealed),
         status=draw(st.sampled_from(list(EntryStatus))),
         prevent_destroy=draw(st.booleans()),
+        deliveries=draw(st.lists(deliveries, max_size=3).map(tuple)),
     )
 
 
@@ -114,8 +122,12 @@ def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
 
 
 def test_codec_covers_every_field_of_a_state_entry() -> None:
-    bound = dataclasses.replace(entry("a"), servers=("s-1",))  # written only when bound
-    written = set(entry_to_dict(bound)) | {"name", "target"}  # the address: its key
+    delivered = DeliveryRecord(sink="csms:a", target="default", fingerprint="SHA256:x",
+                               delivered="2026-01-01T00:00:00Z", version_id="v1")
+    full = entry("a", deliveries=(delivered,), servers=("s-1",))  # both written only when set
+    written = set(entry_to_dict(full)) | {"name", "target"}  # the address: its key
+    # (an entry without deliveries is written without the field, as before there were any)
+    assert "deliveries" not in entry_to_dict(entry("a"))
     assert written == {f.name for f in dataclasses.fields(StateKeyPair)}
 
 

@@ -19,6 +19,7 @@ from reconciler.plan import Mode, Plan, PlanOptions, make_plan
 from reconciler.planfile import SavedPlan
 from reconciler.redact import scrub
 from reconciler.refresh import describe_adoptions, refresh, refresh_each, with_servers
+from reconciler.sinkread import with_sinks
 from reconciler.targets import adoptable
 
 
@@ -52,6 +53,9 @@ def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
     if mode is Mode.NORMAL:
         remote = describe_adoptions(sess.apis, remote,
                                     adoptable(sess.manifest, sess.state, sess.reach.moves))
+
+    remote = with_sinks(remote, manifest=sess.manifest, state=sess.state, apis=sess.apis,
+                        moves=sess.reach.moves)
 
     def planned(remote: dict[str, RemoteSnapshot]) -> Plan:
         return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),

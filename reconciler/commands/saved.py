@@ -37,6 +37,7 @@ from reconciler.plan import Mode, PlanOptions
 from reconciler.planfile import SavedPlan, read_saved_plan, rederive, saved_target
 from reconciler.refresh import refresh
 from reconciler.settings import own_custody_endpoint, own_target, target_block
+from reconciler.sinkread import with_sinks
 from reconciler.textsafe import printable
 from reconciler.urls import parse_endpoint
 
@@ -248,6 +249,9 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
                  settings={saved_target(saved): settings}) as sess:
         target = next(iter(sess.apis))
         remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]
+        remote = with_sinks({target: remote},
+                            manifest=Manifest(keypairs=saved.configuration), state=sess.state,
+                            apis=sess.apis, moves=sess.reach.moves)[target]
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

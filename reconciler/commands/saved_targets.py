@@ -42,6 +42,7 @@ from reconciler.planfile import PinnedTarget, SavedPlan, rederive
 from reconciler.redact import scrub
 from reconciler.refresh import refresh_each
 from reconciler.settings import PROJECT_VARS, REGION_VARS, ProviderFlags, resolve_api_settings
+from reconciler.sinkread import with_sinks
 from reconciler.textsafe import printable
 from reconciler.urls import parse_endpoint
 
@@ -186,6 +187,9 @@ def apply_saved_targets(args: argparse.Namespace, env: Env, saved: SavedPlan,
         failed = {**sess.reach.failed, **{n: str(e) for n, e in errors.items()}}
         _check_reachability(saved, left_out, failed, remote)
         remote = saved_adoptions(saved, sess, remote)
+        remote = with_sinks(remote, manifest=dataclasses.replace(
+            run, keypairs=saved.configuration), state=sess.state, apis=sess.apis,
+            moves=sess.reach.moves)
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

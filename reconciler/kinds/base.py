@@ -112,6 +112,11 @@ class Kind(Protocol):
         """Every row of this kind's plan table for one address."""
         ...
 
+    def follow(self, changes: Sequence[Change]) -> list[Change]:
+        """Every change of the plan, this kind's rewritten where they follow from another
+        kind's (a delivery whose key pair gets a new key delivers it); others unchanged."""
+        ...
+
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         """``--forget-target``: the entry leaves state, the cloud is not asked."""
         ...

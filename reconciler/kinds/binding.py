@@ -285,6 +285,9 @@ class BindingKind:
             return (Address(change.address.target, KEYPAIR, holder),)
         return ()
 
+    def follow(self, changes: Sequence[Change]) -> list[Change]:
+        return list(changes)  # a binding's change follows from nothing else
+
     def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
         return review_dependents(_handed_over(changes), ctx, binding_kind=BINDING)
 

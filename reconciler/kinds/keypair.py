@@ -429,6 +429,9 @@ class KeyPairKind:
                ctx: Context) -> Decided:
         return _decide(addr, desired, recorded, remote, ctx)
 
+    def follow(self, changes: Sequence[Change]) -> list[Change]:
+        return list(changes)  # a key pair's change follows from nothing else
+
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         return _target_forgotten(recorded, addr)
 

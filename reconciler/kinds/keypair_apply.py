@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler import keys
-from reconciler.address import DEFAULT_TARGET, Address, keypair_address
+from reconciler.address import DEFAULT_TARGET, KEYPAIR, Address, keypair_address
 from reconciler.adoption import recorded_protection
 from reconciler.api.protocol import ImportRequest, KeyPairApi
 from reconciler.changes import Action, Change, Hooks, Outcome, Plan
@@ -588,6 +588,8 @@ def check_before_acting(plan: Plan, held: Mapping[Address, StateKeyPair]) -> Non
     (never someone else's), and every private key handed to custody is readable and the half
     of its public key. Raises ``ApplyError``; nothing has been changed then."""
     for change in plan.actionable:
+        if change.address.kind != KEYPAIR:
+            continue  # another kind's change: that kind checks it
         if change.action in (Action.DELETE, Action.REPLACE) and change.address not in held:
             raise ApplyError(f"refusing to delete {change.address}: state does not hold it, "
                              "so reconciler does not manage it. Nothing was changed; make a new "
@@ -602,6 +604,8 @@ def check_state_key(plan: Plan, store: StateStore) -> None:
     """Resolve the state key before the cloud acts: with a wrong key, a key pair the cloud
     generates would be made and its private key could not be stored."""
     for change in plan.actionable:
+        if change.address.kind != KEYPAIR:
+            continue
         d = change.desired
         if (change.action in (Action.CREATE, Action.REPLACE) and d is not None
                 and d.source is not KeySource.IMPORT) or _unseals(change):

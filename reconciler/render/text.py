@@ -34,8 +34,12 @@ from reconciler.textsafe import printable
 KNOWN_AFTER = "(known after apply)"
 ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
                    "user_id", "scope", "description", "key_protection", "private_key")
+# A delivery's attributes (``kinds/delivery``): whose key, which sink, what was delivered.
+DELIVERY_ORDER = ("key_pair", "key_pair_target", "sink", "secret", "kms_key_id", "path",
+                  "recipients", "version_id", "digest", "fingerprint", "delivered")
 # Other kinds' attributes, in the order shown (a key pair's are ATTRIBUTE_ORDER).
-KIND_ATTRIBUTES = {"binding": ("key_pair", "server", "server_id", "status", "key_name")}
+KIND_ATTRIBUTES = {"binding": ("key_pair", "server", "server_id", "status", "key_name"),
+                   "delivery": DELIVERY_ORDER}
 RULE = "─" * 77
 
 _HEADERS = {
@@ -76,6 +80,8 @@ def _value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Mapping):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, list):  # a delivery's recipients
+        return printable(json.dumps(value, ensure_ascii=False))
     # json.dumps escapes C0 controls; DEL, C1 and bidi overrides pass, so: printable.
     return printable(json.dumps(str(value), ensure_ascii=False))
 
@@ -134,10 +140,14 @@ def _update_body(change: Change) -> list[tuple[str, str]]:
     before = change.before or {}
     after = change.after or {}
     diffs = field_changes(change)
-    lines: list[tuple[str, str]] = [(" ", f"name = {_value(change.name)}")]
+    delivery = change.address.kind == "delivery"
+    lines: list[tuple[str, str]] = [] if delivery else [(" ", f"name = {_value(change.name)}")]
     hidden = 0
     for key in _order(change):
         if key == "name":
+            continue
+        if delivery and key in ("key_pair", "sink") and before.get(key) is not None:
+            lines.append((" ", f"{key} = {_shown(key, before[key])}"))
             continue
         forces = "  # forces replacement" if key in change.replace_paths else ""
         if key == "private_key":
@@ -180,10 +190,11 @@ def _align(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _block(header: str, glyph: str, lines: list[tuple[str, str]], name: str,
-           paint: _Painter, kind: str = "keypair") -> list[str]:
+           paint: _Painter, *, kind: str = "keypair") -> list[str]:
     out = [paint(f"  # {printable(header)}", "1")]
+    shown = printable(name) if kind == "keypair" else printable(json.dumps(name)[1:-1])
     out.append(f"{paint(glyph, _COLOURS.get(glyph.strip(), '0')) if glyph.strip() else glyph}"
-               f" resource \"{kind}\" \"{printable(name)}\" {{")
+               f" resource \"{kind}\" \"{shown}\" {{")
     for sign, text in _align(lines):
         mark = paint(sign, _COLOURS[sign]) if sign in _COLOURS else sign
         out.append(f"      {mark} {text}")
@@ -204,7 +215,7 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
     else:
         body = _update_body(change)
     lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint,
-                        change.address.kind))
+                        kind=change.address.kind))
     insert_at = 1
     if change.importing:  # Terraform 1.5+: "# (imported from "id")" under the header
         lines.insert(insert_at, f"  # (imported from {_value(change.name)})")
@@ -228,14 +239,16 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
         "",
     ]
     for d in drift:
-        if d.address.kind in KIND_ATTRIBUTES:
+        if d.address.kind == "delivery":
+            out.extend(_delivery_drift(d, paint))
+        elif d.address.kind in KIND_ATTRIBUTES:
             after = d.after or {}
             lines = [(" ", f"name = {_value(d.name)}")] + [
                 ("~", f"{k} = {_value(d.before.get(k))} -> {_value(after.get(k))}")
                 for k in KIND_ATTRIBUTES[d.address.kind] if d.before.get(k) != after.get(k)]
             gone = "has been deleted" if d.kind is DriftKind.DELETED else "has changed"
             out.extend(_block(f"{d.address} {gone}", "  ~", lines, d.name, paint,
-                              d.address.kind))
+                              kind=d.address.kind))
         elif d.kind is DriftKind.DELETED:
             lines = [("-", f"{k} = {_shown(k, d.before[k])} -> null")
                      for k in ("name", "public_key", "fingerprint") if d.before.get(k)]
@@ -252,6 +265,19 @@ def _render_drift(drift: tuple[Drift, ...], paint: _Painter) -> list[str]:
             out.extend(_block(f"{d.address} has changed", "  ~", lines, d.name, paint))
         out.append("")
     return out
+
+
+def _delivery_drift(d: Drift, paint: _Painter) -> list[str]:
+    keep = [("key_pair", " "), ("sink", " "), ("secret", " "), ("path", " ")]
+    lines = [(" ", f"{k} = {_value(d.before[k])}") for k, _ in keep if d.before.get(k)]
+    if d.kind is DriftKind.DELETED:
+        return _block(f"{d.address} has been deleted", "  -", lines, d.name, paint,
+                      kind="delivery")
+    after = d.after or {}
+    for k in ("version_id", "digest"):
+        if d.before.get(k) != after.get(k):
+            lines.append(("~", f"{k} = {_value(d.before.get(k))} -> {_value(after.get(k))}"))
+    return _block(f"{d.address} has changed", "  ~", lines, d.name, paint, kind="delivery")
 
 
 def summary_line(plan: Plan) -> str:

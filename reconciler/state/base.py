@@ -460,6 +460,11 @@ class JournaledStore:
 
     # --- changes -----------------------------------------------------------------------------
 
+    def held(self, name: str, *, target: str = DEFAULT_TARGET) -> StateKeyPair | None:
+        self._ensure_loaded()
+        with self._mutex:
+            return self._entries.get(keypair_address(name, target))
+
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         _check_entry(entry)
         self._prepare_write()

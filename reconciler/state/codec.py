@@ -81,6 +81,7 @@ from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     NAME_PATTERN,
     Api,
+    DeliveryRecord,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -145,7 +146,7 @@ _CONNECTION_FIELDS = ("region", "project_id", "api", "endpoint", "credentials")
 _ENTRY_FIELDS = frozenset((
     "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
     "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
-    "spec_digest", "status", "private_key", "servers",
+    "spec_digest", "status", "private_key", "servers", "deliveries",
 ))
 
 
@@ -270,6 +271,9 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
         "spec_digest": entry.spec_digest,
         "status": entry.status.value,
         "private_key": entry.private_key.envelope if entry.private_key else None,
+        # only when there are some: an entry without deliveries is written as it always was
+        **({"deliveries": [delivery_to_dict(d) for d in entry.deliveries]}
+           if entry.deliveries else {}),
     }
     if entry.servers:  # written only when bound: an entry without bindings is as before
         out["servers"] = list(entry.servers)
@@ -290,8 +294,8 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
     does not (``_checked_entry`` then says which). The same checks, made without building a
     message or a frame per field: a state holds tens of thousands of entries."""
     if type(obj) is not dict or not obj.keys() <= _ENTRY_FIELDS \
-            or not _NAME_RE.fullmatch(name) or "servers" in obj:
-        return None  # an entry with bindings (few) is read field by field
+            or not _NAME_RE.fullmatch(name) or "servers" in obj or "deliveries" in obj:
+        return None  # an entry with bindings or deliveries (few) is read field by field
     get = obj.get
     for key in _REQUIRED_STR:
         if type(get(key)) is not str:
@@ -360,6 +364,7 @@ def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateK
         prevent_destroy=prevent,
         target=target,
         servers=_servers(obj.get("servers", []), where=f"{where}.servers"),
+        deliveries=deliveries_from(obj.get("deliveries", []), where=f"{where}.deliveries"),
     )
 
 
@@ -369,6 +374,46 @@ def _servers(value: object, *, where: str) -> tuple[str, ...]:
             or len(set(value)) != len(value):
         raise ValueError(f"{where}: must be a list of distinct server ids")
     return tuple(sorted(value))
+
+
+_DELIVERY_FIELDS = ("sink", "target", "fingerprint", "delivered", "version_id", "digest",
+                    "path", "recipients")
+
+
+def delivery_to_dict(record: DeliveryRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"sink": record.sink, "target": record.target,
+                           "fingerprint": record.fingerprint, "delivered": record.delivered}
+    for key in ("version_id", "digest", "path"):
+        if getattr(record, key) is not None:
+            out[key] = getattr(record, key)
+    if record.recipients:
+        out["recipients"] = list(record.recipients)
+    return out
+
+
+def deliveries_from(raw: object, *, where: str) -> tuple[DeliveryRecord, ...]:
+    """The delivery records of an entry; ``ValueError`` naming the field at fault."""
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: must be a list")
+    out = []
+    for index, obj in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(obj, dict):
+            raise ValueError(f"{at}: must be an object")
+        unknown = sorted(set(obj) - set(_DELIVERY_FIELDS))
+        if unknown:
+            raise ValueError(f"{at}: unknown field {unknown[0]!r}")
+        recipients = obj.get("recipients", [])
+        if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+            raise ValueError(f"{at}.recipients: must be a list of strings")
+        out.append(DeliveryRecord(
+            sink=_str(obj, "sink", where=at), target=_str(obj, "target", where=at),
+            fingerprint=_str(obj, "fingerprint", where=at),
+            delivered=_str(obj, "delivered", where=at),
+            version_id=_opt_str(obj, "version_id", where=at),
+            digest=_opt_str(obj, "digest", where=at), path=_opt_str(obj, "path", where=at),
+            recipients=tuple(recipients)))
+    return tuple(out)
 
 
 def _str(obj: Mapping[str, Any], key: str, *, where: str) -> str:

@@ -80,6 +80,11 @@ class StateStore(Protocol):
         ``StateCorruptError`` if tampered."""
         ...
 
+    def held(self, name: str, *, target: str = "default") -> StateKeyPair | None:
+        """The entry of key pair ``name`` in ``target`` as this run holds it now (what was
+        recorded since the load included), or None; reads nothing."""
+        ...
+
     def record(self, entry: StateKeyPair, *, durable: bool = True) -> None:
         """Add or replace an entry; durable (fsynced) when this returns.
 

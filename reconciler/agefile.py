@@ -1,0 +1,143 @@
+"""Files encrypted with age: what an ``age_file`` sink writes and how refresh reads it back.
+
+The private key is encrypted to the sink's recipients with pyrage (the standard age format,
+binary: ``age -d -i IDENTITY FILE`` opens it), imported only when a file is written, so that
+commands that deliver nothing never load it. The file is written atomically (a temporary file
+beside it, fsynced, renamed over it, the directory fsynced) with mode 0644: it is encrypted,
+and made to be committed. A path that is a symbolic link, or anything but a regular file, is
+refused, never followed or replaced.
+
+Reconciler cannot decrypt the file (it holds no identity), so what it compares is the file's
+SHA-256 digest, recorded when it was written: a file missing, or with another digest, has
+drifted.
+
+May import: the standard library, ``reconciler.model``, ``reconciler.errors``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.errors import ApplyError
+from reconciler.model import Secret, SinkReading
+
+FILE_MODE = 0o644
+MAX_READ = 1 << 20  # an age file of a private key is a few KiB
+
+
+def encrypt(secret: Secret, recipients: Sequence[str]) -> bytes:
+    """The age file of ``secret`` for ``recipients``."""
+    import pyrage
+
+    parsed = [pyrage.x25519.Recipient.from_str(r) for r in recipients]
+    return bytes(pyrage.encrypt(secret.reveal().encode(), parsed))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read(path: str) -> SinkReading:
+    """What the file holds now: gone, or its digest (none for a link or an odd file, which
+    is never one reconciler wrote)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return SinkReading(exists=False)
+    except OSError:
+        return SinkReading(exists=True)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_READ:
+        return SinkReading(exists=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return SinkReading(exists=True)
+    with os.fdopen(fd, "rb") as handle:
+        return SinkReading(exists=True, digest=digest(handle.read(MAX_READ + 1)))
+
+
+def write(path: str, data: bytes, *, shown: str) -> None:
+    """Replace ``path`` with ``data`` atomically, mode 0644; ``ApplyError`` naming ``shown``
+    (the sink) when the path is a link or no regular file, or cannot be written."""
+    target = Path(path)
+    _refuse_odd(target, shown)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ApplyError(f"{shown}: cannot create the directory {parent}: "
+                         f"{exc.strerror or exc}") from None
+    temp = parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _refuse_odd(target, shown)  # a link put there meanwhile is not replaced either
+        os.replace(temp, target)
+    except OSError as exc:
+        _remove(temp)
+        raise ApplyError(f"{shown}: cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        _remove(temp)
+        raise
+    _sync_directory(parent)
+
+
+def remove(path: str, *, expected: str | None) -> bool:
+    """Remove the file if it is still the one written (its digest ``expected``); False when it
+    is gone or is another file, which is left alone."""
+    now = read(path)
+    if not now.exists or now.digest is None or now.digest != expected:
+        return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    _sync_directory(Path(path).parent)
+    return True
+
+
+def _refuse_odd(target: Path, shown: str) -> None:
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ApplyError(f"{shown}: cannot read {target}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ApplyError(f"{shown}: {target} is a symbolic link; reconciler never writes "
+                         "through one. Remove the link (or point path at the file itself) "
+                         "and apply again")
+    if not stat.S_ISREG(st.st_mode):
+        raise ApplyError(f"{shown}: {target} is not a regular file; move it away and apply "
+                         "again")
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _sync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

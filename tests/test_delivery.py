@@ -1,0 +1,235 @@
+"""Delivery of private keys to where they are used, through the real CLI against the emulator:
+a key delivered to CSMS reads back as the same private key through the official SDK; an
+age file decrypts with the ``age`` tool to the same key; drift of a sink is planned and
+repaired; a new key is a new version with the old one as SYSPREVIOUS; a sink that fails leaves
+the key pair recorded and the delivery pending until the next apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler.api.csms import CsmsClient
+from reconciler.emulator.server import Emulator
+from reconciler.model import Secret
+from tests.clihelp import Cli
+from tests.test_emulator_kms import settings
+
+csms_sdk = pytest.importorskip("huaweicloudsdkcsms.v1", reason="the test extra's SDK")
+core_credentials = pytest.importorskip("huaweicloudsdkcore.auth.credentials")
+needs_age = pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None,
+                               reason="the age tool (Debian package age; .ci/run installs it)")
+
+
+def _sdk(emulator: Emulator) -> object:
+    creds = core_credentials.BasicCredentials(emulator.ak, emulator.sk, emulator.project_id)
+    return (csms_sdk.CsmsClient.new_builder().with_credentials(creds)
+            .with_endpoints([emulator.endpoint]).build())
+
+
+def _sdk_value(emulator: Emulator, secret: str, stage: str = "SYSCURRENT") -> str:
+    client = _sdk(emulator)
+    at = client.show_secret_stage(csms_sdk.ShowSecretStageRequest(  # type: ignore[attr-defined]
+        secret_name=secret, stage_name=stage))
+    version = client.show_secret_version(  # type: ignore[attr-defined]
+        csms_sdk.ShowSecretVersionRequest(secret_name=secret, version_id=at.stage.version_id))
+    return str(version.version.secret_string)
+
+
+def _identity(root: Path) -> tuple[Path, str]:
+    path = root / "identity.txt"
+    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+    public = next(line.split(": ", 1)[1] for line in path.read_text().splitlines()
+                  if line.startswith("# public key:"))
+    return path, public
+
+
+def _private(cli: Cli, name: str = "web") -> str:
+    result = cli("output", name, "--private-key")
+    assert result.code == 0, result.text
+    assert "PRIVATE KEY-----" in result.out
+    return result.out
+
+
+def _manifest(sinks: str) -> str:
+    return f"keypairs:\n  - name: web\n    generate: ed25519\n    deliver:\n{sinks}"
+
+
+def _deliveries(cli: Cli) -> list[dict[str, object]]:
+    doc = json.loads(cli.state.read_text())
+    entry = next(iter(doc["keypairs"].values()))
+    return list(entry.get("deliveries", []))
+
+
+def test_csms_delivery_reads_back_through_the_sdk_and_rotation_keeps_the_previous(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest("      - csms: {secret: web-ssh}\n"))
+    m = str(cli.manifests)
+    planned = cli("plan", m)
+    assert planned.code == 0, planned.text
+    assert 'delivery.web["csms:web-ssh"] will be created' in planned.out
+    assert "Plan: 2 to add" in planned.out
+    applied = cli("apply", "--auto-approve", m)
+    assert applied.code == 0, applied.text
+    first = _private(cli)
+    assert _sdk_value(emulator, "web-ssh") == first
+    records = _deliveries(cli)
+    assert [r["sink"] for r in records] == ["csms:web-ssh"]
+    assert records[0]["version_id"] == "v1" and str(records[0]["fingerprint"]).startswith(
+        "SHA256:")
+    assert first not in cli.state.read_text()  # the state records the delivery, not the key
+    again = cli("plan", "--detailed-exitcode", m)
+    assert again.code == 0, again.text
+    assert "No changes" in again.out
+
+    # a new key pair: a new version; the old key stays as SYSPREVIOUS
+    rotated = cli("apply", "--auto-approve", "--replace", "web", m)
+    assert rotated.code == 0, rotated.text
+    assert 'delivery.web["csms:web-ssh"] will be updated in-place' in rotated.out
+    assert "its key pair gets a new key" in rotated.out
+    second = _private(cli)
+    assert second != first
+    assert _sdk_value(emulator, "web-ssh") == second
+    assert _sdk_value(emulator, "web-ssh", "SYSPREVIOUS") == first
+    assert [r["version_id"] for r in _deliveries(cli)] == ["v2"]
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+
+def test_csms_drift_is_planned_and_repaired(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="v2.1")
+    cli.write(_manifest("      - csms: {secret: web-ssh}\n"))
+    m = str(cli.manifests)
+    assert cli("apply", "--auto-approve", m).code == 0
+    key = _private(cli)
+    ours = CsmsClient(settings(emulator))
+    try:
+        ours.put_version("web-ssh", Secret("not the key"))
+        drifted = cli("plan", "--detailed-exitcode", m)
+        assert drifted.code == 2, drifted.text
+        assert 'delivery.web["csms:web-ssh"] has changed' in drifted.out
+        assert 'version_id = "v1" -> "v2"' in drifted.out
+        assert "no longer holds what reconciler delivered" in drifted.out
+        assert cli("apply", "--auto-approve", m).code == 0
+        assert _sdk_value(emulator, "web-ssh") == key
+        assert cli("plan", "--detailed-exitcode", m).code == 0
+
+        assert ours.delete_secret("web-ssh")
+        gone = cli("plan", "--detailed-exitcode", m)
+        assert gone.code == 2, gone.text
+        assert 'delivery.web["csms:web-ssh"] has been deleted' in gone.out
+        assert "deleted outside reconciler" in gone.out
+        assert cli("apply", "--auto-approve", m).code == 0
+        assert _sdk_value(emulator, "web-ssh") == key
+    finally:
+        ours.close()
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+
+@needs_age
+def test_age_file_decrypts_with_age_and_drift_is_repaired(emulator: Emulator,
+                                                          tmp_path: Path) -> None:
+    identity, recipient = _identity(tmp_path)
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest(f"      - age_file: {{path: keys/web.age, recipients: [{recipient}]}}\n"))
+    m = str(cli.manifests)
+    assert cli("apply", "--auto-approve", m).code == 0
+    written = cli.manifests / "keys" / "web.age"  # relative to the manifest's directory
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    opened = subprocess.run(["age", "-d", "-i", str(identity), str(written)],
+                            capture_output=True, text=True, check=True)
+    assert opened.stdout == _private(cli)
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+    written.unlink()
+    gone = cli("plan", "--detailed-exitcode", m)
+    assert gone.code == 2 and 'delivery.web["age_file:keys/web.age"] has been deleted' \
+        in gone.out, gone.text
+    assert cli("apply", "--auto-approve", m).code == 0
+    written.write_bytes(b"someone else's file")
+    changed = cli("plan", "--detailed-exitcode", m)
+    assert changed.code == 2 and "has changed" in changed.out, changed.text
+    assert cli("apply", "--auto-approve", m).code == 0
+    opened = subprocess.run(["age", "-d", "-i", str(identity), str(written)],
+                            capture_output=True, text=True, check=True)
+    assert opened.stdout == _private(cli)
+
+    # never through a symbolic link: refused, the link and its target left alone
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    written.unlink()
+    os.symlink(elsewhere, written)
+    linked = cli("apply", "--auto-approve", m)
+    assert linked.code == 1, linked.text
+    assert "is a symbolic link" in linked.err and "pending" in linked.err
+    assert elsewhere.read_text() == "untouched" and written.is_symlink()
+
+
+@needs_age
+def test_a_failed_sink_keeps_the_key_pair_and_the_next_apply_delivers(
+        emulator: Emulator, tmp_path: Path) -> None:
+    _, recipient = _identity(tmp_path)
+    cli = Cli(emulator, tmp_path, api="kps")
+    blocker = cli.manifests / "keys"
+    blocker.write_text("a file where the directory should be")
+    cli.write(_manifest("      - csms: {secret: web-ssh}\n"
+                        f"      - age_file: {{path: keys/web.age, recipients: [{recipient}]}}\n"))
+    m = str(cli.manifests)
+    failed = cli("apply", "--auto-approve", m)
+    assert failed.code == 1, failed.text
+    assert "the delivery is pending and the next apply delivers it again" in failed.err
+    key = _private(cli)  # the key pair is recorded
+    assert _sdk_value(emulator, "web-ssh") == key  # the other sink was delivered
+    assert [r["sink"] for r in _deliveries(cli)] == ["csms:web-ssh"]
+    pending = cli("plan", "--detailed-exitcode", m)
+    assert pending.code == 2
+    assert 'delivery.web["age_file:keys/web.age"] will be created' in pending.out
+    assert "Plan: 1 to add, 0 to change, 0 to destroy." in pending.out
+    blocker.unlink()
+    assert cli("apply", "--auto-approve", m).code == 0
+    assert (cli.manifests / "keys" / "web.age").exists()
+    assert sorted(str(r["sink"]) for r in _deliveries(cli)) == [
+        "age_file:keys/web.age", "csms:web-ssh"]
+
+    # a sink dropped from the manifest: the secret's deletion is scheduled, the file removed
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+    dropped = cli("apply", "--auto-approve", m)
+    assert dropped.code == 0, dropped.text
+    assert "Resources: 0 added, 0 changed, 2 destroyed." in dropped.out
+    assert not (cli.manifests / "keys" / "web.age").exists()
+    ours = CsmsClient(settings(emulator))
+    try:
+        info = ours.get_secret("web-ssh")
+        assert info is not None and info.state == "PENDING_DELETE"
+    finally:
+        ours.close()
+    assert _deliveries(cli) == []  # the entry is written as one without deliveries
+
+
+def test_manifest_errors_name_the_sink(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs:\n"
+              "  - name: alice\n"
+              "    public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKwIjAMYc6uhQM4LzeXgHN/O/kez"
+              "k2t2iqOT16iKzSCu\n"
+              "    deliver:\n      - csms: {secret: alice}\n"
+              "  - name: web\n    generate: ed25519\n    deliver:\n"
+              "      - csms: {secret: shared}\n"
+              "      - age_file: {path: k.age, recipients: "
+              "[age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq]}\n"
+              "  - name: ci\n    generate: ed25519\n    deliver:\n"
+              "      - csms: {secret: shared}\n"
+              "  - name: db\n    generate: ed25519\n    deliver:\n"
+              "      - csms: {secret: shared}\n")
+    result = cli("plan", str(cli.manifests))
+    assert result.code == 1
+    assert "Traceback" not in result.text
+    assert 'key pair "alice": deliver needs a private key that reconciler holds' in result.err
+    assert "is not a valid age recipient" in result.err
+    assert '"csms:shared" is delivered already by key pair "ci"' in result.err

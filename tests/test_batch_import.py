@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +149,17 @@ class _Meanwhile(Backend):
     def __init__(self, inner: Backend, names: list[str]) -> None:
         super().__init__(projects=inner.projects, user_id=inner.user_id, keygen=inner.keygen)
         self.names = names
+        self._lock = threading.Lock()  # batches arrive on several threads: race only once
 
     def handle(self, call: ApiCall, *, body: Any, query: Any, headers: Any) -> Reply:
-        if call.operation == "batch_import" and self.names:
-            for name in self.names:
-                theirs = keys.generate_keypair("ed25519").public_key
-                super().handle(ApiCall("kps", "import", call.project_id),
-                               body={"keypair": {"name": name, "public_key": theirs}},
-                               query={}, headers={})
-            self.names = []
+        if call.operation == "batch_import":
+            with self._lock:
+                names, self.names = self.names, []
+                for name in names:
+                    theirs = keys.generate_keypair("ed25519").public_key
+                    super().handle(ApiCall("kps", "import", call.project_id),
+                                   body={"keypair": {"name": name, "public_key": theirs}},
+                                   query={}, headers={})
         return super().handle(call, body=body, query=query, headers=headers)
 
 

@@ -14,6 +14,7 @@ Nothing imports this module. May import: everything.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
 import sys
@@ -24,12 +25,25 @@ from reconciler.env import Env, ExitCode
 from reconciler.parser import COMMANDS, build_parser, normalize_argv
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, except that PATHs may also follow the options: argparse fills a
+    command's positionals from the first run of them, so ``output web --private-key DIR``
+    would refuse ``DIR``; it joins the command's ``paths`` instead, in the order given."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and (any(a.startswith("-") for a in extra) or not isinstance(
+            getattr(args, "paths", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.paths = [*args.paths, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     parser = build_parser()
     try:
         with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
-            args = parser.parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
+            args = parse(parser, normalize_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help and --version (0), usage errors
         # argparse says 2 for a usage error; here 2 means "a plan with changes", so: 1.
         return ExitCode.ERROR if exc.code else ExitCode.OK

@@ -61,6 +61,11 @@ def test_state_and_output_read_the_backend_of_the_manifests_path(
     assert (listed.code, listed.out) == (0, "ci\nweb\n"), listed.text
     shown = cli("output", "ci", "manifests", "--private-key")
     assert shown.code == 0 and "PRIVATE KEY-----" in shown.out, shown.text
+    # The options may come before the PATH as well (argparse alone would refuse the PATH).
+    before = cli("output", "ci", "--private-key", "manifests")
+    assert (before.code, before.out) == (0, shown.out), before.text
+    stray = cli("output", "ci", "--private-key", "manifests", "--no-such-option")
+    assert stray.code == 1 and "unrecognized arguments: manifests --no-such-option" in stray.err
     pulled = cli("state", "pull", "manifests")
     assert json.loads(pulled.out)["serial"] == 1
     assert cli("-C", "manifests", "state", "show", "web").code == 0

@@ -28,8 +28,8 @@ from reconciler.model import Secret
 from reconciler.parser import COMMANDS, build_parser
 
 CLEARED = ("RECONCILER_STATE", "RECONCILER_ENDPOINT", "RECONCILER_API", "RECONCILER_PASSPHRASE",
-            "HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN", "HUAWEICLOUD_SDK_PROJECT_ID",
-            "HW_PROJECT_ID", "HW_REGION_NAME", "HW_ACCESS_KEY", "HW_SECRET_KEY")
+           "HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN", "HUAWEICLOUD_SDK_PROJECT_ID",
+           "HW_PROJECT_ID", "HW_REGION_NAME", "HW_ACCESS_KEY", "HW_SECRET_KEY")
 
 
 def step(env: Env, number: int, text: str, *, total: int = 4) -> None:

@@ -8,7 +8,8 @@ scaling rows, and writes both as JSON (default ``bench/results/latest.json``).
 
 ``--quick`` is a smoke run (N up to 1,000, one repetition, well under a minute).
 ``--only P2b`` measures the kps batch-import apply at N = 10,000 beside P2's way (one create a
-request, v2.1) at the same N.
+request, v2.1) at the same N; ``--only P7`` the plan of 20 targets at once; ``--only P8`` the
+apply binding 100 servers to one key pair (``bench.p8``).
 
 May import: the standard library, ``reconciler``, ``bench.*``.
 """
@@ -30,6 +31,7 @@ from typing import Any
 from bench.figures import Figure, render_scaling, render_table
 from bench.harness import ROOT, Bench, Run, Sample, check
 from bench.p7 import p7
+from bench.p8 import p8
 
 PARALLELISM = 10
 P2_N = 1000
@@ -251,9 +253,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=str, default=None,
                    help="comma-separated N for the scaling rows (default 100,1000,10000)")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
-    p.add_argument("--only", choices=("P2b", "P7"), default=None,
+    p.add_argument("--only", choices=("P2b", "P7", "P8"), default=None,
                    help="measure only this figure (P2b: kps batch import beside P2's way at "
-                   "N = 10,000; P7: many targets at once)")
+                   "N = 10,000; P7: many targets at once; P8: 100 servers bound to one key "
+                   "pair)")
     return p.parse_args(argv)
 
 
@@ -274,15 +277,19 @@ def main(argv: list[str] | None = None) -> int:
                 stage(ctx, n, big=max(sizes))
         if args.only == "P2b":
             p2b_only(ctx, max(sizes) if args.sizes else P2B_N)
+        elif args.only == "P8":
+            p8(ctx)
         elif args.quick:
             p7(ctx, targets=4, per=250)
         else:
             p7(ctx)
+        if args.only is None:
+            p8(ctx)
     finally:
         bench.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3, "P5": 4, "P6": 5, "P7": 6}
+    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3, "P5": 4, "P6": 5, "P7": 6, "P8": 7}
     ctx.figures.sort(key=lambda f: order.get(f.id[:2], 9))
     doc = {
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="algorithm for cloud-generated pairs (ed25519 is faster, for benchmarks)")
 
     p = cmd("demo", "a one-command tour against the built-in emulator")
-    p.add_argument("--example", choices=("default", "multi-target"), default="default",
-                   help="which bundled example to tour: the default one, or three targets "
-                        "(two regions and a partner account through an agency)")
+    p.add_argument("--example", choices=("default", "multi-target", "bindings"),
+                   default="default",
+                   help="which bundled example to tour: the default one, three targets "
+                        "(two regions and a partner account through an agency), or one key "
+                        "pair bound to three servers, rotated and unbound")
     return parser

@@ -1,5 +1,6 @@
 """Every example converges: apply, then plan shows `No changes.`, and a second apply makes no
-API write (counted by the emulator)."""
+API write (counted by the emulator). ``examples/bindings/`` binds servers by name, so the
+emulator runs them first (its admin path), as the console would have."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from reconciler.emulator.server import Emulator
 from tests.clihelp import Cli
+from tests.test_emulator_kms import admin
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DIRS = [EXAMPLES, EXAMPLES / "v2", EXAMPLES / "kps", EXAMPLES / "gitops" / "keypairs"]
@@ -24,6 +26,28 @@ def test_example_converges(emulator: Emulator, tmp_path: Path, directory: Path) 
     applied = cli("apply", "--auto-approve", str(directory))
     assert applied.code == 0, applied.text
     assert "Apply complete!" in applied.out
+    again = cli("plan", "--detailed-exitcode", str(directory))
+    assert again.code == 0, again.text
+    assert "No changes. Your infrastructure matches the configuration." in again.out
+    writes = cli.writes()
+    second = cli("apply", "--auto-approve", str(directory))
+    assert second.code == 0, second.text
+    assert cli.writes() == writes
+
+
+def test_the_bindings_example_converges_once_its_servers_run(emulator: Emulator,
+                                                             tmp_path: Path) -> None:
+    directory = EXAMPLES / "bindings"
+    admin(emulator, "POST", "binding", {"task_seconds": 0.05})
+    for name in ("web-1", "web-2", "web-3"):
+        admin(emulator, "POST", f"projects/{emulator.project_id}/servers", {"name": name})
+    cli = Cli(emulator, tmp_path, api="kps")
+    applied = cli("apply", "--auto-approve", str(directory))
+    assert applied.code == 0, applied.text
+    assert "Apply complete! Resources: 4 added, 0 changed, 0 destroyed." in applied.out
+    listed = admin(emulator, "GET", f"projects/{emulator.project_id}/servers")["servers"]
+    assert {s["name"]: s["key_name"] for s in listed} == dict.fromkeys(
+        ("web-1", "web-2", "web-3"), "web-fleet")
     again = cli("plan", "--detailed-exitcode", str(directory))
     assert again.code == 0, again.text
     assert "No changes. Your infrastructure matches the configuration." in again.out

@@ -7,6 +7,9 @@ the cloud's, shows that a second plan has no changes, and leaves nothing behind.
 ``--example multi-target`` tours ``examples/multi-target/`` instead: the emulator serves its
 three projects (two regions of our account, and a partner's account with the agency it
 delegates to us), and the tour plans, applies, lists state and plans again.
+
+``--example bindings`` tours ``examples/bindings/`` (``commands.demo_bindings``): one key
+pair bound to three servers the emulator runs, rotated, then unbound.
 """
 
 from __future__ import annotations
@@ -24,18 +27,18 @@ from reconciler.env import Env, ExitCode
 from reconciler.model import Secret
 from reconciler.parser import COMMANDS, build_parser
 
-_CLEARED = ("RECONCILER_STATE", "RECONCILER_ENDPOINT", "RECONCILER_API", "RECONCILER_PASSPHRASE",
-            "HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN", "HUAWEICLOUD_SDK_PROJECT_ID",
-            "HW_PROJECT_ID", "HW_REGION_NAME", "HW_ACCESS_KEY", "HW_SECRET_KEY")
+CLEARED = ("RECONCILER_STATE", "RECONCILER_ENDPOINT", "RECONCILER_API", "RECONCILER_PASSPHRASE",
+           "HUAWEICLOUD_SDK_SECURITY_TOKEN", "HW_SECURITY_TOKEN", "HUAWEICLOUD_SDK_PROJECT_ID",
+           "HW_PROJECT_ID", "HW_REGION_NAME", "HW_ACCESS_KEY", "HW_SECRET_KEY")
 
 
-def _step(env: Env, number: int, text: str) -> None:
+def step(env: Env, number: int, text: str, *, total: int = 4) -> None:
     env.out()
-    env.out(f"━━ {number}/4  {text}")
+    env.out(f"━━ {number}/{total}  {text}")
     env.out()
 
 
-def _call(argv: list[str], env: Env) -> int:
+def call(argv: list[str], env: Env) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(f"reconciler.commands.{COMMANDS[args.command]}")
     return int(module.run(args, env))
@@ -49,7 +52,7 @@ def _tour(env: Env, examples: Path, tmp: Path) -> int:
     with os.fdopen(fd, "wb") as fh:
         fh.write(os.urandom(32))
     with Emulator(host="127.0.0.1", port=0) as emu:
-        environ = {k: v for k, v in env.environ.items() if k not in _CLEARED}
+        environ = {k: v for k, v in env.environ.items() if k not in CLEARED}
         environ.update(HUAWEICLOUD_SDK_AK=emu.ak, HUAWEICLOUD_SDK_SK=emu.sk,
                        RECONCILER_KEY_FILE=str(key_file))
         denv = replace(env, environ=environ, cwd=tmp)
@@ -57,25 +60,25 @@ def _tour(env: Env, examples: Path, tmp: Path) -> int:
                   "--project-id", emu.project_id]
         env.out(f"Emulator listening on {emu.endpoint} (project {emu.project_id}); "
                 f"state in {tmp}.")
-        _step(env, 1, f"reconciler plan {examples}")
-        if _call(["plan", str(examples), *common], denv) != 0:
+        step(env, 1, f"reconciler plan {examples}")
+        if call(["plan", str(examples), *common], denv) != 0:
             return ExitCode.ERROR
-        _step(env, 2, f"reconciler apply --auto-approve {examples}")
-        if _call(["apply", "--auto-approve", str(examples), *common], denv) != 0:
+        step(env, 2, f"reconciler apply --auto-approve {examples}")
+        if call(["apply", "--auto-approve", str(examples), *common], denv) != 0:
             return ExitCode.ERROR
         name = "web-deploy"
-        _step(env, 3, f"reconciler output {name} --private-key --out {name}.key")
-        if _call(["output", name, *common], denv) != 0:
+        step(env, 3, f"reconciler output {name} --private-key --out {name}.key")
+        if call(["output", name, *common], denv) != 0:
             return ExitCode.ERROR
-        if _call(["output", name, "--private-key", "--out", str(tmp / f"{name}.key"),
+        if call(["output", name, "--private-key", "--out", str(tmp / f"{name}.key"),
                   *common], denv) != 0:
             return ExitCode.ERROR
         private = Secret((tmp / f"{name}.key").read_text(encoding="utf-8"))
         md5, sha256 = keys.fingerprints(keys.public_key_of(private))
         env.out(f"The private key's own fingerprint is {sha256} (MD5 {md5}):")
         env.out("it is the key pair the cloud holds.")
-        _step(env, 4, f"reconciler plan --detailed-exitcode {examples}   (again)")
-        code = _call(["plan", "--detailed-exitcode", str(examples), *common], denv)
+        step(env, 4, f"reconciler plan --detailed-exitcode {examples}   (again)")
+        code = call(["plan", "--detailed-exitcode", str(examples), *common], denv)
     env.out()
     env.out("The demo's state, keys and emulator lived in a temporary directory, now removed.")
     return ExitCode.OK if code == 0 else ExitCode.ERROR
@@ -99,7 +102,7 @@ def _tour_targets(env: Env, example: Path, tmp: Path) -> int:
         emu.add_project(PARTNER, region="cn-north-4", domain_id=PARTNER_DOMAIN)
         emu.register_agency(name="reconciler-deploy", domain_id=PARTNER_DOMAIN,
                             domain_name="partner-corp", projects=[PARTNER])
-        environ = {k: v for k, v in env.environ.items() if k not in _CLEARED}
+        environ = {k: v for k, v in env.environ.items() if k not in CLEARED}
         environ.update(HUAWEICLOUD_SDK_AK=emu.ak, HUAWEICLOUD_SDK_SK=emu.sk,
                        RECONCILER_KEY_FILE=str(key_file))
         denv = replace(env, environ=environ, cwd=tmp)
@@ -108,17 +111,17 @@ def _tour_targets(env: Env, example: Path, tmp: Path) -> int:
                 f"{SOUTH} (cn-south-1) of our account, and {PARTNER} of the partner's, "
                 "reached through its agency reconciler-deploy; state in {tmp}.".replace(
                     "{tmp}", str(tmp)))
-        _step(env, 1, f"reconciler plan {example}")
-        if _call(["plan", str(example), *common], denv) != 0:
+        step(env, 1, f"reconciler plan {example}")
+        if call(["plan", str(example), *common], denv) != 0:
             return ExitCode.ERROR
-        _step(env, 2, f"reconciler apply --auto-approve {example}")
-        if _call(["apply", "--auto-approve", str(example), *common], denv) != 0:
+        step(env, 2, f"reconciler apply --auto-approve {example}")
+        if call(["apply", "--auto-approve", str(example), *common], denv) != 0:
             return ExitCode.ERROR
-        _step(env, 3, "reconciler state list")
-        if _call(["state", "list", *common[:2]], denv) != 0:
+        step(env, 3, "reconciler state list")
+        if call(["state", "list", *common[:2]], denv) != 0:
             return ExitCode.ERROR
-        _step(env, 4, f"reconciler plan --detailed-exitcode {example}   (again)")
-        code = _call(["plan", "--detailed-exitcode", str(example), *common], denv)
+        step(env, 4, f"reconciler plan --detailed-exitcode {example}   (again)")
+        code = call(["plan", "--detailed-exitcode", str(example), *common], denv)
     env.out()
     env.out("The demo's state, keys and emulator lived in a temporary directory, now removed.")
     return ExitCode.OK if code == 0 else ExitCode.ERROR
@@ -127,6 +130,11 @@ def _tour_targets(env: Env, example: Path, tmp: Path) -> int:
 def run(args: argparse.Namespace, env: Env) -> int:
     with as_file(files("reconciler") / "examples") as examples, \
             tempfile.TemporaryDirectory(prefix="reconciler-demo-") as tmp:
-        if getattr(args, "example", "default") == "multi-target":
+        example = getattr(args, "example", "default")
+        if example == "multi-target":
             return _tour_targets(env, Path(examples) / "multi-target", Path(tmp))
+        if example == "bindings":
+            from reconciler.commands.demo_bindings import tour
+
+            return tour(env, Path(examples) / "bindings", Path(tmp))
         return _tour(env, Path(examples), Path(tmp))

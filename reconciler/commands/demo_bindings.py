@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler import keys
+from reconciler.address import keypair_address
 from reconciler.commands.demo import CLEARED, call, step
 from reconciler.emulator.fleet import PUBLIC_IMAGE, RUNNING, STOPPED, KeyEvent
 from reconciler.emulator.server import Emulator
@@ -33,6 +34,7 @@ from reconciler.env import Env, ExitCode
 
 PROJECT = "0123456789abcdef0123456789abcdef"  # examples/bindings/servers.yaml's
 KEYPAIR = "web-fleet"
+ADDRESS = str(keypair_address(KEYPAIR))
 SERVERS = ("web-1", "web-2", "web-3")
 MANIFEST = "servers.yaml"
 STEPS = 5
@@ -207,7 +209,7 @@ def tour(env: Env, example: Path, tmp: Path) -> int:
         _accepted(env, emu, servers, "What each server accepts now (the emulator's key "
                                      "timeline of each):")
 
-        step(env, 3, f"reconciler apply --auto-approve --replace keypair.{KEYPAIR} "
+        step(env, 3, f"reconciler apply --auto-approve --replace {ADDRESS} "
                      f"{manifests}   (rotate)", total=STEPS)
         _accepted(env, emu, servers, "What each server accepts before the rotation:",
                   history=False)
@@ -215,7 +217,7 @@ def tour(env: Env, example: Path, tmp: Path) -> int:
         held = {s.id: _accepts(emu, s) for s in servers}
         since_ms = int(emu.compute.now() * 1000)
         counted = emu.counters()
-        rotated = call(["apply", "--auto-approve", "--replace", f"keypair.{KEYPAIR}",
+        rotated = call(["apply", "--auto-approve", "--replace", ADDRESS,
                         str(manifests), *common], denv)
         env.out()
         env.out(_kps_requests(emu, counted))

@@ -263,3 +263,31 @@ def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emu
     assert again.code == 1 and "is not an age file" in again.err, again.text
     assert json.loads(cli.state.read_bytes())["lineage"] == json.loads(state)["lineage"]
     assert "PRIVATE KEY-----" in _private(cli)
+
+
+def test_a_csms_secret_that_reconciler_did_not_create_is_not_taken_over(
+        emulator: Emulator, tmp_path: Path) -> None:
+    """A sink naming a secret that exists already with another value (a typo, a name in use)
+    neither gets a new current version nor, once the sink is dropped, its deletion
+    scheduled: its consumers keep their value."""
+    ours = CsmsClient(settings(emulator))
+    try:
+        ours.create_secret("db-password", Secret("the database password"))
+        cli = Cli(emulator, tmp_path, api="kps")
+        cli.write(_manifest("      - csms: {secret: db-password}\n"))
+        m = str(cli.manifests)
+        result = cli("apply", "--auto-approve", m)
+        assert result.code == 1, result.text
+        assert "CSMS secret db-password exists already" in result.err, result.err
+        assert "the database password" not in result.text and "Traceback" not in result.text
+        current = ours.current("db-password")
+        assert current is not None and current.value.reveal() == "the database password"
+        assert [v.version_id for v in ours.list_versions("db-password")] == ["v1"]
+        assert _deliveries(cli) == [] and "PRIVATE KEY-----" in _private(cli)
+        cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+        dropped = cli("apply", "--auto-approve", m)
+        assert dropped.code == 0, dropped.text
+        info = ours.get_secret("db-password")
+        assert info is not None and info.state == "ENABLED"
+    finally:
+        ours.close()

@@ -5,7 +5,8 @@ binary: ``age -d -i IDENTITY FILE`` opens it), imported only when a file is writ
 commands that deliver nothing never load it. The file is written atomically (a temporary file
 beside it, fsynced, renamed over it, the directory fsynced) with mode 0644: it is encrypted,
 and made to be committed. A path that is a symbolic link, or anything but a regular file, is
-refused, never followed or replaced.
+refused, never followed or replaced; so is an existing file that is not an age file (a
+state, a key file, a manifest named by mistake): replacing it could lose every private key.
 
 Reconciler cannot decrypt the file (it holds no identity), so what it compares is the file's
 SHA-256 digest, recorded when it was written: a file missing, or with another digest, has
@@ -28,6 +29,8 @@ from reconciler.model import Secret, SinkReading
 
 FILE_MODE = 0o644
 MAX_READ = 1 << 20  # an age file of a private key is a few KiB
+_AGE_BINARY = b"age-encryption.org/"  # the first line of every age file: its version
+_AGE_ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 
 def encrypt(secret: Secret, recipients: Sequence[str]) -> bytes:
@@ -123,6 +126,22 @@ def _refuse_odd(target: Path, shown: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ApplyError(f"{shown}: {target} is not a regular file; move it away and apply "
                          "again")
+    if st.st_size and not _is_age_file(target):
+        raise ApplyError(f"{shown}: {target} is not an age file (a state, key or manifest "
+                         "file, say); reconciler replaces only age files. Point path at "
+                         "another file, or move this one away, and apply again")
+
+
+def _is_age_file(path: Path) -> bool:
+    """Whether ``path`` starts as an age file does (binary or armored); False when it
+    cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        start = handle.read(len(_AGE_ARMOR))
+    return start.startswith(_AGE_BINARY) or start == _AGE_ARMOR
 
 
 def _remove(path: Path) -> None:

@@ -152,7 +152,9 @@ def test_age_file_decrypts_with_age_and_drift_is_repaired(emulator: Emulator,
     assert gone.code == 2 and 'delivery.web["age_file:keys/web.age"] has been deleted' \
         in gone.out, gone.text
     assert cli("apply", "--auto-approve", m).code == 0
-    written.write_bytes(b"someone else's file")
+    written.unlink()  # another age file in its place (a non-age file is never replaced)
+    subprocess.run(["age", "-r", recipient, "-o", str(written)], input=b"someone else's file",
+                   check=True, capture_output=True)
     changed = cli("plan", "--detailed-exitcode", m)
     assert changed.code == 2 and "has changed" in changed.out, changed.text
     assert cli("apply", "--auto-approve", m).code == 0
@@ -233,3 +235,59 @@ def test_manifest_errors_name_the_sink(emulator: Emulator, tmp_path: Path) -> No
     assert 'key pair "alice": deliver needs a private key that reconciler holds' in result.err
     assert "is not a valid age recipient" in result.err
     assert '"csms:shared" is delivered already by key pair "ci"' in result.err
+
+
+@needs_age
+def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emulator,
+                                                                   tmp_path: Path) -> None:
+    """A path that names the state's key file, the state itself or a manifest (by mistake,
+    or through ``..``) is refused: replacing it would lose every private key in state."""
+    _, recipient = _identity(tmp_path)
+    cli = Cli(emulator, tmp_path, api="kps")
+    key_file = tmp_path / "state.key"
+    cli.write(_manifest(f"      - age_file: {{path: ../state.key, recipients: [{recipient}]}}\n"
+                        f"      - age_file: {{path: keys.yaml, recipients: [{recipient}]}}\n"))
+    before = {key_file: key_file.read_bytes(), cli.manifests / "keys.yaml":
+              (cli.manifests / "keys.yaml").read_bytes()}
+    m = str(cli.manifests)
+    result = cli("apply", "--auto-approve", m)
+    assert result.code == 1, result.text
+    assert result.err.count("is not an age file") == 2 and "pending" in result.err, result.err
+    assert "Traceback" not in result.text
+    assert all(path.read_bytes() == data for path, data in before.items())
+    assert "PRIVATE KEY-----" in _private(cli)  # the key file still opens the state
+    state = cli.state.read_bytes()
+    cli.write(_manifest("      - age_file: {path: ../reconciler.state.json, "
+                        f"recipients: [{recipient}]}}\n"))
+    again = cli("apply", "--auto-approve", m)
+    assert again.code == 1 and "is not an age file" in again.err, again.text
+    assert json.loads(cli.state.read_bytes())["lineage"] == json.loads(state)["lineage"]
+    assert "PRIVATE KEY-----" in _private(cli)
+
+
+def test_a_csms_secret_that_reconciler_did_not_create_is_not_taken_over(
+        emulator: Emulator, tmp_path: Path) -> None:
+    """A sink naming a secret that exists already with another value (a typo, a name in use)
+    neither gets a new current version nor, once the sink is dropped, its deletion
+    scheduled: its consumers keep their value."""
+    ours = CsmsClient(settings(emulator))
+    try:
+        ours.create_secret("db-password", Secret("the database password"))
+        cli = Cli(emulator, tmp_path, api="kps")
+        cli.write(_manifest("      - csms: {secret: db-password}\n"))
+        m = str(cli.manifests)
+        result = cli("apply", "--auto-approve", m)
+        assert result.code == 1, result.text
+        assert "CSMS secret db-password exists already" in result.err, result.err
+        assert "the database password" not in result.text and "Traceback" not in result.text
+        current = ours.current("db-password")
+        assert current is not None and current.value.reveal() == "the database password"
+        assert [v.version_id for v in ours.list_versions("db-password")] == ["v1"]
+        assert _deliveries(cli) == [] and "PRIVATE KEY-----" in _private(cli)
+        cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+        dropped = cli("apply", "--auto-approve", m)
+        assert dropped.code == 0, dropped.text
+        info = ours.get_secret("db-password")
+        assert info is not None and info.state == "ENABLED"
+    finally:
+        ours.close()

@@ -367,3 +367,26 @@ def test_state_upgrade_of_a_kms_state_names_format_4(kms_state: tuple[Cli, str])
     cli, _ = kms_state
     result = cli("state", "upgrade", str(cli.manifests))
     assert result.code == 0 and "already in state format 4" in result.out, result.text
+
+
+def test_a_kms_key_mode_or_target_without_the_provider_kms_is_refused(
+        emulator: Emulator, tmp_path: Path) -> None:
+    """Given alone (no provider chosen) or with another provider, they would be ignored, and
+    the state sealed with a passphrase by a run its operator believed used KMS."""
+    key = make_key(emulator, "state")
+    cli = passphrase_cli(emulator, tmp_path)
+    cli.write(KEYS)
+    for extra, env, said in (
+            (["--kms-key-id", key], {}, "--kms-key-id"),
+            ([], {"RECONCILER_KMS_KEY_ID": key}, "RECONCILER_KMS_KEY_ID"),
+            (["--encryption-mode", "fallback"], {}, "--encryption-mode"),
+            (["--kms-target", "default"], {}, "--kms-target"),
+            (["--encryption", "passphrase", "--kms-key-id", key], {}, "--kms-key-id")):
+        cli.environ.update(env)
+        result = cli("apply", "--auto-approve", str(cli.manifests), extra=extra)
+        for name in env:
+            del cli.environ[name]
+        assert result.code == 1, (extra, env, result.text)
+        assert said in result.err and "--encryption" in result.err, result.err
+        assert "Traceback" not in result.text
+        assert not cli.state.exists() and cli.writes() == 0

@@ -45,6 +45,7 @@ class SecretInfo:
     state: str  # ENABLED, DISABLED, PENDING_DELETE, FROZEN
     kms_key_id: str | None
     scheduled_delete_time: int | None  # ms since the epoch, while PENDING_DELETE
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +88,12 @@ def _secret_info(data: Mapping[str, object]) -> SecretInfo:
     secret = _member(data, "secret")
     when = secret.get("scheduled_delete_time")
     key = secret.get("kms_key_id")
+    described = secret.get("description")
     return SecretInfo(name=str(secret["name"]), state=str(secret["state"]),
                       kms_key_id=key if isinstance(key, str) and key else None,
                       scheduled_delete_time=when if isinstance(when, int)
-                      and not isinstance(when, bool) else None)
+                      and not isinstance(when, bool) else None,
+                      description=described if isinstance(described, str) else "")
 
 
 def _version_info(meta: Mapping[str, object]) -> VersionInfo:

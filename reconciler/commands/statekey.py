@@ -68,11 +68,21 @@ def choose_encryption(args: argparse.Namespace, env: Env,
         return None, ""
 
     provider, origin = pick("encryption", ENCRYPTION_ENV, block.provider if block else None)
-    if provider is None:
-        return None
     mode, mode_origin = pick("encryption_mode", MODE_ENV, block.mode if block else None)
     kms_key, key_origin = pick("kms_key_id", KMS_KEY_ENV, block.kms_key if block else None)
-    target, _ = pick("kms_target", KMS_TARGET_ENV, block.kms_target if block else None)
+    target, target_origin = pick("kms_target", KMS_TARGET_ENV,
+                                 block.kms_target if block else None)
+    if provider is None:
+        given = mode_origin or key_origin or target_origin
+        if given:  # else ignored: the state sealed otherwise than its operator meant
+            raise UsageError(f"{given} is given, but no state key provider is chosen: add "
+                             f"--encryption kms (or {ENCRYPTION_ENV}, or provider in the "
+                             "encryption block), or drop it")
+        return None
+    if provider != "kms" and (kms_key or target):
+        raise UsageError(f"{key_origin or target_origin} names the KMS of the state key, but "
+                         f"{origin} chooses the provider {provider[:40]!r}: use --encryption "
+                         "kms, or drop it")
     _one_of(provider, STATE_KEY_PROVIDERS, origin)
     _one_of(mode or "enforced", STATE_KEY_MODES, mode_origin)
     if kms_key is not None and not (KEY_ID.fullmatch(kms_key) or kms_key.startswith("alias/")):

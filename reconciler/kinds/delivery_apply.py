@@ -6,7 +6,9 @@ state holds now: it is read from the store's current entry, not from the plan. F
 secret that does not exist is created (``kms_key_id`` when given); a secret scheduled for
 deletion is restored; otherwise the key is added as a new version (``SYSCURRENT``; the one
 before becomes ``SYSPREVIOUS``), unless the current version holds it already (an earlier
-apply that was interrupted before recording it). A write whose answer was lost is resolved by
+apply that was interrupted before recording it). A first delivery to a secret that exists
+with another value and that reconciler did not create (its description) is refused: it is
+someone else's. A write whose answer was lost is resolved by
 reading the current version back. For an age file, the key is encrypted to the recipients and
 the file replaced atomically. A delivery that fails is an outcome like any other: the key pair
 stays recorded, and the next plan delivers again.
@@ -44,6 +46,7 @@ from reconciler.model import (
 from reconciler.state.protocol import StateStore
 
 DELETION_DAYS = 7  # a removed sink's secret stays recoverable this long
+DESCRIPTION = "private key delivered by reconciler"  # the secrets reconciler creates
 _PENDING = "the key pair is recorded in state; the delivery is pending and the next apply " \
            "delivers it again"
 # Records of one entry are read, changed and written back under this lock: two deliveries of
@@ -161,7 +164,7 @@ class DeliveryApplier:
         entry, secret = self._key(change)
         stamp = self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         if sink.kind == CSMS_SINK:
-            version = self._to_csms(sink, secret)
+            version = self._to_csms(sink, secret, first=change.action is Action.CREATE)
             record = DeliveryRecord(sink=sink.id, target=self.target,
                                     fingerprint=entry.fingerprint_sha256, delivered=stamp,
                                     version_id=version)
@@ -175,20 +178,27 @@ class DeliveryApplier:
                                     recipients=sink.recipients)
         self._keep(change, record)
 
-    def _to_csms(self, sink: DeliverySink, secret: Secret) -> str:
-        """The version of secret ``sink.key`` that holds ``secret`` now, written if need be."""
+    def _to_csms(self, sink: DeliverySink, secret: Secret, *, first: bool) -> str:
+        """The version of secret ``sink.key`` that holds ``secret`` now, written if need be.
+        ``first``: no delivery to it is recorded, so an existing secret that reconciler did
+        not create (another value, another description) is someone else's, left alone."""
         csms, name = self._client(), sink.key
         info = csms.get_secret(name)
         if info is None:
             with contextlib.suppress(OutcomeUnknownError):  # read back below: did it act?
                 csms.create_secret(name, secret, kms_key_id=sink.kms_key_id,
-                                   description="private key delivered by reconciler")
+                                   description=DESCRIPTION)
             return self._current_is(csms, name, secret, wrote="create the secret")
         if info.state == "PENDING_DELETE":
             csms.restore(name)
         current = csms.current(name)
         if current is not None and _same(current.value, secret):
             return current.version_id  # delivered already (an interrupted apply)
+        if first and info.state != "PENDING_DELETE" and info.description != DESCRIPTION:
+            raise ApplyError(f"CSMS secret {name} exists already, holds another value and was "
+                             "not created by reconciler: it is left alone, so that whoever "
+                             "reads it keeps their value. Choose another secret name, or "
+                             "delete that secret in CSMS if nothing uses it, and apply again")
         try:
             return csms.put_version(name, secret).version_id
         except OutcomeUnknownError:

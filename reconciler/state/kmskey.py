@@ -3,10 +3,11 @@
 ``new_data_key`` asks KMS for a fresh 256-bit data key under a customer master key
 (``create-datakey``) and keeps only its wrapped form in the state's key block (``KmsWrap``:
 the key's id and the cipher text, hex; neither is secret). ``open_data_key`` unwraps it
-(``decrypt-datakey``). The state's lineage is bound in as the additional authenticated data
-(``"reconciler state " + lineage``), so a wrapped key copied into another state does not open
-there. The clear data key is what ``crypto.StateKey`` seals with and, through HKDF, what
-authenticates the state: the integrity key follows the provider.
+(``decrypt-datakey``); a fresh one is unwrapped once before it is used, so a state is
+never sealed under a key its key block cannot open. The state's lineage is bound in as the
+additional authenticated data (``"reconciler state " + lineage``), so a wrapped key copied
+into another state does not open there. The clear data key is what ``crypto.StateKey`` seals
+with and, through HKDF, what authenticates the state: the integrity key follows the provider.
 
 KMS itself is reached through ``DataKeys``, which the commands supply (``reconciler.commands.
 statekey``, over ``reconciler.api.kms``): the state layer never imports an API client, and a
@@ -17,6 +18,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, the stdlib.
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,7 +29,8 @@ from reconciler.model import Secret
 KEY_BYTES = 32
 AAD_LABEL = "reconciler state "
 KEY_ID = re.compile(r"[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}")
-_HEX = re.compile(r"[0-9a-fA-F]{2,8192}")
+_HEX_MAX = 8192
+_HEX = re.compile(rf"[0-9a-fA-F]{{2,{_HEX_MAX}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +86,24 @@ def aad(lineage: str) -> str:
 
 
 def new_data_key(service: DataKeys, key_id: str, *, lineage: str) -> tuple[bytes, KmsWrap]:
-    """A fresh data key under ``key_id``, in clear and wrapped."""
+    """A fresh data key under ``key_id``, in clear and wrapped. Before it seals anything, its
+    cipher text must fit a state's key block and KMS must unwrap it back to the same key: a
+    state sealed under a key that its own key block cannot open would lose every private
+    key in it."""
     plain, cipher_text = service.create(key_id, aad=aad(lineage))
-    return _key_bytes(plain, key_id=key_id), KmsWrap(key_id=key_id, cipher_text=cipher_text)
+    raw = _key_bytes(plain, key_id=key_id)
+    try:
+        wrap = KmsWrap.from_dict({"key_id": key_id, "cipher_text": cipher_text}, where="key")
+    except ValueError:
+        raise StateKeyError(f"KMS answered a data key under {key_id} whose cipher text a state "
+                            f"file cannot hold (more than {_HEX_MAX} hex digits); nothing was "
+                            "decrypted or written.") from None
+    if not hmac.compare_digest(open_data_key(service, wrap, lineage=lineage), raw):
+        raise StateKeyError(f"KMS unwrapped the new data key under {key_id} to another key "
+                            "than the one it made; nothing was decrypted or written. Run the "
+                            "command again; if it persists, something between here and KMS "
+                            "is changing its answers.")
+    return raw, wrap
 
 
 def open_data_key(service: DataKeys, wrap: KmsWrap, *, lineage: str) -> bytes:

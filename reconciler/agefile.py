@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +76,7 @@ def write(path: str, data: bytes, *, shown: str) -> None:
     except OSError as exc:
         raise ApplyError(f"{shown}: cannot create the directory {parent}: "
                          f"{exc.strerror or exc}") from None
+    _sweep(parent, target.name)
     temp = parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -142,6 +144,36 @@ def _is_age_file(path: Path) -> bool:
     with os.fdopen(fd, "rb") as handle:
         start = handle.read(len(_AGE_ARMOR))
     return start.startswith(_AGE_BINARY) or start == _AGE_ARMOR
+
+
+def _sweep(parent: Path, name: str) -> None:
+    """Remove the temporaries of ``name`` that a killed writer left (its process is gone), so
+    that none is committed beside the file; a live writer's, and anything else, stay."""
+    left = re.compile(rf"\.{re.escape(name)}\.([0-9]+)\.[0-9a-f]{{8}}\.tmp")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for entry in names:
+        m = left.fullmatch(entry)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        path = parent / entry
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no such pid number: leave it
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -291,3 +291,23 @@ def test_a_csms_secret_that_reconciler_did_not_create_is_not_taken_over(
         assert info is not None and info.state == "ENABLED"
     finally:
         ours.close()
+
+
+def test_an_age_file_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    """kill -9 between the temporary's creation and its rename leaves ``.NAME.PID.RAND.tmp``;
+    the next write removes it (its process is gone) so it is not committed beside the file,
+    and leaves a live writer's temporary and every other file alone."""
+    import sys
+
+    from reconciler import agefile
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".deploy.age.{dead.pid}.0badf00d.tmp"
+    live = tmp_path / f".deploy.age.{os.getpid()}.0123abcd.tmp"
+    other = tmp_path / f".other.age.{dead.pid}.0badf00d.tmp"
+    for path in (left, live, other):
+        path.write_bytes(b"age-encryption.org/v1\n")
+    agefile.write(str(tmp_path / "deploy.age"), b"age-encryption.org/v1\nnew\n", shown="sink")
+    assert (tmp_path / "deploy.age").read_bytes() == b"age-encryption.org/v1\nnew\n"
+    assert not left.exists() and live.exists() and other.exists()

@@ -449,8 +449,11 @@ class KeySource:
         if key_id(raw) != block.id:
             raise StateTamperedError(
                 f"the data key KMS unwrapped from the state's key block is not the key its id "
-                f"names ({block.id}): the key block was altered. Nothing was decrypted or "
-                "written. Restore the state from its backup or from version control.")
+                f"names ({block.id}): either the key block was altered, or KMS (or something "
+                "between reconciler and KMS) answered another key. Nothing was decrypted or "
+                "written. Check the KMS endpoint the run uses (--endpoint, the target's "
+                "endpoints) first; if it is the right one, restore the state from its backup or "
+                "from version control.")
         return StateKey(block, raw)
 
     # --- a passphrase, a key file ------------------------------------------------------------

@@ -532,6 +532,7 @@ class DeliveryRecord:
     digest: str | None = None  # age_file: sha256 of the file written
     path: str | None = None  # age_file: the file written (absolute)
     recipients: tuple[str, ...] = ()  # age_file: whom it was encrypted to
+    kms_key_id: str | None = None  # csms: the key the manifest named (None: csms/default)
 
 
 @dataclass(frozen=True, slots=True)

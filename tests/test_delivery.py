@@ -19,7 +19,7 @@ from reconciler.api.csms import CsmsClient
 from reconciler.emulator.server import Emulator
 from reconciler.model import Secret
 from tests.clihelp import Cli
-from tests.test_emulator_kms import settings
+from tests.test_emulator_kms import make_key, settings
 
 csms_sdk = pytest.importorskip("huaweicloudsdkcsms.v1", reason="the test extra's SDK")
 core_credentials = pytest.importorskip("huaweicloudsdkcore.auth.credentials")
@@ -129,6 +129,47 @@ def test_csms_drift_is_planned_and_repaired(emulator: Emulator, tmp_path: Path) 
         assert _sdk_value(emulator, "web-ssh") == key
     finally:
         ours.close()
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+
+def _sdk_sealed_by(emulator: Emulator, secret: str, version_id: str) -> str:
+    version = _sdk(emulator).show_secret_version(  # type: ignore[attr-defined]
+        csms_sdk.ShowSecretVersionRequest(secret_name=secret, version_id=version_id))
+    return str(version.version.version_metadata.kms_key_id)
+
+
+def test_a_changed_kms_key_is_planned_and_the_key_sealed_again_under_it(
+        emulator: Emulator, tmp_path: Path) -> None:
+    first, second = make_key(emulator, "csms-first"), make_key(emulator, "csms-second")
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest(f"      - csms: {{secret: web-ssh, kms_key_id: {first}}}\n"))
+    m = str(cli.manifests)
+    assert cli("apply", "--auto-approve", m).code == 0
+    key = _private(cli)
+    assert _sdk_sealed_by(emulator, "web-ssh", "v1") == first
+    assert _deliveries(cli)[0]["kms_key_id"] == first
+
+    cli.write(_manifest(f"      - csms: {{secret: web-ssh, kms_key_id: {second}}}\n"))
+    planned = cli("plan", "--detailed-exitcode", m)
+    assert planned.code == 2, planned.text
+    assert 'delivery.web["csms:web-ssh"] will be updated in-place' in planned.out
+    assert f"its KMS key changed ({first} -> {second})" in planned.out
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in planned.out
+    applied = cli("apply", "--auto-approve", m)
+    assert applied.code == 0, applied.text
+    assert _sdk_value(emulator, "web-ssh") == key  # the same key, a new version under it
+    assert _sdk_sealed_by(emulator, "web-ssh", "v2") == second
+    assert _sdk_sealed_by(emulator, "web-ssh", "v1") == first  # the one before stays
+    records = _deliveries(cli)
+    assert (records[0]["version_id"], records[0]["kms_key_id"]) == ("v2", second)
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+    cli.write(_manifest("      - csms: {secret: web-ssh}\n"))  # back to csms/default
+    back = cli("plan", "--detailed-exitcode", m)
+    assert back.code == 2 and f"({second} -> csms/default)" in back.out, back.text
+    assert cli("apply", "--auto-approve", m).code == 0
+    assert _sdk_sealed_by(emulator, "web-ssh", "v3") not in (first, second)
+    assert "kms_key_id" not in _deliveries(cli)[0]
     assert cli("plan", "--detailed-exitcode", m).code == 0
 
 

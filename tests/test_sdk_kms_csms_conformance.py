@@ -215,3 +215,33 @@ def test_csms_rules_deletion_and_restore(emulator: Emulator) -> None:
     with pytest.raises(Refused) as gone:
         client.show_secret(csms.ShowSecretRequest(secret_name="big"))
     assert (gone.value.status_code, gone.value.error_code) == (404, "CSMS.0005")
+
+
+def test_csms_update_secret_moves_new_versions_to_another_kms_key(emulator: Emulator) -> None:
+    keys = _kms(emulator)
+    other = str(keys.create_key(kms.CreateKeyRequest(  # type: ignore[attr-defined]
+        body=kms.CreateKeyRequestBody(key_alias="csms-other"))).key_info.key_id)
+    client = _csms(emulator)
+    made = _secret(client, "moving", "first")
+    assert made.secret.kms_key_id != other
+    updated = client.update_secret(csms.UpdateSecretRequest(  # type: ignore[attr-defined]
+        secret_name="moving", body=csms.UpdateSecretRequestBody(kms_key_id=other)))
+    assert updated.secret.kms_key_id == other
+    added = client.create_secret_version(csms.CreateSecretVersionRequest(
+        secret_name="moving", body=csms.CreateSecretVersionRequestBody(secret_string="second")))
+    assert added.version_metadata.kms_key_id == other
+    first = client.show_secret_version(csms.ShowSecretVersionRequest(
+        secret_name="moving", version_id="v1"))
+    assert first.version.secret_string == "first"  # still under the key that sealed it
+    assert first.version.version_metadata.kms_key_id == made.secret.kms_key_id
+    with pytest.raises(Refused) as unknown:
+        client.update_secret(csms.UpdateSecretRequest(  # type: ignore[attr-defined]
+            secret_name="moving", body=csms.UpdateSecretRequestBody(
+                kms_key_id="00000000-0000-4000-8000-000000000000")))
+    assert (unknown.value.status_code, unknown.value.error_code) == (400, "CSMS.0002")
+    ours = CsmsClient(settings(emulator))
+    try:
+        back = ours.set_kms_key("moving", None)  # csms/default again
+        assert back.kms_key_id == made.secret.kms_key_id
+    finally:
+        ours.close()

@@ -52,6 +52,7 @@ class SecretInfo:
 class VersionInfo:
     version_id: str
     stages: tuple[str, ...]
+    kms_key_id: str | None = None  # the key that sealed it, when the answer says
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class SecretValue:
     version_id: str
     value: Secret
     stages: tuple[str, ...]
+    kms_key_id: str | None = None  # the key that sealed it, when the answer says
 
 
 def _check_name(name: str) -> str:
@@ -99,7 +101,9 @@ def _secret_info(data: Mapping[str, object]) -> SecretInfo:
 def _version_info(meta: Mapping[str, object]) -> VersionInfo:
     stages = meta.get("version_stages")
     listed = tuple(str(s) for s in stages) if isinstance(stages, list) else ()
-    return VersionInfo(version_id=str(meta["id"]), stages=listed)
+    key = meta.get("kms_key_id")
+    return VersionInfo(version_id=str(meta["id"]), stages=listed,
+                       kms_key_id=key if isinstance(key, str) and key else None)
 
 
 def _hints(name: str) -> dict[str, str]:
@@ -196,7 +200,7 @@ class CsmsClient:
                 "the command again; if it persists, a proxy or gateway between here and the "
                 "cloud is changing answers.", path="version", operation=operation)
         return SecretValue(name=name, version_id=version_id, value=Secret(text),
-                           stages=info.stages)
+                           stages=info.stages, kms_key_id=info.kms_key_id)
 
     def current(self, name: str) -> SecretValue | None:
         """The ``SYSCURRENT`` value; None when the secret does not exist."""
@@ -222,6 +226,16 @@ class CsmsClient:
                 break
             marker = str(following)
         return tuple(found)
+
+    def set_kms_key(self, name: str, kms_key_id: str | None) -> SecretInfo:
+        """Seal the secret's versions from now on under ``kms_key_id`` (``csms/default`` when
+        None); the versions before stay under the key that sealed them. Safe to repeat."""
+        data = self._http.call(method="PUT", path=self._path(name),
+                               operation=f"change the KMS key of CSMS secret {name}",
+                               shape=dewshapes.SECRET, body={"kms_key_id": kms_key_id or ""},
+                               hints=_hints(name))
+        assert data is not None
+        return _secret_info(data)
 
     def delete_secret(self, name: str) -> bool:
         """Delete at once, every version; False when it was already gone."""

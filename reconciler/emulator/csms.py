@@ -207,6 +207,35 @@ class Vault:
             self._secrets[name] = secret
             return secret
 
+    def update(self, name: str, body: dict[str, object]) -> StoredSecret:
+        """``PUT …/secrets/{name}``: its KMS key (for the versions made from now on; those
+        before stay under the key that sealed them) and its description."""
+        unknown = sorted(set(body) - {"kms_key_id", "description"})
+        if unknown:
+            raise CsmsProblem(400, "CSMS.0002", f"the emulator updates kms_key_id and "
+                              f"description only, not {', '.join(unknown)}")
+        raw_key = body.get("kms_key_id")
+        key = None
+        if raw_key is not None:
+            try:
+                key = self._keys.get(raw_key) if raw_key != "" else self._keys.default_key()
+            except KmsProblem as exc:
+                raise _kms_refusal(exc, str(raw_key)) from None
+        description = body.get("description")
+        if description is not None and (
+                not isinstance(description, str)
+                or len(description.encode("utf-8")) > MAX_DESCRIPTION_BYTES):
+            raise CsmsProblem(400, "CSMS.0002", f"description must be a string of at most "
+                              f"{MAX_DESCRIPTION_BYTES} bytes")
+        with self._lock:
+            secret = self._usable(name)
+            if key is not None:
+                secret.kms_key_id = key.key_id
+            if description is not None:
+                secret.description = description
+            secret.updated_ms = now_ms()
+            return secret
+
     def add_version(self, name: str, body: dict[str, object]) -> tuple[StoredSecret, Version]:
         value = value_of(body)
         stages = _stages(body.get("version_stages"))

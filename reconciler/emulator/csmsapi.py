@@ -29,11 +29,12 @@ MAX_PAGE = 200
 DEFAULT_PAGE = 50
 _TASKS = {"create": "csms_schedule_deletion", "cancel": "csms_restore"}
 OPERATIONS = ("csms_create_secret", "csms_list_secrets", "csms_show_secret",
-              "csms_delete_secret", "csms_create_version", "csms_list_versions",
-              "csms_show_version", "csms_show_stage", "csms_update_stage",
+              "csms_update_secret", "csms_delete_secret", "csms_create_version",
+              "csms_list_versions", "csms_show_version", "csms_show_stage", "csms_update_stage",
               "csms_schedule_deletion", "csms_restore")
-WRITE_OPERATIONS = frozenset({"csms_create_secret", "csms_delete_secret", "csms_create_version",
-                              "csms_update_stage", "csms_schedule_deletion", "csms_restore"})
+WRITE_OPERATIONS = frozenset({"csms_create_secret", "csms_update_secret", "csms_delete_secret",
+                              "csms_create_version", "csms_update_stage",
+                              "csms_schedule_deletion", "csms_restore"})
 
 
 def route(method: str, rest: list[str]) -> tuple[str, tuple[str, ...]] | None:
@@ -46,7 +47,8 @@ def route(method: str, rest: list[str]) -> tuple[str, tuple[str, ...]] | None:
     if not args:
         ops = {"POST": "csms_create_secret", "GET": "csms_list_secrets"}
     elif len(args) == 1:
-        ops = {"GET": "csms_show_secret", "DELETE": "csms_delete_secret"}
+        ops = {"GET": "csms_show_secret", "PUT": "csms_update_secret",
+               "DELETE": "csms_delete_secret"}
     elif len(args) == 2 and args[1] == "versions":
         ops = {"POST": "csms_create_version", "GET": "csms_list_versions"}
     elif len(args) == 3 and args[1] == "versions":
@@ -128,6 +130,8 @@ class CsmsApi:
             return 200, self._list_secrets(query)
         if operation == "csms_show_secret":
             return 200, {"secret": secret_view(self.vault.get(name))}
+        if operation == "csms_update_secret":
+            return 200, {"secret": secret_view(self.vault.update(name, doc))}
         if operation == "csms_delete_secret":
             self.vault.delete(name)
             return 204, None

@@ -126,6 +126,8 @@ def _record_attributes(record: DeliveryRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"sink": kind}
     if kind == CSMS_SINK:
         out.update(secret=key, version_id=record.version_id)
+        if record.kms_key_id:
+            out["kms_key_id"] = record.kms_key_id
     else:
         out.update(path=key, recipients=list(record.recipients), digest=record.digest)
     return {**out, "fingerprint": record.fingerprint, "delivered": record.delivered}
@@ -143,10 +145,8 @@ def _before(h: Held, at: Address) -> dict[str, Any]:
     return {**_where(h.keypair, at), **_record_attributes(h.record)}
 
 
-def _after(w: Wanted, at: Address, before: Mapping[str, Any] | None) -> dict[str, Any]:
-    kept = {k: v for k, v in (before or {}).items()
-            if k in ("kms_key_id",) and w.sink.kind == CSMS_SINK}
-    return {**_where(w.keypair, at), **_sink_attributes(w.sink), **kept}
+def _after(w: Wanted, at: Address) -> dict[str, Any]:
+    return {**_where(w.keypair, at), **_sink_attributes(w.sink)}
 
 
 _DELIVERED_UNKNOWN = ("version_id", "fingerprint", "delivered")
@@ -208,11 +208,11 @@ def _wanted(addr: Address, w: Wanted, h: Held | None, drift: Drift | None) -> Ch
     """Declared: deliver it, deliver it again, or nothing."""
     sink = w.sink
     if h is None:
-        return Change(addr.name, Action.CREATE, after=_after(w, addr, None),
+        return Change(addr.name, Action.CREATE, after=_after(w, addr),
                       after_unknown=_unknown(sink), desired=w.desired,
                       notes=("apply delivers the key pair's private key after the key pair",))
     before = _before(h, addr)
-    after = _after(w, addr, before)
+    after = _after(w, addr)
     thing, again = _csms_words(sink)
     common: dict[str, Any] = {"before": before, "desired": w.desired, "prior": h.entry}
     if drift is not None and drift.kind is DriftKind.DELETED:
@@ -226,6 +226,11 @@ def _wanted(addr: Address, w: Wanted, h: Held | None, drift: Drift | None) -> Ch
     if h.entry.fingerprint_sha256 != h.record.fingerprint:
         why.append(f"the key pair's key changed since it was delivered; apply delivers the new "
                    f"key as {again}")
+    if sink.kind == CSMS_SINK and (sink.kms_key_id or None) != h.record.kms_key_id:
+        why.append(f"its KMS key changed ({h.record.kms_key_id or 'csms/default'} -> "
+                   f"{sink.kms_key_id or 'csms/default'}); apply seals the secret's versions "
+                   "from now on under it and delivers the key again as a new version (those "
+                   "before stay under the key that sealed them)")
     if sink.kind == AGE_FILE_SINK and tuple(h.record.recipients) != sink.recipients:
         why.append("its recipients changed; apply encrypts the key to them again")
     if why:

@@ -164,10 +164,11 @@ class DeliveryApplier:
         entry, secret = self._key(change)
         stamp = self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         if sink.kind == CSMS_SINK:
-            version = self._to_csms(sink, secret, first=change.action is Action.CREATE)
+            version = self._to_csms(sink, secret, first=change.action is Action.CREATE,
+                                    held=_record(change))
             record = DeliveryRecord(sink=sink.id, target=self.target,
                                     fingerprint=entry.fingerprint_sha256, delivered=stamp,
-                                    version_id=version)
+                                    version_id=version, kms_key_id=sink.kms_key_id or None)
         else:
             assert sink.path is not None
             data = agefile.encrypt(secret, sink.recipients)
@@ -178,10 +179,13 @@ class DeliveryApplier:
                                     recipients=sink.recipients)
         self._keep(change, record)
 
-    def _to_csms(self, sink: DeliverySink, secret: Secret, *, first: bool) -> str:
+    def _to_csms(self, sink: DeliverySink, secret: Secret, *, first: bool,
+                 held: DeliveryRecord | None) -> str:
         """The version of secret ``sink.key`` that holds ``secret`` now, written if need be.
         ``first``: no delivery to it is recorded, so an existing secret that reconciler did
-        not create (another value, another description) is someone else's, left alone."""
+        not create (another value, another description) is someone else's, left alone.
+        A KMS key other than the one recorded (``held``) is set on the secret first, and the
+        key is written again as a new version, sealed under it."""
         csms, name = self._client(), sink.key
         info = csms.get_secret(name)
         if info is None:
@@ -191,8 +195,12 @@ class DeliveryApplier:
             return self._current_is(csms, name, secret, wrote="create the secret")
         if info.state == "PENDING_DELETE":
             csms.restore(name)
+        rekeyed = held is not None and (sink.kms_key_id or None) != held.kms_key_id
+        if rekeyed and not (sink.kms_key_id and info.kms_key_id == sink.kms_key_id):
+            info = csms.set_kms_key(name, sink.kms_key_id)
         current = csms.current(name)
-        if current is not None and _same(current.value, secret):
+        if current is not None and _same(current.value, secret) and not (
+                rekeyed and current.kms_key_id != info.kms_key_id):
             return current.version_id  # delivered already (an interrupted apply)
         if first and info.state != "PENDING_DELETE" and info.description != DESCRIPTION:
             raise ApplyError(f"CSMS secret {name} exists already, holds another value and was "

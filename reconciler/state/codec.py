@@ -377,13 +377,13 @@ def _servers(value: object, *, where: str) -> tuple[str, ...]:
 
 
 _DELIVERY_FIELDS = ("sink", "target", "fingerprint", "delivered", "version_id", "digest",
-                    "path", "recipients")
+                    "path", "recipients", "kms_key_id")
 
 
 def delivery_to_dict(record: DeliveryRecord) -> dict[str, Any]:
     out: dict[str, Any] = {"sink": record.sink, "target": record.target,
                            "fingerprint": record.fingerprint, "delivered": record.delivered}
-    for key in ("version_id", "digest", "path"):
+    for key in ("version_id", "digest", "path", "kms_key_id"):
         if getattr(record, key) is not None:
             out[key] = getattr(record, key)
     if record.recipients:
@@ -412,7 +412,7 @@ def deliveries_from(raw: object, *, where: str) -> tuple[DeliveryRecord, ...]:
             delivered=_str(obj, "delivered", where=at),
             version_id=_opt_str(obj, "version_id", where=at),
             digest=_opt_str(obj, "digest", where=at), path=_opt_str(obj, "path", where=at),
-            recipients=tuple(recipients)))
+            recipients=tuple(recipients), kms_key_id=_opt_str(obj, "kms_key_id", where=at)))
     return tuple(out)
 
 

@@ -37,7 +37,7 @@ from reconciler.emulator.fleet import (
     Server,
 )
 from reconciler.emulator.handlers import Reply
-from reconciler.emulator.jsonbody import BodyError, parse_json_body
+from reconciler.emulator.jsonbody import BodyError, admin_object
 from reconciler.emulator.store import Store
 
 SERVER_FIELDS = ("name", "status", "image", "ssh_port_open", "ssh_port", "key_name")
@@ -45,16 +45,6 @@ CHANGE_FIELDS = ("status", "ssh_port_open")
 BINDING_FIELDS = ("task_seconds", "failure_rate", "seed")
 _STATUSES = {"running": RUNNING, "stopped": STOPPED}
 _IMAGES = {"public": PUBLIC_IMAGE, "private": PRIVATE_IMAGE}
-
-
-def _object(body: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
-    doc = parse_json_body(body) if body.strip() else {}
-    if not isinstance(doc, dict):
-        raise BodyError("the body must be a JSON object")
-    unknown = set(doc) - set(fields)
-    if unknown:
-        raise BodyError(f"unknown fields: {', '.join(sorted(unknown))}")
-    return doc
 
 
 def server_summary(s: Server) -> dict[str, Any]:
@@ -82,7 +72,7 @@ def handle_binding_admin(compute: Compute, method: str, body: bytes) -> Reply:
     if method != "POST":
         return Reply(405, {"error": "use GET or POST"})
     try:
-        doc = _object(body, BINDING_FIELDS)
+        doc = admin_object(body, BINDING_FIELDS)
         seed = doc.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError("seed must be a whole number")
@@ -108,7 +98,7 @@ def _flag(doc: dict[str, Any], key: str, default: bool | None) -> bool | None:
 
 
 def _create(compute: Compute, project_id: str, body: bytes, store: Store) -> Reply:
-    doc = _object(body, SERVER_FIELDS)
+    doc = admin_object(body, SERVER_FIELDS)
     name = doc.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
         raise FleetProblem("name must be a string of 1 to 64 characters")
@@ -149,7 +139,7 @@ def handle_compute_admin(compute: Compute, method: str, project_id: str, rest: l
         if len(rest) == 2 and method == "GET":
             return Reply(200, server_summary(server))
         if len(rest) == 2 and method == "POST":
-            doc = _object(body, CHANGE_FIELDS)
+            doc = admin_object(body, CHANGE_FIELDS)
             status = _choice(doc, "status", _STATUSES, "running" if server.running
                              else "stopped")
             changed = fleet.change(server.id, at_ms=int(compute.now() * 1000),

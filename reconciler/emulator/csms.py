@@ -13,7 +13,7 @@ stage is on one version at a time.
 A scheduled deletion puts the secret in ``PENDING_DELETE`` (its values unreadable, no new
 versions) until it is restored; an immediate deletion forgets it at once.
 
-May import: ``reconciler.emulator.kms``, the standard library.
+May import: ``reconciler.emulator.kms``, ``reconciler.emulator.problem``, the standard library.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from reconciler.emulator.kms import KeyRing, KmsProblem, now_ms
+from reconciler.emulator.problem import ServiceProblem
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 STAGE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -37,14 +38,8 @@ CURRENT, PREVIOUS = "SYSCURRENT", "SYSPREVIOUS"
 ENABLED, PENDING_DELETE = "ENABLED", "PENDING_DELETE"
 
 
-class CsmsProblem(Exception):
+class CsmsProblem(ServiceProblem):
     """An error answer in CSMS's shape: HTTP status, ``CSMS.xxxx`` code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,23 +25,13 @@ from typing import Any
 from reconciler.emulator.csms import StoredSecret
 from reconciler.emulator.dew import Dew
 from reconciler.emulator.handlers import Reply
-from reconciler.emulator.jsonbody import BodyError, parse_json_body
+from reconciler.emulator.jsonbody import BodyError, admin_object
 from reconciler.emulator.kms import MIN_PENDING_DAYS, KmsProblem
 from reconciler.emulator.kmsapi import Where, alias_entity, key_details
 
 KEY_FIELDS = ("key_alias", "description", "aliases")
 ALIAS_FIELDS = ("alias", "key_id")
 DELETION_FIELDS = ("pending_days",)
-
-
-def _object(body: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
-    doc = parse_json_body(body) if body.strip() else {}
-    if not isinstance(doc, dict):
-        raise BodyError("the body must be a JSON object")
-    unknown = set(doc) - set(fields)
-    if unknown:
-        raise BodyError(f"unknown fields: {', '.join(sorted(unknown))}")
-    return doc
 
 
 def _secret_summary(s: StoredSecret) -> dict[str, Any]:
@@ -58,7 +48,7 @@ def handle_dew_admin(dew: Dew, method: str, project_id: str, rest: list[str], bo
         if rest == ["kms", "keys"] and method == "GET":
             return Reply(200, {"keys": [key_details(k, where) for k in ring.all()]})
         if rest == ["kms", "keys"] and method == "POST":
-            doc = _object(body, KEY_FIELDS)
+            doc = admin_object(body, KEY_FIELDS)
             key = ring.create(key_alias=doc.get("key_alias"),
                               description=doc.get("description") or "")
             aliases = doc.get("aliases") or []
@@ -69,7 +59,7 @@ def handle_dew_admin(dew: Dew, method: str, project_id: str, rest: list[str], bo
             details = key_details(key, where)
             return Reply(201, {**details, "aliases": ring.aliases_of(key.key_id)})
         if rest == ["kms", "aliases"] and method == "POST":
-            doc = _object(body, ALIAS_FIELDS)
+            doc = admin_object(body, ALIAS_FIELDS)
             entry = ring.add_alias(doc.get("alias"), doc.get("key_id"))
             return Reply(201, alias_entity(entry, where))
         if len(rest) == 4 and rest[:2] == ["kms", "keys"] and method == "POST":
@@ -95,7 +85,7 @@ def _key_action(dew: Dew, project_id: str, key_id: str, action: str, body: bytes
     elif action == "cancel-deletion":
         key = ring.cancel_deletion(key_id)
     elif action == "schedule-deletion":
-        doc = _object(body, DELETION_FIELDS)
+        doc = admin_object(body, DELETION_FIELDS)
         key = ring.schedule_deletion(key_id, doc.get("pending_days", MIN_PENDING_DAYS))
     else:
         return Reply(404, {"error": f"no key action {action}: use disable, enable, "

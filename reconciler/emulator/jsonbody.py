@@ -89,3 +89,14 @@ def parse_json_body(raw: bytes) -> Any:
         raise BodyError("the request body is not valid JSON") from None
     _check(value)
     return value
+
+
+def admin_object(body: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """An admin path's body: a JSON object of only these ``fields`` ({} when empty)."""
+    doc = parse_json_body(body) if body.strip() else {}
+    if not isinstance(doc, dict):
+        raise BodyError("the body must be a JSON object")
+    unknown = set(doc) - set(fields)
+    if unknown:
+        raise BodyError(f"unknown fields: {', '.join(sorted(unknown))}")
+    return doc

@@ -12,7 +12,7 @@ under that key and that AAD only. ``unwrap`` refuses anything else with ``KmsPro
 
 Aliases (``alias/…``) name a key too; a key may have several, an alias one key.
 
-May import: ``cryptography``, the standard library.
+May import: ``reconciler.emulator.problem``, ``cryptography``, the standard library.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from reconciler.emulator.problem import ServiceProblem
+
 KEY_ID_RE = re.compile(r"[0-9a-z]{8}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{12}")
 KEY_ALIAS_RE = re.compile(r"[A-Za-z0-9:/_-]{1,255}")
 ALIAS_RE = re.compile(r"alias/[A-Za-z0-9:/_-]{1,249}")
@@ -38,14 +40,8 @@ _VERSION = b"\x01"
 _HEADER = 1 + 16 + 12
 
 
-class KmsProblem(Exception):
+class KmsProblem(ServiceProblem):
     """An error answer in KMS's shape: HTTP status, ``KMS.xxxx`` code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,20 +16,10 @@ from __future__ import annotations
 import dataclasses
 
 from reconciler.api.ecs_servers import EcsServer, EcsServersClient
-from reconciler.api.endpoints import custody_endpoint
+from reconciler.api.endpoints import custody_endpoint, service_endpoint
 from reconciler.api.kps_tasks import KpsTasksClient, Polling
 from reconciler.api.protocol import ApiSettings
 from reconciler.model import Api, RemoteServer
-
-_LABELS = ("kms.", "ecs.")
-
-
-def _swapped(endpoint: str, label: str) -> str:
-    scheme, sep, rest = endpoint.partition("://")
-    for known in _LABELS:
-        if sep and rest.startswith(known):
-            return f"{scheme}://{label}.{rest[len(known):]}"
-    return endpoint
 
 
 def kps_settings(settings: ApiSettings) -> ApiSettings:
@@ -39,7 +29,7 @@ def kps_settings(settings: ApiSettings) -> ApiSettings:
 
 def ecs_settings(settings: ApiSettings) -> ApiSettings:
     everything_at = settings.custody_endpoint == settings.endpoint
-    where = settings.endpoint if everything_at else _swapped(settings.endpoint, "ecs")
+    where = settings.endpoint if everything_at else service_endpoint(settings.endpoint, "ecs")
     return dataclasses.replace(settings, endpoint=where, custody_endpoint=None)
 
 

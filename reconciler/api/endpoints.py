@@ -40,3 +40,18 @@ def custody_endpoint(endpoint: str, api: Api, given: str | None = None) -> str:
     if sep and rest.startswith(f"{caps.service}."):
         return f"{scheme}://{caps.custody_service}.{rest[len(caps.service) + 1:]}"
     return endpoint
+
+
+_SERVICE_LABELS = ("kms.", "ecs.")
+
+
+def service_endpoint(endpoint: str, service: str) -> str:
+    """``endpoint`` (a cloud host of KPS/KMS or ECS) with its service label made ``service``:
+    the cloud serves KMS, KPS and CSMS at ``kms.{region}`` and ECS at ``ecs.{region}``. Any
+    other host (a gateway, the emulator) serves every service at one URL: it is returned as
+    it is."""
+    scheme, sep, rest = endpoint.partition("://")
+    for known in _SERVICE_LABELS:
+        if sep and rest.startswith(known):
+            return f"{scheme}://{service}.{rest[len(known):]}"
+    return endpoint

@@ -7,7 +7,7 @@ emulator) serves every service at one URL and is used as it is. The client share
 API's connection pool when the host is the same.
 
 May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.api.{client,csms,protocol}``.
+``reconciler.api.{client,csms,endpoints,protocol}``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import dataclasses
 
 from reconciler.api.client import HttpClient
 from reconciler.api.csms import CsmsClient
+from reconciler.api.endpoints import service_endpoint
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.errors import ApplyError
 from reconciler.model import Api
@@ -23,11 +24,7 @@ from reconciler.model import Api
 
 def csms_settings(settings: ApiSettings) -> ApiSettings:
     """The settings of the CSMS of the project ``settings`` reach."""
-    endpoint = settings.custody_endpoint
-    if not endpoint:
-        scheme, sep, rest = settings.endpoint.partition("://")
-        endpoint = f"{scheme}://kms.{rest[4:]}" if sep and rest.startswith("ecs.") \
-            else settings.endpoint
+    endpoint = settings.custody_endpoint or service_endpoint(settings.endpoint, "kms")
     return dataclasses.replace(settings, api=Api.KPS, endpoint=endpoint, custody_endpoint=None)
 
 

@@ -240,6 +240,17 @@ def test_custody_endpoint_of_v21_is_the_kps_host() -> None:
     assert custody_endpoint(kms, Api.KPS) == kms
 
 
+def test_service_endpoint_swaps_only_a_cloud_hosts_service_label() -> None:
+    from reconciler.api.endpoints import service_endpoint
+
+    ecs, kms = ("https://ecs.cn-north-4.myhuaweicloud.com",
+                "https://kms.cn-north-4.myhuaweicloud.com")
+    assert service_endpoint(ecs, "kms") == kms and service_endpoint(kms, "ecs") == ecs
+    assert service_endpoint(kms, "kms") == kms
+    for other in ("http://127.0.0.1:8080", "https://gateway.example/ecs.x", "ecs.no-scheme"):
+        assert service_endpoint(other, "kms") == other  # one URL serves every service
+
+
 @pytest.mark.parametrize("api", PROTECTING_APIS)
 def test_key_protection_on_create_and_import(
     make: MakeApi, emulator: Emulator, api: Api

@@ -48,6 +48,14 @@ class Address:
     kind: str
     name: str
     qualified: bool = field(default=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Addresses key every map of a plan: hashed once, not once per lookup.
+        object.__setattr__(self, "_hash", hash((self.target, self.kind, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __lt__(self, other: Address) -> bool:
         return ORDER(self) < ORDER(other)

@@ -379,10 +379,13 @@ def _shims(path: Path) -> Path:
     (path / "reconciler").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m reconciler "$@"\n')
     (path / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     # pip install of the action's checkout: checked, not done (the tree is on PYTHONPATH)
+    # and the consumer's CSMS client at the pinned version: the test extra installed it
     (path / "pip").write_text(
         '#!/bin/sh\nfor a in "$@"; do case "$a" in *"[s3]")\n'
         '  d="${a%\\[s3\\]}"; [ -f "$d/pyproject.toml" ] && [ -f "$d/action.yml" ] && exit 0\n'
-        '  echo "pip: $d is not the action checkout" >&2; exit 1;; esac; done\n'
+        '  echo "pip: $d is not the action checkout" >&2; exit 1;;\n'
+        f'  huaweicloudsdkcsms==3.1.219) exec "{sys.executable}" -c '
+        '"import huaweicloudsdkcsms";; esac; done\n'
         'echo "pip: only the action checkout with [s3] may be installed, got: $*" >&2; exit 1\n')
     for shim in path.iterdir():
         shim.chmod(0o755)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).parent.parent
 GITOPS = ROOT / "examples" / "gitops"
 GITHUB = GITOPS / ".github" / "workflows" / "reconciler.yml"
 DRIFT = GITOPS / ".github" / "workflows" / "drift.yml"
+DEPLOY = GITOPS / ".github" / "workflows" / "deploy.yml"
 ACTION = ROOT / "action.yml"
 GITLAB = GITOPS / ".gitlab-ci.yml"
 COMPONENT = ROOT / "templates" / "reconciler.yml"
@@ -170,6 +171,29 @@ def test_github_workflow_shape() -> None:
     assert drift["jobs"]["drift"]["permissions"]["issues"] == "write"
 
 
+def test_the_deploy_job_reads_one_secret_with_its_own_credentials() -> None:
+    """The consumer: its own environment and credentials (never reconciler's, never the
+    passphrase), read-only, and the one secret its IAM policy names is the one delivered."""
+    wf = load(DEPLOY)
+    assert wf["permissions"] == {}
+    job = wf["jobs"]["deploy"]
+    assert job["permissions"] == {"contents": "read"} and job["environment"] == "deploy"
+    text = yaml.safe_dump(job)
+    assert "secrets.DEPLOY_KEY_READER_AK" in text and "secrets.DEPLOY_KEY_READER_SK" in text
+    for theirs in ("secrets.HUAWEICLOUD_SDK", "PASSPHRASE", "AWS_", "id-token"):
+        assert theirs not in text, theirs
+    policy = json.loads((GITOPS / "iam" / "deploy-key-reader.json").read_text())
+    (csms_statement,) = [s for s in policy["Statement"]
+                         if any(a.startswith("csms:") for a in s["Action"])]
+    assert all(a.startswith("csms:secret:get") for a in csms_statement["Action"])
+    (resource,) = csms_statement["Resource"]
+    secret = resource.rsplit(":", 1)[1]
+    team = load(GITOPS / "keypairs" / "team.yaml")
+    delivered = [sink["csms"]["secret"] for kp in team["keypairs"]
+                 for sink in kp.get("deliver", []) if "csms" in sink]
+    assert delivered == [secret] and f"read-key.py {secret} " in text
+
+
 def test_action_shape() -> None:
     action = load(ACTION)
     assert action["runs"]["using"] == "composite"
@@ -210,7 +234,7 @@ def test_gitlab_component_shape() -> None:
                for i in ci["include"])
 
 
-@pytest.mark.parametrize("path", [GITHUB, DRIFT, GITLAB], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [GITHUB, DRIFT, DEPLOY, GITLAB], ids=lambda p: p.name)
 def test_credentials_only_from_secrets(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     for name in ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "RECONCILER_PASSPHRASE"):
@@ -220,7 +244,7 @@ def test_credentials_only_from_secrets(path: Path) -> None:
 
 
 def test_only_the_apply_job_is_given_the_passphrase() -> None:
-    for path in (GITHUB, DRIFT):
+    for path in (GITHUB, DRIFT, DEPLOY):
         for name, job in load(path)["jobs"].items():
             text = yaml.safe_dump(job)
             if name == "apply":

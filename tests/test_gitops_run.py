@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,12 @@ class World:
         self.repo = Repository(
             root=tmp / "repo",
             secrets={"HUAWEICLOUD_SDK_AK": emulator.ak, "HUAWEICLOUD_SDK_SK": emulator.sk},
-            environments={"production": {"RECONCILER_PASSPHRASE": PASSPHRASE}})
+            environments={"production": {"RECONCILER_PASSPHRASE": PASSPHRASE},
+                          # the key reader's own credentials (the emulator has one user)
+                          "deploy": {"DEPLOY_KEY_READER_AK": emulator.ak,
+                                     "DEPLOY_KEY_READER_SK": emulator.sk}},
+            variables={"HUAWEICLOUD_SDK_PROJECT_ID": emulator.project_id,
+                       "CSMS_ENDPOINT": emulator.endpoint})
         self.main = self.repo.commit({}, tree=tree)
         self.state = tmp / "bucket" / "keypairs.json"
         self.state.parent.mkdir()
@@ -87,6 +93,13 @@ class World:
                                      "head": {"sha": head}}]
         return self.push_main(merge)
 
+    def deploy(self, *, after: str = "success") -> RunRecord:
+        """The consumer's workflow, after a reconciler run on main that ended ``after``."""
+        return self.runner.run("deploy.yml", event="workflow_run", sha=self.main,
+                               ref="refs/heads/main",
+                               payload={"workflow_run": {"conclusion": after,
+                                                         "name": "reconciler"}})
+
     def schedule(self) -> RunRecord:
         return self.runner.run("drift.yml", event="schedule", sha=self.main,
                                ref="refs/heads/main", payload={"schedule": "17 6 * * *"})
@@ -117,15 +130,15 @@ def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: Fak
     run = world.pull_request(7, first)
     assert run.jobs == {"plan": "success", "apply": "skipped"}, run.log()
     comments = _plan_comment(github, 7)
-    assert len(comments) == 1 and "Plan: 5 to add" in comments[0]["body"]
+    assert len(comments) == 1 and "Plan: 6 to add" in comments[0]["body"]
     assert "<!-- reconciler-plan -->" in comments[0]["body"]
-    assert "Plan: 5 to add" in run.summary
+    assert "Plan: 6 to add" in run.summary
     second = world.repo.commit(_team("deploy-bot", "ops"), parent=first)
     run = world.pull_request(7, second)
     assert run.jobs["plan"] == "success", run.log()
     comments = _plan_comment(github, 7)
     assert len(comments) == 1, comments
-    assert "Plan: 6 to add" in comments[0]["body"] and second[:7] in comments[0]["body"]
+    assert "Plan: 7 to add" in comments[0]["body"] and second[:7] in comments[0]["body"]
     assert world.names() == set(), "a plan changed the cloud"
 
     # The plan job never held the passphrase, and its plan worked without it.
@@ -136,7 +149,7 @@ def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: Fak
     # The merge applies exactly the reviewed change set.
     run = world.merge(7, second)
     assert run.jobs == {"plan": "skipped", "apply": "success"}, run.log()
-    assert "exactly the reviewed change set (6 changes" in run.log()
+    assert "exactly the reviewed change set (7 changes" in run.log()
     assert world.names() == EXAMPLE | {"deploy-bot", "ops"}
     assert any("RECONCILER_PASSPHRASE" in s.env for s in run.steps if s.job == "apply")
 
@@ -177,6 +190,43 @@ def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: Fak
     for text in [json.dumps(github.issues), json.dumps(github.comments),
                  *(r.log() + r.summary for r in [run])]:
         assert PASSPHRASE not in text and emulator.sk not in text
+
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
+                                      reason="the deploy job runs ssh-keygen (openssh-client)")
+
+
+@needs_ssh_keygen
+def test_the_deploy_job_reads_one_key_from_csms_without_the_passphrase(
+        emulator: Emulator, github: FakeGitHub, tmp_path: Path) -> None:
+    """After the merge's apply delivered web-deploy's private key to CSMS, the consumer's
+    workflow reads that one secret with its own credentials and uses it: the key it got is
+    the key pair's (its public half is the one state records), the file was 0600, and the job
+    never held the passphrase; no private key is in any log."""
+    world = World(emulator, github, tmp_path)
+    head = world.repo.commit({}, parent=world.main)
+    assert world.pull_request(11, head).jobs["plan"] == "success"
+    run = world.merge(11, head)
+    assert run.jobs["apply"] == "success", run.log()
+    assert 'delivery.web-deploy["csms:web-deploy-ssh-key"]: Creation complete' in run.log()
+
+    skipped = world.deploy(after="failure")
+    assert skipped.jobs == {"deploy": "skipped"}
+    run = world.deploy()
+    assert run.jobs == {"deploy": "success"}, run.log()
+    log = run.log()
+    assert "wrote the current version (v1) of web-deploy-ssh-key" in log
+    public = tmp_path / "web-deploy.pub"
+    public.write_text(_state_public_key(world, "web-deploy") + "\n")
+    expected = subprocess.run(["ssh-keygen", "-lf", str(public)], capture_output=True,
+                              text=True, check=True).stdout.split()[1]
+    assert f"deploying with 256 {expected}" in log, log
+    steps = [s for s in run.steps if s.job == "deploy"]
+    assert steps and all("RECONCILER_PASSPHRASE" not in s.env for s in steps)
+    assert all(PASSPHRASE not in v for s in steps for v in s.env.values())
+    assert "PRIVATE KEY" not in log
+    key_file = Path(steps[-1].env["RUNNER_TEMP"]) / "deploy.key"
+    assert not key_file.exists()  # forgotten at the end of the job
 
 
 def test_a_merge_of_another_change_set_is_refused(emulator: Emulator, github: FakeGitHub,

@@ -210,6 +210,7 @@ class FakeGitHub:
     pulls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # merge sha -> PRs
     runs: list[dict[str, Any]] = field(default_factory=list)
     id_token: str | None = None
+    opened: list[dict[str, Any]] = field(default_factory=list)  # by create-pull-request
     calls: list[str] = field(default_factory=list)
     url: str = ""
     _next: int = 100
@@ -328,7 +329,7 @@ class Repository:
     default_branch: str = "main"
     commits: dict[str, Path] = field(default_factory=dict)
 
-    def commit(self, files: Mapping[str, str | None], *, parent: str | None = None,
+    def commit(self, files: Mapping[str, str | bytes | None], *, parent: str | None = None,
                tree: Path | None = None) -> str:
         sha = f"{len(self.commits) + 1:040x}"
         path = self.root / "commits" / sha
@@ -342,7 +343,10 @@ class Repository:
                 (path / name).unlink()
             else:
                 (path / name).parent.mkdir(parents=True, exist_ok=True)
-                (path / name).write_text(text)
+                if isinstance(text, bytes):
+                    (path / name).write_bytes(text)
+                else:
+                    (path / name).write_text(text)
         self.commits[sha] = path
         return sha
 
@@ -363,6 +367,7 @@ class RunRecord:
     event: str
     head_sha: str
     jobs: dict[str, str] = field(default_factory=dict)  # job -> success | failure | skipped
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> its outputs
     steps: list[StepRecord] = field(default_factory=list)
     summary: str = ""
 
@@ -428,8 +433,17 @@ class Runner:
     def _job(self, run: RunRecord, wf: dict[str, Any], name: str, job: dict[str, Any], *,
              github: dict[str, Any], sha: str, inputs: dict[str, str]) -> str:
         secrets = dict(self.repo.secrets)
+        needs = job.get("needs") or []
+        needs = [needs] if isinstance(needs, str) else list(needs)
         ctx: dict[str, Any] = {"github": github, "secrets": secrets, "vars": self.repo.variables,
-                               "inputs": inputs, "env": {}, "steps": {}}
+                               "inputs": inputs, "env": {}, "steps": {},
+                               "needs": {n: {"result": run.jobs.get(n, "skipped"),
+                                             "outputs": run.outputs.get(n, {})}
+                                         for n in needs}}
+        # a job runs only when every job it needs succeeded (unless its if says always())
+        if any(run.jobs.get(n) != "success" for n in needs) \
+                and "always()" not in str(job.get("if", "")):
+            return "skipped"
         if not condition(job.get("if"), ctx, failed=False):
             return "skipped"
         environment = job.get("environment")
@@ -464,6 +478,8 @@ class Runner:
         state = _JobState(run=run, job=name, workspace=workspace, files=files, sha=sha)
         for step in job["steps"]:
             self._step(state, step, ctx=ctx, env=env)
+        run.outputs[name] = {k: interpolate(str(v), ctx)
+                             for k, v in (job.get("outputs") or {}).items()}
         run.summary += files["summary"].read_text()
         return "failure" if state.failed else "success"
 
@@ -515,20 +531,39 @@ class Runner:
             store.mkdir(parents=True)
             paths = [p.strip() for p in with_["path"].splitlines() if p.strip()]
             for p in paths:
-                if (st.workspace / p).is_file():
-                    shutil.copy(st.workspace / p, store / Path(p).name)
-                elif with_.get("if-no-files-found") == "error":
+                found = [f for f in sorted(st.workspace.glob(p)) if f.is_file()]
+                for f in found:
+                    shutil.copy(f, store / f.name)
+                if not found and with_.get("if-no-files-found") == "error":
                     st.fail(name, f"upload-artifact: no file {p}\n")
             self.artifacts[(st.run.id, with_["name"])] = store
         elif uses == "actions/download-artifact":
-            assert with_.get("github-token") == TOKEN, "download-artifact needs a token"
-            source = self.artifacts.get((int(with_["run-id"]), with_["name"]))
+            if "run-id" in with_:  # another run's: with a token that may read it
+                assert with_.get("github-token") == TOKEN, "download-artifact needs a token"
+            source = self.artifacts.get((int(with_.get("run-id") or st.run.id), with_["name"]))
             if source is None:
                 st.fail(name, f"download-artifact: no artifact {with_['name']}\n")
                 return
             shutil.copytree(source, st.workspace / with_["path"], dirs_exist_ok=True)
+        elif uses == "peter-evans/create-pull-request":
+            self._pull_request(st, with_)
         else:
             raise AssertionError(f"the harness does not know the action {uses}")
+
+    def _pull_request(self, st: _JobState, with_: Mapping[str, str]) -> None:
+        """What create-pull-request does: the files of ``add-paths`` that differ from the
+        commit, committed to ``branch`` and proposed (nothing when none differ)."""
+        base = self.repo.commits[st.sha]
+        changed: dict[str, bytes] = {}
+        for pattern in (p.strip() for p in with_["add-paths"].replace(",", "\n").splitlines()):
+            for f in sorted(st.workspace.glob(pattern)) if pattern else []:
+                rel = f.relative_to(st.workspace)
+                before = base / rel
+                if f.is_file() and (not before.is_file() or before.read_bytes() != f.read_bytes()):
+                    changed[str(rel)] = f.read_bytes()
+        if changed:
+            self.github.opened.append({"branch": with_["branch"], "title": with_["title"],
+                                       "files": changed, "job": st.job})
 
     def _bash(self, st: _JobState, name: str, script: str, *, ctx: dict[str, Any],
               env: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ emulator runs them first (its admin path), as the console would have."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ DIRS = [EXAMPLES, EXAMPLES / "v2", EXAMPLES / "kps", EXAMPLES / "gitops" / "keyp
 def test_example_converges(emulator: Emulator, tmp_path: Path, directory: Path) -> None:
     from reconciler.manifest import load_manifests
 
+    # a copy: an example's age_file sinks write files beside its manifests
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    directory = tmp_path / "examples" / directory.relative_to(EXAMPLES)
     manifest = load_manifests([directory], cwd=directory)
     api = manifest.provider.api.value if manifest.provider and manifest.provider.api else "v2.1"
     cli = Cli(emulator, tmp_path, api=api)

@@ -194,6 +194,22 @@ def test_the_deploy_job_reads_one_secret_with_its_own_credentials() -> None:
     assert delivered == [secret] and f"read-key.py {secret} " in text
 
 
+def test_only_the_keys_pr_job_may_write_and_it_holds_no_secret() -> None:
+    """The job that proposes the age files apply wrote is the only one with contents: write;
+    it names no secret (no cloud credential, no passphrase) and runs after apply."""
+    for path in (GITHUB, DRIFT, DEPLOY):
+        for name, job in load(path)["jobs"].items():
+            writes = job.get("permissions", {}).get("contents") == "write"
+            assert writes == (path == GITHUB and name == "keys-pr"), (path.name, name)
+    job = load(GITHUB)["jobs"]["keys-pr"]
+    assert job["needs"] == "apply" and "environment" not in job
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert "secrets." not in yaml.safe_dump(job)
+    uses = [s["uses"].split("@")[0] for s in job["steps"]]
+    assert uses == ["actions/checkout", "actions/download-artifact",
+                    "peter-evans/create-pull-request"]
+
+
 def test_action_shape() -> None:
     action = load(ACTION)
     assert action["runs"]["using"] == "composite"

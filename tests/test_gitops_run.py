@@ -128,17 +128,18 @@ def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: Fak
     # A pull request: the plan is one comment, rewritten in place on the second push.
     first = world.repo.commit(_team("deploy-bot"), parent=world.main)
     run = world.pull_request(7, first)
-    assert run.jobs == {"plan": "success", "apply": "skipped"}, run.log()
+    assert run.jobs == {"plan": "success", "apply": "skipped", "keys-pr": "skipped"}, \
+        run.log()
     comments = _plan_comment(github, 7)
-    assert len(comments) == 1 and "Plan: 6 to add" in comments[0]["body"]
+    assert len(comments) == 1 and "Plan: 7 to add" in comments[0]["body"]
     assert "<!-- reconciler-plan -->" in comments[0]["body"]
-    assert "Plan: 6 to add" in run.summary
+    assert "Plan: 7 to add" in run.summary
     second = world.repo.commit(_team("deploy-bot", "ops"), parent=first)
     run = world.pull_request(7, second)
     assert run.jobs["plan"] == "success", run.log()
     comments = _plan_comment(github, 7)
     assert len(comments) == 1, comments
-    assert "Plan: 7 to add" in comments[0]["body"] and second[:7] in comments[0]["body"]
+    assert "Plan: 8 to add" in comments[0]["body"] and second[:7] in comments[0]["body"]
     assert world.names() == set(), "a plan changed the cloud"
 
     # The plan job never held the passphrase, and its plan worked without it.
@@ -148,10 +149,20 @@ def test_pull_request_merge_and_drift_end_to_end(emulator: Emulator, github: Fak
 
     # The merge applies exactly the reviewed change set.
     run = world.merge(7, second)
-    assert run.jobs == {"plan": "skipped", "apply": "success"}, run.log()
-    assert "exactly the reviewed change set (7 changes" in run.log()
+    assert run.jobs == {"plan": "skipped", "apply": "success", "keys-pr": "success"}, \
+        run.log()
+    assert "exactly the reviewed change set (8 changes" in run.log()
     assert world.names() == EXAMPLE | {"deploy-bot", "ops"}
     assert any("RECONCILER_PASSPHRASE" in s.env for s in run.steps if s.job == "apply")
+    # The keys-pr job proposed the age file apply wrote; merging it puts the file in the
+    # tree, where the next plans find it in sync (and that push applies nothing).
+    (proposed,) = github.opened
+    assert set(proposed["files"]) == {"keys/ci-runner.age"}
+    keys_merge = world.repo.commit(dict(proposed["files"]), parent=world.main)
+    run = world.push_main(keys_merge)
+    assert run.jobs["apply"] == "success", run.log()
+    assert "No changes." in run.log() and len(github.opened) == 1  # nothing new to propose
+    second = keys_merge
 
     # An unreviewed change pushed to main is refused, and changes nothing.
     sneaky = world.repo.commit(_team("deploy-bot", "ops", "sneaky"), parent=world.main)
@@ -229,6 +240,45 @@ def test_the_deploy_job_reads_one_key_from_csms_without_the_passphrase(
     assert not key_file.exists()  # forgotten at the end of the job
 
 
+EXAMPLE_RECIPIENT = "age1ljqjh7guegffr7zz9ehpjl8pf9ql2x0ul0xx3fscpwmslwg3r4rsse6wvk"
+
+
+@needs_ssh_keygen
+@pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None,
+                    reason="the age tool (Debian package age; .ci/run installs it)")
+def test_the_keys_pr_job_proposes_the_age_file_and_holds_no_secret(
+        emulator: Emulator, github: FakeGitHub, tmp_path: Path) -> None:
+    """apply writes keys/ci-runner.age (deliver: age_file) and hands it on as an artifact;
+    the keys-pr job, the only one with contents: write, proposes it as a pull request. It
+    decrypts with the recipient's identity to ci-runner's private key."""
+    identity = tmp_path / "identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    recipient = next(line.split(": ", 1)[1] for line in identity.read_text().splitlines()
+                     if line.startswith("# public key:"))
+    world = World(emulator, github, tmp_path)
+    team = (GITOPS / "keypairs" / "team.yaml").read_text()
+    assert EXAMPLE_RECIPIENT in team
+    head = world.repo.commit({"keypairs/team.yaml": team.replace(EXAMPLE_RECIPIENT, recipient)},
+                             parent=world.main)
+    assert world.pull_request(12, head).jobs["plan"] == "success"
+    run = world.merge(12, head)
+    assert run.jobs == {"plan": "skipped", "apply": "success", "keys-pr": "success"}, \
+        run.log()
+    (proposed,) = github.opened
+    assert proposed["job"] == "keys-pr" and proposed["branch"] == "reconciler/delivered-keys"
+    sealed = tmp_path / "ci-runner.age"
+    sealed.write_bytes(proposed["files"]["keys/ci-runner.age"])
+    opened = subprocess.run(["age", "-d", "-i", str(identity), str(sealed)],
+                            capture_output=True, check=True).stdout
+    key = tmp_path / "ci-runner.key"
+    key.write_bytes(opened)
+    key.chmod(0o600)
+    public = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                            text=True, check=True).stdout.split()[:2]
+    assert public == _state_public_key(world, "ci-runner").split()[:2]
+    assert opened.decode() not in run.log()  # (the job's secrets: test_gitops_ci)
+
+
 def test_a_merge_of_another_change_set_is_refused(emulator: Emulator, github: FakeGitHub,
                                                   tmp_path: Path) -> None:
     world = World(emulator, github, tmp_path)
@@ -249,7 +299,7 @@ def test_fork_pull_requests_get_no_plan(emulator: Emulator, github: FakeGitHub,
                                         tmp_path: Path) -> None:
     world = World(emulator, github, tmp_path)
     run = world.pull_request(9, world.repo.commit(_team("x"), parent=world.main), fork=True)
-    assert run.jobs == {"plan": "skipped", "apply": "skipped"}
+    assert run.jobs == {"plan": "skipped", "apply": "skipped", "keys-pr": "skipped"}
     assert github.comments == {} and run.steps == []
 
 

@@ -186,8 +186,9 @@ def make_plan(
     if within_set:
         skipped |= {a.target for a in (*desired, *recorded)} - within_set
     for addr in sorted(desired.keys() | recorded.keys(), key=ORDER):
-        if (targets and addr not in targets) or addr.target in skipped:
-            continue
+        if addr.target in skipped or (targets and addr not in targets and REGISTRY[
+                addr.kind].owner(addr, desired.get(addr), recorded.get(addr)) not in targets):
+            continue  # --target of a key pair selects its bindings and deliveries too
         ctx.here = addr
         prior = recorded.get(addr)
         if addr.target in forgotten:

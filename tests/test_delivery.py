@@ -132,6 +132,29 @@ def test_csms_drift_is_planned_and_repaired(emulator: Emulator, tmp_path: Path) 
     assert cli("plan", "--detailed-exitcode", m).code == 0
 
 
+def test_target_of_a_key_pair_takes_its_deliveries_along(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    """``--replace web --target web``: the new key is delivered in the same apply, so the
+    secret never lags behind the key pair (Terraform's -target would leave it for later)."""
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest("      - csms: {secret: web-ssh}\n")
+              + "  - name: other\n    generate: ed25519\n"
+              + "    deliver:\n      - csms: {secret: other-ssh}\n")
+    m = str(cli.manifests)
+    assert cli("apply", "--auto-approve", m).code == 0
+    other = _sdk_value(emulator, "other-ssh")
+    planned = cli("plan", "--replace", "web", "--target", "web", m)
+    assert planned.code == 0, planned.text
+    assert 'delivery.web["csms:web-ssh"] will be updated in-place' in planned.out
+    assert "delivery.other" not in planned.out and "keypair.other" not in planned.out
+    assert "Plan: 1 to add, 1 to change, 1 to destroy." in planned.out
+    applied = cli("apply", "--auto-approve", "--replace", "web", "--target", "web", m)
+    assert applied.code == 0, applied.text
+    assert _sdk_value(emulator, "web-ssh") == _private(cli)
+    assert _sdk_value(emulator, "other-ssh") == other
+    assert cli("plan", "--detailed-exitcode", m).code == 0
+
+
 def _sdk_sealed_by(emulator: Emulator, secret: str, version_id: str) -> str:
     version = _sdk(emulator).show_secret_version(  # type: ignore[attr-defined]
         csms_sdk.ShowSecretVersionRequest(secret_name=secret, version_id=version_id))

@@ -125,6 +125,11 @@ class Kind(Protocol):
         """The addresses whose changes must be done before this one."""
         ...
 
+    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
+        """The key pair this object belongs to (its bindings, its deliveries): ``--target``
+        of that key pair selects the object too. None for a key pair."""
+        ...
+
     def precedes(self, change: Change) -> tuple[Address, ...]:
         """The addresses whose changes must wait for this one (an unbind before the delete
         of its key pair)."""

@@ -272,6 +272,9 @@ class BindingKind:
         # the key pair's entry, bindings included, leaves state with the key pair's FORGET
         return Change(addr.name, Action.NOOP, at=addr)
 
+    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
+        return keypair_of(addr)
+
     def depends_on(self, change: Change) -> tuple[Address, ...]:
         if change.action in (Action.CREATE, Action.UPDATE, Action.IMPORT):
             return (keypair_of(change.address),)

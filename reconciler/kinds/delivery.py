@@ -303,6 +303,10 @@ class DeliveryKind:
     def depends_on(self, change: Change) -> tuple[Address, ...]:
         return (keypair_of(change),)  # its key pair's change first, always
 
+    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
+        held_or_wanted = desired if desired is not None else recorded
+        return held_or_wanted.keypair if held_or_wanted is not None else None
+
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:
         check_deliveries(plan)

@@ -438,6 +438,9 @@ class KeyPairKind:
     def depends_on(self, change: Change) -> tuple[Address, ...]:
         return ()  # key pairs depend on nothing
 
+    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
+        return None
+
     def precedes(self, change: Change) -> tuple[Address, ...]:
         return ()
 

@@ -85,7 +85,7 @@ def _csms(block: Mapping[str, object], here: SourceLocation, at: NodePath,
                    "targets block", f"declared targets: {known}; check the spelling")
             return None
     return DeliverySink(kind=CSMS_SINK, key=secret, location=here,
-                        kms_key_id=key if isinstance(key, str) else None,
+                        kms_key_id=key if isinstance(key, str) and key else None,
                         target=target if isinstance(target, str) else None)
 
 

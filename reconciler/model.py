@@ -509,7 +509,8 @@ class DeliverySink:
     kind: str  # CSMS_SINK | AGE_FILE_SINK
     key: str
     location: SourceLocation = field(compare=False)
-    kms_key_id: str | None = None  # csms: the KMS key the secret is encrypted under
+    kms_key_id: str | None = None  # csms: the KMS key the secret is encrypted under (None:
+    #   csms/default; never empty)
     target: str | None = None  # csms: the target whose CSMS holds it (None: the key pair's)
     path: str | None = None  # age_file: absolute
     recipients: tuple[str, ...] = ()  # age_file: age1... recipients

@@ -226,7 +226,7 @@ def _wanted(addr: Address, w: Wanted, h: Held | None, drift: Drift | None) -> Ch
     if h.entry.fingerprint_sha256 != h.record.fingerprint:
         why.append(f"the key pair's key changed since it was delivered; apply delivers the new "
                    f"key as {again}")
-    if sink.kind == CSMS_SINK and (sink.kms_key_id or None) != h.record.kms_key_id:
+    if sink.kind == CSMS_SINK and sink.kms_key_id != h.record.kms_key_id:
         why.append(f"its KMS key changed ({h.record.kms_key_id or 'csms/default'} -> "
                    f"{sink.kms_key_id or 'csms/default'}); apply seals the secret's versions "
                    "from now on under it and delivers the key again as a new version (those "

@@ -168,7 +168,7 @@ class DeliveryApplier:
                                     held=_record(change))
             record = DeliveryRecord(sink=sink.id, target=self.target,
                                     fingerprint=entry.fingerprint_sha256, delivered=stamp,
-                                    version_id=version, kms_key_id=sink.kms_key_id or None)
+                                    version_id=version, kms_key_id=sink.kms_key_id)
         else:
             assert sink.path is not None
             data = agefile.encrypt(secret, sink.recipients)
@@ -195,7 +195,7 @@ class DeliveryApplier:
             return self._current_is(csms, name, secret, wrote="create the secret")
         if info.state == "PENDING_DELETE":
             csms.restore(name)
-        rekeyed = held is not None and (sink.kms_key_id or None) != held.kms_key_id
+        rekeyed = held is not None and sink.kms_key_id != held.kms_key_id
         if rekeyed and not (sink.kms_key_id and info.kms_key_id == sink.kms_key_id):
             info = csms.set_kms_key(name, sink.kms_key_id)
         current = csms.current(name)

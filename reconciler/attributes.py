@@ -59,8 +59,9 @@ def desired_attributes(d: DesiredKeyPair) -> dict[str, Any]:
 
 
 def recorded_attributes(s: StateKeyPair) -> dict[str, Any]:
-    """What state records; ``private_key`` is None here and marked sensitive by the plan."""
-    return {
+    """What state records; ``private_key`` is None here and marked sensitive by the plan.
+    ``cloud_name`` only for a key pair rotated to a generation (the cloud calls it NAME-gN)."""
+    out: dict[str, Any] = {
         "name": s.name,
         "source": s.source.value,
         "algorithm": s.algorithm,
@@ -73,6 +74,9 @@ def recorded_attributes(s: StateKeyPair) -> dict[str, Any]:
         "fingerprint": s.fingerprint_md5,
         "private_key": None,
     }
+    if s.generation:
+        out["cloud_name"] = s.cloud_name
+    return out
 
 
 def remote_attributes(r: RemoteKeyPair) -> dict[str, Any]:

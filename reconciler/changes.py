@@ -57,9 +57,11 @@ REASON_REKEYED = "forget_because_changed_outside"
 REASON_TARGET_FORGOTTEN = "forget_because_target_forgotten"
 
 
-def tally(actions: Iterable[Action], *, imported: int = 0) -> dict[str, int]:
+def tally(actions: Iterable[Action], *, imported: int = 0, rotated: int = 0) -> dict[str, int]:
     """Terraform's counts: a replacement is one add and one destroy; an adoption updated in
-    place (``Change.importing``, counted in ``imported``) is one import and one change."""
+    place (``Change.importing``, counted in ``imported``) is one import and one change. A
+    rotation without a gap (counted in ``rotated``) is one add: its destroy is the deposed
+    generation's own change, counted when it is planned and when it is done."""
     out = {"import": imported, "add": 0, "change": 0, "destroy": 0, "forget": 0}
     for action in actions:
         if action is Action.IMPORT:
@@ -72,6 +74,7 @@ def tally(actions: Iterable[Action], *, imported: int = 0) -> dict[str, int]:
             out["add"] += 1
         if action in (Action.DELETE, Action.REPLACE):
             out["destroy"] += 1
+    out["destroy"] -= rotated
     return out
 
 
@@ -123,6 +126,16 @@ class Change:
     def address(self) -> Address:
         return self.at if self.at is not None else keypair_address(self.name)
 
+    @property
+    def rotating(self) -> bool:
+        """A replacement by a new generation, the old one kept until its servers moved
+        (``kinds.generations``): created before anything is destroyed."""
+        if self.action is not Action.REPLACE:
+            return False
+        old = (self.before or {}).get("cloud_name")
+        new = (self.after or {}).get("cloud_name")
+        return isinstance(old, str) and isinstance(new, str) and old != new
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -173,7 +186,8 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         return tally((c.action for c in self.changes),
-                     imported=sum(1 for c in self.changes if c.importing))
+                     imported=sum(1 for c in self.changes if c.importing),
+                     rotated=sum(1 for c in self.changes if c.rotating))
 
     @property
     def has_changes(self) -> bool:
@@ -221,6 +235,7 @@ class Outcome:
     destroyed: bool = False  # a failed replacement whose old key pair was deleted
     at: Address | None = None  # None: the key pair of that name in the run's only target
     importing: bool = False  # an UPDATE that adopted the key pair first (Change.importing)
+    rotated: bool = False  # a rotation without a gap: the new generation made, the old kept
 
     @property
     def address(self) -> Address:
@@ -239,7 +254,8 @@ class ApplyResult:
     def counts(self) -> dict[str, int]:
         """What was done: completed changes, and the deletions of failed replacements."""
         done = tally((o.action for o in self.outcomes if o.ok),
-                     imported=sum(1 for o in self.outcomes if o.ok and o.importing))
+                     imported=sum(1 for o in self.outcomes if o.ok and o.importing),
+                     rotated=sum(1 for o in self.outcomes if o.ok and o.rotated))
         done["destroy"] += sum(1 for o in self.outcomes if not o.ok and o.destroyed)
         return done
 

@@ -44,6 +44,7 @@ from reconciler.manifest_schema import format_path, schema_diagnostics, show
 from reconciler.model import (
     AGENCY_DURATION_SECONDS,
     DEFAULT_AGENCY_DURATION_SECONDS,
+    ROTATING_NAME_MAX,
     AgencyConfig,
     Api,
     CredentialsConfig,
@@ -474,7 +475,17 @@ class _KeyPairCheck:
                 self.add(fld, summary + where, key=True, detail=detail)
 
     def _check_rotation(self) -> None:
-        """rotate_after replaces the key pair with a new key; some key pairs cannot have one."""
+        """rotate_after replaces the key pair with a new key; some key pairs cannot have one.
+        A key pair that rotates or is bound to servers is rotated without a gap, under the
+        name NAME-gN: its name leaves room for the suffix."""
+        name = self._str("name")
+        rotating = [k for k in ("rotate_after", "servers") if k in self.item]
+        if rotating and name is not None and len(name) > ROTATING_NAME_MAX:
+            self.add("name", f"key pair {name[:80]!r} is {len(name)} characters long; one "
+                     f"with {rotating[0]} may have at most {ROTATING_NAME_MAX}", detail=(
+                         "a bound key pair is rotated without a gap under a new name, "
+                         f"{name[:20]}...-gN, and a key pair name is at most 64 characters: "
+                         f"shorten the name (the key pair is then created again under it)"))
         if "rotate_after" not in self.item:
             return
         if self.item.get("prevent_destroy") is True:

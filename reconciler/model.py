@@ -410,6 +410,31 @@ class SealedSecret:
         return "SealedSecret(...)"
 
 
+# A key pair rotated without a gap is made under a new name first: ``NAME-gN`` (generation
+# N, 1 to 99, then 1 again), so that the old one stays until every server is rebound. Names
+# are at most 64 characters, so a key pair that may rotate so has a name of at most 60.
+MAX_GENERATION = 99
+ROTATING_NAME_MAX = 60
+
+
+def generation_name(name: str, generation: int) -> str:
+    """The name in the cloud of generation ``generation`` of key pair ``name``."""
+    return name if generation == 0 else f"{name}-g{generation}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deposed:
+    """The previous generation of a key pair being rotated without a gap: kept in the cloud
+    (and its private key in state) until every server it is bound to is rebound to the new
+    generation; then deleted."""
+
+    cloud_name: str
+    public_key: str
+    fingerprint_md5: str
+    fingerprint_sha256: str
+    private_key: SealedSecret | None = None  # sealed for the entry's address, as before
+
+
 @dataclass(frozen=True, slots=True)
 class StateKeyPair:
     """One managed key pair as recorded in state."""
@@ -438,6 +463,15 @@ class StateKeyPair:
     servers: tuple[str, ...] = ()
     # What was delivered of its private key, per sink (never the key itself).
     deliveries: tuple[DeliveryRecord, ...] = ()
+    # Its generation (0: the cloud names it ``name``; N: ``name-gN``), and the previous one
+    # while a rotation without a gap is under way.
+    generation: int = 0
+    deposed: Deposed | None = None
+
+    @property
+    def cloud_name(self) -> str:
+        """What the cloud (and a server's ``key_name``) calls it."""
+        return generation_name(self.name, self.generation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,16 +70,23 @@ def test_the_bindings_tour_binds_three_servers_in_one_batch_rotates_and_unbinds(
     before = _section(out, "What each server accepts before the rotation:")
     after = _section(out, "What each server accepts after the rotation:")
     assert before == bound
-    # Today --replace makes a new key pair of the same name and leaves the servers on the
-    # old public key; the tour says so, and takes the documented way out (stop, unbind).
-    # Rotation without a gap (NAME-gN) turns this into "Rotated with no gap".
-    assert after == bound
-    assert "Rotation left 3 of 3 server(s) without the new key" in out
-    assert "web-1: GAP: still accepts only the replaced public key" in out
-    assert "3 imported, 0 added, 0 changed, 0 destroyed" in out
-    assert "Resources: 0 added, 0 changed, 3 destroyed." in out
+    # --replace of a bound key pair rotates it without a gap: the new generation is made as
+    # web-fleet-g1, each server is rebound to it, then the old key pair is deleted.
+    assert "Plan: 1 to add, 3 to change, 1 to destroy." in out
+    assert "+/- create replacement and then destroy" in out
+    assert set(after) == {"web-1", "web-2", "web-3"}
+    assert len(set(after.values())) == 1
+    new = next(iter(after.values()))
+    assert new.startswith("web-fleet-g1 SHA256:") and new.split()[1] not in {
+        v.split()[1] for v in before.values()}
+    for server in ("web-1", "web-2", "web-3"):
+        assert f"{server}: no gap: " in out
+    assert "Rotated with no gap: every server accepts the new key pair" in out
+    assert "deposed.web-fleet: Destruction complete" in out
+    assert "Resources: 1 added, 3 changed, 1 destroyed." in out
+    assert "KPS requests: 0 batch-associate, 0 associate, 3 disassociate" in out
     assert _section(out, "What each server accepts after the unbind:") == dict.fromkeys(
-        ("web-1", "web-2", "web-3"), "no key (password login), stopped")
+        ("web-1", "web-2", "web-3"), "no key (password login)")
     final = out.split("━━ 5/5", 1)[1]
     assert "No changes. Your infrastructure matches the configuration." in final
     assert "PRIVATE KEY" not in out + err and "Traceback" not in out + err

@@ -109,7 +109,8 @@ def _per_target(result: ApplyResult, plan: Plan) -> list[str]:
         outcomes = by_target[target]
         failed = [o for o in outcomes if not o.ok]
         c = tally((o.action for o in outcomes if o.ok),
-                  imported=sum(1 for o in outcomes if o.ok and o.importing))
+                  imported=sum(1 for o in outcomes if o.ok and o.importing),
+                  rotated=sum(1 for o in outcomes if o.ok and o.rotated))
         done = (f"{c['import']} imported, " if c["import"] else "") + (
             f"{c['add']} added, {c['change']} changed, {c['destroy']} destroyed")
         state = f"{len(failed)} of {len(outcomes)} changes failed; " if failed else "complete: "

@@ -196,6 +196,10 @@ def _mv(args: argparse.Namespace, env: Env, store: StateStore) -> int:
                              "Remove it first with `reconciler state rm` if it is stale")
         if (query.name, target) == (entry.name, entry.target):
             raise UsageError(f"state mv: {source} is already at that address")
+        if entry.deposed is not None:
+            raise UsageError(f"state mv: {source} is being rotated (its previous generation "
+                             f"{entry.deposed.cloud_name!r} is still in the cloud); run "
+                             "`reconciler apply` to finish the rotation, then move it")
         sealed = entry.private_key
         if sealed is not None:
             sealed = store.seal(entry.name, store.unseal(entry.name, sealed,

@@ -24,7 +24,15 @@ replaced the plan names the servers that use it (``kinds.dependents``).
 
 May import: ``reconciler.kinds.base``, ``reconciler.kinds.binding_apply``,
 ``reconciler.kinds.dependents``, ``reconciler.changes``, ``reconciler.model``,
-``reconciler.address``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.address``, ``reconciler.api.protocol``, ``reconciler.state.protocol``,
+``reconciler.kinds.generations``.
+
+A key pair rotated without a gap (``kinds.generations``) is at generation N, ``NAME-gN`` in
+the cloud: its servers are compared with that name, a server still on the previous
+(deposed) generation is rebound to the current one, and in the plan that starts a rotation
+every server bound to the old generation is rebound to the new one (with the old private key
+as ``auth``). ``key_name`` is always the cloud's name; ``held_by`` (and ``held_by_deposed``)
+say which managed key pair a server holds when that name is not the key pair's own.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from reconciler.changes import Action, Change, Drift, DriftKind, Hooks, Mode, Pl
 from reconciler.kinds.base import Context, Decided
 from reconciler.kinds.binding_apply import BindingApplier
 from reconciler.kinds.dependents import review_dependents
+from reconciler.kinds.generations import DEPOSED, holder, rotation_of
 from reconciler.model import (
     DesiredKeyPair,
     Manifest,
@@ -66,7 +75,7 @@ def has_bindings(manifest: Manifest, state: State) -> bool:
     """Whether a plan needs the server lists: the manifests bind servers, or state records
     bindings."""
     return any(kp.servers for kp in manifest.keypairs) or any(
-        e.servers for e in state.keypairs.values())
+        e.servers or e.deposed is not None for e in state.keypairs.values())
 
 
 def removes_keypairs(plan: Plan) -> bool:
@@ -121,12 +130,34 @@ def _resolve(refs: Sequence[ServerRef], servers: Sequence[RemoteServer], ctx: Co
     return out
 
 
+def _held(ctx: Context, target: str, key_name: str | None) -> dict[str, Any]:
+    """What a binding's ``before`` says of the managed key pair a server holds, when the
+    cloud's name for it is not its own (a generation), or it is a deposed generation."""
+    if key_name is None:
+        return {}
+    found = _holder(ctx, target, key_name)
+    if found is None or (found[0].name == key_name and not found[1]):
+        return {}
+    entry, deposed = found
+    return {"held_by": entry.name, **({"held_by_deposed": True} if deposed else {})}
+
+
+def _holder(ctx: Context, target: str, key_name: str) -> tuple[StateKeyPair, bool] | None:
+    entry = ctx.entries.get(Address(target, KEYPAIR, key_name))
+    if entry is not None and entry.cloud_name == key_name:
+        return entry, False
+    return holder(ctx.entries, target, key_name)
+
+
 def _auth_problem(server: RemoteServer, holder: str, doing: str, ctx: Context,
                   group: Address, at: ServerRef | None) -> None:
     """A running server holds ``holder``: KPS needs its private key to change it. Reported
     when state holds none."""
-    entry = ctx.entries.get(Address(group.target, KEYPAIR, holder))
-    if entry is not None and entry.private_key is not None:
+    found = _holder(ctx, group.target, holder)
+    entry = found[0] if found is not None else None
+    sealed = None if found is None else (
+        found[0].deposed.private_key if found[1] and found[0].deposed else found[0].private_key)
+    if sealed is not None:
         return
     why = ("state holds no private key of it (its public key was imported)" if entry is not None
            else "it is not managed by reconciler")
@@ -158,6 +189,8 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
                     "without a plan file")
         return out
     name = group.name
+    cloud = prior.cloud_name if prior is not None else name  # a generation: NAME-gN
+    old = prior.deposed.cloud_name if prior is not None and prior.deposed else None
     by_id = {s.id: s for s in servers}
     mode = ctx.options.mode
     wanted = _resolve(declared.refs, servers, ctx, group) if declared is not None \
@@ -167,18 +200,18 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
         addr = binding_address(group, sid)
         server = by_id.get(sid)
         now = server.key_name if server is not None else None
-        before = _attrs(name, server, sid, now)
-        if sid in recorded and now != name:
+        before = {**_attrs(name, server, sid, now), **_held(ctx, group.target, now)}
+        if sid in recorded and now not in (cloud, old):
             out.drift.append(Drift(addr.name, DriftKind.DELETED if server is None
                                    else DriftKind.CHANGED,
-                                   _attrs(name, server, sid, name),
+                                   _attrs(name, server, sid, cloud),
                                    None if server is None else before, at=addr))
         if mode is Mode.REFRESH_ONLY:
             continue
         if sid not in wanted:
-            if now == name and server is not None:
+            if now is not None and now in (cloud, old) and server is not None:
                 if server.running:
-                    _auth_problem(server, name, "unbind", ctx, group, None)
+                    _auth_problem(server, now, "unbind", ctx, group, None)
                 out.changes.append(Change(addr.name, Action.DELETE, before=before,
                                           after=None, at=addr, prior=prior,
                                           notes=(f"unbind: server {server.name!r} is no longer "
@@ -192,8 +225,8 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
                                                  "binding from state",)))
             continue
         assert server is not None  # resolved against the list
-        after = _attrs(name, server, sid, name)
-        if now == name:
+        after = _attrs(name, server, sid, cloud)
+        if now == cloud:
             if sid not in recorded:
                 out.changes.append(Change(addr.name, Action.IMPORT, before=before,
                                           after=after, at=addr, prior=prior,
@@ -219,7 +252,47 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
         out.changes.append(Change(addr.name, Action.UPDATE, before=before, after=after,
                                   at=addr, prior=prior,
                                   notes=(f"rebind server {server.name!r} from {now!r} to "
-                                         f"{name!r} ({how})",)))
+                                         f"{cloud!r} ({how})",)))
+    return out
+
+
+def _rotated(changes: Sequence[Change], ctx: Context) -> list[Change]:
+    """In a plan that rotates a key pair without a gap, every server bound to its current
+    generation is rebound to the new one, authorised by the old private key (deposed by
+    then); binds and rebinds of other servers go to the new generation too."""
+    rotations = {c.address: (c, r) for c in changes if c.address.kind == KEYPAIR
+                 and (r := rotation_of(c)) is not None}
+    if not rotations:
+        return list(changes)
+    out = []
+    for c in changes:
+        found = rotations.get(keypair_of(c.address)) if c.address.kind == BINDING else None
+        if found is None or c.action not in (Action.NOOP, Action.IMPORT, Action.CREATE,
+                                             Action.UPDATE):
+            out.append(c)
+            continue
+        keypair, (old, new) = found
+        before = dict(c.before) if c.before else None
+        after = {**(c.after or {}), "key_name": new}
+        if before is None or before.get("key_name") != old:
+            out.append(replace(c, after=after, notes=tuple(
+                n.replace(repr(old), repr(new)) for n in c.notes)))
+            continue
+        running = after.get("status") == "ACTIVE"
+        prior = keypair.prior
+        if running and (prior is None or prior.private_key is None):
+            ctx.problem(f"cannot rotate {keypair.address} without a gap: server "
+                        f"{after.get('server')!r} ({after.get('server_id')}) is running with "
+                        f"it, and KPS needs its private key to rebind it; state holds none "
+                        "(its public key was imported)",
+                        "stop the server and plan again (a stopped server is reset, which "
+                        "needs no key); or unbind it first", keypair.desired)
+        before.update({"held_by": keypair.name, "held_by_deposed": True})
+        how = (f"running: authorised by the private key of {old!r} from state" if running
+               else "stopped: KPS resets it")
+        out.append(replace(c, action=Action.UPDATE, before=before, after=after,
+                           notes=(f"rotation: rebind server {after.get('server')!r} from "
+                                  f"{old!r} to {new!r} ({how})",)))
     return out
 
 
@@ -283,16 +356,21 @@ class BindingKind:
     def precedes(self, change: Change) -> tuple[Address, ...]:
         """An unbind before its key pair's delete; a rebind before the delete of the key
         pair the server leaves."""
-        holder = (change.before or {}).get("key_name")
-        if change.action in (Action.DELETE, Action.UPDATE) and isinstance(holder, str):
-            return (Address(change.address.target, KEYPAIR, holder),)
-        return ()
+        before = change.before or {}
+        holder = before.get("key_name")
+        if change.action not in (Action.DELETE, Action.UPDATE) or not isinstance(holder, str):
+            return ()
+        owner = str(before.get("held_by") or holder)
+        if before.get("held_by_deposed"):  # the previous generation: deleted after this
+            return (Address(change.address.target, DEPOSED, owner),)
+        return (Address(change.address.target, KEYPAIR, owner),)
 
     def follow(self, changes: Sequence[Change]) -> list[Change]:
         return list(changes)  # a binding's change follows from nothing else
 
     def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
-        return review_dependents(_handed_over(changes), ctx, binding_kind=BINDING)
+        return review_dependents(_handed_over(_rotated(changes, ctx)), ctx,
+                                 binding_kind=BINDING)
 
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:

@@ -9,6 +9,12 @@ is the change's error, with the cloud's code and reason. A task an interrupted a
 running (kill -9) is found in ``running-tasks`` and followed, not submitted again. State
 records a binding (the server id in its key pair's entry) once its task succeeded.
 
+A server is bound to the key pair's name in the cloud (``key_name``: ``NAME-gN`` for a
+generation), and only once state records that key pair ready under that name: a bind after a
+create that failed (or whose private key never arrived) is refused, so that no server is
+moved to a key nobody holds. A server holding a deposed generation is changed with that
+generation's private key.
+
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.api.kps_tasks``, ``reconciler.state.protocol``.
 """
@@ -24,7 +30,7 @@ from typing import Any
 from reconciler.api.kps_tasks import MAX_BATCH, ListedTask, Submission
 from reconciler.changes import Action, Change, Hooks, Outcome
 from reconciler.errors import ReconcilerError
-from reconciler.model import Secret
+from reconciler.model import EntryStatus, Secret
 from reconciler.state.protocol import StateStore
 
 _PHASE = {Action.CREATE: "create", Action.UPDATE: "update", Action.DELETE: "delete",
@@ -58,7 +64,7 @@ class BindingApplier:
         out: list[tuple[Change, ...]] = []
         for change in changes:
             if _batchable(change):
-                batches.setdefault(str(_attr(change, "key_pair")), []).append(change)
+                batches.setdefault(str(_attr(change, "key_name")), []).append(change)
             else:
                 out.append((change,))
         for group in batches.values():
@@ -97,7 +103,11 @@ class BindingApplier:
         if self.clients is None:
             return ["internal error: no binding clients for this target"] * len(unit)
         kps = self.clients.kps
-        keypair = str(_attr(first, "key_pair"))
+        keypair = str(_attr(first, "key_name"))  # the name in the cloud
+        if first.action is not Action.DELETE:
+            missing = self._not_ready(first, keypair)
+            if missing is not None:
+                return [missing] * len(unit)
         pending = self._pending()
         submissions: list[Submission | ListedTask] = []
         fresh = [c for c in unit if str(_attr(c, "server_id")) not in pending]
@@ -114,11 +124,23 @@ class BindingApplier:
             submissions.append(pending[sid] if sid in pending else submitted[sid])
         return [self._follow(c, s) for c, s in zip(unit, submissions, strict=True)]
 
+    def _not_ready(self, change: Change, cloud_name: str) -> str | None:
+        """Why servers must not be bound to ``cloud_name`` now (None: they may)."""
+        name = str(_attr(change, "key_pair"))
+        entry = self.store.current(name, target=self.target)
+        if entry is not None and entry.status is EntryStatus.READY \
+                and entry.cloud_name == cloud_name:
+            return None
+        return (f"not bound: key pair {name!r} is not in place as {cloud_name!r} (its create "
+                "or rotation did not complete); the server keeps the key it has")
+
     def _submit(self, change: Change, keypair: str, sid: str) -> Submission:
         kps = self.clients.kps
-        holder = (change.before or {}).get("key_name")
-        auth = self._private_key(holder) if holder and _attr(change, "status") == "ACTIVE" \
-            else None
+        before = change.before or {}
+        holder = before.get("key_name")
+        auth = self._private_key(str(before.get("held_by") or holder),
+                                 deposed=bool(before.get("held_by_deposed"))) \
+            if holder and _attr(change, "status") == "ACTIVE" else None
         if change.action is Action.DELETE:
             return kps.disassociate(sid, private_key=auth)  # type: ignore[no-any-return]
         return kps.associate(keypair, sid, private_key=auth)  # type: ignore[no-any-return]
@@ -147,11 +169,15 @@ class BindingApplier:
                 self._running = {t.server_id: t for t in listed if t.server_id}
             return self._running
 
-    def _private_key(self, name: str) -> Secret | None:
+    def _private_key(self, name: str, *, deposed: bool = False) -> Secret | None:
         entry = self.store.current(name, target=self.target)
-        if entry is None or entry.private_key is None:
+        if entry is not None and deposed:
+            sealed = entry.deposed.private_key if entry.deposed is not None else None
+        else:
+            sealed = entry.private_key if entry is not None else None
+        if sealed is None:
             return None  # the plan refused this; the cloud refuses it too (KPS.0105)
-        return self.store.unseal(name, entry.private_key, target=self.target)
+        return self.store.unseal(name, sealed, target=self.target)
 
     # -- state -------------------------------------------------------------------------
 
@@ -159,8 +185,9 @@ class BindingApplier:
     def _state_only(change: Change) -> bool:
         """An unbind of a binding the server no longer has: only state changes."""
         before = change.before or {}
+        holder = before.get("held_by") or before.get("key_name")  # a generation: held_by
         return change.action is Action.DELETE and (
-            before.get("key_name") != _attr(change, "key_pair") or bool(before.get("rebound")))
+            holder != _attr(change, "key_pair") or bool(before.get("rebound")))
 
     def _record(self, change: Change) -> None:
         keypair = str(_attr(change, "key_pair"))

@@ -3,12 +3,14 @@
 Before any ``-`` or ``-/+`` of a key pair, its change names the servers whose ``key_name``
 is that key pair (read from the target's server list). Deleting a key pair that servers
 still use is refused unless the same plan unbinds or rebinds each of them, or
-``--allow-bound-delete`` is given, which the plan's warnings then say. A replacement keeps
-the name, and the servers keep accepting the old public key until they are rebound: the
-plan warns of that (rotation that rebinds them without a gap is not done yet).
+``--allow-bound-delete`` is given, which the plan's warnings then say. A replacement of a
+bound key pair is a rotation without a gap (``kinds.generations``): its servers are rebound
+before the old generation is deleted. A replacement that cannot be one (servers use it that
+no manifest binds to it) keeps the name, and those servers keep accepting the old public key
+until they are rebound: the plan warns of that.
 
 May import: ``reconciler.kinds.base``, ``reconciler.changes``, ``reconciler.model``,
-``reconciler.address``.
+``reconciler.address``, ``reconciler.kinds.generations``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import replace
 from reconciler.address import KEYPAIR
 from reconciler.changes import Action, Change
 from reconciler.kinds.base import Context
+from reconciler.kinds.generations import cloud_name_of, rotation_of
 from reconciler.model import RemoteServer
 
 SHOWN = 20  # servers named per key pair; the rest are counted
@@ -51,20 +54,25 @@ def review_dependents(changes: Sequence[Change], ctx: Context, *,
                 or change.action not in (Action.DELETE, Action.REPLACE):
             out.append(change)
             continue
-        users = [s for s in snapshot.servers if s.key_name == change.name]
+        cloud = (change.prior.cloud_name if change.prior is not None
+                 else cloud_name_of(change))
+        users = [s for s in snapshot.servers if s.key_name == cloud]
         if not users:
             out.append(change)
             continue
         target = change.address.target
         out.append(replace(change, notes=(*change.notes,
                                           f"used by {len(users)} server(s): {_named(users)}")))
+        if rotation_of(change) is not None:
+            continue  # its servers are rebound first; the old generation waits (deposed)
         if change.action is Action.REPLACE:
             ctx.warnings.append(
                 f"{change.address} is replaced while {len(users)} server(s) use it: "
                 f"{_named(users)}. They keep accepting the old public key until they are "
-                "rebound (rotation that rebinds them without a gap is not done yet)")
+                "rebound (a replacement rebinds them without a gap only when the key pair "
+                "lists them under servers:)")
             continue
-        left = [s for s in users if (target, change.name, s.id) not in released]
+        left = [s for s in users if (target, cloud, s.id) not in released]
         if not left:
             continue
         if ctx.options.allow_bound_delete:

@@ -5,7 +5,7 @@ May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
 ``reconciler.attributes``, ``reconciler.duration``, ``reconciler.targets``, ``reconciler.keys``,
 ``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.capabilities``,
-``reconciler.kinds.keypair_custody``, ``reconciler.adoption``.
+``reconciler.kinds.keypair_custody``, ``reconciler.adoption``, ``reconciler.kinds.generations``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from reconciler.changes import (
 from reconciler.duration import describe_duration
 from reconciler.kinds import keypair_custody as custody
 from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.generations import next_generation
 from reconciler.kinds.keypair_apply import (
     KeyPairApplier,
     check_before_acting,
@@ -61,6 +62,7 @@ from reconciler.model import (
     RemoteSnapshot,
     SourceLocation,
     StateKeyPair,
+    generation_name,
 )
 from reconciler.state.protocol import StateStore
 from reconciler.targets import desired_by_address, remote_by_address
@@ -256,6 +258,21 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
     if why is not None:
         after = desired_attributes(d)
         reason, forcing, notes = why
+        if prior.generation:
+            after["cloud_name"] = prior.cloud_name
+        if prior.deposed is not None and reason != REASON_TAINTED:
+            ctx.problem(f"{ctx.here} is to be replaced while its rotation is under way (its "
+                        f"previous generation {prior.deposed.cloud_name!r} is still in the "
+                        "cloud)",
+                        "run `reconciler apply` without --replace (and without the change "
+                        "that forces the replacement) to finish the rotation first", d)
+        rotated = _rotation(d, prior, ctx)
+        if rotated is not None:
+            before = {**before, "cloud_name": prior.cloud_name}
+            after = {**after, "cloud_name": rotated[0], "generation": rotated[1]}
+            notes += (f"rotated without a gap: {rotated[0]!r} is created first, every server "
+                      f"bound to {prior.cloud_name!r} is rebound to it, and {prior.cloud_name!r}"
+                      " is deleted only once none holds it",)
         if d.prevent_destroy:
             ctx.problem(f"{ctx.here} has prevent_destroy set, but the plan calls for it to "
                         f"be replaced ({'; '.join(notes) or 'changed: ' + ', '.join(forcing)})",
@@ -282,6 +299,23 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                       notes=said, desired=d, prior=prior, remote=remote)
     return Change(d.name, Action.NOOP, before=before, after=before, desired=d, prior=prior,
                   remote=remote, at=ctx.here)  # made at its address: plan keeps it as is
+
+
+def _rotation(d: DesiredKeyPair, prior: StateKeyPair, ctx: Context
+              ) -> tuple[str, int] | None:
+    """The new generation's name and number when a replacement of this key pair is a
+    rotation without a gap: it is bound (its manifest lists servers in this target, or state
+    records bindings), the servers were read, and no rotation is under way."""
+    target = ctx.here.target
+    declared = any(t == target and refs for t, refs in d.servers)
+    snapshot = ctx.snapshots.get(target)
+    if not (declared or prior.servers) or snapshot is None or snapshot.servers is None \
+            or prior.deposed is not None or prior.status is not EntryStatus.READY:
+        return None
+    n = next_generation(prior, snapshot.keypairs)
+    if n is None:
+        return None
+    return generation_name(prior.name, n), n
 
 
 def _cloud_copy(prior: StateKeyPair, remote: RemoteKeyPair, ctx: Context, *,
@@ -427,6 +461,9 @@ class KeyPairKind:
 
     def decide(self, addr: Address, desired: Any, recorded: Any, remote: Any,
                ctx: Context) -> Decided:
+        if recorded is not None and recorded.generation:  # the cloud calls it NAME-gN
+            snapshot = ctx.snapshots.get(addr.target)
+            remote = snapshot.keypairs.get(recorded.cloud_name) if snapshot else None
         return _decide(addr, desired, recorded, remote, ctx)
 
     def follow(self, changes: Sequence[Change]) -> list[Change]:
@@ -465,7 +502,7 @@ class KeyPairKind:
     def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
                      remote: RemoteSnapshot) -> str | None:
         at = drift.address
-        now_remote = remote.keypairs.get(at.name)
+        now_remote = remote.keypairs.get(prior.cloud_name)
         if drift.kind is DriftKind.CUSTODY and now_remote is not None:
             return _record_custody(store, prior, now_remote, at)
         if now_remote is None:

@@ -15,9 +15,14 @@ group) before the group is sent; each key pair of the answer is recorded or repo
 own; a lost answer is re-read by one list, and only the names still absent are sent again.
 Key pairs the cloud generates, and replacements, are created one at a time.
 
+A rotation without a gap (``kinds.generations``) creates the new generation under its own
+name first, recording the old one as the entry's ``deposed`` generation (with its private key,
+which the rebinds need); the old one is deleted later, by the ``deposed`` kind. A change of
+a key pair at generation N talks to the cloud's ``NAME-gN`` through ``GenerationApi``.
+
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.keys``, ``reconciler.address``, ``reconciler.api.protocol``,
-``reconciler.state.protocol``, ``reconciler.adoption``.
+``reconciler.state.protocol``, ``reconciler.adoption``, ``reconciler.kinds.generations``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from reconciler.errors import (
     OutcomeUnknownError,
     ReconcilerError,
 )
+from reconciler.kinds.generations import GenerationApi, cloud_name_of, rotation_of
 from reconciler.model import (
+    Deposed,
     DesiredKeyPair,
     EntryStatus,
     KeySource,
@@ -97,6 +104,10 @@ class KeyPairApplier:
     now: Callable[[], datetime]
     generate: Callable[..., keys.GeneratedKey]
     target: str = DEFAULT_TARGET
+    # The generation this applier's entries are recorded as (``GenerationApi`` then names
+    # it in the cloud), and the previous one while a rotation is under way.
+    generation: int = 0
+    deposed: Deposed | None = None
 
     # -- state entries ---------------------------------------------------------------
     def _entry(self, d: DesiredKeyPair, remote: RemoteKeyPair, *,
@@ -110,6 +121,7 @@ class KeyPairApplier:
             algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
             description=description, key_protection=d.key_protection, private_key=sealed,
             status=status, prevent_destroy=d.prevent_destroy, target=self.target,
+            generation=self.generation, deposed=self.deposed,
         )
 
     # -- API calls that survive lost answers ----------------------------------------------
@@ -154,6 +166,7 @@ class KeyPairApplier:
             spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
             scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
             status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
+            generation=self.generation, deposed=self.deposed,
         )
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
@@ -271,6 +284,45 @@ class KeyPairApplier:
             self.store.record(replace(entry, description=d.description))
 
     def run(self, change: Change) -> Outcome:
+        rotation = rotation_of(change)
+        if rotation is not None:
+            return self._rotate(change, *rotation)
+        prior = change.prior
+        cloud = cloud_name_of(change)
+        if cloud == change.name and (prior is None or prior.deposed is None):
+            return self._run(change)
+        return self._generation(change.name, cloud, prior.generation if prior else 0,
+                                prior.deposed if prior else None)._run(change)
+
+    def _generation(self, name: str, cloud: str, generation: int,
+                    deposed: Deposed | None) -> KeyPairApplier:
+        """This applier for generation ``generation`` of key pair ``name``."""
+        api = GenerationApi(self.api, name, cloud) if cloud != name else self.api
+        return replace(self, api=api, generation=generation, deposed=deposed)
+
+    def _rotate(self, change: Change, old: str, new: str) -> Outcome:
+        """A rotation without a gap: the new generation is made under ``new``; the entry
+        keeps the old one (``old`` in the cloud) as deposed until the servers are rebound."""
+        start = time.monotonic()
+        prior, d = change.prior, change.desired
+        assert prior is not None and d is not None
+        generation = int((change.after or {}).get("generation") or 0)
+        deposed = Deposed(cloud_name=old, public_key=prior.public_key,
+                          fingerprint_md5=prior.fingerprint_md5,
+                          fingerprint_sha256=prior.fingerprint_sha256,
+                          private_key=prior.private_key)
+        view = self._generation(change.name, new, generation, deposed)
+        try:
+            self.hooks.pre_apply(change, "create")
+            view._create(d, prior)  # refused for certain: state is the prior entry again
+        except ReconcilerError as exc:
+            return Outcome(change.name, change.action, False, time.monotonic() - start,
+                           f"the new generation {new!r} was not made (the key pair {old!r} "
+                           f"and its servers are unchanged): {exc}", at=change.at)
+        return Outcome(change.name, change.action, True, time.monotonic() - start,
+                       at=change.at, rotated=True)
+
+    def _run(self, change: Change) -> Outcome:
         start = time.monotonic()
         destroyed = False
         try:
@@ -543,7 +595,9 @@ def _batchable(change: Change) -> bool:
     """A create whose public key is known here (generated here, or given): a batch import
     can carry it. A replacement deletes first, one at a time; the cloud generates alone."""
     d = change.desired
-    return change.action is Action.CREATE and d is not None and d.source is not KeySource.CLOUD
+    return change.action is Action.CREATE and d is not None and d.source is not KeySource.CLOUD \
+        and cloud_name_of(change) == change.name \
+        and (change.prior is None or change.prior.deposed is None)
 
 
 def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:

@@ -57,6 +57,8 @@ def _who(change: Change) -> str:
 def _action_cell(change: Change) -> str:
     if change.importing:  # adopted, then updated in place
         return f"{_ACTION_CELL[Action.IMPORT]}, {_ACTION_CELL[change.action]}"
+    if change.rotating:
+        return "`+/-` **replace** (new generation first)"
     return _ACTION_CELL[change.action]
 
 

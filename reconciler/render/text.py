@@ -32,14 +32,16 @@ from reconciler.plan import (
 from reconciler.textsafe import printable
 
 KNOWN_AFTER = "(known after apply)"
-ATTRIBUTE_ORDER = ("name", "source", "algorithm", "type", "public_key", "fingerprint",
+ATTRIBUTE_ORDER = ("name", "cloud_name", "source", "algorithm", "type", "public_key",
+                   "fingerprint",
                    "user_id", "scope", "description", "key_protection", "private_key")
 # A delivery's attributes (``kinds/delivery``): whose key, which sink, what was delivered.
 DELIVERY_ORDER = ("key_pair", "key_pair_target", "sink", "secret", "kms_key_id", "path",
                   "recipients", "version_id", "digest", "fingerprint", "delivered")
 # Other kinds' attributes, in the order shown (a key pair's are ATTRIBUTE_ORDER).
 KIND_ATTRIBUTES = {"binding": ("key_pair", "server", "server_id", "status", "key_name"),
-                   "delivery": DELIVERY_ORDER}
+                   "delivery": DELIVERY_ORDER,
+                   "deposed": ("key_pair", "name", "public_key", "fingerprint")}
 RULE = "─" * 77
 
 _HEADERS = {
@@ -52,7 +54,7 @@ _HEADERS = {
 }
 _GLYPHS = {Action.CREATE: "  +", Action.UPDATE: "  ~", Action.REPLACE: "-/+",
            Action.DELETE: "  -", Action.IMPORT: "   ", Action.FORGET: "  ."}
-_COLOURS = {"+": "32", "-": "31", "~": "33", "-/+": "35", "#": "1"}
+_COLOURS = {"+": "32", "-": "31", "~": "33", "-/+": "35", "+/-": "35", "#": "1"}
 
 
 def _header(change: Change) -> str:
@@ -214,7 +216,8 @@ def render_change(change: Change, *, paint: _Painter | None = None) -> list[str]
         body = _import_body(change)
     else:
         body = _update_body(change)
-    lines.extend(_block(header, _GLYPHS[change.action], body, change.name, paint,
+    glyph = "+/-" if change.rotating else _GLYPHS[change.action]  # Terraform's order
+    lines.extend(_block(header, glyph, body, change.name, paint,
                         kind=change.address.kind))
     insert_at = 1
     if change.importing:  # Terraform 1.5+: "# (imported from "id")" under the header
@@ -301,7 +304,8 @@ def _forgets(plan: Plan) -> str:
 
 
 def _legend(plan: Plan) -> list[str]:
-    present = {c.action for c in plan.actionable}
+    present = {c.action for c in plan.actionable if not c.rotating}
+    rotating = any(c.rotating for c in plan.actionable)
     if present <= {Action.IMPORT}:
         return ["reconciler will adopt key pairs that already exist in the cloud into state."]
     out = ["reconciler used the manifests to generate the following execution plan. Resource",
@@ -312,6 +316,8 @@ def _legend(plan: Plan) -> list[str]:
                          (Action.REPLACE, "-/+ destroy and then create replacement")):
         if action in present:
             out.append(text)
+    if rotating:
+        out.append("+/- create replacement and then destroy")
     return out
 
 

@@ -722,13 +722,21 @@ def address_of(entry: StateKeyPair) -> Address:
 def _resealed(entry: StateKeyPair, *, old: StateKey, new: StateKey,
               lineage: str) -> StateKeyPair:
     """``entry`` with its private key (if any) unsealed with ``old`` and sealed with ``new``."""
+    address = full_address(entry.name, entry.target)
+
+    def again(sealed: SealedSecret | None) -> SealedSecret | None:
+        if sealed is None:
+            return None
+        secret = old.unseal(lineage=lineage, name=entry.name, address=address, sealed=sealed)
+        return new.seal(lineage=lineage, address=address, secret=secret)
+
+    deposed = entry.deposed  # a rotation under way: the previous generation's key too
+    if deposed is not None and deposed.private_key is not None:
+        entry = dataclasses.replace(entry, deposed=dataclasses.replace(
+            deposed, private_key=again(deposed.private_key)))
     if entry.private_key is None:
         return entry
-    address = full_address(entry.name, entry.target)
-    secret = old.unseal(lineage=lineage, name=entry.name, address=address,
-                        sealed=entry.private_key)
-    return dataclasses.replace(entry, private_key=new.seal(lineage=lineage, address=address,
-                                                           secret=secret))
+    return dataclasses.replace(entry, private_key=again(entry.private_key))
 
 
 def _current_envelopes(entries: Mapping[Address, StateKeyPair], *, key: StateKey,
@@ -742,5 +750,11 @@ def _current_envelopes(entries: Mapping[Address, StateKeyPair], *, key: StateKey
             e = dataclasses.replace(e, private_key=key.reseal(
                 lineage=lineage, name=at.name, address=full_address(at.name, e.target),
                 sealed=sealed))
+        old = e.deposed.private_key if e.deposed is not None else None
+        if old is not None and envelope_version(old) != ENVELOPE_VERSION:
+            assert e.deposed is not None
+            e = dataclasses.replace(e, deposed=dataclasses.replace(e.deposed, private_key=(
+                key.reseal(lineage=lineage, name=at.name,
+                           address=full_address(at.name, e.target), sealed=old))))
         out[at] = e
     return out

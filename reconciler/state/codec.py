@@ -79,9 +79,11 @@ from typing import Any, TypeVar
 from reconciler.address import DEFAULT_TARGET, KEYPAIR, Address, parse_address
 from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
+    MAX_GENERATION,
     NAME_PATTERN,
     Api,
     DeliveryRecord,
+    Deposed,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -146,8 +148,10 @@ _CONNECTION_FIELDS = ("region", "project_id", "api", "endpoint", "credentials")
 _ENTRY_FIELDS = frozenset((
     "api", "source", "algorithm", "type", "public_key", "fingerprint_md5", "fingerprint_sha256",
     "user_id", "scope", "description", "key_protection", "prevent_destroy", "created",
-    "spec_digest", "status", "private_key", "servers", "deliveries",
+    "spec_digest", "status", "private_key", "servers", "deliveries", "generation", "deposed",
 ))
+_DEPOSED_FIELDS = ("cloud_name", "public_key", "fingerprint_md5", "fingerprint_sha256",
+                   "private_key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +281,42 @@ def entry_to_dict(entry: StateKeyPair) -> dict[str, Any]:
     }
     if entry.servers:  # written only when bound: an entry without bindings is as before
         out["servers"] = list(entry.servers)
+    if entry.generation:  # written only once rotated so: other entries are as before
+        out["generation"] = entry.generation
+    if entry.deposed is not None:
+        out["deposed"] = _deposed_to_dict(entry.deposed)
     return out
+
+
+def _deposed_to_dict(d: Deposed) -> dict[str, Any]:
+    return {"cloud_name": d.cloud_name, "public_key": d.public_key,
+            "fingerprint_md5": d.fingerprint_md5, "fingerprint_sha256": d.fingerprint_sha256,
+            "private_key": d.private_key.envelope if d.private_key else None}
+
+
+def _generation(value: object, *, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_GENERATION:
+        raise ValueError(f"{where}: must be a whole number from 0 to {MAX_GENERATION}")
+    return value
+
+
+def _deposed(value: object, name: str, *, where: str) -> Deposed | None:
+    """The previous generation of a key pair rotated without a gap (absent: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be an object")
+    unknown = sorted(set(value) - set(_DEPOSED_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+    cloud = _str(value, "cloud_name", where=where)
+    if not _NAME_RE.fullmatch(cloud) or not (cloud == name or cloud.startswith(f"{name}-g")):
+        raise ValueError(f"{where}.cloud_name: {cloud[:80]!r} is not a generation of {name!r}")
+    private_key = _opt_str(value, "private_key", where=where)
+    return Deposed(cloud_name=cloud, public_key=_str(value, "public_key", where=where),
+                   fingerprint_md5=_str(value, "fingerprint_md5", where=where),
+                   fingerprint_sha256=_str(value, "fingerprint_sha256", where=where),
+                   private_key=SealedSecret(private_key) if private_key is not None else None)
 
 
 def entry_from_dict(name: str, obj: object, *, where: str,
@@ -294,8 +333,9 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
     does not (``_checked_entry`` then says which). The same checks, made without building a
     message or a frame per field: a state holds tens of thousands of entries."""
     if type(obj) is not dict or not obj.keys() <= _ENTRY_FIELDS \
-            or not _NAME_RE.fullmatch(name) or "servers" in obj or "deliveries" in obj:
-        return None  # an entry with bindings or deliveries (few) is read field by field
+            or not _NAME_RE.fullmatch(name) or "servers" in obj or "deliveries" in obj \
+            or "generation" in obj or "deposed" in obj:
+        return None  # an entry with bindings, deliveries or generations (few): field by field
     get = obj.get
     for key in _REQUIRED_STR:
         if type(get(key)) is not str:
@@ -365,6 +405,8 @@ def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateK
         target=target,
         servers=_servers(obj.get("servers", []), where=f"{where}.servers"),
         deliveries=deliveries_from(obj.get("deliveries", []), where=f"{where}.deliveries"),
+        generation=_generation(obj.get("generation", 0), where=f"{where}.generation"),
+        deposed=_deposed(obj.get("deposed"), name, where=f"{where}.deposed"),
     )
 
 

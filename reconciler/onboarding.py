@@ -131,9 +131,17 @@ def survey(manifest: Manifest, run: Addressing, *, snapshots: Mapping[str, Remot
     undeclared: dict[Address, RemoteKeyPair] = {}
     listed: dict[Address, RemoteKeyPair] = {}
     by_name = manifest.by_name()
+    # the generations of key pairs rotated without a gap (NAME-gN, and the previous one while
+    # a rotation is under way) are managed under their key pair's address
+    generations = {(e.target, n): a for a, e in recorded.items()
+                   for n in (e.cloud_name, e.deposed.cloud_name if e.deposed else None)
+                   if n is not None and n != a.name}
     for target, snapshot in snapshots.items():
         for name, remote in sorted(snapshot.keypairs.items()):
             addr = run.keypair(name, target)
+            if (target, name) in generations and addr not in recorded:
+                skipped.append(generations[(target, name)])
+                continue
             listed[addr] = remote
             if addr in recorded:
                 skipped.append(addr)

@@ -22,6 +22,7 @@ from reconciler.manifest import load_manifests
 from reconciler.model import (
     Api,
     DeliveryRecord,
+    Deposed,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -58,8 +59,18 @@ def _entries(raw: dict[str, Any], digests: dict[str, str]) -> dict[str, StateKey
             key_protection=_protection(e.get("key_protection")),
             servers=tuple(sorted(e.get("servers", ()))),
             deliveries=tuple(_delivery(d, sha) for d in e.get("deliveries", ())),
+            generation=e.get("generation", 0), deposed=_deposed(e.get("deposed")),
         )
     return entries
+
+
+def _deposed(raw: dict[str, Any] | None) -> Deposed | None:
+    if raw is None:
+        return None
+    md5, sha = keys.fingerprints(raw["public_key"])
+    return Deposed(cloud_name=raw["cloud_name"], public_key=raw["public_key"],
+                   fingerprint_md5=md5, fingerprint_sha256=sha,
+                   private_key=SealedSecret("y") if raw.get("private_key") else None)
 
 
 def _delivery(raw: dict[str, Any], sha: str) -> DeliveryRecord:
@@ -142,8 +153,10 @@ def _run(case: Path) -> tuple[Plan | None, str | None, dict[str, Any]]:
 
 
 def _key(item: Change | Drift) -> str:
-    """A case's key for a change: the name with one target, the address with several."""
-    return str(item.address) if item.address.qualified else item.name
+    """A case's key for a change: the name with one target, the address with several (and
+    for a deposed generation, whose name is its key pair's)."""
+    return str(item.address) if item.address.qualified or item.address.kind == "deposed" \
+        else item.name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -165,6 +178,8 @@ def test_plan_case(name: str) -> None:
         "reason": {_key(c): c.reason for c in plan.changes if c.reason},
         "summary": summary_line(plan),
         "warnings": len(plan.warnings),
+        "cloud_names": {_key(c): (c.after or {})["cloud_name"] for c in plan.changes
+                        if c.rotating},
     }
     want = {k: expected[k] for k in got if k in expected}
     assert {k: got[k] for k in want} == want, (

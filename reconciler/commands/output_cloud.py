@@ -66,14 +66,15 @@ def run(args: argparse.Namespace, env: Env) -> int:
         announce_credentials(settings, env)
         api = open_api(settings)
         try:
-            remote = api.get_keypair(address.name)
+            cloud = entry.cloud_name if entry is not None else address.name  # NAME-gN
+            remote = api.get_keypair(cloud)
             if remote is None:
                 raise UsageError(f"{address}: no key pair of that name exists in the cloud")
             if held is not None and remote.fingerprint == held:
                 raise UsageError(f"state holds the private key of {address}: `reconciler "
                                  f"output {address.label} --private-key` reads it without "
                                  "exporting it from the cloud")
-            secret = api.export_private_key(address.name)
+            secret = api.export_private_key(cloud)
         finally:
             api.close()
     if secret is None:

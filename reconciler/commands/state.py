@@ -137,6 +137,11 @@ def render_entry(entry: StateKeyPair, address: Address) -> str:
     """All readable fields, Terraform's `state show` shape; the private key only as a marker."""
     fields = entry_to_dict(entry)
     del fields["private_key"]  # shown below as a marker, never as its envelope
+    if entry.generation:
+        fields["cloud_name"] = entry.cloud_name
+    if entry.deposed is not None:  # a rotation under way: its key as a marker too
+        fields["deposed"] = {**fields["deposed"], "private_key": (
+            "(sensitive value)" if entry.deposed.private_key is not None else None)}
     width = max(len(k) for k in (*fields, "private_key"))
     lines = [f"# {address}:", f'resource "{address.kind}" "{entry.name}" {{']
     for key, value in fields.items():

@@ -189,8 +189,9 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
                     "without a plan file")
         return out
     name = group.name
-    cloud = prior.cloud_name if prior is not None else name  # a generation: NAME-gN
-    old = prior.deposed.cloud_name if prior is not None and prior.deposed else None
+    entry = prior if prior is not None else ctx.entries.get(keypair_of(group))
+    cloud = entry.cloud_name if entry is not None else name  # a generation: NAME-gN
+    old = entry.deposed.cloud_name if entry is not None and entry.deposed else None
     by_id = {s.id: s for s in servers}
     mode = ctx.options.mode
     wanted = _resolve(declared.refs, servers, ctx, group) if declared is not None \
@@ -201,7 +202,7 @@ def _decide(group: Address, declared: Declared | None, prior: StateKeyPair | Non
         server = by_id.get(sid)
         now = server.key_name if server is not None else None
         before = {**_attrs(name, server, sid, now), **_held(ctx, group.target, now)}
-        if sid in recorded and now not in (cloud, old):
+        if sid in recorded and now != cloud and (old is None or now != old):
             out.drift.append(Drift(addr.name, DriftKind.DELETED if server is None
                                    else DriftKind.CHANGED,
                                    _attrs(name, server, sid, cloud),

@@ -108,6 +108,7 @@ class KeyPairApplier:
     # it in the cloud), and the previous one while a rotation is under way.
     generation: int = 0
     deposed: Deposed | None = None
+    servers: tuple[str, ...] = ()  # a rotation keeps the bindings it moves
 
     # -- state entries ---------------------------------------------------------------
     def _entry(self, d: DesiredKeyPair, remote: RemoteKeyPair, *,
@@ -121,7 +122,7 @@ class KeyPairApplier:
             algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
             description=description, key_protection=d.key_protection, private_key=sealed,
             status=status, prevent_destroy=d.prevent_destroy, target=self.target,
-            generation=self.generation, deposed=self.deposed,
+            generation=self.generation, deposed=self.deposed, servers=self.servers,
         )
 
     # -- API calls that survive lost answers ----------------------------------------------
@@ -166,7 +167,7 @@ class KeyPairApplier:
             spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
             scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
             status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
-            generation=self.generation, deposed=self.deposed,
+            generation=self.generation, deposed=self.deposed, servers=self.servers,
         )
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
@@ -292,13 +293,14 @@ class KeyPairApplier:
         if cloud == change.name and (prior is None or prior.deposed is None):
             return self._run(change)
         return self._generation(change.name, cloud, prior.generation if prior else 0,
-                                prior.deposed if prior else None)._run(change)
+                                prior.deposed if prior else None,
+                                prior.servers if prior and prior.deposed else ())._run(change)
 
-    def _generation(self, name: str, cloud: str, generation: int,
-                    deposed: Deposed | None) -> KeyPairApplier:
+    def _generation(self, name: str, cloud: str, generation: int, deposed: Deposed | None,
+                    servers: tuple[str, ...]) -> KeyPairApplier:
         """This applier for generation ``generation`` of key pair ``name``."""
         api = GenerationApi(self.api, name, cloud) if cloud != name else self.api
-        return replace(self, api=api, generation=generation, deposed=deposed)
+        return replace(self, api=api, generation=generation, deposed=deposed, servers=servers)
 
     def _rotate(self, change: Change, old: str, new: str) -> Outcome:
         """A rotation without a gap: the new generation is made under ``new``; the entry
@@ -311,7 +313,7 @@ class KeyPairApplier:
                           fingerprint_md5=prior.fingerprint_md5,
                           fingerprint_sha256=prior.fingerprint_sha256,
                           private_key=prior.private_key)
-        view = self._generation(change.name, new, generation, deposed)
+        view = self._generation(change.name, new, generation, deposed, prior.servers)
         try:
             self.hooks.pre_apply(change, "create")
             view._create(d, prior)  # refused for certain: state is the prior entry again

@@ -38,7 +38,7 @@ from reconciler.changes import (
 from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.kinds import REGISTRY
 from reconciler.kinds.base import Applier
-from reconciler.model import RemoteSnapshot, State, StateKeyPair
+from reconciler.model import RemoteSnapshot, SealedSecret, State, StateKeyPair
 from reconciler.state.protocol import StateStore
 
 __all__ = ["ApplyResult", "Hooks", "NullHooks", "Outcome", "apply_plan", "apply_refresh"]
@@ -167,11 +167,17 @@ def _move(store: StateStore, held: Mapping[Address, StateKeyPair], old: Address,
     entry = held.get(old)
     if entry is None:
         return
-    sealed = entry.private_key
-    if sealed is not None:
-        sealed = store.seal(new.name, store.unseal(old.name, sealed, target=old.target),
-                            target=new.target)
-    store.record(replace(entry, target=new.target, private_key=sealed))
+    def again(sealed: SealedSecret | None) -> SealedSecret | None:
+        if sealed is None:
+            return None
+        return store.seal(new.name, store.unseal(old.name, sealed, target=old.target),
+                          target=new.target)
+
+    deposed = entry.deposed  # a rotation under way: the previous generation's key too
+    if deposed is not None:
+        deposed = replace(deposed, private_key=again(deposed.private_key))
+    store.record(replace(entry, target=new.target, private_key=again(entry.private_key),
+                         deposed=deposed))
     store.forget(old.name, target=old.target)
 
 

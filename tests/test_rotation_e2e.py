@@ -10,6 +10,7 @@ only a key that state does not hold.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -176,6 +177,44 @@ def test_a_name_too_long_to_rotate_is_refused_at_validate(cli: Cli) -> None:
     assert checked.code == 1, checked.text
     assert "is 61 characters long; one with servers may have at most 60" in checked.err
     assert "keys.yaml:4:" in checked.err  # the name's line
+
+
+def _deposed_envelope(cli: Cli) -> str:
+    (entry,) = json.loads(cli.state.read_text())["keypairs"].values()
+    return str(entry["deposed"]["private_key"])
+
+
+def test_a_rotation_under_way_survives_state_rekey_and_is_shown_without_its_envelope(
+        emulator: Emulator, tmp_path: Path) -> None:
+    admin(emulator, "POST", "binding", {"task_seconds": 0.02, "failure_rate": 0.0})
+    cli = Cli(emulator, tmp_path, api="kps",
+              extra_env={"RECONCILER_PASSPHRASE": "correct horse battery staple"})
+    del cli.environ["RECONCILER_KEY_FILE"]  # a passphrase: rekey salts it anew
+    body = manifest(["web-1", "web-2"])
+    cli.write(body)
+    for name in ("web-1", "web-2"):
+        server(emulator, name)
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    admin(emulator, "POST", "binding", {"failure_rate": 1.0})
+    assert cli("apply", "--auto-approve", "--replace", "web", str(cli.manifests)).code == 1
+    before = _deposed_envelope(cli)
+    held = held_keys(cli)
+    assert len(held) == 2
+    shown = cli("state", "show", "web")
+    assert shown.code == 0, shown.text
+    assert '"private_key": "(sensitive value)"' in shown.out and before not in shown.out
+    rekeyed = cli("state", "rekey", str(cli.manifests))
+    assert rekeyed.code == 0, rekeyed.text
+    after = _deposed_envelope(cli)
+    assert after != before  # sealed again under the new data key
+    assert held_keys(cli) == held
+    moved = cli("state", "mv", "web", 'keypair.web["other"]')
+    assert moved.code == 1 and "is being rotated" in moved.err, moved.text
+    admin(emulator, "POST", "binding", {"failure_rate": 0.0})
+    done = cli("apply", "--auto-approve", str(cli.manifests))  # the old key authorises
+    assert done.code == 0, done.text
+    assert key_names(emulator) == {"web-1": "web-g1", "web-2": "web-g1"}
+    assert cloud_names(cli) == {"web-g1"}
 
 
 # -- 30 bound servers rotated under faults and kill -9 --------------------------------------

@@ -16,6 +16,7 @@ from reconciler.errors import StateCorruptError, StateTamperedError
 from reconciler.model import (
     Api,
     DeliveryRecord,
+    Deposed,
     Encryption,
     EntryStatus,
     KeyProtection,
@@ -64,6 +65,17 @@ deliveries = st.builds(
 
 
 @st.composite
+def deposed_of(draw: st.DrawFn, name: str) -> Deposed | None:
+    """None, or a previous generation of key pair ``name`` (its cloud name is one)."""
+    if not draw(st.booleans()):
+        return None
+    n = draw(st.integers(0, 99)) if len(name) <= 60 else 0
+    return Deposed(cloud_name=name if n == 0 else f"{name}-g{n}", public_key=draw(text),
+                   fingerprint_md5=draw(text), fingerprint_sha256=draw(text),
+                   private_key=draw(sealed))
+
+
+@st.composite
 def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
     return StateKeyPair(
         name=name,
@@ -84,6 +96,8 @@ def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
         status=draw(st.sampled_from(list(EntryStatus))),
         prevent_destroy=draw(st.booleans()),
         deliveries=draw(st.lists(deliveries, max_size=3).map(tuple)),
+        generation=draw(st.integers(0, 99)),
+        deposed=draw(deposed_of(name)),
     )
 
 
@@ -124,10 +138,13 @@ def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
 def test_codec_covers_every_field_of_a_state_entry() -> None:
     delivered = DeliveryRecord(sink="csms:a", target="default", fingerprint="SHA256:x",
                                delivered="2026-01-01T00:00:00Z", version_id="v1")
-    full = entry("a", deliveries=(delivered,), servers=("s-1",))  # both written only when set
+    old = Deposed(cloud_name="a", public_key="ssh-ed25519 AAAA", fingerprint_md5="m",
+                  fingerprint_sha256="s", private_key=SealedSecret("v1:AAAA"))
+    full = entry("a", deliveries=(delivered,), servers=("s-1",), generation=1,
+                 deposed=old)  # these four written only when set
     written = set(entry_to_dict(full)) | {"name", "target"}  # the address: its key
     # (an entry without deliveries is written without the field, as before there were any)
-    assert "deliveries" not in entry_to_dict(entry("a"))
+    assert not {"deliveries", "servers", "generation", "deposed"} & set(entry_to_dict(entry("a")))
     assert written == {f.name for f in dataclasses.fields(StateKeyPair)}
 
 
@@ -325,3 +342,20 @@ def test_a_duplicate_key_is_named_however_many_keys_the_object_has() -> None:
     doc = b'{"a": 1, "b": 2, "a": 3, "b": 4}'
     with pytest.raises(StateCorruptError, match="duplicate key 'a'"):
         decode_document(doc, source="s.json")
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("generation", -1, "generation: must be a whole number from 0 to 99"),
+    ("generation", 100, "generation: must be a whole number from 0 to 99"),
+    ("generation", "1", "generation: must be a whole number from 0 to 99"),
+    ("deposed", [], "deposed: must be an object"),
+    ("deposed", {"cloud_name": "other", "public_key": "k", "fingerprint_md5": "m",
+                 "fingerprint_sha256": "s"}, "deposed.cloud_name: 'other' is not a generation"),
+    ("deposed", {"cloud_name": "a", "public_key": "k", "fingerprint_md5": "m",
+                 "fingerprint_sha256": "s", "extra": 1}, "deposed: unknown field 'extra'"),
+])
+def test_a_bad_generation_or_deposed_generation_is_named(field: str, value: object,
+                                                         said: str) -> None:
+    raw = {**entry_to_dict(entry("a")), field: value}
+    with pytest.raises(ValueError, match=said.replace("(", r"\(")):
+        codec.entry_from_dict("a", raw, where="keypairs.a")

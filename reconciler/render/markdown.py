@@ -50,8 +50,10 @@ def _fingerprint(change: Change) -> str:
 
 
 def _who(change: Change) -> str:
-    """The key pair's name; its whole address when the run has several targets."""
-    return str(change.address) if change.address.qualified else change.name
+    """The key pair's name; its whole address when the run has several targets (and for a
+    previous generation, whose name is its key pair's)."""
+    return str(change.address) if change.address.qualified or change.address.kind == "deposed" \
+        else change.name
 
 
 def _action_cell(change: Change) -> str:
@@ -68,10 +70,14 @@ def _row(change: Change) -> str:
 
 
 def _warning(plan: Plan) -> list[str]:
-    destroyed = [_who(c) for c in plan.actionable if c.action is Action.DELETE]
-    replaced = [_who(c) for c in plan.actionable if c.action is Action.REPLACE]
+    destroyed = [_who(c) for c in plan.actionable if c.action is Action.DELETE
+                 and c.address.kind != "deposed"]
+    replaced = [_who(c) for c in plan.actionable if c.action is Action.REPLACE
+                and not c.rotating]
+    rotated = [_who(c) for c in plan.actionable if c.rotating]
     forgotten = [_who(c) for c in plan.actionable if c.action is Action.FORGET]
-    if not destroyed and not replaced and not forgotten and not plan.warnings:
+    if not destroyed and not replaced and not forgotten and not plan.warnings \
+            and not rotated:
         return []
     lines = ["> [!WARNING]"]
     for warning in plan.warnings:
@@ -94,13 +100,21 @@ def _warning(plan: Plan) -> list[str]:
                      "with a new key; servers using the old key lose access): "
                      + ", ".join(markdown_code(n) for n in replaced[:50])
                      + (f" and {len(replaced) - 50} more" if len(replaced) > 50 else ""))
+    if rotated:
+        if destroyed or replaced:
+            lines.append(">")
+        lines.append(f"> **{len(rotated)} key pair(s) will be rotated without a gap** (the new "
+                     "generation is created first, each bound server is rebound to it, and "
+                     "the old one is deleted only once no server holds it): "
+                     + ", ".join(markdown_code(n) for n in rotated[:50])
+                     + (f" and {len(rotated) - 50} more" if len(rotated) > 50 else ""))
     if lines[-1] == ">":
         lines.pop()
     lines.append("")
     return lines
 
 
-_SIGNED = re.compile(r"^( +)(-/\+|[-+~])( .*)?$")
+_SIGNED = re.compile(r"^( +)(-/\+|\+/-|[-+~])( .*)?$")
 
 
 def diff_lines(text: list[str]) -> list[str]:

@@ -65,11 +65,12 @@ deliveries = st.builds(
 
 
 @st.composite
-def deposed_of(draw: st.DrawFn, name: str) -> Deposed | None:
-    """None, or a previous generation of key pair ``name`` (its cloud name is one)."""
-    if not draw(st.booleans()):
+def deposed_of(draw: st.DrawFn, name: str, generation: int) -> Deposed | None:
+    """None, or a previous generation of key pair ``name`` (its cloud name is one, never
+    the current generation's)."""
+    if not draw(st.booleans()) or (len(name) > 60 and generation == 0):
         return None
-    n = draw(st.integers(0, 99)) if len(name) <= 60 else 0
+    n = draw(st.integers(0, 99).filter(lambda n: n != generation)) if len(name) <= 60 else 0
     return Deposed(cloud_name=name if n == 0 else f"{name}-g{n}", public_key=draw(text),
                    fingerprint_md5=draw(text), fingerprint_sha256=draw(text),
                    private_key=draw(sealed))
@@ -77,6 +78,7 @@ def deposed_of(draw: st.DrawFn, name: str) -> Deposed | None:
 
 @st.composite
 def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
+    generation = draw(st.integers(0, 99))
     return StateKeyPair(
         name=name,
         api=draw(st.sampled_from(list(Api))),
@@ -96,8 +98,8 @@ def entries(draw: st.DrawFn, name: str) -> StateKeyPair:
         status=draw(st.sampled_from(list(EntryStatus))),
         prevent_destroy=draw(st.booleans()),
         deliveries=draw(st.lists(deliveries, max_size=3).map(tuple)),
-        generation=draw(st.integers(0, 99)),
-        deposed=draw(deposed_of(name)),
+        generation=generation,
+        deposed=draw(deposed_of(name, generation)),
     )
 
 
@@ -353,6 +355,10 @@ def test_a_duplicate_key_is_named_however_many_keys_the_object_has() -> None:
                  "fingerprint_sha256": "s"}, "deposed.cloud_name: 'other' is not a generation"),
     ("deposed", {"cloud_name": "a", "public_key": "k", "fingerprint_md5": "m",
                  "fingerprint_sha256": "s", "extra": 1}, "deposed: unknown field 'extra'"),
+    ("deposed", {"cloud_name": "a-gate", "public_key": "k", "fingerprint_md5": "m",
+                 "fingerprint_sha256": "s"}, "deposed.cloud_name: 'a-gate' is not a generation"),
+    ("deposed", {"cloud_name": "a-g01", "public_key": "k", "fingerprint_md5": "m",
+                 "fingerprint_sha256": "s"}, "deposed.cloud_name: 'a-g01' is not a generation"),
 ])
 def test_a_bad_generation_or_deposed_generation_is_named(field: str, value: object,
                                                          said: str) -> None:

@@ -92,6 +92,7 @@ from reconciler.model import (
     State,
     StateKeyPair,
     TargetConnection,
+    generation_name,
 )
 from reconciler.state.crypto import KeyBlock, StateKey
 from reconciler.state.kmskey import KmsWrap
@@ -294,14 +295,21 @@ def _deposed_to_dict(d: Deposed) -> dict[str, Any]:
             "private_key": d.private_key.envelope if d.private_key else None}
 
 
+def _generation_names(name: str) -> frozenset[str]:
+    """Every name in the cloud a generation of key pair ``name`` may have."""
+    return frozenset(generation_name(name, n) for n in range(MAX_GENERATION + 1))
+
+
 def _generation(value: object, *, where: str) -> int:
     if type(value) is not int or not 0 <= value <= MAX_GENERATION:
         raise ValueError(f"{where}: must be a whole number from 0 to {MAX_GENERATION}")
     return value
 
 
-def _deposed(value: object, name: str, *, where: str) -> Deposed | None:
-    """The previous generation of a key pair rotated without a gap (absent: none)."""
+def _deposed(value: object, name: str, generation: int, *, where: str) -> Deposed | None:
+    """The previous generation of a key pair rotated without a gap (absent: none): its name
+    in the cloud is exactly ``name`` or ``name-gN`` (N from 1 to 99, no leading zero), never
+    the current generation's, so that its delete can reach no other key pair."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -310,8 +318,11 @@ def _deposed(value: object, name: str, *, where: str) -> Deposed | None:
     if unknown:
         raise ValueError(f"{where}: unknown field {unknown[0]!r}")
     cloud = _str(value, "cloud_name", where=where)
-    if not _NAME_RE.fullmatch(cloud) or not (cloud == name or cloud.startswith(f"{name}-g")):
+    if not _NAME_RE.fullmatch(cloud) or cloud not in _generation_names(name):
         raise ValueError(f"{where}.cloud_name: {cloud[:80]!r} is not a generation of {name!r}")
+    if cloud == generation_name(name, generation):
+        raise ValueError(f"{where}.cloud_name: {cloud[:80]!r} is the current generation of "
+                         f"{name!r}, not a previous one")
     private_key = _opt_str(value, "private_key", where=where)
     return Deposed(cloud_name=cloud, public_key=_str(value, "public_key", where=where),
                    fingerprint_md5=_str(value, "fingerprint_md5", where=where),
@@ -384,6 +395,7 @@ def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateK
     prevent = obj.get("prevent_destroy", False)
     if not isinstance(prevent, bool):
         raise ValueError(f"{where}.prevent_destroy: must be true or false")
+    generation = _generation(obj.get("generation", 0), where=f"{where}.generation")
     return StateKeyPair(
         name=name,
         api=_enum(Api, obj, "api", where=where),
@@ -405,8 +417,8 @@ def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateK
         target=target,
         servers=_servers(obj.get("servers", []), where=f"{where}.servers"),
         deliveries=deliveries_from(obj.get("deliveries", []), where=f"{where}.deliveries"),
-        generation=_generation(obj.get("generation", 0), where=f"{where}.generation"),
-        deposed=_deposed(obj.get("deposed"), name, where=f"{where}.deposed"),
+        generation=generation,
+        deposed=_deposed(obj.get("deposed"), name, generation, where=f"{where}.deposed"),
     )
 
 

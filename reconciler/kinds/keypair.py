@@ -236,7 +236,9 @@ def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
         forcing = ()
     if forcing:
         return REASON_CANNOT_UPDATE, forcing, ()
-    if d.rotate_after_seconds is not None:
+    if d.rotate_after_seconds is not None and prior.deposed is None:
+        # (while a rotation is under way its new generation is the rotation that was due: it
+        # is finished first, and the next one is counted from that generation's creation)
         age = _age_seconds(prior.created, ctx.now)
         if age is not None and age >= d.rotate_after_seconds:
             return REASON_ROTATION, (), (f"rotation due: created {describe_duration(age)} "

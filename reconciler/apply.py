@@ -27,6 +27,7 @@ from typing import Any
 from reconciler.address import DEFAULT_TARGET, ORDER, Address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.changes import (
+    REASON_TARGET_FORGOTTEN,
     Action,
     ApplyResult,
     Change,
@@ -38,6 +39,7 @@ from reconciler.changes import (
 from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.kinds import REGISTRY
 from reconciler.kinds.base import Applier
+from reconciler.kinds.generations import kept_for_deposed
 from reconciler.model import RemoteSnapshot, SealedSecret, State, StateKeyPair
 from reconciler.state.protocol import StateStore
 
@@ -79,6 +81,8 @@ def apply_plan(
         start = time.monotonic()
         hooks.pre_apply(change, "forget")
         try:
+            if change.reason != REASON_TARGET_FORGOTTEN:  # --forget-target: all of it goes
+                kept_for_deposed(store.current(change.name, target=change.address.target))
             store.forget(change.name, target=change.address.target)
         except ReconcilerError as exc:
             return Outcome(change.name, change.action, False, time.monotonic() - start,

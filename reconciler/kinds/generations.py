@@ -12,7 +12,7 @@ rotation, which generation comes next, and the API of one generation (the key pa
 the logical name translated to the generation's name in the cloud).
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.api.protocol``,
-``reconciler.capabilities``.
+``reconciler.capabilities``, ``reconciler.errors``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from reconciler.api.protocol import BatchImported, ImportRequest, KeyPairApi
 from reconciler.capabilities import Capabilities
 from reconciler.changes import Action, Change
+from reconciler.errors import ApplyError
 from reconciler.model import (
     MAX_GENERATION,
     ROTATING_NAME_MAX,
@@ -106,6 +107,18 @@ def released(changes: Sequence[Change], binding_kind: str, target: str,
                 and before.get("key_name") == cloud_name and not before.get("rebound"):
             out.add(str(before.get("server_id")))
     return out
+
+
+def kept_for_deposed(entry: StateKeyPair | None) -> None:
+    """Raise ``ApplyError`` when ``entry`` still records a previous generation: its delete
+    (the ``deposed`` change, run before) did not happen because servers hold it, and the
+    entry, with that generation's private key, must stay in state until they no longer do."""
+    if entry is None or entry.deposed is None:
+        return
+    raise ApplyError(f"kept: its previous generation {entry.deposed.cloud_name!r} is still in "
+                     "the cloud and servers hold it, so the key pair stays in state with its "
+                     "private keys; the next apply unbinds them, deletes the old generation and "
+                     "then this key pair")
 
 
 class GenerationApi:

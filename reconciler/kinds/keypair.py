@@ -403,6 +403,16 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
     if dr is not None:
         out.drift.append(dr)
     if mode is Mode.REFRESH_ONLY:
+        if prior is not None and dr is not None and dr.kind is DriftKind.DELETED \
+                and _old_generation_left(prior, ctx):
+            assert prior.deposed is not None
+            ctx.warnings.append(
+                f"{addr}: its new generation {prior.cloud_name!r} was deleted outside "
+                f"reconciler while its rotation was under way; state keeps the entry, with "
+                f"the private key of its previous generation {prior.deposed.cloud_name!r}, "
+                "which is still in the cloud and which servers may hold: `reconciler apply` "
+                "makes the new generation again and finishes the rotation")
+            return out
         if prior is not None and prior.private_key is not None and dr is not None \
                 and dr.kind is not DriftKind.CUSTODY:
             # apply_refresh drops the entry, or records the cloud's key without the old one
@@ -429,6 +439,15 @@ def _decide(addr: Address, d: DesiredKeyPair | None, prior: StateKeyPair | None,
         else:
             out.forget.append(addr)
     return out
+
+
+def _old_generation_left(prior: StateKeyPair, ctx: Context) -> bool:
+    """A rotation is under way and its previous generation is still in the cloud: the entry
+    holds the private key of a key pair that servers may hold, whatever became of the new
+    one."""
+    snapshot = ctx.snapshots.get(ctx.here.target)
+    return prior.deposed is not None and snapshot is not None \
+        and prior.deposed.cloud_name in snapshot.keypairs
 
 
 def _record_custody(store: StateStore, prior: StateKeyPair, remote: RemoteKeyPair,
@@ -508,6 +527,8 @@ class KeyPairKind:
         if drift.kind is DriftKind.CUSTODY and now_remote is not None:
             return _record_custody(store, prior, now_remote, at)
         if now_remote is None:
+            if prior.deposed is not None and prior.deposed.cloud_name in remote.keypairs:
+                return None  # kept: servers may hold the previous generation (the plan said)
             store.forget(at.name, target=at.target)
             return f"{at}: deleted outside reconciler; dropped from state"
         store.record(replace(

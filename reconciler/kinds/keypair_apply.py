@@ -44,7 +44,12 @@ from reconciler.errors import (
     OutcomeUnknownError,
     ReconcilerError,
 )
-from reconciler.kinds.generations import GenerationApi, cloud_name_of, rotation_of
+from reconciler.kinds.generations import (
+    GenerationApi,
+    cloud_name_of,
+    kept_for_deposed,
+    rotation_of,
+)
 from reconciler.model import (
     Deposed,
     DesiredKeyPair,
@@ -330,6 +335,8 @@ class KeyPairApplier:
         try:
             if change.action in (Action.DELETE, Action.REPLACE):
                 self.hooks.pre_apply(change, "delete")
+                if change.action is Action.DELETE:
+                    kept_for_deposed(self.store.current(change.name, target=self.target))
                 self.api.delete_keypair(change.name)
                 destroyed = True
                 if change.action is Action.DELETE:

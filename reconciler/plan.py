@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.address import (
+    KEYPAIR,
     ORDER,
     Address,
     AddressSyntaxError,
@@ -176,7 +177,8 @@ def make_plan(
     default_api = first.api if first is not None else DEFAULT_API
     ctx = Context(options=options, now=now, api=default_api, problems=problems,
                   replacing=frozenset(replacing), importing=importing, snapshots=snapshots,
-                  entries=entries)
+                  entries=entries,
+                  declared=frozenset(a for a in desired if a.kind == KEYPAIR))
     changes: list[Change] = []
     drift: list[Drift] = []
     forget: list[Address] = []

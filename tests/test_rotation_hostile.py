@@ -137,7 +137,6 @@ def test_a_key_pair_removed_mid_rotation_keeps_its_old_generation_while_servers_
 # -- names: the next generation, and names that are someone's generation --------------------
 
 
-@pytest.mark.xfail(strict=True, reason='the next generation may be a name the plan creates')
 def test_a_rotation_skips_a_generation_name_the_same_plan_creates(cli: Cli,
                                                                   emulator: Emulator) -> None:
     body = manifest(["web-1", "web-2"])
@@ -153,7 +152,6 @@ def test_a_rotation_skips_a_generation_name_the_same_plan_creates(cli: Cli,
     assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
 
 
-@pytest.mark.xfail(strict=True, reason='a managed generation can be imported as a key pair')
 def test_a_key_pair_named_as_another_ones_generation_is_refused_not_adopted(
         cli: Cli, emulator: Emulator) -> None:
     body = manifest(["web-1", "web-2"])

@@ -22,6 +22,7 @@ from reconciler.adoption import refusals
 from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
 from reconciler.errors import Diagnostic, DiagnosticsError, UsageError
+from reconciler.kinds.generations import generation_taken, holder
 from reconciler.model import Api, DesiredKeyPair, KeySource, Manifest, RemoteKeyPair
 from reconciler.targets import desired_by_address
 
@@ -83,6 +84,10 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
                         for a in sess.state.keypairs)):
             raise UsageError(f"{address} is already managed; to adopt it again, first "
                              f"`reconciler state rm {address.label}`")
+        other = holder(sess.state.keypairs, target, name)
+        if other is not None:
+            summary, detail = generation_taken(name, other, address)
+            raise UsageError(f"{address}: {summary}; {detail}")
         env.out(f"{address}: Importing from ID \"{name}\"...")
         remote = api.get_keypair(name)
         if remote is None:

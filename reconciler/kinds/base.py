@@ -50,6 +50,8 @@ class Context:
     entries: Mapping[Address, StateKeyPair] = field(default_factory=dict)
     # What the plan warns of (``Plan.warnings``), in the order found.
     warnings: list[str] = field(default_factory=list)
+    # The key pairs the manifests declare, by address: names a new generation must not take.
+    declared: frozenset[Address] = frozenset()
 
     def problem(self, summary: str, detail: str, d: DesiredKeyPair | None = None, *,
                 at: SourceLocation | None = None) -> None:

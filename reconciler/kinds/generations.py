@@ -12,7 +12,7 @@ rotation, which generation comes next, and the API of one generation (the key pa
 the logical name translated to the generation's name in the cloud).
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.api.protocol``,
-``reconciler.capabilities``, ``reconciler.errors``.
+``reconciler.capabilities``, ``reconciler.errors``, ``reconciler.address``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from reconciler.address import KEYPAIR, Address
 from reconciler.api.protocol import BatchImported, ImportRequest, KeyPairApi
 from reconciler.capabilities import Capabilities
 from reconciler.changes import Action, Change
@@ -87,6 +88,19 @@ def holder(entries: Mapping[Any, StateKeyPair], target: str, cloud_name: str
         if e.deposed is not None and e.deposed.cloud_name == cloud_name:
             return e, True
     return None
+
+
+def generation_taken(name: str, found: tuple[StateKeyPair, bool], here: Address
+                     ) -> tuple[str, str]:
+    """A key pair declared (or imported) under a name that is, in the cloud, a generation of
+    another managed key pair: (summary, detail) of the refusal."""
+    entry, deposed = found
+    owner = Address(here.target, KEYPAIR, entry.name, qualified=here.qualified)
+    which = "the previous generation" if deposed else f"generation {entry.generation}"
+    return (f"key pair {name!r} is {which} of {owner} in the cloud (rotated without a gap), "
+            "not a key pair of its own",
+            f"choose another name for it; {name!r} belongs to {owner} and goes with its "
+            "rotations")
 
 
 def users(snapshot: RemoteSnapshot | None, cloud_name: str) -> list[Any]:

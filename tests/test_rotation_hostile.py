@@ -176,7 +176,6 @@ TRADE = ("keypairs:\n  - name: web\n    generate: ed25519\n    servers: [{a}]\n"
          "  - name: api\n    generate: ed25519\n    servers: [{b}]\n")
 
 
-@pytest.mark.xfail(strict=True, reason='trading servers: a cycle, and stale bindings recorded')
 @pytest.mark.parametrize("replaced", [("web", "api"), ("web",)])
 def test_two_key_pairs_trading_servers_while_rotating(cli: Cli, emulator: Emulator,
                                                      replaced: tuple[str, ...]) -> None:

@@ -265,9 +265,12 @@ def _rotated(changes: Sequence[Change], ctx: Context) -> list[Change]:
                  and (r := rotation_of(c)) is not None}
     if not rotations:
         return list(changes)
+    leaving = {(a.target, r[0]): a.name for a, (_, r) in rotations.items()}
     out = []
     for c in changes:
         found = rotations.get(keypair_of(c.address)) if c.address.kind == BINDING else None
+        if c.address.kind == BINDING and c.action is Action.UPDATE:
+            c = _leaves_rotated(c, leaving)
         if found is None or c.action not in (Action.NOOP, Action.IMPORT, Action.CREATE,
                                              Action.UPDATE):
             out.append(c)
@@ -295,6 +298,17 @@ def _rotated(changes: Sequence[Change], ctx: Context) -> list[Change]:
                            notes=(f"rotation: rebind server {after.get('server')!r} from "
                                   f"{old!r} to {new!r} ({how})",)))
     return out
+
+
+def _leaves_rotated(change: Change, leaving: dict[tuple[str, str], str]) -> Change:
+    """A server another key pair takes from one this plan rotates: it leaves the generation
+    that becomes the deposed one, so its rebind comes before that generation's delete, not
+    before the rotation (which would wait on it: two key pairs trading servers)."""
+    before = change.before or {}
+    owner = leaving.get((change.address.target, str(before.get("key_name"))))
+    if owner is None or before.get("held_by"):
+        return change
+    return replace(change, before={**before, "held_by": owner, "held_by_deposed": True})
 
 
 def _handed_over(changes: Sequence[Change]) -> list[Change]:

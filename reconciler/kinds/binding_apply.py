@@ -138,8 +138,7 @@ class BindingApplier:
         kps = self.clients.kps
         before = change.before or {}
         holder = before.get("key_name")
-        auth = self._private_key(str(before.get("held_by") or holder),
-                                 deposed=bool(before.get("held_by_deposed"))) \
+        auth = self._private_key(str(before.get("held_by") or holder), str(holder)) \
             if holder and _attr(change, "status") == "ACTIVE" else None
         if change.action is Action.DELETE:
             return kps.disassociate(sid, private_key=auth)  # type: ignore[no-any-return]
@@ -169,12 +168,17 @@ class BindingApplier:
                 self._running = {t.server_id: t for t in listed if t.server_id}
             return self._running
 
-    def _private_key(self, name: str, *, deposed: bool = False) -> Secret | None:
+    def _private_key(self, name: str, cloud_name: str) -> Secret | None:
+        """The private key of ``cloud_name``, which the entry of key pair ``name`` holds as
+        its current generation or, once a rotation made a new one, as the deposed one (read
+        now: a rotation may have begun since the plan)."""
         entry = self.store.current(name, target=self.target)
-        if entry is not None and deposed:
-            sealed = entry.deposed.private_key if entry.deposed is not None else None
-        else:
-            sealed = entry.private_key if entry is not None else None
+        sealed = None
+        if entry is not None and entry.cloud_name == cloud_name:
+            sealed = entry.private_key
+        elif entry is not None and entry.deposed is not None \
+                and entry.deposed.cloud_name == cloud_name:
+            sealed = entry.deposed.private_key
         if sealed is None:
             return None  # the plan refused this; the cloud refuses it too (KPS.0105)
         return self.store.unseal(name, sealed, target=self.target)

@@ -127,8 +127,16 @@ class KeyPairApplier:
             algorithm=d.algorithm, type=d.type, user_id=d.user_id, scope=d.scope,
             description=description, key_protection=d.key_protection, private_key=sealed,
             status=status, prevent_destroy=d.prevent_destroy, target=self.target,
-            generation=self.generation, deposed=self.deposed, servers=self.servers,
+            generation=self.generation, deposed=self.deposed, servers=self._servers(d.name),
         )
+
+    def _servers(self, name: str) -> tuple[str, ...]:
+        """The bindings an entry of a rotation keeps: those state records now (a binding this
+        apply dropped or made meanwhile counts), not those of the plan's prior entry."""
+        if self.deposed is None:
+            return self.servers
+        current = self.store.current(name, target=self.target)
+        return current.servers if current is not None else self.servers
 
     # -- API calls that survive lost answers ----------------------------------------------
     def _reread(self, name: str) -> RemoteKeyPair | None:
@@ -172,7 +180,7 @@ class KeyPairApplier:
             spec_digest=d.spec_digest, algorithm=d.algorithm, type=d.type, user_id=d.user_id,
             scope=d.scope, description=None, key_protection=d.key_protection, private_key=None,
             status=EntryStatus.PENDING, prevent_destroy=d.prevent_destroy, target=self.target,
-            generation=self.generation, deposed=self.deposed, servers=self.servers,
+            generation=self.generation, deposed=self.deposed, servers=self._servers(d.name),
         )
 
     def _create_in_cloud(self, d: DesiredKeyPair) -> tuple[RemoteKeyPair, Secret | None]:
@@ -254,8 +262,8 @@ class KeyPairApplier:
 
     def _undo(self, d: DesiredKeyPair, prior: StateKeyPair | None) -> None:
         """State as it was before a create the cloud refused for certain."""
-        if prior is not None:
-            self.store.record(prior)
+        if prior is not None:  # with the bindings state records now
+            self.store.record(replace(prior, servers=self._servers(d.name)))
         else:
             self.store.forget(d.name, target=self.target)
 

@@ -210,6 +210,9 @@ def test_a_rotation_under_way_survives_state_rekey_and_is_shown_without_its_enve
     assert held_keys(cli) == held
     moved = cli("state", "mv", "web", 'keypair.web["other"]')
     assert moved.code == 1 and "is being rotated" in moved.err, moved.text
+    removed = cli("state", "rm", "web")
+    assert removed.code == 1 and "is being rotated" in removed.err, removed.text
+    assert held_keys(cli) == held  # nothing was removed
     admin(emulator, "POST", "binding", {"failure_rate": 0.0})
     done = cli("apply", "--auto-approve", str(cli.manifests))  # the old key authorises
     assert done.code == 0, done.text

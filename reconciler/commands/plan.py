@@ -159,8 +159,9 @@ def run(args: argparse.Namespace, env: Env) -> int:
         unreachable_errors(plan, env)
         if args.out and (has_bindings(sess.manifest, sess.state) or plan.warnings
                          or getattr(args, "allow_bound_delete", False)):
-            raise UsageError("plan --out: a saved plan does not carry server bindings or "
-                             "--allow-bound-delete yet, so this plan was not saved; run "
+            raise UsageError("plan --out: a saved plan does not carry server bindings, a "
+                             "rotation under way or --allow-bound-delete yet, so this plan was "
+                             "not saved; run "
                              "`reconciler apply` (it shows the plan and asks) instead")
         if args.out:
             path = env.resolve(args.out)

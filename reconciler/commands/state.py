@@ -157,6 +157,12 @@ def _rm(args: argparse.Namespace, env: Env, store: StateStore) -> int:
         before = store.load()
         entry = find_entry(before, args.name, store=store)
         address = state_addressing(before).keypair(entry.name, entry.target)
+        if entry.deposed is not None:
+            raise UsageError(
+                f"state rm: {address} is being rotated: its previous generation "
+                f"{entry.deposed.cloud_name!r} is still in the cloud, and state holds the only "
+                "private key of it, which servers may still accept; run `reconciler apply` "
+                "to finish the rotation, then remove it")
         store.forget(entry.name, target=entry.target)
         state = store.commit()
     env.out(f"Removed {address}")

@@ -161,7 +161,8 @@ class DeposedApplier:
             if holding:
                 return (f"kept: {len(holding)} server(s) still hold {old!r} "
                         f"({_named(holding)}), so it stays with its private key; the next "
-                        "apply rebinds them and then deletes it")
+                        "apply moves them off it (rebinds or unbinds them as the manifests say) "
+                        "and then deletes it")
         self.api.delete_keypair(old)  # already gone counts as done
         if entry is not None and entry.deposed is not None \
                 and entry.deposed.cloud_name == old:

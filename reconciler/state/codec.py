@@ -616,16 +616,18 @@ def decode_document(
             f"{source} has format_version {version}, newer than this reconciler reads "
             f"(up to {KMS_FORMAT_VERSION}): upgrade reconciler. The file was not changed."
         )
-    body = _stored_body(data, obj)
-    if body is None or obj.get("checksum") != _sha256(body):
+    stored = _stored_body(data, obj)
+    if stored is not None and obj.get("checksum") == _sha256(stored):
+        body = stored
+    else:
         # any other layout, or bytes that are not the ones summed: the canonical form of
         # what was read, as every release computes it
         body = _body(obj)
-    if obj.get("checksum") != _sha256(body):
-        raise _corrupt(
-            source,
-            "its checksum does not match its contents: it was truncated or edited by hand",
-        )
+        if obj.get("checksum") != _sha256(body):
+            raise _corrupt(
+                source,
+                "its checksum does not match its contents: it was truncated or edited by hand",
+            )
     mac = obj.get("mac")
     if version >= 2 and (not isinstance(mac, str) or not mac.startswith(MAC_PREFIX)
                          or obj.get("key") is None):

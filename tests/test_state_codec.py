@@ -184,6 +184,19 @@ def test_any_entry_survives_a_journal_line(e: StateKeyPair) -> None:
     assert records[0].entry == e and records[0].base == 3 and records[0].lineage == "L"
 
 
+@settings(max_examples=100, deadline=None)
+@given(names.flatmap(entries), st.sampled_from(["default", "prod-1"]))
+def test_an_entry_read_by_the_fast_path_is_the_one_its_constructor_makes(
+        e: StateKeyPair, target: str) -> None:
+    e = dataclasses.replace(e, deliveries=(), target=target)  # what the fast path reads
+    read = codec._sound_entry(e.name, entry_to_dict(e), target)
+    assert read is not None
+    assert read == e and repr(read) == repr(e) and hash(read) == hash(e)
+    assert all(getattr(read, f.name) == getattr(e, f.name)
+               for f in dataclasses.fields(StateKeyPair))
+    assert dataclasses.replace(read, description="x") == dataclasses.replace(e, description="x")
+
+
 def test_codec_covers_every_field_of_a_state_entry() -> None:
     delivered = DeliveryRecord(sink="csms:a", target="default", fingerprint="SHA256:x",
                                delivered="2026-01-01T00:00:00Z", version_id="v1")

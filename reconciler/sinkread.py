@@ -43,7 +43,12 @@ def with_sinks(snapshots: Mapping[str, RemoteSnapshot], *, manifest: Manifest, s
                ) -> dict[str, RemoteSnapshot]:
     """``snapshots`` with what each sink of their targets holds now."""
     run = addressing(manifest, state, dict(moves or {}))
-    entries = recorded if recorded is not None else recorded_by_address(state, run, moves)
+    if recorded is not None:
+        entries = recorded
+    elif any(e.deliveries for e in state.keypairs.values()):
+        entries = recorded_by_address(state, run, moves)
+    else:
+        entries = {}  # nothing delivered yet: no entry holds a delivery record
     sinks: dict[Address, tuple[str, str, str | None]] = {}  # addr -> (kind, key, path)
     for addr, h in held(entries).items():
         kind, _, key = h.record.sink.partition(":")

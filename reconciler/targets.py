@@ -74,12 +74,19 @@ def recorded_by_address(state: State, run: Addressing,
 def adoptable(manifest: Manifest, state: State,
               moves: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
     """The names, by target, that a plan may adopt: declared there and not in state."""
-    run = addressing(manifest, state, moves)
-    held = recorded_by_address(state, run, moves)
+    moves = moves or {}
+    # (target, name) pairs, as the addresses of ``desired_by_address`` and
+    # ``recorded_by_address`` would be: without making an address of every key pair twice
+    held = {(moves.get(a.target, a.target), a.name) for a in state.keypairs}
+    declared = target_names(manifest)
+    seen: set[tuple[str, str]] = set()
     out: dict[str, list[str]] = {}
-    for addr in desired_by_address(manifest, run):
-        if addr not in held:
-            out.setdefault(addr.target, []).append(addr.name)
+    for kp in manifest.keypairs:
+        for target in kp.targets or declared:
+            pair = (target, kp.name)
+            if pair not in held and pair not in seen:
+                seen.add(pair)
+                out.setdefault(target, []).append(kp.name)
     return {target: tuple(names) for target, names in out.items()}
 
 

@@ -178,7 +178,8 @@ def test_corrupt_state_is_refused_by_every_command_and_left_alone(
     elif damage == "edit":
         path.write_text(text.replace('keypair.alice[', 'keypair.alicf['))
     else:
-        path.write_text(text.replace('"format_version": 3', '"format_version": 9'))
+        assert '"format_version":3,' in text
+        path.write_text(text.replace('"format_version":3,', '"format_version":9,'))
     before = snapshot(tmp_path)
     for argv in (["state", "list"], ["state", "show", "deploy"], ["state", "rm", "alice"],
                  ["state", "pull"], ["output", "deploy"], ["output", "deploy", "--private-key"]):

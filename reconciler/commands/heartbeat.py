@@ -51,16 +51,23 @@ class Heartbeat:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        # While the thread waits: until when (monotonic; None: until woken). Not waiting:
+        # False (it looks at every change before it waits again).
+        self._asleep_until: float | bool | None = False
 
     def start(self, address: str, phase: str) -> None:
         with self._cond:
-            self._running[address] = _Running(self._monotonic() + self.interval,
-                                              self._clock(), phase)
+            due = self._monotonic() + self.interval
+            self._running[address] = _Running(due, self._clock(), phase)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="heartbeat",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # woken only when it would sleep past this change's first line: an apply of
+            # thousands of changes would wake it for each one otherwise
+            until = self._asleep_until
+            if until is None or (until is not False and due < until):
+                self._cond.notify()
 
     def stop(self, address: str) -> None:
         with self._cond:
@@ -78,7 +85,10 @@ class Heartbeat:
             with self._cond:
                 lines = self._due_lines()
                 while not lines and not self._closed:
-                    self._cond.wait(self._wait_time())
+                    wait = self._wait_time()
+                    self._asleep_until = None if wait is None else self._monotonic() + wait
+                    self._cond.wait(wait)
+                    self._asleep_until = False
                     lines = self._due_lines()
                 if self._closed:
                     return

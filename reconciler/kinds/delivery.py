@@ -93,6 +93,8 @@ class Held:
 def wanted(manifest: Manifest, run: Addressing) -> dict[Address, Wanted]:
     """Every declared delivery by address (each key pair's sinks, in each of its targets)."""
     out: dict[Address, Wanted] = {}
+    if not any(kp.deliver for kp in manifest.keypairs):
+        return out  # most manifests: no address of every key pair made for nothing
     for kp_addr, d in desired_by_address(manifest, run).items():
         for sink in d.deliver:
             where = sink.target or kp_addr.target if sink.kind == CSMS_SINK else kp_addr.target

@@ -220,11 +220,12 @@ def _pending(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
 
 
 def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
-                 ctx: Context) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+                 ctx: Context, work: custody.CustodyWork
+                 ) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
     """Why a managed key pair must be replaced: (reason, forcing fields, notes), or None.
 
-    A change of custody alone is made in place when reconciler holds the private key
-    (``keypair_custody``); otherwise it forces the replacement, saying why."""
+    A change of custody alone (``work``) is made in place when reconciler holds the private
+    key (``keypair_custody``); otherwise it forces the replacement, saying why."""
     if remote.fingerprint != prior.fingerprint_md5:
         return REASON_CANNOT_UPDATE, ("public_key",), ("its key was changed outside reconciler",)
     if prior.status is EntryStatus.TAINTED:
@@ -234,7 +235,6 @@ def _replacement(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair,
         return REASON_BY_REQUEST, (), ("requested with --replace",)
     forcing = () if d.spec_digest == prior.spec_digest else replacing_fields(d, prior)
     if not forcing or forcing == ("key_protection",):
-        work = _custody(d, prior, remote, ctx)
         if work.step is not None and work.blocked is not None:
             return REASON_CANNOT_UPDATE, ("key_protection",), work.blocked
         forcing = ()
@@ -260,7 +260,8 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
         return Change(d.name, Action.CREATE, before=before, after=after,
                       after_unknown=_unknown(after), desired=d, prior=prior,
                       notes=("deleted outside reconciler; it will be created again",))
-    why = _replacement(d, prior, remote, ctx)
+    work = _custody(d, prior, remote, ctx)
+    why = _replacement(d, prior, remote, ctx, work)
     if why is not None:
         after = desired_attributes(d)
         reason, forcing, notes = why
@@ -291,7 +292,6 @@ def _managed(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | Non
                       notes=notes, desired=d, prior=prior, remote=remote)
     changed: dict[str, Any] = {}
     said: tuple[str, ...] = ()
-    work = _custody(d, prior, remote, ctx)
     if work.step is not None:  # not blocked: that would have replaced it
         before = {**before, "key_protection": work.before}
         changed["key_protection"] = work.after
@@ -346,6 +346,8 @@ def _cloud_copy(prior: StateKeyPair, remote: RemoteKeyPair, ctx: Context, *,
 
 def _custody(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None,
              ctx: Context) -> custody.CustodyWork:
+    if custody.none_anywhere(d, prior, remote):
+        return custody.NO_WORK  # most key pairs: no label made for a message never shown
     return custody.custody_work(d, prior, remote, api=ctx.api, shown=ctx.here.label)
 
 

@@ -68,6 +68,16 @@ def drifted(prior: StateKeyPair, remote: RemoteKeyPair) -> bool:
         remote.key_protection != (prior.key_protection is not None)
 
 
+# No custody wanted, recorded or reported: nothing to do (what ``custody_work`` says then).
+NO_WORK = CustodyWork(None, None, None)
+
+
+def none_anywhere(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None) -> bool:
+    """Whether neither the manifest nor state asks for custody and the cloud reports none."""
+    return d.key_protection is None and prior.key_protection is None and (
+        remote is None or not remote.key_protection)
+
+
 def custody_work(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair | None, *,
                  api: Api, shown: str | None = None) -> CustodyWork:
     """The custody work of a managed key pair in the cloud through ``api``.
@@ -75,6 +85,8 @@ def custody_work(d: DesiredKeyPair, prior: StateKeyPair, remote: RemoteKeyPair |
     Work is due when the manifest differs from state or from what the cloud reports: after an
     apply interrupted between the call and the state write, the call is made again (both
     are safe to repeat)."""
+    if none_anywhere(d, prior, remote):
+        return NO_WORK
     want, have = wanted(d), actual(prior, remote)
     if want == recorded(prior) and want == have:
         return CustodyWork(None, have, want)

@@ -32,6 +32,13 @@ everything but ``checksum`` and ``mac`` (lineage and serial included):
   ``"reconciler state\\x00" + body``) is what makes the state trustworthy: anyone can
   recompute a checksum, nobody without the key a MAC. ``verify_document`` checks it.
 
+The file holds that canonical JSON itself, ``checksum`` and ``mac`` appended as its last
+members, with a newline before each entry (one entry a line) and before the members after
+them (``encode_document``): the newlines removed and the two members cut, its bytes are the
+ones summed, so a reader checks them without encoding a 20 MB document again. Earlier
+releases wrote the same value indented (``indent=2``); every layout is read, by encoding the
+value again when its bytes are not the summed ones, and every release reads this one.
+
 So every document since format 2 has a key block: the key is needed for every write (made on
 the first write as for sealing; see ``crypto``), and only for writing or for a verified read.
 Secrets also carry their own authentication (AES-GCM). Loading never repairs: anything wrong
@@ -73,7 +80,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from reconciler.address import DEFAULT_TARGET, KEYPAIR, Address, parse_address
@@ -371,15 +378,29 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
         except ValueError:
             return None
     private_key = get("private_key")
-    return StateKeyPair(
-        name=name, api=api, source=source, public_key=obj["public_key"],
-        fingerprint_md5=obj["fingerprint_md5"], fingerprint_sha256=obj["fingerprint_sha256"],
-        created=obj["created"], spec_digest=obj["spec_digest"], algorithm=get("algorithm"),
-        type=get("type") or "ssh", user_id=get("user_id"), scope=get("scope"),
-        description=get("description"), key_protection=protection,
-        private_key=SealedSecret(private_key) if private_key is not None else None,
-        status=status, prevent_destroy=prevent, target=target,
-    )
+    entry = _new_entry(StateKeyPair)
+    for set_slot, value in zip(_ENTRY_SLOTS, (
+            name, api, source, obj["public_key"], obj["fingerprint_md5"],
+            obj["fingerprint_sha256"], obj["created"], obj["spec_digest"], get("algorithm"),
+            get("type") or "ssh", get("user_id"), get("scope"), get("description"), protection,
+            SealedSecret(private_key) if private_key is not None else None, status, prevent,
+            target, (), ()), strict=True):
+        set_slot(entry, value)
+    return entry
+
+
+# ``_sound_entry`` sets an entry's slots itself, in this order: the dataclass ``__init__``
+# (keywords, one frozen ``object.__setattr__`` a field) takes twice as long, and a state
+# holds tens of thousands of entries. Every field is here (checked as this module loads), so
+# an entry built so is one ``StateKeyPair(...)`` would build.
+_ENTRY_ORDER = ("name", "api", "source", "public_key", "fingerprint_md5", "fingerprint_sha256",
+                "created", "spec_digest", "algorithm", "type", "user_id", "scope",
+                "description", "key_protection", "private_key", "status", "prevent_destroy",
+                "target", "servers", "deliveries")
+if sorted(_ENTRY_ORDER) != sorted(f.name for f in fields(StateKeyPair)):
+    raise ImportError("codec._ENTRY_ORDER must name every field of StateKeyPair")
+_ENTRY_SLOTS = tuple(getattr(StateKeyPair, n).__set__ for n in _ENTRY_ORDER)
+_new_entry = object.__new__
 
 
 def _checked_entry(name: str, obj: object, *, where: str, target: str) -> StateKeyPair:
@@ -542,6 +563,15 @@ def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
     """The format 3 document, authenticated with ``key`` (which must be the key of its block:
     a document is written only by someone who holds its key). Every envelope must be a
     current one (bound to its address: the store seals older ones again first)."""
+    out = _unsigned_document(doc, key=key)
+    body = _body(out)
+    out["checksum"] = _sha256(body)
+    out["mac"] = document_mac(body, key)
+    return out
+
+
+def _unsigned_document(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
+    """``document_to_dict`` without ``checksum`` and ``mac``."""
     if doc.key is None or doc.key.id != key.id:
         raise ValueError("a state document is authenticated with the key of its own key block")
     state = doc.state
@@ -549,7 +579,7 @@ def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
     targets = dict(state.targets)
     for e in state.keypairs.values():
         targets.setdefault(e.target, TargetConnection())
-    out: dict[str, Any] = {
+    return {
         "format_version": KMS_FORMAT_VERSION if doc.key.kms is not None else FORMAT_VERSION,
         "lineage": state.lineage,
         "serial": state.serial,
@@ -557,19 +587,61 @@ def document_to_dict(doc: StateDocument, *, key: StateKey) -> dict[str, Any]:
         "targets": {t: connection_to_dict(targets[t]) for t in sorted(targets)},
         "keypairs": {a: entry_to_dict(entries[a]) for a in sorted(entries)},
     }
-    body = _body(out)
-    out["checksum"] = _sha256(body)
-    out["mac"] = document_mac(body, key)
-    return out
 
 
 def encode_document(doc: StateDocument, *, key: StateKey) -> bytes:
-    """Readable JSON, two-space indented, ending in a newline, ASCII only: a description
-    holding a terminal control or a bidi override is stored as its ``\\u`` escape, so the
-    file is safe to ``cat`` and ``state pull`` (the checksum and MAC are over the canonical
-    form of the value, never over these bytes)."""
-    return (json.dumps(document_to_dict(doc, key=key), indent=2, ensure_ascii=True)
-            + "\n").encode()
+    """The document as stored: its canonical JSON (the bytes the checksum and MAC cover)
+    with ``checksum`` and ``mac`` appended as its last members, and a newline before each
+    entry and before each top-level member after the entries, ending in a newline. ASCII
+    only: a description holding a terminal control or a bidi override is stored as its
+    ``\\u`` escape, so the file is safe to ``cat`` and ``state pull``.
+
+    Canonical JSON holds no newline byte (``json`` escapes every control character in a
+    string), so removing the newlines gives back exactly the signed bytes: a reader checks
+    the checksum and MAC over them without encoding the document again (``_stored_body``).
+    Any JSON reader reads the file as before: the newlines are whitespace between tokens."""
+    out = _unsigned_document(doc, key=key)
+    body = _body(out)
+    return (_with_newlines(body)[:-1] + b',\n"checksum":' + canonical(_sha256(body))
+            + b',"mac":' + canonical(document_mac(body, key)) + b"}\n")
+
+
+def _with_newlines(body: bytes) -> bytes:
+    """``body`` (canonical JSON) with a newline after the comma or brace before each entry
+    and before ``lineage`` and ``targets``: one entry a line.
+
+    Each newline goes after a ``,`` or ``{`` that is followed by ``"`` and a letter. Such a
+    byte is never inside a string: a ``"`` there would end the string (canonical JSON escapes
+    every other quote), and in canonical JSON a string is followed by ``:``, ``,``, ``]`` or
+    ``}``, never by a letter. So every newline is whitespace between two tokens."""
+    return (body.replace(b',"keypair.', b',\n"keypair.')
+            .replace(b'{"keypair.', b'{\n"keypair.')
+            .replace(b'},"lineage":', b'},\n"lineage":')
+            .replace(b',"targets":{', b',\n"targets":{'))
+
+
+# The last members of a document as ``encode_document`` stores it (its newlines removed).
+_STORED_SUMS = re.compile(
+    rb',"checksum":"(sha256:[0-9a-f]{64})","mac":"(hmac-sha256:[0-9a-f]{64})"}\Z')
+
+
+def _stored_body(data: bytes, obj: Mapping[str, Any]) -> bytes | None:
+    """The bytes that a document stored by ``encode_document`` says its checksum and MAC
+    cover: ``data`` without its newlines and its two last members; ``None`` for any other
+    layout (files of earlier releases, or edited), which the caller encodes again instead.
+
+    When ``data`` parsed as a JSON object without duplicate keys (the caller did that), the
+    object these bytes hold is that object without ``checksum`` and ``mac``: its newlines are
+    whitespace between tokens (a newline inside a string is not JSON), and the two members
+    cut are its last ones at the top level (no other place in an object's text can be
+    followed by them and one last ``}``). So what the checksum and MAC are checked over is
+    what is read."""
+    flat = data.replace(b"\n", b"")
+    sums = _STORED_SUMS.search(flat, max(0, len(flat) - 256))
+    if sums is None or obj.get("checksum") != sums[1].decode() \
+            or obj.get("mac") != sums[2].decode():
+        return None
+    return flat[:sums.start()] + b"}"
 
 
 def ascii_document(data: bytes, *, source: str) -> bytes:
@@ -612,12 +684,18 @@ def decode_document(
             f"{source} has format_version {version}, newer than this reconciler reads "
             f"(up to {KMS_FORMAT_VERSION}): upgrade reconciler. The file was not changed."
         )
-    body = _body(obj)
-    if obj.get("checksum") != _sha256(body):
-        raise _corrupt(
-            source,
-            "its checksum does not match its contents: it was truncated or edited by hand",
-        )
+    stored = _stored_body(data, obj)
+    if stored is not None and obj.get("checksum") == _sha256(stored):
+        body = stored
+    else:
+        # any other layout, or bytes that are not the ones summed: the canonical form of
+        # what was read, as every release computes it
+        body = _body(obj)
+        if obj.get("checksum") != _sha256(body):
+            raise _corrupt(
+                source,
+                "its checksum does not match its contents: it was truncated or edited by hand",
+            )
     mac = obj.get("mac")
     if version >= 2 and (not isinstance(mac, str) or not mac.startswith(MAC_PREFIX)
                          or obj.get("key") is None):
@@ -742,9 +820,11 @@ def encode_journal_line(
             obj["keep_private_key"] = True
     if key is not None:
         obj["key"] = key.as_dict()
-    tag = line_mac(canonical(obj), key=mac_key, previous=previous)
-    obj["mac"] = tag
-    return canonical(obj) + b"\n", tag
+    body = canonical(obj)
+    tag = line_mac(body, key=mac_key, previous=previous)
+    # the MAC appended as the last member: readers take it out and sign the rest again
+    # canonically (``_journal_record``), so where it sits is not part of the format
+    return body[:-1] + b',"mac":"' + tag.encode("ascii") + b'"}\n', tag
 
 
 def line_mac(body: bytes, *, key: StateKey, previous: str) -> str:

@@ -293,12 +293,32 @@ class LocalStateStore(JournaledStore):
             self._sync_journal(ticket=ticket, generation=generation)
 
     def _append_all(self, entries: Sequence[StateKeyPair], *, durable: bool) -> None:
-        """Every line written, then (``durable``) one fsync for all, the group commit of
-        ``_append``: a kill -9 after it loses none; one before it may lose lines that nothing
-        sent depended on yet."""
-        for i, entry in enumerate(entries, start=1):
-            self._append(op="record", name=entry.name, target=entry.target, entry=entry,
-                         durable=durable and i == len(entries))
+        """Every line written in one write, then (``durable``) one fsync for all, the group
+        commit of ``_append``: a kill -9 after it loses none; one before it may lose lines
+        that nothing sent depended on yet. A write that fails records none of them."""
+        addresses = [keypair_address(e.name, e.target) for e in entries]
+        if len(set(addresses)) != len(addresses):  # a line depends on the one before it
+            for i, entry in enumerate(entries, start=1):
+                self._append(op="record", name=entry.name, target=entry.target, entry=entry,
+                             durable=durable and i == len(entries))
+            return
+        with self._mutex:
+            lines: list[bytes] = []
+            previous = self._chain
+            for entry in entries:
+                line, previous = self._journal_lines(
+                    op="record", name=entry.name, target=entry.target, entry=entry,
+                    with_key=not lines and self._key != self._journal_key, previous=previous)
+                lines.append(line)
+            self._write_journal(b"".join(lines))
+            self._chain = previous
+            self._journal_key = self._key
+            for at, entry in zip(addresses, entries, strict=True):
+                self._change(at, entry)
+            self._written += len(entries)
+            ticket, generation = self._written, self._journal_gen
+        if durable:
+            self._sync_journal(ticket=ticket, generation=generation)
 
     def _write_journal(self, line: bytes) -> None:
         with self._io(self.journal_path):

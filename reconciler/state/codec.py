@@ -384,7 +384,7 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
             obj["fingerprint_sha256"], obj["created"], obj["spec_digest"], get("algorithm"),
             get("type") or "ssh", get("user_id"), get("scope"), get("description"), protection,
             SealedSecret(private_key) if private_key is not None else None, status, prevent,
-            target, (), ()), strict=True):
+            target, (), (), 0, None), strict=True):
         set_slot(entry, value)
     return entry
 
@@ -396,7 +396,7 @@ def _sound_entry(name: str, obj: object, target: str) -> StateKeyPair | None:
 _ENTRY_ORDER = ("name", "api", "source", "public_key", "fingerprint_md5", "fingerprint_sha256",
                 "created", "spec_digest", "algorithm", "type", "user_id", "scope",
                 "description", "key_protection", "private_key", "status", "prevent_destroy",
-                "target", "servers", "deliveries")
+                "target", "servers", "deliveries", "generation", "deposed")
 if sorted(_ENTRY_ORDER) != sorted(f.name for f in fields(StateKeyPair)):
     raise ImportError("codec._ENTRY_ORDER must name every field of StateKeyPair")
 _ENTRY_SLOTS = tuple(getattr(StateKeyPair, n).__set__ for n in _ENTRY_ORDER)

@@ -3,4 +3,4 @@
 Kept import-free on purpose: ``reconciler --version`` must start fast.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from reconciler import keys
@@ -50,6 +51,15 @@ def spec_digest(
 ) -> str:
     """sha256 hex over the canonical JSON of what cannot change in place (``public_key``
     normalised: ``type base64``)."""
+    return _digest(source, algorithm, public_key, type, user_id, scope,
+                   key_protection.encryption if key_protection else None)
+
+
+@lru_cache(maxsize=1024)
+def _digest(source: KeySource, algorithm: str | None, public_key: str | None, type: str,
+            user_id: str | None, scope: str | None, encryption: Encryption | None) -> str:
+    """``spec_digest``, once per distinct spec: most key pairs of a large manifest share one
+    (``generate: ed25519``, nothing else), and each costs a JSON encoding and a hash."""
     spec = {
         "source": str(source),
         "algorithm": algorithm,
@@ -57,7 +67,7 @@ def spec_digest(
         "type": type,
         "user_id": user_id,
         "scope": scope,
-        "key_protection": key_protection.encryption.as_dict() if key_protection else None,
+        "key_protection": encryption.as_dict() if encryption is not None else None,
     }
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -374,8 +374,10 @@ class _KeyPairCheck:
         deliver = self._deliver(public_key)
         if not self.ok or name is None:
             return None  # the load fails anyway; records are built only for sound items
-        return replace(self._record(name, public_key, protection, targets), servers=servers,
-                       deliver=deliver)
+        record = self._record(name, public_key, protection, targets)
+        if servers or deliver:  # most key pairs have neither: no copy of the record for them
+            record = replace(record, servers=servers, deliver=deliver)
+        return record
 
     def _servers(self, targets: tuple[str, ...]) -> tuple[tuple[str, tuple[ServerRef, ...]], ...]:
         """``servers:``: a list for a key pair in one target, a map from each of its targets

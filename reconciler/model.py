@@ -473,6 +473,15 @@ class StateKeyPair:
         """What the cloud (and a server's ``key_name``) calls it."""
         return generation_name(self.name, self.generation)
 
+    def private_key_of(self, cloud_name: str) -> SealedSecret | None:
+        """The sealed private key of the generation the cloud calls ``cloud_name``: the
+        current one, or the deposed one while a rotation is under way; None otherwise."""
+        if cloud_name == self.cloud_name:
+            return self.private_key
+        if self.deposed is not None and self.deposed.cloud_name == cloud_name:
+            return self.deposed.private_key
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class TargetConnection:

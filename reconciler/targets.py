@@ -16,7 +16,7 @@ May import: ``reconciler.model``, ``reconciler.address``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from reconciler.address import DEFAULT_TARGET, Address, Addressing
 from reconciler.model import (
@@ -50,16 +50,20 @@ def recorded_targets(state: State, moves: Mapping[str, str] | None = None) -> tu
     return tuple(sorted({moves.get(a.target, a.target) for a in state.keypairs}))
 
 
+def placements(manifest: Manifest) -> Iterator[tuple[str, DesiredKeyPair]]:
+    """(target, key pair) for every declared key pair in each of its targets (its own list,
+    or every declared target)."""
+    declared = target_names(manifest)
+    for kp in manifest.keypairs:
+        for target in kp.targets or declared:
+            yield target, kp
+
+
 def desired_by_address(manifest: Manifest, run: Addressing | None = None
                        ) -> dict[Address, DesiredKeyPair]:
     """Every declared key pair in each of its targets."""
     run = run or addressing(manifest)
-    declared = target_names(manifest)
-    out: dict[Address, DesiredKeyPair] = {}
-    for kp in manifest.keypairs:
-        for target in kp.targets or declared:
-            out[run.keypair(kp.name, target)] = kp
-    return out
+    return {run.keypair(kp.name, target): kp for target, kp in placements(manifest)}
 
 
 def recorded_by_address(state: State, run: Addressing,
@@ -78,15 +82,13 @@ def adoptable(manifest: Manifest, state: State,
     # (target, name) pairs, as the addresses of ``desired_by_address`` and
     # ``recorded_by_address`` would be: without making an address of every key pair twice
     held = {(moves.get(a.target, a.target), a.name) for a in state.keypairs}
-    declared = target_names(manifest)
     seen: set[tuple[str, str]] = set()
     out: dict[str, list[str]] = {}
-    for kp in manifest.keypairs:
-        for target in kp.targets or declared:
-            pair = (target, kp.name)
-            if pair not in held and pair not in seen:
-                seen.add(pair)
-                out.setdefault(target, []).append(kp.name)
+    for target, kp in placements(manifest):
+        pair = (target, kp.name)
+        if pair not in held and pair not in seen:
+            seen.add(pair)
+            out.setdefault(target, []).append(kp.name)
     return {target: tuple(names) for target, names in out.items()}
 
 

@@ -22,7 +22,7 @@ from reconciler.adoption import refusals
 from reconciler.commands.common import session
 from reconciler.env import Env, ExitCode
 from reconciler.errors import Diagnostic, DiagnosticsError, UsageError
-from reconciler.kinds.generations import generation_taken, holder
+from reconciler.kinds.generations import cloud_names, generation_taken
 from reconciler.model import Api, DesiredKeyPair, KeySource, Manifest, RemoteKeyPair
 from reconciler.targets import desired_by_address
 
@@ -84,7 +84,7 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
                         for a in sess.state.keypairs)):
             raise UsageError(f"{address} is already managed; to adopt it again, first "
                              f"`reconciler state rm {address.label}`")
-        other = holder(sess.state.keypairs, target, name)
+        other = cloud_names(sess.state.keypairs).get((target, name))
         if other is not None:
             summary, detail = generation_taken(name, other, address)
             raise UsageError(f"{address}: {summary}; {detail}")

@@ -7,7 +7,8 @@ a change after those it depends on), checks a plan before anything is sent, and 
 its changes through a target's API.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``,
-``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.errors``, ``reconciler.api.protocol``, ``reconciler.state.protocol``,
+``reconciler.kinds.generations``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from reconciler.address import Address, Addressing, keypair_address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.changes import Change, Drift, Hooks, Outcome, Plan, PlanOptions
 from reconciler.errors import Diagnostic
+from reconciler.kinds.generations import cloud_names
 from reconciler.model import (
     Api,
     DesiredKeyPair,
@@ -50,6 +52,16 @@ class Context:
     entries: Mapping[Address, StateKeyPair] = field(default_factory=dict)
     # What the plan warns of (``Plan.warnings``), in the order found.
     warnings: list[str] = field(default_factory=list)
+    _cloud_names: dict[tuple[str, str], tuple[StateKeyPair, bool]] | None = field(
+        default=None, repr=False)
+
+    def holder(self, target: str, cloud_name: str) -> tuple[StateKeyPair, bool] | None:
+        """The managed key pair of ``target`` that the cloud calls ``cloud_name``, and
+        whether that is its previous (deposed) generation; None when none is. The index of
+        ``entries`` is made once per plan, at the first question."""
+        if self._cloud_names is None:
+            self._cloud_names = cloud_names(self.entries)
+        return self._cloud_names.get((target, cloud_name))
     # The key pairs the manifests declare, by address: names a new generation must not take.
     declared: frozenset[Address] = frozenset()
 

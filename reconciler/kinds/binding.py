@@ -48,7 +48,7 @@ from reconciler.changes import Action, Change, Drift, DriftKind, Hooks, Mode, Pl
 from reconciler.kinds.base import Context, Decided
 from reconciler.kinds.binding_apply import BindingApplier
 from reconciler.kinds.dependents import review_dependents
-from reconciler.kinds.generations import DEPOSED, holder, rotation_of
+from reconciler.kinds.generations import DEPOSED, rotation_of
 from reconciler.model import (
     DesiredKeyPair,
     Manifest,
@@ -135,29 +135,20 @@ def _held(ctx: Context, target: str, key_name: str | None) -> dict[str, Any]:
     cloud's name for it is not its own (a generation), or it is a deposed generation."""
     if key_name is None:
         return {}
-    found = _holder(ctx, target, key_name)
+    found = ctx.holder(target, key_name)
     if found is None or (found[0].name == key_name and not found[1]):
         return {}
     entry, deposed = found
     return {"held_by": entry.name, **({"held_by_deposed": True} if deposed else {})}
 
 
-def _holder(ctx: Context, target: str, key_name: str) -> tuple[StateKeyPair, bool] | None:
-    entry = ctx.entries.get(Address(target, KEYPAIR, key_name))
-    if entry is not None and entry.cloud_name == key_name:
-        return entry, False
-    return holder(ctx.entries, target, key_name)
-
-
 def _auth_problem(server: RemoteServer, holder: str, doing: str, ctx: Context,
                   group: Address, at: ServerRef | None) -> None:
     """A running server holds ``holder``: KPS needs its private key to change it. Reported
     when state holds none."""
-    found = _holder(ctx, group.target, holder)
+    found = ctx.holder(group.target, holder)
     entry = found[0] if found is not None else None
-    sealed = None if found is None else (
-        found[0].deposed.private_key if found[1] and found[0].deposed else found[0].private_key)
-    if sealed is not None:
+    if entry is not None and entry.private_key_of(holder) is not None:
         return
     why = ("state holds no private key of it (its public key was imported)" if entry is not None
            else "it is not managed by reconciler")

@@ -173,12 +173,7 @@ class BindingApplier:
         its current generation or, once a rotation made a new one, as the deposed one (read
         now: a rotation may have begun since the plan)."""
         entry = self.store.current(name, target=self.target)
-        sealed = None
-        if entry is not None and entry.cloud_name == cloud_name:
-            sealed = entry.private_key
-        elif entry is not None and entry.deposed is not None \
-                and entry.deposed.cloud_name == cloud_name:
-            sealed = entry.deposed.private_key
+        sealed = entry.private_key_of(cloud_name) if entry is not None else None
         if sealed is None:
             return None  # the plan refused this; the cloud refuses it too (KPS.0105)
         return self.store.unseal(name, sealed, target=self.target)

@@ -27,23 +27,16 @@ from reconciler.api.protocol import KeyPairApi
 from reconciler.changes import Action, Change, Drift, Hooks, Mode, Outcome, Plan
 from reconciler.errors import ReconcilerError
 from reconciler.kinds.base import Context, Decided
-from reconciler.kinds.generations import DEPOSED, released, rotation_of, users
+from reconciler.kinds.generations import DEPOSED, named, released, rotation_of, users
 from reconciler.model import Deposed, EntryStatus, Manifest, RemoteSnapshot, StateKeyPair
 from reconciler.state.protocol import StateStore
 
 BINDING = "binding"
-SHOWN = 20
 
 
 def _attrs(name: str, old: Deposed) -> dict[str, Any]:
     return {"key_pair": name, "name": old.cloud_name, "public_key": old.public_key,
             "fingerprint": old.fingerprint_md5}
-
-
-def _named(servers: Sequence[Any]) -> str:
-    shown = ", ".join(f"{s.name} ({s.id})" for s in servers[:SHOWN])
-    more = len(servers) - SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _decide(addr: Address, prior: StateKeyPair, ctx: Context) -> Decided:
@@ -99,7 +92,7 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
             c = out[i] = replace(c, before={**(c.before or {}), "keypair_deleted": True})
         old = str((c.before or {}).get("name"))
         target = c.address.target
-        moving = released(out, BINDING, target, old)
+        moving = {sid for t, k, sid in released(out, BINDING) if (t, k) == (target, old)}
         left = [s for s in users(ctx.snapshots.get(target), old) if s.id not in moving]
         if not left:
             continue
@@ -108,13 +101,13 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
             ctx.warnings.append(
                 f"{c.address}: the previous generation of {keypair} ({old!r}) is deleted "
                 f"while {len(left)} server(s) that no manifest binds to it still hold it "
-                f"(--allow-bound-delete): {_named(left)}. They keep accepting its public "
+                f"(--allow-bound-delete): {named(left)}. They keep accepting its public "
                 "key, whose private key state then no longer holds")
             out[i] = replace(c, before={**(c.before or {}), "bound_delete_allowed": True})
             continue
         ctx.problem(f"{keypair} cannot finish its rotation: {len(left)} server(s) still hold "
                     f"its previous generation {old!r} and no manifest rebinds them: "
-                    f"{_named(left)}",
+                    f"{named(left)}",
                     f"list them under {keypair}'s servers: (they are rebound to the new "
                     "generation), or give --allow-bound-delete to delete the old generation "
                     "anyway", c.desired)
@@ -160,7 +153,7 @@ class DeposedApplier:
             holding = self._holding(old)
             if holding:
                 return (f"kept: {len(holding)} server(s) still hold {old!r} "
-                        f"({_named(holding)}), so it stays with its private key; the next "
+                        f"({named(holding)}), so it stays with its private key; the next "
                         "apply moves them off it (rebinds or unbinds them as the manifests say) "
                         "and then deletes it")
         self.api.delete_keypair(old)  # already gone counts as done

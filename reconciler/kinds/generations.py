@@ -17,7 +17,7 @@ May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.api.proto
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -63,31 +63,30 @@ def rotation_of(change: Change) -> tuple[str, str] | None:
     return str((change.before or {})["cloud_name"]), str((change.after or {})["cloud_name"])
 
 
-def next_generation(prior: StateKeyPair, taken: Collection[str]) -> int | None:
+def next_generation(prior: StateKeyPair, taken: Callable[[str], bool]) -> int | None:
     """The generation a rotation makes: the one after the current (1 after 99), skipping
-    names the cloud already holds; None when the name is too long to carry a suffix."""
+    names ``taken`` says are in use; None when the name is too long to carry a suffix."""
     if len(prior.name) > ROTATING_NAME_MAX:
         return None
     n = prior.generation
     for _ in range(MAX_GENERATION):
         n = n % MAX_GENERATION + 1
-        if generation_name(prior.name, n) not in taken:
+        if not taken(generation_name(prior.name, n)):
             return n
     return None
 
 
-def holder(entries: Mapping[Any, StateKeyPair], target: str, cloud_name: str
-           ) -> tuple[StateKeyPair, bool] | None:
-    """The managed key pair of ``target`` that the cloud calls ``cloud_name``, and whether
-    that is its previous (deposed) generation; None when no entry is."""
-    for e in entries.values():
-        if e.target != target:
-            continue
-        if e.cloud_name == cloud_name:
-            return e, False
-        if e.deposed is not None and e.deposed.cloud_name == cloud_name:
-            return e, True
-    return None
+def cloud_names(entries: Mapping[Address, StateKeyPair]
+                ) -> dict[tuple[str, str], tuple[StateKeyPair, bool]]:
+    """Every name in the cloud that a managed key pair holds, by (target, name): its current
+    generation's (False), and its previous one's while a rotation is under way (True)."""
+    out: dict[tuple[str, str], tuple[StateKeyPair, bool]] = {}
+    for at, e in entries.items():
+        if e.deposed is not None:
+            out.setdefault((at.target, e.deposed.cloud_name), (e, True))
+    for at, e in entries.items():
+        out[(at.target, e.cloud_name)] = (e, False)
+    return out
 
 
 def generation_taken(name: str, found: tuple[StateKeyPair, bool], here: Address
@@ -110,16 +109,25 @@ def users(snapshot: RemoteSnapshot | None, cloud_name: str) -> list[Any]:
     return [s for s in snapshot.servers if s.key_name == cloud_name]
 
 
-def released(changes: Sequence[Change], binding_kind: str, target: str,
-             cloud_name: str) -> set[str]:
-    """The servers this plan rebinds or unbinds away from ``cloud_name`` in ``target``."""
+SHOWN = 20  # servers named in a message; the rest are counted
+
+
+def named(servers: Sequence[Any]) -> str:
+    """``web-1 (id), web-2 (id) and 3 more``."""
+    shown = ", ".join(f"{s.name} ({s.id})" for s in servers[:SHOWN])
+    more = len(servers) - SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def released(changes: Sequence[Change], binding_kind: str) -> set[tuple[str, str, str]]:
+    """(target, name in the cloud, server id) of every binding this plan unbinds or rebinds
+    away from the key pair the server holds."""
     out = set()
     for c in changes:
         before = c.before or {}
-        if c.address.kind == binding_kind and c.address.target == target \
-                and c.action in (Action.DELETE, Action.UPDATE) \
-                and before.get("key_name") == cloud_name and not before.get("rebound"):
-            out.add(str(before.get("server_id")))
+        if c.address.kind == binding_kind and c.action in (Action.DELETE, Action.UPDATE) \
+                and isinstance(before.get("key_name"), str):
+            out.add((c.address.target, str(before["key_name"]), str(before["server_id"])))
     return out
 
 

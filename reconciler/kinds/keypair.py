@@ -46,7 +46,7 @@ from reconciler.changes import (
 from reconciler.duration import describe_duration
 from reconciler.kinds import keypair_custody as custody
 from reconciler.kinds.base import Context, Decided
-from reconciler.kinds.generations import generation_taken, holder, next_generation
+from reconciler.kinds.generations import generation_taken, next_generation
 from reconciler.kinds.keypair_apply import (
     KeyPairApplier,
     check_before_acting,
@@ -93,7 +93,7 @@ def _drift_for(prior: StateKeyPair, remote: RemoteKeyPair | None) -> Drift | Non
 
 def _new(d: DesiredKeyPair, remote: RemoteKeyPair | None, ctx: Context) -> Change:
     """Desired, not in state."""
-    other = holder(ctx.entries, ctx.here.target, d.name)
+    other = ctx.holder(ctx.here.target, d.name)
     if other is not None:  # NAME-gN of a key pair rotated without a gap: never a key of its own
         ctx.problem(*generation_taken(d.name, other, ctx.here), d)
         return Change(d.name, Action.NOOP, desired=d, remote=remote)
@@ -318,10 +318,14 @@ def _rotation(d: DesiredKeyPair, prior: StateKeyPair, ctx: Context
     if not (declared or prior.servers) or snapshot is None or snapshot.servers is None \
             or prior.deposed is not None or prior.status is not EntryStatus.READY:
         return None
-    taken = {*snapshot.keypairs, *(a.name for a in ctx.declared if a.target == target)}
-    for e in ctx.entries.values():  # every name a managed key pair has or had here
-        if e.target == target:
-            taken.update((e.name, e.cloud_name, *((e.deposed.cloud_name,) if e.deposed else ())))
+    listed = snapshot.keypairs
+
+    def taken(name: str) -> bool:
+        """In the cloud, declared, or a name a managed key pair has or had here."""
+        at = Address(target, KEYPAIR, name)
+        return name in listed or at in ctx.declared or at in ctx.entries \
+            or ctx.holder(target, name) is not None
+
     n = next_generation(prior, taken)
     if n is None:
         return None

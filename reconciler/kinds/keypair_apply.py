@@ -302,10 +302,10 @@ class KeyPairApplier:
         if rotation is not None:
             return self._rotate(change, *rotation)
         prior = change.prior
-        cloud = cloud_name_of(change)
-        if cloud == change.name and (prior is None or prior.deposed is None):
+        if _plain(change):
             return self._run(change)
-        return self._generation(change.name, cloud, prior.generation if prior else 0,
+        return self._generation(change.name, cloud_name_of(change),
+                                prior.generation if prior else 0,
                                 prior.deposed if prior else None,
                                 prior.servers if prior and prior.deposed else ())._run(change)
 
@@ -613,8 +613,14 @@ def _batchable(change: Change) -> bool:
     can carry it. A replacement deletes first, one at a time; the cloud generates alone."""
     d = change.desired
     return change.action is Action.CREATE and d is not None and d.source is not KeySource.CLOUD \
-        and cloud_name_of(change) == change.name \
-        and (change.prior is None or change.prior.deposed is None)
+        and _plain(change)
+
+
+def _plain(change: Change) -> bool:
+    """A change of a key pair the cloud calls by its own name, with no rotation under way:
+    no ``GenerationApi`` and no generation fields to carry."""
+    return cloud_name_of(change) == change.name and (
+        change.prior is None or change.prior.deposed is None)
 
 
 def _missing_private_key(private: Secret | None, remote: RemoteKeyPair) -> str | None:

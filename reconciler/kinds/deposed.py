@@ -83,6 +83,7 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
     out = [*changes, *_started(changes)]
     deleted = {c.address for c in out if c.address.kind == KEYPAIR
                and c.action in (Action.DELETE, Action.FORGET)}
+    moving = released(out, BINDING)  # (target, name in the cloud, server id)
     for i, c in enumerate(out):
         if c.address.kind != DEPOSED or c.action is not Action.DELETE:
             continue
@@ -92,8 +93,8 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
             c = out[i] = replace(c, before={**(c.before or {}), "keypair_deleted": True})
         old = str((c.before or {}).get("name"))
         target = c.address.target
-        moving = {sid for t, k, sid in released(out, BINDING) if (t, k) == (target, old)}
-        left = [s for s in users(ctx.snapshots.get(target), old) if s.id not in moving]
+        left = [s for s in users(ctx.snapshots.get(target), old)
+                if (target, old, s.id) not in moving]
         if not left:
             continue
         keypair = Address(target, KEYPAIR, c.name, qualified=c.address.qualified)

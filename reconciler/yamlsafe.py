@@ -1,10 +1,12 @@
 """A safe YAML reader that keeps the line and column of every node, within limits.
 
 ``read_yaml_documents(path, display=...)`` reads one file (size checked before reading),
-decodes it as UTF-8, composes each document to nodes with PyYAML's safe machinery (libyaml's
-parser when present: its events carry marks too), and builds plain values (dict, list, str, int,
-float, bool, None) with a parallel map from node paths (tuples of keys and indexes) to
-positions. Limits: file size, nesting depth, alias count and expanded node count (alias bombs).
+decodes it as UTF-8, and builds plain values (dict, list, str, int, float, bool, None) with a
+parallel map from node paths (tuples of keys and indexes) to positions. A plain text (no
+anchors, aliases, tags or merge keys) is built straight from libyaml's events; anything else,
+and every error, goes through PyYAML's safe composer to a node tree first (libyaml's parser when
+present: its events carry marks too), with the same result for what both can read. Limits:
+file size, nesting depth, alias count and expanded node count (alias bombs).
 Every problem is a ``Diagnostic``; nothing else escapes.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.fsutil``, PyYAML (lazily,
@@ -193,6 +195,16 @@ def parse_yaml_documents(
     text: str, *, display: str
 ) -> tuple[list[YamlDocument], list[Diagnostic]]:
     """Parse YAML text (already decoded) into documents; see ``read_yaml_documents``."""
+    plain = _plain_documents(text, display)
+    if plain is not None:
+        return plain, []
+    return _composed_documents(text, display)
+
+
+def _composed_documents(
+    text: str, display: str
+) -> tuple[list[YamlDocument], list[Diagnostic]]:
+    """The composer's path: a node tree, every limit and error, then ``_Builder``."""
     import yaml
 
     docs: list[YamlDocument] = []
@@ -229,6 +241,121 @@ def parse_yaml_documents(
 
 
 _FLAT = "manifests are small, flat documents; write this one out plainly"
+
+
+class _Unusual(Exception):
+    """The text uses something ``_plain_documents`` leaves to the composer."""
+
+
+def _plain_documents(text: str, display: str) -> list[YamlDocument] | None:
+    """The documents of ``text`` built straight from libyaml's events, or ``None``.
+
+    This is the path of a plain manifest, and it builds the same values and positions as the
+    composer and ``_Builder`` do, without a node tree. It gives up (``None``, and the composer
+    then reads the text from the start, deciding every error and limit as before) on anything
+    else: anchors, aliases, tags, merge keys, duplicate or non-scalar keys, nesting near the
+    limit, a syntax error, or PyYAML without libyaml.
+    """
+    try:
+        from yaml.cyaml import CParser  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    import yaml
+
+    parser = CParser(text)
+    try:
+        return _EventBuilder(parser.get_event, display).documents()
+    except (_Unusual, yaml.YAMLError, RecursionError):
+        return None
+    finally:
+        parser.dispose()
+
+
+class _EventBuilder:
+    """Plain values and positions from a stream of parser events (``_plain_documents``)."""
+
+    def __init__(self, next_event: Any, display: str) -> None:
+        from yaml import events
+        from yaml.resolver import Resolver
+
+        self.next = next_event
+        self.display = display
+        self.implicit: dict[Any, list[tuple[str, Any]]] = Resolver.yaml_implicit_resolvers
+        self.wildcard = self.implicit.get(None, [])
+        self.scalar_event = events.ScalarEvent
+        self.mapping_start, self.mapping_end = events.MappingStartEvent, events.MappingEndEvent
+        self.sequence_start = events.SequenceStartEvent
+        self.sequence_end = events.SequenceEndEvent
+        self.document_end = events.DocumentEndEvent
+        self.stream_end = events.StreamEndEvent
+        self.positions: dict[NodePath, Position] = {}
+        self.key_positions: dict[NodePath, Position] = {}
+        self.builder = _Builder(display, 0)
+
+    def documents(self) -> list[YamlDocument]:
+        docs: list[YamlDocument] = []
+        self.next()  # the stream's start
+        index = 0
+        while type(self.next()) is not self.stream_end:  # a document's start
+            self.positions, self.key_positions = {}, {}
+            event = self.next()
+            value = self.node(event, (), 0)
+            if type(self.next()) is not self.document_end:
+                raise _Unusual
+            if not (type(event) is self.scalar_event and value is None
+                    and event.value in ("", "~", "null", "Null", "NULL")):
+                docs.append(YamlDocument(value, self.positions, self.key_positions,
+                                         self.display, index))
+            index += 1
+        return docs
+
+    def node(self, event: Any, path: NodePath, depth: int) -> object:
+        kind = type(event)
+        if kind is self.scalar_event:
+            if event.anchor is not None or event.tag is not None:
+                raise _Unusual
+            mark = event.start_mark
+            self.positions[path] = (mark.line + 1, mark.column + 1)
+            return self.scalar(event)
+        if kind is not self.mapping_start and kind is not self.sequence_start:
+            raise _Unusual  # an alias
+        if event.anchor is not None or event.tag is not None or depth >= MAX_DEPTH - 1:
+            raise _Unusual
+        mark = event.start_mark
+        self.positions[path] = (mark.line + 1, mark.column + 1)
+        if kind is self.sequence_start:
+            items: list[object] = []
+            while type(child := self.next()) is not self.sequence_end:
+                items.append(self.node(child, (*path, len(items)), depth + 1))
+            return items
+        out: dict[str, object] = {}
+        while type(key := self.next()) is not self.mapping_end:
+            if type(key) is not self.scalar_event or key.anchor is not None \
+                    or key.tag is not None:
+                raise _Unusual
+            name = key.value
+            if name in out or (name == "<<" and key.implicit[0]):
+                raise _Unusual  # a duplicate or a merge key: the composer's to report or expand
+            child_path = (*path, name)
+            at: Any = key.start_mark
+            self.key_positions[child_path] = (at.line + 1, at.column + 1)
+            out[name] = self.node(self.next(), child_path, depth + 1)
+        return out
+
+    def scalar(self, event: Any) -> object:
+        """The value the composer's resolver and ``_Builder.scalar`` give this scalar."""
+        import yaml
+
+        value: str = event.value
+        if not event.implicit[0]:
+            return value  # quoted or a block scalar, untagged: a string
+        for tag, pattern in self.implicit.get(value[:1], []) + self.wildcard:
+            if pattern.match(value):
+                if tag == _STD + "str":
+                    return value
+                return self.builder.scalar(yaml.ScalarNode(
+                    tag, value, event.start_mark, event.end_mark, style=event.style))
+        return value
 
 
 def _too_deep(text: str, display: str) -> Diagnostic | None:

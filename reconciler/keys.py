@@ -11,12 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reconciler.errors import KeyFormatError
 from reconciler.model import GENERATE_ALGORITHMS, Secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 MAX_PUBLIC_KEY_BYTES = 1024
 RSA_MIN_BITS = 2048
@@ -219,8 +224,11 @@ def generate_keypair(algorithm: str, *, comment: str = "") -> GeneratedKey:
 
     private: PrivateKeyTypes
     if algorithm == "ed25519":
-        private = ed25519.Ed25519PrivateKey.generate()
-    elif algorithm.startswith("rsa-") and algorithm in GENERATE_ALGORITHMS:
+        pem, public = _ed25519_openssh(ed25519.Ed25519PrivateKey.generate())
+        if comment:
+            public = f"{public} {comment}"
+        return GeneratedKey(algorithm=algorithm, public_key=public, private_key=Secret(pem))
+    if algorithm.startswith("rsa-") and algorithm in GENERATE_ALGORITHMS:
         private = rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
     elif algorithm in ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521"):
         curves: dict[str, ec.EllipticCurve] = {
@@ -242,6 +250,33 @@ def generate_keypair(algorithm: str, *, comment: str = "") -> GeneratedKey:
     if comment:
         public = f"{public} {comment}"
     return GeneratedKey(algorithm=algorithm, public_key=public, private_key=Secret(pem))
+
+
+def _ssh_string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+_ED25519 = _ssh_string(b"ssh-ed25519")
+_NO_CIPHER = b"openssh-key-v1\0" + _ssh_string(b"none") * 2 + _ssh_string(b"") + b"\0\0\0\1"
+
+
+def _ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
+    """(the unencrypted OpenSSH private key file, the public line) of an Ed25519 key.
+
+    The layout of OpenSSH's PROTOCOL.key, byte for byte what ``private_bytes(PEM, OpenSSH,
+    NoEncryption())`` writes (a random check word, no comment, padding 1 to 5, 76-column
+    base64), made here because that serialiser, in Python, costs more than the key itself.
+    """
+    seed = private.private_bytes_raw()
+    point = private.public_key().public_bytes_raw()
+    blob = _ED25519 + _ssh_string(point)
+    check = os.urandom(4)
+    secrets = check + check + blob + _ssh_string(seed + point) + _ssh_string(b"")
+    secrets += bytes(range(1, 1 + 8 - len(secrets) % 8))
+    body = base64.encodebytes(_NO_CIPHER + _ssh_string(blob) + _ssh_string(secrets))
+    pem = (b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + body
+           + b"-----END OPENSSH PRIVATE KEY-----\n").decode()
+    return pem, "ssh-ed25519 " + base64.b64encode(blob).decode()
 
 
 def public_key_of(private_key: Secret) -> str:

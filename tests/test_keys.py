@@ -160,3 +160,33 @@ def test_x509_certificate_from_examples_parses() -> None:
     assert len(fingerprints(pem, key_type="x509")[0].split(":")) == 20  # SHA-1, as Nova
     with pytest.raises(KeyFormatError):
         check_public_key(RFC8032_TEST1, key_type="x509")
+
+
+def test_ed25519_file_is_byte_for_byte_the_library_s_but_for_its_check_word() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from reconciler.keys import _ed25519_openssh
+
+    def body(pem: str) -> bytes:
+        lines = pem.splitlines()
+        assert lines[0] == "-----BEGIN OPENSSH PRIVATE KEY-----"
+        assert lines[-1] == "-----END OPENSSH PRIVATE KEY-----" and pem.endswith("-----\n")
+        return base64.b64decode("".join(lines[1:-1]))
+
+    for _ in range(20):
+        key = ed25519.Ed25519PrivateKey.generate()
+        ours, public = _ed25519_openssh(key)
+        theirs = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                   serialization.NoEncryption()).decode()
+        assert [len(line) for line in ours.splitlines()] == [
+            len(line) for line in theirs.splitlines()]
+        a, b = body(ours), body(theirs)
+        at = len(a) - 136  # the two check words open the private section, 136 bytes from the end
+        assert a[at:at + 4] == a[at + 4:at + 8]
+        assert a[:at] + a[at + 8:] == b[:at] + b[at + 8:]
+        loaded = serialization.load_ssh_private_key(ours.encode(), password=None)
+        assert isinstance(loaded, ed25519.Ed25519PrivateKey)
+        assert loaded.private_bytes_raw() == key.private_bytes_raw()
+        assert public == key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()

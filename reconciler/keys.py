@@ -52,7 +52,7 @@ def looks_like_private_key(text: str) -> bool:
 
 
 def _colon_hex(digest: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in digest)
+    return digest.hex(":")
 
 
 def _sha256_fp(blob: bytes) -> str:

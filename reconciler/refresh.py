@@ -3,8 +3,10 @@
 ``refresh`` lists one target; ``refresh_each`` lists every target of a run at once, on a
 bounded thread pool, and returns the snapshots of those it could list with the reason for
 each it could not; ``refresh_targets`` fails as a whole instead, naming the first target (in
-the run's order) that could not be listed. ``describe_adoptions`` reads in detail the few key
-pairs a plan may adopt (their kps description is not in the list).
+the run's order) that could not be listed. ``EarlyLists`` are lists a plan's session starts
+while it reads the state, which those take instead of listing again. ``describe_adoptions``
+reads in detail the few key pairs a plan may adopt (their kps description is not in the
+list).
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protocol``.
 """
@@ -12,7 +14,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protoc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from reconciler.api.protocol import KeyPairApi
@@ -28,18 +30,59 @@ def refresh(api: KeyPairApi) -> RemoteSnapshot:
     return api.list_keypairs()
 
 
+class EarlyLists:
+    """Each target's list, started before the plan asks for it.
+
+    A plan's session starts them once the state is locked, so that the lists' round trips
+    overlap the reading of the state; the plan then takes each one (``take``) instead of
+    listing again. ``close`` waits for what is running and drops what was not taken."""
+
+    def __init__(self, apis: Mapping[str, KeyPairApi], *,
+                 parallelism: int = MAX_PARALLEL_TARGETS) -> None:
+        self.apis = dict(apis)
+        self.adopted: set[str] = set()  # the targets whose API the session took
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(apis))),
+                                        thread_name_prefix="refresh")
+        self._futures = {name: self._pool.submit(refresh, api) for name, api in apis.items()}
+
+    def adopt(self, name: str) -> KeyPairApi | None:
+        """The API the list of ``name`` runs through, now the session's to close."""
+        api = self.apis.get(name)
+        if api is not None:
+            self.adopted.add(name)
+        return api
+
+    def take(self, name: str, api: KeyPairApi) -> Future[RemoteSnapshot] | None:
+        """The list started for ``name`` through ``api`` (once), or None."""
+        if self.apis.get(name) is not api:
+            return None
+        return self._futures.pop(name, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._futures.clear()
+
+
+def listed(name: str, api: KeyPairApi, early: EarlyLists | None) -> RemoteSnapshot:
+    """``refresh(api)``, or the list ``early`` started for it."""
+    started = early.take(name, api) if early is not None else None
+    return started.result() if started is not None else refresh(api)
+
+
 def refresh_each(apis: Mapping[str, KeyPairApi], *,
-                 parallelism: int = MAX_PARALLEL_TARGETS
+                 parallelism: int = MAX_PARALLEL_TARGETS, early: EarlyLists | None = None
                  ) -> tuple[dict[str, RemoteSnapshot], dict[str, ReconcilerError]]:
-    """Every target's snapshot, by target name, listed concurrently; and the error of each
-    target whose list failed with an expected error (the others still finish)."""
+    """Every target's snapshot, by target name, listed concurrently (or taken from
+    ``early``); and the error of each target whose list failed with an expected error (the
+    others still finish)."""
     out: dict[str, RemoteSnapshot] = {}
     failed: dict[str, ReconcilerError] = {}
     if not apis:
         return out, failed
     workers = max(1, min(parallelism, len(apis)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-        futures = {name: pool.submit(refresh, api) for name, api in apis.items()}
+        futures = {name: (early.take(name, api) if early is not None else None)
+                   or pool.submit(refresh, api) for name, api in apis.items()}
         for name, future in futures.items():
             try:
                 out[name] = future.result()

@@ -20,7 +20,7 @@ from reconciler.address import DEFAULT_TARGET
 from reconciler.api.protocol import ApiSettings, KeyPairApi
 from reconciler.apply import Outcome
 from reconciler.capabilities import capabilities
-from reconciler.commands.reach import Reach, connection_of
+from reconciler.commands.reach import Reach, check_distinct, connection_of
 from reconciler.env import Env
 from reconciler.errors import StateError, UsageError
 from reconciler.model import (
@@ -41,6 +41,7 @@ from reconciler.state.protocol import StateStore
 
 if TYPE_CHECKING:
     from reconciler.api.bindings import BindingClients
+    from reconciler.refresh import EarlyLists
 
 
 def provider_flags(args: argparse.Namespace) -> ProviderFlags:
@@ -356,6 +357,8 @@ class Session:
     apis: dict[str, KeyPairApi]
     # Each target's ECS and KPS binding clients, opened when a plan first needs them.
     bindings: dict[str, BindingClients] = field(default_factory=dict)
+    # The lists a plan's session started while it read the state (``refresh.listed``).
+    early: EarlyLists | None = None
 
     def binding_clients(self) -> dict[str, BindingClients]:
         """The binding clients of every target with an API (opened once, closed with the
@@ -415,7 +418,8 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
     with debug_logging(args, env):  # opening the store logs the state backend's proxy
         store = open_state(args, env, manifest.backend, verify=operation != "plan",
                            manifest=manifest, settings=declared)
-    with debug_logging(args, env), state_lock(store, args, operation=operation):
+    with debug_logging(args, env), state_lock(store, args, operation=operation), \
+            _early_lists(args, manifest, declared, failed, plan=operation == "plan") as early:
         state = store.load()
         reached = reach(args, env, provider_flags(args), manifest, declared, state)
         for name in reached.removed:
@@ -436,21 +440,48 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
                         f"sealed with {moved[0].describe()}): every private key sealed again, "
                         f"serial {state.serial} kept; {store.description}.backup keeps the "
                         "previous version.")
-        apis = {name: open_api(s) for name, s in reached.settings.items()
-                if name not in reached.failed}
+        apis = {name: (early.adopt(name) if declared.get(name) is s else None) or open_api(s)
+                for name, s in reached.settings.items() if name not in reached.failed}
         for s in reached.settings.values():
             if not s.verify_tls and s.endpoint.startswith("https://"):
                 env.err(f"Warning: --insecure: the TLS certificate of {s.endpoint} is not "
                         "verified.")
                 break
-        held = Session(manifest=manifest, store=store, state=state, reach=reached, apis=apis)
+        held = Session(manifest=manifest, store=store, state=state, reach=reached, apis=apis,
+                       early=early)
         try:
             yield held
         finally:
+            early.close()  # before the APIs: a list still running uses its API
             for api in apis.values():
                 api.close()
             for clients in held.bindings.values():
                 clients.close()
+
+
+@contextmanager
+def _early_lists(args: argparse.Namespace, manifest: Manifest,
+                 declared: dict[str, ApiSettings], failed: dict[str, str], *,
+                 plan: bool) -> Iterator[EarlyLists]:
+    """A plan's lists of its declared targets (those ``--in`` keeps, whose credentials
+    resolved), started once the state is locked: they run while the state is read and
+    checked. The APIs the session does not take are closed here."""
+    from reconciler.refresh import EarlyLists
+
+    within = set(getattr(args, "within", []) or ())
+    starting: dict[str, KeyPairApi] = {}
+    if plan:
+        check_distinct(manifest, declared)  # refused before any request, as it always was
+        starting = {name: open_api(s) for name, s in declared.items()
+                    if name not in failed and (not within or name in within)}
+    early = EarlyLists(starting)
+    try:
+        yield early
+    finally:
+        early.close()
+        for name, api in early.apis.items():
+            if name not in early.adopted:
+                api.close()
 
 
 def write_private_file(path: Path, text: str) -> None:

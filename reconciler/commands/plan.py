@@ -18,7 +18,7 @@ from reconciler.model import RemoteSnapshot
 from reconciler.plan import Mode, Plan, PlanOptions, make_plan
 from reconciler.planfile import SavedPlan
 from reconciler.redact import scrub
-from reconciler.refresh import describe_adoptions, refresh, refresh_each, with_servers
+from reconciler.refresh import describe_adoptions, listed, refresh_each, with_servers
 from reconciler.sinkread import with_sinks
 from reconciler.targets import adoptable
 
@@ -41,10 +41,10 @@ def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
     of the plan and named in ``plan.unreachable``; with one, its error stops the run."""
     if not sess.several:
         target, api = next(iter(sess.apis.items()))
-        remote = {target: refresh(api)}
+        remote = {target: listed(target, api, sess.early)}
         unreachable: dict[str, str] = {}
     else:
-        remote, errors = refresh_each(sess.apis)
+        remote, errors = refresh_each(sess.apis, early=sess.early)
         unreachable = {n: scrub(why) for n, why in
                        {**sess.reach.failed, **{n: str(e) for n, e in errors.items()}}.items()}
         if not remote and errors:

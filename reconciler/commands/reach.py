@@ -100,7 +100,7 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
           declared: dict[str, ApiSettings], state: State) -> Reach:
     """The run's targets, once state is loaded: declared, renamed, removed, forgotten."""
     names = tuple(declared) or target_names(manifest)
-    _check_distinct(manifest, declared)
+    check_distinct(manifest, declared)
     within = tuple(dict.fromkeys(getattr(args, "within", []) or ()))
     forget = tuple(dict.fromkeys(getattr(args, "forget_target", []) or ()))
     moves = renamed_targets(state, {n: connection_of(s) for n, s in declared.items()},
@@ -134,7 +134,7 @@ def reach(args: argparse.Namespace, env: Env, flags: ProviderFlags, manifest: Ma
                  forget=forget, within=within, every=every)
 
 
-def _check_distinct(manifest: Manifest, declared: Mapping[str, ApiSettings]) -> None:
+def check_distinct(manifest: Manifest, declared: Mapping[str, ApiSettings]) -> None:
     """Two declared targets must not be one project: each would manage the other's key pairs
     (a create in one is a name taken in the other)."""
     seen: dict[str, str] = {}

@@ -68,6 +68,16 @@ def interpreter_baseline(ctx: Context) -> None:
                     "rss_mb": min(r.rss_mb for r in sample.runs)}
 
 
+PROBE = "s = 0\nfor i in range(3_000_000):\n    s += i\n"
+
+
+def cpu_probe(ctx: Context) -> float:
+    """The CPU seconds of a fixed pure-Python loop (fastest of 3): this machine's speed at the
+    time, taken at the start and the end of a run. A shared machine's speed drifts, within a
+    run and from day to day; figures of two runs compare only when their probes are alike."""
+    return min(check(ctx.bench.spawn([sys.executable, "-c", PROBE])).cpu for _ in range(3))
+
+
 def p4(ctx: Context) -> None:
     b = ctx.bench
     ctx.log("P4: --version and validate of 1,000 key pairs")
@@ -269,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     bench = Bench(work, latency_ms=args.latency_ms)
     ctx = Context(bench, reps=reps, latency_ms=args.latency_ms)
+    probes: list[float] = []
     try:
+        probes.append(cpu_probe(ctx))
         interpreter_baseline(ctx)
         if args.only is None:
             p4(ctx)
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             p7(ctx)
         if args.only is None:
             p8(ctx)
+        probes.append(cpu_probe(ctx))
     finally:
         bench.close()
         if not args.keep:
@@ -295,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "latency_ms": args.latency_ms, "reps": reps,
         "sizes": list(sizes), "interpreter": ctx.baseline,
+        "cpu_probe_s": {"start": probes[0], "end": probes[-1]},
         "duration_s": time.time() - started,
         "figures": [f.as_dict() for f in ctx.figures], "scaling": ctx.scaling,
     }
@@ -303,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     m = doc["machine"]
     sys.stdout.write(
         f"reconciler benchmarks: {m['nproc']} CPUs, Python {m['python']}, {m['machine']}; "
-        f"emulator latency {args.latency_ms:g} ms/request; medians of {reps}\n\n")
+        f"emulator latency {args.latency_ms:g} ms/request; medians of {reps}\n"
+        f"CPU probe (a 3,000,000-step Python loop, fastest of 3): {probes[0]:.3f} s at the "
+        f"start, {probes[-1]:.3f} s at the end\n\n")
     sys.stdout.write(render_table(ctx.figures) + "\n" + render_scaling(ctx.scaling) + "\n")
     sys.stdout.write(f"Written to {args.json} in {doc['duration_s']:.0f} s.\n")
     sys.stdout.flush()

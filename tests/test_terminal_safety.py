@@ -183,7 +183,7 @@ def test_debug_traceback_of_an_internal_error_is_scrubbed_of_every_secret(
         raise RuntimeError(f"defect with {emulator.sk} / {token} / {passphrase} / {private!r} "
                            f"/ {detail} / {OSC_TITLE}")
 
-    monkeypatch.setattr("reconciler.commands.plan.refresh", broken_refresh)
+    monkeypatch.setattr("reconciler.refresh.refresh", broken_refresh)
     result = cli("--debug", "plan", str(cli.manifests))
     assert result.code == 1
     assert "internal error, please report it" in result.err

@@ -101,8 +101,54 @@ class Applier(Protocol):
         ...
 
 
+class OneByOne:
+    """An applier whose every change is a unit of its own (``Applier.units``)."""
+
+    def run(self, change: Change) -> Outcome:
+        raise NotImplementedError
+
+    def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
+        return [(c,) for c in changes]
+
+    def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:
+        return [self.run(c) for c in unit]
+
+
+class KindDefaults:
+    """What a kind does when it has nothing of its own to say (``Kind``'s methods of that
+    name): its changes follow from no other kind's, depend on and precede nothing, need no
+    review or preflight; it has no owner, lifecycle or refresh-only record of its own."""
+
+    def follow(self, changes: Sequence[Change]) -> list[Change]:
+        return list(changes)
+
+    def depends_on(self, change: Change) -> tuple[Address, ...]:
+        return ()
+
+    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
+        return None
+
+    def precedes(self, change: Change) -> tuple[Address, ...]:
+        return ()
+
+    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
+        return list(changes)
+
+    def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
+                  store: StateStore) -> None:
+        return None
+
+    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
+        return None
+
+    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
+                     remote: RemoteSnapshot) -> str | None:
+        return None
+
+
 class Kind(Protocol):
-    """One kind of managed object."""
+    """One kind of managed object (``KindDefaults`` gives the methods most kinds leave
+    alone)."""
 
     name: str  # the address kind: ``keypair``
     section: str  # the manifests' list of this kind: ``keypairs``

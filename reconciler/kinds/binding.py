@@ -45,7 +45,7 @@ from typing import Any
 from reconciler.address import KEYPAIR, Address, Addressing
 from reconciler.api.protocol import KeyPairApi
 from reconciler.changes import Action, Change, Drift, DriftKind, Hooks, Mode, Plan
-from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.base import Context, Decided, KindDefaults
 from reconciler.kinds.binding_apply import BindingApplier
 from reconciler.kinds.dependents import review_dependents
 from reconciler.kinds.generations import DEPOSED, rotation_of
@@ -319,8 +319,9 @@ def _handed_over(changes: Sequence[Change]) -> list[Change]:
     return out
 
 
-class BindingKind:
-    """Bindings: declared by key pairs' ``servers:``, read from each target's ECS list."""
+class BindingKind(KindDefaults):
+    """Bindings: declared by key pairs' ``servers:``, read from each target's ECS list. A
+    refresh-only apply records key pairs only: bindings follow at the next apply."""
 
     name = BINDING
     section = "keypairs"  # declared inside key pairs
@@ -371,28 +372,15 @@ class BindingKind:
             return (Address(change.address.target, DEPOSED, owner),)
         return (Address(change.address.target, KEYPAIR, owner),)
 
-    def follow(self, changes: Sequence[Change]) -> list[Change]:
-        return list(changes)  # a binding's change follows from nothing else
-
     def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
         return review_dependents(_handed_over(_rotated(changes, ctx)), ctx,
                                  binding_kind=BINDING)
-
-    def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
-                  store: StateStore) -> None:
-        return None
 
     def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
                 now: Callable[[], datetime], generate: Callable[..., Any] | None,
                 target: str, bindings: Any = None) -> BindingApplier:
         return BindingApplier(clients=bindings, store=store, hooks=hooks, target=target)
 
-    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
-        return None
-
-    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
-                     remote: RemoteSnapshot) -> str | None:
-        return None  # a refresh-only apply records key pairs; bindings follow the next apply
 
 
 KIND = BindingKind()

@@ -48,7 +48,7 @@ from reconciler.changes import (
     Mode,
     Plan,
 )
-from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.base import Context, Decided, KindDefaults
 from reconciler.kinds.delivery_apply import (
     DeliveryApplier,
     check_deliveries,
@@ -265,8 +265,10 @@ def follow(changes: Sequence[Change]) -> list[Change]:
     return out
 
 
-class DeliveryKind:
-    """Deliveries: declared in a key pair's ``deliver:``, recorded on its state entry."""
+class DeliveryKind(KindDefaults):
+    """Deliveries: declared in a key pair's ``deliver:``, recorded on its state entry. They
+    have no lifecycle of their own, and a refresh-only apply keeps their records: the next
+    apply delivers again."""
 
     name = DELIVERY
     section = ""  # no list of its own: declared in each key pair's deliver:
@@ -291,12 +293,6 @@ class DeliveryKind:
     def follow(self, changes: Sequence[Change]) -> list[Change]:
         return follow(changes)
 
-    def precedes(self, change: Change) -> tuple[Address, ...]:
-        return ()
-
-    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
-        return list(changes)
-
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         # the key pair's entry leaves state with its records; the sink is left as it is
         return Change(addr.name, Action.NOOP, before=_before(recorded, addr),
@@ -318,12 +314,6 @@ class DeliveryKind:
                 target: str, bindings: Any = None) -> DeliveryApplier:
         return DeliveryApplier(api=api, store=store, hooks=hooks, now=now, target=target)
 
-    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
-        pass  # deliveries have no lifecycle of their own
-
-    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
-                     remote: RemoteSnapshot) -> str | None:
-        return None  # a refresh-only apply keeps the records: the next apply delivers again
 
 
 KIND = DeliveryKind()

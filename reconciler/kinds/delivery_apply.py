@@ -15,7 +15,7 @@ stays recorded, and the next plan delivers again.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.address``, ``reconciler.agefile``, ``reconciler.api.*``,
-``reconciler.state.protocol``.
+``reconciler.state.protocol``, ``reconciler.kinds.base``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import contextlib
 import hmac
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -35,6 +35,7 @@ from reconciler.api.protocol import KeyPairApi
 from reconciler.api.sinkhost import csms_for
 from reconciler.changes import Action, Change, Hooks, Outcome, Plan
 from reconciler.errors import ApplyError, OutcomeUnknownError, ReconcilerError
+from reconciler.kinds.base import OneByOne
 from reconciler.model import (
     AGE_FILE_SINK,
     CSMS_SINK,
@@ -108,7 +109,7 @@ def check_deliveries(plan: Plan) -> None:
 
 
 @dataclass
-class DeliveryApplier:
+class DeliveryApplier(OneByOne):
     """Carries out the deliveries whose sinks are in one target."""
 
     api: KeyPairApi
@@ -118,12 +119,6 @@ class DeliveryApplier:
     target: str
     _csms: CsmsClient | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
-        return [(c,) for c in changes]
-
-    def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:
-        return [self.run(c) for c in unit]
 
     def run(self, change: Change) -> Outcome:
         start = time.monotonic()

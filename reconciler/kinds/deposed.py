@@ -24,9 +24,9 @@ from typing import Any
 
 from reconciler.address import KEYPAIR, Address, Addressing
 from reconciler.api.protocol import KeyPairApi
-from reconciler.changes import Action, Change, Drift, Hooks, Mode, Outcome, Plan
+from reconciler.changes import Action, Change, Hooks, Mode, Outcome
 from reconciler.errors import ReconcilerError
-from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.base import Context, Decided, KindDefaults, OneByOne
 from reconciler.kinds.generations import DEPOSED, named, released, rotation_of, users
 from reconciler.model import Deposed, EntryStatus, Manifest, RemoteSnapshot, StateKeyPair
 from reconciler.state.protocol import StateStore
@@ -115,7 +115,7 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
     return out
 
 
-class DeposedApplier:
+class DeposedApplier(OneByOne):
     """Deletes previous generations in one target, once nothing holds them."""
 
     def __init__(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks, target: str,
@@ -125,12 +125,6 @@ class DeposedApplier:
         self.hooks = hooks
         self.target = target
         self.clients = clients
-
-    def units(self, changes: Sequence[Change]) -> list[tuple[Change, ...]]:
-        return [(c,) for c in changes]
-
-    def run_unit(self, unit: tuple[Change, ...]) -> list[Outcome]:
-        return [self.run(c) for c in unit]
 
     def run(self, change: Change) -> Outcome:
         start = time.monotonic()
@@ -170,7 +164,7 @@ class DeposedApplier:
         return [s for s in self.clients.list_servers() if s.key_name == old]
 
 
-class DeposedKind:
+class DeposedKind(KindDefaults):
     """Previous generations of key pairs being rotated: recorded in their entries."""
 
     name = DEPOSED
@@ -193,9 +187,6 @@ class DeposedKind:
                ctx: Context) -> Decided:
         return _decide(addr, recorded, ctx) if recorded is not None else Decided()
 
-    def follow(self, changes: Sequence[Change]) -> list[Change]:
-        return list(changes)
-
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         # the key pair's entry, its deposed generation included, leaves with its FORGET
         return Change(addr.name, Action.NOOP, at=addr)
@@ -216,22 +207,12 @@ class DeposedKind:
     def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
         return _review(changes, ctx)
 
-    def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
-                  store: StateStore) -> None:
-        return None
-
     def applier(self, *, api: KeyPairApi, store: StateStore, hooks: Hooks,
                 now: Callable[[], datetime], generate: Callable[..., Any] | None,
                 target: str, bindings: Any = None) -> DeposedApplier:
         return DeposedApplier(api=api, store=store, hooks=hooks, target=target,
                               clients=bindings)
 
-    def record_lifecycle(self, store: StateStore, prior: StateKeyPair, protect: bool) -> None:
-        return None
-
-    def record_drift(self, store: StateStore, drift: Drift, prior: StateKeyPair,
-                     remote: RemoteSnapshot) -> str | None:
-        return None
 
 
 KIND = DeposedKind()

@@ -10,7 +10,7 @@ May import: ``reconciler.kinds.base``, ``reconciler.kinds.keypair_apply``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -45,7 +45,7 @@ from reconciler.changes import (
 )
 from reconciler.duration import describe_duration
 from reconciler.kinds import keypair_custody as custody
-from reconciler.kinds.base import Context, Decided
+from reconciler.kinds.base import Context, Decided, KindDefaults
 from reconciler.kinds.generations import generation_taken, next_generation
 from reconciler.kinds.keypair_apply import (
     KeyPairApplier,
@@ -476,7 +476,7 @@ def _record_custody(store: StateStore, prior: StateKeyPair, remote: RemoteKeyPai
     return f"{at}: the cloud no longer keeps its private key; state now records no custody"
 
 
-class KeyPairKind:
+class KeyPairKind(KindDefaults):
     """Key pairs: declared in ``keypairs:``, listed by each target's key pair API."""
 
     name = KEYPAIR
@@ -501,23 +501,8 @@ class KeyPairKind:
             remote = snapshot.keypairs.get(recorded.cloud_name) if snapshot else None
         return _decide(addr, desired, recorded, remote, ctx)
 
-    def follow(self, changes: Sequence[Change]) -> list[Change]:
-        return list(changes)  # a key pair's change follows from nothing else
-
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         return _target_forgotten(recorded, addr)
-
-    def depends_on(self, change: Change) -> tuple[Address, ...]:
-        return ()  # key pairs depend on nothing
-
-    def owner(self, addr: Address, desired: Any, recorded: Any) -> Address | None:
-        return None
-
-    def precedes(self, change: Change) -> tuple[Address, ...]:
-        return ()
-
-    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
-        return list(changes)
 
     def preflight(self, plan: Plan, held: Mapping[Address, StateKeyPair],
                   store: StateStore) -> None:

@@ -1,0 +1,108 @@
+"""A plan's lists start once the state is locked and run while the state is read.
+
+Through the real CLI and the emulator over HTTP: each list is sent once (the plan takes the
+list it started, never lists again), ``--in`` lists only the targets it names, a state that
+cannot be read still ends the run with its own error (the lists already running finish and
+nothing hangs), and two declared targets of one project are refused before any request.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from reconciler.api.flavours import make_api
+from reconciler.api.protocol import Api, ApiSettings, Credentials
+from reconciler.emulator.server import Emulator
+from reconciler.model import Secret
+from reconciler.refresh import EarlyLists, listed
+from tests.clihelp import Cli
+
+SOUTH = "0e1a7e5outh000000000000000000000"
+
+
+def _cli(emulator: Emulator, tmp_path: Path, *, same_project: bool = False) -> Cli:
+    emulator.add_project(SOUTH, region="cn-south-1")
+    south, region = (emulator.project_id, "cn-north-4") if same_project else (SOUTH, "cn-south-1")
+    cli = Cli(emulator, tmp_path)
+    cli.write("targets:\n"
+              f"  - {{name: north, region: cn-north-4, project_id: {emulator.project_id}, "
+              "api: kps}\n"
+              f"  - {{name: south, region: {region}, project_id: {south}, api: v2.1}}\n"
+              "keypairs:\n  - {name: web, generate: ed25519}\n")
+    return cli
+
+
+def _run(cli: Cli, *argv: str) -> tuple[int, str]:
+    r = cli(*argv, globals_=False,
+            extra=["--state", str(cli.state), "--endpoint", cli.emulator.endpoint])
+    return r.code, r.text
+
+
+def _lists(emulator: Emulator, project: str) -> int:
+    return emulator.counters(project)["list"]
+
+
+def test_each_target_is_listed_once_and_in_lists_only_what_it_names(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    before = _lists(emulator, emulator.project_id), _lists(emulator, SOUTH)
+    code, text = _run(cli, "plan", "--detailed-exitcode", str(cli.manifests))
+    assert code == 0 and "No changes." in text, text
+    assert (_lists(emulator, emulator.project_id), _lists(emulator, SOUTH)) == (
+        before[0] + 1, before[1] + 1)
+    code, text = _run(cli, "plan", "--detailed-exitcode", "--in", "north", str(cli.manifests))
+    assert code == 0, text
+    assert (_lists(emulator, emulator.project_id), _lists(emulator, SOUTH)) == (
+        before[0] + 2, before[1] + 1)
+
+
+def test_a_state_that_cannot_be_read_ends_the_plan_with_its_own_error(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    cli.state.write_text(cli.state.read_text()[:-40])  # truncated
+    emulator.set_faults(latency_ms=300)  # the lists are still running when the read fails
+    started = time.monotonic()
+    code, text = _run(cli, "plan", str(cli.manifests))
+    emulator.set_faults(latency_ms=0)
+    assert code == 1, text
+    assert "is not a valid state file" in text and "Traceback" not in text
+    assert time.monotonic() - started < 30
+
+
+def test_two_targets_of_one_project_are_refused_before_any_request(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path, same_project=True)
+    before = emulator.counters()["total"]
+    code, text = _run(cli, "plan", str(cli.manifests))
+    assert code == 1, text
+    assert "are the same project" in text
+    assert emulator.counters()["total"] == before
+
+
+def test_a_list_started_early_is_taken_once_and_only_through_its_own_api(
+        emulator: Emulator) -> None:
+    settings = ApiSettings(api=Api.KPS, endpoint=emulator.endpoint,
+                           project_id=emulator.project_id,
+                           credentials=Credentials(emulator.ak, Secret(emulator.sk)),
+                           region="cn-north-4")
+    api, other = make_api(settings), make_api(settings)
+    before = _lists(emulator, emulator.project_id)
+    early = EarlyLists({"north": api})
+    try:
+        assert early.take("north", other) is None  # another API: the run lists afresh
+        snapshot = listed("north", api, early)
+        assert _lists(emulator, emulator.project_id) == before + 1  # the early list only
+        assert snapshot.keypairs == listed("north", api, None).keypairs
+        assert _lists(emulator, emulator.project_id) == before + 2
+        assert early.take("north", api) is None  # taken once
+        assert early.adopt("north") is api and early.adopted == {"north"}
+    finally:
+        early.close()
+        early.close()  # closing twice is harmless
+        api.close()
+        other.close()

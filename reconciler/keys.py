@@ -263,9 +263,10 @@ _NO_CIPHER = b"openssh-key-v1\0" + _ssh_string(b"none") * 2 + _ssh_string(b"") +
 def _ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
     """(the unencrypted OpenSSH private key file, the public line) of an Ed25519 key.
 
-    The layout of OpenSSH's PROTOCOL.key, byte for byte what ``private_bytes(PEM, OpenSSH,
-    NoEncryption())`` writes (a random check word, no comment, padding 1 to 5, 76-column
-    base64), made here because that serialiser, in Python, costs more than the key itself.
+    The layout of OpenSSH's PROTOCOL.key: the bytes ``private_bytes(PEM, OpenSSH,
+    NoEncryption())`` encodes (a random check word, no comment, padding 1 to 5), in the
+    70-column base64 ssh-keygen writes (cryptography's own width differs between releases).
+    Made here because that serialiser, in Python, costs more than the key itself.
     """
     seed = private.private_bytes_raw()
     point = private.public_key().public_bytes_raw()
@@ -273,9 +274,9 @@ def _ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
     check = os.urandom(4)
     secrets = check + check + blob + _ssh_string(seed + point) + _ssh_string(b"")
     secrets += bytes(range(1, 1 + 8 - len(secrets) % 8))
-    body = base64.encodebytes(_NO_CIPHER + _ssh_string(blob) + _ssh_string(secrets))
-    pem = (b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + body
-           + b"-----END OPENSSH PRIVATE KEY-----\n").decode()
+    body = base64.b64encode(_NO_CIPHER + _ssh_string(blob) + _ssh_string(secrets)).decode()
+    lines = "".join(body[at:at + 70] + "\n" for at in range(0, len(body), 70))
+    pem = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{lines}-----END OPENSSH PRIVATE KEY-----\n"
     return pem, "ssh-ed25519 " + base64.b64encode(blob).decode()
 
 

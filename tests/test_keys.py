@@ -162,7 +162,7 @@ def test_x509_certificate_from_examples_parses() -> None:
         check_public_key(RFC8032_TEST1, key_type="x509")
 
 
-def test_ed25519_file_is_byte_for_byte_the_library_s_but_for_its_check_word() -> None:
+def test_ed25519_file_holds_the_library_s_bytes_but_for_its_check_word() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -179,8 +179,8 @@ def test_ed25519_file_is_byte_for_byte_the_library_s_but_for_its_check_word() ->
         ours, public = _ed25519_openssh(key)
         theirs = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                    serialization.NoEncryption()).decode()
-        assert [len(line) for line in ours.splitlines()] == [
-            len(line) for line in theirs.splitlines()]
+        widths = [len(line) for line in ours.splitlines()[1:-1]]
+        assert set(widths[:-1]) == {70} and 0 < widths[-1] <= 70  # as ssh-keygen writes it
         a, b = body(ours), body(theirs)
         at = len(a) - 136  # the two check words open the private section, 136 bytes from the end
         assert a[at:at + 4] == a[at + 4:at + 8]

@@ -13,6 +13,8 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.api.protoc
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -35,15 +37,38 @@ class EarlyLists:
 
     A plan's session starts them once the state is locked, so that the lists' round trips
     overlap the reading of the state; the plan then takes each one (``take``) instead of
-    listing again. ``close`` waits for what is running and drops what was not taken."""
+    listing again. ``close`` waits for what is running and drops what was not started; with
+    ``wait=False`` (the run ends with an error or an interrupt) it does not wait: the lists
+    run on daemon threads, so that a list still waiting on a slow or silent endpoint (for up
+    to its API's ``total_timeout``) neither delays the run's own error nor keeps the process
+    alive."""
 
     def __init__(self, apis: Mapping[str, KeyPairApi], *,
                  parallelism: int = MAX_PARALLEL_TARGETS) -> None:
         self.apis = dict(apis)
         self.adopted: set[str] = set()  # the targets whose API the session took
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(apis))),
-                                        thread_name_prefix="refresh")
-        self._futures = {name: self._pool.submit(refresh, api) for name, api in apis.items()}
+        self._started: dict[str, Future[RemoteSnapshot]] = {name: Future() for name in apis}
+        self._futures = dict(self._started)
+        self._queue = deque(self.apis.items())
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, name=f"refresh-{i}", daemon=True)
+                         for i in range(min(max(1, parallelism), len(apis)))]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                name, api = self._queue.popleft()
+            future = self._started[name]
+            if not future.set_running_or_notify_cancel():
+                continue  # closed before this list began
+            try:
+                future.set_result(refresh(api))
+            except BaseException as exc:  # the taker raises it, as refresh would have
+                future.set_exception(exc)
 
     def adopt(self, name: str) -> KeyPairApi | None:
         """The API the list of ``name`` runs through, now the session's to close."""
@@ -58,9 +83,14 @@ class EarlyLists:
             return None
         return self._futures.pop(name, None)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, wait: bool = True) -> None:
+        """No more lists begin; with ``wait``, those running are waited for."""
+        for future in self._started.values():
+            future.cancel()  # only those not yet begun
         self._futures.clear()
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def listed(name: str, api: KeyPairApi, early: EarlyLists | None) -> RemoteSnapshot:

@@ -2,12 +2,16 @@
 
 Through the real CLI and the emulator over HTTP: each list is sent once (the plan takes the
 list it started, never lists again), ``--in`` lists only the targets it names, a state that
-cannot be read still ends the run with its own error (the lists already running finish and
-nothing hangs), and two declared targets of one project are refused before any request.
+cannot be read still ends the run with its own error, at once (a list still waiting on a
+silent endpoint is not waited for), an interrupt during a list ends the process at once, and two
+declared targets of one project are refused before any request.
 """
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from reconciler.emulator.server import Emulator
 from reconciler.model import Secret
 from reconciler.refresh import EarlyLists, listed
 from tests.clihelp import Cli
+from tests.hostile_server import Hostile
+from tests.reliability_support import cli_argv, subprocess_env
 
 SOUTH = "0e1a7e5outh000000000000000000000"
 
@@ -106,3 +112,67 @@ def test_a_list_started_early_is_taken_once_and_only_through_its_own_api(
         early.close()  # closing twice is harmless
         api.close()
         other.close()
+
+
+HOLD = 12.0  # how long the silent endpoint holds each request before it refuses it
+
+
+def _held(conn: socket.socket) -> None:
+    """An endpoint that says nothing for ``HOLD`` seconds, then refuses the request."""
+    time.sleep(HOLD)
+    body = b'{"error_code": "APIGW.0101", "error_msg": "no such API"}'
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def _one_target(emulator: Emulator, tmp_path: Path) -> Cli:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - {name: web, generate: ed25519}\n")
+    r = cli("apply", "--auto-approve", str(cli.manifests))
+    assert r.code == 0, r.text
+    return cli
+
+
+def test_a_state_error_is_not_held_up_by_a_list_still_waiting_on_a_silent_endpoint(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _one_target(emulator, tmp_path)
+    cli.state.write_text(cli.state.read_text()[:-40])  # truncated
+    silent = Hostile(_held)
+    try:
+        started = time.monotonic()
+        r = cli("plan", str(cli.manifests), globals_=False,
+                extra=["--state", str(cli.state), "--endpoint", silent.endpoint,
+                       "--project-id", emulator.project_id, "--api", "v2.1"])
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert r.code == 1 and "is not a valid state file" in r.text, r.text
+    assert silent.requests  # the list had been sent
+    assert took < HOLD / 2, took
+
+
+def test_an_interrupt_during_the_early_list_ends_the_process_at_once(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _one_target(emulator, tmp_path)
+    silent = Hostile(_held)
+    argv = [silent.endpoint if a == emulator.endpoint else a
+            for a in cli_argv(cli, "plan", str(cli.manifests))]
+    proc = subprocess.Popen(argv, env=subprocess_env(cli), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + HOLD / 2
+        while not silent.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert silent.requests, "the list was never sent"
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=HOLD * 3)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        silent.close()
+    assert proc.returncode == 1 and "Interrupted" in err, err
+    assert "Traceback" not in err
+    assert took < HOLD / 2, took

@@ -115,3 +115,52 @@ def test_a_plain_manifest_takes_the_event_path_with_its_positions() -> None:
     assert first.positions[("keypairs", 0)] == (4, 5)
     assert docs[1].value == {"x": [1, 2.5, True, None, "3"]}
     _same_as_composer(text)
+
+
+def _nested(n: int, block: str) -> str:
+    return "".join("  " * i + block + "\n" for i in range(n)) + "  " * n + "v\n"
+
+
+# Texts a hostile or careless author writes: line ends, BOMs, odd characters, directives,
+# odd keys, numbers YAML 1.1 reads its own way, and nesting either side of the limit.
+@pytest.mark.parametrize("text", [
+    "\ufeffa: 1\n", "a: 1\n---\n\ufeffb: 2\n", "a: \ufeffx\n",
+    "a: 1\r\nb:\r\n  - x\r\n  - y\r\n", "a: 1\rb: 2\r", "a: 1\r\n\rb: 2\n",
+    "a: 1\x85b: 2\n", "a: 1\u2028b: 2\n", "a: 1\u2029b: 2\n", "a: x\x85 y\nb: 'p\u2028q'\n",
+    "a:\t1\nb: x\ty\n", "a:\n\t- 1\n", "-\t1\n", "a: \x01\n", "a: \x7f\n", "a: \x9f\n",
+    "a: \ufffe\n", "😀😀: 1\nb: 😀😀😀 x\nc: [😀, d]\n",
+    "a: \"\\x41\\u263a\\U0001F600\\N\\_\\L\\P\"\n", "a: \"\\ud800\"\n",
+    "%YAML 1.1\n---\na: 1\n", "%YAML 1.2\n---\na: 1\n",
+    "%TAG !e! tag:example.com,2000:\n---\na: 1\n",
+    "%TAG !! tag:example.com,2000:\n---\na: !!str 1\n", "a: ! 1\n", "! {a: 1}\n",
+    "? a\n: 1\n", "? a\n", "? a\n? b\n", ": x\n", "a: 1\n: x\n", "~: x\n", "null: x\n~: y\n",
+    "{: x}\n", "{a, b: }\n", "a: b: c\n",
+    "a: " + "x" * 200_000 + "\n", "x" * 1100 + ": 1\n", "? " + "x" * 1100 + "\n: 1\n",
+    "# only\n# comments\n", "", "   \n", "\ufeff", "...\n", "---\n---\n...\n---\na: 1\n...\n",
+    "a: 1\n---\n---\nb: 2\n", "a: 1\n--- # c\n...\n--- b\n", "--- x\n--- 1\n--- ''\n--- ~\n",
+    "a: 1\n...\na: 1\n",
+    "a: [0o17, 017, 1_000, .inf, -.inf, 0x_1, 0b101, 1:20, 190:20:30, 1e3, 1.0e+3, +1, -0, "
+    "0x1F, 9223372036854775808, -9223372036854775808, 1__0]\n",
+    "a: [2020-01-01, 2020-02-30, 2001-12-14t21:59:43.10-05:00, 2001-12-14 21:59:43.10 -5]\n",
+    "'<<': {x: 1}\n", "\"<<\": {x: 1}\n", "a: <<\n", "<<: {a: 1}\na: 2\n",
+    "1: a\ntrue: b\nyes: c\non: d\n", "1: a\n'1': b\n", "'1': a\n1: b\n", "{1: a, \"1\": b}\n",
+    "~: a\nnull: b\n", "1.0: a\n1: b\n", "99999999999999999999: x\n", "a: =\n=: b\n", "- =\n",
+    "a: |\n  x\n  y\nb: >-\n  p\n  q\n", "a: |+\n  x\n\n", "a: \"x\n  y\"\n",
+    "a: !!binary aGk=\n", "- !!omap [a: 1]\n", "a: b#c\nd: e #f\n",
+    *("[" * n + "x" + "]" * n + "\n" for n in (30, 31, 32, 33)),
+    *("{a: " * n + "1" + "}" * n + "\n" for n in (30, 31, 32, 33)),
+    *(_nested(n, "k:") for n in (30, 31, 32, 33)),
+    *(_nested(n, "-") for n in (30, 31, 32, 33)),
+])
+def test_hostile_texts_read_the_same_both_ways(text: str) -> None:
+    _same_as_composer(text)
+
+
+def test_keys_that_are_one_string_are_one_key_both_ways() -> None:
+    for text in ("1: a\n'1': b\n", "'1': a\n1: b\n", "{1: a, \"1\": b}\n"):
+        docs, problems = yamlsafe.parse_yaml_documents(text, display="m.yaml")
+        assert docs == [] and [p.summary for p in problems] == [
+            "invalid YAML: duplicate key '1'"], text
+    docs, problems = yamlsafe.parse_yaml_documents("~: a\nnull: b\n1.0: c\n1: d\n",
+                                                   display="m.yaml")
+    assert not problems and docs[0].value == {"~": "a", "null": "b", "1.0": "c", "1": "d"}

@@ -449,10 +449,14 @@ def session(args: argparse.Namespace, env: Env, *, operation: str,
                 break
         held = Session(manifest=manifest, store=store, state=state, reach=reached, apis=apis,
                        early=early)
+        ended = False
         try:
             yield held
+            ended = True
         finally:
-            early.close()  # before the APIs: a list still running uses its API
+            # before the APIs: a list still running uses its API; after an error or an
+            # interrupt, a list still running is not waited for (``EarlyLists.close``)
+            early.close(wait=ended)
             for api in apis.values():
                 api.close()
             for clients in held.bindings.values():
@@ -475,10 +479,12 @@ def _early_lists(args: argparse.Namespace, manifest: Manifest,
         starting = {name: open_api(s) for name, s in declared.items()
                     if name not in failed and (not within or name in within)}
     early = EarlyLists(starting)
+    ended = False
     try:
         yield early
+        ended = True
     finally:
-        early.close()
+        early.close(wait=ended)  # an error (the state's, say) is not held up by a slow list
         for name, api in early.apis.items():
             if name not in early.adopted:
                 api.close()

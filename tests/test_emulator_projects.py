@@ -156,8 +156,13 @@ def test_an_unreachable_project_fails_while_another_works(emulator: Emulator,
     assert status.json()["unreachable_status"] == 503
     refused = call(emulator, "POST", BASES["v2.1"], {"keypair": {"name": "x"}}, project=south)
     assert refused.status_code == 503 and refused.json()["errorCode"] == "APIGW.0202"
-    assert south in refused.json()["errorMsg"]
+    assert south in refused.json()["errorMsg"] and "Retry-After" not in refused.headers
     assert emulator.counters(south)["unreachable"] == 2
+    soon = admin(emulator, "POST", f"projects/{south}/unreachable",
+                 {"status": 503, "retry_after": 1.5})
+    assert soon.status_code == 200
+    again = call(emulator, "GET", BASES["kps"], project=south)
+    assert again.status_code == 503 and again.headers["Retry-After"] == "1.5"
     assert emulator.counters(south)["import"] == 1  # the refused create was never carried out
     back = admin(emulator, "DELETE", f"projects/{south}/unreachable")
     assert back.status_code == 200 and back.json()["reachable"] is True
@@ -165,7 +170,9 @@ def test_an_unreachable_project_fails_while_another_works(emulator: Emulator,
 
 
 def test_the_outage_admin_call_checks_what_it_is_given(emulator: Emulator, south: str) -> None:
-    for body in ({"status": 200}, {"status": "503"}, {"drop": True}):
+    for body in ({"status": 200}, {"status": "503"}, {"drop": True}, {"retry_after": 0},
+                 {"status": 503, "retry_after": -1}, {"status": 503, "retry_after": "0"},
+                 {"status": 503, "retry_after": True}):
         bad = admin(emulator, "POST", f"projects/{south}/unreachable", body)
         assert bad.status_code == 400, body
     missing = admin(emulator, "POST", "projects/nope/unreachable", {})

@@ -222,7 +222,7 @@ def test_in_and_forget_target_must_be_repeated_by_the_apply_command(
 
 def _cut(emulator: Emulator, project: str) -> None:
     r = requests.post(f"{emulator.endpoint}/_emulator/projects/{project}/unreachable",
-                      json={"status": 503}, timeout=10)
+                      json={"status": 503, "retry_after": 0}, timeout=10)
     assert r.status_code == 200, r.text
 
 

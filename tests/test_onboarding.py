@@ -377,7 +377,7 @@ def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
                 str(cli.manifests / "south.yaml"), str(cli.manifests))
     assert only.code == 0, only.text
     assert sorted(json.loads(cli.state.read_text())["keypairs"]) == ['keypair.s1["south"]']
-    emulator.set_unreachable(SOUTH, status=503)
+    emulator.set_unreachable(SOUTH, status=503, retry_after=0)
     _client(emulator, emulator.project_id).create_keypair(name="n2")
     cut = _run(cli, "import", "--all", "--generate-config-out",
                str(cli.manifests / "north.yaml"), str(cli.manifests))
@@ -388,8 +388,8 @@ def test_import_all_in_one_target_and_with_a_target_that_cannot_be_read(
         'keypair.n1["north"]', 'keypair.n2["north"]', 'keypair.s1["south"]']
     emulator.set_reachable(SOUTH)
     assert _run(cli, "plan", "--detailed-exitcode", str(cli.manifests)).code == 0
-    emulator.set_unreachable(emulator.project_id, status=503)
-    emulator.set_unreachable(SOUTH, status=503)
+    emulator.set_unreachable(emulator.project_id, status=503, retry_after=0)
+    emulator.set_unreachable(SOUTH, status=503, retry_after=0)
     none = _run(cli, "import", "--all", "--generate-config-out",
                 str(cli.manifests / "none.yaml"), str(cli.manifests))
     assert none.code == 1, none.text

@@ -36,7 +36,7 @@ FAULT_FIELDS = (
     "seed",
 )
 PROJECT_FIELDS = ("project_id", "region", "domain_id")
-OUTAGE_FIELDS = ("status",)
+OUTAGE_FIELDS = ("status", "retry_after")
 
 
 def handle_admin(emu: Emulator, method: str, what: str, body: bytes) -> Reply:
@@ -125,7 +125,7 @@ def _projects(emu: Emulator, method: str, rest: list[str], body: bytes) -> Reply
     if rest[1:] == ["unreachable"] and method == "POST":
         def cut(doc: dict[str, Any]) -> Reply:
             _unknown(doc, OUTAGE_FIELDS)
-            emu.set_unreachable(pid, status=doc.get("status"))
+            emu.set_unreachable(pid, status=doc.get("status"), retry_after=doc.get("retry_after"))
             return Reply(200, emu.project_summary(pid))
         return _with_object(body, cut)
     if rest[1:2] == ["servers"]:

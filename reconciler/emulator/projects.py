@@ -27,9 +27,11 @@ DEFAULT_REGION = "cn-north-4"
 
 @dataclass(frozen=True, slots=True)
 class Outage:
-    """How an unreachable project's requests fail: ``status`` None drops the connection."""
+    """How an unreachable project's requests fail: ``status`` None drops the connection;
+    ``retry_after`` (seconds) adds that ``Retry-After`` header to a status answer."""
 
     status: int | None = None
+    retry_after: float | None = None
 
 
 @dataclass(slots=True)

@@ -281,13 +281,20 @@ class Emulator:
             domain_id = None
         self.projects.add(project_id, region=region, domain_id=domain_id)
 
-    def set_unreachable(self, project_id: str, *, status: int | None = None) -> None:
-        """Fail every request for this project: a dropped connection, or ``status``."""
+    def set_unreachable(self, project_id: str, *, status: int | None = None,
+                        retry_after: float | None = None) -> None:
+        """Fail every request for this project: a dropped connection, or ``status`` (with
+        ``Retry-After: retry_after`` when given)."""
         if status is not None and (isinstance(status, bool) or not isinstance(status, int)
                                    or not 400 <= status <= 599):
             raise ValueError("status must be an HTTP error status from 400 to 599 (or absent "
                              "to drop the connection)")
-        self.projects.set_outage(self._project(project_id).id, Outage(status))
+        if retry_after is not None and (
+                status is None or isinstance(retry_after, bool)
+                or not isinstance(retry_after, int | float) or not 0 <= retry_after <= 3600):
+            raise ValueError("retry_after must be a number of seconds from 0 to 3600, given "
+                             "with a status")
+        self.projects.set_outage(self._project(project_id).id, Outage(status, retry_after))
 
     def set_reachable(self, project_id: str) -> None:
         self.projects.set_outage(self._project(project_id).id, None)
@@ -560,7 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Close()
             message = (f"The backend is unavailable (project {project.id} in "
                        f"{project.region} is unreachable)")
-            return Reply(outage.status, views.gateway_error("APIGW.0202", message, request_id))
+            after = ({} if outage.retry_after is None
+                     else {"Retry-After": f"{outage.retry_after:g}"})
+            return Reply(outage.status, views.gateway_error("APIGW.0202", message, request_id),
+                         after)
         denied = self._authenticate(emu, project, raw_path=raw_path, raw_query=raw_query,
                                     body=body)
         if denied is not None:

@@ -13,10 +13,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 from reconciler.api.flavours import make_api
-from reconciler.api.protocol import Api, ApiSettings, Credentials
+from reconciler.api.protocol import Api, ApiSettings, Credentials, KeyPairApi
 from reconciler.emulator.server import Emulator
 from reconciler.model import Secret
 from reconciler.refresh import EarlyLists, listed
@@ -134,10 +137,21 @@ def _one_target(emulator: Emulator, tmp_path: Path) -> Cli:
 
 
 def test_a_state_error_is_not_held_up_by_a_list_still_waiting_on_a_silent_endpoint(
-        emulator: Emulator, tmp_path: Path) -> None:
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cli = _one_target(emulator, tmp_path)
     cli.state.write_text(cli.state.read_text()[:-40])  # truncated
     silent = Hostile(_held)
+    started_lists = EarlyLists.__init__
+
+    def once_sent(self: EarlyLists, apis: Mapping[str, KeyPairApi], **options: int) -> None:
+        """The lists start, and the state is read only once the silent endpoint holds the
+        request: on a slow machine the read could otherwise fail before the list is sent."""
+        started_lists(self, apis, **options)
+        deadline = time.monotonic() + HOLD / 2
+        while not silent.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(EarlyLists, "__init__", once_sent)
     try:
         started = time.monotonic()
         r = cli("plan", str(cli.manifests), globals_=False,

@@ -128,6 +128,13 @@ def _held(conn: socket.socket) -> None:
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def _until_sent(silent: Hostile) -> None:
+    """Wait (at most ``HOLD / 2``) until the silent endpoint holds a request."""
+    deadline = time.monotonic() + HOLD / 2
+    while not silent.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _one_target(emulator: Emulator, tmp_path: Path) -> Cli:
     cli = Cli(emulator, tmp_path)
     cli.write("keypairs:\n  - {name: web, generate: ed25519}\n")
@@ -147,9 +154,7 @@ def test_a_state_error_is_not_held_up_by_a_list_still_waiting_on_a_silent_endpoi
         """The lists start, and the state is read only once the silent endpoint holds the
         request: on a slow machine the read could otherwise fail before the list is sent."""
         started_lists(self, apis, **options)
-        deadline = time.monotonic() + HOLD / 2
-        while not silent.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until_sent(silent)
 
     monkeypatch.setattr(EarlyLists, "__init__", once_sent)
     try:
@@ -174,9 +179,7 @@ def test_an_interrupt_during_the_early_list_ends_the_process_at_once(
     proc = subprocess.Popen(argv, env=subprocess_env(cli), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + HOLD / 2
-        while not silent.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until_sent(silent)
         assert silent.requests, "the list was never sent"
         proc.send_signal(signal.SIGINT)
         started = time.monotonic()

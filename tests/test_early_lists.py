@@ -1,10 +1,11 @@
 """A plan's lists start once the state is locked and run while the state is read.
 
 Through the real CLI and the emulator over HTTP: each list is sent once (the plan takes the
-list it started, never lists again), ``--in`` lists only the targets it names, a state that
-cannot be read still ends the run with its own error, at once (a list still waiting on a
-silent endpoint is not waited for), an interrupt during a list ends the process at once, and two
-declared targets of one project are refused before any request.
+list it started, never lists again), ``--in`` lists only the targets it names (and nothing
+before it is refused, when it names a target not declared), a state that cannot be read
+still ends the run with its own error, at once (a list still waiting on a silent endpoint is
+not waited for), an interrupt during a list ends the process at once, and two declared
+targets of one project are refused before any request.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def test_each_target_is_listed_once_and_in_lists_only_what_it_names(
     assert code == 0, text
     assert (_lists(emulator, emulator.project_id), _lists(emulator, SOUTH)) == (
         before[0] + 2, before[1] + 1)
+
+
+def test_an_unknown_in_name_is_refused_before_any_list(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = _cli(emulator, tmp_path)
+    code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
+    assert code == 0, text
+    before = emulator.counters()["total"]
+    code, text = _run(cli, "plan", "--in", "north", "--in", "bogus", str(cli.manifests))
+    assert code == 1 and "bogus" in text and "Traceback" not in text, text
+    assert emulator.counters()["total"] == before  # north's list was not started either
 
 
 def test_a_state_that_cannot_be_read_ends_the_plan_with_its_own_error(

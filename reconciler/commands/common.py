@@ -469,12 +469,16 @@ def _early_lists(args: argparse.Namespace, manifest: Manifest,
                  plan: bool) -> Iterator[EarlyLists]:
     """A plan's lists of its declared targets (those ``--in`` keeps, whose credentials
     resolved), started once the state is locked: they run while the state is read and
-    checked. The APIs the session does not take are closed here."""
+    checked. The APIs the session does not take are closed here.
+
+    None starts early when ``--in`` names a target the manifests do not declare: that name
+    is known (or refused) only once the state is read, and nothing is asked of the cloud
+    for a run that may yet be refused."""
     from reconciler.refresh import EarlyLists
 
     within = set(getattr(args, "within", []) or ())
     starting: dict[str, KeyPairApi] = {}
-    if plan:
+    if plan and within <= set(declared):
         check_distinct(manifest, declared)  # refused before any request, as it always was
         starting = {name: open_api(s) for name, s in declared.items()
                     if name not in failed and (not within or name in within)}

@@ -459,12 +459,13 @@ def test_session_settings(h: Harness) -> None:
     try:
         adapter = http._session.get_adapter("https://example.com")
         assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
-        assert http._session.verify is False
+        assert http._adapter is adapter  # what every request is sent through
+        assert http._verify is False
     finally:
         http.close()
     http = HttpClient(h.settings())
     try:
-        assert http._session.verify is True
+        assert http._verify is True
     finally:
         http.close()
 

@@ -35,8 +35,9 @@ MIN_RECOVERY_DAYS, MAX_RECOVERY_DAYS = 7, 30
 CURRENT, PREVIOUS = "SYSCURRENT", "SYSPREVIOUS"
 MAX_VERSION_PAGES = 1000
 VERSION_PAGE = 50
-ACTIONS = ("csms:secret:create, csms:secret:get, csms:secret:getSecretVersion and "
-           "csms:secret:delete")
+# as the policy-based (1.1) and the identity-policy (5.0) references name them
+ACTIONS = ("csms:secret:*, csms:secretVersion:* and csms:secretStage:* (in an identity "
+           "policy, csms:secret:* holds them all)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ from reconciler.errors import AnswerShapeError, ApiError
 
 PAGE = 1000
 READS = 2  # a list that changed while it was read is read once more
-ACTIONS = "ecs:cloudServers:list"
+# as the policy-based (1.1) and the identity-policy (5.0) references name it
+ACTIONS = ("ecs:cloudServers:list (in an identity policy: "
+           "ecs:cloudServers:listServersDetails)")
 RUNNING = "ACTIVE"
 PUBLIC_IMAGE = "gold"
 

@@ -117,7 +117,9 @@ def _hint(status: int, retries: int, source: str) -> str:
     if status == 403:
         return (
             "Permission denied: check the project id (--project-id, HUAWEICLOUD_SDK_PROJECT_ID) "
-            "and that the IAM policy allows kps:SSHKeyPair:*."
+            "and that the IAM policy allows the key pair actions: kps:domainKeypairs:* (in an "
+            "identity policy, kps:SSHKeyPair:*) for KPS, ecs:serverKeypairs:* for the ECS "
+            "os-keypairs APIs."
         )
     if status == 404:
         return "Not found: check the name, the api flavour (--api) and the endpoint."

@@ -32,7 +32,10 @@ MAX_ALIAS_PAGES = 1000
 ALIAS_PAGE = 50
 STATES = {"1": "pending activation", "2": "enabled", "3": "disabled",
           "4": "scheduled for deletion", "5": "pending import"}
-ACTIONS = "kms:dek:create, kms:dek:decrypt, kms:cmk:get and kms:cmk:list"
+# as the policy-based (1.1) and the identity-policy (5.0) references name them
+ACTIONS = ("kms:dek:create, kms:dek:decrypt, kms:cmk:get and, for an alias, kms:alias:list "
+           "(in an identity policy: kms:cmk:createDataKey, kms:cmk:decryptDataKey, "
+           "kms:cmk:get and kms:alias:list)")
 
 
 @dataclass(frozen=True, slots=True)

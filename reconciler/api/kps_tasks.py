@@ -39,7 +39,11 @@ from reconciler.model import Secret
 MAX_BATCH = 10
 TASK_PAGE = 1000
 MAX_TASK_PAGES = 100
-ACTIONS = "kps:domainKeypairs:bind, kps:domainKeypairs:unbind and kps:domainKeypairs:gettask"
+# as the policy-based (1.1) and the identity-policy (5.0) references name them
+ACTIONS = ("kps:domainKeypairs:bind, kps:domainKeypairs:unbind, kps:domainKeypairs:gettask, "
+           "kps:domainKeypairs:getfailtask and kps:domainKeypairs:deletefailtask (in an "
+           "identity policy: kps:SSHKeyPair:bind, kps:SSHKeyPair:unbind, kps::getTask, "
+           "kps::getFailedTask and kps::deleteFailedTask)")
 _HINTS = {
     "KPS.0002": "Create the key pair first (or check its name, the region and the project).",
     "KPS.0109": (f"A batch binds one key pair to at most {MAX_BATCH} distinct servers: split "

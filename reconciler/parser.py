@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 for no changes, 2 for changes, 1 for errors")
     _targets(p)
-    p.add_argument("--replace", action="append", default=[], metavar="NAME",
-                   help="plan to replace this key pair (repeatable)")
+    p.add_argument("--replace", action="append", default=[], metavar="ADDRESS",
+                   help="plan to replace this key pair: its name or its address (repeatable)")
     p.add_argument("--allow-bound-delete", action="store_true",
                    help="delete key pairs that servers still use (the plan warns)")
     p.add_argument("--destroy", action="store_true", help="plan to destroy everything in state")
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=_positive, default=10, metavar="N",
                    help="changes carried out at once (default 10)")
     _targets(p)
-    p.add_argument("--replace", action="append", default=[], metavar="NAME")
+    p.add_argument("--replace", action="append", default=[], metavar="ADDRESS")
     p.add_argument("--allow-bound-delete", action="store_true",
                    help="delete key pairs that servers still use (the plan warns)")
     p.add_argument("--refresh-only", action="store_true",

@@ -67,7 +67,8 @@ def _tour(env: Env, examples: Path, tmp: Path) -> int:
         if call(["apply", "--auto-approve", str(examples), *common], denv) != 0:
             return ExitCode.ERROR
         name = "web-deploy"
-        step(env, 3, f"reconciler output {name} --private-key --out {name}.key")
+        step(env, 3, f"reconciler output {name}, then reconciler output {name} --private-key "
+                     f"--out {name}.key")
         if call(["output", name, *common], denv) != 0:
             return ExitCode.ERROR
         if call(["output", name, "--private-key", "--out", str(tmp / f"{name}.key"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +54,15 @@ def _lists(emulator: Emulator, project: str) -> int:
     return emulator.counters(project)["list"]
 
 
+def _settled() -> None:
+    """Wait for the list threads of runs before (in this process) to end: a run that ends on
+    an error does not wait for them, and a request they send late would count against the
+    next test's emulator."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("refresh-"):
+            thread.join(timeout=30)
+
+
 def test_each_target_is_listed_once_and_in_lists_only_what_it_names(
         emulator: Emulator, tmp_path: Path) -> None:
     cli = _cli(emulator, tmp_path)
@@ -74,6 +84,7 @@ def test_an_unknown_in_name_is_refused_before_any_list(
     cli = _cli(emulator, tmp_path)
     code, text = _run(cli, "apply", "--auto-approve", str(cli.manifests))
     assert code == 0, text
+    _settled()
     before = emulator.counters()["total"]
     code, text = _run(cli, "plan", "--in", "north", "--in", "bogus", str(cli.manifests))
     assert code == 1 and "bogus" in text and "Traceback" not in text, text
@@ -93,11 +104,13 @@ def test_a_state_that_cannot_be_read_ends_the_plan_with_its_own_error(
     assert code == 1, text
     assert "is not a valid state file" in text and "Traceback" not in text
     assert time.monotonic() - started < 30
+    _settled()
 
 
 def test_two_targets_of_one_project_are_refused_before_any_request(
         emulator: Emulator, tmp_path: Path) -> None:
     cli = _cli(emulator, tmp_path, same_project=True)
+    _settled()
     before = emulator.counters()["total"]
     code, text = _run(cli, "plan", str(cli.manifests))
     assert code == 1, text

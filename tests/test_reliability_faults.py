@@ -96,6 +96,15 @@ def test_soak_apply_converges_under_faults_for_many_seeds(emulator: Emulator,
                                     seed=seed, api=api)
 
 
+def _allowed_under_faults(line: str) -> bool:
+    """An error a faulty round may end with: a lost answer recorded as tainted, or a delete
+    that got no usable answer in all its attempts (nothing changed, so the next apply does it)."""
+    return "recorded as tainted" in line or (
+        "delete key pair" in line and ("could not get an answer" in line
+                                       or "The service failed after" in line
+                                       or "still throttled after" in line))
+
+
 def _lost_answers(emulator: Emulator, tmp_path: Path, *, count: int, rate: float,
                   seed: int, api: str = "v2.1") -> None:
     cli = Cli(emulator, tmp_path, api=api)
@@ -129,10 +138,12 @@ def _lost_answers(emulator: Emulator, tmp_path: Path, *, count: int, rate: float
             again = cli("apply", "--auto-approve", m)
             assert_clean(again.text)
             if again.code:
-                # under faults a replacement may lose its answer again: only that is allowed
+                # under faults a replacement may lose its answer again, or (rarely) a delete run
+                # out of attempts: only that is allowed, and the apply without faults after it
+                # finishes the work
                 assert faulty, again.text
                 errors = [ln for ln in again.err.splitlines() if ln.startswith("Error: ")]
-                assert errors and all("recorded as tainted" in ln for ln in errors), again.err
+                assert errors and all(_allowed_under_faults(ln) for ln in errors), again.err
     assert applies <= 3
     final = cli("plan", "--detailed-exitcode", m)
     assert final.code == 0 and NO_CHANGES in final.out, final.text

@@ -165,13 +165,14 @@ class HttpClient:
         self._proxies = choice.proxies() if choice is not None else {}
         proxy_log.debug("API %s", choice.describe() if choice is not None
                   else f"{self.endpoint}: no proxy (none configured for this client)")
-        self._session = self._make_session(settings)
+        # A private CA (REQUESTS_CA_BUNDLE): the bundle, unless --insecure turned checks off.
+        self._verify: bool | str = (settings.ca_bundle or True) if settings.verify_tls else False
+        self._session = self._make_session(settings)  # holds the adapter and its pools
         # Sent through the adapter directly: the session's merging of settings, its cookie
         # jar and its hooks were about a seventh of a request's CPU, and none is wanted here
         # (no cookie is kept: every request is signed on its own).
         self._adapter = self._session.get_adapter(self.endpoint)
         self._headers = dict(self._session.headers)
-        self._verify: bool | str = (settings.ca_bundle or True) if settings.verify_tls else False
 
     @staticmethod
     def _make_session(settings: ApiSettings) -> requests.Session:
@@ -181,8 +182,6 @@ class HttpClient:
         adapter = WatchedAdapter(pool_connections=2, pool_maxsize=size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        # A private CA (REQUESTS_CA_BUNDLE): the bundle, unless --insecure turned checks off.
-        session.verify = (settings.ca_bundle or True) if settings.verify_tls else False
         if not settings.verify_tls:
             # --insecure was asked for: the command says so once; urllib3 would warn on every
             # request (and a process running with warnings as errors would fail).
@@ -198,7 +197,7 @@ class HttpClient:
             return self._sent
 
     def close(self) -> None:
-        self._session.close()  # closes the adapter's pools
+        self._session.close()
 
     def error_for(self, result: HttpResult, *, operation: str) -> ApiError:
         """The ``ApiError`` for an error status that ``request`` was told to accept."""

@@ -12,7 +12,7 @@ The engine never prints; progress goes through ``Hooks``.
 
 May import: ``reconciler.changes``, ``reconciler.kinds``, ``reconciler.model``,
 ``reconciler.errors``, ``reconciler.address``, ``reconciler.api.protocol``,
-``reconciler.state.protocol``.
+``reconciler.state.protocol``, ``reconciler.keyforge``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from reconciler.changes import (
     Plan,
 )
 from reconciler.errors import ApplyError, ReconcilerError
+from reconciler.keyforge import FORGE_FROM, KeyForge, keys_to_generate
 from reconciler.kinds import REGISTRY
 from reconciler.kinds.base import Applier
 from reconciler.kinds.generations import kept_for_deposed
@@ -76,6 +77,22 @@ def apply_plan(
     hooks = hooks or NullHooks()
     apis = _apis_by_target(plan, api)
 
+    # Many Ed25519 keys to make: made ahead on another core (``keyforge``), unless the
+    # caller chose how keys are made.
+    count = keys_to_generate(plan.actionable) if generate is None else 0
+    forge = KeyForge(count) if count >= FORGE_FROM else None
+    try:
+        return _carry_out(plan, apis, store=store, hooks=hooks, parallelism=parallelism,
+                          now=now, generate=forge or generate, held=held, bindings=bindings)
+    finally:
+        if forge is not None:
+            forge.close()
+
+
+def _carry_out(plan: Plan, apis: Mapping[str, KeyPairApi], *, store: StateStore,
+               hooks: Hooks, parallelism: int, now: Callable[[], datetime],
+               generate: Callable[..., Any] | None, held: Mapping[Address, StateKeyPair],
+               bindings: Mapping[str, Any] | None) -> ApplyResult:
     def _forget(change: Change) -> Outcome:
         """A change of state only: no API (its target may be one this run does not reach)."""
         start = time.monotonic()

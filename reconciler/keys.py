@@ -224,7 +224,7 @@ def generate_keypair(algorithm: str, *, comment: str = "") -> GeneratedKey:
 
     private: PrivateKeyTypes
     if algorithm == "ed25519":
-        pem, public = _ed25519_openssh(ed25519.Ed25519PrivateKey.generate())
+        pem, public = ed25519_openssh(ed25519.Ed25519PrivateKey.generate())
         if comment:
             public = f"{public} {comment}"
         return GeneratedKey(algorithm=algorithm, public_key=public, private_key=Secret(pem))
@@ -260,7 +260,7 @@ _ED25519 = _ssh_string(b"ssh-ed25519")
 _NO_CIPHER = b"openssh-key-v1\0" + _ssh_string(b"none") * 2 + _ssh_string(b"") + b"\0\0\0\1"
 
 
-def _ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
+def ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
     """(the unencrypted OpenSSH private key file, the public line) of an Ed25519 key.
 
     The layout of OpenSSH's PROTOCOL.key: the bytes ``private_bytes(PEM, OpenSSH,

@@ -166,7 +166,7 @@ def test_ed25519_file_holds_the_library_s_bytes_but_for_its_check_word() -> None
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from reconciler.keys import _ed25519_openssh
+    from reconciler.keys import ed25519_openssh
 
     def body(pem: str) -> bytes:
         lines = pem.splitlines()
@@ -176,7 +176,7 @@ def test_ed25519_file_holds_the_library_s_bytes_but_for_its_check_word() -> None
 
     for _ in range(20):
         key = ed25519.Ed25519PrivateKey.generate()
-        ours, public = _ed25519_openssh(key)
+        ours, public = ed25519_openssh(key)
         theirs = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                    serialization.NoEncryption()).decode()
         widths = [len(line) for line in ours.splitlines()[1:-1]]

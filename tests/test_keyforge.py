@@ -1,0 +1,156 @@
+"""Keys made ahead in a second process (``keyforge``): what a key pair gets from it is what
+``generate_keypair`` makes (checked with ssh-keygen), a child that is gone or writes anything
+else only means the keys are made here, and the child never outlives its use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler import keyforge, keys
+from reconciler.emulator.server import Emulator
+from reconciler.keyforge import KeyForge
+from tests.clihelp import Cli
+from tests.reliability_support import assert_private_keys_match_cloud
+
+SSH_KEYGEN = shutil.which("ssh-keygen")
+
+
+def _filled(forge: KeyForge, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while forge.available < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert forge.available == count
+
+
+def _keygen(*args: str) -> str:
+    assert SSH_KEYGEN is not None
+    return subprocess.run([SSH_KEYGEN, *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_forged_keys_are_what_generate_keypair_makes(tmp_path: Path) -> None:
+    forge = KeyForge(5)
+    try:
+        _filled(forge, 5)
+        made = [forge("ed25519", comment=f"kp-{i}") for i in range(5)]
+        assert forge.forged == 5 and forge.available == 0
+        here = forge("ed25519", comment="kp-5")  # none left: made here, the same way
+    finally:
+        forge.close()
+    assert forge.forged == 5
+    assert len({k.public_key for k in [*made, here]}) == 6
+    for i, key in enumerate([*made, here]):
+        assert key.algorithm == "ed25519"
+        assert key.public_key.startswith("ssh-ed25519 ") and key.public_key.endswith(f" kp-{i}")
+        keys.check_public_key(key.public_key)
+        assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+        if SSH_KEYGEN is None:
+            continue
+        private = tmp_path / f"id{i}"
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.private_key.reveal())
+        assert keys.same_key(_keygen("-y", "-f", str(private)).strip(), key.public_key)
+        public = tmp_path / f"id{i}.pub"
+        public.write_text(key.public_key + "\n")
+        md5 = _keygen("-l", "-E", "md5", "-f", str(public)).split()[1]
+        assert md5 == "MD5:" + keys.md5_fingerprint(key.public_key)
+
+
+def test_other_algorithms_are_made_here() -> None:
+    forge = KeyForge(3)
+    try:
+        _filled(forge, 3)
+        key = forge("ecdsa-p256", comment="c")
+        assert forge.forged == 0 and forge.available == 3
+    finally:
+        forge.close()
+    assert key.public_key.startswith("ecdsa-sha2-nistp256 ") and key.public_key.endswith(" c")
+
+
+@pytest.mark.parametrize("written", [
+    b"garbage\0",
+    b"ssh-ed25519 AAAA extra\n-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
+    b"-----END OPENSSH PRIVATE KEY-----\n\0",
+    "ssh-ed25519 \u00e9\n\0".encode(),
+    b"",
+])
+def test_a_child_that_writes_anything_else_only_means_keys_made_here(written: bytes) -> None:
+    script = f"import sys; sys.stdout.buffer.write({written!r})"
+    forge = KeyForge(1, command=[sys.executable, "-c", script])
+    try:
+        assert forge._proc is not None
+        forge._proc.wait(timeout=30)
+        time.sleep(0.05)
+        assert forge.available == 0
+        key = forge("ed25519", comment="x")
+    finally:
+        forge.close()
+    assert forge.forged == 0
+    assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+
+
+def test_a_child_that_cannot_start_only_means_keys_made_here(tmp_path: Path) -> None:
+    forge = KeyForge(1, command=[str(tmp_path / "missing")])
+    try:
+        key = forge("ed25519")
+    finally:
+        forge.close()
+    assert forge.forged == 0 and key.public_key.startswith("ssh-ed25519 ")
+
+
+def test_close_stops_a_child_still_making_keys() -> None:
+    forge = KeyForge(10**7)
+    _filled_some = time.monotonic() + 30
+    while forge.available == 0 and time.monotonic() < _filled_some:
+        time.sleep(0.01)
+    started = time.monotonic()
+    forge.close()
+    assert time.monotonic() - started < 5
+    assert forge._proc is not None and forge._proc.returncode is not None
+    assert forge.available == 0  # what nobody took is dropped
+
+
+def test_the_child_stops_when_nobody_reads_it() -> None:
+    child = subprocess.Popen([sys.executable, "-m", "reconciler.keyforge", str(10**7)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert child.stdout is not None
+    child.stdout.read(4096)
+    child.stdout.close()  # as when the apply was killed
+    assert child.wait(timeout=30) == 0
+
+
+def test_the_child_refuses_a_count_it_cannot_read() -> None:
+    assert keyforge.main([]) == 2 and keyforge.main(["many"]) == 2
+
+
+def test_a_large_apply_takes_its_keys_from_the_forge(emulator: Emulator, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    count = keyforge.FORGE_FROM + 44
+    made_here: list[str] = []
+    generate = keys.generate_keypair
+
+    def counted(algorithm: str, *, comment: str = "") -> keys.GeneratedKey:
+        made_here.append(comment)
+        return generate(algorithm, comment=comment)
+
+    monkeypatch.setattr(keys, "generate_keypair", counted)
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs:\n" + "".join(f"  - {{name: f{i:03d}, generate: ed25519}}\n"
+                                      for i in range(count)))
+    applied = cli("apply", "--auto-approve", str(cli.manifests))
+    assert applied.code == 0, applied.text
+    assert len(made_here) < count  # most came from the second process
+    names = [f"f{i:03d}" for i in range(count)]
+    assert_private_keys_match_cloud(cli, names[:: max(1, count // 25)])
+    listed = cli.client().list_keypairs().keypairs
+    assert len({listed[n].public_key.split()[1] for n in names}) == count
+    again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert again.code == 0, again.text

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.model import Api, DesiredKeyPair, KeySource, SourceLocation
 from reconciler.plan import Action, Change, Plan
@@ -113,3 +115,13 @@ def test_json_plan_shape() -> None:
     assert rc["change"]["replace_paths"] == [["public_key"]]
     assert rc["action_reason"] == "replace_because_cannot_update"
     assert plan_document(plan)["manifest_digest"] == plan.manifest_digest
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+       | st.text(alphabet="abc-_. :/+=@,()[]\"\\\x00\x1b\x7f\u202e\u00e9", max_size=20))
+def test_a_shown_value_is_its_json_made_printable(text: str) -> None:
+    from reconciler.render.text import _value
+    from reconciler.textsafe import printable
+
+    assert _value(text) == printable(json.dumps(text, ensure_ascii=False))

@@ -13,6 +13,7 @@ May import: ``reconciler.plan``, ``reconciler.model``, ``reconciler.attributes``
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,10 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=77, break_on_hyphens=False)
 
 
+# Text that JSON quotes as it is: nothing to escape, nothing for ``printable`` to change.
+_PLAIN = re.compile(r"[A-Za-z0-9 ._:/+=@,()\[\]-]*")
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "null"
@@ -84,8 +89,11 @@ def _value(value: Any) -> str:
         return json.dumps(value, sort_keys=True)
     if isinstance(value, list):  # a delivery's recipients
         return printable(json.dumps(value, ensure_ascii=False))
+    text = str(value)
+    if _PLAIN.fullmatch(text):  # what json.dumps makes of it, and printable keeps
+        return f'"{text}"'
     # json.dumps escapes C0 controls; DEL, C1 and bidi overrides pass, so: printable.
-    return printable(json.dumps(str(value), ensure_ascii=False))
+    return printable(json.dumps(text, ensure_ascii=False))
 
 
 def _short_key(value: Any) -> Any:

@@ -75,6 +75,7 @@ May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.address``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -221,6 +222,7 @@ def document_mac(body: bytes, key: StateKey) -> str:
 # --- addresses and targets ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every entry's, at each commit and seal
 def full_address(name: str, target: str) -> str:
     """The address text an entry is keyed and its secret bound by: ``keypair.web["prod"]``."""
     return Address(target, KEYPAIR, name).display(qualified=True)

@@ -34,6 +34,7 @@ _BATCH = 64  # records a write: the first keys are ready within a few millisecon
 _PUBLIC_PREFIX = "ssh-ed25519 "
 _PEM_PREFIX = "-----BEGIN OPENSSH PRIVATE KEY-----\n"
 _PEM_SUFFIX = "-----END OPENSSH PRIVATE KEY-----\n"
+_PASSED_ENV = frozenset({"PATH", "SYSTEMROOT", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR"})
 
 
 def keys_to_generate(changes: Iterable[Change]) -> int:
@@ -54,10 +55,12 @@ class KeyForge:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self.forged = 0  # keys taken from the child (the rest were made here)
-        package_root = str(Path(keys.__file__).resolve().parent.parent)
-        env = dict(os.environ)
+        # Only what a Python needs to start and find this package: none of the run's
+        # credentials or settings.
+        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+            p for p in (str(Path(keys.__file__).resolve().parent.parent),
+                        os.environ.get("PYTHONPATH", "")) if p)
         try:
             self._proc = subprocess.Popen(
                 list(command or (sys.executable, "-m", "reconciler.keyforge", str(count))),

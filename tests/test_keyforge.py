@@ -154,3 +154,23 @@ def test_a_large_apply_takes_its_keys_from_the_forge(emulator: Emulator, tmp_pat
     assert len({listed[n].public_key.split()[1] for n in names}) == count
     again = cli("plan", "--detailed-exitcode", str(cli.manifests))
     assert again.code == 0, again.text
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_the_child_holds_no_credential_and_no_file_of_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", "sk-that-must-stay-here")
+    monkeypatch.setenv("RECONCILER_PASSPHRASE", "passphrase-that-must-stay-here")
+    held = tmp_path / "journal"
+    with held.open("w") as fh:
+        forge = KeyForge(10**7)
+        try:
+            assert forge._proc is not None
+            pid = forge._proc.pid
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            opened = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        finally:
+            forge.close()
+        assert not fh.closed
+    assert b"must-stay-here" not in environ and b"HUAWEICLOUD" not in environ
+    assert str(held) not in opened

@@ -31,10 +31,9 @@ from reconciler.model import KeySource, Secret
 FORGE_FROM = 256
 _ALGORITHM = "ed25519"
 _BATCH = 64  # records a write: the first keys are ready within a few milliseconds
-_PUBLIC_PREFIX = "ssh-ed25519 "
-_PEM_PREFIX = "-----BEGIN OPENSSH PRIVATE KEY-----\n"
-_PEM_SUFFIX = "-----END OPENSSH PRIVATE KEY-----\n"
-_PASSED_ENV = frozenset({"PATH", "SYSTEMROOT", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR"})
+_CLOSE_WAIT = 5.0  # seconds for the reader to see the pipe end after the child is stopped
+_PASSED_ENV = frozenset({"PATH", "SYSTEMROOT", "PYTHONHOME", "LANG", "LC_ALL", "TMPDIR",
+                         "PYTHONDONTWRITEBYTECODE"})
 
 
 def keys_to_generate(changes: Iterable[Change]) -> int:
@@ -54,24 +53,30 @@ class KeyForge:
         self._ready: collections.deque[tuple[str, str]] = collections.deque()
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
-        self.forged = 0  # keys taken from the child (the rest were made here)
+        self._received = 0  # records the reader took in (it alone counts them)
+        self._dropped = 0
         # Only what a Python needs to start and find this package: none of the run's
-        # credentials or settings.
+        # credentials or settings. ``-P``: nothing from the working directory, which may be a
+        # checkout of someone else's manifests.
         env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(keys.__file__).resolve().parent.parent),
                         os.environ.get("PYTHONPATH", "")) if p)
+        flags = ["-P", *(["-B"] if sys.flags.dont_write_bytecode else [])]
+        argv = list(command) if command is not None else \
+            [sys.executable, *flags, "-m", "reconciler.keyforge", str(count)]
+        if not argv or not argv[0]:
+            return  # no interpreter to start: every key is made here
         try:
             self._proc = subprocess.Popen(
-                list(command or (sys.executable, "-m", "reconciler.keyforge", str(count))),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=env, close_fds=True)
-        except (OSError, ValueError):
-            return  # no second process: every key is made here
-        assert self._proc.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,),
-                                        name="keyforge", daemon=True)
-        self._reader.start()
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=env, close_fds=True)
+            assert self._proc.stdout is not None
+            self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,),
+                                            name="keyforge", daemon=True)
+            self._reader.start()
+        except (OSError, ValueError, RuntimeError):
+            self.close()  # no second process: every key is made here
 
     def _read(self, pipe: BinaryIO) -> None:
         rest = b""
@@ -88,10 +93,16 @@ class KeyForge:
                     if parsed is None:
                         return  # not what the child writes: make the rest here
                     self._ready.append(parsed)
+                    self._received += 1
         except (OSError, ValueError):
             return
         finally:
             pipe.close()
+
+    @property
+    def forged(self) -> int:
+        """Keys taken from the child (the rest were made here)."""
+        return self._received - len(self._ready) - self._dropped
 
     @property
     def available(self) -> int:
@@ -105,7 +116,6 @@ class KeyForge:
             except IndexError:
                 pass
             else:
-                self.forged += 1
                 if comment:
                     public = f"{public} {comment}"
                 return keys.GeneratedKey(algorithm=algorithm, public_key=public,
@@ -115,23 +125,26 @@ class KeyForge:
     def close(self) -> None:
         """Stop the child and drop the keys it made that nobody took."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
         if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
         if self._reader is not None:
-            self._reader.join()
+            # the pipe ends when the child does, unless something it started still holds it
+            self._reader.join(timeout=_CLOSE_WAIT)
+        self._dropped += len(self._ready)
         self._ready.clear()
 
 
 def _parse(record: bytes) -> tuple[str, str] | None:
+    """(public line, private key file) of one record, or ``None`` for anything but the two
+    halves of one Ed25519 key laid out as ``keys.ed25519_openssh`` writes them."""
     try:
         text = record.decode("ascii")
     except UnicodeDecodeError:
         return None
     public, _, pem = text.partition("\n")
-    if not (public.startswith(_PUBLIC_PREFIX) and " " not in public[len(_PUBLIC_PREFIX):]
-            and pem.startswith(_PEM_PREFIX) and pem.endswith(_PEM_SUFFIX)):
+    if not keys.ed25519_openssh_pair(pem, public):
         return None
     return public, pem
 

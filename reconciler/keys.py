@@ -280,6 +280,35 @@ def ed25519_openssh(private: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
     return pem, "ssh-ed25519 " + base64.b64encode(blob).decode()
 
 
+def ed25519_openssh_pair(pem: str, public: str) -> bool:
+    """Whether ``pem`` is an unencrypted OpenSSH Ed25519 private key file, laid out as
+    ``ed25519_openssh`` writes it, of the key of the public line ``public`` (no comment): the
+    public blob in its header and in its private section, and the point after the seed, are
+    that line's. A structural check (no curve arithmetic) of keys made by another process."""
+    lines = pem.split("\n")
+    if len(lines) < 3 or lines[0] != "-----BEGIN OPENSSH PRIVATE KEY-----" \
+            or lines[-2:] != ["-----END OPENSSH PRIVATE KEY-----", ""]:
+        return False
+    kind, _, encoded = public.partition(" ")
+    try:
+        blob = base64.b64decode(encoded, validate=True)
+        raw = base64.b64decode("".join(lines[1:-2]), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    point = blob[len(_ED25519) + 4:]
+    if kind != "ssh-ed25519" or len(point) != 32 or blob != _ED25519 + _ssh_string(point):
+        return False
+    head = _NO_CIPHER + _ssh_string(blob)
+    if not raw.startswith(head) or len(raw) < len(head) + 4:
+        return False
+    size = int.from_bytes(raw[len(head):len(head) + 4], "big")
+    secrets = raw[len(head) + 4:]
+    if size != len(secrets) or size % 8 or secrets[:4] != secrets[4:8]:
+        return False
+    held = secrets[8:8 + len(blob) + 4 + 64]
+    return held == blob + _ssh_string(held[len(blob) + 4:len(blob) + 36] + point)
+
+
 def public_key_of(private_key: Secret) -> str:
     """The OpenSSH public line of a private key (OpenSSH or PEM, unencrypted)."""
     from cryptography.exceptions import UnsupportedAlgorithm

@@ -174,3 +174,73 @@ def test_the_child_holds_no_credential_and_no_file_of_the_run(
         assert not fh.closed
     assert b"must-stay-here" not in environ and b"HUAWEICLOUD" not in environ
     assert str(held) not in opened
+
+
+def _script_writing(records: str) -> list[str]:
+    """A child that writes the records ``records`` (Python source of a str) evaluates to."""
+    code = ("import sys; from reconciler import keys; "
+            "from cryptography.hazmat.primitives.asymmetric import ed25519; "
+            "gen = lambda: keys.ed25519_openssh(ed25519.Ed25519PrivateKey.generate()); "
+            f"sys.stdout.buffer.write(({records}).encode())")
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize("records", [
+    # the public line of one key, the private key file of another
+    "(lambda a, b: a[1] + '\\n' + b[0] + '\\0')(gen(), gen())",
+    # a public line that is not base64
+    "'ssh-ed25519 !!notbase64!!\\n' + gen()[0] + '\\0'",
+    # a private key file whose base64 was cut short
+    "(lambda k: k[1] + '\\n' + k[0][:200] + '\\n-----END OPENSSH PRIVATE KEY-----\\n\\0')(gen())",
+])
+def test_halves_that_are_not_one_key_are_never_taken(records: str) -> None:
+    forge = KeyForge(1, command=_script_writing(records))
+    try:
+        assert forge._proc is not None
+        forge._proc.wait(timeout=30)
+        time.sleep(0.05)
+        assert forge.available == 0
+        key = forge("ed25519", comment="x")
+    finally:
+        forge.close()
+    assert forge.forged == 0
+    assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+
+
+def test_the_pair_check_takes_every_key_made_here_and_no_altered_one() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    for _ in range(200):
+        pem, public = keys.ed25519_openssh(ed25519.Ed25519PrivateKey.generate())
+        assert keys.ed25519_openssh_pair(pem, public)
+        other_pem, other_public = keys.ed25519_openssh(ed25519.Ed25519PrivateKey.generate())
+        assert not keys.ed25519_openssh_pair(pem, other_public)
+        assert not keys.ed25519_openssh_pair(other_pem, public)
+        assert not keys.ed25519_openssh_pair(pem, public + " comment")
+        assert not keys.ed25519_openssh_pair(pem.replace("\n", "\r\n"), public)
+
+
+def test_the_child_runs_nothing_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    planted = tmp_path / "reconciler"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("")
+    marker = tmp_path / "ran"
+    (planted / "keyforge.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    forge = KeyForge(3)
+    try:
+        _filled(forge, 3)
+        made = {forge("ed25519").public_key for _ in range(3)}
+    finally:
+        forge.close()
+    assert not marker.exists() and forge.forged == 3 and len(made) == 3
+
+
+def test_close_does_not_wait_on_a_pipe_someone_else_holds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyforge, "_CLOSE_WAIT", 0.5)
+    forge = KeyForge(1, command=["sh", "-c", "sleep 5; true"])  # sleep keeps the pipe
+    started = time.monotonic()
+    forge.close()
+    assert time.monotonic() - started < 4

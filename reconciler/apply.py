@@ -131,10 +131,9 @@ def _carry_out(plan: Plan, apis: Mapping[str, KeyPairApi], *, store: StateStore,
                     futures[pool.submit(runner, unit)] = unit
                 try:
                     for future in as_completed(futures):
-                        for change, outcome in zip(futures[future], future.result(),
-                                                   strict=True):
-                            outcomes.append(outcome)
-                            hooks.post_apply(change, outcome)
+                        done = list(zip(futures[future], future.result(), strict=True))
+                        outcomes += [outcome for _, outcome in done]
+                        hooks.post_apply_all(done)
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise

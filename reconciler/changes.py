@@ -6,7 +6,7 @@ May import: ``reconciler.model``, ``reconciler.address``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -216,12 +216,26 @@ class Hooks(Protocol):
 
     def post_apply(self, change: Change, outcome: Outcome) -> None: ...
 
+    def pre_apply_all(self, changes: Sequence[Change], phase: str) -> None:
+        """``pre_apply`` of each of ``changes``, which start together (one batch)."""
+        ...
+
+    def post_apply_all(self, done: Sequence[tuple[Change, Outcome]]) -> None:
+        """``post_apply`` of each change and its outcome, which ended together."""
+        ...
+
 
 class NullHooks:
     def pre_apply(self, change: Change, phase: str) -> None:
         pass
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
+        pass
+
+    def pre_apply_all(self, changes: Sequence[Change], phase: str) -> None:
+        pass
+
+    def post_apply_all(self, done: Sequence[tuple[Change, Outcome]]) -> None:
         pass
 
 

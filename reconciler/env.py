@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -62,6 +62,10 @@ class Env:
 
     def out(self, text: str = "") -> None:
         self.stdout.write(printable(text, multiline=True) + "\n")
+
+    def out_all(self, texts: Iterable[str]) -> None:
+        """``out`` of each, in one write."""
+        self.stdout.write("".join(printable(text, multiline=True) + "\n" for text in texts))
 
     def err(self, text: str = "") -> None:
         self.stderr.write(printable(text, multiline=True) + "\n")

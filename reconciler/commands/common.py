@@ -295,41 +295,53 @@ class LineHooks:
             self._beat.close()
 
     def _say(self, text: str) -> None:
+        self._say_all([text])
+
+    def _say_all(self, texts: Sequence[str]) -> None:
         with self._lock:
             if self.live:
                 self.env.stdout.write("\r\x1b[K")
-            self.env.out(text)
+            self.env.out_all(texts)
             if self.live and self._done < self.total:
                 self.env.stdout.write(f"  {self._done}/{self.total} done, "
                                       f"{self._running} in progress...")
             self.env.stdout.flush()
 
     def pre_apply(self, change: Change, phase: str) -> None:
+        self.pre_apply_all([change], phase)
+
+    def pre_apply_all(self, changes: Sequence[Change], phase: str) -> None:
         verb = {"create": "Creating...", "delete": "Destroying...", "update": "Modifying...",
                 "import": "Importing...", "forget": "Removing from state..."}[phase]
         # a replacement, and an import with an update, are one change of two steps
-        second_half = (phase == "create" and change.action is Action.REPLACE) or (
-            phase == "update" and change.importing)
+        starting = sum(0 if (phase == "create" and c.action is Action.REPLACE) or (
+            phase == "update" and c.importing) else 1 for c in changes)
         with self._lock:
-            self._running += 0 if second_half else 1  # a replacement is one change
-        self._say(f"{change.address}: {verb}")
+            self._running += starting  # a replacement is one change
+        self._say_all([f"{c.address}: {verb}" for c in changes])
         if self._beat is not None:
-            self._beat.start(str(change.address), phase)
+            self._beat.start_all([str(c.address) for c in changes], phase)
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
+        self.post_apply_all([(change, outcome)])
+
+    def post_apply_all(self, done: Sequence[tuple[Change, Outcome]]) -> None:
         if self._beat is not None:
-            self._beat.stop(str(change.address))
+            self._beat.stop_all([str(change.address) for change, _ in done])
         with self._lock:
-            self._done += 1
-            self._running -= 1
-        if not outcome.ok:
-            self._say(f"{change.address}: failed after {outcome.elapsed:.1f}s")
-            return
-        done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
-                Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
-                Action.IMPORT: "Import complete",
-                Action.FORGET: "Removed from state"}[outcome.action]
-        self._say(f"{change.address}: {done} after {outcome.elapsed:.1f}s")
+            self._done += len(done)
+            self._running -= len(done)
+        self._say_all([_finished(change, outcome) for change, outcome in done])
+
+
+def _finished(change: Change, outcome: Outcome) -> str:
+    if not outcome.ok:
+        return f"{change.address}: failed after {outcome.elapsed:.1f}s"
+    done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
+            Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
+            Action.IMPORT: "Import complete",
+            Action.FORGET: "Removed from state"}[outcome.action]
+    return f"{change.address}: {done} after {outcome.elapsed:.1f}s"
 
 
 def api_name(api: Api) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,9 +56,14 @@ class Heartbeat:
         self._asleep_until: float | bool | None = False
 
     def start(self, address: str, phase: str) -> None:
+        self.start_all([address], phase)
+
+    def start_all(self, addresses: Iterable[str], phase: str) -> None:
         with self._cond:
             due = self._monotonic() + self.interval
-            self._running[address] = _Running(due, self._clock(), phase)
+            started = self._clock()
+            for address in addresses:
+                self._running[address] = _Running(due, started, phase)
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._run, name="heartbeat",
                                                 daemon=True)
@@ -70,8 +75,12 @@ class Heartbeat:
                 self._cond.notify()
 
     def stop(self, address: str) -> None:
+        self.stop_all([address])
+
+    def stop_all(self, addresses: Iterable[str]) -> None:
         with self._cond:
-            self._running.pop(address, None)
+            for address in addresses:
+                self._running.pop(address, None)
 
     def close(self) -> None:
         with self._cond:

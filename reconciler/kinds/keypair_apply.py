@@ -402,8 +402,7 @@ class KeyPairApplier:
         start = time.monotonic()
         errors: dict[Address, str] = {}
         ready: list[_Import] = []
-        for change in unit:
-            self.hooks.pre_apply(change, "create")
+        self.hooks.pre_apply_all(unit, "create")
         for change in unit:
             try:
                 ready.append(self._prepare(change))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,11 @@ from reconciler import keyforge, keys
 from reconciler.emulator.server import Emulator
 from reconciler.keyforge import KeyForge
 from tests.clihelp import Cli
-from tests.reliability_support import assert_private_keys_match_cloud
+from tests.reliability_support import (
+    assert_private_keys_match_cloud,
+    cli_argv,
+    subprocess_env,
+)
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 
@@ -244,3 +249,63 @@ def test_close_does_not_wait_on_a_pipe_someone_else_holds(
     started = time.monotonic()
     forge.close()
     assert time.monotonic() - started < 4
+
+
+def _forges_of(count: int) -> list[int]:
+    """The pids of key forge children making ``count`` keys."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"reconciler.keyforge" in argv and str(count).encode() in argv and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_kill_9_of_an_apply_taking_forged_keys_loses_none_and_stops_the_child(
+        emulator: Emulator, tmp_path: Path) -> None:
+    count = keyforge.FORGE_FROM + 57  # a count no other test's forge makes
+    names = [f"z{i:03d}" for i in range(count)]
+    for trial in range(3):
+        emulator.reset()
+        emulator.set_faults(latency_ms=40)
+        cli = Cli(emulator, tmp_path / f"t{trial}", api="kps")
+        cli.write("keypairs:\n" + "".join(f"  - {{name: {n}, generate: ed25519}}\n"
+                                          for n in names))
+        proc = subprocess.Popen(
+            cli_argv(cli, "apply", "--auto-approve", "--parallelism", "4", str(cli.manifests)),
+            env=subprocess_env(cli), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        assert proc.stdout is not None
+        try:
+            line = proc.stdout.readline()
+            while "Creation complete" not in line and line:
+                line = proc.stdout.readline()
+            time.sleep(0.05 * trial)
+            assert proc.poll() is None, "the apply ended before the kill"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            proc.stdout.close()
+        emulator.set_faults(latency_ms=0)
+        deadline = time.monotonic() + 10
+        while _forges_of(count) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _forges_of(count), "the child outlived its apply"
+        cloud = set(cli.client().list_keypairs().keypairs)
+        assert 0 < len(cloud) < count, len(cloud)  # the kill landed inside the apply
+        listed = cli("state", "list")
+        assert listed.code == 0, listed.text
+        assert cloud <= set(listed.out.split())
+        assert_private_keys_match_cloud(cli, sorted(cloud)[:: max(1, len(cloud) // 10)])
+        applied = cli("apply", "--auto-approve", str(cli.manifests))
+        assert applied.code == 0, applied.text
+        assert sorted(cli.client().list_keypairs().keypairs) == names
+        assert_private_keys_match_cloud(cli, names[::25])
+        again = cli("plan", "--detailed-exitcode", str(cli.manifests))
+        assert again.code == 0, again.text

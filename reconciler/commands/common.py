@@ -318,30 +318,33 @@ class LineHooks:
             phase == "update" and c.importing) else 1 for c in changes)
         with self._lock:
             self._running += starting  # a replacement is one change
-        self._say_all([f"{c.address}: {verb}" for c in changes])
+        labels = [str(c.address) for c in changes]
+        self._say_all([f"{label}: {verb}" for label in labels])
         if self._beat is not None:
-            self._beat.start_all([str(c.address) for c in changes], phase)
+            self._beat.start_all(labels, phase)
 
     def post_apply(self, change: Change, outcome: Outcome) -> None:
         self.post_apply_all([(change, outcome)])
 
     def post_apply_all(self, done: Sequence[tuple[Change, Outcome]]) -> None:
+        labels = [str(change.address) for change, _ in done]
         if self._beat is not None:
-            self._beat.stop_all([str(change.address) for change, _ in done])
+            self._beat.stop_all(labels)
         with self._lock:
             self._done += len(done)
             self._running -= len(done)
-        self._say_all([_finished(change, outcome) for change, outcome in done])
+        self._say_all([_finished(label, outcome)
+                       for label, (_, outcome) in zip(labels, done, strict=True)])
 
 
-def _finished(change: Change, outcome: Outcome) -> str:
+def _finished(label: str, outcome: Outcome) -> str:
     if not outcome.ok:
-        return f"{change.address}: failed after {outcome.elapsed:.1f}s"
+        return f"{label}: failed after {outcome.elapsed:.1f}s"
     done = {Action.CREATE: "Creation complete", Action.REPLACE: "Creation complete",
             Action.DELETE: "Destruction complete", Action.UPDATE: "Modifications complete",
             Action.IMPORT: "Import complete",
             Action.FORGET: "Removed from state"}[outcome.action]
-    return f"{change.address}: {done} after {outcome.elapsed:.1f}s"
+    return f"{label}: {done} after {outcome.elapsed:.1f}s"
 
 
 def api_name(api: Api) -> str:

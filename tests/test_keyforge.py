@@ -80,6 +80,21 @@ def test_other_algorithms_are_made_here() -> None:
     assert key.public_key.startswith("ecdsa-sha2-nistp256 ") and key.public_key.endswith(" c")
 
 
+def _assert_only_made_here(command: list[str]) -> None:
+    """A forge whose child is ``command`` takes nothing from it: the key is made here."""
+    forge = KeyForge(1, command=command)
+    try:
+        assert forge._proc is not None and forge._reader is not None
+        forge._proc.wait(timeout=30)
+        forge._reader.join(timeout=30)  # it has read all there was
+        assert forge.available == 0
+        key = forge("ed25519", comment="x")
+    finally:
+        forge.close()
+    assert forge.forged == 0
+    assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+
+
 @pytest.mark.parametrize("written", [
     b"garbage\0",
     b"ssh-ed25519 AAAA extra\n-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
@@ -89,17 +104,7 @@ def test_other_algorithms_are_made_here() -> None:
 ])
 def test_a_child_that_writes_anything_else_only_means_keys_made_here(written: bytes) -> None:
     script = f"import sys; sys.stdout.buffer.write({written!r})"
-    forge = KeyForge(1, command=[sys.executable, "-c", script])
-    try:
-        assert forge._proc is not None
-        forge._proc.wait(timeout=30)
-        time.sleep(0.05)
-        assert forge.available == 0
-        key = forge("ed25519", comment="x")
-    finally:
-        forge.close()
-    assert forge.forged == 0
-    assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+    _assert_only_made_here([sys.executable, "-c", script])
 
 
 def test_a_child_that_cannot_start_only_means_keys_made_here(tmp_path: Path) -> None:
@@ -199,17 +204,7 @@ def _script_writing(records: str) -> list[str]:
     "(lambda k: k[1] + '\\n' + k[0][:200] + '\\n-----END OPENSSH PRIVATE KEY-----\\n\\0')(gen())",
 ])
 def test_halves_that_are_not_one_key_are_never_taken(records: str) -> None:
-    forge = KeyForge(1, command=_script_writing(records))
-    try:
-        assert forge._proc is not None
-        forge._proc.wait(timeout=30)
-        time.sleep(0.05)
-        assert forge.available == 0
-        key = forge("ed25519", comment="x")
-    finally:
-        forge.close()
-    assert forge.forged == 0
-    assert keys.same_key(keys.public_key_of(key.private_key), key.public_key)
+    _assert_only_made_here(_script_writing(records))
 
 
 def test_the_pair_check_takes_every_key_made_here_and_no_altered_one() -> None:

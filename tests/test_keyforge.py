@@ -177,6 +177,10 @@ def test_the_child_holds_no_credential_and_no_file_of_the_run(
         try:
             assert forge._proc is not None
             pid = forge._proc.pid
+            deadline = time.monotonic() + 30
+            while forge.available == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # started and making keys: no file opens or closes now
+            assert forge.available > 0
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             opened = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
         finally:
@@ -287,6 +291,7 @@ def test_kill_9_of_an_apply_taking_forged_keys_loses_none_and_stops_the_child(
             proc.wait(timeout=10)
         finally:
             proc.stdout.close()
+        assert emulator.settle()  # what the killed apply sent has taken effect
         emulator.set_faults(latency_ms=0)
         deadline = time.monotonic() + 10
         while _forges_of(count) and time.monotonic() < deadline:

@@ -118,6 +118,8 @@ def _trials(emulator: Emulator, tmp_path: Path, *, trials: int, seed: int,
             delay = rng.uniform(*AFTER_START[api]) if after_first else rng.uniform(0.0, 0.3)
             landings.append(_kill_apply(cli, delay=delay,
                                         after=START_LINE[api] if after_first else None))
+            # what the killed apply sent takes effect now, not in the middle of the next one
+            assert emulator.settle()
             emulator.set_faults(latency_ms=0)  # the latency is for the kill to land in an apply
             _check_after_kill(cli, names)
             _converge(cli, names)

@@ -182,6 +182,8 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
+        self._busy = 0  # requests being handled now
+        self._idle = threading.Condition()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -365,6 +367,18 @@ class Emulator:
             for r in self._project(project_id).store.all()
         ]
 
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until no request is being handled (those of a killed client may still be
+        sleeping out their latency, and then take effect); False if ``timeout`` passed."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def _handling(self, delta: int) -> None:
+        with self._idle:
+            self._busy += delta
+            if self._busy == 0:
+                self._idle.notify_all()
+
     # -- connection bookkeeping (so stop() can close idle keep-alive connections) --------
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
@@ -482,6 +496,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         emu = self.server.emulator
+        emu._handling(+1)
+        try:
+            self._dispatch_counted(emu)
+        finally:
+            emu._handling(-1)
+
+    def _dispatch_counted(self, emu: Emulator) -> None:
         self.request_id = uuid.uuid4().hex
         raw_path, _, raw_query = self.path.partition("?")
         try:

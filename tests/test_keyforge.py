@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import reconciler.apply
 from reconciler import keyforge, keys
 from reconciler.emulator.server import Emulator
 from reconciler.keyforge import KeyForge
@@ -151,7 +152,18 @@ def test_a_large_apply_takes_its_keys_from_the_forge(emulator: Emulator, tmp_pat
         made_here.append(comment)
         return generate(algorithm, comment=comment)
 
+    class Started(KeyForge):
+        """The apply's forge, once its first keys are ready: on a loaded machine the apply
+        could otherwise make all of them before the child has started."""
+
+        def __init__(self, count: int) -> None:
+            super().__init__(count)
+            deadline = time.monotonic() + 30
+            while self.available == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+
     monkeypatch.setattr(keys, "generate_keypair", counted)
+    monkeypatch.setattr(reconciler.apply, "KeyForge", Started)
     cli = Cli(emulator, tmp_path, api="kps")
     cli.write("keypairs:\n" + "".join(f"  - {{name: f{i:03d}, generate: ed25519}}\n"
                                       for i in range(count)))

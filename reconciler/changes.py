@@ -218,11 +218,13 @@ class Hooks(Protocol):
 
     def pre_apply_all(self, changes: Sequence[Change], phase: str) -> None:
         """``pre_apply`` of each of ``changes``, which start together (one batch)."""
-        ...
+        for change in changes:
+            self.pre_apply(change, phase)
 
     def post_apply_all(self, done: Sequence[tuple[Change, Outcome]]) -> None:
         """``post_apply`` of each change and its outcome, which ended together."""
-        ...
+        for change, outcome in done:
+            self.post_apply(change, outcome)
 
 
 class NullHooks:

@@ -34,3 +34,29 @@ def test_a_damaged_data_file_is_a_clear_error(tmp_path: Path) -> None:
     data.write_text('{"format_version": 1, "keypairs": [{"nope": 1}]}')
     with pytest.raises(ValueError, match="not an emulator data file"):
         Emulator(data=str(data))
+
+
+def test_settle_waits_for_a_request_still_sleeping_out_its_latency(emulator: Emulator,
+                                                                   tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from reconciler import keys
+
+    cli = Cli(emulator, tmp_path, api="kps")
+    client = cli.client()
+    public = keys.generate_keypair("ed25519").public_key
+    emulator.set_faults(latency_ms=300)
+    sender = threading.Thread(target=lambda: client.import_keypair(name="late", public_key=public))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while emulator.counters().get("total", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)  # the request is in: sleeping out its latency
+    assert emulator.keypair_count() == 0
+    started = time.monotonic()
+    assert emulator.settle()
+    assert time.monotonic() - started >= 0.2  # it waited for the import, then a quiet time
+    assert emulator.keypair_count() == 1  # which had taken effect
+    sender.join(10)
+    emulator.set_faults(latency_ms=0)
+    assert emulator.settle(timeout=5)  # nothing under way: quiet at once

@@ -87,3 +87,61 @@ def test_a_change_due_before_the_thread_would_wake_wakes_it() -> None:
         assert said and said[0].startswith("keypair.b: Still creating...")
     finally:
         beat.close()
+
+
+def test_a_group_started_together_gets_a_line_each_until_each_stops() -> None:
+    clock = _Clock()
+    beat, said, _ = _beat(clock)
+    try:
+        beat.start_all(["keypair.a", "keypair.b", "keypair.c"], "create")
+        _wait_asleep(beat)
+        beat.stop_all(["keypair.b", "keypair.unknown"])  # an unknown name is nothing
+        clock.now = 111.0
+        with beat._cond:
+            beat._cond.notify()
+        _wait_for(said, 2)
+        time.sleep(0.05)
+        assert sorted(s.split(":")[0] for s in said) == ["keypair.a", "keypair.c"]
+        assert all("Still creating..." in s for s in said)
+    finally:
+        beat.close()
+
+
+def test_a_group_s_progress_lines_are_written_together_and_counted_once() -> None:
+    import io
+
+    from reconciler.changes import Action, Change, Outcome
+    from reconciler.commands.common import LineHooks
+    from reconciler.env import Env
+
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    out = Writes()
+    hooks = LineHooks(Env(stdout=out, stderr=io.StringIO()), live=True, total=3)
+    group = [Change(name=n, action=Action.CREATE) for n in ("a", "b\x1b]0;x\x07")]
+    replaced = Change(name="c", action=Action.REPLACE)
+    try:
+        hooks.pre_apply(replaced, "delete")
+        hooks.pre_apply(replaced, "create")  # the second step of one change
+        hooks.pre_apply_all(group, "create")
+        assert hooks._running == 3 and hooks._done == 0
+        assert out.writes[-3:] == ["\r\x1b[K",
+                                   "keypair.a: Creating...\nkeypair.b\\x1b]0;x\\x07: Creating...\n",
+                                   "  0/3 done, 3 in progress..."]
+        hooks.post_apply_all([(c, Outcome(c.name, c.action, c.name == "a", 0.04, "no"))
+                              for c in group])
+        assert hooks._running == 1 and hooks._done == 2
+        assert out.writes[-2] == ("keypair.a: Creation complete after 0.0s\n"
+                                  "keypair.b\\x1b]0;x\\x07: failed after 0.0s\n")
+        hooks.post_apply(replaced, Outcome("c", Action.REPLACE, True, 1.0))
+        assert hooks._running == 0 and hooks._done == 3
+        assert out.getvalue().endswith("keypair.c: Creation complete after 1.0s\n")
+    finally:
+        hooks.close()

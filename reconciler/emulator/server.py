@@ -183,6 +183,7 @@ class Emulator:
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
         self._busy = 0  # requests being handled now
+        self._handled = 0  # requests that have started, ever
         self._idle = threading.Condition()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -367,15 +368,26 @@ class Emulator:
             for r in self._project(project_id).store.all()
         ]
 
-    def settle(self, timeout: float = 30.0) -> bool:
-        """Wait until no request is being handled (those of a killed client may still be
-        sleeping out their latency, and then take effect); False if ``timeout`` passed."""
+    def settle(self, timeout: float = 30.0, *, quiet: float = 0.2) -> bool:
+        """Wait until no request has been handled for ``quiet`` seconds (those of a killed
+        client may still be sleeping out their latency, and then take effect; one already
+        received but not yet parsed starts within that time unless its thread is starved);
+        False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
         with self._idle:
-            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait_for(lambda: self._busy == 0, left):
+                    return False
+                handled = self._handled
+                self._idle.wait(min(quiet, max(0.0, deadline - time.monotonic())))
+                if self._busy == 0 and self._handled == handled:
+                    return True
 
     def _handling(self, delta: int) -> None:
         with self._idle:
             self._busy += delta
+            self._handled += delta > 0
             if self._busy == 0:
                 self._idle.notify_all()
 

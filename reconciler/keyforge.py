@@ -1,12 +1,13 @@
 """Ed25519 key pairs made ahead in a second process, so that a large apply's key generation
 runs on another core, beside its requests, instead of between them.
 
-The child (``python -m reconciler.keyforge COUNT``) writes COUNT records to its stdout, each
-the public line (no comment), a newline, the OpenSSH private key file, and a NUL. The parent
-takes them as they come. When none is ready, or the child is gone or wrote something else, it
-generates the key itself: the forge never makes an apply wait, and what a key pair gets is
-the same either way (``keys.generate_keypair``'s layout, comment and all). Private keys cross
-only that anonymous pipe, between this process and its own child; what is left when the apply
+The child (``python -P -m reconciler.keyforge COUNT``: nothing from the working directory)
+writes COUNT records to its stdout, each the public line (no comment), a newline, the OpenSSH
+private key file, and a NUL. The parent takes them as they come, once both halves check out
+as one key. When none is ready, or the child is gone or wrote something else, it generates
+the key itself: the forge never makes an apply wait, and what a key pair gets is the same
+either way (``keys.generate_keypair``'s layout, comment and all). Private keys cross only
+that anonymous pipe, between this process and its own child; what is left when the apply
 ends is dropped, and the child is stopped.
 
 May import: ``reconciler.keys``, ``reconciler.model``, ``reconciler.changes``.

@@ -199,10 +199,7 @@ def key_id(key: bytes) -> str:
 def envelope_version(sealed: SealedSecret) -> int:
     """Which format sealed it: 3 (bound to the address), 2 (to the name), 1 (0.1.0, no
     label); 0 for something that is no envelope (``unseal`` says so)."""
-    text = sealed.envelope
-    if text.startswith(ENVELOPE_PREFIX):  # nearly every one
-        return ENVELOPE_VERSION
-    return next((v for v, prefix in _PREFIXES.items() if text.startswith(prefix)), 0)
+    return next((v for v, prefix in _PREFIXES.items() if sealed.envelope.startswith(prefix)), 0)
 
 
 def is_legacy_envelope(sealed: SealedSecret) -> bool:

@@ -227,3 +227,32 @@ def test_ecs_nova_create_list_show_delete(emulator: Emulator) -> None:
     with pytest.raises(core_exceptions.ClientRequestException) as gone:
         client.nova_show_keypair(ecs.NovaShowKeypairRequest(keypair_name="nova-generated"))
     assert gone.value.status_code == 404
+
+
+def test_settle_waits_for_the_sdk_s_batch_import_still_under_way(emulator: Emulator) -> None:
+    """Every request the emulator handles, the SDK's too, is counted by ``settle``: a batch
+    import still sleeping out its latency is waited for, and has taken effect after it."""
+    import threading
+    import time
+
+    client = _kps(emulator)
+    pairs = [generate_keypair("ed25519") for _ in range(2)]
+    body = [kps.CreateKeypairRequestBody(keypair=kps.CreateKeypairAction(
+        name=f"sdk-late-{i}", public_key=p.public_key)) for i, p in enumerate(pairs)]
+    emulator.set_faults(latency_ms=300)
+    answers: list[object] = []
+    sender = threading.Thread(target=lambda: answers.append(
+        client.batch_import_keypair(kps.BatchImportKeypairRequest(body=body))))
+    sender.start()
+    deadline = time.monotonic() + 10
+    while emulator.counters().get("total", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    try:
+        assert emulator.keypair_count() == 0  # in, and sleeping out its latency
+        assert emulator.settle()
+        assert emulator.keypair_count() == 2
+    finally:
+        sender.join(10)
+        emulator.set_faults(latency_ms=0)
+    assert sorted(k.keypair.name for k in answers[0].succeeded_keypairs) == [  # type: ignore[attr-defined]
+        "sdk-late-0", "sdk-late-1"]

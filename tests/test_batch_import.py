@@ -270,3 +270,112 @@ def test_custody_creates_go_in_batches_with_their_private_keys(cli: Cli,
         generated.reveal().strip()
     again = cli("plan", "--detailed-exitcode", str(cli.manifests))
     assert again.code == 0 and NO_CHANGES in again.out, again.text
+
+
+# -- answers that say "made" for a key that is not ours, and reasons quoting secrets ---------
+
+class _TakenAnsweredAsMade(Backend):
+    """Someone imports their own key under ``name`` just before our batch, and the cloud
+    answers our import of that name as made, showing the key pair it holds (theirs)."""
+
+    def __init__(self, inner: Backend, name: str) -> None:
+        super().__init__(projects=inner.projects, user_id=inner.user_id, keygen=inner.keygen)
+        self.name: str | None = name
+        self.theirs = keys.generate_keypair("ed25519").public_key
+
+    def handle(self, call: ApiCall, *, body: Any, query: Any, headers: Any) -> Reply:
+        if call.operation != "batch_import" or self.name is None:
+            return super().handle(call, body=body, query=query, headers=headers)
+        name, self.name = self.name, None
+        super().handle(ApiCall("kps", "import", call.project_id),
+                       body={"keypair": {"name": name, "public_key": self.theirs}},
+                       query={}, headers={})
+        reply = super().handle(call, body=body, query=query, headers=headers)
+        doc = dict(reply.body)
+        doc["failed_keypairs"] = [f for f in doc["failed_keypairs"] if f["keypair_name"] != name]
+        theirs = {"name": name, "public_key": self.theirs, "type": "ssh", "scope": "user",
+                  "fingerprint": keys.md5_fingerprint(self.theirs)}
+        doc["succeeded_keypairs"] = [*doc["succeeded_keypairs"], {"keypair": theirs}]
+        return Reply(200, doc)
+
+
+def test_a_name_taken_meanwhile_answered_as_made_is_not_recorded_as_ours(cli: Cli) -> None:
+    cli.write(_generated(3))
+    inner = cli.emulator.backend
+    raced = _TakenAnsweredAsMade(inner, "g000")
+    cli.emulator.backend = raced
+    try:
+        applied = cli("apply", "--auto-approve", str(cli.manifests))
+    finally:
+        cli.emulator.backend = inner
+    assert_clean(applied.text)
+    assert applied.code == 1, applied.text
+    line = next(ln for ln in applied.err.splitlines() if ln.startswith("Error: keypair.g000:"))
+    assert "another public key than the one sent" in line and "different key" in line, line
+    assert cli("state", "list").out.split() == ["g001", "g002"]  # theirs is not in state
+    assert_private_keys_match_cloud(cli, ["g001", "g002"])
+    destroyed = cli("destroy", "--auto-approve", str(cli.manifests))
+    assert destroyed.code == 0, destroyed.text
+    kept = cli.client().get_keypair("g000")  # someone else's key pair is never deleted
+    assert kept is not None and keys.same_key(kept.public_key, raced.theirs)
+
+
+@pytest.mark.parametrize("path", [BATCH, r"^/v3/[^/]+/keypairs$"])
+def test_an_answer_changed_on_its_way_is_read_back_not_believed(cli: Cli, path: str) -> None:
+    """The cloud made our key pair, but the answer shows another public key: what the cloud
+    holds is read back, and the key pair is recorded with our key, not replaced later."""
+    other = keys.generate_keypair("ed25519").public_key
+
+    def changed(status: int, body: bytes) -> tuple[int, bytes]:
+        doc = json.loads(body)
+        shown = doc["succeeded_keypairs"][0]["keypair"] if "succeeded_keypairs" in doc \
+            else doc["keypair"]
+        shown["public_key"], shown["fingerprint"] = other, keys.md5_fingerprint(other)
+        return status, json.dumps(doc).encode()
+
+    cli.write(_generated(3 if path == BATCH else 1))
+    rule = Rule("POST", path, mutate=changed)
+    with mutating_proxy(cli.emulator.endpoint, [rule]) as proxy, tallied(cli.emulator) as tally:
+        applied = cli("apply", "--auto-approve", "--parallelism", "1", str(cli.manifests),
+                      extra=["--endpoint", proxy.endpoint])
+    assert applied.code == 0, applied.text
+    assert rule.hits >= 1 and set(tally.made().values()) == {1}
+    names = sorted(tally.made())
+    assert_private_keys_match_cloud(cli, names)
+    assert other not in cli.state.read_text()
+    plan = cli("plan", "--detailed-exitcode", str(cli.manifests))
+    assert plan.code == 0 and NO_CHANGES in plan.out, plan.text
+
+
+def test_a_refusal_quoting_the_private_key_sent_for_custody_shows_none_of_it(
+        cli: Cli) -> None:
+    cli.write("keypairs:\n" + "".join(
+        f"  - name: c{i}\n    generate: ed25519\n"
+        "    key_protection: {encryption: {type: default}}\n" for i in range(2)))
+    sent: dict[str, str] = {}
+
+    def quoting(_path: str, body: bytes) -> tuple[int, bytes]:
+        failed = []
+        for item in json.loads(body):
+            kp = item["keypair"]
+            sent[kp["name"]] = kp["key_protection"]["private_key"]
+            inner = "".join(ln for ln in sent[kp["name"]].splitlines() if "-----" not in ln)
+            failed.append({"keypair_name": kp["name"],
+                           "failed_reason": f"invalid private_key: {inner[130:400]}"})
+        return 200, json.dumps({"succeeded_keypairs": [], "failed_keypairs": failed}).encode()
+
+    rule = Rule("POST", BATCH, answer_body=quoting)
+    with mutating_proxy(cli.emulator.endpoint, [rule]) as proxy:
+        applied = cli("--debug", "apply", "--auto-approve", str(cli.manifests),
+                      extra=["--endpoint", proxy.endpoint])
+    assert applied.code == 1 and sorted(sent) == ["c0", "c1"], applied.text
+    for name, secret in sent.items():
+        line = next(ln for ln in applied.err.splitlines()
+                    if ln.startswith(f"Error: keypair.{name}:"))
+        assert "refused it in a batch import" in line and "withheld" in line, line
+        body = "".join(ln for ln in secret.splitlines() if "-----" not in ln)
+        public = keys.public_key_of(Secret(secret))
+        shown = [body[i:i + 24] for i in range(0, len(body) - 24, 24)
+                 if body[i:i + 24] in applied.text and body[i:i + 24] not in public]
+        assert not shown, shown
+    assert cli.emulator.keypair_count() == 0

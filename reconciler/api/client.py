@@ -92,6 +92,9 @@ class Kind(Enum):
     CREATE = "create"  # may act once: never resend what may have been acted on
 
 
+_NO_ECHO = Echo()
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResult:
     """A successful (or accepted) answer, with the JSON body parsed (None when empty)."""
@@ -105,6 +108,7 @@ class HttpResult:
     error_message: str | None = None
     request: str = ""  # "GET /v3/{project}/keypairs?limit=1000": what errors name
     body_problem: str | None = None  # a non-empty body that is not JSON: what it was instead
+    echo: Echo = _NO_ECHO  # the secrets the request sent: text of the answer never quotes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +451,7 @@ class _Call:
             return HttpResult(
                 status=status, data=data, request_id=rid,
                 attempts=attempt, resent_after_loss=self.resent_after_loss,
-                request=self.request, body_problem=problem,
+                request=self.request, body_problem=problem, echo=self.echo,
             )
         code, message = parse_error_body(_text_of(content, response), status)
         if self.echo.found_in(code) or self.echo.found_in(message):

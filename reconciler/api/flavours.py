@@ -35,6 +35,7 @@ from urllib.parse import quote
 from reconciler.api import shapes
 from reconciler.api.client import HttpClient, HttpResult, Kind
 from reconciler.api.endpoints import custody_endpoint
+from reconciler.api.httplog import ECHO_WITHHELD
 from reconciler.api.parse import (
     answer,
     fail,
@@ -537,7 +538,8 @@ def _batch_imported(body: Mapping[str, object], asked: Mapping[str, Mapping[str,
         name = str(entry.get("keypair_name") or "")
         account(name, f"failed_keypairs[{index}].keypair_name")
         reason = entry.get("failed_reason")
-        refused[name] = shapes.escape(reason, 300) if isinstance(reason, str) and \
+        refused[name] = (ECHO_WITHHELD if result.echo.found_in(reason) else
+                         shapes.escape(reason, 300)) if isinstance(reason, str) and \
             reason.strip() else "no reason given"
     return BatchImported(imported=imported, refused=refused,
                          unanswered=tuple(n for n in asked if n not in seen))

@@ -153,7 +153,7 @@ class KeyPairApplier:
         lost: OutcomeUnknownError | None = None
         for _ in range(LOST_RESPONSE_ATTEMPTS):
             try:
-                return self.api.import_keypair(
+                made = self.api.import_keypair(
                     name=d.name, public_key=public_key, type=d.type, user_id=d.user_id,
                     scope=d.scope, key_protection=d.key_protection, private_key=private_key)
             except OutcomeUnknownError as exc:
@@ -163,6 +163,14 @@ class KeyPairApplier:
                     if lost:
                         raise _AmbiguousError(str(exc)) from None
                     raise
+            else:
+                if keys.normalise(made.public_key, key_type=d.type) == ours:
+                    return made
+                held = self._not_as_sent(d.name, lambda found: keys.normalise(
+                    found.public_key, key_type=d.type) == ours)
+                if isinstance(held, ReconcilerError):
+                    raise held
+                return held
             found = self._reread(d.name)
             if found is None:
                 continue  # the lost request never took effect: send it again
@@ -461,8 +469,9 @@ class KeyPairApplier:
                 return done
             else:
                 for name, remote in answer.imported.items():
-                    done[name] = remote
-                    del waiting[name]
+                    item = waiting.pop(name)
+                    done[name] = remote if item.ours(remote) else \
+                        self._not_as_sent(name, item.ours)
                 for name, reason in answer.refused.items():
                     done[name] = self._refused(waiting.pop(name), reason)
                 if not waiting:
@@ -485,6 +494,25 @@ class KeyPairApplier:
                 return done
         done.update(dict.fromkeys(waiting, _AmbiguousError(_no_effect("batch import", lost))))
         return done
+
+    def _not_as_sent(self, name: str, ours: Callable[[RemoteKeyPair], bool]
+                     ) -> RemoteKeyPair | ReconcilerError:
+        """An import answered as made, but with another public key than the one sent (a
+        name already taken answered as if made, or an answer changed on its way): what the
+        cloud holds is read back, and only our key is taken as ours."""
+        try:
+            found = self.api.get_keypair(name)
+        except ReconcilerError as exc:
+            return _AmbiguousError(f"the cloud answered the import with another public key "
+                                   f"than the one sent, and reading it back failed: {exc}")
+        if found is not None and ours(found):
+            return found
+        if found is not None:
+            return ApplyError(f"the cloud answered the import with another public key than the "
+                              f"one sent: {_DIFFERENT_KEY}")
+        return ApplyError("the cloud answered the import with another public key than the one "
+                          "sent, and reading it back finds no key pair of that name; nothing was "
+                          "recorded for it. Run apply again")
 
     def _refused(self, item: _Import, reason: str) -> RemoteKeyPair | ReconcilerError:
         """A name the cloud refused in a batch: the key pair may still be ours (an earlier

@@ -239,8 +239,12 @@ def test_break_glass_export_of_a_key_the_cloud_keeps(emulator: Emulator, tmp_pat
     assert alone.code == 1 and "--private-key" in alone.err
     cli.client("kps").import_keypair(name="plain", public_key=generate_keypair("ed25519")
                                      .public_key)
+    exports = emulator.counters()["export"]
     none = cli("output", "plain", str(cli.manifests), "--private-key", "--from-cloud")
     assert none.code == 1 and "Traceback" not in none.text, none.text
+    if api == "kps":  # its read says the cloud keeps none: nothing is asked of it
+        assert "the cloud keeps no private key for it" in none.err, none.err
+        assert emulator.counters()["export"] == exports
 
 
 def test_a_saved_custody_plan_applies_and_a_stale_one_is_refused(emulator: Emulator,

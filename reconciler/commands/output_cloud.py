@@ -74,6 +74,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
                 raise UsageError(f"state holds the private key of {address}: `reconciler "
                                  f"output {address.label} --private-key` reads it without "
                                  "exporting it from the cloud")
+            if remote.key_protection is False:  # None: this API did not say
+                raise UsageError(f"{address}: the cloud keeps no private key for it (its key "
+                                 "protection is off), so there is none to export; only who "
+                                 "made the key pair holds it")
             secret = api.export_private_key(cloud)
         finally:
             api.close()

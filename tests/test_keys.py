@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.errors import KeyFormatError
 from reconciler.keys import (
@@ -190,3 +192,25 @@ def test_ed25519_file_holds_the_library_s_bytes_but_for_its_check_word() -> None
         assert loaded.private_bytes_raw() == key.private_bytes_raw()
         assert public == key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+_ONE = generate_keypair("ed25519").public_key
+_TWO = generate_keypair("ecdsa-p256").public_key
+
+
+def _spelled(draw: st.DrawFn) -> str:
+    """A public line as a cloud or a person might write it: one of two keys, the type or
+    blob sometimes altered, with any spacing and comment."""
+    kind, blob = draw(st.sampled_from([_ONE, _TWO])).split()[:2]
+    kind = draw(st.sampled_from([kind, "ssh-rsa", "ssh-ed25519", ""]))
+    blob = draw(st.sampled_from([blob, blob[:-4] + "AAAA", blob + "=", "not-base64"]))
+    gap = draw(st.sampled_from([" ", "  ", "\t", " \n "]))
+    comment = draw(st.sampled_from(["", " me@host", "  two words", "\t#"]))
+    return draw(st.sampled_from(["", " "])) + kind + gap + blob + comment
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_same_key_is_what_normalise_says(data: st.DataObject) -> None:
+    a, b = data.draw(st.composite(_spelled)()), data.draw(st.composite(_spelled)())
+    assert same_key(a, b) == (normalise(a) == normalise(b)), (a, b)

@@ -95,8 +95,7 @@ class _Import:
                              private_key=self.secret)
 
     def ours(self, remote: RemoteKeyPair) -> bool:
-        return keys.normalise(remote.public_key, key_type=self.d.type) == \
-            keys.normalise(self.public_key, key_type=self.d.type)
+        return keys.same_key(remote.public_key, self.public_key, key_type=self.d.type)
 
 
 @dataclass
@@ -164,10 +163,10 @@ class KeyPairApplier:
                         raise _AmbiguousError(str(exc)) from None
                     raise
             else:
-                if keys.normalise(made.public_key, key_type=d.type) == ours:
+                if keys.same_key(made.public_key, public_key, key_type=d.type):
                     return made
-                held = self._not_as_sent(d.name, lambda found: keys.normalise(
-                    found.public_key, key_type=d.type) == ours)
+                held = self._not_as_sent(d.name, lambda found: keys.same_key(
+                    found.public_key, public_key, key_type=d.type))
                 if isinstance(held, ReconcilerError):
                     raise held
                 return held

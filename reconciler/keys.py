@@ -311,6 +311,17 @@ def ed25519_openssh_pair(pem: str, public: str) -> bool:
     return held == blob + _ssh_string(held[len(blob) + 4:len(blob) + 36] + point)
 
 
+def is_half_of(private_key: Secret, public_key: str, *, key_type: str = "ssh") -> bool:
+    """Whether ``private_key`` is the private half of ``public_key`` (an x509 key pair's
+    certificate is not checked here: True)."""
+    if key_type == "x509":
+        return True
+    try:
+        return same_key(public_key_of(private_key), public_key)
+    except KeyFormatError:
+        return False
+
+
 def public_key_of(private_key: Secret) -> str:
     """The OpenSSH public line of a private key (OpenSSH or PEM, unencrypted)."""
     from cryptography.exceptions import UnsupportedAlgorithm

@@ -366,6 +366,7 @@ class _KeyPairCheck:
     def run(self) -> DesiredKeyPair | None:
         name = self._name()
         public_key = self._public_key()
+        self._check_description()
         protection = self._key_protection()
         self._check_rotation()
         targets = self._targets()
@@ -499,6 +500,14 @@ class _KeyPairCheck:
             self.add("rotate_after", "rotate_after cannot rotate an imported public key "
                      "(reconciler does not hold its private key)", key=True,
                      detail="its owner makes a new key and changes public_key; drop rotate_after")
+
+    def _check_description(self) -> None:
+        """A description is shown in plans and the console: never a private key."""
+        text = self._str("description")
+        if text is not None and looks_like_private_key(text):
+            self.add("description", "the description holds a private key (not shown)",
+                     detail=f"{self._whose()}never put a private key in a manifest; remove "
+                            "it, and rotate the key if it was committed")
 
     def _str(self, key: str) -> str | None:
         value = self.item.get(key)

@@ -314,6 +314,11 @@ def _declaration(addr: Address, remote: RemoteKeyPair,
                         "leave it unmanaged, or replace it in the cloud with a key reconciler "
                         "accepts")
     description = (remote.description or None) if caps.descriptions else None
+    if description is not None and keys.looks_like_private_key(description):
+        return Decision(addr, "its description holds a private key (not shown), which is "
+                              "never written to a manifest",
+                        "remove it from the description in the cloud (and rotate that key), "
+                        "then run `reconciler import --all` again")
     if description is not None and len(description) > MAX_DESCRIPTION:
         return Decision(addr, f"its description is {len(description)} characters long; a "
                               f"manifest takes at most {MAX_DESCRIPTION}",

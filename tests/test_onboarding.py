@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from reconciler.emulator.server import Emulator
 from reconciler.model import Api, Encryption, KeyProtection, Secret
 from reconciler.onboarding import Declaration
 from tests.clihelp import HEADER, Cli, Result
+from tests.mutating_proxy import Rule, json_mutation, mutating_proxy
 
 SOUTH = "0b1e5outh0000000000000000000000b"
 CUSTODY = KeyProtection(encryption=Encryption(type="default"))
@@ -702,3 +704,61 @@ def test_an_adoption_with_other_custody_is_refused_unless_reconciler_holds_the_k
     assert emulator.store.get("plain").key_protection
     assert not emulator.store.get("kept").key_protection
     assert cli("plan", "--detailed-exitcode", str(cli.manifests)).code == 0
+
+
+def _swapped_export(other: Secret):  # type: ignore[no-untyped-def]
+    """The export answer with another key's private half in it (a broken or hostile answer)."""
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["keypair"]["private_key"] = other.reveal()
+        return doc
+    return json_mutation(change)
+
+
+def test_an_exported_private_key_that_is_not_the_half_of_the_key_pair_is_never_kept(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.client().create_keypair(name="vault", key_protection=CUSTODY)
+    cli.write("keypairs: []\n")
+    rule = Rule("POST", r"private-key/export", mutate=_swapped_export(
+        keys.generate_keypair("ed25519").private_key))
+    out = cli.manifests / "imported.yaml"
+    with mutating_proxy(emulator.endpoint, [rule]) as proxy:
+        every = cli("import", "--all", "--export-private-keys", "--generate-config-out",
+                    str(out), str(cli.manifests), extra=["--endpoint", proxy.endpoint])
+        cli.write("keypairs:\n  - name: vault\n    key_protection: {encryption: {type: default}}\n")
+        one = cli("import", "vault", "--export-private-keys", str(cli.manifests),
+                  extra=["--endpoint", proxy.endpoint])
+    assert rule.hits == 2
+    for result in (every, one):
+        assert result.code == 1, result.text
+        assert "keypair.vault: the private key the cloud exported is not the half of its " \
+            "public key" in result.err, result.err
+        assert "Traceback" not in result.text and "PRIVATE KEY" not in result.text
+    assert not out.exists() and not cli.state.exists()  # nothing written, nothing adopted
+    kept = cli("import", "vault", "--export-private-keys", str(cli.manifests))
+    assert kept.code == 0, kept.text  # the true answer is taken
+    assert keys.is_half_of(Secret(cli("output", "vault", "--private-key").out),
+                           emulator.store.get("vault").public_key)
+
+
+def test_a_description_holding_a_private_key_is_never_written_to_a_manifest(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    pasted = keys.generate_keypair("ecdsa-p256").private_key.reveal()
+    _put(emulator, "pasted", description=pasted.strip())
+    _put(emulator, "plain", description="a fine description")
+    out = cli.manifests / "imported.yaml"
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "keypair.pasted: its description holds a private key (not shown)" in result.out
+    assert "Adopted: 1" in result.out and "Needs a decision: 1." in result.out
+    body = "".join(ln for ln in pasted.splitlines() if "-----" not in ln)
+    assert "PRIVATE KEY" not in out.read_text() + result.text
+    assert body[20:60] not in out.read_text() + result.text
+    cli.write("keypairs:\n  - name: typed\n    description: |\n" +
+              "".join(f"      {ln}\n" for ln in pasted.splitlines()), name="typed.yaml")
+    checked = cli("validate", str(cli.manifests))
+    assert checked.code == 1 and "the description holds a private key (not shown)" \
+        in checked.err, checked.text
+    assert body[20:60] not in checked.text

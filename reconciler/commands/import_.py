@@ -103,6 +103,12 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
             _refuse(desired, remote, api=settings.api, shown=str(address), label=address.label,
                     holds=asked and api.capabilities.export)
         private = api.export_private_key(name) if custody and asked else None
+        if private is not None and not keys.is_half_of(private, remote.public_key,
+                                                       key_type=remote.type):
+            raise UsageError(f"{address}: the private key the cloud exported is not the half "
+                             "of its public key, so nothing was recorded. Run the import "
+                             "again; if it persists, import it without --export-private-keys "
+                             "(the cloud keeps its copy) and report it")
         sealed = (sess.store.seal(name, private, target=target) if private is not None
                   else None)
         if not other_key and sealed is None:

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from reconciler import keys
 from reconciler.address import Address
 from reconciler.api.protocol import KeyPairApi
 from reconciler.commands.common import Session, api_name, provider_flags, session
@@ -37,7 +38,7 @@ from reconciler.env import Env, ExitCode
 from reconciler.errors import DiagnosticsError, UsageError
 from reconciler.fsutil import SAFE_FLAGS, explain, lstat_or_none, refuse_odd_target, remove_quietly
 from reconciler.manifest import listed_in_directory, load_manifests
-from reconciler.model import DesiredKeyPair, Manifest, RemoteKeyPair, SealedSecret
+from reconciler.model import DesiredKeyPair, Manifest, RemoteKeyPair, SealedSecret, Secret
 from reconciler.onboarding import Onboarding, Survey, adopted_entry, settle, survey
 from reconciler.redact import scrub
 from reconciler.refresh import refresh_each
@@ -194,8 +195,18 @@ def _exports(args: argparse.Namespace, sess: Session, onboarding: Onboarding,
         if remote.key_protection and api.capabilities.export:
             secret = api.export_private_key(addr.name)
             if secret is not None:
+                _check_export(secret, remote, addr)
                 out[addr] = sess.store.seal(addr.name, secret, target=addr.target)
     return out
+
+
+def _check_export(secret: Secret, remote: RemoteKeyPair, addr: Address) -> None:
+    """Never seal into state a private key that is not the half of the public key read."""
+    if not keys.is_half_of(secret, remote.public_key, key_type=remote.type):
+        raise UsageError(f"{addr}: the private key the cloud exported is not the half of its "
+                         "public key, so nothing was written or adopted. Run the import "
+                         "again; if it persists, adopt the key pairs without "
+                         "--export-private-keys (the cloud keeps its copy) and report it")
 
 
 def _write(out: Path, text: str, shown: str) -> None:

@@ -36,7 +36,7 @@ from reconciler.commands.common import (
     run_settings,
 )
 from reconciler.env import Env, ExitCode
-from reconciler.errors import KeyFormatError, UsageError
+from reconciler.errors import UsageError
 from reconciler.model import Manifest, Secret, State
 from reconciler.targets import addressing, desired_by_address
 
@@ -129,12 +129,6 @@ def _address(text: str, *, manifest_addresses: list[Address],
 
 def _check(secret: Secret, public_key: str, key_type: str, address: Address) -> None:
     """Never write a key that is not the half of the cloud's public key."""
-    if key_type == "x509":
-        return
-    try:
-        matches = keys.same_key(keys.public_key_of(secret), public_key)
-    except KeyFormatError:
-        matches = False
-    if not matches:
+    if not keys.is_half_of(secret, public_key, key_type=key_type):
         raise UsageError(f"{address}: the private key the cloud exported is not the half of "
                          "its public key; nothing was written")

@@ -365,3 +365,29 @@ def test_older_journal_lines_the_state_lacks_are_refused_not_skipped(tmp_path: P
     with pytest.raises(StateCorruptError, match=r"holds changes from serial 1 .* for b"):
         _store(tmp_path).load()
     assert snapshot(tmp_path) == before
+
+
+def test_a_commit_cut_off_after_copying_its_backup_is_not_taken_for_a_rollback(
+        tmp_path: Path) -> None:
+    """Where no hard link can be made the commit copies the state to its backup before it
+    replaces the state: cut off between the two, the backup holds the same bytes, and the
+    journal the changes being committed. The next run finishes the commit; a state replaced
+    by its backup after a commit (no journal left) is still refused as a rollback."""
+    store = _store(tmp_path)
+    store.load()
+    store.record(entry("a", store.seal("a", Secret("k1"))))
+    store.commit()
+    store.record(entry("b", store.seal("b", Secret("k2"))))
+    store.commit()  # serial 2, the backup at serial 1
+    store.record(entry("c", store.seal("c", Secret("k3"))))  # journaled on serial 2
+    state, backup = tmp_path / "s.json", tmp_path / "s.json.backup"
+    backup.unlink()
+    shutil.copyfile(state, backup)  # the commit's copy; then it was cut off
+    resumed = _store(tmp_path)
+    assert resumed.load().names() == ["a", "b", "c"]
+    assert resumed.commit().serial == 3
+    assert json.loads(backup.read_text())["serial"] == 2
+    (tmp_path / "s.json.journal").unlink(missing_ok=True)
+    shutil.copyfile(state, backup)  # the same bytes with no commit under way: a rollback
+    with pytest.raises(StateError, match="rollback"):
+        _store(tmp_path).load()

@@ -169,7 +169,9 @@ class LocalStateStore(JournaledStore):
         self._reset(disk)
         self._chain = self._authenticate(read, [(str(self.journal_path), "", records)])
         if read is not None:
-            self._check_rollback(read)
+            self._check_rollback(read, committing=any(
+                r.lineage == read.state.lineage and r.base == read.state.serial
+                for r in records))
         numbered = [(f"{self.journal_path} line {n}", rec) for n, rec in enumerate(records, 1)]
         older = [(w, r) for w, r in numbered
                  if r.lineage == self._lineage and r.base < self._serial]
@@ -203,7 +205,7 @@ class LocalStateStore(JournaledStore):
             return None
         return decode_document(data, source=str(self.path))
 
-    def _check_rollback(self, disk: StateDocument) -> None:
+    def _check_rollback(self, disk: StateDocument, *, committing: bool) -> None:
         """A state whose own backup is as new or newer (same lineage, serial at least its own)
         was replaced by that backup or by an older copy: refused for a write (``verify``),
         said for a read. Only what the backup shows is caught; see docs/security.md.
@@ -211,8 +213,10 @@ class LocalStateStore(JournaledStore):
         Authenticated files only (format 2 and later): format 1 has no MAC to trust. The
         backup of a migration is the same state in an older format at the same serial, not a
         rollback, nor is that of a rekey (the same serial under another key); nor is the same
-        inode (the crash window of a commit: the backup linked, the
-        state not yet replaced)."""
+        inode (the crash window of a commit: the backup linked, the state not yet replaced),
+        nor, where no link can be made, a copy of the same bytes while the journal holds the
+        changes that commit was writing (``committing``: lines on this serial; a state
+        replaced by its backup after the commit has none, the commit removed them)."""
         try:
             data = read_regular(self.backup_path, limit=_NO_LIMIT, follow=False, growing=True)
             backup = decode_document(data, source=str(self.backup_path))
@@ -225,7 +229,8 @@ class LocalStateStore(JournaledStore):
         rekeyed = backup.key != disk.key and backup.state.serial == disk.state.serial
         if (disk.format_version < 2 or backup.format_version < 2 or migrated or rekeyed
                 or backup.state.lineage != disk.state.lineage
-                or backup.state.serial < disk.state.serial or same):
+                or backup.state.serial < disk.state.serial or same
+                or (committing and backup.raw == disk.raw)):
             return
         if self._replaced_since(disk):
             # a commit between reading the state and its backup (a reader without the lock):

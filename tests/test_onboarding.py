@@ -762,3 +762,17 @@ def test_a_description_holding_a_private_key_is_never_written_to_a_manifest(
     assert checked.code == 1 and "the description holds a private key (not shown)" \
         in checked.err, checked.text
     assert body[20:60] not in checked.text
+
+
+@pytest.mark.parametrize("suffix", ["", ".backup", ".journal", ".lock"])
+def test_the_file_is_never_the_state_or_a_file_beside_it(emulator: Emulator, tmp_path: Path,
+                                                         suffix: str) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().import_keypair(name="web", public_key=keys.generate_keypair("ed25519")
+                                .public_key)
+    out = cli.state.with_name(cli.state.name + suffix)
+    result = cli("import", "--all", "--generate-config-out", str(out), str(cli.manifests))
+    assert result.code == 1, result.text
+    assert "is where the state" in result.err and "Nothing was done" in result.err, result.err
+    assert not cli.state.exists() and not out.exists()

@@ -776,3 +776,15 @@ def test_the_file_is_never_the_state_or_a_file_beside_it(emulator: Emulator, tmp
     assert result.code == 1, result.text
     assert "is where the state" in result.err and "Nothing was done" in result.err, result.err
     assert not cli.state.exists() and not out.exists()
+
+
+def test_import_name_of_a_frozen_key_pair_says_it_is_frozen(emulator: Emulator,
+                                                           tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.client().create_keypair(name="cold")
+    emulator.freeze("cold", 4)
+    cli.write("keypairs:\n  - name: cold\n")
+    result = cli("import", "cold", str(cli.manifests))
+    assert result.code == 0, result.text
+    assert "Warning: keypair.cold: the cloud has frozen this key pair (frozen_state 4)" \
+        in result.err, result.err

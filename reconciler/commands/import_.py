@@ -132,6 +132,11 @@ def _run_one(args: argparse.Namespace, env: Env) -> int:
                 "manifest declares; state records the cloud's. The next plan replaces it with the "
                 "declared key (delete, then import): review it before applying, or put the "
                 "cloud's public key in the manifest to keep it.")
+    if remote.frozen_state not in (None, 0):  # import --all leaves it for a decision
+        env.err(f"Warning: {address}: the cloud has frozen this key pair (frozen_state "
+                f"{'unreadable' if (remote.frozen_state or 0) < 0 else remote.frozen_state}); "
+                "it is adopted as asked, but the cloud may refuse changes to it until it is "
+                "unfrozen: find out why (a violation, an order, a missing real-name check).")
     return ExitCode.OK
 
 

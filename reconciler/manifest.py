@@ -327,6 +327,8 @@ class _Loader:
             return
         seen[(query.name, query.target)] = here
         kp = declared.get(query.name)
+        if kp is None and query.name in self.names:
+            return  # declared, with errors of its own (reported at the declaration)
         if kp is None:
             self.add(doc, path, f"{query} is not declared in keypairs",
                      detail=f"an import adopts a declared key pair: declare {show(query.name)} "

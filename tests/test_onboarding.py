@@ -788,3 +788,13 @@ def test_import_name_of_a_frozen_key_pair_says_it_is_frozen(emulator: Emulator,
     assert result.code == 0, result.text
     assert "Warning: keypair.cold: the cloud has frozen this key pair (frozen_state 4)" \
         in result.err, result.err
+
+
+def test_an_import_of_a_key_pair_declared_with_errors_names_only_those(
+        emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: web\n    prevent_destroy: true\n    rotate_after: 90d\n"
+              "import:\n  - to: keypair.web\n")
+    result = cli("validate", str(cli.manifests), globals_=False)
+    assert result.code == 1 and "rotate_after replaces the key pair" in result.err, result.text
+    assert "not declared in keypairs" not in result.err, result.err

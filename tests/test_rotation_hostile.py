@@ -252,3 +252,102 @@ def test_a_deposed_generation_that_is_not_one_is_a_clear_error(cli: Cli, emulato
     assert "deposed.cloud_name" in plan.err and "Traceback" not in plan.text, plan.text
     assert cli("apply", "--auto-approve", str(cli.manifests)).code == 1
     assert "web-gateway" in cloud_names(cli)
+
+
+# -- the last check before an old generation is deleted -------------------------------------
+
+def _unheld(cli: Cli, emulator: Emulator) -> dict[str, str]:
+    """Servers accepting a key whose private key state does not hold: name -> key pair."""
+    held = held_keys(cli)
+    out = {}
+    for name, events in timelines(emulator).items():
+        now = accepted(events[-1])
+        if now is not None and now not in held:
+            out[name] = events[-1]["key_name"]
+    return out
+
+
+def _with_server_holding(emulator: Emulator, name: str, keypair: str) -> None:
+    fleet, _ = emulator.compute._of(emulator.project_id)
+    record = emulator._project(None).store.get(keypair)
+    fleet.add(name=name, status="ACTIVE", image_type="gold", ssh_port_open=True, ssh_port=22,
+              at_ms=int(datetime.now(UTC).timestamp() * 1000), key_name=keypair,
+              public_key=record.public_key, fingerprint=record.fingerprint)
+
+
+def _bound_two(cli: Cli, emulator: Emulator) -> None:
+    for name in ("web-1", "web-2"):
+        server(emulator, name)
+    cli.write(manifest(["web-1", "web-2"]))
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+
+
+def test_allow_bound_delete_spares_only_the_servers_it_warned_of(cli: Cli,
+                                                                 emulator: Emulator) -> None:
+    """--allow-bound-delete names the servers no manifest binds; declared servers whose
+    rebind failed still hold the old generation, so it is kept for them."""
+    _bound_two(cli, emulator)
+    _with_server_holding(emulator, "other-z", "web")
+    _failing(emulator, True)
+    applied = cli("apply", "--auto-approve", "--replace", "web", "--allow-bound-delete",
+                  str(cli.manifests))
+    _failing(emulator, False)
+    assert applied.code == 1, applied.text
+    assert "other-z" in applied.text and "(--allow-bound-delete)" in applied.text
+    assert "kept: 2 server(s) still hold 'web'" in applied.text, applied.text
+    assert "web" in cloud_names(cli)
+    assert not {k: v for k, v in _unheld(cli, emulator).items() if k != "other-z"}
+    again = cli("apply", "--auto-approve", "--allow-bound-delete", str(cli.manifests))
+    assert again.code == 0, again.text
+    assert key_names(emulator)["web-1"] == key_names(emulator)["web-2"] == "web-g1"
+    assert "web" not in cloud_names(cli)
+
+
+def test_a_plan_that_only_deletes_an_old_generation_reads_the_servers_again(
+        cli: Cli, emulator: Emulator) -> None:
+    _bound_two(cli, emulator)
+    _failing(emulator, True)
+    assert cli("apply", "--auto-approve", "--replace", "web", str(cli.manifests)).code == 1
+    _failing(emulator, False)
+    fleet, _ = emulator.compute._of(emulator.project_id)
+    store = emulator._project(None).store
+    new = store.get("web-g1")
+    for s in fleet.all():  # someone finished the rebinds in the console
+        fleet.accept(s.id, at_ms=int(datetime.now(UTC).timestamp() * 1000), cause="REPLACE",
+                     key_name="web-g1", public_key=new.public_key, fingerprint=new.fingerprint)
+    compute, lists = emulator.compute, []
+    handle = compute.handle
+
+    def late(call: Any, **kw: Any) -> Any:  # a server holding 'web' appears after the plan
+        reply = handle(call, **kw)
+        if call.service == "ecs":
+            lists.append(call)
+            if len(lists) == 1:
+                _with_server_holding(emulator, "late-z", "web")
+        return reply
+
+    compute.handle = late  # type: ignore[method-assign]
+    try:
+        applied = cli("apply", "--auto-approve", str(cli.manifests))
+    finally:
+        compute.handle = handle  # type: ignore[method-assign]
+    assert len(lists) >= 2, applied.text  # read again right before the delete
+    assert applied.code == 1 and "kept: 1 server(s) still hold 'web' (late-z" in applied.text
+    assert "web" in cloud_names(cli) and not _unheld(cli, emulator)
+
+
+def test_an_old_generation_a_task_is_binding_right_now_is_kept(cli: Cli,
+                                                               emulator: Emulator) -> None:
+    from reconciler.emulator.bindtasks import REPLACE
+
+    _bound_two(cli, emulator)
+    other = server(emulator, "other-z")
+    _, book = emulator.compute._of(emulator.project_id)
+    web = emulator._project(None).store.get("web")
+    book.submit(server_id=other, server_name="other-z", keypair_name="web", operation=REPLACE,
+                now=emulator.compute.now(), seconds=3.0, by_chance=False,
+                public_key=web.public_key, fingerprint=web.fingerprint, ssh_port=22)
+    applied = cli("apply", "--auto-approve", "--replace", "web", str(cli.manifests))
+    assert applied.code == 1, applied.text
+    assert "kept: KPS is binding 'web' to 1 server(s) right now (other-z" in applied.text
+    assert "web" in cloud_names(cli)

@@ -125,7 +125,8 @@ def carry_out(plan: Plan, args: argparse.Namespace, env: Env, sess: Session, *,
     hooks = LineHooks(env, colour=env.colour(args.no_color), live=env.stdout_is_tty(),
                       total=len(plan.actionable))
     try:
-        bound = any(c.address.kind == "binding" for c in plan.actionable)
+        # servers are read again before an old generation is deleted: clients for that too
+        bound = any(c.address.kind in ("binding", "deposed") for c in plan.actionable)
         result = apply_plan(plan, api=sess.apis, store=sess.store, state=sess.state,
                             hooks=hooks, parallelism=args.parallelism, now=env.clock,
                             bindings=sess.binding_clients() if bound else None)

@@ -11,7 +11,7 @@ failed leaves both generations in place, and the next apply finishes the rotatio
 
 May import: ``reconciler.kinds.base``, ``reconciler.kinds.generations``,
 ``reconciler.changes``, ``reconciler.model``, ``reconciler.address``, ``reconciler.errors``,
-``reconciler.api.protocol``, ``reconciler.state.protocol``.
+``reconciler.api.protocol``, ``reconciler.state.protocol``, ``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from reconciler.kinds.base import Context, Decided, KindDefaults, OneByOne
 from reconciler.kinds.generations import DEPOSED, named, released, rotation_of, users
 from reconciler.model import Deposed, EntryStatus, Manifest, RemoteSnapshot, StateKeyPair
 from reconciler.state.protocol import StateStore
+from reconciler.textsafe import printable
 
 BINDING = "binding"
 
@@ -104,7 +105,9 @@ def _review(changes: Sequence[Change], ctx: Context) -> list[Change]:
                 f"while {len(left)} server(s) that no manifest binds to it still hold it "
                 f"(--allow-bound-delete): {named(left)}. They keep accepting its public "
                 "key, whose private key state then no longer holds")
-            out[i] = replace(c, before={**(c.before or {}), "bound_delete_allowed": True})
+            # the servers named in the warning, and only they, may still hold it then
+            out[i] = replace(c, before={**(c.before or {}),
+                                        "bound_delete_allowed": sorted(s.id for s in left)})
             continue
         ctx.problem(f"{keypair} cannot finish its rotation: {len(left)} server(s) still hold "
                     f"its previous generation {old!r} and no manifest rebinds them: "
@@ -144,13 +147,21 @@ class DeposedApplier(OneByOne):
                                                 or entry.cloud_name == old):
             return (f"kept: the new generation of key pair {change.name!r} is not in place, "
                     f"so {old!r} stays; the next apply finishes the rotation")
-        if not (change.before or {}).get("bound_delete_allowed"):
-            holding = self._holding(old)
-            if holding:
-                return (f"kept: {len(holding)} server(s) still hold {old!r} "
-                        f"({named(holding)}), so it stays with its private key; the next "
-                        "apply moves them off it (rebinds or unbinds them as the manifests say) "
-                        "and then deletes it")
+        allowed = (change.before or {}).get("bound_delete_allowed")
+        # the servers the plan warned of (--allow-bound-delete); a list of ids (a plan saved
+        # before this rule held ``true``: honoured as no server, so nothing is deleted unseen)
+        spared = {str(i) for i in allowed} if isinstance(allowed, list) else set()
+        holding = [s for s in self._holding(old) if s.id not in spared]
+        if holding:
+            return (f"kept: {len(holding)} server(s) still hold {old!r} "
+                    f"({named(holding)}), so it stays with its private key; the next "
+                    "apply moves them off it (rebinds or unbinds them as the manifests say) "
+                    "and then deletes it")
+        binding = self._binding(old)
+        if binding:
+            return (f"kept: KPS is binding {old!r} to {len(binding)} server(s) right now "
+                    f"({', '.join(binding[:5])}), so it stays with its private key; the next "
+                    "apply sees where those tasks left the servers")
         self.api.delete_keypair(old)  # already gone counts as done
         if entry is not None and entry.deposed is not None \
                 and entry.deposed.cloud_name == old:
@@ -162,6 +173,14 @@ class DeposedApplier(OneByOne):
         if self.clients is None:
             return []
         return [s for s in self.clients.list_servers() if s.key_name == old]
+
+    def _binding(self, old: str) -> list[str]:
+        """The servers a running KPS task is binding ``old`` to (someone else's, or one of
+        ours that the plan did not wait for), read right before the delete."""
+        if self.clients is None:
+            return []
+        return [printable(f"{t.server_name or '?'} ({t.server_id or t.task_id})"[:120])
+                for t in self.clients.kps.running_tasks() if t.keypair_name == old]
 
 
 class DeposedKind(KindDefaults):

@@ -8,7 +8,7 @@ path is relative to the manifest file, and each recipient must be a valid age pu
 deliveries may not write the same secret in one target, or the same file.
 
 May import: ``reconciler.model``, ``reconciler.manifest_schema``, ``reconciler.yamlsafe``,
-``reconciler.address``.
+``reconciler.address``, ``reconciler.keys``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconciler.address import DEFAULT_TARGET
+from reconciler.keys import looks_like_private_key
 from reconciler.manifest_schema import show
 from reconciler.model import (
     AGE_FILE_SINK,
@@ -101,11 +102,22 @@ def _age_file(block: Mapping[str, object], here: SourceLocation, at: NodePath, b
     given = tuple(r for r in recipients if isinstance(r, str))
     ok = True
     for index, recipient in enumerate(given):
-        if not valid_recipient(recipient):
+        if looks_like_private_key(recipient):
+            ok = False
+            report((*at, AGE_FILE_SINK, "recipients", index), "this is an age secret key (an "
+                   "identity, not shown), not a recipient", "give its public key (`age-keygen "
+                   "-y KEYFILE` prints it: age1...), and make a new identity if this one was "
+                   "committed")
+        elif not valid_recipient(recipient):
             ok = False
             report((*at, AGE_FILE_SINK, "recipients", index), f"{show(recipient)} is not a "
                    "valid age recipient", "give the public key age-keygen printed (age1...)")
     if not ok:
+        return None
+    if written.strip().lower().endswith((".yaml", ".yml")):
+        report((*at, AGE_FILE_SINK, "path"), f"{show(written)} is named as a manifest: a plan "
+               "over its directory would read the age file as one and fail",
+               "name it *.age (the usual name), or any name that is not *.yaml or *.yml")
         return None
     path = Path(written).expanduser()
     resolved = path if path.is_absolute() else base / path
@@ -139,8 +151,9 @@ def clashes(keypairs: Iterable[DesiredKeyPair], targets: Iterable[str]
     for kp in keypairs:
         for target in kp.targets or every:
             for sink in kp.deliver:
-                where = ("", sink.path or "") if sink.kind == AGE_FILE_SINK else \
-                    (sink_target(sink, target), sink.id)
+                # a file by where a write lands: two spellings through a link are one file
+                where = ("", os.path.realpath(sink.path or "")) if sink.kind == AGE_FILE_SINK \
+                    else (sink_target(sink, target), sink.id)
                 first = seen.get(where)
                 if first is None:
                     seen[where] = (kp.name, sink.location)

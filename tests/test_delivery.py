@@ -309,14 +309,16 @@ def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emu
     _, recipient = _identity(tmp_path)
     cli = Cli(emulator, tmp_path, api="kps")
     key_file = tmp_path / "state.key"
-    cli.write(_manifest(f"      - age_file: {{path: ../state.key, recipients: [{recipient}]}}\n"
-                        f"      - age_file: {{path: keys.yaml, recipients: [{recipient}]}}\n"))
+    m = str(cli.manifests)
+    cli.write(_manifest(f"      - age_file: {{path: keys.yaml, recipients: [{recipient}]}}\n"))
+    named = cli("validate", m)  # a manifest's name is refused before anything runs
+    assert named.code == 1 and '"keys.yaml" is named as a manifest' in named.err, named.text
+    cli.write(_manifest(f"      - age_file: {{path: ../state.key, recipients: [{recipient}]}}\n"))
     before = {key_file: key_file.read_bytes(), cli.manifests / "keys.yaml":
               (cli.manifests / "keys.yaml").read_bytes()}
-    m = str(cli.manifests)
     result = cli("apply", "--auto-approve", m)
     assert result.code == 1, result.text
-    assert result.err.count("is not an age file") == 2 and "pending" in result.err, result.err
+    assert result.err.count("is not an age file") == 1 and "pending" in result.err, result.err
     assert "Traceback" not in result.text
     assert all(path.read_bytes() == data for path, data in before.items())
     assert "PRIVATE KEY-----" in _private(cli)  # the key file still opens the state
@@ -324,9 +326,52 @@ def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emu
     cli.write(_manifest("      - age_file: {path: ../reconciler.state.json, "
                         f"recipients: [{recipient}]}}\n"))
     again = cli("apply", "--auto-approve", m)
-    assert again.code == 1 and "is not an age file" in again.err, again.text
+    assert again.code == 1 and "a file beside it is written" in again.err, again.text
     assert json.loads(cli.state.read_bytes())["lineage"] == json.loads(state)["lineage"]
     assert "PRIVATE KEY-----" in _private(cli)
+
+
+@needs_age
+@pytest.mark.parametrize("name", ["reconciler.state.json", "reconciler.state.json.backup",
+                                  "reconciler.state.json.journal"])
+def test_a_first_apply_never_delivers_over_the_state_it_is_about_to_write(
+        emulator: Emulator, tmp_path: Path, name: str) -> None:
+    """On a first apply the state does not exist yet, so no "not an age file" check can catch
+    it: the state's own names are refused as such, and the state stays a state."""
+    _, recipient = _identity(tmp_path)
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest(f"      - age_file: {{path: ../{name}, recipients: [{recipient}]}}\n"))
+    result = cli("apply", "--auto-approve", str(cli.manifests))
+    assert result.code == 1, result.text
+    assert "is where the state" in result.err and "never delivered there" in result.err
+    assert "PRIVATE KEY-----" in _private(cli)  # the state loads and holds the key
+    assert cli.state.read_bytes().startswith(b"{")
+
+
+def test_an_age_secret_key_given_as_a_recipient_is_never_shown(emulator: Emulator,
+                                                               tmp_path: Path) -> None:
+    secret = "AGE-SECRET-KEY-1A3E6KYSNJK9KYAUWZ6NR4QJ5NKZ3WQJG4RZG5NYQ2L5V7L0RZ3TQ2MYUW8"
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write(_manifest(f"      - age_file: {{path: k.age, recipients: [{secret}]}}\n"))
+    result = cli("validate", str(cli.manifests))
+    assert result.code == 1 and "this is an age secret key" in result.err, result.text
+    assert secret[15:25] not in result.text
+
+
+def test_two_spellings_of_one_age_file_through_a_link_are_one_file(emulator: Emulator,
+                                                                   tmp_path: Path) -> None:
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    cli = Cli(emulator, tmp_path, api="kps")
+    (cli.manifests / "keys").mkdir(parents=True, exist_ok=True)
+    (cli.manifests / "k2").symlink_to("keys")
+    cli.write("keypairs:\n" + "".join(
+        f"  - name: {n}\n    generate: ed25519\n    deliver:\n"
+        f"      - age_file: {{path: {d}/x.age, recipients: [{recipient}]}}\n"
+        for n, d in (("alias-a", "keys"), ("alias-b", "k2"))))
+    result = cli("validate", str(cli.manifests))
+    assert result.code == 1 and "is delivered already by key pair" in result.err, result.text
 
 
 def test_a_csms_secret_that_reconciler_did_not_create_is_not_taken_over(

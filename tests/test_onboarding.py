@@ -798,3 +798,14 @@ def test_an_import_of_a_key_pair_declared_with_errors_names_only_those(
     result = cli("validate", str(cli.manifests), globals_=False)
     assert result.code == 1 and "rotate_after replaces the key pair" in result.err, result.text
     assert "not declared in keypairs" not in result.err, result.err
+
+
+def test_the_file_is_never_the_state_key_file(emulator: Emulator, tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.write("keypairs: []\n")
+    cli.client().import_keypair(name="web", public_key=keys.generate_keypair("ed25519")
+                                .public_key)
+    key = tmp_path / "state.key"
+    key.unlink(missing_ok=True)  # made by this run's first write, after FILE
+    result = cli("import", "--all", "--generate-config-out", str(key), str(cli.manifests))
+    assert result.code == 1 and "the state key file" in result.err, result.text

@@ -529,3 +529,22 @@ def test_an_edited_plan_of_release_0_1_0_changes_nothing(old: Cli) -> None:
     other = old.manifests / "keys.yaml"
     other.write_text(other.read_text() + "  - name: extra\n")
     assert "are not the configuration" in old("apply", "plan.json", str(old.manifests)).err
+
+
+@pytest.mark.parametrize("name", ["reconciler.state.json", "reconciler.state.json.backup",
+                                  "state.key"])
+def test_a_plan_is_never_saved_over_the_state_or_its_key(emulator: Emulator, tmp_path: Path,
+                                                         name: str) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n  - name: db\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0  # a backup too
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+    target = tmp_path / name
+    before = target.read_bytes()
+    saved = cli("plan", "--out", str(target), str(cli.manifests))
+    assert saved.code == 1, saved.text
+    assert "the plan was not saved" in saved.err and "Traceback" not in saved.text
+    assert target.read_bytes() == before
+    assert "PRIVATE KEY" in cli("output", "web", "--private-key").out

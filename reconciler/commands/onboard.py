@@ -43,8 +43,8 @@ from reconciler.onboarding import Onboarding, Survey, adopted_entry, settle, sur
 from reconciler.redact import scrub
 from reconciler.refresh import refresh_each
 from reconciler.settings import effective_api
-from reconciler.state.paths import StatePaths
 from reconciler.state.protocol import StateStore
+from reconciler.state.reserved import state_file_clash
 from reconciler.targets import addressing, desired_by_address, recorded_by_address
 
 DETAIL_PARALLELISM = 10
@@ -82,7 +82,7 @@ def run_all(args: argparse.Namespace, env: Env) -> int:
                             targeted=bool(manifest.targets), order=tuple(apis))
         if onboarding.declarations:
             _check_target(out)
-            _refuse_state_names(out, sess.store, args.generate_config_out)
+            _refuse_state_names(out, sess.store, args.generate_config_out, env)
         if onboarding.declarations and lstat_or_none(out) is not None:
             raise UsageError(
                 f"{args.generate_config_out} exists, and {len(onboarding.declarations)} key "
@@ -118,20 +118,12 @@ def _read_with(out: Path, args: argparse.Namespace, env: Env) -> bool:
                for p in given) or any(p.resolve() == where for p in given)
 
 
-def _refuse_state_names(out: Path, store: StateStore, shown: str) -> None:
-    """FILE is never the state file or a file beside it that state writes (its journal,
-    backup, lock, temporaries: each name starts with the state file's)."""
-    paths = getattr(store, "paths", None)
-    if not isinstance(paths, StatePaths):
-        return  # a remote state has no local names
-    where = out.parent.resolve() / out.name
-    state = paths.state
-    if where.parent == state.parent.resolve() and (
-            where.name == state.name or where.name.startswith((state.name + ".",
-                                                               f".{state.name}."))):
-        raise UsageError(f"{shown} is where the state ({state}) or a file beside it is "
-                         "written. Nothing was done. Give a name beside the manifests for "
-                         "--generate-config-out")
+def _refuse_state_names(out: Path, store: StateStore, shown: str, env: Env) -> None:
+    """FILE is never the state file, a file beside it that state writes, or the key file."""
+    said = state_file_clash(out, store, environ=env.environ)
+    if said is not None:
+        raise UsageError(f"{shown} is {said}. Nothing was done. Give a name beside the "
+                         "manifests for --generate-config-out")
 
 
 def _check_target(out: Path) -> None:

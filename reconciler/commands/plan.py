@@ -20,6 +20,7 @@ from reconciler.planfile import SavedPlan
 from reconciler.redact import scrub
 from reconciler.refresh import describe_adoptions, listed, refresh_each, with_servers
 from reconciler.sinkread import with_sinks
+from reconciler.state.reserved import state_file_clash
 from reconciler.targets import adoptable
 
 
@@ -165,6 +166,10 @@ def run(args: argparse.Namespace, env: Env) -> int:
                              "`reconciler apply` (it shows the plan and asks) instead")
         if args.out:
             path = env.resolve(args.out)
+            clash = state_file_clash(path, sess.store, environ=env.environ)
+            if clash is not None:
+                raise UsageError(f"plan --out: {args.out} is {clash}; the plan was not saved "
+                                 "and nothing was changed. Save it under another name")
             try:
                 write_private_file(path, json.dumps(saved_document(plan, sess), indent=2) + "\n")
             except OSError as exc:

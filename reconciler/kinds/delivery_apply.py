@@ -15,7 +15,8 @@ stays recorded, and the next plan delivers again.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
 ``reconciler.address``, ``reconciler.agefile``, ``reconciler.api.*``,
-``reconciler.state.protocol``, ``reconciler.kinds.base``.
+``reconciler.state.protocol``, ``reconciler.state.reserved``, ``reconciler.kinds.base``,
+``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from reconciler import agefile
 from reconciler.address import KEYPAIR, Address
@@ -45,6 +47,8 @@ from reconciler.model import (
     StateKeyPair,
 )
 from reconciler.state.protocol import StateStore
+from reconciler.state.reserved import state_file_clash
+from reconciler.textsafe import printable
 
 DELETION_DAYS = 7  # a removed sink's secret stays recoverable this long
 DESCRIPTION = "private key delivered by reconciler"  # the secrets reconciler creates
@@ -166,6 +170,11 @@ class DeliveryApplier(OneByOne):
                                     version_id=version, kms_key_id=sink.kms_key_id)
         else:
             assert sink.path is not None
+            clash = state_file_clash(Path(sink.path), self.store, environ={})
+            if clash is not None:  # the key file is refused by write: not an age file
+                raise ApplyError(f"{printable(sink.path)} is {clash}: a private key is never "
+                                 "delivered there. Nothing was written; give the sink another "
+                                 "path")
             data = agefile.encrypt(secret, sink.recipients)
             agefile.write(sink.path, data, shown=str(change.address))
             record = DeliveryRecord(sink=sink.id, target=self.target,

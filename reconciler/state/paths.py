@@ -52,6 +52,15 @@ class StatePaths:
     def backup(self) -> Path:
         return self.beside("backup")
 
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` (followed as a write would follow it) is the state file or a file
+        beside it that the state writes: its lock, journal, backup or a temporary (each name
+        starts with the state file's)."""
+        where = Path(os.path.realpath(path))
+        name = self.state.name
+        return where.parent == self.state.parent and (
+            where.name == name or where.name.startswith((f"{name}.", f".{name}.")))
+
     def temporary(self) -> Path:
         """A fresh temporary name beside the state (``temporary_pattern`` matches it)."""
         return self.directory / f".{self.state.name}.{secrets.token_hex(6)}.tmp"

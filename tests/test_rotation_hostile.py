@@ -351,3 +351,33 @@ def test_an_old_generation_a_task_is_binding_right_now_is_kept(cli: Cli,
     assert applied.code == 1, applied.text
     assert "kept: KPS is binding 'web' to 1 server(s) right now (other-z" in applied.text
     assert "web" in cloud_names(cli)
+
+
+def test_a_rebind_refusal_quoting_the_old_private_key_shows_none_of_it(
+        cli: Cli, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running server's rebind sends its current private key (``auth``); a refusal that
+    quotes it back is withheld, in the error and in the --debug log."""
+    import reconciler.emulator.kpsbind as kb
+
+    _bound_two(cli, emulator)
+    sent: list[str] = []
+    check = kb.BindApi._check
+
+    def quoting(server: Any, target: Any, record: Any, *, batch: bool) -> Any:
+        if target.auth_key:
+            sent.append(target.auth_key)
+            lines = target.auth_key.strip().splitlines()
+            raise kb._Refused("KPS.0106", "rejected key \x1b[31m" + "".join(lines[2:4]))
+        return check(server, target, record, batch=batch)
+
+    monkeypatch.setattr(kb.BindApi, "_check", staticmethod(quoting))
+    applied = cli("--debug", "apply", "--auto-approve", "--replace", "web", str(cli.manifests))
+    assert applied.code == 1 and sent, applied.text
+    assert "KPS.0106" in applied.err and "withheld" in applied.err, applied.err
+    public = " ".join(r.public_key for r in emulator._project(None).store.all())
+    for key in sent:  # an OpenSSH private key embeds its public key: those pieces are public
+        body = "".join(key.strip().splitlines()[1:-1])
+        shown = [body[i:i + 24] for i in range(0, len(body) - 24, 24)
+                 if body[i:i + 24] in applied.text and body[i:i + 24] not in public]
+        assert not shown, [ln for ln in applied.text.splitlines() if any(p in ln for p in shown)]
+    assert "\x1b" not in applied.text

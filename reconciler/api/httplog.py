@@ -98,16 +98,21 @@ class Echo:
                    for i in range(len(run) - ECHO_PIECE + 1))
 
 
-def _secret_values(data: object, out: list[str]) -> None:
-    if isinstance(data, dict):
+def _secret_values(data: object, out: list[str], *, under_secret: bool = False) -> None:
+    """The strings of secret fields, and every string beneath one (``auth: {key: ...}``)
+    but its ``type`` (``keypair``, ``password``: what kind of secret, not the secret)."""
+    if isinstance(data, str):
+        if under_secret:
+            out.append(data)
+    elif isinstance(data, dict):
         for k, v in data.items():
-            if isinstance(k, str) and _SECRET_FIELDS.search(k) and isinstance(v, str):
-                out.append(v)
-            else:
-                _secret_values(v, out)
+            if under_secret and k == "type":
+                continue
+            _secret_values(v, out, under_secret=under_secret or (
+                isinstance(k, str) and _SECRET_FIELDS.search(k) is not None))
     elif isinstance(data, list):
         for v in data:
-            _secret_values(v, out)
+            _secret_values(v, out, under_secret=under_secret)
 
 
 def _redacted(data: object) -> object:

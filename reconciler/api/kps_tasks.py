@@ -18,11 +18,12 @@ not resent after its answer was lost (it may have been accepted): ``OutcomeUnkno
 says what to read to find out.
 
 May import: the standard library, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.api.{client,dewcall,errormap,bindshapes,protocol,shapes}``.
+``reconciler.api.{client,dewcall,errormap,bindshapes,httplog,protocol,shapes}``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from reconciler.api import bindshapes
 from reconciler.api.client import HttpClient, Kind
 from reconciler.api.dewcall import DewHttp
 from reconciler.api.errormap import clean_server_text
+from reconciler.api.httplog import ECHO_WITHHELD, Echo
 from reconciler.api.protocol import ApiSettings
 from reconciler.api.shapes import Node
 from reconciler.errors import OutcomeUnknownError, UsageError
@@ -142,7 +144,15 @@ class KpsTasksClient:
         secrets = self._http.settings.credentials.current().secrets()
         return clean_server_text(text, secrets=secrets)
 
-    def _submission(self, item: Mapping[str, object], server_id: str) -> Submission:
+    def _refusal(self, text: object, *, sent: Mapping[str, object]) -> str | None:
+        """A refusal's message, withheld when it quotes a secret the request carried (the
+        private key a rebind of a running server sends)."""
+        if isinstance(text, str) and Echo.of_body(json.dumps(sent).encode()).found_in(text):
+            return ECHO_WITHHELD
+        return self._clean(text)
+
+    def _submission(self, item: Mapping[str, object], server_id: str, *,
+                    sent: Mapping[str, object]) -> Submission:
         accepted = item["status"] == "SUCCESS"
         task_id = _text(item.get("task_id"))
         if accepted and task_id is None:  # nothing to follow: refused, saying why
@@ -151,7 +161,8 @@ class KpsTasksClient:
         return Submission(server_id=_text(item.get("server_id")) or server_id,
                           accepted=accepted, task_id=task_id if accepted else None,
                           error_code=None if accepted else _text(item.get("error_code")),
-                          error_msg=None if accepted else self._clean(item.get("error_msg")))
+                          error_msg=None if accepted else self._refusal(item.get("error_msg"),
+                                                                        sent=sent))
 
     # -- submissions -------------------------------------------------------------------
 
@@ -165,7 +176,7 @@ class KpsTasksClient:
                                   disable_password=disable_password, port=port)}
         data = self._submit("associate", body,
                             operation=f"bind key pair {keypair_name} to server {server_id}")
-        return self._submission(data, server_id)
+        return self._submission(data, server_id, sent=body)
 
     def batch_associate(self, keypair_name: str, server_ids: Sequence[str], *,
                         disable_password: bool | None = None,
@@ -190,7 +201,7 @@ class KpsTasksClient:
             item = answered.get(sid)
             out.append(Submission(server_id=sid, accepted=False,
                                   error_msg="the cloud's answer does not name this server")
-                       if item is None else self._submission(item, sid))
+                       if item is None else self._submission(item, sid, sent=body))
         return tuple(out)
 
     def disassociate(self, server_id: str, *, private_key: Secret | None = None) -> Submission:
@@ -199,7 +210,7 @@ class KpsTasksClient:
         body = {"server": _server(server_id, private_key=private_key)}
         data = self._submit("disassociate", body,
                             operation=f"unbind the key pair of server {server_id}")
-        return self._submission(data, server_id)
+        return self._submission(data, server_id, sent=body)
 
     def _submit(self, action: str, body: Mapping[str, object], *, operation: str,
                 shape: Node = bindshapes.SUBMITTED) -> Mapping[str, object]:

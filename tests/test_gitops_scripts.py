@@ -413,3 +413,20 @@ def test_drift_issue_is_never_a_persons_issue(fake_github: FakeGitHub) -> None:
     assert github_pr.drift_issue(api, body="again", drifted=True) == "updated issue #2"
     assert github_pr.drift_issue(api, body="", drifted=False) == "closed issue #2"
     assert human["state"] == "open" and fake_github.issues[1]["state"] == "closed"
+
+
+def test_a_key_re_made_in_the_console_after_the_review_is_another_change_set(
+        cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reviewed: delete x. Then x is deleted and made again with another key in the console:
+    the fresh plan still deletes x, but not the key that was reviewed."""
+    cli.write("keypairs:\n  - name: x\n  - name: other\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    reviewed = plan(cli, "keypairs:\n  - name: other\n", "reviewed.json")
+    console = cli.client()
+    console.delete_keypair("x")
+    console.import_keypair(name="x", public_key=K1 + " prod-bastion")
+    fresh = plan(cli, "keypairs:\n  - name: other\n", "fresh.json")
+    code, said = compare(reviewed, fresh, capsys)
+    assert code == 1 and "keypair.x: delete with other attributes than reviewed" in said, said
+    again = plan(cli, "keypairs:\n  - name: other\n", "again.json")
+    assert compare(fresh, again, capsys)[0] == 0  # the same cloud: the same change set

@@ -4,8 +4,11 @@ summarise one for GitLab's Terraform merge-request widget.
 A plan's change set is what apply would do: for every resource change that is not a no-op,
 its address, its actions (``create``; ``delete,create`` for a replacement; ``import`` for an
 adoption) and the attributes it will set (``change.after``; values only known after apply
-are absent from it, so it is stable between two plans of the same manifests). The human
-reason and the ``before`` side are left out: they describe the past, not the change.
+are absent from it, so it is stable between two plans of the same manifests); for a change
+that deletes (a delete, a replacement), also what it deletes (``change.before``, and what the
+cloud holds under that address now when it drifted: ``resource_drift``), so that a key
+re-made in the console after the review is not deleted on the strength of the review of
+another key. The human reason is left out.
 
 Usage (``python -m reconciler.gitops.changeset …``):
     compare REVIEWED.json FRESH.json   exit 0 same change set, 1 different
@@ -53,12 +56,18 @@ def _actions(change: dict[str, Any]) -> str | None:
 def change_set(doc: dict[str, Any]) -> list[Change]:
     """The plan's changes, sorted by address; no-ops left out."""
     out: list[Change] = []
+    drift = {str(d.get("address")): (d.get("change") or {}).get("after")
+             for d in doc.get("resource_drift") or [] if isinstance(d, dict)}
     for rc in doc.get("resource_changes") or []:
         change = rc.get("change") or {}
         actions = _actions(change)
         if actions is None:
             continue
-        after = json.dumps(change.get("after"), sort_keys=True, separators=(",", ":"))
+        planned: object = change.get("after")
+        if "delete" in actions.split(","):
+            planned = {"after": planned, "deletes": change.get("before"),
+                       "cloud_now": drift.get(str(rc.get("address")))}
+        after = json.dumps(planned, sort_keys=True, separators=(",", ":"))
         out.append((str(rc.get("address")), actions, after))
     return sorted(out)
 

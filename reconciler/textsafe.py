@@ -19,11 +19,13 @@ from __future__ import annotations
 import re
 
 # C0 controls, DEL and C1 controls; bidi embeddings, overrides and isolates; the implicit
-# marks and the line/paragraph separators that some terminals and viewers act on.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
-                     "\u2066-\u2069]")
-_UNSAFE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
-                                "\u202a-\u202e\u2066-\u2069]")
+# marks and the line/paragraph separators that some terminals and viewers act on; what shows
+# as nothing (soft hyphen, zero-width characters, word joiners, the BOM, tag characters) and
+# lone surrogates (a JSON answer may hold one; no terminal or file can carry it).
+_INVISIBLE = ("\u00ad\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+              "\ufeff\U000e0000-\U000e007f\ud800-\udfff")
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
+_UNSAFE_KEEP_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # what acts inside a table cell
 _PLAIN_CODE = re.compile(r"[A-Za-z0-9 :_=+/.,@()-]*")
 _BACKTICKS = re.compile(r"`+")
@@ -31,7 +33,9 @@ _BACKTICKS = re.compile(r"`+")
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str, *, multiline: bool = False) -> str:

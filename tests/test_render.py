@@ -125,3 +125,12 @@ def test_a_shown_value_is_its_json_made_printable(text: str) -> None:
     from reconciler.textsafe import printable
 
     assert _value(text) == printable(json.dumps(text, ensure_ascii=False))
+
+
+def test_what_shows_as_nothing_and_lone_surrogates_are_escaped() -> None:
+    from reconciler.textsafe import markdown_text, printable
+
+    odd = "a\u200bb\u2060c\ufeffd\xade\U000e0041f\ud800g"
+    assert printable(odd) == "a\\u200bb\\u2060c\\ufeffd\\xade\\U000e0041f\\ud800g"
+    assert printable(odd).encode("ascii")  # nothing invisible or unencodable is left
+    assert "\u200b" not in markdown_text(odd) and "\ud800" not in markdown_text(odd)

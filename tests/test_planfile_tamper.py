@@ -548,3 +548,22 @@ def test_a_plan_is_never_saved_over_the_state_or_its_key(emulator: Emulator, tmp
     assert "the plan was not saved" in saved.err and "Traceback" not in saved.text
     assert target.read_bytes() == before
     assert "PRIVATE KEY" in cli("output", "web", "--private-key").out
+
+
+def test_a_saved_plan_whose_target_was_edited_moves_nothing(emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    cli = Cli(emulator, tmp_path)
+    cli.write("keypairs:\n  - name: keep\n    generate: ed25519\n  - name: web\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    saved = cli.root / "none.json"
+    assert cli("plan", "--out", str(saved), str(cli.manifests)).code == 0
+    doc = json.loads(saved.read_text())
+    doc["reconciler"]["provider"]["target"] = "other"
+    edited = cli.root / "edited.json"
+    edited.write_text(json.dumps(doc))
+    before = cli.state.read_bytes()
+    for argv in ((str(edited), str(cli.manifests)), (str(edited),)):
+        result = cli("apply", *argv)
+        assert result.code == 1 and "records its key pairs under target 'other'" in result.err, \
+            result.text
+        assert cli.state.read_bytes() == before

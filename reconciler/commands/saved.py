@@ -26,9 +26,10 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from reconciler.address import DEFAULT_TARGET
 from reconciler.api.endpoints import custody_endpoint
 from reconciler.commands.apply import carry_out, record_refresh
-from reconciler.commands.common import api_settings, load, provider_flags, session
+from reconciler.commands.common import Session, api_settings, load, provider_flags, session
 from reconciler.commands.plan import saved_adoptions
 from reconciler.env import Env
 from reconciler.errors import PlanFileError, UsageError
@@ -222,6 +223,23 @@ def state_line(args: argparse.Namespace, env: Env, backend: S3Location | None,
     return text
 
 
+def _same_target(saved: SavedPlan, sess: Session, target: str, shown: str,
+                 manifest: Manifest | None) -> None:
+    """A plan of one target records its key pairs under the target its manifests name (the
+    default one without a targets block): an edited target would move every entry of state
+    to it. Applied without its manifests, a saved plan never moves state to another target."""
+    named = manifest.targets[0].name if manifest is not None and manifest.targets \
+        else DEFAULT_TARGET if manifest is not None else None
+    held = {a.target for a in sess.state.keypairs} - {target}
+    if (named is not None and named != target) or (named is None and held):
+        where = (f"its manifests name {named!r}" if named is not None else
+                 f"state holds them under {', '.join(sorted(map(repr, held)))}")
+        raise PlanFileError(
+            f"the saved plan {shown} records its key pairs under target {target!r}, but "
+            f"{where}: the plan was edited, or made for another state. Nothing was changed; "
+            "plan again (`reconciler plan --out FILE PATH…`)")
+
+
 def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
                 manifests: Sequence[str]) -> int:
     shown = args.paths[0] if args.paths else str(path)
@@ -248,6 +266,7 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
                  manifest=Manifest(keypairs=(), backend=backend, encryption=encryption),
                  settings={saved_target(saved): settings}) as sess:
         target = next(iter(sess.apis))
+        _same_target(saved, sess, target, shown, manifest)
         remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]
         remote = with_sinks({target: remote},
                             manifest=Manifest(keypairs=saved.configuration), state=sess.state,

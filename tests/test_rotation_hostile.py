@@ -381,3 +381,22 @@ def test_a_rebind_refusal_quoting_the_old_private_key_shows_none_of_it(
                  if body[i:i + 24] in applied.text and body[i:i + 24] not in public]
         assert not shown, [ln for ln in applied.text.splitlines() if any(p in ln for p in shown)]
     assert "\x1b" not in applied.text
+
+
+def test_someone_elses_task_on_a_declared_server_is_not_taken_for_ours(
+        cli: Cli, emulator: Emulator) -> None:
+    from reconciler.emulator.bindtasks import REPLACE
+
+    _bound_two(cli, emulator)
+    console = cli.client()
+    console.create_keypair(name="other")
+    fleet, book = emulator.compute._of(emulator.project_id)
+    other = emulator._project(None).store.get("other")
+    web1 = next(s for s in fleet.all() if s.name == "web-1")
+    book.submit(server_id=web1.id, server_name="web-1", keypair_name="other",
+                operation=REPLACE, now=emulator.compute.now(), seconds=1.0, by_chance=False,
+                public_key=other.public_key, fingerprint=other.fingerprint, ssh_port=22)
+    applied = cli("apply", "--auto-approve", "--replace", "web", str(cli.manifests))
+    assert applied.code == 1, applied.text
+    assert "a KPS task is running on the server with key pair 'other'" in applied.err
+    assert "web" in cloud_names(cli)  # the old generation stays: web-1 was not moved off it

@@ -16,7 +16,7 @@ moved to a key nobody holds. A server holding a deposed generation is changed wi
 generation's private key.
 
 May import: ``reconciler.changes``, ``reconciler.model``, ``reconciler.errors``,
-``reconciler.api.kps_tasks``, ``reconciler.state.protocol``.
+``reconciler.api.kps_tasks``, ``reconciler.state.protocol``, ``reconciler.textsafe``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from reconciler.changes import Action, Change, Hooks, Outcome
 from reconciler.errors import ReconcilerError
 from reconciler.model import EntryStatus, Secret
 from reconciler.state.protocol import StateStore
+from reconciler.textsafe import printable
 
 _PHASE = {Action.CREATE: "create", Action.UPDATE: "update", Action.DELETE: "delete",
           Action.IMPORT: "import"}
@@ -109,7 +110,10 @@ class BindingApplier:
             if missing is not None:
                 return [missing] * len(unit)
         pending = self._pending()
-        submissions: list[Submission | ListedTask] = []
+        # a task running on a server with another key pair is someone else's: never followed
+        # as this apply's, nor raced with a submission of ours
+        theirs = {sid: t for sid, t in pending.items() if first.action is not Action.DELETE
+                  and t.keypair_name is not None and t.keypair_name != keypair}
         fresh = [c for c in unit if str(_attr(c, "server_id")) not in pending]
         submitted: dict[str, Submission] = {}
         if len(unit) > 1:
@@ -119,10 +123,17 @@ class BindingApplier:
         elif fresh:
             sid = str(_attr(first, "server_id"))
             submitted[sid] = self._submit(first, keypair, sid)
+        out: list[str | None] = []
         for change in unit:
             sid = str(_attr(change, "server_id"))
-            submissions.append(pending[sid] if sid in pending else submitted[sid])
-        return [self._follow(c, s) for c, s in zip(unit, submissions, strict=True)]
+            if sid in theirs:
+                out.append(f"not bound: a KPS task is running on the server with key pair "
+                           f"{printable(theirs[sid].keypair_name or '')[:80]!r}, not this "
+                           "apply's; nothing was submitted. The next apply sees where it "
+                           "left the server")
+                continue
+            out.append(self._follow(change, pending[sid] if sid in pending else submitted[sid]))
+        return out
 
     def _not_ready(self, change: Change, cloud_name: str) -> str | None:
         """Why servers must not be bound to ``cloud_name`` now (None: they may)."""

@@ -420,3 +420,24 @@ def test_an_age_file_write_removes_what_a_killed_writer_left(tmp_path: Path) -> 
     agefile.write(str(tmp_path / "deploy.age"), b"age-encryption.org/v1\nnew\n", shown="sink")
     assert (tmp_path / "deploy.age").read_bytes() == b"age-encryption.org/v1\nnew\n"
     assert not left.exists() and live.exists() and other.exists()
+
+
+def test_a_key_pair_held_without_its_private_key_is_a_plan_error_not_a_failed_delivery(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import pyrage
+
+    from reconciler.model import Encryption, KeyProtection
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    cli = Cli(emulator, tmp_path, api="kps")
+    cli.client().create_keypair(
+        name="web", key_protection=KeyProtection(encryption=Encryption(type="default")))
+    kept = "    key_protection: {encryption: {type: default}}\n"
+    cli.write("keypairs:\n  - name: web\n" + kept)
+    assert cli("import", "web", str(cli.manifests)).code == 0  # the key stays in the cloud
+    cli.write("keypairs:\n  - name: web\n" + kept + "    deliver:\n"
+              f"      - age_file: {{path: web.age, recipients: [{recipient}]}}\n")
+    plan = cli("plan", str(cli.manifests))
+    assert plan.code == 1, plan.text
+    assert "cannot be delivered: state holds keypair.web without its private key" in plan.err
+    assert "--export-private-keys" in plan.err and not (cli.manifests / "web.age").exists()

@@ -293,6 +293,29 @@ class DeliveryKind(KindDefaults):
     def follow(self, changes: Sequence[Change]) -> list[Change]:
         return follow(changes)
 
+    def review(self, changes: Sequence[Change], ctx: Context) -> list[Change]:
+        """A delivery of a key pair that state holds without its private key (adopted from
+        the cloud, the key left in the cloud's custody) and that this plan does not make
+        again: nothing could be delivered, so the plan says what to do instead."""
+        made = {c.address for c in changes if c.address.kind == KEYPAIR
+                and c.action in (Action.CREATE, Action.REPLACE)}
+        for change in changes:
+            if change.address.kind != DELIVERY or change.action not in (Action.CREATE,
+                                                                        Action.UPDATE):
+                continue
+            keypair = keypair_of(change)
+            entry = ctx.entries.get(keypair)
+            if keypair in made or entry is None or entry.private_key is not None:
+                continue
+            d = change.desired if isinstance(change.desired, DesiredKeyPair) else None
+            ctx.problem(f"{change.address} cannot be delivered: state holds {keypair} without "
+                        "its private key (it was adopted from the cloud)",
+                        f"copy the private key into state (`reconciler import {keypair.name} "
+                        "--export-private-keys` after `reconciler state rm "
+                        f"{keypair.name}`, kps), or give it a new key (`reconciler apply "
+                        f"--replace {keypair.name}`)", d)
+        return list(changes)
+
     def forget_target(self, recorded: Any, addr: Address) -> Change:
         # the key pair's entry leaves state with its records; the sink is left as it is
         return Change(addr.name, Action.NOOP, before=_before(recorded, addr),

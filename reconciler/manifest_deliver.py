@@ -95,9 +95,10 @@ def _age_file(block: Mapping[str, object], here: SourceLocation, at: NodePath, b
     written, recipients = block.get("path"), block.get("recipients")
     if not isinstance(written, str) or not isinstance(recipients, list):
         return None
-    if "\x00" in written:
-        report((*at, AGE_FILE_SINK, "path"), f"{show(written)} is not a valid file name (it "
-               "holds a NUL character)", "give a path relative to the manifest file")
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in written):
+        report((*at, AGE_FILE_SINK, "path"), f"{show(written)} is not a file name reconciler "
+               "writes (it holds a control character: a NUL, a newline, an escape)",
+               "give a path relative to the manifest file, of printable characters")
         return None
     given = tuple(r for r in recipients if isinstance(r, str))
     ok = True

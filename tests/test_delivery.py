@@ -441,3 +441,16 @@ def test_a_key_pair_held_without_its_private_key_is_a_plan_error_not_a_failed_de
     assert plan.code == 1, plan.text
     assert "cannot be delivered: state holds keypair.web without its private key" in plan.err
     assert "--export-private-keys" in plan.err and not (cli.manifests / "web.age").exists()
+
+
+def test_an_age_file_path_with_a_control_character_is_refused_by_validate(
+        emulator: Emulator, tmp_path: Path) -> None:
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    cli = Cli(emulator, tmp_path, api="kps")
+    forged = "k\\nApply complete! Resources: 1 added.\\n.age"
+    cli.write(_manifest(f'      - age_file: {{path: "{forged}", recipients: [{recipient}]}}\n'))
+    result = cli("validate", str(cli.manifests))
+    assert result.code == 1 and "holds a control character" in result.err, result.text
+    assert "\nApply complete!" not in result.text

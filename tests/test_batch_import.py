@@ -163,16 +163,21 @@ class _Meanwhile(Backend):
         return super().handle(call, body=body, query=query, headers=headers)
 
 
+def _apply_through(cli: Cli, backend: Backend) -> Any:
+    """One apply with the emulator's cloud side replaced by ``backend``, then put back."""
+    inner = cli.emulator.backend
+    cli.emulator.backend = backend
+    try:
+        return cli("apply", "--auto-approve", str(cli.manifests))
+    finally:
+        cli.emulator.backend = inner
+
+
 def test_a_partial_answer_records_the_successes_and_reports_each_refusal_by_name(
         cli: Cli) -> None:
     cli.write(_generated(15))
     raced = ["g003", "g011"]
-    inner = cli.emulator.backend
-    cli.emulator.backend = _Meanwhile(inner, list(raced))
-    try:
-        applied = cli("apply", "--auto-approve", str(cli.manifests))
-    finally:
-        cli.emulator.backend = inner
+    applied = _apply_through(cli, _Meanwhile(cli.emulator.backend, list(raced)))
     assert_clean(applied.text)
     assert applied.code == 1, applied.text
     errors = [ln for ln in applied.err.splitlines() if ln.startswith("Error: keypair.")]
@@ -301,13 +306,8 @@ class _TakenAnsweredAsMade(Backend):
 
 def test_a_name_taken_meanwhile_answered_as_made_is_not_recorded_as_ours(cli: Cli) -> None:
     cli.write(_generated(3))
-    inner = cli.emulator.backend
-    raced = _TakenAnsweredAsMade(inner, "g000")
-    cli.emulator.backend = raced
-    try:
-        applied = cli("apply", "--auto-approve", str(cli.manifests))
-    finally:
-        cli.emulator.backend = inner
+    raced = _TakenAnsweredAsMade(cli.emulator.backend, "g000")
+    applied = _apply_through(cli, raced)
     assert_clean(applied.text)
     assert applied.code == 1, applied.text
     line = next(ln for ln in applied.err.splitlines() if ln.startswith("Error: keypair.g000:"))

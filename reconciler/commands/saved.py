@@ -228,8 +228,9 @@ def _same_target(saved: SavedPlan, sess: Session, target: str, shown: str,
     """A plan of one target records its key pairs under the target its manifests name (the
     default one without a targets block): an edited target would move every entry of state
     to it. Applied without its manifests, a saved plan never moves state to another target."""
-    named = manifest.targets[0].name if manifest is not None and manifest.targets \
-        else DEFAULT_TARGET if manifest is not None else None
+    named: str | None = None  # without the manifests, state says where the entries are
+    if manifest is not None:
+        named = manifest.targets[0].name if manifest.targets else DEFAULT_TARGET
     held = {a.target for a in sess.state.keypairs} - {target}
     if (named is not None and named != target) or (named is None and held):
         where = (f"its manifests name {named!r}" if named is not None else

@@ -116,8 +116,9 @@ def test_ci_files_are_valid_yaml(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("scripts", "expected"), [
-    (github_scripts, {"validate": 1, "plan": 4, "apply": 1}),
-    (gitlab_scripts, {"validate": 1, "plan": 4, "apply": 1}),
+    # apply: the reviewed change set, and work on state alone (a plan that exits 0)
+    (github_scripts, {"validate": 1, "plan": 4, "apply": 2}),
+    (gitlab_scripts, {"validate": 1, "plan": 4, "apply": 2}),
 ], ids=["github", "gitlab"])
 def test_every_reconciler_command_parses(scripts: Any, expected: dict[str, int]) -> None:
     commands = reconciler_commands(scripts())

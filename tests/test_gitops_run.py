@@ -295,6 +295,56 @@ def test_a_merge_of_another_change_set_is_refused(emulator: Emulator, github: Fa
     assert world.names() == set()
 
 
+def _state_entry(world: World, name: str) -> dict[str, Any]:
+    doc = json.loads(world.state.read_text())
+    return dict(doc["keypairs"][f'keypair.{name}["default"]'])
+
+
+ALICE = "    public_key_file: ../keys/alice.pub   # relative to this file\n"
+
+
+def test_a_merged_prevent_destroy_is_recorded_so_removing_the_pair_later_fails(
+        emulator: Emulator, github: FakeGitHub, tmp_path: Path) -> None:
+    world = World(emulator, github, tmp_path)
+    first = world.repo.commit(_team(), parent=world.main)
+    assert world.pull_request(1, first).jobs["plan"] == "success"
+    assert world.merge(1, first).jobs["apply"] == "success"
+    (proposed,) = github.opened  # the age file apply wrote, committed
+    world.push_main(world.repo.commit(dict(proposed["files"]), parent=world.main))
+    assert _state_entry(world, "alice").get("prevent_destroy") is not True
+
+    # Protecting a pair changes nothing in the cloud (the plan exits 0), but the merge's
+    # apply must still record it: the protection lives in state.
+    (body,) = _team().values()
+    assert ALICE in body
+    protected = world.repo.commit(
+        {"keypairs/team.yaml": body.replace(ALICE, ALICE + "    prevent_destroy: true\n")},
+        parent=world.main)
+    run = world.pull_request(2, protected)
+    assert run.jobs["plan"] == "success", run.log()
+    assert "prevent_destroy = true" in _plan_comment(github, 2)[0]["body"]
+    run = world.merge(2, protected)
+    assert run.jobs["apply"] == "success", run.log()
+    assert "record prevent_destroy = true: alice" in run.log()
+    assert _state_entry(world, "alice")["prevent_destroy"] is True
+
+    # Removing it from the manifests now fails the plan, and its merge deletes nothing.
+    start, end = body.index("  # A person's own key"), body.index("  # A long-lived key")
+    removed = world.repo.commit({"keypairs/team.yaml": body[:start] + body[end:]},
+                                parent=world.main)
+    run = world.pull_request(3, removed)
+    assert run.jobs["plan"] == "failure" and "prevent_destroy" in run.log(), run.log()
+    run = world.merge(3, removed)
+    assert run.jobs["apply"] == "failure"
+    assert "alice" in world.names()
+
+    # A merge that changes nothing applies nothing, and says so.
+    again = world.repo.commit({}, tree=world.repo.commits[protected])
+    run = world.push_main(again)
+    assert run.jobs["apply"] == "success", run.log()
+    assert "No changes to apply." in run.log()
+
+
 def test_fork_pull_requests_get_no_plan(emulator: Emulator, github: FakeGitHub,
                                         tmp_path: Path) -> None:
     world = World(emulator, github, tmp_path)

@@ -116,6 +116,21 @@ def test_imports_and_replacements_count(cli: Cli, capsys: pytest.CaptureFixture[
     assert json.loads(capsys.readouterr().out) == {"create": 1, "update": 0, "delete": 1}
 
 
+def test_state_only_lists_what_apply_records_in_state_alone(
+        cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    cli.write(ONE)
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    same = plan(cli, ONE, "same.json")
+    assert changeset.main(["state-only", str(same)]) == 0
+    assert capsys.readouterr().out == ""
+    protect = ONE.replace("  - name: ci\n", "  - name: ci\n    prevent_destroy: true\n")
+    protected = plan(cli, protect, "protect.json")
+    assert changeset.main(["state-only", str(protected)]) == 0
+    assert capsys.readouterr().out == "record prevent_destroy = true: ci\n"
+    assert changeset.main(["digest", str(protected)]) == 0
+    assert capsys.readouterr().out == changeset.digest([]) + "\n"  # no change in the cloud
+
+
 def test_unreadable_plan_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("not json")
     script, root = ["-m", "reconciler.gitops.changeset"], Path(__file__).parent.parent

@@ -1,19 +1,26 @@
 """The change set of a reconciler JSON plan, for CI: compare two plans, digest one, or
 summarise one for GitLab's Terraform merge-request widget.
 
-A plan's change set is what apply would do: for every resource change that is not a no-op,
-its address, its actions (``create``; ``delete,create`` for a replacement; ``import`` for an
-adoption) and the attributes it will set (``change.after``; values only known after apply
-are absent from it, so it is stable between two plans of the same manifests); for a change
-that deletes (a delete, a replacement), also what it deletes (``change.before``, and what the
-cloud holds under that address now when it drifted: ``resource_drift``), so that a key
-re-made in the console after the review is not deleted on the strength of the review of
-another key. The human reason is left out.
+A plan's change set is what apply would do in the cloud: for every resource change that is not
+a no-op, its address, its actions (``create``; ``delete,create`` for a replacement; ``import``
+for an adoption) and the attributes it will set (``change.after``; values only known after
+apply are absent from it, so it is stable between two plans of the same manifests); for a
+change that deletes (a delete, a replacement), also what it deletes (``change.before``, and
+what the cloud holds under that address now when it drifted: ``resource_drift``), so that a key
+re-made in the console after the review is not deleted on the strength of the review of another
+key. The human reason is left out.
+
+A plan can also hold work on state alone (a changed ``prevent_destroy``; a key pair gone from
+the cloud and the manifests, forgotten; an entry moved to its new address): nothing changes in
+the cloud, so ``plan --detailed-exitcode`` exits 0, yet only an apply records it. ``state-only``
+lists it, so that CI applies such a plan too: a ``prevent_destroy`` merged but never recorded
+would not stop the key pair's removal from the manifests later.
 
 Usage (``python -m reconciler.gitops.changeset …``):
     compare REVIEWED.json FRESH.json   exit 0 same change set, 1 different
     digest PLAN.json                   sha256 of the change set
     show PLAN.json                     one line per change
+    state-only PLAN.json               one line per step apply records in state alone
     gitlab-report PLAN.json            {"create": N, "update": N, "delete": N}
 
 Exit 2 for a missing or unreadable plan.
@@ -70,6 +77,28 @@ def change_set(doc: dict[str, Any]) -> list[Change]:
         after = json.dumps(planned, sort_keys=True, separators=(",", ":"))
         out.append((str(rc.get("address")), actions, after))
     return sorted(out)
+
+
+def state_work(doc: dict[str, Any]) -> list[str]:
+    """The steps apply of ``doc`` takes on state alone, one line each (empty: none)."""
+    rec = doc.get("reconciler")
+    if not isinstance(rec, dict):
+        return []
+    lines = [f"record prevent_destroy = {'true' if item[1] else 'false'}: {item[0]}"
+             for item in _pairs(rec.get("lifecycle"))]
+    lines += [f"forget (gone from the cloud and the manifests): {label}"
+              for label in _list(rec.get("forget"))]
+    lines += [f"move in state: {old} -> {new}" for old, new in _pairs(rec.get("moved"))]
+    return lines
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _pairs(value: object) -> list[tuple[object, object]]:
+    return [(item[0], item[1]) for item in _list(value)
+            if isinstance(item, list) and len(item) == 2]
 
 
 def digest(changes: list[Change]) -> str:
@@ -129,6 +158,9 @@ def main(argv: Sequence[str]) -> int:
             case ["show", path]:
                 for address, actions, _ in change_set(read_plan(path)):
                     print(f"{actions:<14} {address}")
+            case ["state-only", path]:
+                for line in state_work(read_plan(path)):
+                    print(line)
             case ["gitlab-report", path]:
                 print(json.dumps(gitlab_report(read_plan(path))))
             case _:

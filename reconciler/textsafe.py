@@ -9,7 +9,10 @@ Backslashes are left alone: ``printable`` is idempotent, so layers may each appl
 
 ``markdown_text``, ``markdown_code`` and ``code_fence`` do the same for the pull-request
 comment, where ``|``, ``<`` and backticks would otherwise end a table cell, open HTML or
-close a code block.
+close a code block, and where ``@name``, an e-mail address or a bare URL (``https://…``,
+``www.…``) would notify someone or become a link: ``markdown_text`` puts each such word in
+inline code, where GitHub and GitLab do neither (a server named ``@org/security`` in the
+cloud must not page a team through the plan comment).
 
 May import: the standard library only.
 """
@@ -29,6 +32,8 @@ _UNSAFE_KEEP_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # what acts inside a table cell
 _PLAIN_CODE = re.compile(r"[A-Za-z0-9 :_=+/.,@()-]*")
 _BACKTICKS = re.compile(r"`+")
+# A word that GitHub or GitLab would make a mention, an e-mail link or a link of.
+_LIVE_WORD = re.compile(r"[^\s]*(?:@|://)[^\s]*|(?<![^\s])www\.[^\s]*", re.IGNORECASE)
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -54,9 +59,28 @@ def is_printable(text: str, *, multiline: bool = False) -> bool:
 
 def markdown_text(text: str) -> str:
     """Plain text for a Markdown table cell or list: one line, nothing that Markdown or HTML
-    would act on."""
-    text = printable(text).replace("&", "&amp;").replace("<", "&lt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    would act on; a word that would mention, link or mail (``@``, ``://``, ``www.``) as
+    inline code."""
+    text = printable(text)
+    out, end = [], 0
+    for m in _LIVE_WORD.finditer(text):
+        out += [_escaped(text[end:m.start()]), _inline_code(m.group())]
+        end = m.end()
+    out.append(_escaped(text[end:]))
+    return "".join(out)
+
+
+def _escaped(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text.replace("&", "&amp;").replace("<", "&lt;"))
+
+
+def _inline_code(word: str) -> str:
+    """``word`` (no whitespace) as a code span: fenced with more backticks than it holds in a
+    row, padded where it starts or ends with one, its ``|`` escaped for a table cell."""
+    longest = max((len(m.group()) for m in _BACKTICKS.finditer(word)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if word.startswith("`") or word.endswith("`") else ""
+    return f"{fence}{pad}{word.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
 def markdown_code(text: str) -> str:

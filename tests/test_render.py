@@ -95,6 +95,18 @@ def test_markdown_for_5000_changes_fits_a_comment_and_says_what_it_cut() -> None
     assert "more key pairs not shown" in md
 
 
+def test_markdown_with_hundreds_of_warnings_still_fits_a_comment() -> None:
+    import dataclasses
+
+    plan = dataclasses.replace(_many(50), warnings=tuple(
+        f"keypair.kp-{i:04d}: server 'web-{i}' runs a private image; " + "x" * 250
+        for i in range(400)))
+    md = render_markdown(plan)
+    assert len(md) <= MAX_CHARS
+    assert "keypair.kp-0000: server" in md and "more warning(s), not shown here" in md
+    assert md.count("\n| `") > 10  # the table still has its room
+
+
 def test_markdown_small_plan_is_whole() -> None:
     plan = _many(3)
     md = render_markdown(plan)

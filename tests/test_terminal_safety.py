@@ -31,7 +31,13 @@ from reconciler.redact import scrub
 from reconciler.settings import ProviderFlags, resolve_api_settings
 from reconciler.state.codec import checksum
 from reconciler.state.crypto import KeySource
-from reconciler.textsafe import code_fence, is_printable, markdown_code, printable
+from reconciler.textsafe import (
+    code_fence,
+    is_printable,
+    markdown_code,
+    markdown_text,
+    printable,
+)
 from tests.clihelp import Cli, Result
 
 # Raw bytes that must never reach a terminal: C0 but \t and \n, DEL, C1, and the bidi controls.
@@ -82,6 +88,43 @@ def test_markdown_cells_and_fences_cannot_be_broken_out_of() -> None:
     body = "a\n````\nb\n``````"
     fence = code_fence(body)
     assert len(fence) == 7 and fence not in body
+
+
+def _outside_code_spans(md: str) -> str:
+    """``md`` without its code spans (a run of N backticks to the next run of exactly N), and
+    without what a backslash escapes: the text where Markdown would still act."""
+    out, i = [], 0
+    while i < len(md):
+        if md[i] == "\\":
+            i += 2
+            continue
+        if md[i] == "`":
+            n = len(md[i:]) - len(md[i:].lstrip("`"))
+            close = re.search(f"(?<!`){'`' * n}(?!`)", md[i + n:])
+            if close is not None:
+                i += n + close.end()
+                continue
+        out.append(md[i])
+        i += 1
+    return "".join(out)
+
+
+LIVE = re.compile(r"@|://|(?<!\S)www\.", re.IGNORECASE)
+
+
+def test_mentions_and_links_in_comment_text_are_inert() -> None:
+    shown = markdown_text("server @org/security runs https://evil.example/x?a|b, mail "
+                          "bob@example.com or www.evil.example")
+    assert shown == ("server `@org/security` runs `https://evil.example/x?a\\|b,` mail "
+                     "`bob@example.com` or `www.evil.example`")
+    assert markdown_text("a `@x` b") == "a `` `@x` `` b"
+
+
+@given(st.text(alphabet=st.sampled_from(list("@:/w.`| \\ab<&\x1b\u00a0"))) | st.text())
+def test_no_mention_or_link_is_left_live(text: str) -> None:
+    shown = markdown_text(text)
+    assert LIVE.search(_outside_code_spans(shown)) is None, shown
+    assert UNSAFE.search(shown) is None
 
 
 # -- credentials from the environment ----------------------------------------------------------

@@ -69,7 +69,24 @@ def _row(change: Change) -> str:
             f"{_source(change)} | {_fingerprint(change)} |")
 
 
-def _warning(plan: Plan) -> list[str]:
+def _warnings(plan: Plan, budget: int) -> list[str]:
+    """The plan's warnings as quote lines, as many as fit in ``budget`` characters, then a line
+    saying how many more the text plan (and ``reconciler plan``) shows."""
+    lines: list[str] = []
+    used = 0
+    for i, warning in enumerate(plan.warnings):
+        line = f"> {markdown_text(warning)}"
+        if used + len(line) + 4 > budget:
+            rest = len(plan.warnings) - i
+            lines += [f"> … and {rest} more warning(s), not shown here: `reconciler plan` "
+                      "prints them all.", ">"]
+            break
+        lines += [line, ">"]
+        used += len(line) + 4
+    return lines
+
+
+def _warning(plan: Plan, *, budget: int) -> list[str]:
     destroyed = [_who(c) for c in plan.actionable if c.action is Action.DELETE
                  and c.address.kind != "deposed"]
     replaced = [_who(c) for c in plan.actionable if c.action is Action.REPLACE
@@ -79,9 +96,7 @@ def _warning(plan: Plan) -> list[str]:
     if not destroyed and not replaced and not forgotten and not plan.warnings \
             and not rotated:
         return []
-    lines = ["> [!WARNING]"]
-    for warning in plan.warnings:
-        lines += [f"> {markdown_text(warning)}", ">"]
+    lines = ["> [!WARNING]", *_warnings(plan, budget)]
     if forgotten:
         lines.append(f"> **{len(forgotten)} key pair(s) gone from the cloud will be removed "
                      "from state with their private keys:** "
@@ -153,8 +168,9 @@ def render_markdown(plan: Plan, *, limit: int = MAX_CHARS) -> str:
     """The comment, at most ``limit`` characters: when the plan is too large, the table keeps
     as many rows as fit in half of what remains and the text plan the rest, cut between two
     key pairs; a note says what was cut."""
-    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", "", *_warning(plan),
-            *_unverified(plan)]
+    # the warnings take at most a quarter of the comment; the table and the text plan the rest
+    head = [MARKER, "### reconciler plan", "", f"**{summary_line(plan)}**", "",
+            *_warning(plan, budget=limit // 4), *_unverified(plan)]
     changes = plan.actionable
     table = ["| action | key pair | key source | fingerprint |", "|---|---|---|---|"]
     rows = [_row(c) for c in changes]

@@ -48,21 +48,43 @@ def digest(data: bytes) -> str:
 
 def read(path: str) -> SinkReading:
     """What the file holds now: gone, or its digest (none for a link or an odd file, which
-    is never one reconciler wrote)."""
+    is never one reconciler wrote), and why ``write`` would refuse to replace it, if it would
+    (the plan fails on that before apply changes anything)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return SinkReading(exists=False)
-    except OSError:
+    except OSError:  # unreadable here (a file where a directory should be, say): apply says
         return SinkReading(exists=True)
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_READ:
+    odd = _odd(st)
+    if odd is not None:
+        return SinkReading(exists=True, refusal=odd)
+    if st.st_size > MAX_READ:
         return SinkReading(exists=True)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return SinkReading(exists=True)
     with os.fdopen(fd, "rb") as handle:
-        return SinkReading(exists=True, digest=digest(handle.read(MAX_READ + 1)))
+        data = handle.read(MAX_READ + 1)
+    return SinkReading(exists=True, digest=digest(data),
+                       refusal=None if not data or _starts_as_age(data) else _NOT_AGE)
+
+
+_NOT_AGE = ("is not an age file (a state, key or manifest file, say); reconciler replaces only "
+            "age files. Point path at another file, or move this one away")
+
+
+def _odd(st: os.stat_result) -> str | None:
+    """Why a path of this kind is never written: a link, or no regular file."""
+    if stat.S_ISLNK(st.st_mode):
+        return ("is a symbolic link; reconciler never writes through one. Remove the link (or "
+                "point path at the file itself)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
+            "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket or device"
+        return f"is not a regular file ({kind}); move it away"
+    return None
 
 
 def write(path: str, data: bytes, *, shown: str) -> None:
@@ -121,17 +143,11 @@ def _refuse_odd(target: Path, shown: str) -> None:
         return
     except OSError as exc:
         raise ApplyError(f"{shown}: cannot read {target}: {exc.strerror or exc}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise ApplyError(f"{shown}: {target} is a symbolic link; reconciler never writes "
-                         "through one. Remove the link (or point path at the file itself) "
-                         "and apply again")
-    if not stat.S_ISREG(st.st_mode):
-        raise ApplyError(f"{shown}: {target} is not a regular file; move it away and apply "
-                         "again")
+    odd = _odd(st)
+    if odd is not None:
+        raise ApplyError(f"{shown}: {target} {odd}, and apply again")
     if st.st_size and not _is_age_file(target):
-        raise ApplyError(f"{shown}: {target} is not an age file (a state, key or manifest "
-                         "file, say); reconciler replaces only age files. Point path at "
-                         "another file, or move this one away, and apply again")
+        raise ApplyError(f"{shown}: {target} {_NOT_AGE}, and apply again")
 
 
 def _is_age_file(path: Path) -> bool:
@@ -142,7 +158,11 @@ def _is_age_file(path: Path) -> bool:
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:
-        start = handle.read(len(_AGE_ARMOR))
+        return _starts_as_age(handle.read(len(_AGE_ARMOR)))
+
+
+def _starts_as_age(data: bytes) -> bool:
+    start = data[:len(_AGE_ARMOR)]
     return start.startswith(_AGE_BINARY) or start == _AGE_ARMOR
 
 

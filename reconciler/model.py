@@ -587,3 +587,6 @@ class SinkReading:
     exists: bool
     version_id: str | None = None
     digest: str | None = None
+    # Why apply would not write there (age_file: a link, a directory, a file that is no age
+    # file), so that the plan fails first: None when it may.
+    refusal: str | None = None

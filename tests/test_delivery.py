@@ -233,8 +233,20 @@ def test_age_file_decrypts_with_age_and_drift_is_repaired(emulator: Emulator,
     os.symlink(elsewhere, written)
     linked = cli("apply", "--auto-approve", m)
     assert linked.code == 1, linked.text
-    assert "is a symbolic link" in linked.err and "pending" in linked.err
+    # the plan fails on it before apply changes anything
+    assert f'delivery.web["age_file:keys/web.age"] cannot be delivered: {written} is a ' \
+        "symbolic link" in linked.err and "nothing was changed" in linked.err, linked.err
     assert elsewhere.read_text() == "untouched" and written.is_symlink()
+    written.unlink()
+    written.mkdir()  # a directory, a FIFO: the same
+    for odd in ("directory", "FIFO"):
+        planned = cli("plan", m)
+        assert planned.code == 1 and f"is not a regular file (a {odd})" in planned.err, \
+            planned.text
+        written.rmdir() if odd == "directory" else written.unlink()
+        if odd == "directory":
+            os.mkfifo(written)
+    assert cli("apply", "--auto-approve", m).code == 0
 
 
 @needs_age
@@ -318,15 +330,22 @@ def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emu
               (cli.manifests / "keys.yaml").read_bytes()}
     result = cli("apply", "--auto-approve", m)
     assert result.code == 1, result.text
-    assert result.err.count("is not an age file") == 1 and "pending" in result.err, result.err
+    # the plan fails on it, before the key pair is made
+    assert result.err.count("is not an age file") == 1 and "nothing was changed" in \
+        result.err, result.err
     assert "Traceback" not in result.text
     assert all(path.read_bytes() == data for path, data in before.items())
+    assert emulator.keypair_count() == 0
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+    assert cli("apply", "--auto-approve", m).code == 0
     assert "PRIVATE KEY-----" in _private(cli)  # the key file still opens the state
     state = cli.state.read_bytes()
     cli.write(_manifest("      - age_file: {path: ../reconciler.state.json, "
                         f"recipients: [{recipient}]}}\n"))
     again = cli("apply", "--auto-approve", m)
-    assert again.code == 1 and "a file beside it is written" in again.err, again.text
+    # the state exists, so the plan refuses it as no age file (before it, as a name the state
+    # owns: the next test)
+    assert again.code == 1 and "is not an age file" in again.err, again.text
     assert json.loads(cli.state.read_bytes())["lineage"] == json.loads(state)["lineage"]
     assert "PRIVATE KEY-----" in _private(cli)
 

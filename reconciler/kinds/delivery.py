@@ -193,7 +193,13 @@ def _decide(addr: Address, w: Wanted | None, h: Held | None, now: SinkReading | 
     if mode is Mode.REFRESH_ONLY:
         return out
     if w is not None and mode is Mode.NORMAL:
-        out.changes.append(_wanted(addr, w, h, drift))
+        change = _wanted(addr, w, h, drift)
+        if change.action is not Action.NOOP and now is not None and now.refusal is not None:
+            # apply would refuse to write there, after making the key pair: fail the plan now
+            ctx.problem(f"{addr} cannot be delivered: {w.sink.path} {now.refusal}",
+                        "then plan again (the key pair is left as it is until then)",
+                        w.desired)
+        out.changes.append(change)
     elif h is not None:
         gone = now is not None and not now.exists
         notes = ("already gone from the sink; apply drops the record",) if gone else (

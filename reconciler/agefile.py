@@ -54,21 +54,26 @@ def read(path: str) -> SinkReading:
         st = os.lstat(path)
     except FileNotFoundError:
         return SinkReading(exists=False)
-    except OSError:  # unreadable here (a file where a directory should be, say): apply says
-        return SinkReading(exists=True)
+    except OSError as exc:  # a file where a directory should be, a loop, a name too long
+        return SinkReading(exists=True, refusal=_unreadable(exc))
     odd = _odd(st)
     if odd is not None:
         return SinkReading(exists=True, refusal=odd)
-    if st.st_size > MAX_READ:
-        return SinkReading(exists=True)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return SinkReading(exists=True)
+    except OSError as exc:
+        return SinkReading(exists=True, refusal=_unreadable(exc))
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(MAX_READ + 1)
-    return SinkReading(exists=True, digest=digest(data),
-                       refusal=None if not data or _starts_as_age(data) else _NOT_AGE)
+    refusal = None if not data or _starts_as_age(data) else _NOT_AGE
+    if len(data) > MAX_READ:  # never one reconciler wrote (a few KiB): no digest
+        return SinkReading(exists=True, refusal=refusal)
+    return SinkReading(exists=True, digest=digest(data), refusal=refusal)
+
+
+def _unreadable(exc: OSError) -> str:
+    return (f"cannot be read ({exc.strerror or exc}), so reconciler cannot tell that it is an "
+            "age file; make it readable, or point path elsewhere")
 
 
 _NOT_AGE = ("is not an age file (a state, key or manifest file, say); reconciler replaces only "
@@ -146,19 +151,14 @@ def _refuse_odd(target: Path, shown: str) -> None:
     odd = _odd(st)
     if odd is not None:
         raise ApplyError(f"{shown}: {target} {odd}, and apply again")
-    if st.st_size and not _is_age_file(target):
-        raise ApplyError(f"{shown}: {target} {_NOT_AGE}, and apply again")
-
-
-def _is_age_file(path: Path) -> bool:
-    """Whether ``path`` starts as an age file does (binary or armored); False when it
-    cannot be read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as handle:
-        return _starts_as_age(handle.read(len(_AGE_ARMOR)))
+    if st.st_size:
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise ApplyError(f"{shown}: {target} {_unreadable(exc)}, and apply again") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not _starts_as_age(handle.read(len(_AGE_ARMOR))):
+                raise ApplyError(f"{shown}: {target} {_NOT_AGE}, and apply again")
 
 
 def _starts_as_age(data: bytes) -> bool:

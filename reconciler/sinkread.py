@@ -7,13 +7,15 @@ without deliveries reads nothing and returns the snapshots as they were. A sink 
 be read fails the refresh of its target (as the key pair list does), naming the sink.
 
 May import: ``reconciler.model``, ``reconciler.errors``, ``reconciler.address``,
-``reconciler.agefile``, ``reconciler.targets``, ``reconciler.kinds``, ``reconciler.api.*``.
+``reconciler.agefile``, ``reconciler.targets``, ``reconciler.kinds``, ``reconciler.api.*``,
+``reconciler.state.reserved``, ``reconciler.state.protocol``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
 from reconciler import agefile
 from reconciler.address import Address
@@ -31,6 +33,8 @@ from reconciler.model import (
     State,
     StateKeyPair,
 )
+from reconciler.state.protocol import StateStore
+from reconciler.state.reserved import state_file_clash
 from reconciler.targets import addressing, recorded_by_address
 
 PENDING_DELETE_CODE = "CSMS.0103"
@@ -39,9 +43,11 @@ PENDING_DELETE_CODE = "CSMS.0103"
 def with_sinks(snapshots: Mapping[str, RemoteSnapshot], *, manifest: Manifest, state: State,
                apis: Mapping[str, KeyPairApi],
                moves: Mapping[str, str] | None = None,
-               recorded: Mapping[Address, StateKeyPair] | None = None
-               ) -> dict[str, RemoteSnapshot]:
-    """``snapshots`` with what each sink of their targets holds now."""
+               recorded: Mapping[Address, StateKeyPair] | None = None,
+               store: StateStore | None = None) -> dict[str, RemoteSnapshot]:
+    """``snapshots`` with what each sink of their targets holds now; an age file where
+    ``store`` keeps the state (or a file beside it) carries a refusal, so the plan fails
+    before apply makes the key pair."""
     run = addressing(manifest, state, dict(moves or {}))
     if recorded is not None:
         entries = recorded
@@ -72,6 +78,11 @@ def with_sinks(snapshots: Mapping[str, RemoteSnapshot], *, manifest: Manifest, s
             reading = _csms(client, key)
         elif kind == AGE_FILE_SINK and path is not None:
             reading = agefile.read(path)
+            clash = state_file_clash(Path(path), store, environ={}) if store else None
+            if clash is not None:
+                reading = dataclasses.replace(reading, refusal=(
+                    f"is {clash}: a private key is never delivered there; give the sink "
+                    "another path"))
         else:
             continue
         readings.setdefault(addr.target, {})[addr.name] = reading

@@ -17,7 +17,7 @@ import pytest
 
 from reconciler.api.csms import CsmsClient
 from reconciler.emulator.server import Emulator
-from reconciler.model import Secret
+from reconciler.model import Secret, SinkReading
 from tests.clihelp import Cli
 from tests.test_emulator_kms import make_key, settings
 
@@ -254,24 +254,24 @@ def test_a_failed_sink_keeps_the_key_pair_and_the_next_apply_delivers(
         emulator: Emulator, tmp_path: Path) -> None:
     _, recipient = _identity(tmp_path)
     cli = Cli(emulator, tmp_path, api="kps")
-    blocker = cli.manifests / "keys"
-    blocker.write_text("a file where the directory should be")
     cli.write(_manifest("      - csms: {secret: web-ssh}\n"
                         f"      - age_file: {{path: keys/web.age, recipients: [{recipient}]}}\n"))
     m = str(cli.manifests)
+    # CSMS refuses to create the secret (for certain: a 403), once the plan has read it
+    emulator.set_faults(error_rate=1.0, statuses=(403,), operations=["csms_create_secret"])
     failed = cli("apply", "--auto-approve", m)
     assert failed.code == 1, failed.text
     assert "the delivery is pending and the next apply delivers it again" in failed.err
     key = _private(cli)  # the key pair is recorded
-    assert _sdk_value(emulator, "web-ssh") == key  # the other sink was delivered
-    assert [r["sink"] for r in _deliveries(cli)] == ["csms:web-ssh"]
+    assert (cli.manifests / "keys" / "web.age").exists()  # the other sink was delivered
+    assert [r["sink"] for r in _deliveries(cli)] == ["age_file:keys/web.age"]
+    emulator.set_faults()
     pending = cli("plan", "--detailed-exitcode", m)
     assert pending.code == 2
-    assert 'delivery.web["age_file:keys/web.age"] will be created' in pending.out
+    assert 'delivery.web["csms:web-ssh"] will be created' in pending.out, pending.out
     assert "Plan: 1 to add, 0 to change, 0 to destroy." in pending.out
-    blocker.unlink()
     assert cli("apply", "--auto-approve", m).code == 0
-    assert (cli.manifests / "keys" / "web.age").exists()
+    assert _sdk_value(emulator, "web-ssh") == key
     assert sorted(str(r["sink"]) for r in _deliveries(cli)) == [
         "age_file:keys/web.age", "csms:web-ssh"]
 
@@ -288,6 +288,33 @@ def test_a_failed_sink_keeps_the_key_pair_and_the_next_apply_delivers(
     finally:
         ours.close()
     assert _deliveries(cli) == []  # the entry is written as one without deliveries
+
+
+def test_an_age_file_reading_says_why_apply_would_refuse_it(tmp_path: Path) -> None:
+    """Whatever ``agefile.write`` would refuse, ``agefile.read`` says so first (the plan fails
+    on it); an age file of any size, or an empty file, may be replaced."""
+    from reconciler import agefile
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    refusal = agefile.read(str(blocker / "web.age")).refusal
+    assert refusal is not None and "cannot be read (Not a directory)" in refusal
+    long_name = agefile.read(str(tmp_path / ("x" * 300))).refusal
+    assert long_name is not None and "File name too long" in long_name
+    big = tmp_path / "big"
+    big.write_bytes(b"not an age file\n" + b"x" * (agefile.MAX_READ + 10))
+    assert agefile.read(str(big)).refusal is not None
+    big.write_bytes(b"age-encryption.org/v1\n" + b"x" * (agefile.MAX_READ + 10))
+    assert agefile.read(str(big)).refusal is None
+    armored = tmp_path / "armored"
+    armored.write_bytes(b"-----BEGIN AGE ENCRYPTED FILE-----\r\nYWdl\r\n")
+    assert agefile.read(str(armored)).refusal is None
+    (tmp_path / "empty").write_bytes(b"")
+    assert agefile.read(str(tmp_path / "empty")).refusal is None
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    dangling = agefile.read(str(tmp_path / "dangling")).refusal
+    assert dangling is not None and "symbolic link" in dangling
+    assert agefile.read(str(tmp_path / "absent")) == SinkReading(exists=False)
 
 
 def test_manifest_errors_name_the_sink(emulator: Emulator, tmp_path: Path) -> None:
@@ -343,9 +370,7 @@ def test_an_age_file_never_replaces_a_file_that_is_not_an_age_file(emulator: Emu
     cli.write(_manifest("      - age_file: {path: ../reconciler.state.json, "
                         f"recipients: [{recipient}]}}\n"))
     again = cli("apply", "--auto-approve", m)
-    # the state exists, so the plan refuses it as no age file (before it, as a name the state
-    # owns: the next test)
-    assert again.code == 1 and "is not an age file" in again.err, again.text
+    assert again.code == 1 and "is where the state" in again.err, again.text
     assert json.loads(cli.state.read_bytes())["lineage"] == json.loads(state)["lineage"]
     assert "PRIVATE KEY-----" in _private(cli)
 
@@ -362,7 +387,16 @@ def test_a_first_apply_never_delivers_over_the_state_it_is_about_to_write(
     cli.write(_manifest(f"      - age_file: {{path: ../{name}, recipients: [{recipient}]}}\n"))
     result = cli("apply", "--auto-approve", str(cli.manifests))
     assert result.code == 1, result.text
+    # the plan fails on it: nothing is made, nothing written
     assert "is where the state" in result.err and "never delivered there" in result.err
+    assert "nothing was changed" in result.err and emulator.keypair_count() == 0
+    assert not cli.state.exists()
+    cli.write("keypairs:\n  - name: web\n    generate: ed25519\n")
+    assert cli("apply", "--auto-approve", str(cli.manifests)).code == 0
+    # and so on every later plan, where the journal and the backup come and go
+    cli.write(_manifest(f"      - age_file: {{path: ../{name}, recipients: [{recipient}]}}\n"))
+    again = cli("plan", str(cli.manifests))
+    assert again.code == 1 and "is where the state" in again.err, again.text
     assert "PRIVATE KEY-----" in _private(cli)  # the state loads and holds the key
     assert cli.state.read_bytes().startswith(b"{")
 

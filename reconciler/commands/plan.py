@@ -56,7 +56,7 @@ def compute_with_remote(args: argparse.Namespace, env: Env, sess: Session,
                                     adoptable(sess.manifest, sess.state, sess.reach.moves))
 
     remote = with_sinks(remote, manifest=sess.manifest, state=sess.state, apis=sess.apis,
-                        moves=sess.reach.moves)
+                        moves=sess.reach.moves, store=sess.store)
 
     def planned(remote: dict[str, RemoteSnapshot]) -> Plan:
         return make_plan(sess.manifest, sess.state, remote, options=plan_options(args, mode),

@@ -271,7 +271,7 @@ def apply_saved(args: argparse.Namespace, env: Env, path: Path, *,
         remote = saved_adoptions(saved, sess, {target: refresh(sess.api)})[target]
         remote = with_sinks({target: remote},
                             manifest=Manifest(keypairs=saved.configuration), state=sess.state,
-                            apis=sess.apis, moves=sess.reach.moves)[target]
+                            apis=sess.apis, moves=sess.reach.moves, store=sess.store)[target]
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

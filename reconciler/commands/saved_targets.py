@@ -189,7 +189,7 @@ def apply_saved_targets(args: argparse.Namespace, env: Env, saved: SavedPlan,
         remote = saved_adoptions(saved, sess, remote)
         remote = with_sinks(remote, manifest=dataclasses.replace(
             run, keypairs=saved.configuration), state=sess.state, apis=sess.apis,
-            moves=sess.reach.moves)
+            moves=sess.reach.moves, store=sess.store)
         plan = rederive(saved, state=sess.state, remote=remote, now=env.clock(),
                         moves=sess.reach.moves)
         if plan.mode is Mode.REFRESH_ONLY:

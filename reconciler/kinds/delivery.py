@@ -197,8 +197,8 @@ def _decide(addr: Address, w: Wanted | None, h: Held | None, now: SinkReading | 
         if change.action is not Action.NOOP and now is not None and now.refusal is not None:
             # apply would refuse to write there, after making the key pair: fail the plan now
             ctx.problem(f"{addr} cannot be delivered: {w.sink.path} {now.refusal}",
-                        "then plan again (the key pair is left as it is until then)",
-                        w.desired)
+                        "then plan again; apply changes nothing until the plan passes",
+                        w.desired, at=w.sink.location)
         out.changes.append(change)
     elif h is not None:
         gone = now is not None and not now.exists
